@@ -1,0 +1,34 @@
+# make run  — create .venv, install, migrate, seed, and run web + worker + beat (Ctrl-C stops all)
+# make test — create/update .venv and run the whole test suite on SQLite
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench-ingest bench-usage bench-close lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python manage.py run_stack
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy invoicing/stripe_gateway.py
+
+# Regenerate the constraints from the current .venv after changing dependencies in pyproject.toml.
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

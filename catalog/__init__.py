@@ -1,0 +1,1 @@
+"""Product catalog: features, versioned plans, rate cards, prices, entitlement templates, pricing engine."""

@@ -1,0 +1,1 @@
+"""Customers, gateway subjects mapped to them, subscriptions and entitlements."""

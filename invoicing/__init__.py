@@ -1,0 +1,1 @@
+"""Invoices, lines, billing-cycle close, preview, numbering, Stripe push and Stripe webhooks."""

@@ -1,0 +1,4 @@
+"""API routes of the metering app."""
+
+
+urlpatterns: list = []
