@@ -1,0 +1,39 @@
+"""Admin building blocks shared by every app."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.paginator import Paginator
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``cap`` rows, so admin lists over millions of events stay fast.
+
+    Beyond the cap the last page number is an estimate; the list shows "10,000+" style counts.
+    """
+
+    cap = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        try:
+            return self.object_list[: self.cap + 1].count()
+        except (AttributeError, TypeError):
+            return min(len(self.object_list), self.cap + 1)
+
+
+def pretty_json(value) -> str:
+    if value is None:
+        return "—"
+    return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>',
+                       json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def short_json(value, length: int = 80) -> str:
+    if value is None:
+        return ""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= length else text[: length - 1] + "…"

@@ -1,0 +1,1 @@
+"""DRF views of the metering app: they parse input and call one service or selector."""

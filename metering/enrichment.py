@@ -1,0 +1,40 @@
+"""What the events list and explorer show beside each event, contributed by the layers that know it.
+
+``metering`` knows meters, so it can say "no meter found for event type: X"; only ``customers`` knows
+which customer a subject belongs to. Higher layers register an enricher here at app-ready time, so
+metering shows their findings without importing them (dependencies stay downward).
+
+An enricher takes a list of events and returns ``{event pk: {"validationError": str, "customerId": str,
+...}}``. The first validation error reported for an event wins, in registration order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+Enricher = Callable[[list], dict[int, dict[str, Any]]]
+_enrichers: list[tuple[int, str, Enricher]] = []
+
+
+def register_event_enricher(name: str, enricher: Enricher, *, order: int = 100) -> None:
+    """Register (or replace) an enricher; lower ``order`` runs first."""
+    global _enrichers
+    _enrichers = [item for item in _enrichers if item[1] != name]
+    _enrichers.append((order, name, enricher))
+    _enrichers.sort(key=lambda item: (item[0], item[1]))
+
+
+def enrich_events(events: Iterable) -> dict[int, dict[str, Any]]:
+    events = list(events)
+    merged: dict[int, dict[str, Any]] = {event.pk: {"validationError": None} for event in events}
+    for _, _, enricher in _enrichers:
+        for pk, extra in enricher(events).items():
+            target = merged.setdefault(pk, {"validationError": None})
+            for key, value in extra.items():
+                if key == "validationError":
+                    if target["validationError"] is None and value:
+                        target["validationError"] = value
+                elif key not in target:
+                    target[key] = value
+    return merged

@@ -1,0 +1,1 @@
+"""Reads of the metering app, one module per concern."""
