@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.db import transaction
+from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from billing_site.admin_utils import CappedCountPaginator, pretty_json, short_json
+from billing_site.charts import bar_chart_svg
+from billing_site.jobs import job_run_create
+from billing_site.models import JobRun
 
 from . import forms
+from .cloudevents import format_rfc3339
 from .enrichment import enrich_events
-from .models import ApiToken, Event
+from .meter_rules import KONG_PRESETS
+from .models import ApiToken, Event, EventTypeActivity, Meter, SubjectActivity
 from .selectors.events import event_types_seen
+from .selectors.usage import UsageQueryError, meter_query
+from .services.meters import (
+    MeterInUse,
+    MeterValidationError,
+    meter_create,
+    meter_create_from_preset,
+    meter_delete,
+    meter_update,
+)
 from .services.tokens import api_token_create, api_token_revoke
+from .windows import floor_to_window, next_window_start, time_zone
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -161,3 +181,187 @@ class ApiTokenAdmin(admin.ModelAdmin):
             count += 1
         self.message_user(request, f"Revoked {count} token(s). Requests using them now get 401.", messages.SUCCESS)
         return None
+
+
+@admin.register(Meter)
+class MeterAdmin(admin.ModelAdmin):
+    form = forms.MeterForm
+    list_display = ("slug", "name", "event_type", "aggregation", "value_property", "group_by_names",
+                    "usage_link")
+    list_filter = ("aggregation", "event_type")
+    search_fields = ("slug", "name", "event_type")
+    actions = ["rebuild_usage"]
+    change_list_template = "admin/metering/meter/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("slug", "name", "description")}),
+        ("What to count", {"fields": ("event_type", "aggregation", "value_property", "group_by")}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("slug",) if obj else ()
+
+    def get_urls(self):
+        return [
+            path("presets/<str:preset>/", self.admin_site.admin_view(self.preset_view), name="metering_meter_preset"),
+            path("usage/", self.admin_site.admin_view(self.usage_view), name="metering_meter_usage"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "presets": [
+            {"key": key, "name": preset["name"], "exists": Meter.objects.filter(slug=preset["slug"]).exists(),
+             "summary": f"{preset['aggregation']} of {preset['event_type']}"
+                        + (f" {preset['value_property']}" if preset["value_property"] else "")}
+            for key, preset in KONG_PRESETS.items()
+        ]}
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="group by")
+    def group_by_names(self, obj: Meter) -> str:
+        return ", ".join(obj.group_by or {})
+
+    @admin.display(description="usage")
+    def usage_link(self, obj: Meter) -> str:
+        return format_html('<a href="{}?meter={}">explore</a>', reverse("admin:metering_meter_usage"), obj.pk)
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in form.Meta.fields if name in form.cleaned_data}
+        fields["group_by"] = fields.get("group_by") or {}
+        try:
+            if change:
+                fields.pop("slug", None)
+                before = Meter.objects.get(pk=obj.pk)
+                saved = meter_update(meter=before, **fields)
+                if saved.definition_version != before.definition_version:
+                    self.message_user(request, f"The definition of {saved.slug} changed: its usage is being "
+                                               "rebuilt from the raw events.", messages.WARNING)
+            else:
+                saved = meter_create(**fields)
+        except MeterValidationError as exc:  # form validation runs the same rules, so this is a race
+            raise ValueError(str(exc)) from exc
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        try:
+            meter_delete(meter=obj)
+        except MeterInUse as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+
+    def preset_view(self, request, preset: str):
+        if request.method != "POST" or not self.has_add_permission(request):
+            return HttpResponseRedirect(reverse("admin:metering_meter_changelist"))
+        try:
+            meter = meter_create_from_preset(preset=preset)
+        except MeterValidationError as exc:
+            self.message_user(request, f"Preset not added: {exc}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:metering_meter_changelist"))
+        self.message_user(request, f"Meter {meter.slug} added from the Kong preset; usage of existing "
+                                   f"{meter.event_type} events is being rolled up.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:metering_meter_change", args=[meter.pk]))
+
+    @admin.action(description="Rebuild usage from raw events", permissions=["change"])
+    def rebuild_usage(self, request, queryset):
+        if request.POST.get("confirmed") != "yes":
+            context = {**self.admin_site.each_context(request), "meters": queryset, "opts": self.model._meta,
+                       "title": "Rebuild usage?", "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME}
+            return TemplateResponse(request, "admin/metering/meter/rebuild_confirmation.html", context)
+        from .tasks import rebuild_usage
+
+        runs = []
+        for meter in queryset:
+            run = job_run_create(kind="rebuild_usage", trigger=JobRun.Trigger.ADMIN, params={"meter": meter.slug},
+                                 requested_by=request.user)
+            runs.append(run)
+            transaction.on_commit(lambda m=meter.pk, r=run.pk: rebuild_usage.delay(m, r))
+        self.message_user(request, f"Rebuilding usage of {len(runs)} meter(s); progress is shown below.",
+                          messages.SUCCESS)
+        if len(runs) == 1:
+            return HttpResponseRedirect(reverse("admin:billing_site_jobrun_change", args=[runs[0].pk]))
+        return HttpResponseRedirect(reverse("admin:billing_site_jobrun_changelist") + "?kind=rebuild_usage")
+
+    def usage_view(self, request):
+        """Usage explorer: meter, subjects, range, window, group-by → chart, table, CSV."""
+        initial = {"meter": request.GET.get("meter"), "window_size": "DAY", "time_zone": "UTC",
+                   "start": (timezone.now() - dt.timedelta(days=30)).replace(hour=0, minute=0, second=0,
+                                                                             microsecond=0),
+                   "end": timezone.now().replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)}
+        bound = "start" in request.GET
+        form = forms.UsageExplorerForm(request.GET if bound else None, initial=initial)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Usage explorer",
+                   "form": form, "rows": None}
+        if bound and form.is_valid():
+            data = form.cleaned_data
+            tz = time_zone(data["time_zone"])
+            start = data["start"].replace(tzinfo=None).replace(tzinfo=tz).astimezone(dt.UTC)
+            end = data["end"].replace(tzinfo=None).replace(tzinfo=tz).astimezone(dt.UTC)
+            size = data["window_size"] or None
+            if size:  # widen to whole windows so the chart never cuts one in half
+                start = floor_to_window(start, size, tz)
+                floored_end = floor_to_window(end, size, tz)
+                end = floored_end if floored_end == end else next_window_start(floored_end, size, tz)
+            try:
+                rows = meter_query(meter=data["meter"], start=start, end=end, window_size=size,
+                                   window_time_zone=data["time_zone"], subjects=data["subjects"] or None,
+                                   group_by=data["group_by"])
+            except UsageQueryError as exc:
+                form.add_error("group_by" if exc.field == "groupBy" else None, str(exc))
+                rows = None
+            if rows is not None:
+                keys = [k for k in data["group_by"] if k != "subject"]
+                if request.GET.get("format") == "csv":
+                    return self._usage_csv(data["meter"], rows, keys)
+                totals: dict = {}
+                for row in rows:
+                    totals[row.window_start] = totals.get(row.window_start, 0) + row.value
+                label_format = "%Y-%m-%d %H:%M" if size in ("MINUTE", "HOUR") else "%Y-%m-%d"
+                points = [(start_.astimezone(tz).strftime(label_format), value) for start_, value in totals.items()]
+                context.update({
+                    "rows": rows, "keys": keys, "chart": bar_chart_svg(points),
+                    "show_subject": any(row.subject for row in rows), "tz": tz,
+                    "csv_url": request.get_full_path() + "&format=csv",
+                    "total": sum((row.value for row in rows), 0) if data["meter"].aggregation in (
+                        "SUM", "COUNT") else None,
+                })
+        return TemplateResponse(request, "admin/metering/meter/usage.html", context)
+
+    def _usage_csv(self, meter: Meter, rows, keys: list[str]) -> HttpResponse:
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{meter.slug}-usage.csv"'
+        writer = csv.writer(response)
+        writer.writerow(["window_start", "window_end", "subject", *keys, "value"])
+        for row in rows:
+            writer.writerow([format_rfc3339(row.window_start), format_rfc3339(row.window_end), row.subject or "",
+                             *[row.group_by.get(k) or "" for k in keys], format(row.value, "f")])
+        return response
+
+
+@admin.register(SubjectActivity)
+class SubjectActivityAdmin(admin.ModelAdmin):
+    """Every subject the gateway has sent, with counts (kept by the usage aggregator)."""
+
+    list_display = ("subject", "event_count", "first_seen", "last_seen")
+    search_fields = ("^subject",)
+    ordering = ("-last_seen",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(EventTypeActivity)
+class EventTypeActivityAdmin(SubjectActivityAdmin):
+    list_display = ("type", "event_count", "last_seen", "meters")
+    search_fields = ("type",)
+
+    @admin.display(description="meters")
+    def meters(self, obj: EventTypeActivity) -> str:
+        slugs = list(Meter.objects.filter(event_type=obj.type).values_list("slug", flat=True))
+        return ", ".join(slugs) or "— no meter: these events are not billed"

@@ -8,3 +8,7 @@ class MeteringConfig(AppConfig):
 
     def ready(self) -> None:
         from .api import schema  # noqa: F401 - registers the OpenAPI auth extension
+        from .enrichment import register_event_enricher
+        from .selectors.event_problems import meter_problems
+
+        register_event_enricher("meters", meter_problems, order=10)

@@ -38,3 +38,21 @@ def enrich_events(events: Iterable) -> dict[int, dict[str, Any]]:
                 elif key not in target:
                     target[key] = value
     return merged
+
+
+# --- customer → subjects, for the meter query's filterCustomerId -------------------------------------------
+
+SubjectResolver = Callable[[list[str]], dict[str, list[str]]]
+_subject_resolver: list[SubjectResolver] = []
+
+
+def register_customer_subject_resolver(resolver: SubjectResolver) -> None:
+    """``resolver(customer ids or keys) → {id or key: [subjects]}`` (unknown ones absent)."""
+    _subject_resolver[:] = [resolver]
+
+
+def customer_subjects(customer_ids: list[str]) -> dict[str, list[str]] | None:
+    """None when no layer above metering knows customers."""
+    if not _subject_resolver:
+        return None
+    return _subject_resolver[0](customer_ids)

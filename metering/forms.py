@@ -14,3 +14,70 @@ class ApiTokenCreateForm(forms.ModelForm):
     class Meta:
         model = ApiToken
         fields = ("name",)
+
+
+class MeterForm(forms.ModelForm):
+    """Admin form for meters: validation comes from metering.meter_rules, saving from the meter services."""
+
+    group_by = forms.JSONField(
+        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        help_text='Group-by name → JSONPath, e.g. {"model": "$.model", "provider": "$.provider"}.',
+    )
+
+    class Meta:
+        from .models import Meter
+
+        model = Meter
+        fields = ("slug", "name", "description", "event_type", "aggregation", "value_property", "group_by")
+        help_texts = {
+            "slug": "Lowercase words joined by underscores, e.g. llm_tokens. Cannot change later.",
+            "event_type": "The CloudEvent type to count, e.g. kong.llm_request.",
+            "value_property": "JSONPath of the number to aggregate (not for COUNT): $.a, $.a.b, $.a[0].",
+        }
+
+    def clean(self):
+        from .meter_rules import validate_meter
+
+        data = super().clean()
+        slug = self.instance.slug if self.instance.pk else data.get("slug", "")
+        errors = validate_meter(
+            slug=slug or "", name=data.get("name") or "", event_type=data.get("event_type") or "",
+            aggregation=data.get("aggregation") or "", value_property=data.get("value_property") or "",
+            group_by=data.get("group_by") if data.get("group_by") is not None else {},
+        )
+        for field, message in errors.items():
+            if field in self.fields and field not in self.errors:
+                self.add_error(field, message)
+        return data
+
+
+class UsageExplorerForm(forms.Form):
+    WINDOWS = [("", "Whole range"), ("MINUTE", "Minute"), ("HOUR", "Hour"), ("DAY", "Day"), ("MONTH", "Month")]
+
+    meter = forms.ModelChoiceField(queryset=None)
+    subjects = forms.CharField(required=False, help_text="Comma-separated subjects; empty for all.")
+    start = forms.DateTimeField(label="From", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    end = forms.DateTimeField(label="To", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    window_size = forms.ChoiceField(choices=WINDOWS, required=False, initial="DAY")
+    time_zone = forms.CharField(initial="UTC", help_text="IANA time zone for the windows, e.g. Europe/Berlin.")
+    group_by = forms.CharField(required=False, help_text="Comma-separated group-by names, and/or subject.")
+
+    def __init__(self, *args, **kwargs):
+        from .models import Meter
+
+        super().__init__(*args, **kwargs)
+        self.fields["meter"].queryset = Meter.objects.order_by("slug")
+
+    def clean_subjects(self) -> list[str]:
+        return [s.strip() for s in self.cleaned_data["subjects"].split(",") if s.strip()]
+
+    def clean_group_by(self) -> list[str]:
+        return [s.strip() for s in self.cleaned_data["group_by"].split(",") if s.strip()]
+
+    def clean_time_zone(self):
+        from .windows import WindowError, time_zone
+
+        try:
+            return time_zone(self.cleaned_data["time_zone"]).key
+        except WindowError as exc:
+            raise forms.ValidationError(str(exc)) from None

@@ -95,3 +95,134 @@ class ApiToken(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+class Meter(models.Model):
+    """What to count: events of one type, aggregated over a JSONPath value, grouped by JSONPaths.
+
+    ``rollup_low`` is the aggregator's high-water mark: every event of this meter's type with
+    ``ingest_tx < rollup_low`` is in the rollups, exactly once; newer ones are read raw at query time.
+    """
+
+    class Aggregation(models.TextChoices):
+        SUM = "SUM", "Sum"
+        COUNT = "COUNT", "Count"
+        UNIQUE_COUNT = "UNIQUE_COUNT", "Unique count"
+        AVG = "AVG", "Average"
+        MIN = "MIN", "Minimum"
+        MAX = "MAX", "Maximum"
+        LATEST = "LATEST", "Latest"
+
+    slug = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    event_type = models.CharField(max_length=CLOUDEVENT_STRING_MAX, db_index=True)
+    aggregation = models.CharField(max_length=16, choices=Aggregation.choices)
+    value_property = models.CharField(max_length=255, blank=True, help_text="JSONPath, e.g. $.tokens")
+    group_by = models.JSONField(default=dict, blank=True, help_text='Name → JSONPath, e.g. {"model": "$.model"}')
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    rollup_low = models.BigIntegerField(default=0, editable=False)
+    definition_version = models.PositiveIntegerField(default=1, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class UsageRollup(models.Model):
+    """Pre-aggregated usage of one meter × subject × bucket × group-by values."""
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, db_index=False, related_name="+")
+    subject = models.CharField(max_length=CLOUDEVENT_STRING_MAX)
+    group_values = models.JSONField(default=dict)
+    bucket_start = models.DateTimeField()
+    event_count = models.BigIntegerField(default=0)
+    value_count = models.BigIntegerField(default=0)
+    value_sum = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+    value_min = models.DecimalField(max_digits=40, decimal_places=12, null=True)
+    value_max = models.DecimalField(max_digits=40, decimal_places=12, null=True)
+    latest_time = models.DateTimeField(null=True)
+    latest_event = models.BigIntegerField(null=True)
+    latest_value = models.DecimalField(max_digits=40, decimal_places=12, null=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} {self.subject} {self.bucket_start:%Y-%m-%d %H:%M} {self.group_values}"
+
+
+class HourlyUsage(UsageRollup):
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["meter", "subject", "bucket_start", "group_values"],
+                                               name="metering_hourly_key")]
+        indexes = [models.Index(fields=["meter", "bucket_start"], name="metering_hourly_time")]
+
+
+class DailyUsage(UsageRollup):
+    """UTC days, derived from the same pass as the hours: long ranges read 24× fewer rows."""
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["meter", "subject", "bucket_start", "group_values"],
+                                               name="metering_daily_key")]
+        indexes = [models.Index(fields=["meter", "bucket_start"], name="metering_daily_time")]
+
+
+class HourlyDistinctValue(models.Model):
+    """The distinct values seen per hour, for exact UNIQUE_COUNT meters."""
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, db_index=False, related_name="+")
+    subject = models.CharField(max_length=CLOUDEVENT_STRING_MAX)
+    group_values = models.JSONField(default=dict)
+    bucket_start = models.DateTimeField()
+    value = models.TextField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["meter", "subject", "bucket_start", "group_values", "value"],
+                                               name="metering_distinct_key")]
+        indexes = [models.Index(fields=["meter", "bucket_start"], name="metering_distinct_time")]
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} {self.subject} {self.bucket_start:%Y-%m-%d %H:%M} {self.value}"
+
+
+class AggregationCursor(models.Model):
+    """High-water marks of aggregators that are not per meter (subject and event-type activity)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    low = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} < {self.low}"
+
+
+class SubjectActivity(models.Model):
+    """Per subject: how many events, first and last seen. Kept by the aggregator, not by ingest."""
+
+    subject = models.CharField(max_length=CLOUDEVENT_STRING_MAX, unique=True)
+    event_count = models.BigIntegerField(default=0)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    last_ingested_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "subject activity"
+
+    def __str__(self) -> str:
+        return self.subject
+
+
+class EventTypeActivity(models.Model):
+    type = models.CharField(max_length=CLOUDEVENT_STRING_MAX, unique=True)
+    event_count = models.BigIntegerField(default=0)
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "event type activity"
+
+    def __str__(self) -> str:
+        return self.type

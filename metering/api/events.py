@@ -46,7 +46,8 @@ class EventsView(APIView):
     parser_classes: list = []  # the body is parsed by metering.cloudevents, never by a DRF parser
     success_status = 204
 
-    @extend_schema(request={m: {"type": "object"} for m in SUPPORTED_MEDIA_TYPES}, responses={204: None, 202: None})
+    @extend_schema(operation_id="ingestEvents", request={m: {"type": "object"} for m in SUPPORTED_MEDIA_TYPES},
+                   responses={204: None, 202: None})
     def post(self, request):
         media_type = media_type_of(request.META.get("CONTENT_TYPE"))
         if media_type is None:
@@ -63,7 +64,7 @@ class EventsView(APIView):
         events_ingest(rows=rows, received_at=now)
         return Response(status=self.success_status)
 
-    @extend_schema(parameters=[
+    @extend_schema(operation_id="listEvents", parameters=[
         OpenApiParameter("from", str), OpenApiParameter("to", str), OpenApiParameter("subject", str),
         OpenApiParameter("id", str), OpenApiParameter("ingestedAtFrom", str), OpenApiParameter("ingestedAtTo", str),
         OpenApiParameter("limit", int),
@@ -97,3 +98,13 @@ class KongEventsView(EventsView):
 
     http_method_names = ["post", "options"]
     success_status = 202
+
+    @extend_schema(operation_id="ingestEventsKong", request={m: {"type": "object"} for m in SUPPORTED_MEDIA_TYPES},
+                   responses={202: None})
+    def post(self, request):
+        return super().post(request)
+
+
+@extend_schema(exclude=True)
+class KongEventsAliasView(KongEventsView):
+    """``/v3/openmeter/events`` without the ``/api`` prefix (the same contract, documented once)."""

@@ -36,3 +36,30 @@ def test_events_list(client):
     assert listed[0].event.data["tokens"] == 7
     assert listed[0].ingested_at is not None
     assert listed[0].event.subject == "kong-air"
+
+
+def test_meters_create_list_and_query_json(live_server):
+    import datetime as dt
+
+    from tests.metering.usage_helpers import ingest, iso, utc
+
+    _, token = api_token_create(name="om-admin", scopes=["read", "manage"])
+    om = Client(endpoint=live_server.url, token=token)
+    created = om.meters.create({"slug": "llm_tokens", "name": "AI Gateway Tokens", "eventType": "kong.llm_request",
+                                "aggregation": "SUM", "valueProperty": "$.tokens",
+                                "groupBy": {"model": "$.model", "type": "$.type"}})
+    assert created.slug == "llm_tokens" and created.event_type == "kong.llm_request"
+    assert [m.slug for m in om.meters.list()] == ["llm_tokens"]
+    ingest([llm_event(tokens=10, time=iso(utc(2026, 11, 3, 10))),
+            llm_event(tokens=4, kind="response", time=iso(utc(2026, 11, 3, 12))),
+            llm_event(tokens=6, subject="acme", time=iso(utc(2026, 11, 4, 1)))])
+    result = om.meters.query_json(
+        "llm_tokens", from_parameter=dt.datetime(2026, 11, 3, tzinfo=dt.UTC),
+        to=dt.datetime(2026, 11, 5, tzinfo=dt.UTC), window_size="DAY", subject=["kong-air"],
+        advanced_meter_group_by_filters={"type": {"$eq": "request"}}, group_by=["type"],
+    )
+    assert [(row.value, row.window_start.day, row.subject, row.group_by) for row in result.data] == [
+        (10, 3, "kong-air", {"type": "request"})]
+    filtered = om.meters.query_json("llm_tokens", from_parameter=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+                                    to=dt.datetime(2026, 12, 1, tzinfo=dt.UTC), filter_group_by={"type": "response"})
+    assert [row.value for row in filtered.data] == [4]

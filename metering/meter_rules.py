@@ -1,0 +1,107 @@
+"""Rules of a meter definition (pure: no database), shared by the admin, the API and ``billing_apply``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from . import jsonpath
+from .jsonpath import JsonPath, JsonPathError
+
+SLUG_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+SLUG_MAX = 64
+GROUP_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_GROUP_NAMES = frozenset({"subject", "customer_id", "customerId"})
+AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
+NUMERIC_AGGREGATIONS = frozenset({"SUM", "AVG", "MIN", "MAX", "LATEST"})
+
+# The Kong meters of ../shared/fixtures/kong_events.json, offered as one-click presets.
+KONG_PRESETS: dict[str, dict[str, Any]] = {
+    "llm_tokens": {
+        "slug": "llm_tokens", "name": "AI Gateway Tokens", "event_type": "kong.llm_request", "aggregation": "SUM",
+        "value_property": "$.tokens", "description": "Tokens of LLM calls through Kong's AI Gateway.",
+        "group_by": {"model": "$.model", "provider": "$.provider", "type": "$.type"},
+    },
+    "api_requests": {
+        "slug": "api_requests", "name": "API Requests", "event_type": "kong.api_request", "aggregation": "COUNT",
+        "value_property": "", "description": "Requests through the Kong gateway.",
+        "group_by": {"request_method": "$.request_method", "route_name": "$.route_name",
+                     "service_name": "$.service_name", "status": "$.response_http_status"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class MeterDefinition:
+    event_type: str
+    aggregation: str
+    value_path: JsonPath | None
+    group_by: dict[str, JsonPath]
+
+
+def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, value_property: str | None,
+                   group_by: Any) -> dict[str, str]:
+    """Field → message for every problem; empty when the meter is valid."""
+    errors: dict[str, str] = {}
+    if not isinstance(slug, str) or not SLUG_RE.match(slug):
+        errors["slug"] = "slug must be lowercase letters and digits in words joined by single underscores " \
+                         "(e.g. llm_tokens)"
+    elif len(slug) > SLUG_MAX:
+        errors["slug"] = f"slug must be at most {SLUG_MAX} characters"
+    if not isinstance(name, str) or not name.strip():
+        errors["name"] = "name is required"
+    if not isinstance(event_type, str) or not event_type.strip():
+        errors["event_type"] = "event type is required (the CloudEvent type, e.g. kong.llm_request)"
+    elif len(event_type) > 255:
+        errors["event_type"] = "event type must be at most 255 characters"
+    if aggregation not in AGGREGATIONS:
+        errors["aggregation"] = f"aggregation must be one of {', '.join(AGGREGATIONS)}"
+    value_property = value_property or ""
+    if aggregation == "COUNT":
+        if value_property:
+            errors["value_property"] = "COUNT counts events: it takes no value property"
+    elif aggregation in AGGREGATIONS:
+        if not value_property:
+            errors["value_property"] = f"{aggregation} needs a value property (a JSONPath such as $.tokens)"
+        else:
+            try:
+                jsonpath.parse(value_property)
+            except JsonPathError as exc:
+                errors["value_property"] = str(exc)
+    if group_by is None:
+        group_by = {}
+    if not isinstance(group_by, dict):
+        errors["group_by"] = 'group by must be an object of name → JSONPath, e.g. {"model": "$.model"}'
+    else:
+        problems = []
+        for key, path in group_by.items():
+            if not isinstance(key, str) or not GROUP_NAME_RE.match(key):
+                problems.append(f'"{key}" is not a valid group name (letters, digits and _)')
+            elif key in RESERVED_GROUP_NAMES:
+                problems.append(f'"{key}" is reserved; choose another group name')
+            try:
+                jsonpath.parse(path)
+            except JsonPathError as exc:
+                problems.append(f"{key}: {exc}")
+        if problems:
+            errors["group_by"] = "; ".join(problems)
+    return errors
+
+
+def meter_definition(meter) -> MeterDefinition:
+    """The parsed definition of a stored (valid) meter."""
+    value_path = jsonpath.parse(meter.value_property) if meter.value_property else None
+    group_by = {name: jsonpath.parse(path) for name, path in (meter.group_by or {}).items()}
+    return MeterDefinition(meter.event_type, meter.aggregation, value_path, group_by)
+
+
+def value_problem(definition: MeterDefinition, data: Any) -> str | None:
+    """Why this event's data would not be counted by the meter, or None."""
+    if definition.aggregation == "COUNT" or definition.value_path is None:
+        return None
+    if definition.aggregation == "UNIQUE_COUNT":
+        value = jsonpath.group_value(definition.value_path, data)
+        return None if value is not None else f"value at {definition.value_path.text} is missing"
+    _, problem = jsonpath.numeric_value(definition.value_path, data)
+    return problem

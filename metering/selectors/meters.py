@@ -1,0 +1,27 @@
+"""Reading meters."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import Min
+
+from ..models import DailyUsage, Event, Meter
+from ..usage_sql import from_db_datetime
+
+
+def meter_by_id_or_slug(id_or_slug: str) -> Meter | None:
+    """OpenMeter's ``{meterIdOrSlug}``: the slug wins; a number also matches the id."""
+    meter = Meter.objects.filter(slug=id_or_slug).first()
+    if meter is None and id_or_slug.isdigit():
+        meter = Meter.objects.filter(pk=int(id_or_slug)).first()
+    return meter
+
+
+def meter_first_usage_time(meter: Meter) -> dt.datetime | None:
+    """The earliest event time the meter counts (rolled-up days, or the raw tail)."""
+    first_day = DailyUsage.objects.filter(meter=meter).aggregate(first=Min("bucket_start"))["first"]
+    first_tail = Event.objects.filter(type=meter.event_type, ingest_tx__gte=meter.rollup_low).aggregate(
+        first=Min("time"))["first"]
+    candidates = [from_db_datetime(t) for t in (first_day, first_tail) if t is not None]
+    return min(candidates) if candidates else None

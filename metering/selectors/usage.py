@@ -1,0 +1,395 @@
+"""Usage queries: rollups plus the not-yet-rolled-up tail, aggregated in the database, in one statement.
+
+Every query is ONE SQL statement (so it reads one consistent snapshot even while the aggregator moves the
+meter's high-water mark) built from up to four branches:
+
+- ``D`` pieces from ``DailyUsage`` and ``H`` pieces from ``HourlyUsage`` (see :mod:`metering.windows`);
+- ``R`` pieces (partial hours) from raw events, by time;
+- the tail: raw events with ``ingest_tx`` at or above the meter's ``rollup_low`` that fall in D or H
+  pieces — events not folded into the rollups yet, so a query sees an event the moment it is stored.
+
+The branches are ``UNION ALL``-ed, joined to a ``VALUES`` table of pieces, and grouped by window, subject
+and group-by values in SQL. Billing, previews and entitlements call :func:`usage_total`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+
+from ..meter_rules import meter_definition
+from ..models import Meter
+from ..usage_sql import (
+    db_datetime,
+    from_db_number,
+    is_postgres,
+    rollup_group_expr,
+    text_expr,
+    value_expr,
+)
+from ..windows import WINDOW_SIZES, Piece, WindowError, decompose, time_zone, windows
+
+MAX_PIECES = 12_000
+FILTER_OPERATORS = ("$eq", "$ne", "$in", "$nin")
+
+
+class UsageQueryError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class GroupFilter:
+    """``key`` compared with ``values``: ``$eq``/``$ne`` take one value, ``$in``/``$nin`` several.
+
+    A missing group value never equals anything, so it passes ``$ne`` and ``$nin``.
+    """
+
+    key: str
+    operator: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    window_start: dt.datetime
+    window_end: dt.datetime
+    subject: str | None
+    group_by: dict[str, str | None]
+    value: Decimal
+
+
+@dataclass
+class _Sql:
+    parts: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def add(self, sql: str, params: Iterable[Any] = ()) -> None:
+        self.parts.append(sql)
+        self.params.extend(params)
+
+
+def equality_filters(filters: dict[str, str] | None) -> list[GroupFilter]:
+    return [GroupFilter(key, "$eq", (str(value),)) for key, value in (filters or {}).items()]
+
+
+def _filter_sql(expression: str, expression_params: list, group_filter: GroupFilter) -> tuple[str, list]:
+    values = list(group_filter.values)
+    placeholders = ", ".join(["%s"] * len(values))
+    if group_filter.operator == "$eq":
+        return f"{expression} = %s", [*expression_params, values[0]]
+    if group_filter.operator == "$in":
+        return f"{expression} IN ({placeholders})", [*expression_params, *values]
+    if group_filter.operator == "$ne":
+        return f"({expression} IS NULL OR {expression} <> %s)", [*expression_params, *expression_params, values[0]]
+    return (f"({expression} IS NULL OR {expression} NOT IN ({placeholders}))",
+            [*expression_params, *expression_params, *values])
+
+
+def _pieces_values(pieces: Sequence[Piece]) -> tuple[str, list]:
+    """``w(idx, a, b, kind, subj)`` as a VALUES list (typed on PostgreSQL)."""
+    rows, params = [], []
+    for n, piece in enumerate(pieces):
+        if n == 0 and is_postgres():
+            rows.append("(%s::int, %s::timestamptz, %s::timestamptz, %s::text, %s::text)")
+        else:
+            rows.append("(%s, %s, %s, %s, %s)")
+        params.extend([piece.index, db_datetime(piece.start), db_datetime(piece.end), piece.kind, piece.subject])
+    return "w (idx, a, b, kind, subj) AS (VALUES " + ", ".join(rows) + ")", params
+
+
+def _bounds(pieces: Sequence[Piece]) -> tuple[Any, Any]:
+    return db_datetime(min(p.start for p in pieces)), db_datetime(max(p.end for p in pieces))
+
+
+def usage_rows(
+    *,
+    meter: Meter,
+    pieces: Sequence[Piece],
+    window_bounds: Sequence[tuple[dt.datetime, dt.datetime]],
+    group_by: Sequence[str] = (),
+    group_by_subject: bool = False,
+    subjects: Sequence[str] | None = None,
+    filters: Sequence[GroupFilter] = (),
+) -> list[UsageRow]:
+    """Aggregate a meter over pieces of windows; one row per window × (subject) × group-by values."""
+    definition = meter_definition(meter)
+    for key in [*group_by, *(f.key for f in filters)]:
+        if key not in definition.group_by:
+            raise UsageQueryError("groupBy", f'"{key}" is not a group-by of meter {meter.slug}; '
+                                             f"known: {', '.join(sorted(definition.group_by)) or 'none'}")
+    if not pieces:
+        return []
+    if len(pieces) > MAX_PIECES:
+        raise UsageQueryError("windowSize", "the query needs too many windows: use a larger windowSize "
+                                            "or a shorter range")
+    keys = list(dict.fromkeys([*group_by, *(f.key for f in filters)]))
+    aggregation = definition.aggregation
+    unique = aggregation == "UNIQUE_COUNT"
+    latest = aggregation == "LATEST"
+    per_subject_pieces = any(p.subject is not None for p in pieces)
+    sql = _Sql()
+    values_sql, values_params = _pieces_values(pieces)
+    sql.add("WITH " + values_sql, values_params)
+
+    key_columns = [f"g{i}" for i in range(len(keys))]
+    measure_names = ["event_count", "value_count", "value_sum", "value_min", "value_max", "latest_time",
+                     "latest_event", "latest_value"]
+    measure_aliases = ["val"] if unique else measure_names
+    branches: list[_Sql] = []
+
+    def subject_conditions(alias: str) -> tuple[list[str], list]:
+        conditions, params = [], []
+        if subjects is not None:
+            if not subjects:
+                conditions.append("1 = 0")
+            else:
+                conditions.append(f"{alias}.subject IN ({', '.join(['%s'] * len(subjects))})")
+                params.extend(subjects)
+        if per_subject_pieces:
+            conditions.append(f"{alias}.subject = w.subj")
+        return conditions, params
+
+    def filter_conditions(expressions: dict[str, tuple[str, list]]) -> tuple[list[str], list]:
+        conditions, params = [], []
+        for group_filter in filters:
+            expression, expression_params = expressions[group_filter.key]
+            condition, condition_params = _filter_sql(expression, expression_params, group_filter)
+            conditions.append(condition)
+            params.extend(condition_params)
+        return conditions, params
+
+    # Rollup branches (D, H); UNIQUE_COUNT reads its distinct values from the hourly table for both.
+    rollup_sources = ([("metering_hourlydistinctvalue", ("D", "H"))] if unique else
+                      [("metering_dailyusage", ("D",)), ("metering_hourlyusage", ("H",))])
+    for table, kinds in rollup_sources:
+        kind_pieces = [p for p in pieces if p.kind in kinds]
+        if not kind_pieces:
+            continue
+        branch = _Sql()
+        expressions = {key: rollup_group_expr(key) for key in keys}
+        selected = ["w.idx AS idx", "r.subject AS subject"]
+        params: list = []
+        for column, key in zip(key_columns, keys, strict=True):
+            selected.append(f"{expressions[key][0]} AS {column}")
+            params.extend(expressions[key][1])
+        selected += [f"r.{source} AS {name}" for source, name in zip(
+            ["value"] if unique else measure_names, measure_aliases, strict=True)]
+        low, high = _bounds(kind_pieces)
+        conditions = [f"w.kind IN ({', '.join(['%s'] * len(kinds))})", "r.bucket_start >= w.a", "r.bucket_start < w.b",
+                      "r.meter_id = %s", "r.bucket_start >= %s", "r.bucket_start < %s"]
+        condition_params: list = [*kinds, meter.pk, low, high]
+        extra, extra_params = subject_conditions("r")
+        conditions += extra
+        condition_params += extra_params
+        extra, extra_params = filter_conditions(expressions)
+        conditions += extra
+        condition_params += extra_params
+        branch.add(f"SELECT {', '.join(selected)} FROM {table} r JOIN w ON " + " AND ".join(conditions),
+                   [*params, *condition_params])
+        branches.append(branch)
+
+    # Raw branches: R pieces by time, and the tail (ingest_tx >= rollup_low) of D and H pieces.
+    if aggregation == "COUNT":
+        value_sql, value_params = "NULL", []
+    elif unique:
+        value_sql, value_params = text_expr(definition.value_path)
+    else:
+        value_sql, value_params = value_expr(definition.value_path)
+    raw_expressions = {key: text_expr(definition.group_by[key]) for key in keys}
+    inner_columns = ["e.id", "e.subject", "e.time", "e.ingest_tx", f"{value_sql} AS v"]
+    inner_params: list = [*value_params]
+    for column, key in zip(key_columns, keys, strict=True):
+        inner_columns.append(f"{raw_expressions[key][0]} AS {column}")
+        inner_params.extend(raw_expressions[key][1])
+    raw_filter_expressions = {key: (f"e.{column}", []) for column, key in zip(key_columns, keys, strict=True)}
+    if unique:
+        measures = ["e.v"]
+    elif aggregation == "COUNT":
+        measures = ["1", "1", "0", "NULL", "NULL", "NULL", "NULL", "NULL"]
+    else:
+        measures = ["1", "CASE WHEN e.v IS NULL THEN 0 ELSE 1 END", "COALESCE(e.v, 0)", "e.v", "e.v",
+                    "CASE WHEN e.v IS NULL THEN NULL ELSE e.time END",
+                    "CASE WHEN e.v IS NULL THEN NULL ELSE e.id END", "e.v"]
+    raw_pieces = [p for p in pieces if p.kind == "R"]
+    rolled_pieces = [p for p in pieces if p.kind != "R"]
+    for kind_pieces, tail in ((raw_pieces, False), (rolled_pieces, True)):
+        if not kind_pieces:
+            continue
+        low, high = _bounds(kind_pieces)
+        where = ["e.type = %s", "e.time >= %s", "e.time < %s"]
+        where_params: list = [definition.event_type, low, high]
+        if tail:
+            where.append("e.ingest_tx >= (SELECT rollup_low FROM metering_meter WHERE id = %s)")
+            where_params.append(meter.pk)
+        extra, extra_params = subject_conditions("e")
+        subject_only = [c for c in extra if "w.subj" not in c]
+        where += subject_only
+        where_params += extra_params
+        join = ["w.kind " + ("<> 'R'" if tail else "= 'R'"), "e.time >= w.a", "e.time < w.b"]
+        if per_subject_pieces:
+            join.append("e.subject = w.subj")
+        outer_conditions, outer_params = filter_conditions(raw_filter_expressions)
+        if unique:
+            outer_conditions.append("e.v IS NOT NULL")
+        branch = _Sql()
+        branch.add(
+            "SELECT w.idx AS idx, e.subject AS subject, "
+            + ", ".join([*(f"e.{c} AS {c}" for c in key_columns),
+                         *(f"{m} AS {a}" for m, a in zip(measures, measure_aliases, strict=True))]) + " "
+            f"FROM (SELECT {', '.join(inner_columns)} FROM metering_event e WHERE {' AND '.join(where)}) e "
+            f"JOIN w ON {' AND '.join(join)}"
+            + (f" WHERE {' AND '.join(outer_conditions)}" if outer_conditions else ""),
+            [*inner_params, *where_params, *outer_params],
+        )
+        branches.append(branch)
+
+    union = _Sql()
+    for n, branch in enumerate(branches):
+        if n:
+            union.add(" UNION ALL ")
+        union.add("".join(branch.parts), branch.params)
+    grouped_keys = [key for key in keys if key in group_by]  # filter-only keys are selected, not grouped
+    group_columns = ["x.idx", *(["x.subject"] if group_by_subject else []),
+                     *(f"x.{c}" for c, key in zip(key_columns, keys, strict=True) if key in group_by)]
+    if unique:
+        aggregate = "count(DISTINCT x.val)"
+        source = f"({''.join(union.parts)}) AS x"
+    else:
+        rank = ""
+        if latest:
+            partition = ", ".join(c.replace("x.", "") for c in group_columns)
+            rank = (f", ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY "
+                    "CASE WHEN latest_time IS NULL THEN 1 ELSE 0 END, latest_time DESC, latest_event DESC) AS rn")
+        source = f"(SELECT u.*{rank} FROM ({''.join(union.parts)}) AS u) AS x"
+        aggregate = ("sum(x.event_count), sum(x.value_count), sum(x.value_sum), min(x.value_min), max(x.value_max), "
+                     + ("max(CASE WHEN x.rn = 1 THEN x.latest_value END)" if latest else "NULL"))
+    sql.add(f" SELECT {', '.join(group_columns)}, {aggregate} FROM {source} GROUP BY {', '.join(group_columns)}",
+            union.params)
+
+    with connection.cursor() as cursor:
+        cursor.execute("".join(sql.parts), sql.params)
+        fetched = cursor.fetchall()
+
+    rows: list[UsageRow] = []
+    offset = 2 if group_by_subject else 1
+    for record in fetched:
+        index = record[0]
+        subject = record[1] if group_by_subject else None
+        groups = {key: record[offset + i] for i, key in enumerate(grouped_keys)}
+        measures_out = record[offset + len(grouped_keys):]
+        value = _final_value(aggregation, measures_out)
+        if value is None:
+            continue
+        start, end = window_bounds[index]
+        rows.append(UsageRow(start, end, subject, groups, value))
+    rows.sort(key=lambda r: (r.window_start, r.subject or "", sorted((k, v or "") for k, v in r.group_by.items())))
+    return rows
+
+
+def _final_value(aggregation: str, measures: Sequence[Any]) -> Decimal | None:
+    if aggregation == "UNIQUE_COUNT":
+        count = int(measures[0] or 0)
+        return Decimal(count) if count else None
+    event_count, value_count, value_sum, value_min, value_max, latest_value = measures
+    event_count, value_count = int(event_count or 0), int(value_count or 0)
+    if aggregation == "COUNT":
+        return Decimal(event_count) if event_count else None
+    if aggregation == "SUM":
+        return from_db_number(value_sum) if event_count else None
+    if not value_count:
+        return None
+    if aggregation == "AVG":
+        return from_db_number(value_sum) / Decimal(value_count)
+    if aggregation == "MIN":
+        return from_db_number(value_min)
+    if aggregation == "MAX":
+        return from_db_number(value_max)
+    return from_db_number(latest_value)
+
+
+# --- public selectors -------------------------------------------------------------------------------------
+
+
+def meter_query(
+    *,
+    meter: Meter,
+    start: dt.datetime,
+    end: dt.datetime,
+    window_size: str | None = None,
+    window_time_zone: str | None = None,
+    subjects: Sequence[str] | None = None,
+    group_by: Sequence[str] = (),
+    filters: Sequence[GroupFilter] = (),
+    group_by_subject: bool | None = None,
+) -> list[UsageRow]:
+    """OpenMeter's meter query: usage per window (DST-correct in ``window_time_zone``) and group."""
+    if window_size is not None and window_size not in WINDOW_SIZES:
+        raise UsageQueryError("windowSize", f"windowSize must be one of {', '.join(WINDOW_SIZES)}")
+    try:
+        tz = time_zone(window_time_zone)
+        bounds = windows(start, end, window_size, tz)
+    except WindowError as exc:
+        raise UsageQueryError(exc.field, str(exc)) from None
+    group_by = list(dict.fromkeys(group_by))
+    if group_by_subject is None:  # OpenMeter: rows carry the subject when grouped or filtered by it
+        group_by_subject = "subject" in group_by or bool(subjects)
+    group_keys = [key for key in group_by if key != "subject"]
+    if window_size == "MINUTE":
+        pieces = [Piece(i, a, b, "R") for i, (a, b) in enumerate(bounds)]
+    else:
+        pieces = [piece for i, (a, b) in enumerate(bounds) for piece in decompose(i, a, b)]
+    return usage_rows(meter=meter, pieces=pieces, window_bounds=bounds, group_by=group_keys,
+                      group_by_subject=group_by_subject, subjects=subjects, filters=filters)
+
+
+def usage_total(
+    *,
+    meter: Meter,
+    subjects: Sequence[str],
+    start: dt.datetime,
+    end: dt.datetime,
+    filters: dict[str, str] | None = None,
+) -> Decimal:
+    """The meter's value for these subjects over ``[start, end)`` with equality filters (0 when no usage)."""
+    return usage_total_for_periods(meter=meter, subject_periods=[(s, start, end) for s in subjects], filters=filters)
+
+
+def usage_total_for_periods(
+    *,
+    meter: Meter,
+    subject_periods: Sequence[tuple[str, dt.datetime, dt.datetime]],
+    filters: dict[str, str] | None = None,
+) -> Decimal:
+    """One value over several subjects, each counted only inside its own ``[start, end)`` (attribution
+    windows clipped to a billing period). Exact for every aggregation, not a sum of per-subject values."""
+    pieces = [piece for subject, a, b in subject_periods if a < b for piece in decompose(0, a, b, subject)]
+    if not pieces:
+        return Decimal(0)
+    subjects = sorted({s for s, a, b in subject_periods if a < b})
+    rows = usage_rows(meter=meter, pieces=pieces, window_bounds=[(min(p.start for p in pieces),
+                                                                   max(p.end for p in pieces))],
+                      subjects=subjects, filters=equality_filters(filters))
+    return rows[0].value if rows else Decimal(0)
+
+
+def usage_series(
+    *,
+    meter: Meter,
+    subjects: Sequence[str] | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    window_size: str,
+    window_time_zone: str | None = None,
+    filters: dict[str, str] | None = None,
+) -> list[UsageRow]:
+    """Per-window totals (for charts), windows must be aligned like the query API's."""
+    return meter_query(meter=meter, start=start, end=end, window_size=window_size,
+                       window_time_zone=window_time_zone, subjects=None if subjects is None else list(subjects),
+                       filters=equality_filters(filters), group_by_subject=False)

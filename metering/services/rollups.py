@@ -1,0 +1,280 @@
+"""The usage aggregator: folds new events into hourly and daily rollups, in SQL, exactly once.
+
+Each meter has a high-water mark ``rollup_low``. One chunk, in one transaction:
+
+1. lock the meter row (a concurrent aggregator skips it, so two never fold the same events);
+2. ``high`` = the oldest transaction still running (:func:`usage_sql.safe_high`): every event with
+   ``ingest_tx < high`` is committed for good, so nothing below it can still appear. This is what keeps a
+   late-committing ingest transaction from being skipped: ids and ``ingested_at`` are not commit order,
+   transaction ids below the snapshot's xmin are;
+3. aggregate the meter's events with ``rollup_low ≤ ingest_tx < chunk_high`` with ``GROUP BY`` over the
+   JSON paths into a temporary table of hourly partials, upsert them into ``HourlyUsage``, fold the same
+   partials into ``DailyUsage`` (UTC days), and for UNIQUE_COUNT add the distinct values;
+4. move ``rollup_low`` to ``chunk_high``.
+
+A crash anywhere rolls the chunk back whole, so a rerun neither skips nor double-counts. Queries read
+the rollups plus the raw events at or above ``rollup_low`` in one statement (one snapshot).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+from ..meter_rules import MeterDefinition, meter_definition
+from ..models import AggregationCursor, DailyUsage, HourlyDistinctValue, HourlyUsage, Meter
+from ..usage_sql import day_bucket, groups_object_expr, hour_bucket, is_postgres, safe_high, text_expr, value_expr
+
+logger = logging.getLogger(__name__)
+
+CHUNK_EVENTS = 500_000
+CHUNK_TABLE = "metering_rollup_chunk"
+ROLLUP_COLUMNS = ("event_count, value_count, value_sum, value_min, value_max, latest_time, latest_event, "
+                  "latest_value")
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    events: int
+    low: int
+    high: int
+    caught_up: bool
+
+
+def _chunk_high(cursor, low: int, high: int, max_events: int) -> int:
+    """The exclusive upper bound of a chunk of at most ~max_events events (whole transactions)."""
+    cursor.execute(
+        "SELECT ingest_tx FROM metering_event WHERE ingest_tx >= %s AND ingest_tx < %s "
+        "ORDER BY ingest_tx LIMIT 1 OFFSET %s",
+        [low, high, max_events],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return high
+    return max(int(row[0]), low + 1)
+
+
+def _merge_set(table: str) -> str:
+    """ON CONFLICT assignments that add a chunk's partial aggregate to a stored one."""
+    t, x = table, "excluded"
+    newer = (f"{x}.latest_time IS NOT NULL AND ({t}.latest_time IS NULL OR {x}.latest_time > {t}.latest_time "
+             f"OR ({x}.latest_time = {t}.latest_time AND {x}.latest_event > {t}.latest_event))")
+    return (
+        f"event_count = {t}.event_count + {x}.event_count, "
+        f"value_count = {t}.value_count + {x}.value_count, "
+        f"value_sum = {t}.value_sum + {x}.value_sum, "
+        f"value_min = CASE WHEN {t}.value_min IS NULL OR {x}.value_min < {t}.value_min "
+        f"THEN {x}.value_min ELSE {t}.value_min END, "
+        f"value_max = CASE WHEN {t}.value_max IS NULL OR {x}.value_max > {t}.value_max "
+        f"THEN {x}.value_max ELSE {t}.value_max END, "
+        f"latest_value = CASE WHEN {newer} THEN {x}.latest_value ELSE {t}.latest_value END, "
+        f"latest_event = CASE WHEN {newer} THEN {x}.latest_event ELSE {t}.latest_event END, "
+        f"latest_time = CASE WHEN {newer} THEN {x}.latest_time ELSE {t}.latest_time END"
+    )
+
+
+def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int, high: int) -> int:
+    aggregation = definition.aggregation
+    groups_sql, groups_params = groups_object_expr(definition.group_by)
+    if aggregation == "COUNT":
+        value_sql, value_params = "NULL", []
+    elif aggregation == "UNIQUE_COUNT":
+        value_sql, value_params = text_expr(definition.value_path)
+    else:
+        value_sql, value_params = value_expr(definition.value_path)
+    numeric = aggregation not in ("COUNT", "UNIQUE_COUNT")
+    latest = aggregation == "LATEST"
+    null_numeric = "CAST(NULL AS NUMERIC)" if is_postgres() else "NULL"
+    null_time = "CAST(NULL AS TIMESTAMPTZ)" if is_postgres() else "NULL"
+    null_bigint = "CAST(NULL AS BIGINT)" if is_postgres() else "NULL"
+    rank = ("CASE WHEN v IS NOT NULL THEN ROW_NUMBER() OVER (PARTITION BY subject, group_values, bucket_start, "
+            "v IS NULL ORDER BY time DESC, id DESC) END" if latest else "NULL")
+    count_value = "count(v)" if aggregation != "COUNT" else "count(*)"
+    if aggregation == "COUNT":
+        value_sql = null_numeric
+    select = (
+        f"SELECT subject, group_values, bucket_start, count(*) AS event_count, {count_value} AS value_count, "
+        + ("COALESCE(sum(v), 0) AS value_sum, min(v) AS value_min, max(v) AS value_max, "
+           if numeric else f"0 AS value_sum, {null_numeric} AS value_min, {null_numeric} AS value_max, ")
+        + (("max(CASE WHEN rn = 1 THEN time END) AS latest_time, max(CASE WHEN rn = 1 THEN id END) AS latest_event, "
+            "max(CASE WHEN rn = 1 THEN v END) AS latest_value")
+           if latest else f"{null_time} AS latest_time, {null_bigint} AS latest_event, {null_numeric} AS latest_value")
+        + f" FROM (SELECT subject, group_values, bucket_start, time, id, v, {rank} AS rn FROM ("
+        f"SELECT e.subject, {groups_sql} AS group_values, {hour_bucket('e.time')} AS bucket_start, e.time, e.id, "
+        f"{value_sql} AS v FROM metering_event e "
+        "WHERE e.type = %s AND e.ingest_tx >= %s AND e.ingest_tx < %s) AS events) AS ranked "
+        "GROUP BY subject, group_values, bucket_start"
+    )
+    params = [*groups_params, *value_params, definition.event_type, low, high]
+    temp_schema = "pg_temp" if is_postgres() else "temp"
+    cursor.execute(f"DROP TABLE IF EXISTS {temp_schema}.{CHUNK_TABLE}", [])
+    cursor.execute(f"CREATE TEMPORARY TABLE {CHUNK_TABLE} AS {select}", params)
+    cursor.execute(f"SELECT COALESCE(SUM(event_count), 0) FROM {CHUNK_TABLE}", [])
+    events = int(cursor.fetchone()[0])
+    if events:
+        hourly, daily = HourlyUsage._meta.db_table, DailyUsage._meta.db_table
+        cursor.execute(
+            f"INSERT INTO {hourly} (meter_id, subject, group_values, bucket_start, {ROLLUP_COLUMNS}) "  # noqa: S608
+            f"SELECT %s, subject, group_values, bucket_start, {ROLLUP_COLUMNS} FROM {CHUNK_TABLE} WHERE 1 = 1 "
+            f"ON CONFLICT (meter_id, subject, bucket_start, group_values) DO UPDATE SET {_merge_set(hourly)}",
+            [meter.pk],
+        )
+        day = day_bucket("bucket_start")
+        day_rank = (f"ROW_NUMBER() OVER (PARTITION BY subject, group_values, {day} ORDER BY "
+                    "CASE WHEN latest_time IS NULL THEN 1 ELSE 0 END, latest_time DESC, latest_event DESC)"
+                    if latest else "NULL")
+        cursor.execute(
+            f"INSERT INTO {daily} (meter_id, subject, group_values, bucket_start, {ROLLUP_COLUMNS}) "  # noqa: S608
+            "SELECT %s, subject, group_values, day, sum(event_count), sum(value_count), sum(value_sum), "
+            "min(value_min), max(value_max), "
+            + ("max(CASE WHEN rn = 1 THEN latest_time END), max(CASE WHEN rn = 1 THEN latest_event END), "
+               "max(CASE WHEN rn = 1 THEN latest_value END) " if latest
+               else "max(latest_time), max(latest_event), max(latest_value) ")
+            + f"FROM (SELECT c.*, {day} AS day, {day_rank} AS rn FROM {CHUNK_TABLE} c) AS days WHERE 1 = 1 "
+            "GROUP BY subject, group_values, day "
+            f"ON CONFLICT (meter_id, subject, bucket_start, group_values) DO UPDATE SET {_merge_set(daily)}",
+            [meter.pk],
+        )
+        if aggregation == "UNIQUE_COUNT":
+            distinct = HourlyDistinctValue._meta.db_table
+            cursor.execute(
+                f"INSERT INTO {distinct} (meter_id, subject, group_values, bucket_start, value) "  # noqa: S608
+                f"SELECT DISTINCT %s, e.subject, {groups_sql}, {hour_bucket('e.time')}, {value_sql} "
+                "FROM metering_event e WHERE e.type = %s AND e.ingest_tx >= %s AND e.ingest_tx < %s "
+                f"AND {value_sql} IS NOT NULL "
+                "ON CONFLICT (meter_id, subject, bucket_start, group_values, value) DO NOTHING",
+                [meter.pk, *groups_params, *value_params, definition.event_type, low, high, *value_params],
+            )
+    cursor.execute(f"DROP TABLE {temp_schema}.{CHUNK_TABLE}", [])
+    return events
+
+
+def rollups_process_chunk(*, meter_id: int, max_events: int = CHUNK_EVENTS) -> ChunkResult | None:
+    """Fold one chunk of a meter's new events into its rollups. None when another worker holds the meter."""
+    with transaction.atomic():
+        meter = Meter.objects.select_for_update(skip_locked=True).filter(pk=meter_id).first()
+        if meter is None:
+            return None
+        with connection.cursor() as cursor:
+            high = safe_high(cursor)
+            low = meter.rollup_low
+            if high <= low:
+                return ChunkResult(0, low, low, True)
+            chunk_high = _chunk_high(cursor, low, high, max_events)
+            events = _aggregate_chunk(cursor, meter, meter_definition(meter), low, chunk_high)
+        Meter.objects.filter(pk=meter.pk).update(rollup_low=chunk_high)
+    return ChunkResult(events, low, chunk_high, chunk_high >= high)
+
+
+def rollups_catch_up(*, meter_id: int, time_budget: float | None = None,
+                     progress: Callable[[int], None] | None = None, max_events: int = CHUNK_EVENTS) -> int:
+    """Process chunks until the meter is caught up (or the time budget is spent); returns events folded."""
+    started = time.monotonic()
+    total = 0
+    while True:
+        result = rollups_process_chunk(meter_id=meter_id, max_events=max_events)
+        if result is None:
+            return total
+        total += result.events
+        if progress is not None:
+            progress(total)
+        if result.caught_up or (time_budget is not None and time.monotonic() - started > time_budget):
+            return total
+
+
+@transaction.atomic
+def meter_rollups_reset(*, meter: Meter) -> Meter:
+    """Forget a meter's rollups: the aggregator rebuilds them from raw events (after a definition change)."""
+    meter = Meter.objects.select_for_update().get(pk=meter.pk)
+    for model in (HourlyUsage, DailyUsage, HourlyDistinctValue):
+        model.objects.filter(meter=meter).delete()
+    Meter.objects.filter(pk=meter.pk).update(rollup_low=0)
+    meter.rollup_low = 0
+    return meter
+
+
+def usage_rebuild(*, meter: Meter, progress: Callable[[int, int], None] | None = None) -> int:
+    """Rebuild one meter's rollups from every raw event; ``progress(done, total)`` after each chunk."""
+    meter_rollups_reset(meter=meter)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM metering_event WHERE type = %s", [meter.event_type])
+        total = int(cursor.fetchone()[0])
+    if progress is not None:
+        progress(0, total)
+    return rollups_catch_up(meter_id=meter.pk, progress=(lambda done: progress(done, total)) if progress else None)
+
+
+# --- subject and event-type activity -----------------------------------------------------------------------
+
+ACTIVITY_CURSOR = "activity"
+
+
+def activity_process_chunk(*, max_events: int = CHUNK_EVENTS) -> ChunkResult:
+    """Count events per subject and per type (first/last seen), for the admin's consumer pickers."""
+    with transaction.atomic():
+        AggregationCursor.objects.get_or_create(name=ACTIVITY_CURSOR)
+        state = AggregationCursor.objects.select_for_update().get(name=ACTIVITY_CURSOR)
+        with connection.cursor() as cursor:
+            high = safe_high(cursor)
+            if high <= state.low:
+                return ChunkResult(0, state.low, state.low, True)
+            chunk_high = _chunk_high(cursor, state.low, high, max_events)
+            span = [state.low, chunk_high]
+            cursor.execute(
+                "INSERT INTO metering_subjectactivity (subject, event_count, first_seen, last_seen, last_ingested_at) "
+                "SELECT subject, count(*), min(time), max(time), max(ingested_at) FROM metering_event "
+                "WHERE ingest_tx >= %s AND ingest_tx < %s GROUP BY subject "
+                "ON CONFLICT (subject) DO UPDATE SET "
+                "event_count = metering_subjectactivity.event_count + excluded.event_count, "
+                "first_seen = CASE WHEN excluded.first_seen < metering_subjectactivity.first_seen "
+                "THEN excluded.first_seen ELSE metering_subjectactivity.first_seen END, "
+                "last_seen = CASE WHEN excluded.last_seen > metering_subjectactivity.last_seen "
+                "THEN excluded.last_seen ELSE metering_subjectactivity.last_seen END, "
+                "last_ingested_at = CASE WHEN excluded.last_ingested_at > metering_subjectactivity.last_ingested_at "
+                "THEN excluded.last_ingested_at ELSE metering_subjectactivity.last_ingested_at END",
+                span,
+            )
+            cursor.execute(
+                "INSERT INTO metering_eventtypeactivity (type, event_count, last_seen) "
+                "SELECT type, count(*), max(time) FROM metering_event "
+                "WHERE ingest_tx >= %s AND ingest_tx < %s GROUP BY type "
+                "ON CONFLICT (type) DO UPDATE SET "
+                "event_count = metering_eventtypeactivity.event_count + excluded.event_count, "
+                "last_seen = CASE WHEN excluded.last_seen > metering_eventtypeactivity.last_seen "
+                "THEN excluded.last_seen ELSE metering_eventtypeactivity.last_seen END",
+                span,
+            )
+            cursor.execute("SELECT count(*) FROM metering_event WHERE ingest_tx >= %s AND ingest_tx < %s", span)
+            events = int(cursor.fetchone()[0])
+        AggregationCursor.objects.filter(pk=state.pk).update(low=chunk_high)
+    return ChunkResult(events, state.low, chunk_high, chunk_high >= high)
+
+
+@dataclass(frozen=True)
+class ProcessReport:
+    events_by_meter: dict[str, int]
+    activity_events: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.events_by_meter.values())
+
+
+def usage_process_all(*, time_budget: float = 20.0) -> ProcessReport:
+    """The beat job: activity counters, then every meter, until caught up or the budget is spent."""
+    started = time.monotonic()
+    activity = 0
+    while True:
+        result = activity_process_chunk()
+        activity += result.events
+        if result.caught_up or time.monotonic() - started > time_budget:
+            break
+    by_meter: dict[str, int] = {}
+    for meter_id, slug in Meter.objects.order_by("pk").values_list("pk", "slug"):
+        remaining = max(1.0, time_budget - (time.monotonic() - started))
+        by_meter[slug] = rollups_catch_up(meter_id=meter_id, time_budget=remaining)
+    return ProcessReport(by_meter, activity)

@@ -1,0 +1,125 @@
+"""SQL fragments for extracting meter values and group-by values from event JSON, per database.
+
+PostgreSQL reads ``data #> path`` (jsonb); SQLite reads ``json_extract(data, path)``. Both give the same
+answers for the JSON types meters use:
+
+- a *value* is a JSON number, or a string holding a number (``"42"``, ``" 1.5e3 "``); anything else
+  (missing, null, boolean, other strings, objects, arrays) is NULL, i.e. "not counted";
+- a *group-by value* is the text of a string, number or boolean (``"gpt-4o"``, ``"200"``, ``"true"``),
+  or NULL when missing or null.
+
+Every fragment returns ``(sql, params)`` with ``%s`` placeholders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.db import connection
+
+from .jsonpath import NUMERIC_TEXT_SQL, JsonPath
+
+Fragment = tuple[str, list]
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def db_datetime(value: dt.datetime):
+    """A datetime as the database compares it (SQLite stores UTC text)."""
+    if is_postgres():
+        return value
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def from_db_datetime(value) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=dt.UTC)
+    parsed = dt.datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def from_db_number(value) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value
+    return Decimal(str(value))
+
+
+def value_expr(path: JsonPath, data: str = "e.data") -> Fragment:
+    if is_postgres():
+        p = path.postgres_path
+        return (
+            f"(CASE jsonb_typeof({data} #> %s::text[]) WHEN 'number' THEN ({data} #>> %s::text[])::numeric "
+            f"WHEN 'string' THEN CASE WHEN ({data} #>> %s::text[]) ~ %s "
+            f"THEN btrim({data} #>> %s::text[])::numeric END END)",
+            [p, p, p, NUMERIC_TEXT_SQL, p],
+        )
+    p = path.sqlite_path
+    return (
+        f"(CASE json_type({data}, %s) WHEN 'integer' THEN json_extract({data}, %s) "
+        f"WHEN 'real' THEN json_extract({data}, %s) "
+        f"WHEN 'text' THEN CASE WHEN json_extract({data}, %s) REGEXP %s "
+        f"THEN CAST(trim(json_extract({data}, %s)) AS NUMERIC) END END)",
+        [p, p, p, p, NUMERIC_TEXT_SQL, p],
+    )
+
+
+def text_expr(path: JsonPath, data: str = "e.data") -> Fragment:
+    if is_postgres():
+        return f"({data} #>> %s::text[])", [path.postgres_path]
+    p = path.sqlite_path
+    return (
+        f"(CASE json_type({data}, %s) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN NULL "
+        f"ELSE CAST(json_extract({data}, %s) AS TEXT) END)",
+        [p, p],
+    )
+
+
+def groups_object_expr(group_by: dict[str, JsonPath], data: str = "e.data") -> Fragment:
+    """A JSON object of every group-by value, keys sorted, so equal groups compare equal."""
+    if not group_by:
+        return ("'{}'::jsonb" if is_postgres() else "json_object()"), []
+    parts: list[str] = []
+    params: list = []
+    for name in sorted(group_by):
+        sql, p = text_expr(group_by[name], data)
+        parts.append(f"%s, {sql}")
+        params.extend([name, *p])
+    function = "jsonb_build_object" if is_postgres() else "json_object"
+    return f"{function}({', '.join(parts)})", params
+
+
+def rollup_group_expr(name: str, column: str = "r.group_values") -> Fragment:
+    """One group-by value out of a rollup row's stored group object, as text."""
+    if is_postgres():
+        return f"({column} ->> %s)", [name]
+    return f"json_extract({column}, %s)", [f'$."{name}"']
+
+
+def hour_bucket(column: str) -> str:
+    if is_postgres():
+        return f"date_trunc('hour', {column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    return f"strftime('%%Y-%%m-%%d %%H:00:00', {column})"
+
+
+def day_bucket(column: str) -> str:
+    if is_postgres():
+        return f"date_trunc('day', {column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    return f"strftime('%%Y-%%m-%%d 00:00:00', {column})"
+
+
+def safe_high(cursor) -> int:
+    """Every event with ``ingest_tx`` below this is committed (or rolled back) for good.
+
+    PostgreSQL: the oldest transaction still running (its xid and every later one may yet commit).
+    SQLite: the caller holds the write lock, so everything visible is everything there is.
+    """
+    if is_postgres():
+        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    else:
+        cursor.execute("SELECT COALESCE(MAX(ingest_tx), 0) + 1 FROM metering_event")
+    return int(cursor.fetchone()[0])
