@@ -15,6 +15,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("", include("metering.urls")),
+    path("", include("catalog.urls")),
+    path("", include("customers.urls")),
 ]
 
 handler404 = "billing_site.views.not_found"

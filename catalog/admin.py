@@ -1,1 +1,442 @@
-"""Admin screens of the catalog app."""
+"""Catalog screens: features, plans with their rate cards, tiers, lifecycle actions and a cost calculator."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from .display import price_summary
+from .models import Feature, Plan, PriceTier, RateCard
+from .pricing import PricingError, price_rate_card
+from .rules import feature_filter_problems, rate_card_problems
+from .services.features import FeatureError, feature_create, feature_update
+from .services.plans import PlanError, plan_archive, plan_new_version, plan_problems, plan_publish, rate_card_price
+
+
+class FeatureForm(forms.ModelForm):
+    meter_group_by_filters = forms.JSONField(
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text='Equality on the meter\'s group-by values, e.g. {"provider": "openai", "type": "request"}.',
+    )
+
+    class Meta:
+        model = Feature
+        fields = ("key", "name", "meter", "meter_group_by_filters")
+
+    def clean(self):
+        data = super().clean()
+        meter = data.get("meter")
+        problems = feature_filter_problems(data.get("meter_group_by_filters") or {}, meter.group_by if meter else None)
+        if problems:
+            self.add_error("meter_group_by_filters", "; ".join(problems))
+        return data
+
+
+@admin.register(Feature)
+class FeatureAdmin(admin.ModelAdmin):
+    form = FeatureForm
+    list_display = ("key", "name", "meter", "filters", "used_by")
+    list_select_related = ("meter",)
+    search_fields = ("key", "name")
+    list_filter = ("meter",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("key",) if obj else ()
+
+    @admin.display(description="filters")
+    def filters(self, obj: Feature) -> str:
+        return ", ".join(f"{k} = {v}" for k, v in (obj.meter_group_by_filters or {}).items())
+
+    @admin.display(description="rate cards")
+    def used_by(self, obj: Feature) -> int:
+        return obj.rate_cards.count()
+
+    def get_queryset(self, request):
+        from django.db.models import Count
+
+        return super().get_queryset(request).annotate(rate_card_count=Count("rate_cards"))
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        try:
+            if change:
+                saved = feature_update(
+                    feature=Feature.objects.get(pk=obj.pk),
+                    name=data["name"],
+                    meter=data["meter"],
+                    filters=data.get("meter_group_by_filters") or {},
+                )
+            else:
+                saved = feature_create(
+                    key=data["key"],
+                    name=data["name"],
+                    meter=data["meter"],
+                    filters=data.get("meter_group_by_filters") or {},
+                )
+        except FeatureError as exc:
+            raise ValueError(str(exc)) from exc
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+
+class RateCardForm(forms.ModelForm):
+    class Meta:
+        model = RateCard
+        fields = (
+            "key",
+            "name",
+            "feature",
+            "price_type",
+            "amount",
+            "unit_amount",
+            "quantity_per_package",
+            "payment_term",
+            "free_quantity",
+            "minimum_spend",
+            "maximum_spend",
+            "entitlement_type",
+            "entitlement_limit",
+            "entitlement_soft",
+            "entitlement_usage_period",
+            "entitlement_config",
+        )
+
+    def clean(self):
+        data = super().clean()
+        feature = data.get("feature")
+        price_type = data.get("price_type") or ""
+        placeholder = Decimal(1)  # tiers are checked on publish, on the plan page
+        from .rules import engine_price
+
+        price = None
+        if price_type in ("flat", "unit", "package"):
+            price = engine_price(
+                price_type,
+                amount=data.get("amount"),
+                unit_amount=data.get("unit_amount"),
+                quantity_per_package=data.get("quantity_per_package"),
+            )
+        problems = rate_card_problems(
+            key=data.get("key") or "?",
+            price_type=price_type,
+            price=price,
+            has_feature=feature is not None,
+            feature_metered=bool(feature and feature.meter_id),
+            payment_term=data.get("payment_term") or "",
+            minimum_spend=data.get("minimum_spend"),
+            maximum_spend=data.get("maximum_spend"),
+            free_quantity=data.get("free_quantity"),
+            entitlement_type=data.get("entitlement_type") or "",
+            entitlement_limit=data.get("entitlement_limit")
+            if data.get("entitlement_type") == "metered"
+            else placeholder,
+            entitlement_config=data.get("entitlement_config"),
+        )
+        for problem in problems:
+            self.add_error(None, problem)
+        return data
+
+
+class PlanDraftOnly:
+    """Published and archived versions are shown read-only."""
+
+    def _plan_of(self, obj):
+        raise NotImplementedError
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and not self._plan_of(obj).is_editable:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_add_permission(self, request, obj=None):
+        if obj is not None and not self._plan_of(obj).is_editable:
+            return False
+        return super().has_add_permission(request, obj) if obj is not None else super().has_add_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and not self._plan_of(obj).is_editable:
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+class RateCardInline(PlanDraftOnly, admin.StackedInline):
+    model = RateCard
+    form = RateCardForm
+    extra = 0
+    show_change_link = True
+    autocomplete_fields = ()
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    ("key", "name"),
+                    "feature",
+                    ("price_type", "payment_term"),
+                    ("amount", "unit_amount", "quantity_per_package"),
+                    ("free_quantity", "minimum_spend", "maximum_spend"),
+                )
+            },
+        ),
+        (
+            "Entitlement",
+            {
+                "fields": (
+                    ("entitlement_type", "entitlement_limit", "entitlement_soft", "entitlement_usage_period"),
+                    "entitlement_config",
+                )
+            },
+        ),
+    )
+
+    def _plan_of(self, obj):
+        return obj
+
+
+@admin.register(Plan)
+class PlanAdmin(PlanDraftOnly, admin.ModelAdmin):
+    list_display = (
+        "key",
+        "version",
+        "name",
+        "status",
+        "currency",
+        "billing_cadence",
+        "rate_card_count",
+        "published_at",
+    )
+    list_filter = ("status", "currency", "billing_cadence")
+    search_fields = ("key", "name")
+    inlines = [RateCardInline]
+    actions = ["publish_plans", "new_versions", "archive_plans"]
+    readonly_fields = ("status", "version", "published_at", "archived_at", "pricing", "problems")
+    fieldsets = (
+        (None, {"fields": (("key", "version", "status"), "name", "description", ("currency", "billing_cadence"))}),
+        ("Rate cards", {"fields": ("pricing", "problems")}),
+        ("History", {"fields": ("published_at", "archived_at"), "classes": ("collapse",)}),
+    )
+    change_form_template = "admin/catalog/plan/change_form.html"
+
+    def _plan_of(self, obj):
+        return obj
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(self.readonly_fields)
+        if obj is not None:
+            fields.append("key")
+        return fields
+
+    def get_queryset(self, request):
+        from django.db.models import Count
+
+        return super().get_queryset(request).annotate(rate_card_total=Count("rate_cards"))
+
+    @admin.display(description="rate cards", ordering="rate_card_total")
+    def rate_card_count(self, obj: Plan) -> int:
+        return obj.rate_card_total
+
+    @admin.display(description="pricing")
+    def pricing(self, obj: Plan) -> str:
+        if not obj.pk:
+            return "—"
+        rows = []
+        for rate_card in obj.rate_cards.select_related("feature").prefetch_related("tiers"):
+            rows.append(
+                (
+                    reverse("admin:catalog_ratecard_change", args=[rate_card.pk]),
+                    rate_card.key,
+                    rate_card.display_name,
+                    rate_card.feature.key if rate_card.feature_id else "—",
+                    price_summary(rate_card, obj.currency),
+                    rate_card.get_payment_term_display(),
+                    entitlement_summary(rate_card),
+                )
+            )
+        if not rows:
+            return "No rate cards yet."
+        return format_html(
+            '<table class="pricing"><tr><th>rate card</th><th>name</th><th>feature</th><th>price</th><th>billed</th>'
+            "<th>entitlement</th></tr>{}</table>",
+            format_html_join(
+                "", '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>', rows
+            ),
+        )
+
+    @admin.display(description="before publishing")
+    def problems(self, obj: Plan) -> str:
+        if not obj.pk or obj.status != Plan.Status.DRAFT:
+            return "—"
+        found = plan_problems(obj)
+        if not found:
+            return "Ready to publish."
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((p,) for p in found)))
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/lifecycle/<str:action>/",
+                self.admin_site.admin_view(self.lifecycle_view),
+                name="catalog_plan_lifecycle",
+            ),
+            *super().get_urls(),
+        ]
+
+    def lifecycle_view(self, request, pk: int, action: str):
+        """One plan: publish / new version / archive, with a confirmation page."""
+        plan = get_object_or_404(Plan, pk=pk)
+        if action not in ("publish", "new_version", "archive") or not super().has_change_permission(request):
+            return HttpResponseRedirect(reverse("admin:catalog_plan_change", args=[pk]))
+        if request.method != "POST":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "plan": plan,
+                "action": action,
+                "title": f"{action.replace('_', ' ').capitalize()} {plan}?",
+                "problems": plan_problems(plan) if action == "publish" else [],
+            }
+            return TemplateResponse(request, "admin/catalog/plan/lifecycle_confirmation.html", context)
+        try:
+            result = {"publish": plan_publish, "new_version": plan_new_version, "archive": plan_archive}[action](
+                plan=plan
+            )
+        except PlanError as exc:
+            self.message_user(request, f"{plan}: {exc}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:catalog_plan_change", args=[pk]))
+        self.message_user(request, f"{result} — done.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:catalog_plan_change", args=[result.pk]))
+
+    def _bulk(self, request, queryset, service, verb: str):
+        if request.POST.get("confirmed") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "plans": queryset,
+                "title": f"{verb.capitalize()} plans?",
+                "verb": verb,
+                "action": request.POST.get("action"),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "problems": {p.pk: plan_problems(p) for p in queryset} if verb == "publish" else {},
+            }
+            return TemplateResponse(request, "admin/catalog/plan/bulk_confirmation.html", context)
+        for plan in queryset:
+            try:
+                result = service(plan=plan)
+                self.message_user(request, f"{verb}: {result}", messages.SUCCESS)
+            except PlanError as exc:
+                self.message_user(request, f"{plan}: {exc}", messages.ERROR)
+        return None
+
+    @admin.action(description="Publish selected drafts", permissions=["change"])
+    def publish_plans(self, request, queryset):
+        return self._bulk(request, queryset, plan_publish, "publish")
+
+    @admin.action(description="Edit: make a new draft version", permissions=["change"])
+    def new_versions(self, request, queryset):
+        return self._bulk(request, queryset, plan_new_version, "new version")
+
+    @admin.action(description="Archive selected (stops new subscriptions)", permissions=["change"])
+    def archive_plans(self, request, queryset):
+        return self._bulk(request, queryset, plan_archive, "archive")
+
+
+def entitlement_summary(rate_card: RateCard) -> str:
+    kind = rate_card.entitlement_type
+    if kind == "boolean":
+        return "access"
+    if kind == "static":
+        return f"static {rate_card.entitlement_config}"
+    if kind == "metered":
+        period = rate_card.entitlement_usage_period or "billing period"
+        return f"{'soft' if rate_card.entitlement_soft else 'hard'} limit {rate_card.entitlement_limit:,f} per {period}"
+    return "—"
+
+
+class PriceTierInline(PlanDraftOnly, admin.TabularInline):
+    model = PriceTier
+    extra = 0
+    fields = ("position", "up_to", "unit_amount", "flat_amount")
+
+    def _plan_of(self, obj):
+        return obj.plan
+
+
+class CostForm(forms.Form):
+    quantity = forms.DecimalField(min_value=0, max_digits=38, decimal_places=15, initial=Decimal(1000))
+
+
+@admin.register(RateCard)
+class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
+    form = RateCardForm
+    inlines = [PriceTierInline]
+    list_display = ("key", "plan", "feature", "price_type", "payment_term", "entitlement_type")
+    list_select_related = ("plan", "feature")
+    list_filter = ("price_type", "payment_term", "plan__status")
+    search_fields = ("key", "plan__key")
+    change_form_template = "admin/catalog/ratecard/change_form.html"
+
+    def _plan_of(self, obj):
+        return obj.plan
+
+    def has_module_permission(self, request):
+        return False  # reached from the plan page
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        rate_card = get_object_or_404(RateCard.objects.select_related("plan", "feature"), pk=object_id)
+        cost_form = CostForm(request.GET if "quantity" in request.GET else None)
+        cost = None
+        if cost_form.is_bound and cost_form.is_valid():
+            cost = self._cost(rate_card, cost_form.cleaned_data["quantity"])
+            if isinstance(cost, str):
+                cost_form.add_error("quantity", cost)
+                cost = None
+        extra_context = {
+            **(extra_context or {}),
+            "cost_form": cost_form,
+            "cost": cost,
+            "summary": price_summary(rate_card, rate_card.plan.currency),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @staticmethod
+    def _cost(rate_card: RateCard, quantity: Decimal):
+        from .money import to_major
+
+        try:
+            price = rate_card_price(rate_card)
+            if price is None:
+                return "this rate card has no price"
+            charge = price_rate_card(
+                price=price,
+                quantity=quantity,
+                currency=rate_card.plan.currency,
+                free_quantity=rate_card.free_quantity or Decimal(0),
+                minimum_spend=rate_card.minimum_spend,
+                maximum_spend=rate_card.maximum_spend,
+            )
+        except (PricingError, InvalidOperation, ValueError) as exc:
+            return f"cannot price this rate card yet: {exc}"
+        currency = rate_card.plan.currency
+        return {
+            "lines": [
+                {
+                    "kind": line.kind,
+                    "quantity": line.quantity,
+                    "unit_price": line.unit_price,
+                    "amount": to_major(line.amount, currency),
+                    "tiers": line.tiers,
+                }
+                for line in charge.lines
+            ],
+            "total": to_major(charge.total, currency),
+            "currency": currency,
+        }

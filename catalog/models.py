@@ -1,1 +1,148 @@
-"""Models of the catalog app."""
+"""Models of the catalog: features, versioned plans, rate cards with prices, tiers and entitlement templates.
+
+A published plan version is frozen: the services refuse to change it, the admin shows it read-only, and
+"edit" makes a new draft version. Subscriptions pin a version.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from billing_site.fields import PreciseDecimalField
+from metering.models import Meter
+
+KEY_MAX = 64
+
+
+class Feature(models.Model):
+    """Something customers get: metered (a meter, optionally filtered by group-by values) or not (boolean or
+    static entitlements only)."""
+
+    key = models.CharField(max_length=KEY_MAX, unique=True)
+    name = models.CharField(max_length=200)
+    meter = models.ForeignKey(Meter, null=True, blank=True, on_delete=models.PROTECT, related_name="features")
+    meter_group_by_filters = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Equality filters on the meter\'s group-by values, e.g. {"provider": "openai"}.',
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Plan(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PUBLISHED = "published", "Published"
+        ARCHIVED = "archived", "Archived"
+
+    class Cadence(models.TextChoices):
+        DAILY = "P1D", "Daily (P1D)"
+        WEEKLY = "P1W", "Weekly (P1W)"
+        MONTHLY = "P1M", "Monthly (P1M)"
+        QUARTERLY = "P3M", "Quarterly (P3M)"
+        YEARLY = "P1Y", "Yearly (P1Y)"
+
+    key = models.CharField(max_length=KEY_MAX)
+    version = models.PositiveIntegerField(default=1)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    currency = models.CharField(max_length=3, help_text="ISO 4217, e.g. USD")
+    billing_cadence = models.CharField(max_length=8, choices=Cadence.choices, default=Cadence.MONTHLY)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["key", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["key", "version"], name="catalog_plan_key_version"),
+            models.UniqueConstraint(fields=["key"], condition=Q(status="draft"), name="catalog_plan_one_draft"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version} ({self.status})"
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+
+class RateCard(models.Model):
+    class PriceType(models.TextChoices):
+        NONE = "", "No price (entitlement only)"
+        FLAT = "flat", "Flat fee"
+        UNIT = "unit", "Per unit (usage-based)"
+        GRADUATED = "graduated", "Graduated tiers"
+        VOLUME = "volume", "Volume tiers"
+        PACKAGE = "package", "Package"
+
+    class PaymentTerm(models.TextChoices):
+        IN_ADVANCE = "in_advance", "In advance"
+        IN_ARREARS = "in_arrears", "In arrears"
+
+    class EntitlementType(models.TextChoices):
+        NONE = "", "None"
+        BOOLEAN = "boolean", "Boolean (has access)"
+        STATIC = "static", "Static (JSON config)"
+        METERED = "metered", "Metered (limit per usage period)"
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="rate_cards")
+    position = models.PositiveIntegerField(default=0)
+    key = models.CharField(max_length=KEY_MAX)
+    name = models.CharField(max_length=200, blank=True)
+    feature = models.ForeignKey(Feature, null=True, blank=True, on_delete=models.PROTECT, related_name="rate_cards")
+    price_type = models.CharField(max_length=16, choices=PriceType.choices, blank=True, default="")
+    amount = PreciseDecimalField(null=True, blank=True, help_text="Flat fee, or the price of one package.")
+    unit_amount = PreciseDecimalField(null=True, blank=True, help_text="Price per unit, e.g. 0.000003 per token.")
+    quantity_per_package = PreciseDecimalField(null=True, blank=True)
+    payment_term = models.CharField(max_length=16, choices=PaymentTerm.choices, default=PaymentTerm.IN_ARREARS)
+    minimum_spend = PreciseDecimalField(null=True, blank=True, help_text="Per period; topped up with a line.")
+    maximum_spend = PreciseDecimalField(null=True, blank=True, help_text="Per period; capped with a discount.")
+    free_quantity = PreciseDecimalField(null=True, blank=True, help_text="Units per period not charged.")
+    entitlement_type = models.CharField(max_length=16, choices=EntitlementType.choices, blank=True, default="")
+    entitlement_config = models.JSONField(null=True, blank=True, help_text="Static entitlement: any JSON.")
+    entitlement_limit = PreciseDecimalField(null=True, blank=True, help_text="Metered entitlement: limit per period.")
+    entitlement_soft = models.BooleanField(default=False, help_text="Soft limit: access continues above it.")
+    entitlement_usage_period = models.CharField(
+        max_length=8,
+        choices=Plan.Cadence.choices,
+        blank=True,
+        default="",
+        help_text="Metered entitlement reset period; empty: the billing period.",
+    )
+
+    class Meta:
+        ordering = ["plan", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["plan", "key"], name="catalog_ratecard_plan_key")]
+
+    def __str__(self) -> str:
+        return f"{self.plan.key} v{self.plan.version} / {self.key}"
+
+    @property
+    def display_name(self) -> str:
+        return self.name or (self.feature.name if self.feature_id else self.key)
+
+
+class PriceTier(models.Model):
+    """One tier of a graduated or volume price. ``up_to`` is inclusive; empty on the last tier."""
+
+    rate_card = models.ForeignKey(RateCard, on_delete=models.CASCADE, related_name="tiers")
+    position = models.PositiveIntegerField(default=0)
+    up_to = PreciseDecimalField(null=True, blank=True, help_text="Inclusive upper bound; empty on the last tier.")
+    unit_amount = PreciseDecimalField(default=0)
+    flat_amount = PreciseDecimalField(default=0)
+
+    class Meta:
+        ordering = ["rate_card", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"up to {self.up_to if self.up_to is not None else '∞'}"

@@ -1,1 +1,468 @@
-"""Admin screens of the customers app."""
+"""Billing screens: customers with "Include usage from", Kong consumers, subscriptions, unbilled subjects."""
+
+from __future__ import annotations
+
+from django import forms as django_forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from billing_site.jobs import job_run_create
+from billing_site.models import JobRun
+from metering.admin import EventAdmin
+from metering.models import Event
+
+from . import forms
+from .models import Customer, KongConsumer, SubjectAttribution, Subscription, SubscriptionEvent, UnbilledSubject
+from .selectors import (
+    active_subscriptions,
+    plan_change_proration,
+    subscription_entitlements,
+    subscription_period_at,
+    unattributed_subjects,
+)
+from .services.customers import (
+    AttributionError,
+    CustomerError,
+    attribution_add,
+    attribution_end,
+    consumer_include,
+    customer_create,
+    customer_update,
+)
+from .services.subscriptions import (
+    SubscriptionError,
+    subscription_cancel,
+    subscription_change_plan,
+    subscription_create,
+)
+
+
+class AttributionInline(admin.TabularInline):
+    model = SubjectAttribution
+    form = forms.AttributionForm
+    fk_name = "customer"
+    extra = 1
+    verbose_name = "subject (include usage from)"
+    verbose_name_plural = "Include usage from"
+    readonly_fields = ("kong_consumer",)
+    can_delete = False
+
+
+class SubscriptionInline(admin.TabularInline):
+    model = Subscription
+    fk_name = "customer"
+    extra = 0
+    show_change_link = True
+    can_delete = False
+    fields = ("plan", "start", "billing_anchor", "cancel_at", "state")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="status")
+    def state(self, obj: Subscription) -> str:
+        return obj.status_at(timezone.now())
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    form = forms.CustomerForm
+    list_display = ("name", "key", "email", "currency", "subjects", "plans", "collection_method", "stripe_customer_id")
+    list_filter = ("currency", "collection_method")
+    search_fields = ("key", "name", "email", "attributions__subject")
+    inlines = [AttributionInline, SubscriptionInline]
+    readonly_fields = ("current_usage",)
+    fieldsets = (
+        (None, {"fields": (("key", "name"), ("email", "currency"))}),
+        (
+            "Billing address",
+            {
+                "fields": ("address_line1", "address_line2", ("city", "state"), ("postal_code", "country"), "tax_id"),
+                "classes": ("collapse",),
+            },
+        ),
+        ("Invoicing", {"fields": (("collection_method", "days_until_due"), "stripe_customer_id", "metadata")}),
+        ("Usage this period", {"fields": ("current_usage",)}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("key", *self.readonly_fields) if obj else self.readonly_fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("attributions", "subscriptions__plan")
+
+    @admin.display(description="include usage from")
+    def subjects(self, obj: Customer) -> str:
+        return ", ".join(a.subject for a in obj.attributions.all() if a.end is None)
+
+    @admin.display(description="plans")
+    def plans(self, obj: Customer) -> str:
+        now = timezone.now()
+        return ", ".join(
+            f"{s.plan.key} v{s.plan.version}"
+            for s in obj.subscriptions.all()
+            if s.status_at(now) in ("active", "canceling", "scheduled")
+        )
+
+    @admin.display(description="current usage")
+    def current_usage(self, obj: Customer) -> str:
+        if not obj.pk:
+            return "—"
+        now = timezone.now()
+        rows = []
+        for subscription in active_subscriptions(obj, now):
+            period = subscription_period_at(subscription, now)
+            for rate_card, value in subscription_entitlements(subscription, now):
+                if value.kind == "metered":
+                    shown = f"{value.usage:,} of {value.limit:,} ({'soft' if value.soft else 'hard'} limit)"
+                else:
+                    shown = "access" if value.has_access else "no access"
+                rows.append(
+                    (
+                        subscription.plan.key,
+                        rate_card.feature.key,
+                        shown,
+                        f"{period.start:%Y-%m-%d} – {period.end:%Y-%m-%d}" if period else "",
+                    )
+                )
+        if not rows:
+            return "No active subscription with entitlements."
+        return format_html(
+            "<table><tr><th>plan</th><th>feature</th><th>usage / entitlement</th><th>period</th></tr>{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    def save_model(self, request, obj, form, change):
+        data = {k: v for k, v in form.cleaned_data.items() if k in form.Meta.fields}
+        try:
+            if change:
+                data.pop("key", None)
+                saved = customer_update(customer=Customer.objects.get(pk=obj.pk), **data)
+            else:
+                saved = customer_create(**data)
+        except CustomerError as exc:  # the form ran the same rules; this is a race
+            raise ValueError(str(exc)) from exc
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not SubjectAttribution:
+            return super().save_formset(request, form, formset, change)
+        customer = form.instance
+        for inline_form in formset.forms:
+            if not inline_form.has_changed() or not inline_form.cleaned_data:
+                continue
+            data = inline_form.cleaned_data
+            try:
+                if inline_form.instance.pk:
+                    if data.get("end"):
+                        attribution_end(attribution=inline_form.instance, end=data["end"])
+                elif data.get("subject"):
+                    attribution = attribution_add(customer=customer, subject=data["subject"], start=data.get("start"))
+                    if data.get("end"):
+                        attribution_end(attribution=attribution, end=data["end"])
+            except AttributionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        return None
+
+
+@admin.register(KongConsumer)
+class KongConsumerAdmin(admin.ModelAdmin):
+    list_display = ("username", "kong_id", "custom_id", "tag_list", "customer", "imported_at")
+    search_fields = ("username", "kong_id", "custom_id")
+    readonly_fields = ("kong_id", "username", "custom_id", "tags", "admin_url", "imported_at")
+    actions = ["include_in_customer"]
+    change_list_template = "admin/customers/kongconsumer/change_list.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("attributions__customer")
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: KongConsumer) -> str:
+        return ", ".join(obj.tags or [])
+
+    @admin.display(description="customer")
+    def customer(self, obj: KongConsumer) -> str:
+        open_ = [a.customer for a in obj.attributions.all() if a.end is None]
+        return str(open_[0]) if open_ else "—"
+
+    def get_urls(self):
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="customers_kongconsumer_import"),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request):
+        """Import consumers from a Kong Admin API as a background job that shows progress and its result."""
+
+        class ImportForm(django_forms.Form):
+            admin_url = django_forms.URLField(label="Kong Admin API URL", help_text="e.g. http://kong:8001")
+            token = django_forms.CharField(
+                required=False, widget=django_forms.PasswordInput, help_text="Kong-Admin-Token, when RBAC is on."
+            )
+
+        form = ImportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            from .tasks import import_kong_consumers
+
+            run = job_run_create(
+                kind="import_kong_consumers",
+                trigger=JobRun.Trigger.ADMIN,
+                params={"admin_url": form.cleaned_data["admin_url"]},
+                requested_by=request.user,
+            )
+            url, token = form.cleaned_data["admin_url"], form.cleaned_data["token"] or None
+            transaction.on_commit(lambda: import_kong_consumers.delay(url, token, run.pk))
+            self.message_user(request, "Importing consumers; the job's page shows the result.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:billing_site_jobrun_change", args=[run.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "title": "Import consumers from Kong",
+        }
+        return TemplateResponse(request, "admin/customers/kongconsumer/import.html", context)
+
+    class IncludeForm(django_forms.Form):
+        customer = django_forms.ModelChoiceField(queryset=Customer.objects.order_by("name"))
+
+    @admin.action(description="Include usage of selected consumers in a customer…")
+    def include_in_customer(self, request, queryset):
+        return _include_subjects_action(
+            self, request, queryset, lambda customer, consumer: consumer_include(customer=customer, consumer=consumer)
+        )
+
+
+def _include_subjects_action(model_admin, request, queryset, include):
+    form = KongConsumerAdmin.IncludeForm(request.POST if "customer" in request.POST else None)
+    if form.is_bound and form.is_valid():
+        customer = form.cleaned_data["customer"]
+        done = 0
+        for item in queryset:
+            try:
+                include(customer, item)
+                done += 1
+            except AttributionError as exc:
+                model_admin.message_user(request, str(exc), messages.ERROR)
+        model_admin.message_user(request, f"{customer} now includes the usage of {done} more.", messages.SUCCESS)
+        return None
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.model._meta,
+        "form": form,
+        "items": queryset,
+        "action": request.POST.get("action"),
+        "title": "Include usage in which customer?",
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/customers/include_subjects.html", context)
+
+
+@admin.register(UnbilledSubject)
+class UnbilledSubjectAdmin(admin.ModelAdmin):
+    list_display = ("subject", "event_count", "first_seen", "last_seen")
+    search_fields = ("^subject",)
+    actions = ["include_in_customer"]
+
+    def get_queryset(self, request):
+        return unattributed_subjects()
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Include usage of selected subjects in a customer…", permissions=["view"])
+    def include_in_customer(self, request, queryset):
+        return _include_subjects_action(
+            self, request, queryset, lambda customer, item: attribution_add(customer=customer, subject=item.subject)
+        )
+
+
+class SubscriptionLogInline(admin.TabularInline):
+    model = SubscriptionEvent
+    extra = 0
+    can_delete = False
+    fields = ("at", "action", "detail", "actor")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("customer", "plan", "start", "billing_anchor", "state", "cancel_at")
+    list_select_related = ("customer", "plan")
+    list_filter = ("plan__key", "plan__currency")
+    search_fields = ("customer__key", "customer__name", "plan__key")
+    readonly_fields = (
+        "customer",
+        "plan",
+        "start",
+        "billing_anchor",
+        "cancel_at",
+        "canceled_at",
+        "previous",
+        "current_period",
+    )
+    inlines = [SubscriptionLogInline]
+    change_form_template = "admin/customers/subscription/change_form.html"
+
+    @admin.display(description="status")
+    def state(self, obj: Subscription) -> str:
+        return obj.status_at(timezone.now())
+
+    @admin.display(description="current period")
+    def current_period(self, obj: Subscription) -> str:
+        period = subscription_period_at(obj, timezone.now())
+        return f"{period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M} UTC" if period else "—"
+
+    def has_change_permission(self, request, obj=None):
+        return request.method in ("GET", "HEAD") and super().has_view_permission(request, obj)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="customers_subscription_cancel"
+            ),
+            path(
+                "<int:pk>/change-plan/",
+                self.admin_site.admin_view(self.change_plan_view),
+                name="customers_subscription_change_plan",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _actor(self, request) -> str:
+        return request.user.get_username()
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Create with a confirmation step that shows the first billing periods."""
+        form = forms.SubscriptionCreateForm(request.POST or None, initial={"customer": request.GET.get("customer")})
+        preview = None
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            if request.POST.get("confirmed") == "yes":
+                try:
+                    with transaction.atomic():
+                        subscription = subscription_create(
+                            customer=data["customer"],
+                            plan=data["plan"],
+                            start=data["start"],
+                            billing_anchor=form.anchor_value(),
+                            actor=self._actor(request),
+                        )
+                except SubscriptionError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    self.message_user(request, f"Subscribed: {subscription}.", messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:customers_subscription_change", args=[subscription.pk]))
+            else:
+                preview = _periods_preview(data["plan"], data["start"], form.anchor_value())
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "preview": preview,
+            "title": "Add subscription",
+        }
+        return TemplateResponse(request, "admin/customers/subscription/add.html", context)
+
+    def cancel_view(self, request, pk: int):
+        subscription = get_object_or_404(Subscription.objects.select_related("customer", "plan"), pk=pk)
+        form = forms.SubscriptionCancelForm(request.POST or None)
+        if request.method == "POST" and form.is_valid() and request.POST.get("confirmed") == "yes":
+            try:
+                subscription_cancel(
+                    subscription=subscription, when=form.cleaned_data["when"], actor=self._actor(request)
+                )
+                self.message_user(
+                    request,
+                    f"{subscription} canceled ({form.cleaned_data['when'].replace('_', ' ')}).",
+                    messages.SUCCESS,
+                )
+            except SubscriptionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:customers_subscription_change", args=[pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "subscription": subscription,
+            "period": subscription_period_at(subscription, timezone.now()),
+            "title": f"Cancel {subscription}?",
+        }
+        return TemplateResponse(request, "admin/customers/subscription/cancel.html", context)
+
+    def change_plan_view(self, request, pk: int):
+        subscription = get_object_or_404(Subscription.objects.select_related("customer", "plan"), pk=pk)
+        form = forms.SubscriptionChangeForm(request.POST or None)
+        proration = None
+        if request.method == "POST" and form.is_valid():
+            plan, when = form.cleaned_data["plan"], form.cleaned_data["when"]
+            if request.POST.get("confirmed") == "yes":
+                try:
+                    new = subscription_change_plan(
+                        subscription=subscription, plan=plan, when=when, actor=self._actor(request)
+                    )
+                except SubscriptionError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    self.message_user(request, f"Plan changed: {new}.", messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:customers_subscription_change", args=[new.pk]))
+            else:
+                proration = (
+                    plan_change_proration(subscription=subscription, new_plan=plan, at=timezone.now())
+                    if when == "now"
+                    else []
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "subscription": subscription,
+            "proration": proration,
+            "title": f"Change the plan of {subscription}",
+        }
+        return TemplateResponse(request, "admin/customers/subscription/change_plan.html", context)
+
+
+def _periods_preview(plan, start, anchor):
+    """The first three billing periods a new subscription would have."""
+    import datetime as dt
+
+    from .periods import calendar_anchor, periods_between
+
+    anchor_time = calendar_anchor(start) if anchor == "calendar" else (anchor or start)
+    periods = periods_between(anchor_time, plan.billing_cadence, start, None, until=start + dt.timedelta(days=1200))
+    return periods[:3]
+
+
+class CustomerEventAdmin(EventAdmin):
+    """The event explorer, with the customer each event is billed to (known only at this layer)."""
+
+    list_display = ("time", "type", "subject", "customer", "event_id", "data_preview", "problem", "ingested_at")
+
+    @admin.display(description="customer")
+    def customer(self, obj: Event) -> str:
+        extras = getattr(obj, "extras", {}) or {}
+        return extras.get("customerId") or "—"
+
+
+admin.site.unregister(Event)
+admin.site.register(Event, CustomerEventAdmin)

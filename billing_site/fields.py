@@ -1,0 +1,40 @@
+"""Model fields shared by the apps."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+
+
+class PreciseDecimalField(models.DecimalField):
+    """A Decimal that is exact on every database.
+
+    PostgreSQL stores ``numeric(max_digits, decimal_places)``. SQLite's NUMERIC affinity would turn the value
+    into a float (15 significant digits, so ``123456789.000000000001`` would change), so there the decimal's
+    text is stored and parsed back. Used for prices, quantities and limits; never compared in SQL.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_digits", 38)
+        kwargs.setdefault("decimal_places", 15)
+        super().__init__(*args, **kwargs)
+
+    def get_internal_type(self) -> str:
+        return "PreciseDecimalField"
+
+    def db_type(self, connection) -> str:
+        if connection.vendor == "sqlite":
+            return "text"
+        return f"numeric({self.max_digits}, {self.decimal_places})"
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        value = super().get_db_prep_value(value, connection, prepared)
+        if connection.vendor == "sqlite" and isinstance(value, Decimal):
+            return format(value, "f")
+        return value
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or isinstance(value, Decimal):
+            return value
+        return Decimal(str(value))

@@ -1,0 +1,165 @@
+"""Catalog rules as pure functions (no database): keys, cadences, and what makes a rate card complete."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from dateutil.relativedelta import relativedelta
+
+from .money import is_known_currency
+from .pricing import (
+    FlatPrice,
+    GraduatedPrice,
+    PackagePrice,
+    Price,
+    Tier,
+    UnitPrice,
+    VolumePrice,
+    validate_price,
+)
+
+KEY_RE = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+KEY_HELP = "lowercase letters and digits, words joined by - or _ (e.g. ai-token)"
+CADENCES = {
+    "P1D": relativedelta(days=1),
+    "P1W": relativedelta(weeks=1),
+    "P1M": relativedelta(months=1),
+    "P3M": relativedelta(months=3),
+    "P1Y": relativedelta(years=1),
+}
+USAGE_PRICES = frozenset({"unit", "graduated", "volume", "package"})
+PRICE_TYPES = frozenset({"flat", *USAGE_PRICES})
+ENTITLEMENT_TYPES = frozenset({"boolean", "static", "metered"})
+PAYMENT_TERMS = frozenset({"in_advance", "in_arrears"})
+
+
+def cadence_delta(cadence: str) -> relativedelta:
+    """The length of one billing period; periods are anchor + n × delta (never chained)."""
+    try:
+        return CADENCES[cadence]
+    except KeyError:
+        raise ValueError(f"billing cadence must be one of {', '.join(CADENCES)}, not {cadence!r}") from None
+
+
+def key_problem(key: object, what: str = "key") -> str | None:
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        return f"{what} must be {KEY_HELP}"
+    if len(key) > 64:
+        return f"{what} must be at most 64 characters"
+    return None
+
+
+def currency_problem(currency: object) -> str | None:
+    if not is_known_currency(currency):
+        return f"currency {currency!r} is not a known ISO 4217 code (e.g. USD, EUR, JPY)"
+    return None
+
+
+def feature_filter_problems(filters: object, meter_group_by: dict | None) -> list[str]:
+    """Filters are equality on one or more of the meter's group-by names."""
+    if filters in (None, {}):
+        return []
+    if meter_group_by is None:
+        return ["group-by filters need a meter"]
+    if not isinstance(filters, dict):
+        return ['filters must be an object of group-by name → value, e.g. {"provider": "openai"}']
+    problems = []
+    for name, value in filters.items():
+        if name not in meter_group_by:
+            known = ", ".join(sorted(meter_group_by)) or "none"
+            problems.append(f'"{name}" is not a group-by of the meter (known: {known})')
+        elif not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+            problems.append(f'the filter value of "{name}" must be a non-empty string')
+    return problems
+
+
+def engine_price(
+    price_type: str,
+    *,
+    amount: Decimal | None = None,
+    unit_amount: Decimal | None = None,
+    quantity_per_package: Decimal | None = None,
+    tiers: list[tuple[Decimal | None, Decimal, Decimal]] | None = None,
+) -> Price | None:
+    """The pricing engine's price for stored fields (None for an entitlement-only rate card)."""
+    if not price_type:
+        return None
+    if price_type == "flat":
+        return FlatPrice(amount)  # type: ignore[arg-type]
+    if price_type == "unit":
+        return UnitPrice(unit_amount)  # type: ignore[arg-type]
+    if price_type == "package":
+        return PackagePrice(amount, quantity_per_package)  # type: ignore[arg-type]
+    tier_objects = tuple(Tier(up_to, unit, flat) for up_to, unit, flat in (tiers or []))
+    if price_type == "graduated":
+        return GraduatedPrice(tier_objects)
+    if price_type == "volume":
+        return VolumePrice(tier_objects)
+    raise ValueError(f"unknown price type {price_type!r}")
+
+
+def rate_card_problems(
+    *,
+    key: str,
+    price_type: str,
+    price: Price | None,
+    has_feature: bool,
+    feature_metered: bool,
+    payment_term: str,
+    minimum_spend: Decimal | None,
+    maximum_spend: Decimal | None,
+    free_quantity: Decimal | None,
+    entitlement_type: str,
+    entitlement_limit: Decimal | None,
+    entitlement_config,
+) -> list[str]:
+    """Everything that keeps a rate card from being published, as sentences naming the rate card."""
+    problems: list[str] = []
+    prefix = f"rate card {key}: "
+    if price_type and price_type not in PRICE_TYPES:
+        problems.append(f"{prefix}unknown price type {price_type!r}")
+    if price is not None:
+        fields = (
+            ("amount", getattr(price, "amount", 0)),
+            ("unit amount", getattr(price, "unit_amount", 0)),
+            ("quantity per package", getattr(price, "quantity_per_package", 1)),
+        )
+        missing = [name for name, value in fields if value is None]
+        if missing:
+            problems.append(prefix + f"the {price_type} price needs {', '.join(missing)}")
+        else:
+            problems.extend(prefix + p for p in validate_price(price))
+    if price_type in USAGE_PRICES and not feature_metered:
+        problems.append(prefix + "a usage-based price needs a feature with a meter")
+    if payment_term not in PAYMENT_TERMS:
+        problems.append(prefix + "payment term must be in_advance or in_arrears")
+    if payment_term == "in_advance" and price_type in USAGE_PRICES:
+        problems.append(prefix + "usage can only be billed in arrears")
+    for name, value in (
+        ("minimum spend", minimum_spend),
+        ("maximum spend", maximum_spend),
+        ("free quantity", free_quantity),
+    ):
+        if value is not None and value < 0:
+            problems.append(prefix + f"{name} must not be negative")
+    if (minimum_spend is not None or maximum_spend is not None or free_quantity is not None) and not price_type:
+        problems.append(prefix + "minimum/maximum spend and free quantity need a price")
+    if free_quantity is not None and price_type == "flat":
+        problems.append(prefix + "free quantity applies to usage-based prices only")
+    if minimum_spend is not None and maximum_spend is not None and minimum_spend > maximum_spend:
+        problems.append(prefix + "minimum spend must not exceed maximum spend")
+    if entitlement_type and entitlement_type not in ENTITLEMENT_TYPES:
+        problems.append(prefix + f"unknown entitlement type {entitlement_type!r}")
+    if entitlement_type and not has_feature:
+        problems.append(prefix + "an entitlement needs a feature")
+    if entitlement_type == "metered":
+        if not feature_metered:
+            problems.append(prefix + "a metered entitlement needs a feature with a meter")
+        if entitlement_limit is None or entitlement_limit < 0:
+            problems.append(prefix + "a metered entitlement needs a limit ≥ 0")
+    if entitlement_type == "static" and entitlement_config is None:
+        problems.append(prefix + "a static entitlement needs a JSON config")
+    if not price_type and not entitlement_type:
+        problems.append(prefix + "needs a price, an entitlement, or both")
+    return problems

@@ -1,0 +1,106 @@
+"""JSON shapes of the catalog's read API and of ``billing_dump`` (plain functions, no DRF serializers)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from metering.cloudevents import format_rfc3339
+
+from .models import Feature, Plan, RateCard
+
+
+def decimal_text(value: Decimal | None) -> str | None:
+    """Exact decimal as a string without exponent or trailing zeros: ``0.000003``, ``49``."""
+    if value is None:
+        return None
+    text = format(value.normalize(), "f")
+    return text
+
+
+def feature_json(feature: Feature) -> dict[str, Any]:
+    return {
+        "id": str(feature.pk),
+        "key": feature.key,
+        "name": feature.name,
+        "meterSlug": feature.meter.slug if feature.meter_id else None,
+        "meterGroupByFilters": feature.meter_group_by_filters or {},
+        "createdAt": format_rfc3339(feature.created_at),
+        "updatedAt": format_rfc3339(feature.updated_at),
+    }
+
+
+def price_json(rate_card: RateCard) -> dict[str, Any] | None:
+    kind = rate_card.price_type
+    if not kind:
+        return None
+    if kind == "flat":
+        return {"type": "flat", "amount": decimal_text(rate_card.amount)}
+    if kind == "unit":
+        return {"type": "unit", "unit_amount": decimal_text(rate_card.unit_amount)}
+    if kind == "package":
+        return {
+            "type": "package",
+            "amount": decimal_text(rate_card.amount),
+            "quantity_per_package": decimal_text(rate_card.quantity_per_package),
+        }
+    tiers = []
+    for tier in rate_card.tiers.all():
+        item: dict[str, Any] = {"up_to": decimal_text(tier.up_to), "unit_amount": decimal_text(tier.unit_amount)}
+        if tier.flat_amount:
+            item["flat_amount"] = decimal_text(tier.flat_amount)
+        tiers.append(item)
+    return {"type": kind, "tiers": tiers}
+
+
+def entitlement_json(rate_card: RateCard) -> dict[str, Any] | None:
+    kind = rate_card.entitlement_type
+    if not kind:
+        return None
+    if kind == "boolean":
+        return {"type": "boolean"}
+    if kind == "static":
+        return {"type": "static", "config": rate_card.entitlement_config}
+    body: dict[str, Any] = {
+        "type": "metered",
+        "limit": decimal_text(rate_card.entitlement_limit),
+        "soft": rate_card.entitlement_soft,
+    }
+    if rate_card.entitlement_usage_period:
+        body["usage_period"] = rate_card.entitlement_usage_period
+    return body
+
+
+def rate_card_json(rate_card: RateCard) -> dict[str, Any]:
+    body: dict[str, Any] = {"key": rate_card.key}
+    if rate_card.name:
+        body["name"] = rate_card.name
+    if rate_card.feature_id:
+        body["feature"] = rate_card.feature.key
+    if rate_card.payment_term != RateCard.PaymentTerm.IN_ARREARS:
+        body["payment_term"] = rate_card.payment_term
+    for name in ("free_quantity", "minimum_spend", "maximum_spend"):
+        value = getattr(rate_card, name)
+        if value is not None:
+            body[name] = decimal_text(value)
+    body["price"] = price_json(rate_card)
+    entitlement = entitlement_json(rate_card)
+    if entitlement is not None:
+        body["entitlement"] = entitlement
+    return body
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "id": str(plan.pk),
+        "key": plan.key,
+        "version": plan.version,
+        "name": plan.name,
+        "description": plan.description or None,
+        "currency": plan.currency,
+        "billingCadence": plan.billing_cadence,
+        "status": plan.status,
+        "publishedAt": format_rfc3339(plan.published_at) if plan.published_at else None,
+        "archivedAt": format_rfc3339(plan.archived_at) if plan.archived_at else None,
+        "rateCards": [rate_card_json(rc) for rc in plan.rate_cards.all()],
+    }

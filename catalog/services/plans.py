@@ -1,0 +1,271 @@
+"""Plan lifecycle: draft → published → archived, and new versions of published plans.
+
+- A draft is edited freely (admin forms or :func:`plan_replace_rate_cards`).
+- Publishing validates the whole plan (every rate card complete, tiers ascending, currency known), freezes
+  it, and archives the previously published version of the same key (its subscriptions keep it).
+- "Edit" on a published plan makes a new draft version (a copy), at most one draft per key.
+- Archiving stops new subscriptions only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from ..models import Feature, Plan, PriceTier, RateCard
+from ..rules import CADENCES, currency_problem, engine_price, key_problem, rate_card_problems
+
+
+class PlanError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass
+class TierSpec:
+    up_to: Decimal | None
+    unit_amount: Decimal = Decimal(0)
+    flat_amount: Decimal = Decimal(0)
+
+
+@dataclass
+class RateCardSpec:
+    """A rate card as data (from YAML, the API or tests); the feature is named by key."""
+
+    key: str
+    name: str = ""
+    feature: str | None = None
+    price_type: str = ""
+    amount: Decimal | None = None
+    unit_amount: Decimal | None = None
+    quantity_per_package: Decimal | None = None
+    tiers: list[TierSpec] = field(default_factory=list)
+    payment_term: str = RateCard.PaymentTerm.IN_ARREARS
+    minimum_spend: Decimal | None = None
+    maximum_spend: Decimal | None = None
+    free_quantity: Decimal | None = None
+    entitlement_type: str = ""
+    entitlement_config: Any = None
+    entitlement_limit: Decimal | None = None
+    entitlement_soft: bool = False
+    entitlement_usage_period: str = ""
+
+
+def rate_card_price(rate_card: RateCard):
+    """The pricing engine's price of a stored rate card (tiers from the prefetch cache when present)."""
+    tiers = [(t.up_to, t.unit_amount, t.flat_amount) for t in rate_card.tiers.all()]
+    return engine_price(
+        rate_card.price_type,
+        amount=rate_card.amount,
+        unit_amount=rate_card.unit_amount,
+        quantity_per_package=rate_card.quantity_per_package,
+        tiers=tiers,
+    )
+
+
+def plan_problems(plan: Plan) -> list[str]:
+    """Why the plan cannot be published (empty when it can)."""
+    problems: list[str] = []
+    problems += [p for p in (key_problem(plan.key, "plan key"), currency_problem(plan.currency)) if p]
+    if plan.billing_cadence not in CADENCES:
+        problems.append(f"billing cadence must be one of {', '.join(CADENCES)}")
+    rate_cards = list(plan.rate_cards.select_related("feature", "feature__meter").prefetch_related("tiers"))
+    if not rate_cards:
+        problems.append("a plan needs at least one rate card")
+    for rate_card in rate_cards:
+        problem = key_problem(rate_card.key, f"rate card key {rate_card.key!r}")
+        if problem:
+            problems.append(problem)
+        try:
+            price = rate_card_price(rate_card)
+        except ValueError as exc:
+            problems.append(f"rate card {rate_card.key}: {exc}")
+            continue
+        problems.extend(
+            rate_card_problems(
+                key=rate_card.key,
+                price_type=rate_card.price_type,
+                price=price,
+                has_feature=rate_card.feature_id is not None,
+                feature_metered=bool(rate_card.feature_id and rate_card.feature.meter_id),
+                payment_term=rate_card.payment_term,
+                minimum_spend=rate_card.minimum_spend,
+                maximum_spend=rate_card.maximum_spend,
+                free_quantity=rate_card.free_quantity,
+                entitlement_type=rate_card.entitlement_type,
+                entitlement_limit=rate_card.entitlement_limit,
+                entitlement_config=rate_card.entitlement_config,
+            )
+        )
+    return problems
+
+
+def _next_version(key: str) -> int:
+    return (Plan.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0) + 1
+
+
+@transaction.atomic
+def plan_create(
+    *,
+    key: str,
+    name: str,
+    currency: str,
+    billing_cadence: str = "P1M",
+    description: str = "",
+    rate_cards: list[RateCardSpec] | None = None,
+) -> Plan:
+    """A new draft: version 1 of a new key, or the next version of an existing one."""
+    problems = [p for p in (key_problem(key, "plan key"), currency_problem(currency)) if p]
+    if billing_cadence not in CADENCES:
+        problems.append(f"billing cadence must be one of {', '.join(CADENCES)}")
+    if not name or not name.strip():
+        problems.append("plan name is required")
+    if Plan.objects.filter(key=key, status=Plan.Status.DRAFT).exists():
+        problems.append(f"plan {key} already has a draft version; edit that one")
+    if problems:
+        raise PlanError(problems)
+    plan = Plan.objects.create(
+        key=key,
+        version=_next_version(key),
+        name=name.strip(),
+        currency=currency,
+        billing_cadence=billing_cadence,
+        description=description,
+    )
+    if rate_cards:
+        plan_replace_rate_cards(plan=plan, rate_cards=rate_cards)
+    return plan
+
+
+def _require_draft(plan: Plan) -> Plan:
+    plan = Plan.objects.select_for_update().get(pk=plan.pk)
+    if plan.status != Plan.Status.DRAFT:
+        raise PlanError([f"{plan} is {plan.status}: published versions never change; make a new version"])
+    return plan
+
+
+@transaction.atomic
+def plan_update_draft(*, plan: Plan, name: str, currency: str, billing_cadence: str, description: str = "") -> Plan:
+    plan = _require_draft(plan)
+    problems = [p for p in (currency_problem(currency),) if p]
+    if billing_cadence not in CADENCES:
+        problems.append(f"billing cadence must be one of {', '.join(CADENCES)}")
+    if problems:
+        raise PlanError(problems)
+    plan.name, plan.currency, plan.billing_cadence, plan.description = name, currency, billing_cadence, description
+    plan.save()
+    return plan
+
+
+@transaction.atomic
+def plan_replace_rate_cards(*, plan: Plan, rate_cards: list[RateCardSpec]) -> Plan:
+    """Set a draft's rate cards to exactly these (in this order)."""
+    plan = _require_draft(plan)
+    keys = [spec.key for spec in rate_cards]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise PlanError([f"rate card key {k!r} appears twice" for k in duplicates])
+    features = {f.key: f for f in Feature.objects.filter(key__in=[s.feature for s in rate_cards if s.feature])}
+    unknown = sorted({s.feature for s in rate_cards if s.feature and s.feature not in features})
+    if unknown:
+        raise PlanError([f"unknown feature {k!r}" for k in unknown])
+    plan.rate_cards.all().delete()
+    for position, spec in enumerate(rate_cards):
+        rate_card = RateCard.objects.create(
+            plan=plan,
+            position=position,
+            key=spec.key,
+            name=spec.name,
+            feature=features.get(spec.feature or ""),
+            price_type=spec.price_type,
+            amount=spec.amount,
+            unit_amount=spec.unit_amount,
+            quantity_per_package=spec.quantity_per_package,
+            payment_term=spec.payment_term,
+            minimum_spend=spec.minimum_spend,
+            maximum_spend=spec.maximum_spend,
+            free_quantity=spec.free_quantity,
+            entitlement_type=spec.entitlement_type,
+            entitlement_config=spec.entitlement_config,
+            entitlement_limit=spec.entitlement_limit,
+            entitlement_soft=spec.entitlement_soft,
+            entitlement_usage_period=spec.entitlement_usage_period,
+        )
+        PriceTier.objects.bulk_create(
+            [
+                PriceTier(
+                    rate_card=rate_card, position=i, up_to=t.up_to, unit_amount=t.unit_amount, flat_amount=t.flat_amount
+                )
+                for i, t in enumerate(spec.tiers)
+            ]
+        )
+    return plan
+
+
+@transaction.atomic
+def plan_publish(*, plan: Plan) -> Plan:
+    plan = _require_draft(plan)
+    problems = plan_problems(plan)
+    if problems:
+        raise PlanError(problems)
+    now = timezone.now()
+    Plan.objects.filter(key=plan.key, status=Plan.Status.PUBLISHED).update(status=Plan.Status.ARCHIVED, archived_at=now)
+    plan.status, plan.published_at = Plan.Status.PUBLISHED, now
+    plan.save(update_fields=["status", "published_at"])
+    return plan
+
+
+@transaction.atomic
+def plan_archive(*, plan: Plan) -> Plan:
+    plan = Plan.objects.select_for_update().get(pk=plan.pk)
+    if plan.status != Plan.Status.PUBLISHED:
+        raise PlanError([f"only a published plan can be archived; {plan} is {plan.status}"])
+    plan.status, plan.archived_at = Plan.Status.ARCHIVED, timezone.now()
+    plan.save(update_fields=["status", "archived_at"])
+    return plan
+
+
+def rate_card_spec(rate_card: RateCard) -> RateCardSpec:
+    return RateCardSpec(
+        key=rate_card.key,
+        name=rate_card.name,
+        feature=rate_card.feature.key if rate_card.feature_id else None,
+        price_type=rate_card.price_type,
+        amount=rate_card.amount,
+        unit_amount=rate_card.unit_amount,
+        quantity_per_package=rate_card.quantity_per_package,
+        tiers=[TierSpec(t.up_to, t.unit_amount, t.flat_amount) for t in rate_card.tiers.all()],
+        payment_term=rate_card.payment_term,
+        minimum_spend=rate_card.minimum_spend,
+        maximum_spend=rate_card.maximum_spend,
+        free_quantity=rate_card.free_quantity,
+        entitlement_type=rate_card.entitlement_type,
+        entitlement_config=rate_card.entitlement_config,
+        entitlement_limit=rate_card.entitlement_limit,
+        entitlement_soft=rate_card.entitlement_soft,
+        entitlement_usage_period=rate_card.entitlement_usage_period,
+    )
+
+
+@transaction.atomic
+def plan_new_version(*, plan: Plan) -> Plan:
+    """ "Edit" on a published or archived plan: a draft copy as the next version (or the existing draft)."""
+    existing = Plan.objects.filter(key=plan.key, status=Plan.Status.DRAFT).first()
+    if existing is not None:
+        return existing
+    rate_cards = [rate_card_spec(rc) for rc in plan.rate_cards.select_related("feature").prefetch_related("tiers")]
+    draft = Plan.objects.create(
+        key=plan.key,
+        version=_next_version(plan.key),
+        name=plan.name,
+        currency=plan.currency,
+        billing_cadence=plan.billing_cadence,
+        description=plan.description,
+    )
+    return plan_replace_rate_cards(plan=draft, rate_cards=rate_cards)

@@ -1,0 +1,32 @@
+"""The gateway's entitlement check: ``GET /api/v1/customers/{idOrKey}/entitlements/{featureKey}/value``."""
+
+from __future__ import annotations
+
+import msgspec
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework.views import APIView
+
+from billing_site.problems import Problem
+from catalog.models import Feature
+
+from .selectors import customer_by_id_or_key, entitlement_value
+
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+class EntitlementValueView(APIView):
+    required_scopes = {"GET": "read"}
+
+    @extend_schema(operation_id="getCustomerEntitlementValue", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, id_or_key: str, feature_key: str):
+        customer = customer_by_id_or_key(id_or_key)
+        if customer is None:
+            raise Problem(404, "Not Found", f"No customer with id or key {id_or_key!r}.")
+        feature = Feature.objects.select_related("meter").filter(key=feature_key).first()
+        if feature is None:
+            raise Problem(404, "Not Found", f"No feature with key {feature_key!r}.")
+        value = entitlement_value(customer=customer, feature=feature, at=timezone.now())
+        return HttpResponse(_encoder.encode(value.as_json()), content_type="application/json")

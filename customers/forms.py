@@ -1,0 +1,154 @@
+"""Admin forms of the customers app."""
+
+from __future__ import annotations
+
+from django import forms
+from django.utils import timezone
+
+from catalog.models import Plan
+
+from .models import Customer, SubjectAttribution
+from .services.customers import customer_problems
+
+
+class SubjectPickerWidget(forms.TextInput):
+    """A text box with a dropdown of subjects nobody includes yet and of imported Kong consumers."""
+
+    template_name = "admin/customers/widgets/subject_picker.html"
+
+    def get_context(self, name, value, attrs):
+        from .selectors import unattributed_subjects
+
+        context = super().get_context(name, value, attrs)
+        from .models import KongConsumer
+
+        options = [
+            (s.subject, f"{s.event_count:,} events, last {s.last_seen:%Y-%m-%d %H:%M}")
+            for s in unattributed_subjects()[:200]
+        ]
+        for consumer in KongConsumer.objects.filter(attributions__isnull=True)[:200]:
+            for subject in consumer.subjects:
+                options.append((subject, f"Kong consumer {consumer}"))
+        context["widget"]["options"] = options
+        context["widget"]["list_id"] = "subject-options"
+        return context
+
+
+class CustomerForm(forms.ModelForm):
+    metadata = forms.JSONField(required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+
+    class Meta:
+        model = Customer
+        fields = (
+            "key",
+            "name",
+            "email",
+            "currency",
+            "address_line1",
+            "address_line2",
+            "city",
+            "state",
+            "postal_code",
+            "country",
+            "tax_id",
+            "collection_method",
+            "days_until_due",
+            "stripe_customer_id",
+            "metadata",
+        )
+
+    def clean(self):
+        data = super().clean()
+        values = dict(data)
+        if self.instance.pk:
+            values.pop("key", None)
+        for field, message in customer_problems(values).items():
+            if field in self.fields and field not in self.errors:
+                self.add_error(field, message)
+        return data
+
+
+class AttributionForm(forms.ModelForm):
+    class Meta:
+        model = SubjectAttribution
+        fields = ("subject", "start", "end")
+        widgets = {"subject": SubjectPickerWidget(attrs={"size": 48})}
+        help_texts = {
+            "start": "Usage from this time is billed to this customer (default: now).",
+            "end": "Set to stop including this subject.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["start"].required = False
+        if self.instance.pk:
+            self.fields["subject"].disabled = True
+            self.fields["start"].disabled = True
+
+    def clean(self):
+        data = super().clean()
+        subject = (data.get("subject") or "").strip()
+        if not self.instance.pk and subject:
+            current = (
+                SubjectAttribution.objects.filter(subject=subject, end__isnull=True).select_related("customer").first()
+            )
+            customer_id = getattr(self.instance, "customer_id", None)
+            if current is not None and current.customer_id != customer_id:
+                self.add_error(
+                    "subject",
+                    f"{subject} belongs to {current.customer} since "
+                    f"{current.start:%Y-%m-%d %H:%M}; end it there first to move it",
+                )
+        end, start = data.get("end"), data.get("start") or self.instance.start or timezone.now()
+        if end is not None and end <= start:
+            self.add_error("end", "the end must be after the start")
+        return data
+
+
+class SubscriptionCreateForm(forms.Form):
+    ANCHORS = [
+        ("start", "The start (periods begin on the start date)"),
+        ("calendar", "Calendar: the 1st of the month"),
+        ("custom", "Custom anchor"),
+    ]
+
+    customer = forms.ModelChoiceField(queryset=Customer.objects.order_by("name"))
+    plan = forms.ModelChoiceField(
+        queryset=Plan.objects.filter(status=Plan.Status.PUBLISHED).order_by("key"),
+        help_text="Published plan versions only.",
+    )
+    start = forms.DateTimeField(
+        initial=timezone.now, help_text="UTC. May be in the future; usage before it is never billed."
+    )
+    anchor = forms.ChoiceField(choices=ANCHORS, initial="start", widget=forms.RadioSelect)
+    custom_anchor = forms.DateTimeField(required=False, help_text="UTC, with 'Custom anchor'.")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("anchor") == "custom" and not data.get("custom_anchor"):
+            self.add_error("custom_anchor", "give the anchor date-time")
+        customer, plan = data.get("customer"), data.get("plan")
+        if customer and plan and customer.currency != plan.currency:
+            self.add_error("plan", f"{plan} bills in {plan.currency}; {customer} is invoiced in {customer.currency}")
+        return data
+
+    def anchor_value(self):
+        choice = self.cleaned_data["anchor"]
+        return {"start": None, "calendar": "calendar"}.get(choice, self.cleaned_data.get("custom_anchor"))
+
+
+class SubscriptionCancelForm(forms.Form):
+    when = forms.ChoiceField(
+        choices=[("period_end", "At the end of the current period"), ("now", "Now")],
+        widget=forms.RadioSelect,
+        initial="period_end",
+    )
+
+
+class SubscriptionChangeForm(forms.Form):
+    plan = forms.ModelChoiceField(queryset=Plan.objects.filter(status=Plan.Status.PUBLISHED).order_by("key"))
+    when = forms.ChoiceField(
+        choices=[("now", "Now (prorated)"), ("period_end", "At the end of the current period")],
+        widget=forms.RadioSelect,
+        initial="now",
+    )

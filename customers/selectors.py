@@ -1,0 +1,216 @@
+"""Reads of the customers app: attribution windows, periods, usage of a subscription, entitlements."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from catalog.models import Feature, Plan, RateCard
+from catalog.money import to_major
+from catalog.pricing import price_rate_card
+from catalog.services.plans import rate_card_price
+from metering.models import SubjectActivity
+from metering.selectors.usage import usage_total_for_periods
+
+from .models import Customer, SubjectAttribution, Subscription
+from .periods import Period, period_at, periods_between
+
+
+def customer_by_id_or_key(value: str) -> Customer | None:
+    customer = Customer.objects.filter(key=value).first()
+    if customer is None and value.isdigit():
+        customer = Customer.objects.filter(pk=int(value)).first()
+    return customer
+
+
+def subject_periods(
+    customer: Customer, start: dt.datetime, end: dt.datetime
+) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """Each subject of the customer with the part of ``[start, end)`` it was attributed to the customer."""
+    rows = SubjectAttribution.objects.filter(customer=customer, start__lt=end).filter(
+        Q(end__isnull=True) | Q(end__gt=start)
+    )
+    clipped = []
+    for attribution in rows.order_by("subject", "start"):
+        a = max(start, attribution.start)
+        b = end if attribution.end is None else min(end, attribution.end)
+        if a < b:
+            clipped.append((attribution.subject, a, b))
+    return clipped
+
+
+def subscription_periods(subscription: Subscription, *, until: dt.datetime) -> list[Period]:
+    return periods_between(
+        subscription.billing_anchor,
+        subscription.plan.billing_cadence,
+        subscription.start,
+        subscription.cancel_at,
+        until=until,
+    )
+
+
+def subscription_period_at(subscription: Subscription, instant: dt.datetime) -> Period | None:
+    return period_at(
+        subscription.billing_anchor,
+        subscription.plan.billing_cadence,
+        subscription.start,
+        subscription.cancel_at,
+        instant,
+    )
+
+
+def feature_usage(*, subscription: Subscription, feature: Feature, start: dt.datetime, end: dt.datetime) -> Decimal:
+    """Usage of a metered feature for ``[start, end)``: the customer's subjects, the feature's meter and filters,
+    clipped to the subscription and to each subject's attribution window. Events before the subscription's
+    start are never counted."""
+    if feature.meter_id is None:
+        return Decimal(0)
+    start = max(start, subscription.start)
+    if subscription.cancel_at is not None:
+        end = min(end, subscription.cancel_at)
+    if start >= end:
+        return Decimal(0)
+    periods = subject_periods(subscription.customer, start, end)
+    if not periods:
+        return Decimal(0)
+    return usage_total_for_periods(
+        meter=feature.meter, subject_periods=periods, filters=feature.meter_group_by_filters or None
+    )
+
+
+def active_subscriptions(customer: Customer, at: dt.datetime) -> QuerySet[Subscription]:
+    return (
+        Subscription.objects.filter(customer=customer, start__lte=at)
+        .filter(Q(cancel_at__isnull=True) | Q(cancel_at__gt=at))
+        .select_related("plan", "customer")
+        .order_by("start", "id")
+    )
+
+
+@dataclass(frozen=True)
+class EntitlementValue:
+    has_access: bool
+    kind: str
+    balance: Decimal | None = None
+    usage: Decimal | None = None
+    overage: Decimal | None = None
+    limit: Decimal | None = None
+    config: Any = None
+    period_start: dt.datetime | None = None
+    period_end: dt.datetime | None = None
+    soft: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """OpenMeter's entitlement value shape."""
+        body: dict[str, Any] = {"hasAccess": self.has_access}
+        if self.kind == "metered":
+            body.update({"balance": self.balance, "usage": self.usage, "overage": self.overage})
+        if self.kind == "static":
+            body["config"] = json.dumps(self.config)
+        return body
+
+
+def _usage_period(subscription: Subscription, rate_card: RateCard, at: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    cadence = rate_card.entitlement_usage_period or subscription.plan.billing_cadence
+    period = period_at(subscription.billing_anchor, cadence, subscription.start, subscription.cancel_at, at)
+    assert period is not None  # the subscription is active at ``at``
+    return period.start, period.end
+
+
+def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) -> EntitlementValue:
+    """What the gateway asks before letting a request through."""
+    for subscription in active_subscriptions(customer, at):
+        rate_card = (
+            RateCard.objects.filter(plan=subscription.plan, feature=feature)
+            .exclude(entitlement_type="")
+            .order_by("position")
+            .first()
+        )
+        if rate_card is None:
+            continue
+        kind = rate_card.entitlement_type
+        if kind == "boolean":
+            return EntitlementValue(True, kind)
+        if kind == "static":
+            return EntitlementValue(True, kind, config=rate_card.entitlement_config)
+        start, end = _usage_period(subscription, rate_card, at)
+        usage = feature_usage(subscription=subscription, feature=feature, start=start, end=end)
+        limit = rate_card.entitlement_limit or Decimal(0)
+        balance, overage = max(limit - usage, Decimal(0)), max(usage - limit, Decimal(0))
+        return EntitlementValue(
+            rate_card.entitlement_soft or usage < limit,
+            kind,
+            balance=balance,
+            usage=usage,
+            overage=overage,
+            limit=limit,
+            period_start=start,
+            period_end=end,
+            soft=rate_card.entitlement_soft,
+        )
+    return EntitlementValue(False, "none")
+
+
+def subscription_entitlements(subscription: Subscription, at: dt.datetime) -> list[tuple[RateCard, EntitlementValue]]:
+    """Every entitlement a subscription grants, with its current value (for the customer page)."""
+    result = []
+    for rate_card in (
+        RateCard.objects.filter(plan=subscription.plan)
+        .exclude(entitlement_type="")
+        .select_related("feature", "feature__meter")
+    ):
+        if rate_card.feature_id is None:
+            continue
+        if subscription.status_at(at) in ("active", "canceling"):
+            value = entitlement_value(customer=subscription.customer, feature=rate_card.feature, at=at)
+        else:
+            value = EntitlementValue(False, rate_card.entitlement_type)
+        result.append((rate_card, value))
+    return result
+
+
+def unattributed_subjects() -> QuerySet[SubjectActivity]:
+    """Subjects seen in events that no customer includes now: usage nobody is billed for."""
+    attributed = SubjectAttribution.objects.filter(end__isnull=True).values("subject")
+    return SubjectActivity.objects.exclude(subject__in=attributed).order_by("-last_seen")
+
+
+@dataclass(frozen=True)
+class ProrationLine:
+    rate_card: str
+    description: str
+    amount: Decimal  # major units, negative for a credit
+
+
+def plan_change_proration(*, subscription: Subscription, new_plan: Plan, at: dt.datetime) -> list[ProrationLine]:
+    """In-advance fees when switching plans at ``at``: a credit for the unused part of the current period on
+    the old plan, a prorated charge for the rest of it on the new plan (same anchor, so the same period)."""
+    period = subscription_period_at(subscription, at)
+    if period is None or at <= period.start:
+        return []
+    full = period.full_end - period.full_start
+    remaining = Decimal((period.end - at) // dt.timedelta(microseconds=1)) / Decimal(
+        full // dt.timedelta(microseconds=1)
+    )
+    lines = []
+    for plan, sign in ((subscription.plan, -1), (new_plan, 1)):
+        for rate_card in plan.rate_cards.filter(payment_term="in_advance", price_type="flat").prefetch_related("tiers"):
+            charge = price_rate_card(
+                price=rate_card_price(rate_card), quantity=Decimal(0), currency=plan.currency, proration=remaining
+            )
+            amount = to_major(sign * charge.total, plan.currency)
+            verb = "Unused" if sign < 0 else "Remaining"
+            lines.append(
+                ProrationLine(
+                    rate_card.key,
+                    f"{verb} {rate_card.display_name} ({plan.key} v{plan.version}) "
+                    f"from {at:%Y-%m-%d %H:%M} to {period.end:%Y-%m-%d}",
+                    amount,
+                )
+            )
+    return lines
