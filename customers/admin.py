@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from billing_site.jobs import job_run_create
 from billing_site.models import JobRun
+from catalog.display import plain_number
 from metering.admin import EventAdmin
 from metering.models import Event
 
@@ -121,7 +122,8 @@ class CustomerAdmin(admin.ModelAdmin):
             period = subscription_period_at(subscription, now)
             for rate_card, value in subscription_entitlements(subscription, now):
                 if value.kind == "metered":
-                    shown = f"{value.usage:,} of {value.limit:,} ({'soft' if value.soft else 'hard'} limit)"
+                    shown = (f"{plain_number(value.usage)} of {plain_number(value.limit)} "
+                             f"({'soft' if value.soft else 'hard'} limit)")
                 else:
                     shown = "access" if value.has_access else "no access"
                 rows.append(
@@ -156,6 +158,7 @@ class CustomerAdmin(admin.ModelAdmin):
         if formset.model is not SubjectAttribution:
             return super().save_formset(request, form, formset, change)
         customer = form.instance
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []  # for the admin log
         for inline_form in formset.forms:
             if not inline_form.has_changed() or not inline_form.cleaned_data:
                 continue
@@ -206,10 +209,21 @@ class KongConsumerAdmin(admin.ModelAdmin):
         """Import consumers from a Kong Admin API as a background job that shows progress and its result."""
 
         class ImportForm(django_forms.Form):
-            admin_url = django_forms.URLField(label="Kong Admin API URL", help_text="e.g. http://kong:8001")
+            admin_url = django_forms.CharField(label="Kong Admin API URL", max_length=500,
+                                               help_text="e.g. http://kong:8001")
             token = django_forms.CharField(
                 required=False, widget=django_forms.PasswordInput, help_text="Kong-Admin-Token, when RBAC is on."
             )
+
+            def clean_admin_url(self):
+                # Scheme and host only: service names like http://kong:8001 are fine.
+                from urllib.parse import urlparse
+
+                value = self.cleaned_data["admin_url"].strip()
+                parsed = urlparse(value)
+                if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                    raise django_forms.ValidationError("Enter an http:// or https:// URL, e.g. http://kong:8001")
+                return value
 
         form = ImportForm(request.POST or None)
         if request.method == "POST" and form.is_valid():

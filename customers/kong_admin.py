@@ -72,8 +72,19 @@ def fetch_consumers(admin_url: str, token: str | None = None) -> list[KongConsum
                     tags=item.get("tags") or [],
                 )
             )
-        following = page.get("next")
-        url = urllib.parse.urljoin(base + "/", following.lstrip("/")) if following else None
-        if following and following.startswith(("http://", "https://")):
-            url = following
+        url = _next_page(base, page.get("next"))
     raise KongAdminError(f"more than {MAX_PAGES} pages of consumers: stopping")
+
+
+def _next_page(base: str, following: object) -> str | None:
+    """Kong's ``next`` is a path from the host root (``/consumers?offset=…``, or with Konnect's prefix
+    ``/v2/control-planes/<id>/core-entities/consumers?offset=…``). Like decK, follow its ``offset`` from our
+    own base URL, so a prefix is never applied twice."""
+    if not following:
+        return None
+    if not isinstance(following, str):
+        raise KongAdminError(f"unexpected 'next' in the answer of {base}/consumers: {following!r}")
+    offset = urllib.parse.parse_qs(urllib.parse.urlparse(following).query).get("offset")
+    if offset:
+        return f"{base}/consumers?size={PAGE_SIZE}&offset={urllib.parse.quote(offset[0], safe='')}"
+    return urllib.parse.urljoin(base, following)

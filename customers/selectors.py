@@ -123,37 +123,34 @@ def _usage_period(subscription: Subscription, rate_card: RateCard, at: dt.dateti
 
 
 def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) -> EntitlementValue:
-    """What the gateway asks before letting a request through."""
+    """What the gateway asks before letting a request through.
+
+    Several rate cards may grant the same feature (the seed plan has a boolean one and a metered quota):
+    a metered entitlement decides access and gives the numbers; otherwise static (with its config) or
+    boolean grant access. Without an active subscription granting the feature there is no access.
+    """
+    found: list[tuple[Subscription, RateCard]] = []
     for subscription in active_subscriptions(customer, at):
-        rate_card = (
-            RateCard.objects.filter(plan=subscription.plan, feature=feature)
-            .exclude(entitlement_type="")
-            .order_by("position")
-            .first()
-        )
-        if rate_card is None:
-            continue
-        kind = rate_card.entitlement_type
-        if kind == "boolean":
-            return EntitlementValue(True, kind)
-        if kind == "static":
-            return EntitlementValue(True, kind, config=rate_card.entitlement_config)
+        for rate_card in RateCard.objects.filter(plan=subscription.plan, feature=feature).exclude(
+                entitlement_type="").order_by("position"):
+            found.append((subscription, rate_card))
+    if not found:
+        return EntitlementValue(False, "none")
+    by_kind = {}
+    for subscription, rate_card in found:
+        by_kind.setdefault(rate_card.entitlement_type, (subscription, rate_card))
+    if "metered" in by_kind:
+        subscription, rate_card = by_kind["metered"]
         start, end = _usage_period(subscription, rate_card, at)
         usage = feature_usage(subscription=subscription, feature=feature, start=start, end=end)
         limit = rate_card.entitlement_limit or Decimal(0)
         balance, overage = max(limit - usage, Decimal(0)), max(usage - limit, Decimal(0))
-        return EntitlementValue(
-            rate_card.entitlement_soft or usage < limit,
-            kind,
-            balance=balance,
-            usage=usage,
-            overage=overage,
-            limit=limit,
-            period_start=start,
-            period_end=end,
-            soft=rate_card.entitlement_soft,
-        )
-    return EntitlementValue(False, "none")
+        return EntitlementValue(rate_card.entitlement_soft or usage < limit, "metered", balance=balance, usage=usage,
+                                overage=overage, limit=limit, period_start=start, period_end=end,
+                                soft=rate_card.entitlement_soft)
+    if "static" in by_kind:
+        return EntitlementValue(True, "static", config=by_kind["static"][1].entitlement_config)
+    return EntitlementValue(True, "boolean")
 
 
 def subscription_entitlements(subscription: Subscription, at: dt.datetime) -> list[tuple[RateCard, EntitlementValue]]:

@@ -1,0 +1,59 @@
+"""Catalog builders for tests, through the real services."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from catalog.models import Feature, Plan
+from catalog.services.features import feature_create
+from catalog.services.plans import RateCardSpec, TierSpec, plan_create, plan_publish
+from metering.models import Meter
+from metering.services.meters import meter_create
+
+D = Decimal
+
+
+def tokens_meter() -> Meter:
+    existing = Meter.objects.filter(slug="llm_tokens").first()
+    return existing or meter_create(slug="llm_tokens", name="AI Gateway Tokens", event_type="kong.llm_request",
+                                    aggregation="SUM", value_property="$.tokens",
+                                    group_by={"model": "$.model", "provider": "$.provider", "type": "$.type"})
+
+
+def ai_token_feature(key: str = "ai-token", kind: str = "request") -> Feature:
+    existing = Feature.objects.filter(key=key).first()
+    return existing or feature_create(key=key, name=key, meter=tokens_meter(),
+                                      filters={"provider": "openai", "type": kind})
+
+
+def sso_feature() -> Feature:
+    return Feature.objects.filter(key="sso").first() or feature_create(key="sso", name="SSO")
+
+
+def token_plan(*, key: str = "token", unit_amount: str = "0.00002", publish: bool = True, extra=None,
+               currency: str = "USD", cadence: str = "P1M") -> Plan:
+    """The seed plan: usage-based ai-token with a boolean entitlement (plus optional extra rate cards)."""
+    ai_token_feature()
+    rate_cards = [RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D(unit_amount),
+                               entitlement_type="boolean")]
+    rate_cards += extra or []
+    plan = plan_create(key=key, name=key.capitalize(), currency=currency, billing_cadence=cadence,
+                       rate_cards=rate_cards)
+    return plan_publish(plan=plan) if publish else plan
+
+
+def platform_fee(amount: str = "49.00") -> RateCardSpec:
+    return RateCardSpec(key="platform", name="Platform fee", price_type="flat", amount=D(amount),
+                        payment_term="in_advance")
+
+
+def quota(limit: str = "500000", soft: bool = False, period: str = "") -> RateCardSpec:
+    return RateCardSpec(key="ai-quota", feature="ai-token", entitlement_type="metered", entitlement_limit=D(limit),
+                        entitlement_soft=soft, entitlement_usage_period=period)
+
+
+def graduated_out() -> RateCardSpec:
+    ai_token_feature("ai-token-out", "response")
+    return RateCardSpec(key="ai-token-out", feature="ai-token-out", price_type="graduated", free_quantity=D(1000),
+                        minimum_spend=D("5.00"),
+                        tiers=[TierSpec(D(1_000_000), D("0.00001")), TierSpec(None, D("0.000008"), D("2.00"))])
