@@ -17,6 +17,7 @@ urlpatterns = [
     path("", include("metering.urls")),
     path("", include("catalog.urls")),
     path("", include("customers.urls")),
+    path("", include("invoicing.urls")),
 ]
 
 handler404 = "billing_site.views.not_found"

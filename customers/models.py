@@ -26,6 +26,8 @@ class Customer(models.Model):
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2, e.g. US")
     tax_id = models.CharField(max_length=50, blank=True)
     stripe_customer_id = models.CharField(max_length=64, blank=True, db_index=True)
+    stripe_synced_hash = models.CharField(max_length=64, blank=True, editable=False,
+                                          help_text="What was last sent to Stripe (name, email, address).")
     collection_method = models.CharField(
         max_length=32, choices=CollectionMethod.choices, default=CollectionMethod.CHARGE_AUTOMATICALLY
     )

@@ -1,1 +1,478 @@
-"""Admin screens of the invoicing app."""
+"""Invoices for finance staff: list and detail with lines and tiers, lifecycle actions with confirmation,
+the log of who did what, printable HTML, CSV export, previews, and cycle closes with progress."""
+
+from __future__ import annotations
+
+import csv
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import Prefetch
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from billing_site.jobs import job_run_create
+from billing_site.models import JobRun
+from catalog.money import format_major
+from customers.models import Customer, Subscription
+
+from .models import Invoice, InvoiceEvent, InvoiceLine
+from .selectors import invoice_preview, preview_json
+from .services.close import invoice_reissue
+from .services.lifecycle import (
+    InvoiceTransitionError,
+    invoice_issue,
+    invoice_mark_paid,
+    invoice_mark_uncollectible,
+    invoice_void,
+)
+from .stripe_gateway import is_sandbox
+
+ACTIONS = {
+    "issue": ("Issue", invoice_issue, "assigns the next invoice number and sends the invoice to Stripe"),
+    "void": ("Void", invoice_void, "cancels the invoice for good (also in Stripe); correct it with a reissue"),
+    "mark_paid": ("Mark paid", invoice_mark_paid, "records the payment"),
+    "mark_uncollectible": ("Mark uncollectible", invoice_mark_uncollectible, "writes the invoice off"),
+}
+
+
+class InvoiceLineInline(admin.TabularInline):
+    model = InvoiceLine
+    extra = 0
+    can_delete = False
+    fields = (
+        "kind",
+        "rate_card_key",
+        "description",
+        "period",
+        "quantity_shown",
+        "unit_price_shown",
+        "amount_shown",
+        "tier_breakdown",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="period")
+    def period(self, line: InvoiceLine) -> str:
+        return f"{line.period_start:%Y-%m-%d %H:%M} – {line.period_end:%Y-%m-%d %H:%M}"
+
+    @admin.display(description="quantity")
+    def quantity_shown(self, line: InvoiceLine) -> str:
+        return format(line.quantity.normalize(), "f")
+
+    @admin.display(description="unit price")
+    def unit_price_shown(self, line: InvoiceLine) -> str:
+        return "" if line.unit_price is None else format(line.unit_price.normalize(), "f")
+
+    @admin.display(description="amount")
+    def amount_shown(self, line: InvoiceLine) -> str:
+        return format_major(line.amount, line.invoice.currency)
+
+    @admin.display(description="tiers")
+    def tier_breakdown(self, line: InvoiceLine) -> str:
+        if not line.tiers:
+            return ""
+        return format_html_join(
+            "",
+            "<div>tier {}: {} × {}{} = {}</div>",
+            (
+                (
+                    t["tier"],
+                    t["quantity"],
+                    t["unit_amount"],
+                    f" + {t['flat_amount']}" if t["flat_amount"] not in ("0", "0.000000000000000") else "",
+                    t["amount"],
+                )
+                for t in line.tiers
+            ),
+        )
+
+
+class InvoiceEventInline(admin.TabularInline):
+    model = InvoiceEvent
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "log (who did what, when)"
+    fields = ("at", "action", "actor_label", "detail")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class PeriodFilter(admin.SimpleListFilter):
+    title = "period"
+    parameter_name = "period"
+
+    def lookups(self, request, model_admin):
+        months = Invoice.objects.dates("period_start", "month", order="DESC")[:24]
+        return [(f"{m:%Y-%m}", f"{m:%B %Y}") for m in months]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        year, month = (int(part) for part in self.value().split("-"))
+        return queryset.filter(period_start__year=year, period_start__month=month)
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "customer",
+        "status",
+        "period_shown",
+        "total_shown",
+        "currency",
+        "issued_at",
+        "due_at",
+        "sync_shown",
+    )
+    list_filter = ("status", "currency", PeriodFilter, "sync_status")
+    search_fields = ("number", "customer__key", "customer__name", "stripe_invoice_id")
+    list_select_related = ("customer",)
+    date_hierarchy = "period_start"
+    inlines = [InvoiceLineInline, InvoiceEventInline]
+    actions = ["issue_invoices", "void_invoices", "mark_paid", "mark_uncollectible", "export_csv"]
+    readonly_fields = (
+        "number",
+        "status",
+        "customer",
+        "subscription",
+        "cycle",
+        "currency",
+        "period_start",
+        "period_end",
+        "subtotal_shown",
+        "total_shown",
+        "issued_at",
+        "due_at",
+        "paid_at",
+        "voided_at",
+        "replaces",
+        "sync_status",
+        "sync_error",
+        "stripe_invoice_id",
+        "stripe_number",
+        "stripe_link",
+        "stripe_status",
+    )
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    ("number", "status"),
+                    ("customer", "subscription", "cycle"),
+                    ("period_start", "period_end"),
+                    ("currency", "subtotal_shown", "total_shown"),
+                    ("issued_at", "due_at", "paid_at", "voided_at"),
+                    "replaces",
+                )
+            },
+        ),
+        (
+            "Stripe",
+            {
+                "fields": (
+                    ("sync_status", "stripe_status"),
+                    "sync_error",
+                    ("stripe_invoice_id", "stripe_number"),
+                    "stripe_link",
+                )
+            },
+        ),
+    )
+    change_form_template = "admin/invoicing/invoice/change_form.html"
+    change_list_template = "admin/invoicing/invoice/change_list.html"
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(Prefetch("lines", InvoiceLine.objects.select_related("invoice")))
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return request.method in ("GET", "HEAD") and super().has_view_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="period", ordering="period_start")
+    def period_shown(self, obj: Invoice) -> str:
+        return f"{obj.period_start:%Y-%m-%d} – {obj.period_end:%Y-%m-%d}"
+
+    @admin.display(description="total", ordering="total")
+    def total_shown(self, obj: Invoice) -> str:
+        return format_major(obj.total, obj.currency)
+
+    @admin.display(description="subtotal")
+    def subtotal_shown(self, obj: Invoice) -> str:
+        return format_major(obj.subtotal, obj.currency)
+
+    @admin.display(description="Stripe")
+    def sync_shown(self, obj: Invoice) -> str:
+        if obj.sync_status == Invoice.SyncStatus.FAILED:
+            return format_html('<span style="color:#ba2121" title="{}">failed</span>', obj.sync_error)
+        return obj.get_sync_status_display()
+
+    @admin.display(description="Stripe invoice")
+    def stripe_link(self, obj: Invoice) -> str:
+        if obj.stripe_hosted_url:
+            return format_html(
+                '<a href="{}" target="_blank" rel="noopener">{}</a>', obj.stripe_hosted_url, obj.stripe_hosted_url
+            )
+        return "sandbox mode: invoices stay local" if is_sandbox() else "—"
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/do/<str:action>/", self.admin_site.admin_view(self.action_view), name="invoicing_invoice_do"
+            ),
+            path("<int:pk>/print/", self.admin_site.admin_view(self.print_view), name="invoicing_invoice_print"),
+            path(
+                "preview/customer/<int:customer_id>/",
+                self.admin_site.admin_view(self.preview_view),
+                name="invoicing_preview_customer",
+            ),
+            path(
+                "preview/subscription/<int:subscription_id>/",
+                self.admin_site.admin_view(self.preview_view),
+                name="invoicing_preview_subscription",
+            ),
+            path("close/", self.admin_site.admin_view(self.close_view), name="invoicing_close_cycles"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "sandbox": is_sandbox()}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        invoice = get_object_or_404(Invoice, pk=object_id)
+        from .services.lifecycle import LEGAL
+
+        allowed = set(LEGAL.get(invoice.status, set()))
+        buttons = [
+            (key, label)
+            for key, (label, _, _) in ACTIONS.items()
+            if {"issue": "issued", "void": "void", "mark_paid": "paid", "mark_uncollectible": "uncollectible"}[key]
+            in allowed
+        ]
+        if invoice.status == Invoice.Status.VOID and not invoice.replaced_by.exists():
+            buttons.append(("reissue", "Reissue (corrected draft)"))
+        if invoice.sync_status == Invoice.SyncStatus.FAILED:
+            buttons.append(("retry_sync", "Retry Stripe sync"))
+        extra_context = {**(extra_context or {}), "invoice_buttons": buttons, "sandbox": is_sandbox()}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _perform(self, request, invoice: Invoice, action: str) -> Invoice | None:
+        try:
+            if action == "reissue":
+                return invoice_reissue(invoice=invoice, actor=request.user)
+            if action == "retry_sync":
+                from .stripe_sync import retry_sync
+
+                return retry_sync(invoice=invoice, actor=request.user)
+            return ACTIONS[action][1](invoice=invoice, actor=request.user)
+        except (InvoiceTransitionError, ValueError) as exc:
+            self.message_user(request, f"{invoice}: {exc}", messages.ERROR)
+            return None
+
+    def action_view(self, request, pk: int, action: str):
+        """One invoice, one action, with a confirmation page first."""
+        invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
+        known = {**{k: v[0] for k, v in ACTIONS.items()}, "reissue": "Reissue", "retry_sync": "Retry Stripe sync"}
+        if action not in known or not self.has_view_permission(request, invoice) or not self._may(request, action):
+            self.message_user(request, "You may not do that.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[pk]))
+        if request.method == "POST":
+            result = self._perform(request, invoice, action)
+            if result is not None:
+                self.message_user(request, f"{known[action]}: {result} — done.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[result.pk]))
+            return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[pk]))
+        explanation = (
+            ACTIONS[action][2]
+            if action in ACTIONS
+            else (
+                "creates a new draft for the same cycle from current usage"
+                if action == "reissue"
+                else "pushes the invoice to Stripe again, continuing where it stopped"
+            )
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "invoice": invoice,
+            "action": action,
+            "label": known[action],
+            "explanation": explanation,
+            "title": f"{known[action]} {invoice}?",
+        }
+        return TemplateResponse(request, "admin/invoicing/invoice/confirm.html", context)
+
+    def _may(self, request, action: str) -> bool:
+        """Issue, void, paid and uncollectible are for Billing admins (the 'issue invoice' permission)."""
+        if action in ("issue", "void", "mark_paid", "mark_uncollectible", "reissue", "retry_sync"):
+            return request.user.has_perm("invoicing.issue_invoice") or request.user.is_superuser
+        return True
+
+    def _bulk(self, request, queryset, action: str):
+        label, service, explanation = ACTIONS[action]
+        if not self._may(request, action):
+            self.message_user(request, "You may not do that.", messages.ERROR)
+            return None
+        if request.POST.get("confirmed") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "invoices": queryset,
+                "label": label,
+                "explanation": explanation,
+                "action": request.POST.get("action"),
+                "title": f"{label} {queryset.count()} invoice(s)?",
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/invoicing/invoice/bulk_confirm.html", context)
+        done = 0
+        for invoice in queryset:
+            try:
+                service(invoice=invoice, actor=request.user)
+                done += 1
+            except InvoiceTransitionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        self.message_user(request, f"{label}: {done} invoice(s).", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Issue selected drafts")
+    def issue_invoices(self, request, queryset):
+        return self._bulk(request, queryset, "issue")
+
+    @admin.action(description="Void selected invoices")
+    def void_invoices(self, request, queryset):
+        return self._bulk(request, queryset, "void")
+
+    @admin.action(description="Mark selected invoices paid")
+    def mark_paid(self, request, queryset):
+        return self._bulk(request, queryset, "mark_paid")
+
+    @admin.action(description="Mark selected invoices uncollectible")
+    def mark_uncollectible(self, request, queryset):
+        return self._bulk(request, queryset, "mark_uncollectible")
+
+    @admin.action(description="Export selected invoices as CSV (one row per line)")
+    def export_csv(self, request, queryset):
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="invoices-{timezone.now():%Y%m%d-%H%M}.csv"'
+        writer = csv.writer(response)
+        writer.writerow(
+            [
+                "invoice",
+                "status",
+                "customer",
+                "currency",
+                "period_start",
+                "period_end",
+                "issued_at",
+                "line_kind",
+                "rate_card",
+                "description",
+                "quantity",
+                "unit_price",
+                "amount",
+                "invoice_total",
+            ]
+        )
+        for invoice in queryset.select_related("customer").prefetch_related("lines"):
+            for line in invoice.lines.all():
+                writer.writerow(
+                    [
+                        str(invoice),
+                        invoice.status,
+                        invoice.customer.key,
+                        invoice.currency,
+                        invoice.period_start.isoformat(),
+                        invoice.period_end.isoformat(),
+                        invoice.issued_at.isoformat() if invoice.issued_at else "",
+                        line.kind,
+                        line.rate_card_key,
+                        line.description,
+                        format(line.quantity.normalize(), "f"),
+                        "" if line.unit_price is None else format(line.unit_price.normalize(), "f"),
+                        format_major(line.amount, invoice.currency),
+                        format_major(invoice.total, invoice.currency),
+                    ]
+                )
+        return response
+
+    def print_view(self, request, pk: int):
+        invoice = get_object_or_404(Invoice.objects.select_related("customer", "subscription__plan"), pk=pk)
+        lines = list(invoice.lines.all())
+        context = {
+            "invoice": invoice,
+            "customer": invoice.customer,
+            "lines": [
+                {
+                    "line": line,
+                    "amount": format_major(line.amount, invoice.currency),
+                    "quantity": format(line.quantity.normalize(), "f"),
+                }
+                for line in lines
+            ],
+            "total": format_major(invoice.total, invoice.currency),
+            "seller": "Billing back office",
+        }
+        return TemplateResponse(request, "invoicing/invoice.html", context)
+
+    def preview_view(self, request, customer_id: int | None = None, subscription_id: int | None = None):
+        if subscription_id is not None:
+            customer = get_object_or_404(Subscription, pk=subscription_id).customer
+        else:
+            customer = get_object_or_404(Customer, pk=customer_id)
+        body = preview_json(invoice_preview(customer=customer, at=timezone.now()))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "customer": customer,
+            "preview": body,
+            "title": f"Preview invoice — {customer.name}",
+            "now": timezone.now(),
+        }
+        return TemplateResponse(request, "admin/invoicing/invoice/preview.html", context)
+
+    def close_view(self, request):
+        """Run a cycle close now, as a tracked background job."""
+        if not self._may(request, "issue"):
+            self.message_user(request, "Closing cycles issues invoices: Billing admins only.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:invoicing_invoice_changelist"))
+        if request.method == "POST":
+            from .tasks import close_billing_cycles
+
+            run = job_run_create(kind="close_cycles", trigger=JobRun.Trigger.ADMIN, requested_by=request.user)
+            transaction.on_commit(lambda: close_billing_cycles.delay(run.pk))
+            self.message_user(request, "Closing due billing cycles; progress below.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:billing_site_jobrun_change", args=[run.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Close due billing cycles now?",
+        }
+        return TemplateResponse(request, "admin/invoicing/invoice/close_confirm.html", context)

@@ -1,1 +1,198 @@
-"""Models of the invoicing app."""
+"""Invoices, their lines, the cycle-close state machine, number sequences, and the audit log.
+
+Cycle ``k`` of a subscription closes at its boundary ``k`` (the subscription's start for k = 0, then the end of
+each billing period): its invoice bills usage and in-arrears fees of period ``k − 1``, in-advance fees of period
+``k``, credits for in-advance fees of a period cut short, and late usage of earlier periods. One invoice per
+subscription and cycle (database constraint, voided invoices aside); issued invoices and their lines never
+change: corrections are a void plus a new invoice.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from billing_site.fields import PreciseDecimalField
+from catalog.models import Feature, RateCard
+from customers.models import Customer, Subscription
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ISSUED = "issued", "Issued"
+        PAID = "paid", "Paid"
+        VOID = "void", "Void"
+        UNCOLLECTIBLE = "uncollectible", "Uncollectible"
+
+    class SyncStatus(models.TextChoices):
+        NOT_SYNCED = "not_synced", "Not synced"
+        SANDBOX = "sandbox", "Sandbox (no Stripe key)"
+        SYNCING = "syncing", "Syncing"
+        SYNCED = "synced", "Synced"
+        FAILED = "failed", "Failed"
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="invoices")
+    cycle = models.PositiveIntegerField(help_text="Boundary k of the subscription this invoice closes.")
+    currency = models.CharField(max_length=3)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    number = models.CharField(max_length=40, null=True, blank=True, unique=True)
+    subtotal = models.BigIntegerField(default=0, help_text="Minor units of the currency.")
+    total = models.BigIntegerField(default=0, help_text="Minor units of the currency.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    issued_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    replaces = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="replaced_by",
+        help_text="The voided invoice this one corrects.",
+    )
+    # Stripe (see invoicing.stripe_sync): state of the push, recorded before each step.
+    sync_status = models.CharField(
+        max_length=16, choices=SyncStatus.choices, default=SyncStatus.NOT_SYNCED, db_index=True
+    )
+    sync_error = models.TextField(blank=True)
+    sync_attempts = models.PositiveIntegerField(default=0)
+    stripe_invoice_id = models.CharField(max_length=64, blank=True)
+    stripe_number = models.CharField(max_length=64, blank=True)
+    stripe_hosted_url = models.URLField(max_length=500, blank=True)
+    stripe_status = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-period_start", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "cycle"], condition=~Q(status="void"), name="invoicing_one_invoice_per_cycle"
+            ),
+        ]
+        indexes = [models.Index(fields=["customer", "-period_start"], name="invoicing_customer_period")]
+        permissions = [
+            ("issue_invoice", "Can issue, void, mark paid or uncollectible, reissue, close cycles and sync invoices"),
+            ("preview_invoice", "Can preview invoices"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number or f"draft #{self.pk}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status != self.Status.DRAFT
+
+
+class InvoiceLine(models.Model):
+    class Kind(models.TextChoices):
+        USAGE = "usage", "Usage"
+        FLAT_FEE = "flat_fee", "Flat fee"
+        MINIMUM_SPEND = "minimum_spend", "Minimum spend"
+        DISCOUNT = "discount", "Discount (maximum spend)"
+        LATE_USAGE = "late_usage", "Late usage"
+        CREDIT = "credit", "Credit (unused in-advance fee)"
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    rate_card = models.ForeignKey(RateCard, on_delete=models.PROTECT, related_name="+")
+    rate_card_key = models.CharField(max_length=64)
+    feature = models.ForeignKey(Feature, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    description = models.CharField(max_length=500)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    quantity = PreciseDecimalField()
+    unit_price = PreciseDecimalField(null=True, blank=True)
+    tiers = models.JSONField(default=list, blank=True, help_text="Tier breakdown of graduated and volume prices.")
+    amount = models.BigIntegerField(help_text="Minor units, rounded once (ROUND_HALF_UP).")
+    stripe_item_id = models.CharField(max_length=64, blank=True, help_text="Set once pushed to Stripe.")
+
+    class Meta:
+        ordering = ["invoice", "position", "id"]
+        indexes = [models.Index(fields=["rate_card_key", "period_start"], name="invoicing_line_period")]
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class CycleClose(models.Model):
+    """The close of one cycle of one subscription, with its state recorded before each step, so a rerun
+    after a crash continues where it stopped and two closers never bill the same cycle."""
+
+    class State(models.TextChoices):
+        CLAIMED = "claimed", "Claimed"
+        DRAFTED = "drafted", "Invoice drafted"
+        ISSUED = "issued", "Issued"
+        EMPTY = "empty", "Nothing to bill"
+        HELD = "held", "Draft held for review"
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="cycle_closes")
+    cycle = models.PositiveIntegerField()
+    boundary = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLAIMED)
+    invoice = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    review_until = models.DateTimeField(null=True, blank=True, help_text="A held draft is issued after this.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["subscription", "cycle"], name="invoicing_one_close_per_cycle")]
+
+    def __str__(self) -> str:
+        return f"{self.subscription_id}#{self.cycle} {self.state}"
+
+
+class InvoiceNumberSequence(models.Model):
+    """Gapless numbers per prefix and year: the row is locked while a number is assigned, inside the
+    issuing transaction, so a rolled-back issue never burns a number."""
+
+    prefix = models.CharField(max_length=20)
+    year = models.PositiveIntegerField()
+    last_number = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["prefix", "year"], name="invoicing_sequence_prefix_year")]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}-{self.year}: {self.last_number}"
+
+
+class InvoiceEvent(models.Model):
+    """Who did what to an invoice, and when (append-only)."""
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="log")
+    action = models.CharField(max_length=32)
+    detail = models.TextField(blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150, blank=True, help_text="system, beat, stripe, or a user name")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.invoice_id}"
+
+
+class StripeWebhookEvent(models.Model):
+    """Each Stripe event, stored once (unique event id) before it is handled; duplicates are answered 200."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.TextField(blank=True)
+    invoice = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.SET_NULL, related_name="stripe_events")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

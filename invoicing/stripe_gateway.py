@@ -194,10 +194,17 @@ class StripeGatewayError(Exception):
         self.request_id = request_id
 
     def __str__(self) -> str:
-        details = [f"{name}={value}" for name, value in (
-            ("http_status", self.http_status), ("type", self.error_type), ("code", self.code),
-            ("param", self.param), ("request_id", self.request_id),
-        ) if value is not None]
+        details = [
+            f"{name}={value}"
+            for name, value in (
+                ("http_status", self.http_status),
+                ("type", self.error_type),
+                ("code", self.code),
+                ("param", self.param),
+                ("request_id", self.request_id),
+            )
+            if value is not None
+        ]
         return f"{self.message} ({', '.join(details)})" if details else self.message
 
 
@@ -376,9 +383,7 @@ class StripeGateway:
                 params["starting_after"] = starting_after
             page = self._invoice_items_page(params)
             for item in page.data:
-                items.append(
-                    StripeInvoiceItem(id=item.id, amount=item.amount, metadata=_metadata(item.metadata))
-                )
+                items.append(StripeInvoiceItem(id=item.id, amount=item.amount, metadata=_metadata(item.metadata)))
             if not page.has_more or not page.data:
                 return items
             starting_after = page.data[-1].id

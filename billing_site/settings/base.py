@@ -223,3 +223,20 @@ LOGGING = {
 # --- Billing ---------------------------------------------------------------------------------------
 # Large ingest batches: the ingest view reads the body itself and enforces its own limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 6 * 1024 * 1024
+
+# --- Invoicing -------------------------------------------------------------------------------------
+# A period closes this long after its end, so events that arrive a little late still land on its invoice.
+INVOICE_GRACE_PERIOD_SECONDS = env.int("INVOICE_GRACE_PERIOD_SECONDS", default=3600)
+# 0: issue invoices as soon as a cycle closes; N > 0: keep them as drafts for review for N hours, then issue.
+INVOICE_DRAFT_REVIEW_HOURS = env.int("INVOICE_DRAFT_REVIEW_HOURS", default=0)
+INVOICE_NUMBER_PREFIX = env.str("INVOICE_NUMBER_PREFIX", default="INV")
+# How far back late-arriving usage is looked for (periods already invoiced).
+INVOICE_LATE_USAGE_LOOKBACK_DAYS = env.int("INVOICE_LATE_USAGE_LOOKBACK_DAYS", default=90)
+INVOICE_CLOSE_CHUNK_SIZE = env.int("INVOICE_CLOSE_CHUNK_SIZE", default=500)
+
+# --- Stripe ----------------------------------------------------------------------------------------
+# Without STRIPE_API_KEY the system runs in sandbox mode: invoices stay local.
+STRIPE_API_KEY = env.str("STRIPE_API_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+STRIPE_IDEMPOTENCY_PREFIX = env.str("STRIPE_IDEMPOTENCY_PREFIX", default="")

@@ -1,0 +1,121 @@
+"""Invoice lifecycle: draft → issued → paid | void | uncollectible, gapless numbers, the audit log.
+
+Only legal transitions happen (the same table serves the admin actions and Stripe's webhooks); issued
+invoices and their lines never change. Issuing assigns the next number of its sequence inside the issuing
+transaction (the sequence row is locked), so numbers are unique and gapless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from ..models import Invoice, InvoiceEvent, InvoiceNumberSequence
+
+S = Invoice.Status
+LEGAL = {
+    S.DRAFT: {S.ISSUED, S.VOID},
+    S.ISSUED: {S.PAID, S.VOID, S.UNCOLLECTIBLE},
+    S.UNCOLLECTIBLE: {S.PAID, S.VOID},
+    S.PAID: set(),
+    S.VOID: set(),
+}
+
+
+class InvoiceTransitionError(ValueError):
+    pass
+
+
+def is_legal(current: str, target: str) -> bool:
+    return target in LEGAL.get(current, set())
+
+
+def invoice_log(invoice: Invoice, action: str, *, actor=None, label: str = "", detail: str = "") -> None:
+    InvoiceEvent.objects.create(
+        invoice=invoice,
+        action=action,
+        detail=detail,
+        actor=actor,
+        actor_label=label or (actor.get_username() if actor else "system"),
+    )
+
+
+def next_invoice_number(at: dt.datetime) -> str:
+    """Inside the caller's transaction: lock the sequence row and take the next number."""
+    prefix, year = settings.INVOICE_NUMBER_PREFIX, at.year
+    InvoiceNumberSequence.objects.get_or_create(prefix=prefix, year=year)
+    sequence = InvoiceNumberSequence.objects.select_for_update().get(prefix=prefix, year=year)
+    sequence.last_number += 1
+    sequence.save(update_fields=["last_number"])
+    return f"{prefix}-{year}-{sequence.last_number:06d}"
+
+
+def _locked(invoice: Invoice) -> Invoice:
+    return Invoice.objects.select_for_update().select_related("customer").get(pk=invoice.pk)
+
+
+def _require(invoice: Invoice, target: str) -> None:
+    if not is_legal(invoice.status, target):
+        raise InvoiceTransitionError(f"invoice {invoice} is {invoice.status}; it cannot become {target}")
+
+
+@transaction.atomic
+def invoice_issue(*, invoice: Invoice, actor=None, label: str = "", now: dt.datetime | None = None) -> Invoice:
+    invoice = _locked(invoice)
+    if invoice.status == S.ISSUED:
+        return invoice  # a rerun of a close that already issued it
+    _require(invoice, S.ISSUED)
+    now = now or timezone.now()
+    totals = invoice.lines.aggregate(total=Sum("amount"))["total"] or 0
+    invoice.subtotal = invoice.total = totals
+    invoice.number = next_invoice_number(now)
+    invoice.status, invoice.issued_at = S.ISSUED, now
+    days = invoice.customer.days_until_due if invoice.customer.collection_method == "send_invoice" else 0
+    invoice.due_at = now + dt.timedelta(days=days or 0)
+    invoice.save(update_fields=["subtotal", "total", "number", "status", "issued_at", "due_at"])
+    invoice_log(invoice, "issued", actor=actor, label=label, detail=f"number {invoice.number}")
+    from ..stripe_sync import queue_push
+
+    queue_push(invoice)
+    return invoice
+
+
+@transaction.atomic
+def invoice_void(*, invoice: Invoice, actor=None, label: str = "", reason: str = "") -> Invoice:
+    invoice = _locked(invoice)
+    _require(invoice, S.VOID)
+    was_issued = invoice.status != S.DRAFT
+    invoice.status, invoice.voided_at = S.VOID, timezone.now()
+    invoice.save(update_fields=["status", "voided_at"])
+    invoice_log(invoice, "voided", actor=actor, label=label, detail=reason)
+    if was_issued:
+        from ..stripe_sync import queue_void
+
+        queue_void(invoice)
+    return invoice
+
+
+@transaction.atomic
+def invoice_mark_paid(
+    *, invoice: Invoice, actor=None, label: str = "", paid_at: dt.datetime | None = None, detail: str = ""
+) -> Invoice:
+    invoice = _locked(invoice)
+    _require(invoice, S.PAID)
+    invoice.status, invoice.paid_at = S.PAID, paid_at or timezone.now()
+    invoice.save(update_fields=["status", "paid_at"])
+    invoice_log(invoice, "paid", actor=actor, label=label, detail=detail)
+    return invoice
+
+
+@transaction.atomic
+def invoice_mark_uncollectible(*, invoice: Invoice, actor=None, label: str = "", detail: str = "") -> Invoice:
+    invoice = _locked(invoice)
+    _require(invoice, S.UNCOLLECTIBLE)
+    invoice.status = S.UNCOLLECTIBLE
+    invoice.save(update_fields=["status"])
+    invoice_log(invoice, "uncollectible", actor=actor, label=label, detail=detail)
+    return invoice
