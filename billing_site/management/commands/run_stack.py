@@ -93,6 +93,6 @@ class Command(BaseCommand):
         from django.core.management import get_commands
 
         if "load_demo" in get_commands():
-            call_command("load_demo")
+            call_command("load_demo", stdout=self.stdout)
         else:
             self.stdout.write("No demo data yet.")

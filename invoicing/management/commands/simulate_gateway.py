@@ -1,0 +1,77 @@
+"""``python manage.py simulate_gateway --consumer kong-air --requests 6 [--url URL --token T]``.
+
+A stand-in for Kong's metering-and-billing plugin: posts the events of that many AI calls (one
+``kong.api_request`` and two ``kong.llm_request`` each, shaped like ../shared/fixtures/kong_events.json) to
+the ingest endpoint, as the plugin does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from invoicing.demo import demo_token_file
+from metering.cloudevents import format_rfc3339
+
+FIXTURES = Path(__file__).resolve().parents[3] / "metering" / "data" / "kong_events.json"
+
+
+def gateway_events(consumer: str, requests: int) -> list[dict]:
+    templates = json.loads(FIXTURES.read_text())["events"]
+    events = []
+    now = format_rfc3339(timezone.now())
+    for _ in range(requests):
+        request_id = str(uuid.uuid4())
+        for template in templates:
+            event = copy.deepcopy(template)
+            event["id"] = request_id if event["type"] == "kong.api_request" else str(uuid.uuid4())
+            event["subject"] = consumer
+            event["time"] = now
+            event["data"]["subject_type"] = "consumer_id" if consumer.startswith("consumer:") else "consumer_username"
+            if event["type"] == "kong.llm_request":
+                event["data"]["api_request_id"] = request_id
+            events.append(event)
+    return events
+
+
+class Command(BaseCommand):
+    help = "Post the Kong-shaped usage events of N AI calls by one consumer, like the gateway plugin."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--consumer", required=True, help="Subject: a username (kong-air) or consumer:<id>.")
+        parser.add_argument("--requests", type=int, default=1, help="How many AI calls (3 events each).")
+        parser.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}",
+                            help="Base URL of this server (default: http://127.0.0.1:$PORT).")
+        parser.add_argument("--token", help="Ingest token (default: the demo token saved by load_demo).")
+
+    def handle(self, *args, consumer: str, requests: int, url: str, token: str | None, **options):
+        if requests < 1 or requests > 3000:
+            raise CommandError("--requests must be between 1 and 3000.")
+        token = token or (demo_token_file().read_text().strip() if demo_token_file().exists() else None)
+        if not token:
+            raise CommandError("No --token given and no demo token found: run python manage.py load_demo first.")
+        events = gateway_events(consumer, requests)
+        request = urllib.request.Request(  # noqa: S310 - operator-given URL of this server
+            url.rstrip("/") + "/api/v3/openmeter/events", data=json.dumps(events).encode(), method="POST",
+            headers={"Content-Type": "application/cloudevents-batch+json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            raise CommandError(f"The server answered {exc.code}: {exc.read().decode(errors='replace')[:500]}") from exc
+        except urllib.error.URLError as exc:
+            raise CommandError(f"Cannot reach {url}: {exc.reason}. Is `make run` running?") from exc
+        input_tokens = sum(e["data"]["tokens"] for e in events
+                           if e["type"] == "kong.llm_request" and e["data"]["type"] == "request")
+        output_tokens = sum(e["data"]["tokens"] for e in events
+                            if e["type"] == "kong.llm_request" and e["data"]["type"] == "response")
+        self.stdout.write(f"Posted {len(events)} events ({requests} AI calls by {consumer}) to {url}: HTTP {status}; "
+                          f"{input_tokens} input tokens, {output_tokens} output tokens.")
