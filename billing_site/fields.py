@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from django.db import models
 
@@ -31,7 +31,10 @@ class PreciseDecimalField(models.DecimalField):
     def get_db_prep_value(self, value, connection, prepared=False):
         value = super().get_db_prep_value(value, connection, prepared)
         if connection.vendor == "sqlite" and isinstance(value, Decimal):
-            return format(value, "f")
+            # Same scale as PostgreSQL's numeric(max_digits, decimal_places), so both store the same value.
+            quantized = value.quantize(Decimal(1).scaleb(-self.decimal_places), rounding=ROUND_HALF_UP,
+                                       context=Context(prec=self.max_digits + 2))
+            return format(quantized, "f")
         return value
 
     def from_db_value(self, value, expression, connection):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms as django_forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -207,6 +208,8 @@ class KongConsumerAdmin(admin.ModelAdmin):
 
     def import_view(self, request):
         """Import consumers from a Kong Admin API as a background job that shows progress and its result."""
+        if not request.user.has_perm("customers.add_kongconsumer"):
+            raise PermissionDenied
 
         class ImportForm(django_forms.Form):
             admin_url = django_forms.CharField(label="Kong Admin API URL", max_length=500,
@@ -250,7 +253,10 @@ class KongConsumerAdmin(admin.ModelAdmin):
     class IncludeForm(django_forms.Form):
         customer = django_forms.ModelChoiceField(queryset=Customer.objects.order_by("name"))
 
-    @admin.action(description="Include usage of selected consumers in a customer…")
+    def has_include_permission(self, request) -> bool:
+        return request.user.has_perm("customers.change_customer")
+
+    @admin.action(description="Include usage of selected consumers in a customer…", permissions=["include"])
     def include_in_customer(self, request, queryset):
         return _include_subjects_action(
             self, request, queryset, lambda customer, consumer: consumer_include(customer=customer, consumer=consumer)
@@ -300,7 +306,10 @@ class UnbilledSubjectAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Include usage of selected subjects in a customer…", permissions=["view"])
+    def has_include_permission(self, request) -> bool:
+        return request.user.has_perm("customers.change_customer")
+
+    @admin.action(description="Include usage of selected subjects in a customer…", permissions=["include"])
     def include_in_customer(self, request, queryset):
         return _include_subjects_action(
             self, request, queryset, lambda customer, item: attribution_add(customer=customer, subject=item.subject)
@@ -367,6 +376,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     def add_view(self, request, form_url="", extra_context=None):
         """Create with a confirmation step that shows the first billing periods."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
         form = forms.SubscriptionCreateForm(request.POST or None, initial={"customer": request.GET.get("customer")})
         preview = None
         if request.method == "POST" and form.is_valid():
@@ -398,6 +409,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/customers/subscription/add.html", context)
 
     def cancel_view(self, request, pk: int):
+        if not request.user.has_perm("customers.change_subscription"):
+            raise PermissionDenied
         subscription = get_object_or_404(Subscription.objects.select_related("customer", "plan"), pk=pk)
         form = forms.SubscriptionCancelForm(request.POST or None)
         if request.method == "POST" and form.is_valid() and request.POST.get("confirmed") == "yes":
@@ -424,6 +437,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/customers/subscription/cancel.html", context)
 
     def change_plan_view(self, request, pk: int):
+        if not request.user.has_perm("customers.change_subscription"):
+            raise PermissionDenied
         subscription = get_object_or_404(Subscription.objects.select_related("customer", "plan"), pk=pk)
         form = forms.SubscriptionChangeForm(request.POST or None)
         proration = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Prefetch
 from django.http import HttpResponse, HttpResponseRedirect
@@ -18,9 +19,10 @@ from django.utils.html import format_html, format_html_join
 from billing_site.jobs import job_run_create
 from billing_site.models import JobRun
 from catalog.money import format_major
+from customers.admin import CustomerAdmin
 from customers.models import Customer, Subscription
 
-from .models import Invoice, InvoiceEvent, InvoiceLine
+from .models import Invoice, InvoiceEvent, InvoiceLine, StripeWebhookEvent
 from .selectors import invoice_preview, preview_json
 from .services.close import invoice_reissue
 from .services.lifecycle import (
@@ -128,6 +130,21 @@ class PeriodFilter(admin.SimpleListFilter):
         return queryset.filter(period_start__year=year, period_start__month=month)
 
 
+class IssuedFilter(PeriodFilter):
+    title = "issued in"
+    parameter_name = "issued"
+
+    def lookups(self, request, model_admin):
+        months = Invoice.objects.filter(issued_at__isnull=False).dates("issued_at", "month", order="DESC")[:24]
+        return [(f"{m:%Y-%m}", f"{m:%B %Y}") for m in months]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        year, month = (int(part) for part in self.value().split("-"))
+        return queryset.filter(issued_at__year=year, issued_at__month=month)
+
+
 @admin.register(Invoice)
 class InvoiceAdmin(admin.ModelAdmin):
     list_display = (
@@ -141,7 +158,7 @@ class InvoiceAdmin(admin.ModelAdmin):
         "due_at",
         "sync_shown",
     )
-    list_filter = ("status", "currency", PeriodFilter, "sync_status")
+    list_filter = ("status", "currency", PeriodFilter, IssuedFilter, "sync_status")
     search_fields = ("number", "customer__key", "customer__name", "stripe_invoice_id")
     list_select_related = ("customer",)
     date_hierarchy = "period_start"
@@ -280,6 +297,7 @@ class InvoiceAdmin(admin.ModelAdmin):
             buttons.append(("reissue", "Reissue (corrected draft)"))
         if invoice.sync_status == Invoice.SyncStatus.FAILED:
             buttons.append(("retry_sync", "Retry Stripe sync"))
+        buttons = [(key, label) for key, label in buttons if self._may(request, key)]  # each role sees its actions
         extra_context = {**(extra_context or {}), "invoice_buttons": buttons, "sandbox": is_sandbox()}
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -329,6 +347,9 @@ class InvoiceAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/invoicing/invoice/confirm.html", context)
 
+    def has_issue_permission(self, request) -> bool:
+        return request.user.has_perm("invoicing.issue_invoice")
+
     def _may(self, request, action: str) -> bool:
         """Issue, void, paid and uncollectible are for Billing admins (the 'issue invoice' permission)."""
         if action in ("issue", "void", "mark_paid", "mark_uncollectible", "reissue", "retry_sync"):
@@ -362,19 +383,19 @@ class InvoiceAdmin(admin.ModelAdmin):
         self.message_user(request, f"{label}: {done} invoice(s).", messages.SUCCESS)
         return None
 
-    @admin.action(description="Issue selected drafts")
+    @admin.action(description="Issue selected drafts", permissions=["issue"])
     def issue_invoices(self, request, queryset):
         return self._bulk(request, queryset, "issue")
 
-    @admin.action(description="Void selected invoices")
+    @admin.action(description="Void selected invoices", permissions=["issue"])
     def void_invoices(self, request, queryset):
         return self._bulk(request, queryset, "void")
 
-    @admin.action(description="Mark selected invoices paid")
+    @admin.action(description="Mark selected invoices paid", permissions=["issue"])
     def mark_paid(self, request, queryset):
         return self._bulk(request, queryset, "mark_paid")
 
-    @admin.action(description="Mark selected invoices uncollectible")
+    @admin.action(description="Mark selected invoices uncollectible", permissions=["issue"])
     def mark_uncollectible(self, request, queryset):
         return self._bulk(request, queryset, "mark_uncollectible")
 
@@ -443,6 +464,8 @@ class InvoiceAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "invoicing/invoice.html", context)
 
     def preview_view(self, request, customer_id: int | None = None, subscription_id: int | None = None):
+        if not request.user.has_perm("invoicing.preview_invoice"):
+            raise PermissionDenied
         if subscription_id is not None:
             customer = get_object_or_404(Subscription, pk=subscription_id).customer
         else:
@@ -476,3 +499,121 @@ class InvoiceAdmin(admin.ModelAdmin):
             "title": "Close due billing cycles now?",
         }
         return TemplateResponse(request, "admin/invoicing/invoice/close_confirm.html", context)
+
+
+@admin.register(StripeWebhookEvent)
+class StripeWebhookEventAdmin(admin.ModelAdmin):
+    """Settings → Stripe: configuration status and every webhook event received, with what it did."""
+
+    list_display = ("received_at", "type", "event_id", "invoice", "outcome")
+    list_filter = ("type",)
+    search_fields = ("event_id", "invoice__number")
+    list_select_related = ("invoice",)
+    readonly_fields = ("event_id", "type", "received_at", "processed_at", "outcome", "invoice", "payload_pretty")
+    exclude = ("payload",)
+    change_list_template = "admin/invoicing/stripewebhookevent/change_list.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: StripeWebhookEvent) -> str:
+        from billing_site.admin_utils import pretty_json
+
+        return pretty_json(obj.payload)
+
+    def changelist_view(self, request, extra_context=None):
+        from django.conf import settings
+
+        extra_context = {
+            **(extra_context or {}),
+            "sandbox": is_sandbox(),
+            "webhook_secret_set": bool(settings.STRIPE_WEBHOOK_SECRET),
+            "webhook_url": request.build_absolute_uri("/stripe/webhooks"),
+            "failed": Invoice.objects.filter(sync_status=Invoice.SyncStatus.FAILED).count(),
+        }
+        return super().changelist_view(request, extra_context)
+
+
+class BillingCustomerAdmin(CustomerAdmin):
+    """The customer page with what only invoicing knows: the invoice preview, past invoices, Stripe."""
+
+    readonly_fields = (*CustomerAdmin.readonly_fields, "invoice_preview", "past_invoices", "stripe_link")
+    fieldsets = (
+        *CustomerAdmin.fieldsets,
+        ("Invoices", {"fields": ("invoice_preview", "past_invoices", "stripe_link")}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if not request.user.has_perm("invoicing.preview_invoice"):
+            fields = tuple(f for f in fields if f != "invoice_preview")
+        return fields
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if request.user.has_perm("invoicing.preview_invoice"):
+            return fieldsets
+        return [(name, {**options, "fields": tuple(f for f in options["fields"] if f != "invoice_preview")})
+                for name, options in fieldsets]
+
+    @admin.display(description="preview of this period's invoice")
+    def invoice_preview(self, obj: Customer) -> str:
+        if not obj.pk:
+            return "—"
+        body = preview_json(invoice_preview(customer=obj, at=timezone.now()))
+        if not body["lines"]:
+            return "Nothing to bill: no active subscription."
+        rows = ((line["rate_card"], line["description"], line["amount"]) for line in body["lines"])
+        return format_html(
+            '<table id="customer-preview"><tr><th>rate card</th><th>line</th><th style="text-align:right">{}</th></tr>'
+            '{}<tr><th colspan="2">total</th><th style="text-align:right">{}</th></tr></table>',
+            body["currency"],
+            format_html_join("", '<tr><td>{}</td><td>{}</td><td style="text-align:right">{}</td></tr>', rows),
+            body["total"],
+        )
+
+    @admin.display(description="past invoices")
+    def past_invoices(self, obj: Customer) -> str:
+        if not obj.pk:
+            return "—"
+        invoices = list(Invoice.objects.filter(customer=obj).order_by("-period_start", "-id")[:24])
+        if not invoices:
+            return "No invoices yet."
+        rows = (
+            (
+                reverse("admin:invoicing_invoice_change", args=[i.pk]),
+                str(i),
+                i.status,
+                f"{i.period_start:%Y-%m-%d} – {i.period_end:%Y-%m-%d}",
+                format_major(i.total, i.currency),
+                i.currency,
+            )
+            for i in invoices
+        )
+        return format_html(
+            "<table><tr><th>invoice</th><th>status</th><th>period</th><th>total</th></tr>{}</table>",
+            format_html_join("", '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{} {}</td></tr>', rows),
+        )
+
+    @admin.display(description="Stripe")
+    def stripe_link(self, obj: Customer) -> str:
+        if is_sandbox():
+            return "sandbox mode: not pushed to Stripe"
+        if not obj.stripe_customer_id:
+            return "created in Stripe with the first issued invoice"
+        return format_html(
+            '<a href="https://dashboard.stripe.com/customers/{}" target="_blank" rel="noopener">{}</a>',
+            obj.stripe_customer_id,
+            obj.stripe_customer_id,
+        )
+
+
+admin.site.unregister(Customer)
+admin.site.register(Customer, BillingCustomerAdmin)

@@ -183,11 +183,7 @@ def push_invoice(invoice_id: int) -> Invoice:
                         idempotency_key=idempotency_key("invoice-line", line.pk),
                     )
                 InvoiceLine.objects.filter(pk=line.pk).update(stripe_item_id=item_id)
-            finalized = client.finalize_invoice(
-                stripe_invoice_id=invoice.stripe_invoice_id,
-                idempotency_key=idempotency_key("invoice-finalize", invoice.pk),
-            )
-            _store_stripe_invoice(invoice, finalized)
+            _store_stripe_invoice(invoice, _finalize(client, invoice))
     except StripePermanentError as exc:
         _fail(invoice, f"Stripe refused: {exc}")
         return invoice
@@ -198,6 +194,21 @@ def push_invoice(invoice_id: int) -> Invoice:
     invoice_log(invoice, "stripe_synced", label="stripe", detail=f"{invoice.stripe_invoice_id} {invoice.stripe_number}")
     invoice.refresh_from_db()
     return invoice
+
+
+def _finalize(client: StripeGateway, invoice: Invoice):
+    """Finalize; if Stripe says it already is (an earlier attempt went through but its answer was lost, and
+    the idempotency key has expired), take Stripe's current state instead of failing."""
+    try:
+        return client.finalize_invoice(
+            stripe_invoice_id=invoice.stripe_invoice_id,
+            idempotency_key=idempotency_key("invoice-finalize", invoice.pk),
+        )
+    except StripePermanentError:
+        current = client.retrieve_invoice(invoice.stripe_invoice_id)
+        if current.status and current.status != "draft":
+            return current
+        raise
 
 
 def _fail(invoice: Invoice, message: str) -> None:

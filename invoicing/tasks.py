@@ -67,3 +67,11 @@ def void_invoice_in_stripe(self, invoice_id: int) -> None:
             push_gave_up(invoice_id, f"voiding in Stripe: {exc}")
             return
         raise self.retry(exc=exc, countdown=min(3600, 30 * 2**self.request.retries)) from exc
+
+
+@shared_task(name="invoicing.unbilled_snapshot", time_limit=1800, soft_time_limit=1750, ignore_result=True)
+def unbilled_snapshot() -> str:
+    """Beat: the dashboard's "unbilled so far this period" (preview totals of every active subscription)."""
+    from .dashboard import record_unbilled_snapshot
+
+    return record_unbilled_snapshot().message

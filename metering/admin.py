@@ -7,6 +7,7 @@ import datetime as dt
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -130,6 +131,33 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if obj is None:
             kwargs["form"] = forms.ApiTokenCreateForm
         return super().get_form(request, obj, change, **kwargs)
+
+    def get_urls(self):
+        return [path("connect/", self.admin_site.admin_view(self.connect_view), name="metering_apitoken_connect"),
+                *super().get_urls()]
+
+    def connect_view(self, request):
+        """"Connect a gateway": an ingest token, the meters to enable, and Kong's plugin configuration to copy."""
+        if not self.has_add_permission(request):
+            self.message_user(request, "Creating gateway tokens is for Billing admins.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:index"))
+        form = forms.ConnectGatewayForm(request.POST or None)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
+                   "title": "Connect a gateway", "presets": KONG_PRESETS}
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            created_meters = []
+            for preset, wanted in (("llm_tokens", data["meter_ai_token_usage"]),
+                                   ("api_requests", data["meter_api_requests"])):
+                if wanted and not Meter.objects.filter(slug=KONG_PRESETS[preset]["slug"]).exists():
+                    created_meters.append(meter_create_from_preset(preset=preset).slug)
+            token, plain = api_token_create(name=data["name"], scopes=["ingest"], created_by=request.user)
+            endpoint = data["public_url"].rstrip("/") + "/api/v3/openmeter/events"
+            context.update({"token": token, "plain_token": plain, "endpoint": endpoint,
+                            "created_meters": created_meters, "config": data})
+        elif request.method != "POST":
+            form.initial.setdefault("public_url", request.build_absolute_uri("/").rstrip("/"))
+        return TemplateResponse(request, "admin/metering/apitoken/connect.html", context)
 
     def get_fields(self, request, obj=None):
         return ("name", "scopes") if obj is None else self.readonly_fields
@@ -282,6 +310,8 @@ class MeterAdmin(admin.ModelAdmin):
 
     def usage_view(self, request):
         """Usage explorer: meter, subjects, range, window, group-by → chart, table, CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         initial = {"meter": request.GET.get("meter"), "window_size": "DAY", "time_zone": "UTC",
                    "start": (timezone.now() - dt.timedelta(days=30)).replace(hour=0, minute=0, second=0,
                                                                              microsecond=0),

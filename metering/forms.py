@@ -81,3 +81,13 @@ class UsageExplorerForm(forms.Form):
             return time_zone(self.cleaned_data["time_zone"]).key
         except WindowError as exc:
             raise forms.ValidationError(str(exc)) from None
+
+
+class ConnectGatewayForm(forms.Form):
+    name = forms.CharField(initial="kong-gateway", max_length=100, help_text="What the token is for.")
+    public_url = forms.URLField(label="This server's URL, as the gateway reaches it", assume_scheme="https",
+                                help_text="e.g. https://billing.example.com")
+    meter_ai_token_usage = forms.BooleanField(required=False, initial=True,
+                                              label="Meter AI tokens (enables the llm_tokens meter)")
+    meter_api_requests = forms.BooleanField(required=False, initial=True,
+                                            label="Meter API requests (enables the api_requests meter)")

@@ -1,0 +1,117 @@
+"""The admin as finance staff's workplace: navigation in the order of the seed flow, and a dashboard home.
+
+Navigation: Metering (events, meters, usage explorer) → Product catalog (features, plans) → Billing (customers,
+subscriptions, invoices) → Settings (API tokens, connect a gateway, Stripe, schedules, job runs, users).
+Only what the user may see is listed (Django's per-model permissions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from django.contrib import admin
+from django.urls import NoReverseMatch, reverse
+
+SECTIONS: list[tuple[str, list[tuple[str, str] | tuple[str, str, str, str]]]] = [
+    (
+        "Metering",
+        [
+            ("metering", "event"),
+            ("metering", "meter"),
+            ("link", "Usage explorer", "admin:metering_meter_usage", "metering.view_meter"),
+            ("metering", "subjectactivity"),
+            ("metering", "eventtypeactivity"),
+        ],
+    ),
+    ("Product catalog", [("catalog", "feature"), ("catalog", "plan")]),
+    (
+        "Billing",
+        [
+            ("customers", "customer"),
+            ("customers", "subscription"),
+            ("invoicing", "invoice"),
+            ("customers", "unbilledsubject"),
+            ("customers", "kongconsumer"),
+        ],
+    ),
+    (
+        "Settings",
+        [
+            ("metering", "apitoken"),
+            ("link", "Connect a gateway", "admin:metering_apitoken_connect", "metering.add_apitoken"),
+            ("invoicing", "stripewebhookevent"),
+            ("django_celery_beat", "periodictask"),
+            ("billing_site", "jobrun"),
+            ("auth", "user"),
+            ("auth", "group"),
+        ],
+    ),
+]
+HIDDEN = {("catalog", "ratecard"), ("catalog", "pricetier")}
+
+
+class BillingAdminSite(admin.AdminSite):
+    site_header = "Billing back office"
+    site_title = "Billing back office"
+    index_title = "Dashboard"
+    index_template = "admin/billing_index.html"
+
+    def get_app_list(self, request, app_label=None):
+        if app_label is not None:
+            return super().get_app_list(request, app_label)
+        apps = super().get_app_list(request)
+        models = {(app["app_label"], model["object_name"].lower()): model for app in apps for model in app["models"]}
+        placed: set[tuple[str, str]] = set()
+        sections = []
+        for title, entries in SECTIONS:
+            items = []
+            for entry in entries:
+                if entry[0] == "link":
+                    _, name, url_name, permission = entry
+                    if request.user.has_perm(permission):
+                        with contextlib.suppress(NoReverseMatch):
+                            items.append(
+                                {
+                                    "name": name,
+                                    "object_name": name.replace(" ", ""),
+                                    "perms": {"view": True},
+                                    "admin_url": reverse(url_name),
+                                    "add_url": None,
+                                    "view_only": True,
+                                }
+                            )
+                    continue
+                model = models.get(entry)
+                if model is not None:
+                    items.append(model)
+                    placed.add(entry)
+            if items:
+                sections.append(
+                    {
+                        "name": title,
+                        "app_label": title.lower().replace(" ", "_"),
+                        "app_url": "",
+                        "has_module_perms": True,
+                        "models": items,
+                    }
+                )
+        rest = [model for key, model in models.items() if key not in placed and key not in HIDDEN]
+        if rest:
+            more = next((s for s in sections if s["name"] == "Settings"), None)
+            if more is None:
+                more = {
+                    "name": "Settings",
+                    "app_label": "settings",
+                    "app_url": "",
+                    "has_module_perms": True,
+                    "models": [],
+                }
+                sections.append(more)
+            more["models"] = more["models"] + sorted(rest, key=lambda m: m["name"])
+        return sections
+
+    def index(self, request, extra_context=None):
+        from invoicing.dashboard import dashboard
+
+        extra_context = {**(extra_context or {}), "dashboard": dashboard(request.user)}
+        return super().index(request, extra_context)

@@ -1,0 +1,61 @@
+"""The three roles finance staff are given, as Django groups (kept in sync by a migration).
+
+- **Finance viewer**: reads everything billing-related; changes nothing.
+- **Billing operator**: the viewer's reads, plus meters, the catalog (features, plans, rate cards), customers,
+  their subjects and Kong consumers, subscriptions, and invoice previews.
+- **Billing admin**: the operator's rights, plus issuing, voiding, marking paid or uncollectible, cycle closes,
+  Stripe sync and webhooks, API tokens, schedules (periodic tasks) and job runs.
+"""
+
+from __future__ import annotations
+
+VIEW_MODELS = [
+    ("metering", "event"), ("metering", "meter"), ("metering", "subjectactivity"), ("metering", "eventtypeactivity"),
+    ("catalog", "feature"), ("catalog", "plan"), ("catalog", "ratecard"), ("catalog", "pricetier"),
+    ("customers", "customer"), ("customers", "subscription"), ("customers", "subjectattribution"),
+    ("customers", "kongconsumer"), ("customers", "unbilledsubject"), ("customers", "subscriptionevent"),
+    ("invoicing", "invoice"), ("invoicing", "invoiceline"), ("invoicing", "invoiceevent"),
+]
+OPERATOR_MODELS = [
+    ("metering", "meter"), ("catalog", "feature"), ("catalog", "plan"), ("catalog", "ratecard"),
+    ("catalog", "pricetier"), ("customers", "customer"), ("customers", "subscription"),
+    ("customers", "subjectattribution"), ("customers", "kongconsumer"),
+]
+ADMIN_MODELS = [
+    ("metering", "apitoken"), ("django_celery_beat", "periodictask"), ("django_celery_beat", "intervalschedule"),
+    ("django_celery_beat", "crontabschedule"), ("django_celery_beat", "clockedschedule"),
+    ("django_celery_beat", "solarschedule"),
+]
+ADMIN_VIEW_ONLY = [("billing_site", "jobrun"), ("invoicing", "stripewebhookevent")]
+
+
+def role_permissions() -> dict[str, list[tuple[str, str]]]:
+    """Role name → [(app label, permission codename)]."""
+    viewer = [(app, f"view_{model}") for app, model in VIEW_MODELS]
+    operator = viewer + [(app, f"{action}_{model}") for app, model in OPERATOR_MODELS
+                         for action in ("add", "change", "delete")] + [("invoicing", "preview_invoice")]
+    admin = operator + [(app, f"{action}_{model}") for app, model in ADMIN_MODELS
+                        for action in ("add", "change", "delete", "view")]
+    admin += [(app, f"view_{model}") for app, model in ADMIN_VIEW_ONLY] + [("invoicing", "issue_invoice")]
+    return {"Finance viewer": viewer, "Billing operator": operator, "Billing admin": admin}
+
+
+def sync_roles(apps) -> None:
+    """Create or update the groups with exactly their permissions (works on historical app registries)."""
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    group_model = apps.get_model("auth", "Group")
+    permission_model = apps.get_model("auth", "Permission")
+    for name, wanted in role_permissions().items():
+        group, _ = group_model.objects.get_or_create(name=name)
+        permissions = []
+        for app_label, codename in wanted:
+            permission = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if permission is None:
+                raise LookupError(f"role {name}: permission {app_label}.{codename} does not exist")
+            permissions.append(permission)
+        group.permissions.set(permissions)
