@@ -115,32 +115,41 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description="current usage")
     def current_usage(self, obj: Customer) -> str:
+        """Per metered feature of each active subscription: usage so far this period by day, against the
+        entitlement limit; other entitlements as access."""
         if not obj.pk:
             return "—"
         now = timezone.now()
-        rows = []
+        rows, charts = [], []
         for subscription in active_subscriptions(obj, now):
             period = subscription_period_at(subscription, now)
-            for rate_card, value in subscription_entitlements(subscription, now):
+            values = dict(subscription_entitlements(subscription, now))
+            features = {}
+            for rate_card in subscription.plan.rate_cards.select_related("feature", "feature__meter"):
+                if rate_card.feature_id and rate_card.feature.meter_id:
+                    features.setdefault(rate_card.feature.key, (rate_card.feature, None))
+                if rate_card in values and values[rate_card].kind == "metered":
+                    features[rate_card.feature.key] = (rate_card.feature, values[rate_card])
+            for rate_card, value in values.items():
                 if value.kind == "metered":
                     shown = (f"{plain_number(value.usage)} of {plain_number(value.limit)} "
                              f"({'soft' if value.soft else 'hard'} limit)")
                 else:
                     shown = "access" if value.has_access else "no access"
-                rows.append(
-                    (
-                        subscription.plan.key,
-                        rate_card.feature.key,
-                        shown,
-                        f"{period.start:%Y-%m-%d} – {period.end:%Y-%m-%d}" if period else "",
-                    )
-                )
-        if not rows:
+                rows.append((subscription.plan.key, rate_card.feature.key, shown,
+                             f"{period.start:%Y-%m-%d} – {period.end:%Y-%m-%d}" if period else ""))
+            if period is not None:
+                for key, (feature, value) in sorted(features.items()):
+                    charts.append((f"{key} ({subscription.plan.key}) by day this period",
+                                   usage_chart(obj, feature, period.start, period.end,
+                                               limit=value.limit if value else None)))
+        if not rows and not charts:
             return "No active subscription with entitlements."
-        return format_html(
+        table = format_html(
             "<table><tr><th>plan</th><th>feature</th><th>usage / entitlement</th><th>period</th></tr>{}</table>",
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
-        )
+        ) if rows else ""
+        return format_html("{}{}", table, format_html_join("", '<h4 style="margin:8px 0 2px">{}</h4>{}', charts))
 
     def save_model(self, request, obj, form, change):
         data = {k: v for k, v in form.cleaned_data.items() if k in form.Meta.fields}
@@ -261,6 +270,31 @@ class KongConsumerAdmin(admin.ModelAdmin):
         return _include_subjects_action(
             self, request, queryset, lambda customer, consumer: consumer_include(customer=customer, consumer=consumer)
         )
+
+
+def usage_chart(customer: Customer, feature, start, end, *, limit=None):
+    """Daily usage of a feature for the customer's current subjects (an SVG bar chart)."""
+    import datetime as dt
+
+    from billing_site.charts import bar_chart_svg
+    from metering.selectors.usage import usage_series
+
+    day = dt.timedelta(days=1)
+    first = start.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    last = end.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    last = last if last == end else last + day
+    subjects = sorted({a.subject for a in customer.attributions.all() if a.end is None})
+    if not subjects:
+        return "no subjects"
+    rows = usage_series(meter=feature.meter, subjects=subjects, start=first, end=last, window_size="DAY",
+                        filters=feature.meter_group_by_filters or None)
+    by_day = {row.window_start: row.value for row in rows}
+    points, running, cursor = [], 0, first
+    while cursor < last:
+        running += by_day.get(cursor, 0)
+        points.append((f"{cursor:%b %d}", running))
+        cursor += day
+    return bar_chart_svg(points, limit=limit, limit_label="limit")
 
 
 def _include_subjects_action(model_admin, request, queryset, include):

@@ -129,6 +129,7 @@ def test_customer_admin_create_with_subjects_and_usage_panel(admin_client):
     subscription_create(customer=air, plan=plan, start=timezone.now() - timezone.timedelta(days=1))
     page = admin_client.get(f"/admin/customers/customer/{air.pk}/change/").content.decode()
     assert "0 of 500,000 (hard limit)" in page
+    assert "ai-token (token) by day this period" in page and ("<svg" in page or "No usage in this range" in page)
 
 
 def test_customer_admin_form_errors(admin_client):
