@@ -5,3 +5,10 @@ class CatalogConfig(AppConfig):
     name = "catalog"
     verbose_name = "Product catalog"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from metering.enrichment import register_meter_update_check
+
+        from .checks import features_still_valid
+
+        register_meter_update_check(features_still_valid)

@@ -56,3 +56,19 @@ def customer_subjects(customer_ids: list[str]) -> dict[str, list[str]] | None:
     if not _subject_resolver:
         return None
     return _subject_resolver[0](customer_ids)
+
+
+# --- checks higher layers run before a meter's definition changes ------------------------------------------
+
+MeterCheck = Callable[[Any, dict], list[str]]
+_meter_checks: list[MeterCheck] = []
+
+
+def register_meter_update_check(check: MeterCheck) -> None:
+    """``check(meter, new_group_by) → problems``; e.g. catalog refuses dropping a group-by a feature filters on."""
+    if check not in _meter_checks:
+        _meter_checks.append(check)
+
+
+def meter_update_problems(meter, new_group_by: dict) -> list[str]:
+    return [problem for check in _meter_checks for problem in check(meter, new_group_by)]

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import ProtectedError
 
+from ..enrichment import meter_update_problems
 from ..meter_rules import KONG_PRESETS, validate_meter
 from ..models import Meter
 from .rollups import meter_rollups_reset
@@ -71,6 +72,10 @@ def meter_update(*, meter: Meter, **changes: Any) -> Meter:
     merged = _normalized({**{f: getattr(meter, f) for f in ("slug", *EDITABLE_FIELDS)}, **changes})
     errors = validate_meter(**{k: merged[k] for k in ("slug", "name", "event_type", "aggregation",
                                                          "value_property", "group_by")})
+    if "group_by" not in errors:
+        problems = meter_update_problems(meter, merged["group_by"])
+        if problems:
+            errors["group_by"] = "; ".join(problems)
     if errors:
         raise MeterValidationError(errors)
     definition_changed = any(merged[f] != getattr(meter, f) for f in DEFINITION_FIELDS)

@@ -175,3 +175,13 @@ def test_plans_are_listed_newest_version_first(api, read_token):
     plan_publish(plan=plan_new_version(plan=token_plan()))
     assert [p["version"] for p in api.get("/api/v1/plans", {"key": "token"}, **bearer(read_token)).json()] == [2, 1]
     assert Plan.objects.filter(key="token", status="published").count() == 1
+
+
+def test_a_meter_cannot_drop_a_group_by_a_feature_filters_on():
+    from metering.services.meters import MeterValidationError, meter_update
+
+    meter = tokens_meter()
+    ai_token_feature()
+    with pytest.raises(MeterValidationError, match="feature ai-token filters on provider, type"):
+        meter_update(meter=meter, group_by={"model": "$.model"})
+    assert meter_update(meter=meter, group_by={**meter.group_by, "region": "$.region"}).group_by["region"] == "$.region"
