@@ -247,7 +247,8 @@ class InvoiceAdmin(admin.ModelAdmin):
     @admin.display(description="Stripe")
     def sync_shown(self, obj: Invoice) -> str:
         if obj.sync_status == Invoice.SyncStatus.FAILED:
-            return format_html('<span style="color:#ba2121" title="{}">failed</span>', obj.sync_error)
+            short = obj.sync_error if len(obj.sync_error) <= 80 else obj.sync_error[:79] + "…"
+            return format_html('<span style="color:#ba2121" title="{}">failed: {}</span>', obj.sync_error, short)
         return obj.get_sync_status_display()
 
     @admin.display(description="Stripe invoice")

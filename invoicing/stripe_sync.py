@@ -19,6 +19,7 @@ Without ``STRIPE_API_KEY`` the system is in sandbox mode: invoices stay local.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -139,6 +140,12 @@ def push_invoice(invoice_id: int) -> Invoice:
     invoice = Invoice.objects.select_related("customer").get(pk=invoice_id)
     if invoice.status == S.DRAFT or invoice.sync_status in (Invoice.SyncStatus.SYNCED, Invoice.SyncStatus.SANDBOX):
         return invoice
+    if invoice.status == S.VOID and invoice.stripe_status in ("", "draft"):
+        # Voided before Stripe finalized it: never make it payable there (a Stripe draft is neither sent nor charged).
+        Invoice.objects.filter(pk=invoice.pk).update(sync_status=Invoice.SyncStatus.NOT_SYNCED, sync_error="")
+        invoice_log(invoice, "stripe_skipped", label="stripe", detail="void before it was finalized in Stripe")
+        invoice.refresh_from_db()
+        return invoice
     Invoice.objects.filter(pk=invoice.pk).update(
         sync_attempts=invoice.sync_attempts + 1, sync_status=Invoice.SyncStatus.SYNCING
     )
@@ -225,8 +232,8 @@ def push_gave_up(invoice_id: int, error: str) -> None:
 
 def void_in_stripe(invoice_id: int) -> Invoice:
     invoice = Invoice.objects.get(pk=invoice_id)
-    if not invoice.stripe_invoice_id or invoice.stripe_status == "void":
-        return invoice
+    if not invoice.stripe_invoice_id or invoice.stripe_status in ("void", "draft"):
+        return invoice  # a Stripe draft is left unfinalized: push_invoice stops for void invoices
     try:
         voided = gateway().void_invoice(
             stripe_invoice_id=invoice.stripe_invoice_id, idempotency_key=idempotency_key("invoice-void", invoice.pk)
@@ -251,16 +258,19 @@ HANDLED = {*TARGETS, "invoice.payment_failed", "invoice.finalization_failed"}
 
 
 def _find_invoice(stripe_object: dict[str, Any]) -> Invoice | None:
-    metadata = stripe_object.get("metadata") or {}
-    if str(metadata.get("invoice_id", "")).isdigit():
-        found = Invoice.objects.filter(pk=int(metadata["invoice_id"])).first()
+    stripe_id = stripe_object.get("id") or ""
+    if stripe_id:
+        found = Invoice.objects.filter(stripe_invoice_id=stripe_id).first()
         if found is not None:
             return found
-    return (
-        Invoice.objects.filter(stripe_invoice_id=stripe_object.get("id") or "-").first()
-        if stripe_object.get("id")
-        else None
-    )
+    metadata = stripe_object.get("metadata") or {}
+    if str(metadata.get("invoice_id", "")).isdigit():
+        # Only for ours whose Stripe id was never stored (the answer to the create was lost); the number must
+        # match too, since another installation sharing the Stripe account has its own invoice ids.
+        return Invoice.objects.filter(
+            pk=int(metadata["invoice_id"]), stripe_invoice_id="", number=metadata.get("invoice_number") or "-"
+        ).first()
+    return None
 
 
 def webhook_receive(*, payload: bytes, signature: str | None) -> tuple[StripeWebhookEvent, bool]:
@@ -268,12 +278,13 @@ def webhook_receive(*, payload: bytes, signature: str | None) -> tuple[StripeWeb
     :class:`WebhookSignatureError` (nothing stored) for a bad, missing or expired signature."""
     config = StripeConfig.from_settings()
     event = construct_webhook_event(payload, signature, secret=config.webhook_secret)
-    try:
-        with transaction.atomic():
-            stored = StripeWebhookEvent.objects.create(event_id=event["id"], type=event["type"], payload=event)
-    except IntegrityError:
-        return StripeWebhookEvent.objects.get(event_id=event["id"]), False
-    _handle(stored)
+    with transaction.atomic():  # stored and handled together: a crash while handling stores nothing
+        try:
+            with transaction.atomic():
+                stored = StripeWebhookEvent.objects.create(event_id=event["id"], type=event["type"], payload=event)
+        except IntegrityError:
+            return StripeWebhookEvent.objects.get(event_id=event["id"]), False
+        _handle(stored)
     return stored, True
 
 
@@ -289,27 +300,33 @@ def _handle(stored: StripeWebhookEvent) -> None:
     else:
         invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
         status = stripe_object.get("status")
-        if status:
-            Invoice.objects.filter(pk=invoice.pk).update(stripe_status=status)
+
+        def mirror_status() -> None:
+            if status:
+                Invoice.objects.filter(pk=invoice.pk).update(stripe_status=status)
+
         if event_type == "invoice.payment_failed":
             invoice_log(invoice, "payment_failed", label="stripe", detail=str(stripe_object.get("id", "")))
             outcome = "payment failure recorded; status unchanged"
         elif event_type == "invoice.finalization_failed":
             error = (stripe_object.get("last_finalization_error") or {}).get("message") or "finalization failed"
+            mirror_status()
             _fail(invoice, f"Stripe could not finalize: {error}")
             outcome = "sync marked failed"
         else:
             target = TARGETS[event_type]
             if invoice.status == target:
+                mirror_status()
                 outcome = f"already {target}"
             elif not is_legal(invoice.status, target):
                 outcome = f"ignored: {invoice.status} → {target} is not a legal transition"
                 invoice_log(invoice, "stripe_event_ignored", label="stripe", detail=f"{event_type}: {outcome}")
             else:
+                mirror_status()
                 detail = f"{event_type} {stored.event_id}"
                 if target == S.PAID:
                     paid_at = (stripe_object.get("status_transitions") or {}).get("paid_at")
-                    moment = timezone.datetime.fromtimestamp(paid_at, tz=timezone.utc) if paid_at else None
+                    moment = dt.datetime.fromtimestamp(paid_at, tz=dt.UTC) if paid_at else None
                     invoice_mark_paid(invoice=invoice, label="stripe", paid_at=moment, detail=detail)
                 elif target == S.VOID:
                     Invoice.objects.filter(pk=invoice.pk).update(stripe_status="void")

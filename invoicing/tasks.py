@@ -75,3 +75,22 @@ def unbilled_snapshot() -> str:
     from .dashboard import record_unbilled_snapshot
 
     return record_unbilled_snapshot().message
+
+
+STUCK_AFTER_HOURS = 3
+
+
+@shared_task(name="invoicing.requeue_stuck_syncs", time_limit=300, soft_time_limit=270, ignore_result=True)
+def requeue_stuck_syncs() -> int:
+    """Beat: an invoice left "syncing" for hours (its push was never queued, e.g. the broker was down at commit)
+    is pushed again; the push is idempotent and continues from the saved state."""
+    import datetime as dt
+
+    from .models import Invoice
+
+    cutoff = timezone.now() - dt.timedelta(hours=STUCK_AFTER_HOURS)
+    stuck = list(Invoice.objects.filter(sync_status=Invoice.SyncStatus.SYNCING, issued_at__lt=cutoff)
+                 .values_list("pk", flat=True)[:500])
+    for invoice_id in stuck:
+        push_invoice.delay(invoice_id)
+    return len(stuck)

@@ -376,3 +376,20 @@ def test_issued_invoices_never_change():
             service(invoice=paid)
     assert [e.action for e in paid.log.all()] == ["paid", "issued", "drafted"]
     assert InvoiceLine.objects.filter(invoice=invoice).count() == 1
+
+
+def test_invoices_stuck_in_syncing_are_pushed_again(settings, monkeypatch):
+    from django.utils import timezone
+
+    from invoicing import tasks
+
+    pushed = []
+    monkeypatch.setattr(tasks.push_invoice, "delay", lambda pk: pushed.append(pk))
+    subscription_create(customer=kong_air(), plan=token_plan(), start=NOV)
+    ingest([tokens(10, utc(2026, 11, 3))])
+    close_cycles(now=AFTER_NOV)
+    invoice = the_invoice()
+    Invoice.objects.filter(pk=invoice.pk).update(sync_status="syncing", issued_at=timezone.now())
+    assert tasks.requeue_stuck_syncs() == 0
+    Invoice.objects.filter(pk=invoice.pk).update(issued_at=timezone.now() - dt.timedelta(hours=4))
+    assert tasks.requeue_stuck_syncs() == 1 and pushed == [invoice.pk]
