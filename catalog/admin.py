@@ -54,7 +54,7 @@ class FeatureAdmin(admin.ModelAdmin):
 
     @admin.display(description="filters")
     def filters(self, obj: Feature) -> str:
-        return ", ".join(f"{k} = {v}" for k, v in (obj.meter_group_by_filters or {}).items())
+        return ", ".join(f"{k} = {v}" for k, v in sorted((obj.meter_group_by_filters or {}).items()))
 
     @admin.display(description="rate cards")
     def used_by(self, obj: Feature) -> int:
@@ -160,7 +160,9 @@ class PlanDraftOnly:
     def has_add_permission(self, request, obj=None):
         if obj is not None and not self._plan_of(obj).is_editable:
             return False
-        return super().has_add_permission(request, obj) if obj is not None else super().has_add_permission(request)
+        if isinstance(self, admin.options.InlineModelAdmin):  # inlines take the parent object, model admins don't
+            return super().has_add_permission(request, obj)
+        return super().has_add_permission(request)
 
     def has_delete_permission(self, request, obj=None):
         if obj is not None and not self._plan_of(obj).is_editable:

@@ -132,23 +132,38 @@ class CustomerAdmin(admin.ModelAdmin):
                     features[rate_card.feature.key] = (rate_card.feature, values[rate_card])
             for rate_card, value in values.items():
                 if value.kind == "metered":
-                    shown = (f"{plain_number(value.usage)} of {plain_number(value.limit)} "
-                             f"({'soft' if value.soft else 'hard'} limit)")
+                    shown = (
+                        f"{plain_number(value.usage)} of {plain_number(value.limit)} "
+                        f"({'soft' if value.soft else 'hard'} limit)"
+                    )
                 else:
                     shown = "access" if value.has_access else "no access"
-                rows.append((subscription.plan.key, rate_card.feature.key, shown,
-                             f"{period.start:%Y-%m-%d} – {period.end:%Y-%m-%d}" if period else ""))
+                rows.append(
+                    (
+                        subscription.plan.key,
+                        rate_card.feature.key,
+                        shown,
+                        f"{period.start:%Y-%m-%d} – {period.end:%Y-%m-%d}" if period else "",
+                    )
+                )
             if period is not None:
                 for key, (feature, value) in sorted(features.items()):
-                    charts.append((f"{key} ({subscription.plan.key}) by day this period",
-                                   usage_chart(obj, feature, period.start, period.end,
-                                               limit=value.limit if value else None)))
+                    charts.append(
+                        (
+                            f"{key} ({subscription.plan.key}) by day this period",
+                            usage_chart(obj, feature, period.start, period.end, limit=value.limit if value else None),
+                        )
+                    )
         if not rows and not charts:
             return "No active subscription with entitlements."
-        table = format_html(
-            "<table><tr><th>plan</th><th>feature</th><th>usage / entitlement</th><th>period</th></tr>{}</table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
-        ) if rows else ""
+        table = (
+            format_html(
+                "<table><tr><th>plan</th><th>feature</th><th>usage / entitlement</th><th>period</th></tr>{}</table>",
+                format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+            )
+            if rows
+            else ""
+        )
         return format_html("{}{}", table, format_html_join("", '<h4 style="margin:8px 0 2px">{}</h4>{}', charts))
 
     def save_model(self, request, obj, form, change):
@@ -221,8 +236,9 @@ class KongConsumerAdmin(admin.ModelAdmin):
             raise PermissionDenied
 
         class ImportForm(django_forms.Form):
-            admin_url = django_forms.CharField(label="Kong Admin API URL", max_length=500,
-                                               help_text="e.g. http://kong:8001")
+            admin_url = django_forms.CharField(
+                label="Kong Admin API URL", max_length=500, help_text="e.g. http://kong:8001"
+            )
             token = django_forms.CharField(
                 required=False, widget=django_forms.PasswordInput, help_text="Kong-Admin-Token, when RBAC is on."
             )
@@ -283,11 +299,18 @@ def usage_chart(customer: Customer, feature, start, end, *, limit=None):
     first = start.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     last = end.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     last = last if last == end else last + day
+    last = min(last, timezone.now().astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) + day)
     subjects = sorted({a.subject for a in customer.attributions.all() if a.end is None})
     if not subjects:
         return "no subjects"
-    rows = usage_series(meter=feature.meter, subjects=subjects, start=first, end=last, window_size="DAY",
-                        filters=feature.meter_group_by_filters or None)
+    rows = usage_series(
+        meter=feature.meter,
+        subjects=subjects,
+        start=first,
+        end=last,
+        window_size="DAY",
+        filters=feature.meter_group_by_filters or None,
+    )
     by_day = {row.window_start: row.value for row in rows}
     points, running, cursor = [], 0, first
     while cursor < last:
@@ -391,6 +414,15 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return request.method in ("GET", "HEAD") and super().has_view_permission(request, obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
         return [

@@ -299,7 +299,14 @@ class InvoiceAdmin(admin.ModelAdmin):
         if invoice.sync_status == Invoice.SyncStatus.FAILED:
             buttons.append(("retry_sync", "Retry Stripe sync"))
         buttons = [(key, label) for key, label in buttons if self._may(request, key)]  # each role sees its actions
-        extra_context = {**(extra_context or {}), "invoice_buttons": buttons, "sandbox": is_sandbox()}
+        extra_context = {
+            **(extra_context or {}),
+            "invoice_buttons": buttons,
+            "sandbox": is_sandbox(),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _perform(self, request, invoice: Invoice, action: str) -> Invoice | None:
@@ -471,8 +478,15 @@ class InvoiceAdmin(admin.ModelAdmin):
             customer = get_object_or_404(Subscription, pk=subscription_id).customer
         else:
             customer = get_object_or_404(Customer, pk=customer_id)
-        body = preview_json(invoice_preview(customer=customer, at=timezone.now()))
+        preview = invoice_preview(customer=customer, at=timezone.now())
+        body = preview_json(preview)
+        period_text = (
+            f"{preview.period_start:%Y-%m-%d %H:%M} – {preview.period_end:%Y-%m-%d %H:%M} UTC"
+            if preview.period_start
+            else ""
+        )
         context = {
+            "period_text": period_text,
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "customer": customer,
@@ -561,8 +575,10 @@ class BillingCustomerAdmin(CustomerAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if request.user.has_perm("invoicing.preview_invoice"):
             return fieldsets
-        return [(name, {**options, "fields": tuple(f for f in options["fields"] if f != "invoice_preview")})
-                for name, options in fieldsets]
+        return [
+            (name, {**options, "fields": tuple(f for f in options["fields"] if f != "invoice_preview")})
+            for name, options in fieldsets
+        ]
 
     @admin.display(description="preview of this period's invoice")
     def invoice_preview(self, obj: Customer) -> str:

@@ -200,7 +200,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke_tokens(self, request, queryset):
         if request.POST.get("confirmed") != "yes":
             context = {**self.admin_site.each_context(request), "tokens": queryset, "opts": self.model._meta,
-                       "title": "Revoke API tokens?", "action": "revoke_tokens",
+                       "title": "Revoke these API tokens?", "action": "revoke_tokens",
                        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME}
             return TemplateResponse(request, "admin/metering/apitoken/revoke_confirmation.html", context)
         count = 0
@@ -292,7 +292,8 @@ class MeterAdmin(admin.ModelAdmin):
     def rebuild_usage(self, request, queryset):
         if request.POST.get("confirmed") != "yes":
             context = {**self.admin_site.each_context(request), "meters": queryset, "opts": self.model._meta,
-                       "title": "Rebuild usage?", "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME}
+                       "title": "Rebuild usage from raw events?",
+                       "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME}
             return TemplateResponse(request, "admin/metering/meter/rebuild_confirmation.html", context)
         from .tasks import rebuild_usage
 

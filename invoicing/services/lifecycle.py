@@ -78,6 +78,9 @@ def invoice_issue(*, invoice: Invoice, actor=None, label: str = "", now: dt.date
     invoice.due_at = now + dt.timedelta(days=days or 0)
     invoice.save(update_fields=["subtotal", "total", "number", "status", "issued_at", "due_at"])
     invoice_log(invoice, "issued", actor=actor, label=label, detail=f"number {invoice.number}")
+    from ..models import CycleClose
+
+    CycleClose.objects.filter(invoice=invoice, state=CycleClose.State.HELD).update(state=CycleClose.State.ISSUED)
     from ..stripe_sync import queue_push
 
     queue_push(invoice)

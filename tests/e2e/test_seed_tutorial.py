@@ -1,0 +1,297 @@
+"""The seed tutorial, end to end in a real browser, by a Billing admin in the Django admin only.
+
+Meter from the Kong preset → feature ai-token → plan Token (published) → customer Kong Air including
+consumer kong-air → subscription (review, confirm) → an ingest token from "Connect a gateway" → Kong-shaped
+events posted to the ingest API → Preview invoice → cancel now → close due cycles → issue the draft.
+
+Screenshots of the key pages go to docs/screenshots/ (shown in the README). Chromium is Debian's
+/usr/bin/chromium (CI installs it); the test is skipped without it.
+
+Playwright's sync API keeps an event loop in this thread, where Django refuses ORM calls, so the database is
+touched only before the browser starts and after it stops; everything in between goes through the browser
+(or, for the gateway's events, through HTTP).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, Permission, User
+from django.utils import timezone
+
+from billing_site.roles import role_permissions
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Committed screenshots are refreshed with UPDATE_SCREENSHOTS=1; otherwise they go to a temporary folder, so a
+# test run never dirties the working tree (tokens, dates and ports differ on every run).
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 900}
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "tutorial-pw-123456"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (CI installs it)"),
+]
+
+
+def billing_admin() -> User:
+    """A staff user in the "Billing admin" group, not a superuser. The group comes from a migration; a
+    transactional test before this one may have flushed it, so it is recreated from the same role table."""
+    group, _ = Group.objects.get_or_create(name="Billing admin")
+    if not group.permissions.exists():
+        wanted = role_permissions()["Billing admin"]
+        group.permissions.set(
+            [Permission.objects.get(content_type__app_label=app, codename=codename) for app, codename in wanted]
+        )
+    user = User.objects.create_user("finance", email="finance@example.com", password=PASSWORD, is_staff=True)
+    user.groups.add(group)
+    return user
+
+
+def post_gateway_events(base_url: str, token: str, events: list[dict]) -> int:
+    request = urllib.request.Request(
+        base_url + "/api/v3/openmeter/events",
+        data=json.dumps(events).encode(),
+        method="POST",
+        headers={"Content-Type": "application/cloudevents-batch+json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status
+
+
+@pytest.mark.django_db(transaction=True)  # the live server thread must see what each request commits
+def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settings, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from invoicing.management.commands.simulate_gateway import gateway_events
+
+    settings.VAR_DIR = tmp_path
+    settings.INVOICE_GRACE_PERIOD_SECONDS = 0  # a canceled period is due at once
+    settings.INVOICE_DRAFT_REVIEW_HOURS = 1  # the close leaves a draft for finance to review and issue
+    settings.STRIPE_API_KEY = ""  # sandbox: nothing leaves the machine
+    user = billing_admin()
+    assert not user.is_superuser
+    SCREENSHOTS = DOCS_SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path / "screenshots"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    month_start = timezone.now().astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    base = live_server.url
+    facts: dict[str, str] = {}
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.set_default_timeout(15_000)
+            expect.set_options(timeout=15_000)
+            server_errors: list[str] = []
+
+            def record_server_error(response) -> None:
+                if response.status >= 500:
+                    server_errors.append(f"{response.request.method} {response.url} → {response.status}")
+
+            page.on("response", record_server_error)
+
+            def visit(url: str) -> None:
+                response = page.goto(url if url.startswith("http") else base + url)
+                assert response is not None and response.status < 400, f"GET {url} answered {response.status}"
+
+            def no_server_error() -> None:
+                assert not server_errors, f"the server failed: {server_errors}"
+
+            def shot(name: str, *, full_page: bool = True) -> None:
+                page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
+
+            def readonly(field: str):
+                """The read-only value of a field, alone on its line or beside others (.fieldBox)."""
+                return page.locator(f".field-{field}").last.locator(".readonly")
+
+            def saved_ok() -> None:
+                no_server_error()
+                expect(page.locator("ul.messagelist li.success")).to_be_visible()
+
+            # Log in through the admin login page; the dashboard is the home page.
+            visit("/admin/")
+            page.fill("#id_username", "finance")
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            expect(page.locator("#dashboard")).to_be_visible()
+            expect(page.locator("#content h1")).to_have_text("Dashboard")
+
+            # 1. Meter llm_tokens from the Kong preset: one click on the meter list.
+            visit("/admin/metering/meter/")
+            expect(page.locator("#kong-presets")).to_be_visible()
+            shot("02-meter-presets.png")
+            page.click("input[name=add-preset-llm_tokens]")
+            saved_ok()
+            expect(page.locator("ul.messagelist")).to_contain_text("Meter llm_tokens added from the Kong preset")
+
+            # 2. Feature ai-token: the meter filtered to provider=openai, type=request (a JSON textarea).
+            visit("/admin/catalog/feature/add/")
+            page.fill("#id_key", "ai-token")
+            page.fill("#id_name", "ai-token")
+            page.select_option("#id_meter", label="llm_tokens")
+            page.fill("#id_meter_group_by_filters", '{"provider": "openai", "type": "request"}')
+            page.click("input[name=_save]")
+            saved_ok()
+            filters = page.locator("#result_list tr", has_text="ai-token").locator("td.field-filters")
+            expect(filters).to_contain_text("provider = openai")  # key order differs: jsonb sorts keys
+            expect(filters).to_contain_text("type = request")
+
+            # 3. Plan Token (USD, monthly): a usage-based rate card for ai-token at 1 per token with a boolean
+            #    entitlement, then Publish with its confirmation page.
+            visit("/admin/catalog/plan/add/")
+            page.fill("#id_key", "token")
+            page.fill("#id_name", "Token")
+            page.fill("#id_currency", "USD")
+            page.select_option("#id_billing_cadence", "P1M")
+            page.locator("#rate_cards-group .add-row a").click()
+            card = "#id_rate_cards-0-"
+            expect(page.locator(f"{card}key")).to_be_visible()
+            page.fill(f"{card}key", "ai-token")
+            page.fill(f"{card}name", "ai-token")
+            page.select_option(f"{card}feature", label="ai-token")
+            page.select_option(f"{card}price_type", "unit")
+            page.fill(f"{card}unit_amount", "1")
+            page.select_option(f"{card}entitlement_type", "boolean")
+            page.click("input[name=_continue]")
+            saved_ok()
+            expect(page.locator(".field-problems")).to_contain_text("Ready to publish.")
+            page.click("#publish-plan")
+            expect(page.locator("#content h1").first).to_contain_text("Publish Token v1 (draft)?")
+            page.click("#confirm-publish")
+            saved_ok()
+            expect(readonly("status")).to_have_text("Published")
+            expect(page.locator(".field-pricing")).to_contain_text("ai-token")
+            shot("03-plan.png")
+
+            # 4. Customer Kong Air, including the usage of Kong consumer kong-air ("Include usage from").
+            visit("/admin/customers/customer/add/")
+            page.fill("#id_key", "kong-air")
+            page.fill("#id_name", "Kong Air")
+            page.fill("#id_email", "billing@kong-air.example")
+            page.fill("#id_currency", "USD")
+            page.fill("#id_attributions-0-subject", "kong-air")
+            page.click("input[name=_continue]")
+            saved_ok()
+            customer_url = page.url
+            expect(page.locator("#id_attributions-0-subject")).to_have_value("kong-air")
+
+            # 5. Subscription to Token from the 1st of this month, calendar anchor: form → Review → Confirm.
+            page.get_by_role("link", name="Add subscription").click()
+            expect(page.locator("#id_customer option:checked")).to_have_text("Kong Air (kong-air)")
+            page.select_option("#id_plan", label="Token v1 (published)")
+            page.fill("#id_start", month_start.strftime("%Y-%m-%d %H:%M:%S"))
+            page.check("input[name=anchor][value=calendar]")
+            page.click("#review-subscription")
+            expect(page.locator("#confirm-subscription")).to_be_visible()
+            first_period = page.locator("#subscription-form table tr").nth(1)
+            expect(first_period).to_contain_text(month_start.strftime("%Y-%m-%d 00:00"))
+            shot("05-subscription-review.png")
+            page.click("#confirm-subscription")
+            saved_ok()
+            expect(page.locator("ul.messagelist")).to_contain_text("Subscribed: kong-air on token v1")
+            subscription_url = page.url
+
+            # 6. An ingest token from "Connect a gateway" (shown once, on the page), then the gateway's events:
+            #    3 AI calls = 3 × (api_request + llm input 24 tokens + llm output 9 tokens), subject kong-air.
+            visit("/admin/metering/apitoken/connect/")
+            page.fill("#id_name", "kong-gateway")
+            page.click("#connect-gateway")
+            token = page.locator("#api-token").input_value()
+            assert len(token) > 20
+            expect(page.locator("#deck-config")).to_contain_text("/api/v3/openmeter/events")
+            shot("08-connect-gateway.png")
+            events = gateway_events("kong-air", 3)
+            assert len(events) == 9
+            assert post_gateway_events(base, token, events) == 202
+
+            # 7. Preview invoice on the customer page: ai-token, 72 input tokens × 1 USD = 72.00.
+            visit(customer_url)
+            page.click("#preview-invoice")
+            expect(page.locator("#preview-lines")).to_be_visible()
+            expect(page.locator("tr.line-ai-token td.quantity")).to_have_text("72")
+            expect(page.locator("tr.line-ai-token td.amount")).to_have_text("72.00")
+            expect(page.locator("#preview-total")).to_have_text("72.00")
+            shot("06-preview-invoice.png")
+            visit(customer_url)
+            expect(page.locator("#customer-preview")).to_contain_text("72.00")
+            shot("04-customer.png")
+
+            # 8. A month cannot pass in a test: cancel the subscription now (subscription → Cancel → Now).
+            visit(subscription_url)
+            page.locator(".object-tools").get_by_role("link", name="Cancel", exact=True).click()
+            page.check("input[name=when][value=now]")
+            page.click("#confirm-cancel")
+            saved_ok()
+            expect(page.locator("ul.messagelist")).to_contain_text("canceled (now)")
+
+            # Invoices → Close due cycles now → confirm: the job runs (eagerly) and its page shows the result.
+            visit("/admin/invoicing/invoice/")
+            page.get_by_role("link", name="Close due cycles now").click()
+            page.click("#confirm-close")
+            expect(readonly("status")).to_have_text("Succeeded")
+            expect(readonly("message")).to_contain_text("1 held for review")
+
+            # The draft held for review: the ai-token usage line of 72 tokens; Issue → confirm.
+            visit("/admin/invoicing/invoice/?status__exact=draft")
+            rows = page.locator("#result_list tbody tr")
+            expect(rows).to_have_count(1)
+            expect(rows.first).to_contain_text("Kong Air")
+            rows.first.locator("th a, td a").first.click()
+            line = page.locator("#lines-group tbody tr", has_text="ai-token")
+            expect(line.locator("td.field-quantity_shown")).to_have_text("72")
+            expect(line.locator("td.field-amount_shown")).to_have_text("72.00")
+            page.click("#invoice-issue")
+            page.click("#confirm-issue")
+            saved_ok()
+            expect(readonly("status")).to_have_text("Issued")
+            number = readonly("number").inner_text().strip()
+            assert re.fullmatch(r"INV-\d{4}-\d{6}", number), number
+            expect(page.locator("ul.messagelist")).to_contain_text(f"Issue: {number} — done.")
+            shot("07-invoice-issued.png")
+            facts["number"] = number
+
+            # Back on the dashboard: this month's billing.
+            visit("/admin/")
+            expect(page.locator("#card-billed-this-month")).to_contain_text("72.00 USD")
+            expect(page.locator("#card-invoices")).to_contain_text("Issued: 1")
+            shot("01-dashboard.png")
+        finally:
+            browser.close()
+
+    # The browser is gone: check the stored result too.
+    from invoicing.models import CycleClose, Invoice
+    from invoicing.services.close import issue_reviewed_drafts
+
+    invoice = Invoice.objects.get(number=facts["number"])
+    assert invoice.status == Invoice.Status.ISSUED
+    assert invoice.customer.key == "kong-air"
+    assert invoice.total == 7200  # minor units: 72.00 USD
+    assert [(line.rate_card_key, line.quantity) for line in invoice.lines.all()] == [("ai-token", 72)]
+    # The opening cycle (0) had nothing to bill (no in-advance fee), so it made no invoice and took no number:
+    # the usage invoice is the first of its year.
+    assert Invoice.objects.count() == 1
+    assert invoice.number == f"INV-{invoice.issued_at.year}-000001"
+    # Issued by hand during its review time, the cycle's close row moves to "issued" at once; the beat job that
+    # issues reviewed drafts later has nothing left to do (no second number).
+    assert dict(CycleClose.objects.values_list("cycle", "state")) == {0: "empty", 1: "issued"}
+    assert issue_reviewed_drafts(now=timezone.now() + dt.timedelta(hours=2)) == 0
+    assert dict(CycleClose.objects.values_list("cycle", "state")) == {0: "empty", 1: "issued"}
+    invoice.refresh_from_db()
+    assert (invoice.number, invoice.status) == (facts["number"], Invoice.Status.ISSUED)
