@@ -8,7 +8,7 @@ from django.utils import timezone
 from catalog.models import Plan
 
 from .models import Customer, SubjectAttribution
-from .services.customers import customer_problems
+from .services.customers import CUSTOMER_FIELDS, customer_problems
 
 
 class SubjectPickerWidget(forms.TextInput):
@@ -39,23 +39,7 @@ class CustomerForm(forms.ModelForm):
 
     class Meta:
         model = Customer
-        fields = (
-            "key",
-            "name",
-            "email",
-            "currency",
-            "address_line1",
-            "address_line2",
-            "city",
-            "state",
-            "postal_code",
-            "country",
-            "tax_id",
-            "collection_method",
-            "days_until_due",
-            "stripe_customer_id",
-            "metadata",
-        )
+        fields = ("key", *CUSTOMER_FIELDS)
 
     def clean(self):
         data = super().clean()
