@@ -93,5 +93,6 @@ def test_rate_card_form_errors_for_incomplete_prices(admin_client):
 
 def test_add_pages_render(admin_client):
     for url in ("/admin/catalog/plan/add/", "/admin/catalog/feature/add/", "/admin/metering/meter/add/",
-                "/admin/customers/customer/add/", "/admin/customers/subscription/add/", "/admin/metering/apitoken/add/"):
+                "/admin/customers/customer/add/", "/admin/customers/subscription/add/",
+                "/admin/metering/apitoken/add/"):
         assert admin_client.get(url).status_code == 200, url
