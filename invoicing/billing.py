@@ -32,7 +32,7 @@ from catalog.rules import USAGE_PRICES
 from catalog.services.plans import rate_card_price
 from customers.models import Subscription
 from customers.periods import Period, periods_between
-from customers.selectors import feature_usage
+from customers.selectors import UsageRequest, feature_usage, features_usage
 
 from .models import Invoice, InvoiceLine
 
@@ -216,16 +216,19 @@ def _charge(rate_card: RateCard, quantity: Decimal, currency: str, fraction: Dec
 # --- the lines of a cycle ---------------------------------------------------------------------------------------
 
 
-def _billed(subscription: Subscription, since: dt.datetime) -> tuple[dict, dict, set]:
+def _billed(subscription: Subscription, since: dt.datetime, lines=None) -> tuple[dict, dict, set]:
     """What non-void invoices of this subscription billed for periods starting at or after ``since``:
     usage quantities and in-advance fractions per (rate card key, period start), and the billed periods."""
     usage: dict[tuple[str, dt.datetime], Decimal] = defaultdict(Decimal)
     advance: dict[tuple[str, dt.datetime], Decimal] = {}
     periods: set[dt.datetime] = set()
-    lines = InvoiceLine.objects.filter(
-        invoice__subscription=subscription, invoice__status__in=BILLED_STATUSES, period_start__gte=since
-    ).only("kind", "rate_card_key", "period_start", "quantity")
+    if lines is None:
+        lines = InvoiceLine.objects.filter(
+            invoice__subscription=subscription, invoice__status__in=BILLED_STATUSES, period_start__gte=since
+        ).only("kind", "rate_card_key", "period_start", "quantity")
     for line in lines:
+        if line.period_start < since:
+            continue
         key = (line.rate_card_key, line.period_start)
         if line.kind in (InvoiceLine.Kind.USAGE, InvoiceLine.Kind.LATE_USAGE):
             usage[key] += line.quantity
@@ -237,16 +240,88 @@ def _billed(subscription: Subscription, since: dt.datetime) -> tuple[dict, dict,
     return usage, advance, periods
 
 
+class BillingContext:
+    """What :func:`cycle_lines` reads, cached or batched for a whole chunk of a close run.
+
+    Without preparation it reads everything directly (previews, reissues). A close prepares a chunk: the plans'
+    rate cards once per plan version (published versions never change), the billed lines of the chunk's
+    subscriptions in one query, and the usage of every (subscription, feature, period) in one query per meter
+    (found by a first pass over :func:`cycle_lines` that only records what it would ask).
+    """
+
+    def __init__(self) -> None:
+        self._rate_cards: dict[int, list[RateCard]] = {}
+        self._billed_lines: dict[int, list[InvoiceLine]] = {}
+        self._usage: dict[tuple, Decimal] = {}
+        self._recording: list[UsageRequest] | None = None
+
+    def rate_cards(self, plan) -> list[RateCard]:
+        if plan.pk not in self._rate_cards or plan.status == "draft":
+            self._rate_cards[plan.pk] = list(
+                plan.rate_cards.select_related("feature", "feature__meter").prefetch_related("tiers"))
+        return self._rate_cards[plan.pk]
+
+    def billed(self, subscription: Subscription, since: dt.datetime) -> tuple[dict, dict, set]:
+        return _billed(subscription, since, self._billed_lines.get(subscription.pk))
+
+    def usage(self, subscription: Subscription, feature, start: dt.datetime, end: dt.datetime) -> Decimal:
+        request = UsageRequest(subscription, feature, start, end)
+        if self._recording is not None:
+            self._recording.append(request)
+            return Decimal(0)
+        if request.key in self._usage:
+            return self._usage[request.key]
+        return feature_usage(subscription=subscription, feature=feature, start=start, end=end)
+
+    def prepare(self, work: list[tuple[Subscription, Cycle]], *, now: dt.datetime) -> None:
+        """Batch the reads of these cycles (one cycle per subscription: later cycles of the same subscription
+        must see the lines the earlier ones store, so they are read directly)."""
+        if not work:
+            return
+        ids = [subscription.pk for subscription, _ in work]
+        lines: dict[int, list[InvoiceLine]] = {pk: [] for pk in ids}
+        for line in InvoiceLine.objects.filter(invoice__subscription_id__in=ids, invoice__status__in=BILLED_STATUSES,
+                                               period_start__gte=_billed_since(now, None)).only(
+                "kind", "rate_card_key", "period_start", "quantity", "invoice__subscription_id").select_related(
+                "invoice"):
+            lines[line.invoice.subscription_id].append(line)
+        self._billed_lines.update(lines)
+        self._recording = []
+        try:
+            for subscription, cycle in work:
+                try:
+                    cycle_lines(subscription, cycle, now=now, context=self)
+                except Exception:  # noqa: BLE001, S112 - the real close of this cycle reports it
+                    continue
+            requests = self._recording
+        finally:
+            self._recording = None
+        self._usage.update(features_usage(requests))
+
+
+def _billed_since(now: dt.datetime, cycle: Cycle | None) -> dt.datetime:
+    """Lines that matter: late usage within the lookback, and the in-advance fee of the period just ended."""
+    lookback = now - dt.timedelta(days=settings.INVOICE_LATE_USAGE_LOOKBACK_DAYS)
+    if cycle is not None and cycle.previous is not None:
+        return min(lookback, cycle.previous.full_start)
+    return lookback - dt.timedelta(days=400) if cycle is None else lookback
+
+
 def cycle_lines(
-    subscription: Subscription, cycle: Cycle, *, usage_until: dt.datetime | None = None, now: dt.datetime
+    subscription: Subscription,
+    cycle: Cycle,
+    *,
+    usage_until: dt.datetime | None = None,
+    now: dt.datetime,
+    context: BillingContext | None = None,
 ) -> list[DraftLine]:
     """The lines cycle ``cycle`` bills. ``usage_until`` cuts usage short (a preview of a running period)."""
+    context = context or BillingContext()
     plan = subscription.plan
     currency = plan.currency
-    rate_cards = list(plan.rate_cards.select_related("feature", "feature__meter").prefetch_related("tiers"))
-    priced = [rc for rc in rate_cards if rc.price_type]
+    priced = [rc for rc in context.rate_cards(plan) if rc.price_type]
     lookback = now - dt.timedelta(days=settings.INVOICE_LATE_USAGE_LOOKBACK_DAYS)
-    billed_usage, billed_advance, billed_periods = _billed(subscription, min(lookback, subscription.start))
+    billed_usage, billed_advance, billed_periods = context.billed(subscription, _billed_since(now, cycle))
     lines: list[DraftLine] = []
 
     previous = cycle.previous
@@ -254,9 +329,7 @@ def cycle_lines(
         usage_end = previous.end if usage_until is None else min(previous.end, usage_until)
         for rate_card in priced:
             if rate_card.price_type in USAGE_PRICES:
-                quantity = feature_usage(
-                    subscription=subscription, feature=rate_card.feature, start=previous.start, end=usage_end
-                )
+                quantity = context.usage(subscription, rate_card.feature, previous.start, usage_end)
                 charge = _charge(rate_card, quantity, currency, previous.fraction)
                 lines += _lines_from_charge(
                     rate_card, charge.lines, currency, (previous.start, previous.end), previous.fraction
@@ -314,9 +387,7 @@ def cycle_lines(
                 billed = billed_usage.get((rate_card.key, period.start))
                 if billed is None:
                     continue
-                quantity = feature_usage(
-                    subscription=subscription, feature=rate_card.feature, start=period.start, end=period.end
-                )
+                quantity = context.usage(subscription, rate_card.feature, period.start, period.end)
                 if quantity <= billed:
                     continue
                 delta = (

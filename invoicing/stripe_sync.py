@@ -57,16 +57,17 @@ def gateway() -> StripeGateway:
 
 
 def queue_push(invoice: Invoice) -> None:
-    """Inside the issuing transaction: mark the sync state, push after commit."""
+    """Inside the issuing transaction: set the sync state on the instance (the caller saves it) and push to
+    Stripe after the commit."""
+    invoice.sync_error = ""
     if is_sandbox():
-        Invoice.objects.filter(pk=invoice.pk).update(sync_status=Invoice.SyncStatus.SANDBOX)
         invoice.sync_status = Invoice.SyncStatus.SANDBOX
         return
-    Invoice.objects.filter(pk=invoice.pk).update(sync_status=Invoice.SyncStatus.SYNCING, sync_error="")
     invoice.sync_status = Invoice.SyncStatus.SYNCING
     from .tasks import push_invoice
 
-    transaction.on_commit(lambda: push_invoice.delay(invoice.pk))
+    invoice_id = invoice.pk
+    transaction.on_commit(lambda: push_invoice.delay(invoice_id))
 
 
 def queue_void(invoice: Invoice) -> None:

@@ -1,18 +1,18 @@
 """Closing billing cycles: exactly one invoice per subscription and cycle, safe to run twice at once and
 to rerun after a crash at any step.
 
-For each due cycle (boundary + grace period has passed) the state is recorded on a ``CycleClose`` row before
-each step, each step in its own transaction:
+For each due cycle (boundary + grace period has passed) the state is recorded on a ``CycleClose`` row:
 
-1. **claim**: the row is created (unique per subscription and cycle, so a second closer finds it);
-2. **draft**: under the row's lock (another closer skips a locked row), the lines are computed from usage and
-   the invoice is stored as a draft with them, and the row moves to ``drafted`` (or ``empty`` when there is
-   nothing to bill) — all in one transaction, so a crash leaves either nothing or the whole draft;
-3. **issue**: the draft gets its number and is issued, and the row moves to ``issued``; with draft review on
-   (``INVOICE_DRAFT_REVIEW_HOURS``) it moves to ``held`` instead and :func:`issue_reviewed_drafts` issues it
-   once the review time has passed.
+1. **claim**: the rows of a whole chunk are inserted at once (unique per subscription and cycle; rows another
+   run already claimed are left as they are);
+2. **draft and issue**: under the row's lock (another closer skips a locked row) the lines are computed, the
+   invoice is stored with them and issued (numbered) and the row moves to ``issued`` — one transaction, so a
+   crash leaves the claim and nothing else, and the rerun does the step again. With nothing to bill the row
+   becomes ``empty``. With draft review on (``INVOICE_DRAFT_REVIEW_HOURS``) the invoice stays a draft and the
+   row ``held``; :func:`issue_reviewed_drafts` issues it once the review time has passed.
 
-A rerun picks up every row where it stopped. Subscriptions are read in chunks by primary key, so memory stays
+A chunk's reads are batched (:class:`invoicing.billing.BillingContext`): plans once per version, billed lines
+in one query, usage in one query per meter. Subscriptions are read in chunks by primary key, so memory stays
 flat whatever the number of customers; the run's progress is a job run in the admin.
 """
 
@@ -30,9 +30,9 @@ from django.utils import timezone
 from billing_site.jobs import job_run_progress
 from customers.models import Subscription
 
-from ..billing import Cycle, cycle_lines, grace_period, subscription_cycles
-from ..models import CycleClose, Invoice, InvoiceLine
-from .lifecycle import invoice_issue, invoice_log
+from ..billing import BillingContext, Cycle, cycle_lines, grace_period, subscription_cycles
+from ..models import CycleClose, Invoice, InvoiceEvent, InvoiceLine
+from .lifecycle import invoice_issue, invoice_log, issue_fresh_draft
 
 logger = logging.getLogger(__name__)
 DONE_STATES = (CycleClose.State.ISSUED, CycleClose.State.EMPTY, CycleClose.State.HELD)
@@ -64,6 +64,7 @@ class CloseReport:
 def store_draft(subscription: Subscription, cycle: Cycle, lines, *, replaces: Invoice | None = None) -> Invoice:
     """Inside the caller's transaction: the draft invoice of a cycle with its lines and totals."""
     period = cycle.invoice_period
+    total = sum(line.amount for line in lines)
     invoice = Invoice.objects.create(
         customer=subscription.customer,
         subscription=subscription,
@@ -72,6 +73,8 @@ def store_draft(subscription: Subscription, cycle: Cycle, lines, *, replaces: In
         period_start=period.start,
         period_end=period.end,
         replaces=replaces,
+        subtotal=total,
+        total=total,
     )
     InvoiceLine.objects.bulk_create(
         [
@@ -93,61 +96,78 @@ def store_draft(subscription: Subscription, cycle: Cycle, lines, *, replaces: In
             for position, line in enumerate(lines)
         ]
     )
-    invoice.subtotal = invoice.total = sum(line.amount for line in lines)
-    invoice.save(update_fields=["subtotal", "total"])
     return invoice
 
 
-def close_cycle(*, subscription: Subscription, cycle: Cycle, now: dt.datetime, report: CloseReport) -> None:
-    # 1. claim
+def close_cycle(
+    *,
+    subscription: Subscription,
+    cycle: Cycle,
+    now: dt.datetime,
+    report: CloseReport,
+    context: BillingContext | None = None,
+    claimed: bool = False,
+) -> None:
+    # 1. claim (close_cycles claims a whole chunk at once; this covers a direct call)
+    if not claimed:
+        with transaction.atomic():
+            CycleClose.objects.get_or_create(
+                subscription=subscription, cycle=cycle.index, defaults={"boundary": cycle.boundary}
+            )
+    # 2. draft and, with draft review off, issue: one transaction, so a crash leaves the claim or everything
     with transaction.atomic():
-        close, _ = CycleClose.objects.get_or_create(
-            subscription=subscription, cycle=cycle.index, defaults={"boundary": cycle.boundary}
+        close = (
+            CycleClose.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(subscription=subscription, cycle=cycle.index)
+            .first()
         )
-    if close.state in DONE_STATES:
-        return
-    # 2. draft
-    with transaction.atomic():
-        close = CycleClose.objects.select_for_update(skip_locked=True, of=("self",)).filter(pk=close.pk).first()
         if close is None:
             report.skipped += 1
             return
+        if close.state in DONE_STATES:
+            return
         if close.state == CycleClose.State.CLAIMED:
-            lines = cycle_lines(subscription, cycle, now=now)
+            lines = cycle_lines(subscription, cycle, now=now, context=context)
+            report.cycles += 1
             if not lines:
                 close.state = CycleClose.State.EMPTY
                 close.save(update_fields=["state", "updated_at"])
-                report.cycles += 1
                 report.empty += 1
                 return
             invoice = store_draft(subscription, cycle, lines)
-            invoice_log(
-                invoice, "drafted", label="beat", detail=f"cycle {cycle.index} of subscription {subscription.pk}"
+            InvoiceEvent.objects.create(
+                invoice=invoice,
+                action="drafted",
+                actor_label="beat",
+                detail=f"cycle {cycle.index} of subscription {subscription.pk}",
             )
-            close.invoice, close.state = invoice, CycleClose.State.DRAFTED
-            close.save(update_fields=["invoice", "state", "updated_at"])
             report.invoices += 1
-    # 3. issue (or hold for review)
+            close.invoice = invoice
+            if settings.INVOICE_DRAFT_REVIEW_HOURS > 0:
+                close.state = CycleClose.State.HELD
+                close.review_until = now + dt.timedelta(hours=settings.INVOICE_DRAFT_REVIEW_HOURS)
+                report.held += 1
+            else:
+                issue_fresh_draft(invoice=invoice, now=now)
+                close.state = CycleClose.State.ISSUED
+                report.issued += 1
+            close.save(update_fields=["invoice", "state", "review_until", "updated_at"])
+            return
+    # 3. a draft left by an earlier version or an interrupted review step: issue it now
     with transaction.atomic():
         close = (
             CycleClose.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("invoice")
-            .filter(pk=close.pk)
+            .filter(subscription=subscription, cycle=cycle.index, state=CycleClose.State.DRAFTED)
             .first()
         )
-        if close is None or close.state != CycleClose.State.DRAFTED:
+        if close is None:
             return
-        if settings.INVOICE_DRAFT_REVIEW_HOURS > 0:
-            close.state = CycleClose.State.HELD
-            close.review_until = now + dt.timedelta(hours=settings.INVOICE_DRAFT_REVIEW_HOURS)
-            report.held += 1
-        else:
-            if close.invoice is not None and close.invoice.status == Invoice.Status.DRAFT:
-                invoice_issue(invoice=close.invoice, label="beat", now=now)
-            close.state = CycleClose.State.ISSUED
-            report.issued += 1
-        close.save(update_fields=["state", "review_until", "updated_at"])
-        report.cycles += 1
+        if close.invoice is not None and close.invoice.status == Invoice.Status.DRAFT:
+            invoice_issue(invoice=close.invoice, label="beat", now=now)
+        close.state = CycleClose.State.ISSUED
+        close.save(update_fields=["state", "updated_at"])
+        report.issued += 1
 
 
 def _due_cycles(subscription: Subscription, now: dt.datetime, done: set[int]) -> list[Cycle]:
@@ -166,7 +186,11 @@ def close_cycles(*, now: dt.datetime | None = None, job_run=None, chunk_size: in
         job_run_progress(job_run=job_run, done=0, total=total)
     last_pk = 0
     while True:
-        chunk = list(subscriptions.filter(pk__gt=last_pk).select_related("plan", "customer")[:chunk_size])
+        chunk = list(
+            subscriptions.filter(pk__gt=last_pk)
+            .select_related("plan", "customer")
+            .prefetch_related("customer__attributions")[:chunk_size]
+        )
         if not chunk:
             break
         last_pk = chunk[-1].pk
@@ -175,11 +199,32 @@ def close_cycles(*, now: dt.datetime | None = None, job_run=None, chunk_size: in
             subscription__in=chunk, state__in=DONE_STATES
         ).values_list("subscription_id", "cycle"):
             done.setdefault(subscription_id, set()).add(cycle)
-        for subscription in chunk:
+        due = [
+            (subscription, _due_cycles(subscription, now, done.get(subscription.pk, set()))) for subscription in chunk
+        ]
+        # claim the chunk's due cycles at once (a concurrent run's claims are left alone)
+        CycleClose.objects.bulk_create(
+            [
+                CycleClose(subscription=subscription, cycle=cycle.index, boundary=cycle.boundary)
+                for subscription, cycles in due
+                for cycle in cycles
+            ],
+            ignore_conflicts=True,
+        )
+        context = BillingContext()
+        context.prepare([(subscription, cycles[0]) for subscription, cycles in due if len(cycles) == 1], now=now)
+        for subscription, cycles in due:
             report.subscriptions += 1
-            for cycle in _due_cycles(subscription, now, done.get(subscription.pk, set())):
+            for cycle in cycles:
                 try:
-                    close_cycle(subscription=subscription, cycle=cycle, now=now, report=report)
+                    close_cycle(
+                        subscription=subscription,
+                        cycle=cycle,
+                        now=now,
+                        report=report,
+                        context=context if len(cycles) == 1 else None,
+                        claimed=True,
+                    )
                 except Exception as exc:  # one bad subscription must not stop the others; the rerun retries it
                     logger.exception("closing cycle %s of subscription %s failed", cycle.index, subscription.pk)
                     report.errors.append(f"subscription {subscription.pk} cycle {cycle.index}: {exc}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -45,13 +45,42 @@ def invoice_log(invoice: Invoice, action: str, *, actor=None, label: str = "", d
 
 
 def next_invoice_number(at: dt.datetime) -> str:
-    """Inside the caller's transaction: lock the sequence row and take the next number."""
+    """Inside the caller's transaction: take the next number of the (prefix, year) sequence.
+
+    One upsert: it creates the sequence row or increments it, and the row stays locked until the caller's
+    transaction ends, so concurrent issuers queue and a rolled-back issue leaves no gap."""
     prefix, year = settings.INVOICE_NUMBER_PREFIX, at.year
-    InvoiceNumberSequence.objects.get_or_create(prefix=prefix, year=year)
-    sequence = InvoiceNumberSequence.objects.select_for_update().get(prefix=prefix, year=year)
-    sequence.last_number += 1
-    sequence.save(update_fields=["last_number"])
-    return f"{prefix}-{year}-{sequence.last_number:06d}"
+    table = InvoiceNumberSequence._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (prefix, year, last_number) VALUES (%s, %s, 1) "  # noqa: S608 - model table name
+            f"ON CONFLICT (prefix, year) DO UPDATE SET last_number = {table}.last_number + 1 RETURNING last_number",
+            [prefix, year],
+        )
+        number = cursor.fetchone()[0]
+    return f"{prefix}-{year}-{number:06d}"
+
+
+def _stamp_issued(invoice: Invoice, now: dt.datetime) -> None:
+    invoice.number = next_invoice_number(now)
+    invoice.status, invoice.issued_at = S.ISSUED, now
+    days = invoice.customer.days_until_due if invoice.customer.collection_method == "send_invoice" else 0
+    invoice.due_at = now + dt.timedelta(days=days or 0)
+    from ..stripe_sync import queue_push
+
+    queue_push(invoice)  # sets sync_status on the instance; the push itself runs after commit
+
+
+ISSUE_FIELDS = ["subtotal", "total", "number", "status", "issued_at", "due_at", "sync_status", "sync_error"]
+
+
+def issue_fresh_draft(*, invoice: Invoice, now: dt.datetime, label: str = "beat") -> Invoice:
+    """Inside the transaction that just stored the draft (the close, draft review off): issue it without
+    re-reading what the caller holds. Totals were set when the draft was stored."""
+    _stamp_issued(invoice, now)
+    invoice.save(update_fields=ISSUE_FIELDS)
+    InvoiceEvent.objects.create(invoice=invoice, action="issued", actor_label=label, detail=f"number {invoice.number}")
+    return invoice
 
 
 def _locked(invoice: Invoice) -> Invoice:
@@ -72,18 +101,12 @@ def invoice_issue(*, invoice: Invoice, actor=None, label: str = "", now: dt.date
     now = now or timezone.now()
     totals = invoice.lines.aggregate(total=Sum("amount"))["total"] or 0
     invoice.subtotal = invoice.total = totals
-    invoice.number = next_invoice_number(now)
-    invoice.status, invoice.issued_at = S.ISSUED, now
-    days = invoice.customer.days_until_due if invoice.customer.collection_method == "send_invoice" else 0
-    invoice.due_at = now + dt.timedelta(days=days or 0)
-    invoice.save(update_fields=["subtotal", "total", "number", "status", "issued_at", "due_at"])
+    _stamp_issued(invoice, now)
+    invoice.save(update_fields=ISSUE_FIELDS)
     invoice_log(invoice, "issued", actor=actor, label=label, detail=f"number {invoice.number}")
     from ..models import CycleClose
 
     CycleClose.objects.filter(invoice=invoice, state=CycleClose.State.HELD).update(state=CycleClose.State.ISSUED)
-    from ..stripe_sync import queue_push
-
-    queue_push(invoice)
     return invoice
 
 

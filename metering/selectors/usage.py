@@ -63,6 +63,7 @@ class UsageRow:
     subject: str | None
     group_by: dict[str, str | None]
     value: Decimal
+    index: int = 0  # the window's position in ``window_bounds`` (windows may share bounds in batch queries)
 
 
 @dataclass
@@ -288,7 +289,7 @@ def usage_rows(
         if value is None:
             continue
         start, end = window_bounds[index]
-        rows.append(UsageRow(start, end, subject, groups, value))
+        rows.append(UsageRow(start, end, subject, groups, value, index))
     rows.sort(key=lambda r: (r.window_start, r.subject or "", sorted((k, v or "") for k, v in r.group_by.items())))
     return rows
 
