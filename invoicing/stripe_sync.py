@@ -56,18 +56,26 @@ def gateway() -> StripeGateway:
     return StripeGateway(StripeConfig.from_settings())
 
 
-def queue_push(invoice: Invoice) -> None:
-    """Inside the issuing transaction: set the sync state on the instance (the caller saves it) and push to
-    Stripe after the commit."""
-    invoice.sync_error = ""
-    if is_sandbox():
-        invoice.sync_status = Invoice.SyncStatus.SANDBOX
+def new_sync_status() -> str:
+    return Invoice.SyncStatus.SANDBOX if is_sandbox() else Invoice.SyncStatus.SYNCING
+
+
+def schedule_push(invoice: Invoice) -> None:
+    """Inside the issuing transaction, once the invoice has its id: push it to Stripe after the commit."""
+    if invoice.sync_status != Invoice.SyncStatus.SYNCING:
         return
-    invoice.sync_status = Invoice.SyncStatus.SYNCING
     from .tasks import push_invoice
 
     invoice_id = invoice.pk
     transaction.on_commit(lambda: push_invoice.delay(invoice_id))
+
+
+def queue_push(invoice: Invoice) -> None:
+    """Inside the issuing transaction: set the sync state on the instance (the caller saves it) and push to
+    Stripe after the commit."""
+    invoice.sync_error = ""
+    invoice.sync_status = new_sync_status()
+    schedule_push(invoice)
 
 
 def queue_void(invoice: Invoice) -> None:

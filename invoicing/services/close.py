@@ -32,7 +32,8 @@ from customers.models import Subscription
 
 from ..billing import BillingContext, Cycle, cycle_lines, grace_period, subscription_cycles
 from ..models import CycleClose, Invoice, InvoiceEvent, InvoiceLine
-from .lifecycle import invoice_issue, invoice_log, issue_fresh_draft
+from ..stripe_sync import schedule_push
+from .lifecycle import invoice_issue, invoice_log, stamp_issued
 
 logger = logging.getLogger(__name__)
 DONE_STATES = (CycleClose.State.ISSUED, CycleClose.State.EMPTY, CycleClose.State.HELD)
@@ -61,11 +62,19 @@ class CloseReport:
         return text
 
 
-def store_draft(subscription: Subscription, cycle: Cycle, lines, *, replaces: Invoice | None = None) -> Invoice:
-    """Inside the caller's transaction: the draft invoice of a cycle with its lines and totals."""
+def store_draft(
+    subscription: Subscription,
+    cycle: Cycle,
+    lines,
+    *,
+    replaces: Invoice | None = None,
+    issue_at: dt.datetime | None = None,
+) -> Invoice:
+    """Inside the caller's transaction: the invoice of a cycle with its lines and totals — a draft, or, with
+    ``issue_at``, issued (numbered) as it is inserted."""
     period = cycle.invoice_period
     total = sum(line.amount for line in lines)
-    invoice = Invoice.objects.create(
+    invoice = Invoice(
         customer=subscription.customer,
         subscription=subscription,
         cycle=cycle.index,
@@ -76,6 +85,11 @@ def store_draft(subscription: Subscription, cycle: Cycle, lines, *, replaces: In
         subtotal=total,
         total=total,
     )
+    if issue_at is not None:
+        stamp_issued(invoice, issue_at)
+    invoice.save(force_insert=True)
+    if issue_at is not None:
+        schedule_push(invoice)
     InvoiceLine.objects.bulk_create(
         [
             InvoiceLine(
@@ -134,21 +148,28 @@ def close_cycle(
                 close.save(update_fields=["state", "updated_at"])
                 report.empty += 1
                 return
-            invoice = store_draft(subscription, cycle, lines)
-            InvoiceEvent.objects.create(
-                invoice=invoice,
-                action="drafted",
-                actor_label="beat",
-                detail=f"cycle {cycle.index} of subscription {subscription.pk}",
+            review = settings.INVOICE_DRAFT_REVIEW_HOURS > 0
+            invoice = store_draft(subscription, cycle, lines, issue_at=None if review else now)
+            drafted = f"cycle {cycle.index} of subscription {subscription.pk}"
+            InvoiceEvent.objects.bulk_create(
+                [InvoiceEvent(invoice=invoice, action="drafted", actor_label="beat", detail=drafted)]
+                + (
+                    []
+                    if review
+                    else [
+                        InvoiceEvent(
+                            invoice=invoice, action="issued", actor_label="beat", detail=f"number {invoice.number}"
+                        )
+                    ]
+                )
             )
             report.invoices += 1
             close.invoice = invoice
-            if settings.INVOICE_DRAFT_REVIEW_HOURS > 0:
+            if review:
                 close.state = CycleClose.State.HELD
                 close.review_until = now + dt.timedelta(hours=settings.INVOICE_DRAFT_REVIEW_HOURS)
                 report.held += 1
             else:
-                issue_fresh_draft(invoice=invoice, now=now)
                 close.state = CycleClose.State.ISSUED
                 report.issued += 1
             close.save(update_fields=["invoice", "state", "review_until", "updated_at"])

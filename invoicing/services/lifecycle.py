@@ -61,26 +61,19 @@ def next_invoice_number(at: dt.datetime) -> str:
     return f"{prefix}-{year}-{number:06d}"
 
 
-def _stamp_issued(invoice: Invoice, now: dt.datetime) -> None:
+def stamp_issued(invoice: Invoice, now: dt.datetime) -> None:
+    """Number, status, dates and sync state of an invoice being issued (inside the issuing transaction).
+    The caller saves it and, once it has an id, calls ``stripe_sync.schedule_push``."""
+    from ..stripe_sync import new_sync_status
+
     invoice.number = next_invoice_number(now)
     invoice.status, invoice.issued_at = S.ISSUED, now
     days = invoice.customer.days_until_due if invoice.customer.collection_method == "send_invoice" else 0
     invoice.due_at = now + dt.timedelta(days=days or 0)
-    from ..stripe_sync import queue_push
-
-    queue_push(invoice)  # sets sync_status on the instance; the push itself runs after commit
+    invoice.sync_status, invoice.sync_error = new_sync_status(), ""
 
 
 ISSUE_FIELDS = ["subtotal", "total", "number", "status", "issued_at", "due_at", "sync_status", "sync_error"]
-
-
-def issue_fresh_draft(*, invoice: Invoice, now: dt.datetime, label: str = "beat") -> Invoice:
-    """Inside the transaction that just stored the draft (the close, draft review off): issue it without
-    re-reading what the caller holds. Totals were set when the draft was stored."""
-    _stamp_issued(invoice, now)
-    invoice.save(update_fields=ISSUE_FIELDS)
-    InvoiceEvent.objects.create(invoice=invoice, action="issued", actor_label=label, detail=f"number {invoice.number}")
-    return invoice
 
 
 def _locked(invoice: Invoice) -> Invoice:
@@ -101,8 +94,11 @@ def invoice_issue(*, invoice: Invoice, actor=None, label: str = "", now: dt.date
     now = now or timezone.now()
     totals = invoice.lines.aggregate(total=Sum("amount"))["total"] or 0
     invoice.subtotal = invoice.total = totals
-    _stamp_issued(invoice, now)
+    stamp_issued(invoice, now)
     invoice.save(update_fields=ISSUE_FIELDS)
+    from ..stripe_sync import schedule_push
+
+    schedule_push(invoice)
     invoice_log(invoice, "issued", actor=actor, label=label, detail=f"number {invoice.number}")
     from ..models import CycleClose
 

@@ -242,8 +242,8 @@ def test_a_crash_after_each_step_then_a_rerun_gives_one_complete_invoice(monkeyp
     close_cycles(now=utc(2026, 11, 1, 0, 1))  # cycle 0
     targets = {
         "claim": (close_module, "cycle_lines"),
-        "draft": (close_module, "issue_fresh_draft"),
-        "issue": ("invoicing.stripe_sync", "queue_push"),
+        "draft": (close_module, "stamp_issued"),
+        "issue": (close_module, "schedule_push"),
     }
     module, name = targets[crash_point]
     if isinstance(module, str):
