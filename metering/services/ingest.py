@@ -57,10 +57,17 @@ def events_ingest(*, rows: list[EventRow], received_at: dt.datetime) -> IngestRe
     if not batch:
         return IngestResult(received=len(rows), stored=0)
     writer = _write_postgresql if connection.vendor == "postgresql" else _write_sqlite
+    # A small batch on PostgreSQL is one INSERT statement, atomic and committed on its own in autocommit mode:
+    # no BEGIN/COMMIT round trips (single-event POSTs are mostly round trips).
+    single_statement = (connection.vendor == "postgresql" and len(batch) <= SMALL_BATCH
+                        and connection.get_autocommit())
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            with transaction.atomic():
+            if single_statement:
                 stored = writer(batch, received_at)
+            else:
+                with transaction.atomic():
+                    stored = writer(batch, received_at)
             return IngestResult(received=len(rows), stored=stored)
         except OperationalError as exc:
             # Deadlock or serialization failure: the transaction was rolled back, so retrying is safe.

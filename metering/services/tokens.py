@@ -52,6 +52,11 @@ def api_token_revoke(*, token: ApiToken, revoked_by=None) -> ApiToken:
         token.revoked_at = timezone.now()
         token.revoked_by = revoked_by
         token.save(update_fields=["revoked_at", "revoked_by"])
+    from ..selectors.tokens import forget_token
+
+    forget_token(token.token_hash)  # now, and again after commit in case a request re-cached it meanwhile
+    digest = token.token_hash
+    transaction.on_commit(lambda: forget_token(digest))
     return token
 
 
