@@ -58,7 +58,7 @@ class FeatureAdmin(admin.ModelAdmin):
 
     @admin.display(description="rate cards")
     def used_by(self, obj: Feature) -> int:
-        return obj.rate_cards.count()
+        return obj.rate_card_count
 
     def get_queryset(self, request):
         from django.db.models import Count

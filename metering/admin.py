@@ -392,7 +392,23 @@ class EventTypeActivityAdmin(SubjectActivityAdmin):
     list_display = ("type", "event_count", "last_seen", "meters")
     search_fields = ("type",)
 
+    def get_changelist(self, request, **kwargs):
+        return MetersOfTypesChangeList
+
     @admin.display(description="meters")
     def meters(self, obj: EventTypeActivity) -> str:
-        slugs = list(Meter.objects.filter(event_type=obj.type).values_list("slug", flat=True))
-        return ", ".join(slugs) or "— no meter: these events are not billed"
+        return ", ".join(getattr(obj, "meter_slugs", [])) or "— no meter: these events are not billed"
+
+
+class MetersOfTypesChangeList(ChangeList):
+    """One query for the meters of every listed event type, not one per row."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        slugs: dict[str, list[str]] = {}
+        types = [item.type for item in self.result_list]
+        for event_type, slug in Meter.objects.filter(event_type__in=types).order_by("slug").values_list(
+                "event_type", "slug"):
+            slugs.setdefault(event_type, []).append(slug)
+        for item in self.result_list:
+            item.meter_slugs = slugs.get(item.type, [])
