@@ -8,7 +8,6 @@ import csv
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Prefetch
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -63,6 +62,9 @@ class InvoiceLineInline(admin.TabularInline):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("invoice")
 
     @admin.display(description="period")
     def period(self, line: InvoiceLine) -> str:
@@ -215,13 +217,6 @@ class InvoiceAdmin(admin.ModelAdmin):
     )
     change_form_template = "admin/invoicing/invoice/change_form.html"
     change_list_template = "admin/invoicing/invoice/change_list.html"
-
-    def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .prefetch_related(Prefetch("lines", InvoiceLine.objects.select_related("invoice")))
-        )
 
     def has_add_permission(self, request):
         return False

@@ -199,3 +199,10 @@ def test_simulate_gateway_errors():
     with pytest.raises(CommandError, match="between 1 and 3000"):
         call_command("simulate_gateway", "--consumer", "kong-air", "--requests", "0", "--token", "x",
                      stdout=io.StringIO())
+
+
+def test_invoice_detail_runs_a_bounded_number_of_queries(admin_client, subscribed, django_assert_max_num_queries):
+    close_cycles(now=utc(2026, 12, 1, 2))
+    invoice = Invoice.objects.get(number="INV-2026-000002")
+    with django_assert_max_num_queries(30):
+        assert admin_client.get(f"/admin/invoicing/invoice/{invoice.pk}/change/").status_code == 200
