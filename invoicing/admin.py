@@ -18,8 +18,9 @@ from django.utils.html import format_html, format_html_join
 from billing_site.jobs import job_run_create
 from billing_site.models import JobRun
 from catalog.money import format_major
-from customers.admin import CustomerAdmin
+from customers.admin import CustomerAdmin, CustomerEventAdmin
 from customers.models import Customer, Subscription
+from metering.models import Event
 
 from .models import Invoice, InvoiceEvent, InvoiceLine, StripeWebhookEvent
 from .selectors import invoice_preview, preview_json
@@ -629,3 +630,19 @@ class BillingCustomerAdmin(CustomerAdmin):
 
 admin.site.unregister(Customer)
 admin.site.register(Customer, BillingCustomerAdmin)
+
+
+class BillingEventAdmin(CustomerEventAdmin):
+    """The event explorer, with the invoice that billed each event (late events: the late-usage invoice)."""
+
+    list_display = ("time", "type", "subject", "customer", "billed_on", "event_id", "data_preview", "problem",
+                    "ingested_at")
+
+    @admin.display(description="billed on")
+    def billed_on(self, obj: Event) -> str:
+        extras = getattr(obj, "extras", {}) or {}
+        return extras.get("billedOn") or ""
+
+
+admin.site.unregister(Event)
+admin.site.register(Event, BillingEventAdmin)

@@ -5,3 +5,10 @@ class InvoicingConfig(AppConfig):
     name = "invoicing"
     verbose_name = "Billing — invoices"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from metering.enrichment import register_event_enricher
+
+        from .enrichment import invoices_of_events
+
+        register_event_enricher("invoicing", invoices_of_events, order=30)

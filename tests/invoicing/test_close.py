@@ -393,3 +393,22 @@ def test_invoices_stuck_in_syncing_are_pushed_again(settings, monkeypatch):
     assert tasks.requeue_stuck_syncs() == 0
     Invoice.objects.filter(pk=invoice.pk).update(issued_at=timezone.now() - dt.timedelta(hours=4))
     assert tasks.requeue_stuck_syncs() == 1 and pushed == [invoice.pk]
+
+
+def test_the_event_explorer_shows_which_invoice_billed_each_event(api, read_token, admin_client):
+    from tests.conftest import bearer
+
+    subscription_create(customer=kong_air(), plan=token_plan(), start=NOV)
+    ingest([tokens(5, utc(2026, 11, 3), event_id="on-time")], now=utc(2026, 11, 3))
+    close_cycles(now=AFTER_NOV)
+    ingest([tokens(7, utc(2026, 11, 29), event_id="late")], now=utc(2026, 12, 3))
+    ingest([tokens(1, utc(2026, 12, 2), event_id="december")], now=utc(2026, 12, 2))
+    close_cycles(now=utc(2027, 1, 1, 2))
+    first, second = the_invoice(1), the_invoice(2)
+    items = {i["event"]["id"]: i for i in api.get("/api/v1/events", {"from": "2026-11-01T00:00:00Z"},
+                                                    **bearer(read_token)).json()}
+    assert items["on-time"]["billedOn"] == first.number
+    assert items["late"]["billedOn"] == f"{second.number} (late usage)"
+    assert items["december"]["billedOn"] == second.number  # its own period, closed on Jan 1
+    page = admin_client.get("/admin/metering/event/").content.decode()
+    assert f"{second.number} (late usage)" in page
