@@ -32,7 +32,7 @@ def customer_of_events(events: list) -> dict[int, dict[str, str]]:
 
 def subjects_of_customers(ids_or_keys: list[str]) -> dict[str, list[str]]:
     """For the meter query's filterCustomerId: every subject each customer has included."""
-    numeric = [int(v) for v in ids_or_keys if v.isdigit()]
+    numeric = [int(v) for v in ids_or_keys if v.isascii() and v.isdigit()]
     customers = Customer.objects.filter(Q(key__in=ids_or_keys) | Q(pk__in=numeric))
     subjects: dict[int, list[str]] = {}
     for customer_id, subject in SubjectAttribution.objects.filter(customer__in=customers).values_list(

@@ -24,7 +24,7 @@ from .periods import Period, period_at, periods_between
 
 def customer_by_id_or_key(value: str) -> Customer | None:
     customer = Customer.objects.filter(key=value).first()
-    if customer is None and value.isdigit():
+    if customer is None and value.isascii() and value.isdigit():
         customer = Customer.objects.filter(pk=int(value)).first()
     return customer
 

@@ -54,7 +54,8 @@ class InvoiceDetailView(APIView):
 
     @extend_schema(operation_id="getInvoice", responses={200: OpenApiTypes.OBJECT})
     def get(self, request, invoice_id: str):
-        invoice = invoices_with_lines().filter(pk=int(invoice_id)).first() if invoice_id.isdigit() else None
+        numeric = invoice_id.isascii() and invoice_id.isdigit()
+        invoice = invoices_with_lines().filter(pk=int(invoice_id)).first() if numeric else None
         if invoice is None:
             invoice = invoices_with_lines().filter(number=invoice_id).first()
         if invoice is None:

@@ -273,7 +273,7 @@ def _find_invoice(stripe_object: dict[str, Any]) -> Invoice | None:
         if found is not None:
             return found
     metadata = stripe_object.get("metadata") or {}
-    if str(metadata.get("invoice_id", "")).isdigit():
+    if str(metadata.get("invoice_id", "")).isascii() and str(metadata.get("invoice_id", "")).isdigit():
         # Only for ours whose Stripe id was never stored (the answer to the create was lost); the number must
         # match too, since another installation sharing the Stripe account has its own invoice ids.
         return Invoice.objects.filter(

@@ -93,6 +93,15 @@ def groups_object_expr(group_by: dict[str, JsonPath], data: str = "e.data") -> F
     return f"{function}({', '.join(parts)})", params
 
 
+def groups_object_from_columns(names: list[str], columns: list[str]) -> Fragment:
+    """Like :func:`groups_object_expr`, from group-by values already extracted as text into ``columns``
+    (``names`` sorted): the aggregator groups by the text values and builds the object once per group."""
+    if not names:
+        return ("'{}'::jsonb" if is_postgres() else "json_object()"), []
+    function = "jsonb_build_object" if is_postgres() else "json_object"
+    return f"{function}({', '.join(f'%s, {column}' for column in columns)})", list(names)
+
+
 def rollup_group_expr(name: str, column: str = "r.group_values") -> Fragment:
     """One group-by value out of a rollup row's stored group object, as text."""
     if is_postgres():

@@ -29,7 +29,7 @@ from .params import datetime_param, int_param
 def read_body_limited(request) -> bytes:
     """The request body, refusing (413) anything over the limit before reading it all into memory."""
     length = request.META.get("CONTENT_LENGTH")
-    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+    if length and length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise Problem(413, "Request body too large",
                       f"The body is {int(length):,} bytes; the limit is {MAX_BODY_BYTES:,} bytes.")
     body = request._request.read(MAX_BODY_BYTES + 1)

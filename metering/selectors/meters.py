@@ -13,7 +13,7 @@ from ..usage_sql import from_db_datetime
 def meter_by_id_or_slug(id_or_slug: str) -> Meter | None:
     """OpenMeter's ``{meterIdOrSlug}``: the slug wins; a number also matches the id."""
     meter = Meter.objects.filter(slug=id_or_slug).first()
-    if meter is None and id_or_slug.isdigit():
+    if meter is None and id_or_slug.isascii() and id_or_slug.isdigit():
         meter = Meter.objects.filter(pk=int(id_or_slug)).first()
     return meter
 

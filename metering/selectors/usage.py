@@ -22,7 +22,7 @@ from typing import Any
 
 from django.db import connection
 
-from ..meter_rules import meter_definition
+from ..meter_rules import MeterDefinition, meter_definition
 from ..models import Meter
 from ..usage_sql import (
     db_datetime,
@@ -109,27 +109,18 @@ def _bounds(pieces: Sequence[Piece]) -> tuple[Any, Any]:
     return db_datetime(min(p.start for p in pieces)), db_datetime(max(p.end for p in pieces))
 
 
-def usage_rows(
+def _usage_sql(
     *,
     meter: Meter,
+    definition: MeterDefinition,
     pieces: Sequence[Piece],
-    window_bounds: Sequence[tuple[dt.datetime, dt.datetime]],
-    group_by: Sequence[str] = (),
-    group_by_subject: bool = False,
-    subjects: Sequence[str] | None = None,
-    filters: Sequence[GroupFilter] = (),
-) -> list[UsageRow]:
-    """Aggregate a meter over pieces of windows; one row per window × (subject) × group-by values."""
-    definition = meter_definition(meter)
-    for key in [*group_by, *(f.key for f in filters)]:
-        if key not in definition.group_by:
-            raise UsageQueryError("groupBy", f'"{key}" is not a group-by of meter {meter.slug}; '
-                                             f"known: {', '.join(sorted(definition.group_by)) or 'none'}")
-    if not pieces:
-        return []
-    if len(pieces) > MAX_PIECES:
-        raise UsageQueryError("windowSize", "the query needs too many windows: use a larger windowSize "
-                                            "or a shorter range")
+    group_by: Sequence[str],
+    group_by_subject: bool,
+    subjects: Sequence[str] | None,
+    filters: Sequence[GroupFilter],
+    low_hint: int,
+) -> tuple[str, list, list[str]]:
+    """The one statement of :func:`usage_rows`: its SQL, parameters and the group-by keys of its rows."""
     keys = list(dict.fromkeys([*group_by, *(f.key for f in filters)]))
     aggregation = definition.aggregation
     unique = aggregation == "UNIQUE_COUNT"
@@ -229,6 +220,9 @@ def usage_rows(
         if tail:
             where.append("e.ingest_tx >= (SELECT rollup_low FROM metering_meter WHERE id = %s)")
             where_params.append(meter.pk)
+            if low_hint:  # redundant while rollup_low >= low_hint (checked below), but the planner can use it
+                where.append("e.ingest_tx >= %s")
+                where_params.append(low_hint)
         extra, extra_params = subject_conditions("e")
         subject_only = [c for c in extra if "w.subj" not in c]
         where += subject_only
@@ -244,7 +238,10 @@ def usage_rows(
             "SELECT w.idx AS idx, e.subject AS subject, "
             + ", ".join([*(f"e.{c} AS {c}" for c in key_columns),
                          *(f"{m} AS {a}" for m, a in zip(measures, measure_aliases, strict=True))]) + " "
-            f"FROM (SELECT {', '.join(inner_columns)} FROM metering_event e WHERE {' AND '.join(where)}) e "
+            # OFFSET 0 keeps the tail a separate subquery, read through the ingest_tx index (the tail is
+            # small) instead of walking the subject's whole period in the (subject, time) index.
+            f"FROM (SELECT {', '.join(inner_columns)} FROM metering_event e WHERE {' AND '.join(where)}"
+            f"{' OFFSET 0' if tail and is_postgres() else ''}) e "
             f"JOIN w ON {' AND '.join(join)}"
             + (f" WHERE {' AND '.join(outer_conditions)}" if outer_conditions else ""),
             [*inner_params, *where_params, *outer_params],
@@ -271,21 +268,73 @@ def usage_rows(
         source = f"(SELECT u.*{rank} FROM ({''.join(union.parts)}) AS u) AS x"
         aggregate = ("sum(x.event_count), sum(x.value_count), sum(x.value_sum), min(x.value_min), max(x.value_max), "
                      + ("max(CASE WHEN x.rn = 1 THEN x.latest_value END)" if latest else "NULL"))
-    sql.add(f" SELECT {', '.join(group_columns)}, {aggregate} FROM {source} GROUP BY {', '.join(group_columns)}",
-            union.params)
+    # Every row carries the rollup_low this statement saw (one row of NULLs but that when nothing matched).
+    sql.add(" SELECT (SELECT rollup_low FROM metering_meter WHERE id = %s) AS low, g.* FROM (SELECT 1 AS one) AS one "
+            f"LEFT JOIN (SELECT {', '.join(group_columns)}, {aggregate} FROM {source} "
+            f"GROUP BY {', '.join(group_columns)}) AS g ON 1 = 1",
+            [meter.pk, *union.params])
+    return "".join(sql.parts), sql.params, grouped_keys
 
+
+def _rollup_low(meter: Meter) -> int:
     with connection.cursor() as cursor:
-        cursor.execute("".join(sql.parts), sql.params)
+        cursor.execute("SELECT rollup_low FROM metering_meter WHERE id = %s", [meter.pk])
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def usage_rows(
+    *,
+    meter: Meter,
+    pieces: Sequence[Piece],
+    window_bounds: Sequence[tuple[dt.datetime, dt.datetime]],
+    group_by: Sequence[str] = (),
+    group_by_subject: bool = False,
+    subjects: Sequence[str] | None = None,
+    filters: Sequence[GroupFilter] = (),
+) -> list[UsageRow]:
+    """Aggregate a meter over pieces of windows; one row per window × (subject) × group-by values.
+
+    The tail branch reads raw events at or above the statement's own ``rollup_low`` (a subquery, so the
+    answer comes from one snapshot). A subquery's value is unknown to the planner, which would then plan
+    for a third of all events; so ``rollup_low`` is read first and passed as well, as a literal lower bound
+    the planner can estimate with (the tail is usually tiny). That bound is only redundant while the meter's
+    ``rollup_low`` has not gone down in between (a rebuild resets it to 0): the statement returns the value
+    it saw, and when it is lower than the hint the query runs again without one.
+    """
+    definition = meter_definition(meter)
+    for key in [*group_by, *(f.key for f in filters)]:
+        if key not in definition.group_by:
+            raise UsageQueryError("groupBy", f'"{key}" is not a group-by of meter {meter.slug}; '
+                                             f"known: {', '.join(sorted(definition.group_by)) or 'none'}")
+    if not pieces:
+        return []
+    if len(pieces) > MAX_PIECES:
+        raise UsageQueryError("windowSize", "the query needs too many windows: use a larger windowSize "
+                                            "or a shorter range")
+    arguments = {"meter": meter, "definition": definition, "pieces": pieces, "group_by": group_by,
+                 "group_by_subject": group_by_subject, "subjects": subjects, "filters": filters}
+    low_hint = _rollup_low(meter) if any(p.kind != "R" for p in pieces) else 0
+    with connection.cursor() as cursor:
+        statement, params, grouped_keys = _usage_sql(**arguments, low_hint=low_hint)
+        cursor.execute(statement, params)
         fetched = cursor.fetchall()
+        seen = fetched[0][0] if fetched else None
+        if low_hint and seen is not None and seen < low_hint:  # rollups reset meanwhile: the hint was wrong
+            statement, params, grouped_keys = _usage_sql(**arguments, low_hint=0)
+            cursor.execute(statement, params)
+            fetched = cursor.fetchall()
 
     rows: list[UsageRow] = []
     offset = 2 if group_by_subject else 1
-    for record in fetched:
+    for record in (record[1:] for record in fetched):
+        if record[0] is None:  # nothing matched
+            continue
         index = record[0]
         subject = record[1] if group_by_subject else None
         groups = {key: record[offset + i] for i, key in enumerate(grouped_keys)}
         measures_out = record[offset + len(grouped_keys):]
-        value = _final_value(aggregation, measures_out)
+        value = _final_value(definition.aggregation, measures_out)
         if value is None:
             continue
         start, end = window_bounds[index]

@@ -8,8 +8,9 @@ Each meter has a high-water mark ``rollup_low``. One chunk, in one transaction:
    late-committing ingest transaction from being skipped: ids and ``ingested_at`` are not commit order,
    transaction ids below the snapshot's xmin are;
 3. aggregate the meter's events with ``rollup_low ≤ ingest_tx < chunk_high`` with ``GROUP BY`` over the
-   JSON paths into a temporary table of hourly partials, upsert them into ``HourlyUsage``, fold the same
-   partials into ``DailyUsage`` (UTC days), and for UNIQUE_COUNT add the distinct values;
+   JSON paths into a temporary table of hourly partials, add them to ``HourlyUsage`` (plain inserts for
+   hours after the newest stored one, upserts for the others), fold the same partials into ``DailyUsage``
+   (UTC days) likewise, and for UNIQUE_COUNT add the distinct values;
 4. move ``rollup_low`` to ``chunk_high``.
 
 A crash anywhere rolls the chunk back whole, so a rerun neither skips nor double-counts. Queries read
@@ -27,12 +28,21 @@ from django.db import connection, transaction
 
 from ..meter_rules import MeterDefinition, meter_definition
 from ..models import AggregationCursor, DailyUsage, HourlyDistinctValue, HourlyUsage, Meter
-from ..usage_sql import day_bucket, groups_object_expr, hour_bucket, is_postgres, safe_high, text_expr, value_expr
+from ..usage_sql import (
+    day_bucket,
+    groups_object_from_columns,
+    hour_bucket,
+    is_postgres,
+    safe_high,
+    text_expr,
+    value_expr,
+)
 
 logger = logging.getLogger(__name__)
 
 CHUNK_EVENTS = 500_000
 CHUNK_TABLE = "metering_rollup_chunk"
+CHUNK_WORK_MEM = "64MB"  # PostgreSQL, per chunk transaction (and per parallel worker): a chunk's sorts
 ROLLUP_COLUMNS = ("event_count, value_count, value_sum, value_min, value_max, latest_time, latest_event, "
                   "latest_value")
 
@@ -78,79 +88,134 @@ def _merge_set(table: str) -> str:
 
 
 def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int, high: int) -> int:
+    """Fold the meter's events with ``low <= ingest_tx < high`` into its rollups (inside the chunk transaction).
+
+    One pass over the events extracts each value and group-by value once and groups by subject, hour and
+    the group-by values as text, sorted like the rollups' unique index, into a temporary table of hourly
+    partials; the JSON group object is built per group, not per event. :func:`_merge` adds them to the
+    hourly rollups, and the same partials folded by UTC day to the daily ones.
+    """
     aggregation = definition.aggregation
-    groups_sql, groups_params = groups_object_expr(definition.group_by)
+    postgres = is_postgres()
+    names = sorted(definition.group_by)
+    keys = [f"g{i}" for i in range(len(names))]
+    key_selects, key_params = [], []
+    for name, key in zip(names, keys, strict=True):
+        sql, params = text_expr(definition.group_by[name])
+        key_selects.append(f"{sql} AS {key}")
+        key_params.extend(params)
     if aggregation == "COUNT":
-        value_sql, value_params = "NULL", []
+        value_sql, value_params = ("CAST(NULL AS NUMERIC)" if postgres else "NULL"), []
     elif aggregation == "UNIQUE_COUNT":
         value_sql, value_params = text_expr(definition.value_path)
     else:
         value_sql, value_params = value_expr(definition.value_path)
     numeric = aggregation not in ("COUNT", "UNIQUE_COUNT")
     latest = aggregation == "LATEST"
-    null_numeric = "CAST(NULL AS NUMERIC)" if is_postgres() else "NULL"
-    null_time = "CAST(NULL AS TIMESTAMPTZ)" if is_postgres() else "NULL"
-    null_bigint = "CAST(NULL AS BIGINT)" if is_postgres() else "NULL"
-    rank = ("CASE WHEN v IS NOT NULL THEN ROW_NUMBER() OVER (PARTITION BY subject, group_values, bucket_start, "
-            "v IS NULL ORDER BY time DESC, id DESC) END" if latest else "NULL")
+    null_numeric = "CAST(NULL AS NUMERIC)" if postgres else "NULL"
+    null_time = "CAST(NULL AS TIMESTAMPTZ)" if postgres else "NULL"
+    null_bigint = "CAST(NULL AS BIGINT)" if postgres else "NULL"
+    key_list = "".join(f"{key}, " for key in keys)
+    # Rows go in in the unique index's order (PostgreSQL: sorted bytewise, which is faster and for usual
+    # subjects the same order; grouping is the same under any deterministic collation).
+    subject = 'e.subject COLLATE "C"' if postgres else "e.subject"
+    index_order = 'subject COLLATE "C"' if postgres else "subject"
+    # PostgreSQL would flatten this subquery into the aggregates above and extract the value once per
+    # aggregate (4 times). A volatile output column keeps it a subquery (value extracted once per event);
+    # unlike OFFSET 0, clock_timestamp() is parallel safe, so workers read, extract and sort in parallel.
+    fence = ", clock_timestamp() AS fence" if postgres else ""
+    events = (
+        f"SELECT {subject} AS subject, {''.join(f'{s}, ' for s in key_selects)}{hour_bucket('e.time')} "
+        "AS bucket_start, " + ("e.time, e.id, " if latest else "")
+        + f"{value_sql} AS v{fence} FROM metering_event e "
+        "WHERE e.type = %s AND e.ingest_tx >= %s AND e.ingest_tx < %s"
+    )
+    events_params = [*key_params, *value_params, definition.event_type, low, high]
+    if latest:
+        events = (f"SELECT events.*, CASE WHEN v IS NOT NULL THEN ROW_NUMBER() OVER (PARTITION BY subject, {key_list}"
+                  f"bucket_start, v IS NULL ORDER BY time DESC, id DESC) END AS rn FROM ({events}) AS events")
     count_value = "count(v)" if aggregation != "COUNT" else "count(*)"
-    if aggregation == "COUNT":
-        value_sql = null_numeric
     select = (
-        f"SELECT subject, group_values, bucket_start, count(*) AS event_count, {count_value} AS value_count, "
+        f"SELECT subject, {key_list}bucket_start, count(*) AS event_count, {count_value} AS value_count, "
         + ("COALESCE(sum(v), 0) AS value_sum, min(v) AS value_min, max(v) AS value_max, "
            if numeric else f"0 AS value_sum, {null_numeric} AS value_min, {null_numeric} AS value_max, ")
         + (("max(CASE WHEN rn = 1 THEN time END) AS latest_time, max(CASE WHEN rn = 1 THEN id END) AS latest_event, "
             "max(CASE WHEN rn = 1 THEN v END) AS latest_value")
            if latest else f"{null_time} AS latest_time, {null_bigint} AS latest_event, {null_numeric} AS latest_value")
-        + f" FROM (SELECT subject, group_values, bucket_start, time, id, v, {rank} AS rn FROM ("
-        f"SELECT e.subject, {groups_sql} AS group_values, {hour_bucket('e.time')} AS bucket_start, e.time, e.id, "
-        f"{value_sql} AS v FROM metering_event e "
-        "WHERE e.type = %s AND e.ingest_tx >= %s AND e.ingest_tx < %s) AS events) AS ranked "
-        "GROUP BY subject, group_values, bucket_start"
+        + f" FROM ({events}) AS events GROUP BY subject, bucket_start{''.join(f', {key}' for key in keys)} "
+        "ORDER BY subject, bucket_start"
     )
-    params = [*groups_params, *value_params, definition.event_type, low, high]
-    temp_schema = "pg_temp" if is_postgres() else "temp"
+    temp_schema = "pg_temp" if postgres else "temp"
+    if postgres:
+        # Sorts and hash tables of a chunk in memory. Group by sorting: about every other event starts a group
+        # of its own, so a hash table saves nothing, while sorted groups come out in index order and the
+        # sorting (with the reading and the JSON extraction) is shared by parallel workers; the planner,
+        # which prices the extraction like reading a column, underrates that parallel work.
+        cursor.execute(f"SET LOCAL work_mem = '{CHUNK_WORK_MEM}'", [])
+        cursor.execute("SET LOCAL enable_hashagg = off", [])
+        cursor.execute("SET LOCAL parallel_tuple_cost = 0.01", [])
     cursor.execute(f"DROP TABLE IF EXISTS {temp_schema}.{CHUNK_TABLE}", [])
-    cursor.execute(f"CREATE TEMPORARY TABLE {CHUNK_TABLE} AS {select}", params)
+    cursor.execute(f"CREATE TEMPORARY TABLE {CHUNK_TABLE} AS {select}", events_params)
+    if postgres:
+        cursor.execute("SET LOCAL enable_hashagg TO DEFAULT", [])
+        cursor.execute("SET LOCAL parallel_tuple_cost TO DEFAULT", [])
     cursor.execute(f"SELECT COALESCE(SUM(event_count), 0) FROM {CHUNK_TABLE}", [])
-    events = int(cursor.fetchone()[0])
-    if events:
-        hourly, daily = HourlyUsage._meta.db_table, DailyUsage._meta.db_table
-        cursor.execute(
-            f"INSERT INTO {hourly} (meter_id, subject, group_values, bucket_start, {ROLLUP_COLUMNS}) "  # noqa: S608
-            f"SELECT %s, subject, group_values, bucket_start, {ROLLUP_COLUMNS} FROM {CHUNK_TABLE} WHERE 1 = 1 "
-            f"ON CONFLICT (meter_id, subject, bucket_start, group_values) DO UPDATE SET {_merge_set(hourly)}",
-            [meter.pk],
-        )
+    events_folded = int(cursor.fetchone()[0])
+    if events_folded:
+        group_object, group_params = groups_object_from_columns(names, keys)
+        hours = f"SELECT subject, {group_object} AS group_values, bucket_start, {ROLLUP_COLUMNS} FROM {CHUNK_TABLE}"
+        _merge(cursor, HourlyUsage._meta.db_table, meter.pk, rows=hours, params=group_params)  # already in order
         day = day_bucket("bucket_start")
-        day_rank = (f"ROW_NUMBER() OVER (PARTITION BY subject, group_values, {day} ORDER BY "
+        day_rank = (f"ROW_NUMBER() OVER (PARTITION BY subject, {key_list}{day} ORDER BY "
                     "CASE WHEN latest_time IS NULL THEN 1 ELSE 0 END, latest_time DESC, latest_event DESC)"
                     if latest else "NULL")
-        cursor.execute(
-            f"INSERT INTO {daily} (meter_id, subject, group_values, bucket_start, {ROLLUP_COLUMNS}) "  # noqa: S608
-            "SELECT %s, subject, group_values, day, sum(event_count), sum(value_count), sum(value_sum), "
-            "min(value_min), max(value_max), "
-            + ("max(CASE WHEN rn = 1 THEN latest_time END), max(CASE WHEN rn = 1 THEN latest_event END), "
-               "max(CASE WHEN rn = 1 THEN latest_value END) " if latest
-               else "max(latest_time), max(latest_event), max(latest_value) ")
-            + f"FROM (SELECT c.*, {day} AS day, {day_rank} AS rn FROM {CHUNK_TABLE} c) AS days WHERE 1 = 1 "
-            "GROUP BY subject, group_values, day "
-            f"ON CONFLICT (meter_id, subject, bucket_start, group_values) DO UPDATE SET {_merge_set(daily)}",
-            [meter.pk],
+        days = (
+            f"SELECT subject, {group_object} AS group_values, day AS bucket_start, sum(event_count) AS event_count, "
+            "sum(value_count) AS value_count, sum(value_sum) AS value_sum, min(value_min) AS value_min, "
+            "max(value_max) AS value_max, "
+            + ("max(CASE WHEN rn = 1 THEN latest_time END) AS latest_time, max(CASE WHEN rn = 1 THEN latest_event END) "
+               "AS latest_event, max(CASE WHEN rn = 1 THEN latest_value END) AS latest_value " if latest
+               else "max(latest_time) AS latest_time, max(latest_event) AS latest_event, "
+                    "max(latest_value) AS latest_value ")
+            + f"FROM (SELECT c.*, {day} AS day, {day_rank} AS rn FROM {CHUNK_TABLE} c) AS c "
+            f"GROUP BY subject, {key_list}day"
         )
+        _merge(cursor, DailyUsage._meta.db_table, meter.pk, rows=days, params=group_params,
+               order=f"{index_order}, bucket_start")
         if aggregation == "UNIQUE_COUNT":
             distinct = HourlyDistinctValue._meta.db_table
             cursor.execute(
                 f"INSERT INTO {distinct} (meter_id, subject, group_values, bucket_start, value) "  # noqa: S608
-                f"SELECT DISTINCT %s, e.subject, {groups_sql}, {hour_bucket('e.time')}, {value_sql} "
-                "FROM metering_event e WHERE e.type = %s AND e.ingest_tx >= %s AND e.ingest_tx < %s "
-                f"AND {value_sql} IS NOT NULL "
+                f"SELECT %s, subject, {group_object}, bucket_start, v FROM (SELECT DISTINCT subject, {key_list}"
+                f"bucket_start, v FROM ({events}) AS events WHERE v IS NOT NULL) AS d WHERE 1 = 1 "
                 "ON CONFLICT (meter_id, subject, bucket_start, group_values, value) DO NOTHING",
-                [meter.pk, *groups_params, *value_params, definition.event_type, low, high, *value_params],
+                [meter.pk, *group_params, *events_params],
             )
     cursor.execute(f"DROP TABLE {temp_schema}.{CHUNK_TABLE}", [])
-    return events
+    return events_folded
+
+
+def _merge(cursor, table: str, meter_id: int, *, rows: str, params: list, order: str = "") -> None:
+    """Add partial aggregates (``rows``: subject, group_values, bucket_start and the rollup columns) to a
+    rollup table. Buckets after the meter's newest stored bucket cannot have a row yet: a plain INSERT
+    (no speculative insertion), in ``order`` (the unique index's, so index pages are touched in order).
+    Older buckets (the one the previous chunk ended in, late events) go through ON CONFLICT. The caller holds
+    the meter row lock, so no one else writes the meter's rollups meanwhile; were a row there after all, the
+    INSERT would fail and roll the chunk back: never a double count."""
+    columns = f"meter_id, subject, group_values, bucket_start, {ROLLUP_COLUMNS}"
+    upsert = (f"INSERT INTO {table} ({columns}) SELECT %s, subject, group_values, bucket_start, {ROLLUP_COLUMNS} "
+              f"FROM ({rows}) AS r WHERE r.bucket_start <= %s "
+              f"ON CONFLICT (meter_id, subject, bucket_start, group_values) DO UPDATE SET {_merge_set(table)}")
+    cursor.execute(f"SELECT max(bucket_start) FROM {table} WHERE meter_id = %s", [meter_id])
+    newest = cursor.fetchone()[0]
+    cursor.execute(
+        f"INSERT INTO {table} ({columns}) SELECT %s, subject, group_values, bucket_start, {ROLLUP_COLUMNS} "
+        f"FROM ({rows}) AS r" + (" WHERE r.bucket_start > %s" if newest is not None else "")
+        + (f" ORDER BY {order}" if order else ""),
+        [meter_id, *params, *([newest] if newest is not None else [])],
+    )
+    if newest is not None:
+        cursor.execute(upsert, [meter_id, *params, newest])
 
 
 def rollups_process_chunk(*, meter_id: int, max_events: int = CHUNK_EVENTS) -> ChunkResult | None:

@@ -175,3 +175,12 @@ def test_unbilled_subjects_list_and_include_action(admin_client, kong_air):
     admin_client.post("/admin/customers/unbilledsubject/", {"action": "include_in_customer",
                                                            "_selected_action": [activity.pk], "customer": kong_air.pk})
     assert kong_air.attributions.filter(subject="new-consumer", end__isnull=True).exists()
+
+
+def test_unicode_digits_are_not_ids(api, read_token, kong_air):
+    token_plan()
+    for odd in ("²", "٣"):
+        response = api.get(f"/api/v1/customers/{odd}/entitlements/ai-token/value", **bearer(read_token))
+        assert response.status_code == 404
+    assert api.get("/api/v1/meters/²", **bearer(read_token)).status_code == 404
+    assert api.get("/api/v1/invoices/²", **bearer(read_token)).status_code == 404
