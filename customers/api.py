@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 from django.http import HttpResponse
 from django.utils import timezone
@@ -15,6 +17,28 @@ from catalog.models import Feature
 from .selectors import customer_by_id_or_key, entitlement_value
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
+FEATURE_CACHE_SECONDS = 5.0
+_features: dict[str, tuple[float, Feature]] = {}
+
+
+def forget_cached_features() -> None:
+    _features.clear()
+
+
+def feature_by_key(key: str) -> Feature | None:
+    """Features by key, remembered for a few seconds per process (a changed feature applies within 5 s)."""
+    now = time.monotonic()
+    hit = _features.get(key)
+    if hit is not None and now - hit[0] < FEATURE_CACHE_SECONDS:
+        return hit[1]
+    feature = Feature.objects.select_related("meter").filter(key=key).first()
+    if feature is None:
+        _features.pop(key, None)
+        return None
+    if len(_features) > 10_000:
+        _features.clear()
+    _features[key] = (now, feature)
+    return feature
 
 
 class EntitlementValueView(APIView):
@@ -25,7 +49,7 @@ class EntitlementValueView(APIView):
         customer = customer_by_id_or_key(id_or_key)
         if customer is None:
             raise Problem(404, "Not Found", f"No customer with id or key {id_or_key!r}.")
-        feature = Feature.objects.select_related("meter").filter(key=feature_key).first()
+        feature = feature_by_key(feature_key)
         if feature is None:
             raise Problem(404, "Not Found", f"No feature with key {feature_key!r}.")
         value = entitlement_value(customer=customer, feature=feature, at=timezone.now())

@@ -196,6 +196,28 @@ def _usage_period(subscription: Subscription, rate_card: RateCard, at: dt.dateti
     return period.start, period.end
 
 
+_ENTITLEMENT_CARDS: dict[tuple, list[RateCard]] = {}
+
+
+def forget_cached_entitlements() -> None:
+    _ENTITLEMENT_CARDS.clear()
+
+
+def entitlement_rate_cards(plan: Plan, feature: Feature) -> list[RateCard]:
+    """The rate cards of a plan version granting an entitlement on a feature. Published and archived versions
+    never change, so they are remembered for the life of the process (the gateway asks this constantly)."""
+    key = (plan.pk, plan.published_at, feature.pk)
+    cached = _ENTITLEMENT_CARDS.get(key)
+    if cached is not None:
+        return cached
+    cards = list(RateCard.objects.filter(plan=plan, feature=feature).exclude(entitlement_type="").order_by("position"))
+    if plan.status != Plan.Status.DRAFT:
+        if len(_ENTITLEMENT_CARDS) > 50_000:
+            _ENTITLEMENT_CARDS.clear()
+        _ENTITLEMENT_CARDS[key] = cards
+    return cards
+
+
 def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) -> EntitlementValue:
     """What the gateway asks before letting a request through.
 
@@ -205,9 +227,9 @@ def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) 
     """
     found: list[tuple[Subscription, RateCard]] = []
     for subscription in active_subscriptions(customer, at):
-        for rate_card in RateCard.objects.filter(plan=subscription.plan, feature=feature).exclude(
-                entitlement_type="").order_by("position"):
+        for rate_card in entitlement_rate_cards(subscription.plan, feature):
             found.append((subscription, rate_card))
+
     if not found:
         return EntitlementValue(False, "none")
     by_kind = {}

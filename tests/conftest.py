@@ -16,6 +16,19 @@ from metering.services.tokens import api_token_create
 KONG_FIXTURES_FILE = Path(__file__).resolve().parent.parent / "metering" / "data" / "kong_events.json"
 
 
+@pytest.fixture(autouse=True)
+def fresh_process_caches():
+    """Per-process caches (tokens, features, entitlement rate cards) must not carry rows between tests, whose
+    rolled-back ids the next test may reuse."""
+    from customers.api import forget_cached_features
+    from customers.selectors import forget_cached_entitlements
+    from metering.selectors.tokens import forget_cached_tokens
+
+    for forget in (forget_cached_tokens, forget_cached_features, forget_cached_entitlements):
+        forget()
+    yield
+
+
 @pytest.fixture
 def kong_fixtures() -> dict:
     """The sample Kong events and recommended meters (../shared/fixtures/kong_events.json)."""

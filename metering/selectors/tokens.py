@@ -42,3 +42,8 @@ def api_token_by_plain(plain: str) -> ApiToken | None:
 def forget_token(token_hash: str) -> None:
     with _lock:
         _cache.pop(token_hash, None)
+
+
+def forget_cached_tokens() -> None:
+    with _lock:
+        _cache.clear()
