@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from billing_site.problems import Problem
 from catalog.models import Feature
 
-from .selectors import customer_by_id_or_key, entitlement_value
+from .selectors import customer_by_id_or_key, entitlement_check
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
 FEATURE_CACHE_SECONDS = 5.0
@@ -46,11 +46,10 @@ class EntitlementValueView(APIView):
 
     @extend_schema(operation_id="getCustomerEntitlementValue", responses={200: OpenApiTypes.OBJECT})
     def get(self, request, id_or_key: str, feature_key: str):
-        customer = customer_by_id_or_key(id_or_key)
-        if customer is None:
-            raise Problem(404, "Not Found", f"No customer with id or key {id_or_key!r}.")
         feature = feature_by_key(feature_key)
-        if feature is None:
-            raise Problem(404, "Not Found", f"No feature with key {feature_key!r}.")
-        value = entitlement_value(customer=customer, feature=feature, at=timezone.now())
+        value = entitlement_check(id_or_key=id_or_key, feature=feature, at=timezone.now()) if feature else None
+        if value is None:
+            if feature is None and customer_by_id_or_key(id_or_key) is not None:
+                raise Problem(404, "Not Found", f"No feature with key {feature_key!r}.")
+            raise Problem(404, "Not Found", f"No customer with id or key {id_or_key!r}.")
         return HttpResponse(_encoder.encode(value.as_json()), content_type="application/json")

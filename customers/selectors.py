@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 
 from catalog.models import Feature, Plan, RateCard
@@ -16,6 +17,7 @@ from catalog.pricing import price_rate_card
 from catalog.services.plans import rate_card_price
 from metering.models import SubjectActivity
 from metering.selectors.usage import usage_rows, usage_total_for_periods
+from metering.usage_sql import db_datetime, from_db_datetime
 from metering.windows import decompose
 
 from .models import Customer, SubjectAttribution, Subscription
@@ -189,11 +191,18 @@ class EntitlementValue:
         return body
 
 
-def _usage_period(subscription: Subscription, rate_card: RateCard, at: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    cadence = rate_card.entitlement_usage_period or subscription.plan.billing_cadence
-    period = period_at(subscription.billing_anchor, cadence, subscription.start, subscription.cancel_at, at)
-    assert period is not None  # the subscription is active at ``at``
-    return period.start, period.end
+@dataclass(frozen=True)
+class Grant:
+    """An active subscription's terms that entitlements need (read by the ORM or by one raw statement)."""
+
+    customer_id: int
+    plan_id: int
+    plan_published_at: dt.datetime | None
+    plan_is_draft: bool
+    start: dt.datetime
+    anchor: dt.datetime
+    cancel_at: dt.datetime | None
+    cadence: str
 
 
 _ENTITLEMENT_CARDS: dict[tuple, list[RateCard]] = {}
@@ -203,50 +212,112 @@ def forget_cached_entitlements() -> None:
     _ENTITLEMENT_CARDS.clear()
 
 
-def entitlement_rate_cards(plan: Plan, feature: Feature) -> list[RateCard]:
+def entitlement_rate_cards(grant: Grant, feature: Feature) -> list[RateCard]:
     """The rate cards of a plan version granting an entitlement on a feature. Published and archived versions
     never change, so they are remembered for the life of the process (the gateway asks this constantly)."""
-    key = (plan.pk, plan.published_at, feature.pk)
+    key = (grant.plan_id, grant.plan_published_at, feature.pk)
     cached = _ENTITLEMENT_CARDS.get(key)
     if cached is not None:
         return cached
-    cards = list(RateCard.objects.filter(plan=plan, feature=feature).exclude(entitlement_type="").order_by("position"))
-    if plan.status != Plan.Status.DRAFT:
+    cards = list(RateCard.objects.filter(plan_id=grant.plan_id, feature=feature).exclude(entitlement_type="")
+                 .order_by("position"))
+    if not grant.plan_is_draft:
         if len(_ENTITLEMENT_CARDS) > 50_000:
             _ENTITLEMENT_CARDS.clear()
         _ENTITLEMENT_CARDS[key] = cards
     return cards
 
 
-def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) -> EntitlementValue:
-    """What the gateway asks before letting a request through.
+_ATTRIBUTIONS_SQL = (
+    'SELECT subject, start, "end" FROM customers_subjectattribution '
+    'WHERE customer_id = %s AND start < %s AND ("end" IS NULL OR "end" > %s) ORDER BY subject, start'
+)
 
-    Several rate cards may grant the same feature (the seed plan has a boolean one and a metered quota):
-    a metered entitlement decides access and gives the numbers; otherwise static (with its config) or
-    boolean grant access. Without an active subscription granting the feature there is no access.
-    """
-    found: list[tuple[Subscription, RateCard]] = []
-    for subscription in active_subscriptions(customer, at):
-        for rate_card in entitlement_rate_cards(subscription.plan, feature):
-            found.append((subscription, rate_card))
 
-    if not found:
+def _customer_usage(customer_id: int, feature: Feature, start: dt.datetime, end: dt.datetime) -> Decimal:
+    """A feature's usage by the customer's subjects in ``[start, end)``, clipped to attribution windows."""
+    if feature.meter_id is None or start >= end:
+        return Decimal(0)
+    with connection.cursor() as cursor:
+        cursor.execute(_ATTRIBUTIONS_SQL, [customer_id, db_datetime(end), db_datetime(start)])
+        rows = cursor.fetchall()
+    clipped = []
+    for subject, attributed_from, attributed_to in rows:
+        a = max(start, from_db_datetime(attributed_from))
+        b = end if attributed_to is None else min(end, from_db_datetime(attributed_to))
+        if a < b:
+            clipped.append((subject, a, b))
+    if not clipped:
+        return Decimal(0)
+    return usage_total_for_periods(meter=feature.meter, subject_periods=clipped,
+                                   filters=feature.meter_group_by_filters or None)
+
+
+def _value_of(grants: list[Grant], feature: Feature, at: dt.datetime) -> EntitlementValue:
+    """The rule: several rate cards may grant the same feature (the seed plan has a boolean one and a metered
+    quota); a metered entitlement decides access and gives the numbers; otherwise static (with its config) or
+    boolean grant access. Without an active subscription granting the feature there is no access."""
+    by_kind: dict[str, tuple[Grant, RateCard]] = {}
+    for grant in grants:
+        for rate_card in entitlement_rate_cards(grant, feature):
+            by_kind.setdefault(rate_card.entitlement_type, (grant, rate_card))
+    if not by_kind:
         return EntitlementValue(False, "none")
-    by_kind = {}
-    for subscription, rate_card in found:
-        by_kind.setdefault(rate_card.entitlement_type, (subscription, rate_card))
     if "metered" in by_kind:
-        subscription, rate_card = by_kind["metered"]
-        start, end = _usage_period(subscription, rate_card, at)
-        usage = feature_usage(subscription=subscription, feature=feature, start=start, end=end)
+        grant, rate_card = by_kind["metered"]
+        period = period_at(grant.anchor, rate_card.entitlement_usage_period or grant.cadence, grant.start,
+                           grant.cancel_at, at)
+        assert period is not None  # the subscription is active at ``at``
+        start = max(period.start, grant.start)
+        end = period.end if grant.cancel_at is None else min(period.end, grant.cancel_at)
+        usage = _customer_usage(grant.customer_id, feature, start, end)
         limit = rate_card.entitlement_limit or Decimal(0)
-        balance, overage = max(limit - usage, Decimal(0)), max(usage - limit, Decimal(0))
-        return EntitlementValue(rate_card.entitlement_soft or usage < limit, "metered", balance=balance, usage=usage,
-                                overage=overage, limit=limit, period_start=start, period_end=end,
-                                soft=rate_card.entitlement_soft)
+        return EntitlementValue(rate_card.entitlement_soft or usage < limit, "metered",
+                                balance=max(limit - usage, Decimal(0)), usage=usage,
+                                overage=max(usage - limit, Decimal(0)), limit=limit, period_start=period.start,
+                                period_end=period.end, soft=rate_card.entitlement_soft)
     if "static" in by_kind:
         return EntitlementValue(True, "static", config=by_kind["static"][1].entitlement_config)
     return EntitlementValue(True, "boolean")
+
+
+def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) -> EntitlementValue:
+    """What a customer is entitled to on a feature now (see :func:`_value_of` for the rule)."""
+    grants = [Grant(customer.pk, s.plan_id, s.plan.published_at, s.plan.status == Plan.Status.DRAFT, s.start,
+                    s.billing_anchor, s.cancel_at, s.plan.billing_cadence)
+              for s in active_subscriptions(customer, at)]
+    return _value_of(grants, feature, at)
+
+
+# The gateway's check in one statement: the customer (by key, else by id) with its active subscriptions.
+_GRANTS_SQL = """
+    SELECT c.id, s.plan_id, p.published_at, p.status, s.start, s.billing_anchor, s.cancel_at, p.billing_cadence
+    FROM customers_customer c
+    LEFT JOIN customers_subscription s
+           ON s.customer_id = c.id AND s.start <= %(at)s AND (s.cancel_at IS NULL OR s.cancel_at > %(at)s)
+    LEFT JOIN catalog_plan p ON p.id = s.plan_id
+    WHERE c.id = (SELECT x.id FROM (SELECT id, 0 AS pref FROM customers_customer WHERE key = %(key)s
+                                    UNION ALL
+                                    SELECT id, 1 AS pref FROM customers_customer WHERE id = %(id)s) AS x
+                  ORDER BY x.pref LIMIT 1)
+    ORDER BY s.start, s.id
+"""
+
+
+def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> EntitlementValue | None:
+    """:func:`entitlement_value` for the gateway's hot path: raw statements instead of building ORM queries.
+    None when no customer has this key (or id)."""
+    number = int(id_or_key) if id_or_key.isascii() and id_or_key.isdigit() and len(id_or_key) < 19 else None
+    with connection.cursor() as cursor:
+        cursor.execute(_GRANTS_SQL, {"at": db_datetime(at), "key": id_or_key, "id": number})
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    grants = [Grant(customer_id, plan_id, from_db_datetime(published_at), status == Plan.Status.DRAFT,
+                    from_db_datetime(start), from_db_datetime(anchor), from_db_datetime(cancel_at), cadence)
+              for customer_id, plan_id, published_at, status, start, anchor, cancel_at, cadence in rows
+              if plan_id is not None]
+    return _value_of(grants, feature, at)
 
 
 def subscription_entitlements(subscription: Subscription, at: dt.datetime) -> list[tuple[RateCard, EntitlementValue]]:

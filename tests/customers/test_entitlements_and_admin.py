@@ -184,3 +184,15 @@ def test_unicode_digits_are_not_ids(api, read_token, kong_air):
         assert response.status_code == 404
     assert api.get("/api/v1/meters/²", **bearer(read_token)).status_code == 404
     assert api.get("/api/v1/invoices/²", **bearer(read_token)).status_code == 404
+
+
+def test_a_daily_usage_period_resets_the_metered_balance(api, read_token, kong_air):
+    now = timezone.now()
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timezone.timedelta(days=3)
+    subscription_create(customer=kong_air, plan=token_plan(extra=[quota(limit="100", period="P1D")]), start=start)
+    ingest([llm_event(tokens=90, time=iso(now - timezone.timedelta(days=1))),
+            llm_event(tokens=30, time=iso(max(now - timezone.timedelta(minutes=1), start)))])
+    status, body = value(api, read_token)
+    assert status == 200
+    today = 30 if now - timezone.timedelta(minutes=1) >= now.replace(hour=0, minute=0, second=0, microsecond=0) else 120
+    assert body["usage"] == today and body["hasAccess"] is (today < 100)
