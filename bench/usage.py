@@ -371,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         from metering.services import rollups
         from metering.services.meters import meter_create
 
+        call_command("migrate", "--no-input", verbosity=0)  # a kept database too: the code may have moved on
         if not reuse:
-            call_command("migrate", "--no-input", verbosity=0)
             start = today - dt.timedelta(days=DAYS)
             log(f"loading {args.events:,} {EVENT_TYPE} events from {start:%Y-%m-%d} for {DAYS} days: "
                 f"{args.subjects:,} subjects, {args.heavy_events:,} of them for {heavy_subject()} …")
@@ -407,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             log("1. catch-up skipped (--skip-catch-up)")
         else:
             with connection.cursor() as cursor:  # a clean slate, as meter_rollups_reset leaves it, without bloat
-                cursor.execute("TRUNCATE metering_hourlyusage, metering_dailyusage, metering_hourlydistinctvalue")
+                cursor.execute("TRUNCATE metering_hourlyusage, metering_dailyusage, metering_hourlydistinctvalue, "
+                               "metering_usageseries")
             meter = rollups.meter_rollups_reset(meter=meter)
             wait_until_quiet(args.quiet_wait)
             kwargs = {"max_events": args.chunk} if args.chunk else {}
@@ -430,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             with connection.cursor() as cursor:
                 cursor.execute("VACUUM ANALYZE metering_hourlyusage")
                 cursor.execute("VACUUM ANALYZE metering_dailyusage")
+                cursor.execute("VACUUM ANALYZE metering_usageseries")
             log(f"  VACUUM ANALYZE of the rollups: {time.perf_counter() - started:.1f} s")
         with connection.cursor() as cursor:
             cursor.execute("SELECT (SELECT count(*) FROM metering_hourlyusage), (SELECT count(*) FROM "

@@ -17,7 +17,7 @@ from billing_site.models import JobRun
 from catalog.money import format_major
 from customers.models import Subscription
 from customers.selectors import unattributed_subjects
-from metering.models import EventTypeActivity, HourlyUsage, Meter
+from metering.models import DailyUsage, EventTypeActivity, Meter
 
 from .models import Invoice
 from .selectors import invoice_preview
@@ -117,10 +117,10 @@ def dashboard(user) -> dict[str, Any]:
         figures["unmetered_events"] = unmetered["events"] or 0
         figures["unmetered_url"] = _url("admin:metering_eventtypeactivity_changelist")
     if can("metering.view_meter"):
-        since = now - dt.timedelta(days=30)
-        invalid = (
-            HourlyUsage.objects.filter(bucket_start__gte=since)
-            .exclude(meter__aggregation="COUNT")
+        since = (now - dt.timedelta(days=30)).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        invalid = (  # UTC days: the daily rollups
+            DailyUsage.objects.filter(bucket_start__gte=since)
+            .exclude(series__meter__aggregation="COUNT")
             .aggregate(bad=Sum(F("event_count") - F("value_count")))
         )
         figures["invalid_values"] = invalid["bad"] or 0

@@ -123,6 +123,9 @@ class Meter(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     rollup_low = models.BigIntegerField(default=0, editable=False)
+    # The newest hour and day stored in the rollups: later buckets are plain inserts, no upsert needed.
+    rollup_newest_hour = models.DateTimeField(null=True, editable=False)
+    rollup_newest_day = models.DateTimeField(null=True, editable=False)
     definition_version = models.PositiveIntegerField(default=1, editable=False)
 
     class Meta:
@@ -132,12 +135,39 @@ class Meter(models.Model):
         return self.slug
 
 
-class UsageRollup(models.Model):
-    """Pre-aggregated usage of one meter × subject × bucket × group-by values."""
+class UsageSeries(models.Model):
+    """One meter × subject × group-by values: what a row of rollups is about.
+
+    The rollups refer to their series by id, so their rows and their one index stay narrow (the subject
+    and the JSON group object once per series instead of once per hour), which is what keeps folding
+    millions of events a minute cheap. Only the aggregator creates series.
+    """
 
     meter = models.ForeignKey(Meter, on_delete=models.CASCADE, db_index=False, related_name="+")
     subject = models.CharField(max_length=CLOUDEVENT_STRING_MAX)
+    # The group-by values as text (usage_sql.group_key_from_columns): what the aggregator joins on.
+    group_key = models.TextField()
     group_values = models.JSONField(default=dict)
+
+    class Meta:
+        verbose_name_plural = "usage series"
+        constraints = [models.UniqueConstraint(fields=["meter", "subject", "group_key"], name="metering_series_key")]
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} {self.subject} {self.group_values}"
+
+
+class UsageRollup(models.Model):
+    """Pre-aggregated usage of one series (meter × subject × group-by values) in one time bucket.
+
+    Derived data, rebuilt from raw events at will: the series reference has no database foreign-key
+    constraint (checking it at every commit of a chunk costs more than the rest of the commit), and
+    Django still deletes the rows with their series. The primary key is (series, bucket_start).
+    """
+
+    pk = models.CompositePrimaryKey("series", "bucket_start")
+    series = models.ForeignKey(UsageSeries, on_delete=models.CASCADE, db_constraint=False, db_index=False,
+                               related_name="+")
     bucket_start = models.DateTimeField()
     event_count = models.BigIntegerField(default=0)
     value_count = models.BigIntegerField(default=0)
@@ -152,41 +182,32 @@ class UsageRollup(models.Model):
         abstract = True
 
     def __str__(self) -> str:
-        return f"{self.meter_id} {self.subject} {self.bucket_start:%Y-%m-%d %H:%M} {self.group_values}"
+        return f"{self.series_id} {self.bucket_start:%Y-%m-%d %H:%M}"
 
 
 class HourlyUsage(UsageRollup):
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["meter", "subject", "bucket_start", "group_values"],
-                                               name="metering_hourly_key")]
-        indexes = [models.Index(fields=["meter", "bucket_start"], name="metering_hourly_time")]
+    pass
 
 
 class DailyUsage(UsageRollup):
     """UTC days, derived from the same pass as the hours: long ranges read 24× fewer rows."""
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["meter", "subject", "bucket_start", "group_values"],
-                                               name="metering_daily_key")]
-        indexes = [models.Index(fields=["meter", "bucket_start"], name="metering_daily_time")]
+        # The dashboard's "last 30 days" across meters; days are appended roughly in time order, so cheap.
+        indexes = [models.Index(fields=["bucket_start"], name="metering_daily_time")]
 
 
 class HourlyDistinctValue(models.Model):
-    """The distinct values seen per hour, for exact UNIQUE_COUNT meters."""
+    """The distinct values seen per series and hour, for exact UNIQUE_COUNT meters."""
 
-    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, db_index=False, related_name="+")
-    subject = models.CharField(max_length=CLOUDEVENT_STRING_MAX)
-    group_values = models.JSONField(default=dict)
+    pk = models.CompositePrimaryKey("series", "bucket_start", "value")
+    series = models.ForeignKey(UsageSeries, on_delete=models.CASCADE, db_constraint=False, db_index=False,
+                               related_name="+")
     bucket_start = models.DateTimeField()
     value = models.TextField()
 
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["meter", "subject", "bucket_start", "group_values", "value"],
-                                               name="metering_distinct_key")]
-        indexes = [models.Index(fields=["meter", "bucket_start"], name="metering_distinct_time")]
-
     def __str__(self) -> str:
-        return f"{self.meter_id} {self.subject} {self.bucket_start:%Y-%m-%d %H:%M} {self.value}"
+        return f"{self.series_id} {self.bucket_start:%Y-%m-%d %H:%M} {self.value}"
 
 
 class AggregationCursor(models.Model):

@@ -102,8 +102,19 @@ def groups_object_from_columns(names: list[str], columns: list[str]) -> Fragment
     return f"{function}({', '.join(f'%s, {column}' for column in columns)})", list(names)
 
 
-def rollup_group_expr(name: str, column: str = "r.group_values") -> Fragment:
-    """One group-by value out of a rollup row's stored group object, as text."""
+def group_key_from_columns(columns: list[str]) -> str:
+    """The group-by values (text columns, in sorted-name order) as one text key, for joining chunk partials
+    to their usage series by plain text equality: each value as ``<length>:<value>`` or ``-`` for none,
+    comma-separated, which no two different value lists share."""
+    if not columns:
+        return "''"
+    parts = [f"(CASE WHEN {column} IS NULL THEN '-' ELSE CAST(length({column}) AS TEXT) || ':' || {column} END)"
+             for column in columns]
+    return " || ',' || ".join(parts)
+
+
+def rollup_group_expr(name: str, column: str) -> Fragment:
+    """One group-by value out of a usage series' stored group object, as text."""
     if is_postgres():
         return f"({column} ->> %s)", [name]
     return f"json_extract({column}, %s)", [f'$."{name}"']

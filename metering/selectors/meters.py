@@ -20,7 +20,7 @@ def meter_by_id_or_slug(id_or_slug: str) -> Meter | None:
 
 def meter_first_usage_time(meter: Meter) -> dt.datetime | None:
     """The earliest event time the meter counts (rolled-up days, or the raw tail)."""
-    first_day = DailyUsage.objects.filter(meter=meter).aggregate(first=Min("bucket_start"))["first"]
+    first_day = DailyUsage.objects.filter(series__meter=meter).aggregate(first=Min("bucket_start"))["first"]
     first_tail = Event.objects.filter(type=meter.event_type, ingest_tx__gte=meter.rollup_low).aggregate(
         first=Min("time"))["first"]
     candidates = [from_db_datetime(t) for t in (first_day, first_tail) if t is not None]

@@ -3,7 +3,8 @@
 Every query is ONE SQL statement (so it reads one consistent snapshot even while the aggregator moves the
 meter's high-water mark) built from up to four branches:
 
-- ``D`` pieces from ``DailyUsage`` and ``H`` pieces from ``HourlyUsage`` (see :mod:`metering.windows`);
+- ``D`` pieces from ``DailyUsage`` and ``H`` pieces from ``HourlyUsage`` (see :mod:`metering.windows`),
+  joined to their ``UsageSeries`` for the subject and the group-by values;
 - ``R`` pieces (partial hours) from raw events, by time;
 - the tail: raw events with ``ingest_tx`` at or above the meter's ``rollup_low`` that fall in D or H
   pieces — events not folded into the rollups yet, so a query sees an event the moment it is stored.
@@ -165,8 +166,8 @@ def _usage_sql(
         if not kind_pieces:
             continue
         branch = _Sql()
-        expressions = {key: rollup_group_expr(key) for key in keys}
-        selected = ["w.idx AS idx", "r.subject AS subject"]
+        expressions = {key: rollup_group_expr(key, "s.group_values") for key in keys}
+        selected = ["w.idx AS idx", "s.subject AS subject"]
         params: list = []
         for column, key in zip(key_columns, keys, strict=True):
             selected.append(f"{expressions[key][0]} AS {column}")
@@ -175,15 +176,18 @@ def _usage_sql(
             ["value"] if unique else measure_names, measure_aliases, strict=True)]
         low, high = _bounds(kind_pieces)
         conditions = [f"w.kind IN ({', '.join(['%s'] * len(kinds))})", "r.bucket_start >= w.a", "r.bucket_start < w.b",
-                      "r.meter_id = %s", "r.bucket_start >= %s", "r.bucket_start < %s"]
+                      "s.meter_id = %s", "r.bucket_start >= %s", "r.bucket_start < %s"]
         condition_params: list = [*kinds, meter.pk, low, high]
-        extra, extra_params = subject_conditions("r")
+        extra, extra_params = subject_conditions("s")
         conditions += extra
         condition_params += extra_params
         extra, extra_params = filter_conditions(expressions)
         conditions += extra
         condition_params += extra_params
-        branch.add(f"SELECT {', '.join(selected)} FROM {table} r JOIN w ON " + " AND ".join(conditions),
+        # Rollup rows name their series (meter × subject × group-by values); the series' primary key
+        # (series, bucket_start) finds each one's buckets.
+        branch.add(f"SELECT {', '.join(selected)} FROM metering_usageseries s JOIN {table} r ON r.series_id = s.id "
+                   "JOIN w ON " + " AND ".join(conditions),
                    [*params, *condition_params])
         branches.append(branch)
 

@@ -8,9 +8,10 @@ Each meter has a high-water mark ``rollup_low``. One chunk, in one transaction:
    late-committing ingest transaction from being skipped: ids and ``ingested_at`` are not commit order,
    transaction ids below the snapshot's xmin are;
 3. aggregate the meter's events with ``rollup_low ≤ ingest_tx < chunk_high`` with ``GROUP BY`` over the
-   JSON paths into a temporary table of hourly partials, add them to ``HourlyUsage`` (plain inserts for
-   hours after the newest stored one, upserts for the others), fold the same partials into ``DailyUsage``
-   (UTC days) likewise, and for UNIQUE_COUNT add the distinct values;
+   JSON paths into a temporary table of hourly partials, create the usage series (subject × group-by
+   values) not seen before, add the partials to ``HourlyUsage`` by series (plain inserts for hours after
+   the newest stored one, upserts for the others), fold the same partials into ``DailyUsage`` (UTC days)
+   likewise, and for UNIQUE_COUNT add the distinct values;
 4. move ``rollup_low`` to ``chunk_high``.
 
 A crash anywhere rolls the chunk back whole, so a rerun neither skips nor double-counts. Queries read
@@ -27,9 +28,11 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 
 from ..meter_rules import MeterDefinition, meter_definition
-from ..models import AggregationCursor, DailyUsage, HourlyDistinctValue, HourlyUsage, Meter
+from ..models import AggregationCursor, DailyUsage, HourlyDistinctValue, HourlyUsage, Meter, UsageSeries
 from ..usage_sql import (
     day_bucket,
+    db_datetime,
+    group_key_from_columns,
     groups_object_from_columns,
     hour_bucket,
     is_postgres,
@@ -91,9 +94,9 @@ def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int
     """Fold the meter's events with ``low <= ingest_tx < high`` into its rollups (inside the chunk transaction).
 
     One pass over the events extracts each value and group-by value once and groups by subject, hour and
-    the group-by values as text, sorted like the rollups' unique index, into a temporary table of hourly
-    partials; the JSON group object is built per group, not per event. :func:`_merge` adds them to the
-    hourly rollups, and the same partials folded by UTC day to the daily ones.
+    the group-by values as text into a temporary table of hourly partials; the JSON group object is built
+    per group, not per event. :func:`_add_series` creates the series the meter lacks yet, :func:`_merge`
+    adds the partials to the hourly rollups, and the same partials folded by UTC day to the daily ones.
     """
     aggregation = definition.aggregation
     postgres = is_postgres()
@@ -116,10 +119,9 @@ def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int
     null_time = "CAST(NULL AS TIMESTAMPTZ)" if postgres else "NULL"
     null_bigint = "CAST(NULL AS BIGINT)" if postgres else "NULL"
     key_list = "".join(f"{key}, " for key in keys)
-    # Rows go in in the unique index's order (PostgreSQL: sorted bytewise, which is faster and for usual
-    # subjects the same order; grouping is the same under any deterministic collation).
+    # PostgreSQL groups by sorting; bytewise (COLLATE "C") sorts faster, and grouping is the same under any
+    # deterministic collation.
     subject = 'e.subject COLLATE "C"' if postgres else "e.subject"
-    index_order = 'subject COLLATE "C"' if postgres else "subject"
     # PostgreSQL would flatten this subquery into the aggregates above and extract the value once per
     # aggregate (4 times). A volatile output column keeps it a subquery (value extracted once per event);
     # unlike OFFSET 0, clock_timestamp() is parallel safe, so workers read, extract and sort in parallel.
@@ -142,8 +144,7 @@ def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int
         + (("max(CASE WHEN rn = 1 THEN time END) AS latest_time, max(CASE WHEN rn = 1 THEN id END) AS latest_event, "
             "max(CASE WHEN rn = 1 THEN v END) AS latest_value")
            if latest else f"{null_time} AS latest_time, {null_bigint} AS latest_event, {null_numeric} AS latest_value")
-        + f" FROM ({events}) AS events GROUP BY subject, bucket_start{''.join(f', {key}' for key in keys)} "
-        "ORDER BY subject, bucket_start"
+        + f" FROM ({events}) AS events GROUP BY subject, bucket_start{''.join(f', {key}' for key in keys)}"
     )
     temp_schema = "pg_temp" if postgres else "temp"
     if postgres:
@@ -159,18 +160,27 @@ def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int
     if postgres:
         cursor.execute("SET LOCAL enable_hashagg TO DEFAULT", [])
         cursor.execute("SET LOCAL parallel_tuple_cost TO DEFAULT", [])
-    cursor.execute(f"SELECT COALESCE(SUM(event_count), 0) FROM {CHUNK_TABLE}", [])
-    events_folded = int(cursor.fetchone()[0])
+    cursor.execute(f"SELECT COALESCE(SUM(event_count), 0), max(bucket_start), max({day_bucket('bucket_start')}) "
+                   f"FROM {CHUNK_TABLE}", [])
+    events_folded, newest_hour, newest_day = cursor.fetchone()
+    events_folded = int(events_folded or 0)
     if events_folded:
         group_object, group_params = groups_object_from_columns(names, keys)
-        hours = f"SELECT subject, {group_object} AS group_values, bucket_start, {ROLLUP_COLUMNS} FROM {CHUNK_TABLE}"
-        _merge(cursor, HourlyUsage._meta.db_table, meter.pk, rows=hours, params=group_params)  # already in order
+        group_key = group_key_from_columns([f"c.{key}" for key in keys])
+        _add_series(cursor, meter.pk, keys=keys, group_key=group_key, group_object=group_object,
+                    group_params=group_params)
+        series_join = (f"JOIN metering_usageseries s ON s.meter_id = %s AND s.subject = c.subject "
+                       f"AND s.group_key = {group_key}")
+        series_params = [meter.pk]
+        hours = f"SELECT s.id AS series_id, c.bucket_start, {_prefixed('c')} FROM {CHUNK_TABLE} c {series_join}"
+        _merge(cursor, HourlyUsage._meta.db_table, rows=hours, params=series_params,
+               newest=_stored(meter.rollup_newest_hour))
         day = day_bucket("bucket_start")
         day_rank = (f"ROW_NUMBER() OVER (PARTITION BY subject, {key_list}{day} ORDER BY "
                     "CASE WHEN latest_time IS NULL THEN 1 ELSE 0 END, latest_time DESC, latest_event DESC)"
                     if latest else "NULL")
         days = (
-            f"SELECT subject, {group_object} AS group_values, day AS bucket_start, sum(event_count) AS event_count, "
+            f"SELECT subject, {key_list}day AS bucket_start, sum(event_count) AS event_count, "
             "sum(value_count) AS value_count, sum(value_sum) AS value_sum, min(value_min) AS value_min, "
             "max(value_max) AS value_max, "
             + ("max(CASE WHEN rn = 1 THEN latest_time END) AS latest_time, max(CASE WHEN rn = 1 THEN latest_event END) "
@@ -180,42 +190,75 @@ def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int
             + f"FROM (SELECT c.*, {day} AS day, {day_rank} AS rn FROM {CHUNK_TABLE} c) AS c "
             f"GROUP BY subject, {key_list}day"
         )
-        _merge(cursor, DailyUsage._meta.db_table, meter.pk, rows=days, params=group_params,
-               order=f"{index_order}, bucket_start")
+        days = f"SELECT s.id AS series_id, c.bucket_start, {_prefixed('c')} FROM ({days}) AS c {series_join}"
+        _merge(cursor, DailyUsage._meta.db_table, rows=days, params=series_params,
+               newest=_stored(meter.rollup_newest_day))
         if aggregation == "UNIQUE_COUNT":
             distinct = HourlyDistinctValue._meta.db_table
             cursor.execute(
-                f"INSERT INTO {distinct} (meter_id, subject, group_values, bucket_start, value) "  # noqa: S608
-                f"SELECT %s, subject, {group_object}, bucket_start, v FROM (SELECT DISTINCT subject, {key_list}"
-                f"bucket_start, v FROM ({events}) AS events WHERE v IS NOT NULL) AS d WHERE 1 = 1 "
-                "ON CONFLICT (meter_id, subject, bucket_start, group_values, value) DO NOTHING",
-                [meter.pk, *group_params, *events_params],
+                f"INSERT INTO {distinct} (series_id, bucket_start, value) "  # noqa: S608
+                f"SELECT s.id, c.bucket_start, c.v FROM (SELECT DISTINCT subject, {key_list}"
+                f"bucket_start, v FROM ({events}) AS events WHERE v IS NOT NULL) AS c {series_join} WHERE 1 = 1 "
+                "ON CONFLICT (series_id, bucket_start, value) DO NOTHING",
+                [*events_params, *series_params],
             )
+        # Raw SQL keeps the database's own datetime representation (SQLite: the UTC text it compares).
+        cursor.execute(
+            "UPDATE metering_meter SET "
+            "rollup_newest_hour = CASE WHEN rollup_newest_hour IS NULL OR rollup_newest_hour < %s THEN %s "
+            "ELSE rollup_newest_hour END, "
+            "rollup_newest_day = CASE WHEN rollup_newest_day IS NULL OR rollup_newest_day < %s THEN %s "
+            "ELSE rollup_newest_day END WHERE id = %s",
+            [newest_hour, newest_hour, newest_day, newest_day, meter.pk],
+        )
     cursor.execute(f"DROP TABLE {temp_schema}.{CHUNK_TABLE}", [])
     return events_folded
 
 
-def _merge(cursor, table: str, meter_id: int, *, rows: str, params: list, order: str = "") -> None:
-    """Add partial aggregates (``rows``: subject, group_values, bucket_start and the rollup columns) to a
-    rollup table. Buckets after the meter's newest stored bucket cannot have a row yet: a plain INSERT
-    (no speculative insertion), in ``order`` (the unique index's, so index pages are touched in order).
-    Older buckets (the one the previous chunk ended in, late events) go through ON CONFLICT. The caller holds
-    the meter row lock, so no one else writes the meter's rollups meanwhile; were a row there after all, the
-    INSERT would fail and roll the chunk back: never a double count."""
-    columns = f"meter_id, subject, group_values, bucket_start, {ROLLUP_COLUMNS}"
-    upsert = (f"INSERT INTO {table} ({columns}) SELECT %s, subject, group_values, bucket_start, {ROLLUP_COLUMNS} "
-              f"FROM ({rows}) AS r WHERE r.bucket_start <= %s "
-              f"ON CONFLICT (meter_id, subject, bucket_start, group_values) DO UPDATE SET {_merge_set(table)}")
-    cursor.execute(f"SELECT max(bucket_start) FROM {table} WHERE meter_id = %s", [meter_id])
-    newest = cursor.fetchone()[0]
+def _stored(value):
+    return None if value is None else db_datetime(value)
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in ROLLUP_COLUMNS.split(","))
+
+
+def _add_series(cursor, meter_id: int, *, keys: list[str], group_key: str, group_object: str,
+                group_params: list) -> None:
+    """Create the series (subject × group-by values) of the chunk's partials that the meter lacks yet.
+
+    Distinct text values first, then one key and one JSON object per new series. The caller holds the
+    meter row lock, so no one else adds this meter's series meanwhile."""
+    key_list = "".join(f", {key}" for key in keys)
     cursor.execute(
-        f"INSERT INTO {table} ({columns}) SELECT %s, subject, group_values, bucket_start, {ROLLUP_COLUMNS} "
+        "INSERT INTO metering_usageseries (meter_id, subject, group_key, group_values) "  # noqa: S608
+        f"SELECT %s, c.subject, {group_key}, {group_object} FROM (SELECT DISTINCT subject{key_list} "
+        f"FROM {CHUNK_TABLE}) AS c WHERE NOT EXISTS (SELECT 1 FROM metering_usageseries s "
+        f"WHERE s.meter_id = %s AND s.subject = c.subject AND s.group_key = {group_key}) ORDER BY c.subject",
+        [meter_id, *group_params, meter_id],
+    )
+
+
+def _merge(cursor, table: str, *, rows: str, params: list, newest) -> None:
+    """Add partial aggregates (``rows``: series_id, bucket_start and the rollup columns) to a rollup table.
+
+    Buckets after the meter's newest stored bucket (``newest``, kept on the meter) cannot have a row yet:
+    a plain INSERT (no speculative insertion), in primary-key order so index pages are touched in order.
+    Older buckets (the one the previous chunk ended in, late events) go through ON CONFLICT. The caller
+    holds the meter row lock, so no one else writes the meter's rollups meanwhile; were a row there after
+    all, the INSERT would fail and roll the chunk back: never a double count."""
+    columns = f"series_id, bucket_start, {ROLLUP_COLUMNS}"
+    upsert = (f"INSERT INTO {table} ({columns}) SELECT series_id, bucket_start, {ROLLUP_COLUMNS} "
+              f"FROM ({rows}) AS r WHERE r.bucket_start <= %s "
+              f"ON CONFLICT (series_id, bucket_start) DO UPDATE SET {_merge_set(table)}")
+    cursor.execute(
+        f"INSERT INTO {table} ({columns}) SELECT series_id, bucket_start, {ROLLUP_COLUMNS} "
         f"FROM ({rows}) AS r" + (" WHERE r.bucket_start > %s" if newest is not None else "")
-        + (f" ORDER BY {order}" if order else ""),
-        [meter_id, *params, *([newest] if newest is not None else [])],
+        + " ORDER BY series_id, bucket_start",
+        [*params, *([newest] if newest is not None else [])],
     )
     if newest is not None:
-        cursor.execute(upsert, [meter_id, *params, newest])
+        cursor.execute(upsert, [*params, newest])
 
 
 def rollups_process_chunk(*, meter_id: int, max_events: int = CHUNK_EVENTS) -> ChunkResult | None:
@@ -255,10 +298,12 @@ def rollups_catch_up(*, meter_id: int, time_budget: float | None = None,
 def meter_rollups_reset(*, meter: Meter) -> Meter:
     """Forget a meter's rollups: the aggregator rebuilds them from raw events (after a definition change)."""
     meter = Meter.objects.select_for_update().get(pk=meter.pk)
+    series = UsageSeries.objects.filter(meter=meter)
     for model in (HourlyUsage, DailyUsage, HourlyDistinctValue):
-        model.objects.filter(meter=meter).delete()
-    Meter.objects.filter(pk=meter.pk).update(rollup_low=0)
-    meter.rollup_low = 0
+        model.objects.filter(series__in=series).delete()
+    series.delete()
+    Meter.objects.filter(pk=meter.pk).update(rollup_low=0, rollup_newest_hour=None, rollup_newest_day=None)
+    meter.rollup_low, meter.rollup_newest_hour, meter.rollup_newest_day = 0, None, None
     return meter
 
 

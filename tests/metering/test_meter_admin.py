@@ -56,7 +56,8 @@ def test_meter_form_creates_and_changing_the_definition_rebuilds(admin_client):
         "group_by": '{"type": "$.type"}'}, follow=True)
     assert b"is being rebuilt" in response.content
     roll_up(meter)
-    assert sorted(h.group_values["type"] for h in HourlyUsage.objects.filter(meter=meter)) == ["request", "response"]
+    hours = HourlyUsage.objects.filter(series__meter=meter).select_related("series")
+    assert sorted(h.series.group_values["type"] for h in hours) == ["request", "response"]
 
 
 @pytest.mark.django_db(transaction=True)

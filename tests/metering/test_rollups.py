@@ -24,7 +24,7 @@ NOV = (utc(2026, 11, 1), utc(2026, 12, 1))
 
 
 def rolled_up_total(meter: Meter) -> Decimal:
-    return sum((row.value_sum for row in HourlyUsage.objects.filter(meter=meter)), Decimal(0))
+    return sum((row.value_sum for row in HourlyUsage.objects.filter(series__meter=meter)), Decimal(0))
 
 
 def total(meter: Meter, subjects=("kong-air",)) -> Decimal:
@@ -86,12 +86,12 @@ def test_a_crash_mid_chunk_rolls_back_and_the_rerun_counts_once(monkeypatch):
     wait_until_foldable()
     with pytest.raises(RuntimeError):
         rollups.rollups_catch_up(meter_id=meter.pk)
-    assert HourlyUsage.objects.filter(meter=meter).count() == 0
+    assert HourlyUsage.objects.filter(series__meter=meter).count() == 0
     monkeypatch.setattr(rollups, "_merge_set", real)
     roll_up(meter)
     roll_up(meter)
     assert rolled_up_total(meter) == sum(range(1, 21))
-    assert sum(d.value_sum for d in DailyUsage.objects.filter(meter=meter)) == sum(range(1, 21))
+    assert sum(d.value_sum for d in DailyUsage.objects.filter(series__meter=meter)) == sum(range(1, 21))
 
 
 @pytest.mark.postgres
@@ -134,7 +134,7 @@ def test_changing_a_meter_rebuilds_its_totals():
     meter = meter_update(meter=meter, aggregation="MAX")
     roll_up(meter)
     assert total(meter) == 10
-    assert {r.value_max for r in DailyUsage.objects.filter(meter=meter)} == {Decimal(10), Decimal(3)}
+    assert {r.value_max for r in DailyUsage.objects.filter(series__meter=meter)} == {Decimal(10), Decimal(3)}
     meter = meter_update(meter=meter, value_property="$.missing", aggregation="SUM")
     roll_up(meter)
     assert total(meter) == 0
@@ -145,7 +145,7 @@ def test_rebuild_usage_command_rebuilds_with_a_progress_bar():
     meter = make_meter()
     ingest([llm_event(tokens=2) for _ in range(5)])
     roll_up(meter)
-    HourlyUsage.objects.filter(meter=meter).update(value_sum=999)  # damage the rollups
+    HourlyUsage.objects.filter(series__meter=meter).update(value_sum=999)  # damage the rollups
     out = io.StringIO()
     call_command("rebuild_usage", "--meter", "llm_tokens", stdout=out)
     assert "100.0% 5/5 events" in out.getvalue()
@@ -250,3 +250,50 @@ def test_meter_change_keeps_usage_queries_correct_meanwhile(db):
     start = dt.datetime(2026, 11, 2, 1, 10, tzinfo=dt.UTC)
     assert usage_total(meter=meter, subjects=["kong-air"], start=start, end=start + dt.timedelta(minutes=20)) == 0
     assert usage_total(meter=meter, subjects=["kong-air"], start=start, end=start + dt.timedelta(minutes=21)) == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_group_values_that_look_alike_stay_separate_series_across_chunks():
+    """The aggregator joins partials to their series on a text key of the group-by values: missing, "-",
+    empty, and values with the key's separators must never fall into one series."""
+    from metering.models import UsageSeries
+
+    meter = make_meter()
+    look_alikes = [(None, "request"), ("-", "request"), ("", "request"), ("a,1:b", "request"), ("a", "1:b,request"),
+                   ("1:a", "request"), ("gpt-4o", None)]
+    events = []
+    for hour in range(3):
+        for n, (model, kind) in enumerate(look_alikes):
+            event = llm_event(tokens=n + 1, model=model, kind=kind, time=iso(utc(2026, 11, 3, 10 + hour, n)))
+            events.append(event)
+    ingest(events[:7])
+    roll_up(meter, max_events=3)  # several chunks; the later ones find their series already there
+    ingest(events[7:])
+    roll_up(meter, max_events=5)
+    assert UsageSeries.objects.filter(meter=meter).count() == len(look_alikes)
+    assert HourlyUsage.objects.filter(series__meter=meter).count() == 3 * len(look_alikes)
+    rows = meter_query(meter=meter, start=NOV[0], end=NOV[1], group_by=["model", "type"])
+    assert {(r.group_by["model"], r.group_by["type"]): r.value for r in rows} == {
+        group: Decimal(3 * (n + 1)) for n, group in enumerate(look_alikes)}
+    assert sum(d.value_sum for d in DailyUsage.objects.filter(series__meter=meter)) == 3 * sum(range(1, 8))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resetting_a_meter_forgets_its_series_and_rollups_but_not_another_meters():
+    from metering.models import UsageSeries
+
+    meter = make_meter()
+    other = make_meter(slug="llm_calls", name="Calls", aggregation="COUNT", value_property="")
+    ingest([llm_event(tokens=5), llm_event(tokens=7, model="llama")])
+    roll_up()
+    assert UsageSeries.objects.filter(meter=other).count() == 2
+    rollups.meter_rollups_reset(meter=meter)
+    meter.refresh_from_db()
+    assert (meter.rollup_low, meter.rollup_newest_hour, meter.rollup_newest_day) == (0, None, None)
+    assert not UsageSeries.objects.filter(meter=meter).exists()
+    assert not HourlyUsage.objects.filter(series__meter=meter).exists()
+    assert HourlyUsage.objects.filter(series__meter=other).count() == 2
+    assert total(meter) == 12  # read raw until refolded
+    roll_up(meter)
+    assert rolled_up_total(meter) == 12
+    assert total(other) == 2

@@ -171,7 +171,7 @@ def test_every_aggregation_matches_the_reference(first, second, aggregation, q):
     ingest(build_events(first, event_type))
     roll_up(meter, max_events=7)  # several chunks
     if first:
-        assert HourlyUsage.objects.filter(meter=meter).exists()
+        assert HourlyUsage.objects.filter(series__meter=meter).exists()
     ingest(build_events(second, event_type))  # stays in the raw tail
     stored = list(Event.objects.filter(type=event_type))
     start, end = query_range(q)
