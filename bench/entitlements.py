@@ -972,6 +972,12 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as exc:
                 log(f"  cannot migrate the kept database ({str(exc).strip().splitlines()[-1][:150]}): seeding again")
                 reuse = False
+        if reuse:
+            with psycopg.connect(args.database_url, autocommit=True) as conn:
+                refold = conn.execute("SELECT count(*) FROM metering_meter WHERE rollup_low = 0").fetchone()[0]
+            if refold:  # a migration reset the rollups: they would be read raw, not as the seed left them
+                log("  a migration asked to refold the rollups: seeding again")
+                reuse = False
         if not reuse:
             log(f"database {database_name(args.database_url)}: re-creating, migrating and seeding …")
             recreate_database(args.database_url)
