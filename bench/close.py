@@ -60,13 +60,20 @@ import resource
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
+from harness import (
+    check_database_name,
+    database_exists,
+    database_name,
+    drop_database,
+    log,
+    machine_cpu_times,
+    recreate_database,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5433/bench_close"
@@ -82,45 +89,9 @@ META_TABLE = "bench_close_meta"
 TARGETS = {"seconds_10k": 60.0, "rss_mib": 300.0}
 
 
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
 # --------------------------------------------------------------------------------------------------
 # Database
 # --------------------------------------------------------------------------------------------------
-
-def database_name(url: str) -> str:
-    return urllib.parse.urlsplit(url).path.lstrip("/")
-
-
-def maintenance_url(url: str) -> str:
-    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/postgres"))
-
-
-def check_database_name(url: str) -> None:
-    name = database_name(url)
-    if not name or name in ("billing", "postgres", "template0", "template1") or name.startswith(
-            ("test_", "bench_ingest", "bench_usage", "bench_entitlements")):
-        raise SystemExit(f"refusing to use database {name!r}: pick your own, e.g. bench_close")
-
-
-def database_exists(url: str) -> bool:
-    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database_name(url)]).fetchone() is not None
-
-
-def recreate_database(url: str) -> None:
-    name = sql.Identifier(database_name(url))
-    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-
-
-def drop_database(url: str) -> None:
-    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database_name(url))))
-
 
 def seeded_meta(url: str) -> dict | None:
     """What an existing database was seeded with (None when it was not, or not completely)."""
@@ -398,22 +369,15 @@ def child_main(args) -> int:
 # Load on the machine (another benchmark may run meanwhile)
 # --------------------------------------------------------------------------------------------------
 
-def _cpu_times() -> tuple[float, float]:
-    with open("/proc/stat") as f:
-        values = [float(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return sum(values) - idle, sum(values)
-
-
 def busy_percent(busy0: float, total0: float) -> float:
-    busy, total = _cpu_times()
+    busy, total = machine_cpu_times()
     return 100 * (os.cpu_count() or 1) * (busy - busy0) / max(total - total0, 1e-9)
 
 
 def wait_until_quiet(max_wait: float, threshold: float = 25) -> None:
     deadline = time.monotonic() + max_wait
     while True:
-        busy0, total0 = _cpu_times()
+        busy0, total0 = machine_cpu_times()
         time.sleep(1)
         busy = busy_percent(busy0, total0)
         if busy < threshold or time.monotonic() >= deadline:
@@ -464,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--now", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    check_database_name(args.database_url)
+    check_database_name(args.database_url, example="bench_close",
+                        refuse_prefixes=("bench_ingest", "bench_usage", "bench_entitlements"))
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "billing_site.settings.local"
     os.environ["DATABASE_URL"] = args.database_url
@@ -525,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_until_quiet(args.quiet_wait)
             log(f"closing{f' (run {run + 1} of {args.runs})' if args.runs > 1 else ''}: "
                 f"close_cycles(now={close_at.isoformat()}) in a child process …")
-            busy0, total0 = _cpu_times()
+            busy0, total0 = machine_cpu_times()
             result = run_child(args, close_at)
             result["busy"] = busy_percent(busy0, total0)
             log(f"  {result['summary']}")

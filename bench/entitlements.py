@@ -62,7 +62,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -76,6 +75,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg
+from harness import (
+    children_of,
+    cpu_ticks,
+    database_exists,
+    database_name,
+    drop_database,
+    free_port,
+    log,
+    recreate_database,
+)
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,10 +105,6 @@ TARGET_P99_MS = 20.0
 TARGET_RATE = 500.0
 
 
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
 def consumer_id(n: int) -> str:
     """Kong consumer id of customer n; SQL builds the same text with md5('consumer-' || n)::uuid."""
     return str(uuid.UUID(hex=hashlib.md5(f"consumer-{n}".encode()).hexdigest()))  # noqa: S324
@@ -115,37 +120,10 @@ def skewed_customer(rng: random.Random, customers: int) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def database_name(url: str) -> str:
-    return urllib.parse.urlsplit(url).path.lstrip("/")
-
-
-def maintenance_url(url: str) -> str:
-    return urllib.parse.urlsplit(url)._replace(path="/postgres").geturl()
-
-
 def check_database_name(url: str) -> None:
     name = database_name(url)
     if not name.startswith("bench_entitlements"):
         raise SystemExit(f"refusing to use database {name!r}: this benchmark only uses bench_entitlements*")
-
-
-def database_exists(url: str) -> bool:
-    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database_name(url)]).fetchone() is not None
-
-
-def recreate_database(url: str) -> None:
-    check_database_name(url)
-    name = sql.Identifier(database_name(url))
-    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-
-
-def drop_database(url: str) -> None:
-    check_database_name(url)
-    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database_name(url))))
 
 
 def seeded_with(url: str) -> dict[str, str]:
@@ -482,20 +460,6 @@ def inprocess_cpu(token: str, customers: int, ids: dict[str, int], requests: int
 # --------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            found.extend(int(c) for c in task.read_text().split())
-    return found
-
-
 class Server:
     def __init__(self, *, env: dict[str, str], workers: int, worker_class: str, threads: int) -> None:
         self.port = free_port()
@@ -550,14 +514,6 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def cpu_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
 
 
 class PostgresBackends:

@@ -32,7 +32,6 @@ otherwise, whether or not the targets are met.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
 import http.client
@@ -41,7 +40,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +52,15 @@ from pathlib import Path
 
 import msgspec
 import psycopg
+from harness import (
+    check_database_name,
+    children_of,
+    cpu_ticks,
+    database_name,
+    drop_database,
+    free_port,
+    recreate_database,
+)
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,22 +251,6 @@ class Phase:
         self.error_count += 1
         if len(self.errors) < 10:
             self.errors.append(message)
-
-
-def cpu_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            found.extend(int(c) for c in task.read_text().split())
-    return found
 
 
 PG_SHARED_PROCESSES = ("walwriter", "checkpointer", "background writer")
@@ -573,34 +564,6 @@ def run_copy_phase(*, database_url: str, pool: EventPool, clients: int, seconds:
 # --------------------------------------------------------------------------------------------------
 
 
-def database_name(database_url: str) -> str:
-    return urllib.parse.urlsplit(database_url).path.lstrip("/")
-
-
-def maintenance_url(database_url: str) -> str:
-    return urllib.parse.urlsplit(database_url)._replace(path="/postgres").geturl()
-
-
-def check_database_name(name: str) -> None:
-    if not name or name == "billing" or name.startswith("test_") or name in ("postgres", "template0", "template1"):
-        raise SystemExit(f"refusing to use database {name!r}: pick a benchmark database such as bench_ingest")
-
-
-def recreate_database(database_url: str) -> None:
-    name = database_name(database_url)
-    check_database_name(name)
-    with psycopg.connect(maintenance_url(database_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(database_url: str) -> None:
-    name = database_name(database_url)
-    check_database_name(name)
-    with psycopg.connect(maintenance_url(database_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 def server_env(database_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
@@ -617,12 +580,6 @@ def manage(env: dict[str, str], *args: str) -> str:
     if result.returncode != 0:
         raise SystemExit(f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -898,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
             env = server_env(args.database_url)
             env.update(item.split("=", 1) for item in args.env)
             log(f"database: re-creating {database_name(args.database_url)} and migrating")
+            check_database_name(args.database_url, example="bench_ingest")
             recreate_database(args.database_url)
             created_database = True
             manage(env, "migrate", "--no-input", "-v", "0")

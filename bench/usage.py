@@ -43,13 +43,21 @@ import re
 import sys
 import threading
 import time
-import urllib.parse
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from harness import (
+    check_database_name,
+    database_exists,
+    database_name,
+    drop_database,
+    log,
+    machine_cpu_times,
+    recreate_database,
+)
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,45 +79,9 @@ TARGETS = {
 }
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
 # --------------------------------------------------------------------------------------------------
 # Database
 # --------------------------------------------------------------------------------------------------
-
-def database_name(url: str) -> str:
-    return urllib.parse.urlsplit(url).path.lstrip("/")
-
-
-def maintenance_url(url: str) -> str:
-    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/postgres"))
-
-
-def check_database_name(url: str) -> None:
-    name = database_name(url)
-    if not name or name in ("billing", "postgres", "template0", "template1") or name.startswith(
-            ("test_", "bench_ingest")):
-        raise SystemExit(f"refusing to use database {name!r}: pick your own, e.g. bench_usage")
-
-
-def database_exists(url: str) -> bool:
-    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database_name(url)]).fetchone() is not None
-
-
-def recreate_database(url: str) -> None:
-    name = sql.Identifier(database_name(url))
-    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-
-
-def drop_database(url: str) -> None:
-    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database_name(url))))
-
 
 def heavy_subject() -> str:
     return "consumer:" + _md5_uuid("consumer-0")
@@ -234,23 +206,16 @@ def load_events(url: str, *, total: int, heavy: int, subjects: int, start: dt.da
 # Load on the machine (another benchmark may run meanwhile)
 # --------------------------------------------------------------------------------------------------
 
-def _cpu_times() -> tuple[float, float]:
-    with open("/proc/stat") as f:
-        values = [float(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return sum(values) - idle, sum(values)
-
-
 class BusyMeter:
     """Share of the whole machine (all cores) busy between start() and stop(), in % of one core."""
 
     def __enter__(self) -> BusyMeter:
-        self.busy0, self.total0 = _cpu_times()
+        self.busy0, self.total0 = machine_cpu_times()
         self.busy = 0.0
         return self
 
     def __exit__(self, *exc) -> None:
-        busy, total = _cpu_times()
+        busy, total = machine_cpu_times()
         cores = os.cpu_count() or 1
         self.busy = 100 * cores * (busy - self.busy0) / max(total - self.total0, 1e-9)
 
@@ -328,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=60, metavar="SECONDS",
                         help="before each step wait up to this long for other load to drop below 25%% of a core")
     args = parser.parse_args(argv)
-    check_database_name(args.database_url)
+    check_database_name(args.database_url, example="bench_usage", refuse_prefixes=("bench_ingest",))
     if not 0 < args.heavy_events < args.events or args.subjects < 2:
         parser.error("need 0 < --heavy-events < --events and --subjects >= 2")
 

@@ -1,0 +1,90 @@
+"""What every benchmark script here needs: its own PostgreSQL database, log lines, and /proc readings.
+
+The scripts run as ``python bench/<name>.py``, so this module is imported as ``harness`` (bench/ is on
+``sys.path`` as the script's directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import urllib.parse
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+PROTECTED_DATABASES = ("billing", "postgres", "template0", "template1")
+
+
+def log(message: str = "") -> None:
+    print(message, flush=True)
+
+
+# --- the benchmark's database -----------------------------------------------------------------------------
+
+def database_name(url: str) -> str:
+    return urllib.parse.urlsplit(url).path.lstrip("/")
+
+
+def maintenance_url(url: str) -> str:
+    """The same server's ``postgres`` database, to create and drop the benchmark's own from."""
+    return urllib.parse.urlsplit(url)._replace(path="/postgres").geturl()
+
+
+def check_database_name(url: str, *, example: str, refuse_prefixes: tuple[str, ...] = ()) -> None:
+    """Refuse a database the benchmark would drop that is not a benchmark's: the application's, the
+    server's own, the test suite's (``test_*``) and ``refuse_prefixes`` (other benchmarks' databases)."""
+    name = database_name(url)
+    if not name or name in PROTECTED_DATABASES or name.startswith(("test_", *refuse_prefixes)):
+        raise SystemExit(f"refusing to use database {name!r}: pick your own, e.g. {example}")
+
+
+def database_exists(url: str) -> bool:
+    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database_name(url)]).fetchone() is not None
+
+
+def recreate_database(url: str) -> None:
+    name = sql.Identifier(database_name(url))
+    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def drop_database(url: str) -> None:
+    with psycopg.connect(maintenance_url(url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database_name(url))))
+
+
+# --- processes and the machine --------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU of a process so far, in clock ticks (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found.extend(int(c) for c in task.read_text().split())
+    return found
+
+
+def machine_cpu_times() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [float(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
