@@ -60,11 +60,8 @@ import os
 import queue
 import random
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -76,12 +73,11 @@ from pathlib import Path
 
 import psycopg
 from harness import (
-    children_of,
+    GunicornServer,
     cpu_ticks,
     database_exists,
     database_name,
     drop_database,
-    free_port,
     log,
     recreate_database,
 )
@@ -460,60 +456,14 @@ def inprocess_cpu(token: str, customers: int, ids: dict[str, int], requests: int
 # --------------------------------------------------------------------------------------------------
 
 
-class Server:
+class Server(GunicornServer):
     def __init__(self, *, env: dict[str, str], workers: int, worker_class: str, threads: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.workers = workers
-        self.tmp = Path(tempfile.mkdtemp(prefix="bench_entitlements_"))
-        self.log_path = self.tmp / "gunicorn.log"
-        app = "billing_site.wsgi:application"
-        command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{self.port}",
-                   "--workers", str(workers), "--worker-class", worker_class, "--timeout", "120",
-                   "--graceful-timeout", "10", "--backlog", "2048", "--error-logfile", str(self.log_path)]
+        options = ["--worker-class", worker_class, "--timeout", "120", "--graceful-timeout", "10", "--backlog", "2048"]
         if worker_class == "gthread":
             # a gateway keeps its connections to the entitlement service open: don't drop them after 2 s idle
-            command += ["--threads", str(threads), "--keep-alive", "30"]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/healthz")
-                response = conn.getresponse()
-                last = f"HTTP {response.status}: {response.read()[:200]!r}"
-                conn.close()
-                if response.status == 200 and len(children_of(self.process.pid)) >= self.workers:
-                    return
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn not ready after {timeout:.0f} s ({last}):\n{self.log_tail()}")
-
-    def worker_pids(self) -> list[int]:
-        return children_of(self.process.pid)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+            options += ["--threads", str(threads), "--keep-alive", "30"]
+        super().__init__(env=env, workers=workers, options=options, app="billing_site.wsgi:application",
+                         tmp_prefix="bench_entitlements_", stop_timeout=20)
 
 
 class PostgresBackends:

@@ -7,7 +7,14 @@ The scripts run as ``python bench/<name>.py``, so this module is imported as ``h
 from __future__ import annotations
 
 import contextlib
+import http.client
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -88,3 +95,64 @@ def machine_cpu_times() -> tuple[float, float]:
         values = [float(v) for v in f.readline().split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     return sum(values) - idle, sum(values)
+
+
+# --- the server under test ------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class GunicornServer:
+    """``gunicorn billing_site.wsgi`` on a free loopback port, with ``options`` after the bind address;
+    its error log in a temporary directory. ``wait_ready`` waits for ``/healthz`` and every worker."""
+
+    def __init__(self, *, env: dict[str, str], workers: int, options: list[str], app: str = "billing_site.wsgi",
+                 tmp_prefix: str = "bench_", stop_timeout: float = 30) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.stop_timeout = stop_timeout
+        self.tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+        self.log_path = self.tmp / "gunicorn.log"
+        self.command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{self.port}",
+                        "--workers", str(workers), *options, "--error-logfile", str(self.log_path)]
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/healthz")
+                response = conn.getresponse()
+                last = f"HTTP {response.status}: {response.read()[:300]!r}"
+                conn.close()
+                if response.status == 200 and len(children_of(self.process.pid)) >= self.workers:
+                    return
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn not ready after {timeout:.0f} s ({last}):\n{self.log_tail()}")
+
+    def worker_pids(self) -> list[int]:
+        return children_of(self.process.pid)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # graceful: workers finish their request
+            try:
+                self.process.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -38,11 +38,8 @@ import http.client
 import math
 import os
 import random
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -53,12 +50,12 @@ from pathlib import Path
 import msgspec
 import psycopg
 from harness import (
+    GunicornServer,
     check_database_name,
     children_of,
     cpu_ticks,
     database_name,
     drop_database,
-    free_port,
     recreate_database,
 )
 from psycopg import sql
@@ -582,55 +579,12 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-class Server:
+class Server(GunicornServer):
     def __init__(self, *, env: dict[str, str], workers: int, worker_class: str, threads: int,
                  app: str = "billing_site.wsgi", extra: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_dir = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
-        self.log_path = self.log_dir / "gunicorn.log"
-        command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{self.port}",
-                   "--workers", str(workers), "--worker-class", worker_class, "--threads", str(threads),
-                   "--timeout", "120", "--graceful-timeout", "20", "--error-logfile", str(self.log_path), *extra]
-        self.command = command
-        self.workers = workers
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/healthz")
-                response = conn.getresponse()
-                last = f"HTTP {response.status}: {response.read()[:300]!r}"
-                conn.close()
-                if response.status == 200 and len(children_of(self.process.pid)) >= self.workers:
-                    return
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn not ready after {timeout:.0f} s ({last}):\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # graceful: workers finish their request
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.log_dir, ignore_errors=True)
+        super().__init__(env=env, workers=workers, app=app, tmp_prefix="bench_ingest_",
+                         options=["--worker-class", worker_class, "--threads", str(threads), "--timeout", "120",
+                                  "--graceful-timeout", "20", *extra])
 
 
 # --------------------------------------------------------------------------------------------------
