@@ -66,6 +66,7 @@ from pathlib import Path
 
 import psycopg
 from harness import (
+    bulk_insert,
     check_database_name,
     database_exists,
     database_name,
@@ -73,6 +74,7 @@ from harness import (
     log,
     machine_cpu_times,
     recreate_database,
+    row_ranges,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,12 +182,9 @@ def insert_events_sql() -> str:
 
 def load_events(url: str, *, customers: int, per_customer: int, start: dt.datetime, end: dt.datetime) -> int:
     total = customers * per_customer
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SET synchronous_commit = off")
-        for lo in range(1, total + 1, INSERT_ROWS):
-            hi = min(total, lo + INSERT_ROWS - 1)
-            conn.execute(insert_events_sql(), {"lo": lo, "hi": hi, "customers": customers, "start": start,
-                                               "end": end})
+    bulk_insert(url, "metering_event", ranges=row_ranges(1, total, INSERT_ROWS), statement=insert_events_sql(),
+                params=lambda lo, hi: {"lo": lo, "hi": hi, "customers": customers, "start": start, "end": end},
+                rebuild_indexes=False)
     return total
 
 

@@ -74,14 +74,15 @@ from pathlib import Path
 import psycopg
 from harness import (
     GunicornServer,
+    bulk_insert,
     cpu_ticks,
     database_exists,
     database_name,
     drop_database,
     log,
     recreate_database,
+    row_ranges,
 )
-from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5433/bench_entitlements"
@@ -196,59 +197,10 @@ def insert_events_sql() -> str:
 def load_events(url: str, *, total: int, customers: int, start: dt.datetime, end: dt.datetime,
                 tx_base: int, rebuild_indexes: bool) -> None:
     """Insert ``total`` events server-side in 2 sessions (indexes dropped and rebuilt around it when asked)."""
-    table = sql.Identifier(EVENT_TABLE)
-    with psycopg.connect(url, autocommit=True) as conn:
-        builds: list = []
-        if rebuild_indexes:
-            constraints = conn.execute(
-                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                "WHERE conrelid = %s::regclass AND contype = 'u'", [EVENT_TABLE]).fetchall()
-            indexes = conn.execute(
-                "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = %s AND NOT EXISTS "
-                "(SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.conrelid = %s::regclass)",
-                [EVENT_TABLE, EVENT_TABLE]).fetchall()
-            builds = [sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, sql.Identifier(n), sql.SQL(d))
-                      for n, d in constraints] + [sql.SQL(d) for _, d in indexes]
-            for name, _ in constraints:
-                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(name)))
-            for name, _ in indexes:
-                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        failures: list[str] = []
-
-        def in_parallel(target, jobs: list) -> None:
-            threads = [threading.Thread(target=target, args=(job,)) for job in jobs]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-
-        def insert(ranges: list[tuple[int, int]]) -> None:
-            try:
-                with psycopg.connect(url, autocommit=True) as c:
-                    c.execute("SET synchronous_commit = off")
-                    for lo, hi in ranges:
-                        c.execute(insert_events_sql(), {"lo": lo, "hi": hi, "total": total, "customers": customers,
-                                                        "start": start, "end": end, "tx_base": tx_base})
-            except psycopg.Error as exc:
-                failures.append(f"insert: {exc}")
-
-        def build(statements: list) -> None:
-            try:
-                with psycopg.connect(url, autocommit=True) as c:
-                    c.execute("SET maintenance_work_mem = '256MB'")
-                    for statement in statements:
-                        c.execute(statement)
-            except psycopg.Error as exc:
-                failures.append(f"index rebuild: {exc}")
-
-        ranges = [(lo, min(total, lo + INSERT_ROWS - 1)) for lo in range(1, total + 1, INSERT_ROWS)]
-        try:
-            in_parallel(insert, [ranges[0::2], ranges[1::2]])
-        finally:
-            if builds:
-                in_parallel(build, [builds[0::2], builds[1::2]])
-        if failures:
-            raise RuntimeError("loading events failed: " + "; ".join(failures))
+    bulk_insert(url, EVENT_TABLE, ranges=row_ranges(1, total, INSERT_ROWS), statement=insert_events_sql(),
+                params=lambda lo, hi: {"lo": lo, "hi": hi, "total": total, "customers": customers, "start": start,
+                                       "end": end, "tx_base": tx_base},
+                rebuild_indexes=rebuild_indexes)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -51,12 +51,14 @@ import msgspec
 import psycopg
 from harness import (
     GunicornServer,
+    bulk_insert,
     check_database_name,
     children_of,
     cpu_ticks,
     database_name,
     drop_database,
     recreate_database,
+    row_ranges,
 )
 from psycopg import sql
 
@@ -651,77 +653,27 @@ def big_insert_sql(models: tuple, routes: tuple) -> str:
 
 
 def load_big(database_url: str, rows: int, log) -> dict[str, float]:
-    """Bring metering_event to ``rows`` rows: drop the secondary indexes, insert in 2 parallel sessions,
-    rebuild the indexes (same names and definitions, also when the load fails), VACUUM ANALYZE."""
-    timings: dict[str, float] = {}
+    """Bring metering_event to ``rows`` rows server-side (indexes dropped and rebuilt around the insert, one
+    transaction per 500k rows), then VACUUM ANALYZE."""
     table = sql.Identifier(EVENT_TABLE)
     with psycopg.connect(database_url, autocommit=True) as conn:
         existing = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
-        needed = rows - existing
-        log(f"  {EVENT_TABLE} has {existing:,} rows; loading {max(needed, 0):,}")
-        if needed <= 0:
-            return timings
-        constraints = conn.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = %s::regclass AND contype = 'u'", [EVENT_TABLE]).fetchall()
-        indexes = conn.execute(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = %s AND NOT EXISTS "
-            "(SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.conrelid = %s::regclass)",
-            [EVENT_TABLE, EVENT_TABLE]).fetchall()
-        builds = [sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, sql.Identifier(name), sql.SQL(ddl))
-                  for name, ddl in constraints] + [sql.SQL(ddl) for _, ddl in indexes]
-        failures: list[str] = []
-
-        def in_parallel(target, jobs: list[tuple]) -> None:
-            threads = [threading.Thread(target=target, args=job) for job in jobs]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-
-        def insert(lo: int, hi: int) -> None:
-            try:
-                with psycopg.connect(database_url, autocommit=True) as c:
-                    for a in range(lo, hi + 1, 500_000):  # one transaction per 500k rows
-                        c.execute(big_insert_sql(MODELS, ROUTES), {"lo": a, "hi": min(hi, a + 499_999), "total": rows})
-            except psycopg.Error as exc:
-                failures.append(f"insert: {exc}")
-
-        def build(statements: list) -> None:
-            try:
-                with psycopg.connect(database_url, autocommit=True) as c:
-                    c.execute("SET maintenance_work_mem = '512MB'")
-                    for statement in statements:
-                        c.execute(statement)
-            except psycopg.Error as exc:
-                failures.append(f"index rebuild: {exc}")
-
-        started = time.monotonic()
-        for name, _ in constraints:
-            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(name)))
-        for name, _ in indexes:
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        try:
-            sessions = 2
-            step = -(-needed // sessions)
-            in_parallel(insert, [(existing + 1 + k * step, min(rows, existing + (k + 1) * step))
-                                 for k in range(sessions)])
-            timings["insert_s"] = time.monotonic() - started
-            log(f"  inserted in {timings['insert_s']:.0f} s; rebuilding {len(builds)} indexes")
-        finally:
-            started = time.monotonic()
-            in_parallel(build, [(builds[0::2],), (builds[1::2],)])
-            timings["index_s"] = time.monotonic() - started
-        if failures:
-            raise RuntimeError("big load failed: " + "; ".join(failures))
-        log(f"  indexes rebuilt in {timings['index_s']:.0f} s; VACUUM ANALYZE")
+    needed = rows - existing
+    log(f"  {EVENT_TABLE} has {existing:,} rows; loading {max(needed, 0):,}")
+    if needed <= 0:
+        return {}
+    timings = bulk_insert(database_url, EVENT_TABLE, ranges=row_ranges(existing + 1, rows, 500_000),
+                          statement=big_insert_sql(MODELS, ROUTES),
+                          params=lambda lo, hi: {"lo": lo, "hi": hi, "total": rows})
+    log(f"  inserted in {timings['insert_s']:.0f} s, indexes rebuilt in {timings['index_s']:.0f} s; VACUUM ANALYZE")
+    with psycopg.connect(database_url, autocommit=True) as conn:
         started = time.monotonic()
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
         timings["vacuum_s"] = time.monotonic() - started
         size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s::regclass))", [EVENT_TABLE]).fetchone()[0]
         count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
-        log(f"  vacuumed in {timings['vacuum_s']:.0f} s; {count:,} rows, {size} with indexes")
-        timings["rows"] = count
+    log(f"  vacuumed in {timings['vacuum_s']:.0f} s; {count:,} rows, {size} with indexes")
+    timings["rows"] = count
     return timings
 
 

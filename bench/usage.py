@@ -41,7 +41,6 @@ import json
 import os
 import re
 import sys
-import threading
 import time
 from collections import defaultdict
 from decimal import Decimal
@@ -50,6 +49,7 @@ from typing import Any
 
 import psycopg
 from harness import (
+    bulk_insert,
     check_database_name,
     database_exists,
     database_name,
@@ -57,6 +57,7 @@ from harness import (
     log,
     machine_cpu_times,
     recreate_database,
+    row_ranges,
 )
 from psycopg import sql
 
@@ -135,70 +136,19 @@ def insert_sql() -> str:
 
 
 def load_events(url: str, *, total: int, heavy: int, subjects: int, start: dt.datetime) -> dict[str, float]:
-    """Drop the secondary indexes, insert in 2 parallel sessions, rebuild the indexes, VACUUM ANALYZE."""
-    timings: dict[str, float] = {}
-    table = sql.Identifier(EVENT_TABLE)
+    """Empty the event table, insert server-side with its indexes dropped and rebuilt, VACUUM ANALYZE."""
     with psycopg.connect(url, autocommit=True) as conn:
-        constraints = conn.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = %s::regclass AND contype = 'u'", [EVENT_TABLE]).fetchall()
-        indexes = conn.execute(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = %s AND NOT EXISTS "
-            "(SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.conrelid = %s::regclass)",
-            [EVENT_TABLE, EVENT_TABLE]).fetchall()
-        builds = [sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, sql.Identifier(name), sql.SQL(ddl))
-                  for name, ddl in constraints] + [sql.SQL(ddl) for _, ddl in indexes]
-        conn.execute(sql.SQL("TRUNCATE {}").format(table))
-        for name, _ in constraints:
-            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(name)))
-        for name, _ in indexes:
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        failures: list[str] = []
-
-        def in_parallel(target, jobs: list[tuple]) -> None:
-            threads = [threading.Thread(target=target, args=job) for job in jobs]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-
-        def insert(ranges: list[tuple[int, int]]) -> None:
-            try:
-                with psycopg.connect(url, autocommit=True) as c:
-                    c.execute("SET synchronous_commit = off")
-                    for lo, hi in ranges:
-                        c.execute(insert_sql(), {"lo": lo, "hi": hi, "total": total, "heavy": heavy,
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(EVENT_TABLE)))
+    timings = bulk_insert(url, EVENT_TABLE, ranges=row_ranges(1, total, INSERT_ROWS), statement=insert_sql(),
+                          params=lambda lo, hi: {"lo": lo, "hi": hi, "total": total, "heavy": heavy,
                                                  "others": max(subjects - 1, 1), "start": start})
-            except psycopg.Error as exc:
-                failures.append(f"insert: {exc}")
-
-        def build(statements: list) -> None:
-            try:
-                with psycopg.connect(url, autocommit=True) as c:
-                    c.execute("SET maintenance_work_mem = '512MB'")
-                    for statement in statements:
-                        c.execute(statement)
-            except psycopg.Error as exc:
-                failures.append(f"index rebuild: {exc}")
-
+    with psycopg.connect(url, autocommit=True) as conn:
         started = time.monotonic()
-        ranges = [(lo, min(total, lo + INSERT_ROWS - 1)) for lo in range(1, total + 1, INSERT_ROWS)]
-        try:
-            in_parallel(insert, [(ranges[0::2],), (ranges[1::2],)])
-            timings["insert_s"] = time.monotonic() - started
-            log(f"  inserted {total:,} rows in {timings['insert_s']:.0f} s; rebuilding {len(builds)} indexes")
-        finally:
-            started = time.monotonic()
-            in_parallel(build, [(builds[0::2],), (builds[1::2],)])
-            timings["index_s"] = time.monotonic() - started
-        if failures:
-            raise RuntimeError("load failed: " + "; ".join(failures))
-        started = time.monotonic()
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(EVENT_TABLE)))
         timings["vacuum_s"] = time.monotonic() - started
         size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s::regclass))", [EVENT_TABLE]).fetchone()[0]
-        log(f"  indexes in {timings['index_s']:.0f} s, VACUUM ANALYZE in {timings['vacuum_s']:.0f} s; "
-            f"{EVENT_TABLE}: {size} with indexes")
+    log(f"  inserted {total:,} rows in {timings['insert_s']:.0f} s, indexes in {timings['index_s']:.0f} s, "
+        f"VACUUM ANALYZE in {timings['vacuum_s']:.0f} s; {EVENT_TABLE}: {size} with indexes")
     return timings
 
 
