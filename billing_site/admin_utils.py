@@ -37,3 +37,17 @@ def short_json(value, length: int = 80) -> str:
         return ""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return text if len(text) <= length else text[: length - 1] + "…"
+
+
+class ViewOnlyAdminMixin:
+    """For records nobody edits by hand (events, webhook deliveries, derived lists): view only, even for
+    superusers; what changes them are the services behind actions and jobs."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -13,6 +13,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from billing_site.admin_utils import ViewOnlyAdminMixin
 from billing_site.jobs import job_run_create
 from billing_site.models import JobRun
 from catalog.display import plain_number
@@ -346,22 +347,13 @@ def _include_subjects_action(model_admin, request, queryset, include):
 
 
 @admin.register(UnbilledSubject)
-class UnbilledSubjectAdmin(admin.ModelAdmin):
+class UnbilledSubjectAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("subject", "event_count", "first_seen", "last_seen")
     search_fields = ("^subject",)
     actions = ["include_in_customer"]
 
     def get_queryset(self, request):
         return unattributed_subjects()
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_include_permission(self, request) -> bool:
         return request.user.has_perm("customers.change_customer")

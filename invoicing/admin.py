@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from billing_site.admin_utils import ViewOnlyAdminMixin, pretty_json
 from billing_site.jobs import job_run_create
 from billing_site.models import JobRun
 from catalog.money import format_major
@@ -513,7 +514,7 @@ class InvoiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(StripeWebhookEvent)
-class StripeWebhookEventAdmin(admin.ModelAdmin):
+class StripeWebhookEventAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     """Settings → Stripe: configuration status and every webhook event received, with what it did."""
 
     list_display = ("received_at", "type", "event_id", "invoice", "outcome")
@@ -524,19 +525,8 @@ class StripeWebhookEventAdmin(admin.ModelAdmin):
     exclude = ("payload",)
     change_list_template = "admin/invoicing/stripewebhookevent/change_list.html"
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="payload")
     def payload_pretty(self, obj: StripeWebhookEvent) -> str:
-        from billing_site.admin_utils import pretty_json
-
         return pretty_json(obj.payload)
 
     def changelist_view(self, request, extra_context=None):

@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_site.admin_utils import CappedCountPaginator, pretty_json, short_json
+from billing_site.admin_utils import CappedCountPaginator, ViewOnlyAdminMixin, pretty_json, short_json
 from billing_site.charts import bar_chart_svg
 from billing_site.jobs import job_run_create
 from billing_site.models import JobRun
@@ -77,7 +77,7 @@ class EnrichedChangeList(ChangeList):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):  # append-only: events are evidence for invoices
     list_display = ("time", "type", "subject", "event_id", "source", "data_preview", "problem", "ingested_at")
     list_filter = (EventTypeFilter, RecentTimeFilter)
     search_fields = ("=event_id", "^subject")
@@ -92,14 +92,6 @@ class EventAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return EnrichedChangeList
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # append-only: events are evidence for invoices
 
     @admin.display(description="data")
     def data_preview(self, obj: Event) -> str:
@@ -368,7 +360,7 @@ class MeterAdmin(admin.ModelAdmin):
 
 
 @admin.register(SubjectActivity)
-class SubjectActivityAdmin(admin.ModelAdmin):
+class SubjectActivityAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     """Every subject the gateway has sent, with counts (kept by the usage aggregator)."""
 
     list_display = ("subject", "event_count", "first_seen", "last_seen")
@@ -376,15 +368,6 @@ class SubjectActivityAdmin(admin.ModelAdmin):
     ordering = ("-last_seen",)
     paginator = CappedCountPaginator
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(EventTypeActivity)
