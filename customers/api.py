@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 from django.http import HttpResponse
 from django.utils import timezone
@@ -12,33 +10,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.views import APIView
 
 from billing_site.problems import Problem
-from catalog.models import Feature
+from catalog.selectors import feature_by_key
 
 from .selectors import customer_by_id_or_key, entitlement_check
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
-FEATURE_CACHE_SECONDS = 5.0
-_features: dict[str, tuple[float, Feature]] = {}
-
-
-def forget_cached_features() -> None:
-    _features.clear()
-
-
-def feature_by_key(key: str) -> Feature | None:
-    """Features by key, remembered for a few seconds per process (a changed feature applies within 5 s)."""
-    now = time.monotonic()
-    hit = _features.get(key)
-    if hit is not None and now - hit[0] < FEATURE_CACHE_SECONDS:
-        return hit[1]
-    feature = Feature.objects.select_related("meter").filter(key=key).first()
-    if feature is None:
-        _features.pop(key, None)
-        return None
-    if len(_features) > 10_000:
-        _features.clear()
-    _features[key] = (now, feature)
-    return feature
 
 
 class EntitlementValueView(APIView):

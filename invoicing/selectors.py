@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import Prefetch
+
 from catalog.money import format_major
 from customers.models import Customer
 from customers.selectors import active_subscriptions
 from metering.cloudevents import format_rfc3339
 
 from .billing import DraftLine, cycle_at, cycle_lines
-from .models import Invoice
+from .models import Invoice, InvoiceLine
 
 
 @dataclass(frozen=True)
@@ -150,3 +152,29 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
             for line in invoice.lines.all()
         ],
     }
+
+
+def _invoices_with_lines():
+    """Invoices with their customer and lines (with rate card, feature) in three queries, whatever the count."""
+    return Invoice.objects.select_related("customer").prefetch_related(
+        Prefetch("lines", InvoiceLine.objects.select_related("rate_card", "rate_card__feature", "feature"))
+    )
+
+
+def invoice_list(*, customer_key: str | None = None, statuses: list[str] | None = None,
+                 limit: int = 100) -> list[Invoice]:
+    """Newest period first, optionally one customer's and only some statuses."""
+    invoices = _invoices_with_lines().order_by("-period_start", "-id")
+    if customer_key:
+        invoices = invoices.filter(customer__key=customer_key)
+    if statuses:
+        invoices = invoices.filter(status__in=statuses)
+    return list(invoices[:limit])
+
+
+def invoice_by_id_or_number(id_or_number: str) -> Invoice | None:
+    numeric = id_or_number.isascii() and id_or_number.isdigit()
+    invoice = _invoices_with_lines().filter(pk=int(id_or_number)).first() if numeric else None
+    if invoice is None:
+        invoice = _invoices_with_lines().filter(number=id_or_number).first()
+    return invoice

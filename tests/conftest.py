@@ -20,7 +20,7 @@ KONG_FIXTURES_FILE = Path(__file__).resolve().parent.parent / "metering" / "data
 def fresh_process_caches():
     """Per-process caches (tokens, features, entitlement rate cards) must not carry rows between tests, whose
     rolled-back ids the next test may reuse."""
-    from customers.api import forget_cached_features
+    from catalog.selectors import forget_cached_features
     from customers.selectors import forget_cached_entitlements
     from metering.selectors.tokens import forget_cached_tokens
 

@@ -1,0 +1,51 @@
+"""Reads of the catalog: features and plans for the read API, and features by key for the entitlement check."""
+
+from __future__ import annotations
+
+import time
+
+from django.db.models import Prefetch
+
+from .models import Feature, Plan, RateCard
+
+FEATURE_CACHE_SECONDS = 5.0
+_features: dict[str, tuple[float, Feature]] = {}
+
+
+def forget_cached_features() -> None:
+    _features.clear()
+
+
+def feature_by_key(key: str) -> Feature | None:
+    """Features by key, remembered for a few seconds per process (a changed feature applies within 5 s)."""
+    now = time.monotonic()
+    hit = _features.get(key)
+    if hit is not None and now - hit[0] < FEATURE_CACHE_SECONDS:
+        return hit[1]
+    feature = Feature.objects.select_related("meter").filter(key=key).first()
+    if feature is None:
+        _features.pop(key, None)
+        return None
+    if len(_features) > 10_000:
+        _features.clear()
+    _features[key] = (now, feature)
+    return feature
+
+
+def feature_list(*, meter_slug: str | None = None) -> list[Feature]:
+    features = Feature.objects.select_related("meter").order_by("key")
+    if meter_slug:
+        features = features.filter(meter__slug=meter_slug)
+    return list(features)
+
+
+def plan_list(*, key: str | None = None, status: str | None = None) -> list[Plan]:
+    """Every version of the plans, by key then newest version first, with rate cards and tiers."""
+    plans = Plan.objects.prefetch_related(
+        Prefetch("rate_cards", RateCard.objects.select_related("feature").prefetch_related("tiers"))
+    ).order_by("key", "-version")
+    if status:
+        plans = plans.filter(status=status)
+    if key:
+        plans = plans.filter(key=key)
+    return list(plans)
