@@ -12,6 +12,8 @@ import contextlib
 from django.contrib import admin
 from django.urls import NoReverseMatch, reverse
 
+from common.dashboard import dashboard_for
+
 SECTIONS: list[tuple[str, list[tuple[str, str] | tuple[str, str, str, str]]]] = [
     (
         "Metering",
@@ -41,7 +43,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str] | tuple[str, str, str, str]]]] = 
             ("link", "Connect a gateway", "admin:metering_apitoken_connect", "metering.add_apitoken"),
             ("invoicing", "stripewebhookevent"),
             ("django_celery_beat", "periodictask"),
-            ("billing_site", "jobrun"),
+            ("common", "jobrun"),
             ("auth", "user"),
             ("auth", "group"),
         ],
@@ -111,7 +113,5 @@ class BillingAdminSite(admin.AdminSite):
         return sections
 
     def index(self, request, extra_context=None):
-        from invoicing.dashboard import dashboard
-
-        extra_context = {**(extra_context or {}), "dashboard": dashboard(request.user)}
+        extra_context = {**(extra_context or {}), "dashboard": dashboard_for(request.user)}
         return super().index(request, extra_context)

@@ -26,7 +26,7 @@ ADMIN_MODELS = [
     ("django_celery_beat", "crontabschedule"), ("django_celery_beat", "clockedschedule"),
     ("django_celery_beat", "solarschedule"),
 ]
-ADMIN_VIEW_ONLY = [("billing_site", "jobrun"), ("invoicing", "stripewebhookevent")]
+ADMIN_VIEW_ONLY = [("common", "jobrun"), ("invoicing", "stripewebhookevent")]
 
 
 def role_permissions() -> dict[str, list[tuple[str, str]]]:
@@ -45,9 +45,13 @@ def sync_roles(apps) -> None:
     from django.contrib.auth.management import create_permissions
 
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+        # Historical registries have no models module, which create_permissions needs to see.
+        original = getattr(app_config, "models_module", None)
+        app_config.models_module = original or True
+        try:
+            create_permissions(app_config, apps=apps, verbosity=0)
+        finally:
+            app_config.models_module = original
     group_model = apps.get_model("auth", "Group")
     permission_model = apps.get_model("auth", "Permission")
     for name, wanted in role_permissions().items():

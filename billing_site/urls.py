@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from .views import healthz
+from common.views import healthz
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
@@ -20,5 +20,5 @@ urlpatterns = [
     path("", include("invoicing.urls")),
 ]
 
-handler404 = "billing_site.views.not_found"
-handler500 = "billing_site.views.server_failure"
+handler404 = "common.views.not_found"
+handler500 = "common.views.server_failure"

@@ -7,7 +7,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.problems import Problem
+from common.problems import Problem
 
 from .models import Plan
 from .selectors import feature_list, plan_list

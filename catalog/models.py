@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from billing_site.fields import PreciseDecimalField
+from common.fields import PreciseDecimalField
 from metering.models import Meter
 
 KEY_MAX = 64

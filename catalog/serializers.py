@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from metering.cloudevents import format_rfc3339
+from common.time import format_rfc3339
 
 from .models import Feature, Plan, RateCard
 

@@ -13,10 +13,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from billing_site.admin_utils import ViewOnlyAdminMixin
-from billing_site.jobs import job_run_create
-from billing_site.models import JobRun
 from catalog.display import plain_number
+from common.admin_utils import ViewOnlyAdminMixin
+from common.jobs import job_run_create
+from common.models import JobRun
 from metering.admin import EventAdmin
 from metering.models import Event
 
@@ -267,7 +267,7 @@ class KongConsumerAdmin(admin.ModelAdmin):
             url, token = form.cleaned_data["admin_url"], form.cleaned_data["token"] or None
             transaction.on_commit(lambda: import_kong_consumers.delay(url, token, run.pk))
             self.message_user(request, "Importing consumers; the job's page shows the result.", messages.SUCCESS)
-            return HttpResponseRedirect(reverse("admin:billing_site_jobrun_change", args=[run.pk]))
+            return HttpResponseRedirect(reverse("admin:common_jobrun_change", args=[run.pk]))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -293,7 +293,7 @@ def usage_chart(customer: Customer, feature, start, end, *, limit=None):
     """Daily usage of a feature for the customer's current subjects (an SVG bar chart)."""
     import datetime as dt
 
-    from billing_site.charts import bar_chart_svg
+    from common.charts import bar_chart_svg
     from metering.selectors.usage import usage_series
 
     day = dt.timedelta(days=1)

@@ -9,8 +9,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.views import APIView
 
-from billing_site.problems import Problem
 from catalog.selectors import feature_by_key
+from common.problems import Problem
 
 from .selectors import customer_by_id_or_key, entitlement_check
 

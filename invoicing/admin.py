@@ -15,10 +15,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from billing_site.admin_utils import ViewOnlyAdminMixin, pretty_json
-from billing_site.jobs import job_run_create
-from billing_site.models import JobRun
 from catalog.money import format_major
+from common.admin_utils import ViewOnlyAdminMixin, pretty_json
+from common.jobs import job_run_create
+from common.models import JobRun
 from customers.admin import CustomerAdmin, CustomerEventAdmin
 from customers.models import Customer, Subscription
 from metering.models import Event
@@ -504,7 +504,7 @@ class InvoiceAdmin(admin.ModelAdmin):
             run = job_run_create(kind="close_cycles", trigger=JobRun.Trigger.ADMIN, requested_by=request.user)
             transaction.on_commit(lambda: close_billing_cycles.delay(run.pk))
             self.message_user(request, "Closing due billing cycles; progress below.", messages.SUCCESS)
-            return HttpResponseRedirect(reverse("admin:billing_site_jobrun_change", args=[run.pk]))
+            return HttpResponseRedirect(reverse("admin:common_jobrun_change", args=[run.pk]))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

@@ -7,7 +7,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.problems import Problem
+from common.problems import Problem
 from metering.api.params import int_param
 
 from .models import Invoice

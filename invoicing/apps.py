@@ -7,8 +7,11 @@ class InvoicingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from common.dashboard import register_dashboard
         from metering.enrichment import register_event_enricher
 
+        from .dashboard import dashboard
         from .enrichment import invoices_of_events
 
         register_event_enricher("invoicing", invoices_of_events, order=30)
+        register_dashboard(dashboard)

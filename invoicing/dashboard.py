@@ -12,9 +12,9 @@ from django.db.models import Count, F, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from billing_site.jobs import tracked_job
-from billing_site.models import JobRun
 from catalog.money import format_major
+from common.jobs import tracked_job
+from common.models import JobRun
 from customers.models import Subscription
 from customers.selectors import unattributed_subjects
 from metering.models import DailyUsage, EventTypeActivity, Meter
@@ -125,12 +125,12 @@ def dashboard(user) -> dict[str, Any]:
         )
         figures["invalid_values"] = invalid["bad"] or 0
         figures["invalid_values_url"] = _url("admin:metering_meter_changelist")
-    if can("billing_site.view_jobrun"):
+    if can("common.view_jobrun"):
         latest = []
         for kind in BEAT_KINDS:
             run = (
                 JobRun.objects.filter(kind=kind).only("kind", "status", "finished_at", "created_at", "message").first()
             )
-            latest.append({"kind": kind, "run": run, "url": _url("admin:billing_site_jobrun_changelist", kind=kind)})
+            latest.append({"kind": kind, "run": run, "url": _url("admin:common_jobrun_changelist", kind=kind)})
         figures["beat_runs"] = latest
     return figures

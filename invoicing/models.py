@@ -13,8 +13,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from billing_site.fields import PreciseDecimalField
 from catalog.models import Feature, RateCard
+from common.fields import PreciseDecimalField
 from customers.models import Customer, Subscription
 
 

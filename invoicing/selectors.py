@@ -10,9 +10,9 @@ from typing import Any
 from django.db.models import Prefetch
 
 from catalog.money import format_major
+from common.time import format_rfc3339
 from customers.models import Customer
 from customers.selectors import active_subscriptions
-from metering.cloudevents import format_rfc3339
 
 from .billing import DraftLine, cycle_at, cycle_lines
 from .models import Invoice, InvoiceLine

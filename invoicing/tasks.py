@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from billing_site.jobs import tracked_job
-from billing_site.models import JobRun
+from common.jobs import tracked_job
+from common.models import JobRun
 
 from .services.close import close_cycles
 

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from billing_site.problems import problem_json_response
+from common.problems import problem_json_response
 
 from .stripe_gateway import WebhookSignatureError
 from .stripe_sync import webhook_receive

@@ -15,13 +15,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_site.admin_utils import CappedCountPaginator, ViewOnlyAdminMixin, pretty_json, short_json
-from billing_site.charts import bar_chart_svg
-from billing_site.jobs import job_run_create
-from billing_site.models import JobRun
+from common.admin_utils import CappedCountPaginator, ViewOnlyAdminMixin, pretty_json, short_json
+from common.charts import bar_chart_svg
+from common.jobs import job_run_create
+from common.models import JobRun
+from common.time import format_rfc3339
 
 from . import forms
-from .cloudevents import format_rfc3339
 from .enrichment import enrich_events
 from .meter_rules import KONG_PRESETS
 from .models import ApiToken, Event, EventTypeActivity, Meter, SubjectActivity
@@ -298,8 +298,8 @@ class MeterAdmin(admin.ModelAdmin):
         self.message_user(request, f"Rebuilding usage of {len(runs)} meter(s); progress is shown below.",
                           messages.SUCCESS)
         if len(runs) == 1:
-            return HttpResponseRedirect(reverse("admin:billing_site_jobrun_change", args=[runs[0].pk]))
-        return HttpResponseRedirect(reverse("admin:billing_site_jobrun_changelist") + "?kind=rebuild_usage")
+            return HttpResponseRedirect(reverse("admin:common_jobrun_change", args=[runs[0].pk]))
+        return HttpResponseRedirect(reverse("admin:common_jobrun_changelist") + "?kind=rebuild_usage")
 
     def usage_view(self, request):
         """Usage explorer: meter, subjects, range, window, group-by → chart, table, CSV."""

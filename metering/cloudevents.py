@@ -93,13 +93,6 @@ def media_type_of(content_type: str | None) -> str | None:
     return media if media in SUPPORTED_MEDIA_TYPES else None
 
 
-def format_rfc3339(value: dt.datetime) -> str:
-    """UTC, ``Z`` suffix, microseconds only when present."""
-    value = value.astimezone(dt.UTC)
-    text = value.isoformat(timespec="microseconds" if value.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
-
-
 def parse_events(body: bytes, media_type: str, *, now: dt.datetime) -> list[EventRow]:
     """Validate a whole body; return its events in order, or raise :class:`CloudEventsError`."""
     if len(body) > MAX_BODY_BYTES:

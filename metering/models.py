@@ -45,7 +45,7 @@ class Event(models.Model):
 
     def as_cloudevent(self) -> dict:
         """The event in CloudEvents JSON form, as the list API returns it."""
-        from .cloudevents import format_rfc3339
+        from common.time import format_rfc3339
 
         event = {
             "id": self.event_id,

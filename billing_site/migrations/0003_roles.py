@@ -1,15 +1,7 @@
 from django.db import migrations
 
-from billing_site.roles import sync_roles
-
-
-def create_roles(apps, schema_editor):
-    sync_roles(apps)
-
-
-def remove_roles(apps, schema_editor):
-    apps.get_model("auth", "Group").objects.filter(
-        name__in=["Finance viewer", "Billing operator", "Billing admin"]).delete()
+# The roles used to be created here; they are now kept in sync after every migrate (billing_site.apps), so
+# roles follow new permissions without a migration each time.
 
 
 class Migration(migrations.Migration):
@@ -22,4 +14,4 @@ class Migration(migrations.Migration):
         ("invoicing", "0002_seed_close_cycles"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
-    operations = [migrations.RunPython(create_roles, remove_roles)]
+    operations = []

@@ -54,7 +54,7 @@ from catalog.services.apply import (
     sorted_json,
 )
 from catalog.services.apply import service_problems as _service_problems
-from metering.cloudevents import format_rfc3339
+from common.time import format_rfc3339
 
 from ..models import Customer, KongConsumer, SubjectAttribution, Subscription
 from .customers import (

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from billing_site.beat import seed_interval_task, unseed_task
+from common.beat import seed_interval_task, unseed_task
 
 
 def seed(apps, schema_editor):

@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing_site.jobs import job_run_progress
+from common.jobs import job_run_progress
 from customers.models import Subscription
 
 from ..billing import BillingContext, Cycle, cycle_lines, grace_period, subscription_cycles

@@ -9,14 +9,14 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.problems import Problem
+from common.problems import Problem
+from common.time import format_rfc3339
 
 from ..authentication import HasScope
 from ..cloudevents import (
     MAX_BODY_BYTES,
     SUPPORTED_MEDIA_TYPES,
     CloudEventsError,
-    format_rfc3339,
     media_type_of,
     parse_events,
 )

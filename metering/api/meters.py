@@ -19,9 +19,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.problems import Problem
+from common.problems import Problem
+from common.time import format_rfc3339
 
-from ..cloudevents import format_rfc3339
 from ..enrichment import customer_subjects
 from ..models import Meter
 from ..selectors.meters import meter_by_id_or_slug, meter_first_usage_time

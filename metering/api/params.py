@@ -6,7 +6,7 @@ import datetime as dt
 
 import msgspec
 
-from billing_site.problems import Problem
+from common.problems import Problem
 
 
 def bad_parameter(name: str, message: str) -> Problem:

@@ -9,10 +9,10 @@ import pytest
 from celery import Celery
 from django_celery_beat.models import PeriodicTask
 
-from billing_site.jobs import HEARTBEATS_KEPT
-from billing_site.models import JobRun
 from billing_site.settings.base import BASE_DIR, filesystem_broker_options
-from billing_site.tasks import heartbeat
+from common.jobs import HEARTBEATS_KEPT
+from common.models import JobRun
+from common.tasks import heartbeat
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ def test_run_stack_serves_admin_and_beat_drives_the_worker(tmp_path):
 
         def heartbeats():
             with sqlite3.connect(db_file) as db:
-                return db.execute("SELECT count(*) FROM billing_site_jobrun WHERE kind='heartbeat'").fetchone()[0]
+                return db.execute("SELECT count(*) FROM common_jobrun WHERE kind='heartbeat'").fetchone()[0]
 
         assert wait_for(heartbeats, 120, "a beat-scheduled heartbeat executed by the worker")
     finally:

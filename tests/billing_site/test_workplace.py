@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group, User
 
-from billing_site.models import JobRun
 from billing_site.roles import role_permissions
+from common.models import JobRun
 from customers.models import Subscription
 from customers.services.customers import attribution_add, customer_create
 from customers.services.subscriptions import subscription_create
@@ -158,7 +158,7 @@ def test_dashboard_figures_against_known_data(admin_client, world):
 @pytest.mark.parametrize("url", [
     "/admin/metering/event/", "/admin/metering/meter/", "/admin/catalog/plan/", "/admin/catalog/feature/",
     "/admin/customers/customer/", "/admin/customers/subscription/", "/admin/invoicing/invoice/",
-    "/admin/customers/unbilledsubject/", "/admin/billing_site/jobrun/", "/admin/",
+    "/admin/customers/unbilledsubject/", "/admin/common/jobrun/", "/admin/",
     "/admin/metering/eventtypeactivity/", "/admin/metering/subjectactivity/", "/admin/customers/kongconsumer/",
     "/admin/metering/apitoken/", "/admin/invoicing/stripewebhookevent/",
 ])

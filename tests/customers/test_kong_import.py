@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from django.core.management import CommandError, call_command
 
-from billing_site.models import JobRun
+from common.models import JobRun
 from customers import kong_admin as kong_admin_client
 from customers.kong_admin import KongAdminError, fetch_consumers
 from customers.models import KongConsumer, SubjectAttribution
@@ -389,7 +389,7 @@ def test_task_with_a_refused_token():
 
 
 def test_task_continues_a_queued_job_run(kong_admin):
-    from billing_site.jobs import job_run_create
+    from common.jobs import job_run_create
 
     kong_admin.consumers = make_consumers(4)
     queued = job_run_create(kind="import_kong_consumers", trigger=JobRun.Trigger.ADMIN,
@@ -431,7 +431,7 @@ def test_admin_import_then_include_a_consumer(admin_client, admin_user, django_c
         assert len(callbacks) == 1
         run = JobRun.objects.get(kind="import_kong_consumers")
         assert response.status_code == 302
-        assert response["Location"] == f"/admin/billing_site/jobrun/{run.pk}/change/"
+        assert response["Location"] == f"/admin/common/jobrun/{run.pk}/change/"
         assert run.status == JobRun.Status.SUCCEEDED
         assert run.trigger == JobRun.Trigger.ADMIN
         assert run.requested_by == admin_user
@@ -502,7 +502,7 @@ def test_admin_import_with_a_refused_token_fails_the_job(admin_client, django_ca
         response = admin_client.post(IMPORT_URL, {"admin_url": fake.url, "token": "wrong"})
 
     run = JobRun.objects.get(kind="import_kong_consumers")
-    assert response["Location"] == f"/admin/billing_site/jobrun/{run.pk}/change/"
+    assert response["Location"] == f"/admin/common/jobrun/{run.pk}/change/"
     assert run.status == JobRun.Status.FAILED
     assert run.message.startswith("Nothing imported: the Kong Admin API refused access (401)")
     assert b"Nothing imported" in admin_client.get(response["Location"]).content

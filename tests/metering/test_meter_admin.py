@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from billing_site.models import JobRun
+from common.models import JobRun
 from metering.models import HourlyUsage, Meter
 from tests.metering.helpers import llm_event
 from tests.metering.usage_helpers import ingest, iso, make_meter, roll_up, utc
@@ -69,7 +69,7 @@ def test_rebuild_action_confirms_then_runs_a_tracked_job(admin_client):
     assert b"Rebuild usage from raw events?" in admin_client.post("/admin/metering/meter/", data).content
     response = admin_client.post("/admin/metering/meter/", {**data, "confirmed": "yes"})
     run = JobRun.objects.get(kind="rebuild_usage")
-    assert response["Location"].endswith(f"/admin/billing_site/jobrun/{run.pk}/change/")
+    assert response["Location"].endswith(f"/admin/common/jobrun/{run.pk}/change/")
     assert run.status == JobRun.Status.SUCCEEDED and run.progress_done == run.progress_total == 3
     page = admin_client.get(response["Location"])
     assert b"llm_tokens: rebuilt from 3 events" in page.content

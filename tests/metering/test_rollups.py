@@ -224,7 +224,7 @@ def test_activity_counts_subjects_and_types():
 
 @pytest.mark.django_db(transaction=True)
 def test_beat_job_rolls_up_every_meter_and_records_a_run():
-    from billing_site.models import JobRun
+    from common.models import JobRun
     from metering.tasks import process_usage
 
     tokens, count = make_meter(), make_meter(slug="llm_calls", aggregation="COUNT", value_property="")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from billing_site.jobs import tracked_job
-from billing_site.models import JobRun
-from billing_site.problems import Problem
+from common.jobs import tracked_job
+from common.models import JobRun
+from common.problems import Problem
 from invoicing.services.close import close_cycles
 from metering.api.params import parse_rfc3339
 

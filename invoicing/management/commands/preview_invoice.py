@@ -7,7 +7,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from billing_site.problems import Problem
+from common.problems import Problem
 from customers.models import Customer
 from invoicing.selectors import invoice_preview, preview_json
 from metering.api.params import parse_rfc3339

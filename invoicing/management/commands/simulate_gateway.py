@@ -18,8 +18,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from common.time import format_rfc3339
 from invoicing.demo import demo_token_file
-from metering.cloudevents import format_rfc3339
 
 FIXTURES = Path(__file__).resolve().parents[3] / "metering" / "data" / "kong_events.json"
 

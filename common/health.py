@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 
@@ -22,8 +23,7 @@ def check_database() -> dict[str, Any]:
 
 
 def check_broker() -> dict[str, Any]:
-    from billing_site.celery import app
-
+    app = current_app
     url = app.conf.broker_url or ""
     transport = url.split("://", 1)[0] or "unknown"
     started = time.monotonic()

@@ -16,7 +16,7 @@ class JobRunAdmin(admin.ModelAdmin):
     list_select_related = ("requested_by",)
     readonly_fields = ("kind", "status", "trigger", "params", "requested_by", "created_at", "started_at",
                        "finished_at", "progress", "progress_done", "progress_total", "message", "result")
-    change_form_template = "admin/billing_site/jobrun/change_form.html"
+    change_form_template = "admin/common/jobrun/change_form.html"
 
     def has_add_permission(self, request):
         return False

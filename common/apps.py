@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class CommonConfig(AppConfig):
+    """What every app shares: job runs, problem+json, fields, charts, admin utilities, time formats."""
+
+    name = "common"
+    verbose_name = "Operations"
+    default_auto_field = "django.db.models.BigAutoField"
