@@ -12,12 +12,13 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from .charges import charge_rate_card
 from .display import price_summary
 from .models import Feature, Plan, PriceTier, RateCard
-from .pricing import PricingError, price_rate_card
+from .pricing import PricingError
 from .rules import feature_filter_problems, rate_card_problems
 from .services.features import FeatureError, feature_create, feature_update
-from .services.plans import PlanError, plan_archive, plan_new_version, plan_problems, plan_publish, rate_card_price
+from .services.plans import PlanError, plan_archive, plan_new_version, plan_problems, plan_publish
 
 
 class FeatureForm(forms.ModelForm):
@@ -413,18 +414,10 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
     def _cost(rate_card: RateCard, quantity: Decimal):
         from .money import to_major
 
+        if not rate_card.price_type:
+            return "this rate card has no price"
         try:
-            price = rate_card_price(rate_card)
-            if price is None:
-                return "this rate card has no price"
-            charge = price_rate_card(
-                price=price,
-                quantity=quantity,
-                currency=rate_card.plan.currency,
-                free_quantity=rate_card.free_quantity or Decimal(0),
-                minimum_spend=rate_card.minimum_spend,
-                maximum_spend=rate_card.maximum_spend,
-            )
+            charge = charge_rate_card(rate_card, quantity=quantity, currency=rate_card.plan.currency)
         except (PricingError, InvalidOperation, ValueError) as exc:
             return f"cannot price this rate card yet: {exc}"
         currency = rate_card.plan.currency

@@ -11,10 +11,9 @@ from typing import Any
 from django.db import connection
 from django.db.models import Q, QuerySet
 
+from catalog.charges import charge_rate_card
 from catalog.models import Feature, Plan, RateCard
 from catalog.money import to_major
-from catalog.pricing import price_rate_card
-from catalog.services.plans import rate_card_price
 from metering.models import SubjectActivity
 from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
@@ -364,9 +363,7 @@ def plan_change_proration(*, subscription: Subscription, new_plan: Plan, at: dt.
     lines = []
     for plan, sign in ((subscription.plan, -1), (new_plan, 1)):
         for rate_card in plan.rate_cards.filter(payment_term="in_advance", price_type="flat").prefetch_related("tiers"):
-            charge = price_rate_card(
-                price=rate_card_price(rate_card), quantity=Decimal(0), currency=plan.currency, proration=remaining
-            )
+            charge = charge_rate_card(rate_card, quantity=Decimal(0), currency=plan.currency, proration=remaining)
             amount = to_major(sign * charge.total, plan.currency)
             verb = "Unused" if sign < 0 else "Remaining"
             lines.append(

@@ -24,12 +24,12 @@ from typing import Any
 
 from django.conf import settings
 
+from catalog.charges import charge_rate_card
 from catalog.display import plain_number
 from catalog.models import RateCard
 from catalog.money import format_money
-from catalog.pricing import PriceLine, price_rate_card
+from catalog.pricing import PriceLine
 from catalog.rules import USAGE_PRICES
-from catalog.services.plans import rate_card_price
 from customers.models import Subscription
 from customers.periods import Period, periods_between
 from customers.selectors import UsageRequest, feature_usage, features_usage
@@ -202,15 +202,7 @@ def _lines_from_charge(
 
 
 def _charge(rate_card: RateCard, quantity: Decimal, currency: str, fraction: Decimal):
-    return price_rate_card(
-        price=rate_card_price(rate_card),
-        quantity=quantity,
-        currency=currency,
-        free_quantity=rate_card.free_quantity or Decimal(0),
-        minimum_spend=rate_card.minimum_spend,
-        maximum_spend=rate_card.maximum_spend,
-        proration=fraction,
-    )
+    return charge_rate_card(rate_card, quantity=quantity, currency=currency, proration=fraction)
 
 
 # --- the lines of a cycle ---------------------------------------------------------------------------------------

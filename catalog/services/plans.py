@@ -17,8 +17,9 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from ..charges import rate_card_price
 from ..models import Feature, Plan, PriceTier, RateCard
-from ..rules import CADENCES, currency_problem, engine_price, key_problem, rate_card_problems
+from ..rules import CADENCES, currency_problem, key_problem, rate_card_problems
 
 
 class PlanError(ValueError):
@@ -55,18 +56,6 @@ class RateCardSpec:
     entitlement_limit: Decimal | None = None
     entitlement_soft: bool = False
     entitlement_usage_period: str = ""
-
-
-def rate_card_price(rate_card: RateCard):
-    """The pricing engine's price of a stored rate card (tiers from the prefetch cache when present)."""
-    tiers = [(t.up_to, t.unit_amount, t.flat_amount) for t in rate_card.tiers.all()]
-    return engine_price(
-        rate_card.price_type,
-        amount=rate_card.amount,
-        unit_amount=rate_card.unit_amount,
-        quantity_per_package=rate_card.quantity_per_package,
-        tiers=tiers,
-    )
 
 
 def plan_problems(plan: Plan) -> list[str]:
