@@ -24,15 +24,20 @@ from customers.models import Customer, Subscription
 from metering.models import Event
 
 from .models import Invoice, InvoiceEvent, InvoiceLine, StripeWebhookEvent
-from .selectors import invoice_preview, preview_json
-from .services.close import invoice_reissue
+from .selectors.invoices import preview_json
+from .selectors.previews import invoice_preview
+from .services.credit_notes import CreditNoteError
 from .services.lifecycle import (
+    LEGAL,
     InvoiceTransitionError,
+    ReissueError,
     invoice_issue,
     invoice_mark_paid,
     invoice_mark_uncollectible,
+    invoice_reissue,
     invoice_void,
 )
+from .services.stripe_push import retry_sync
 from .stripe_gateway import is_sandbox
 
 ACTIONS = {
@@ -282,8 +287,6 @@ class InvoiceAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         invoice = get_object_or_404(Invoice, pk=object_id)
-        from .services.lifecycle import LEGAL
-
         allowed = set(LEGAL.get(invoice.status, set()))
         buttons = [
             (key, label)
@@ -311,11 +314,9 @@ class InvoiceAdmin(admin.ModelAdmin):
             if action == "reissue":
                 return invoice_reissue(invoice=invoice, actor=request.user)
             if action == "retry_sync":
-                from .stripe_sync import retry_sync
-
                 return retry_sync(invoice=invoice, actor=request.user)
             return ACTIONS[action][1](invoice=invoice, actor=request.user)
-        except (InvoiceTransitionError, ValueError) as exc:
+        except (InvoiceTransitionError, ReissueError, CreditNoteError, ValueError) as exc:
             self.message_user(request, f"{invoice}: {exc}", messages.ERROR)
             return None
 

@@ -20,7 +20,7 @@ from customers.selectors import unattributed_subjects
 from metering.models import DailyUsage, EventTypeActivity, Meter
 
 from .models import Invoice
-from .selectors import invoice_preview
+from .selectors.previews import invoice_preview
 
 BILLED = (Invoice.Status.ISSUED, Invoice.Status.PAID, Invoice.Status.UNCOLLECTIBLE)
 BEAT_KINDS = ("heartbeat", "process_usage", "close_cycles", "unbilled_snapshot")

@@ -1,10 +1,11 @@
-"""Invoices, their lines, the cycle-close state machine, number sequences, and the audit log.
+"""Invoices, their lines, credit notes, the cycle-close state machine, number sequences, and the audit log.
 
 Cycle ``k`` of a subscription closes at its boundary ``k`` (the subscription's start for k = 0, then the end of
-each billing period): its invoice bills usage and in-arrears fees of period ``k − 1``, in-advance fees of period
-``k``, credits for in-advance fees of a period cut short, and late usage of earlier periods. One invoice per
-subscription and cycle (database constraint, voided invoices aside); issued invoices and their lines never
-change: corrections are a void plus a new invoice.
+each billing period). Every close bills, for each subscription, rate card and billing period it is due for,
+``rated − already billed`` (the re-rating rule, :mod:`invoicing.services.lines`); each line carries its own
+subscription and period, so "already billed" is a sum over lines. One invoice per subscription and cycle
+(database constraint, voided invoices aside); issued invoices and their lines never change: corrections are a
+void plus a new invoice, or a credit note against the invoice. No invoice total is ever negative.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Invoice(models.Model):
         related_name="replaced_by",
         help_text="The voided invoice this one corrects.",
     )
-    # Stripe (see invoicing.stripe_sync): state of the push, recorded before each step.
+    # Stripe (see invoicing.services.stripe_push): state of the push, recorded before each step.
     sync_status = models.CharField(
         max_length=16, choices=SyncStatus.choices, default=SyncStatus.NOT_SYNCED, db_index=True
     )
@@ -83,9 +84,6 @@ class Invoice(models.Model):
     def __str__(self) -> str:
         return self.number or f"draft #{self.pk}"
 
-    @property
-    def is_final(self) -> bool:
-        return self.status != self.Status.DRAFT
 
 
 class InvoiceLine(models.Model):
@@ -95,9 +93,12 @@ class InvoiceLine(models.Model):
         MINIMUM_SPEND = "minimum_spend", "Minimum spend"
         DISCOUNT = "discount", "Discount (maximum spend)"
         LATE_USAGE = "late_usage", "Late usage"
-        CREDIT = "credit", "Credit (unused in-advance fee)"
+        CREDIT = "credit", "Credit (unused fee or lower usage)"
 
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    # The subscription whose rate card and period this line bills: usually the invoice's, or the subscription a
+    # plan change replaced (its last usage and unused fees are billed on the new subscription's invoice).
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="+")
     position = models.PositiveIntegerField(default=0)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     rate_card = models.ForeignKey(RateCard, on_delete=models.PROTECT, related_name="+")
@@ -110,11 +111,16 @@ class InvoiceLine(models.Model):
     unit_price = PreciseDecimalField(null=True, blank=True)
     tiers = models.JSONField(default=list, blank=True, help_text="Tier breakdown of graduated and volume prices.")
     amount = models.BigIntegerField(help_text="Minor units, rounded once (ROUND_HALF_UP).")
+    rated_quantity = PreciseDecimalField(
+        null=True, blank=True, help_text="Usage lines: the period's whole usage when this line was rated."
+    )
     stripe_item_id = models.CharField(max_length=64, blank=True, help_text="Set once pushed to Stripe.")
 
     class Meta:
         ordering = ["invoice", "position", "id"]
-        indexes = [models.Index(fields=["rate_card_key", "period_start"], name="invoicing_line_period")]
+        indexes = [
+            models.Index(fields=["subscription", "period_end"], name="invoicing_line_sub_period"),
+        ]
 
     def __str__(self) -> str:
         return self.description
@@ -130,6 +136,7 @@ class CycleClose(models.Model):
         ISSUED = "issued", "Issued"
         EMPTY = "empty", "Nothing to bill"
         HELD = "held", "Draft held for review"
+        CARRIED = "carried", "Billed with the next subscription"
 
     subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="cycle_closes")
     cycle = models.PositiveIntegerField()
@@ -137,6 +144,9 @@ class CycleClose(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.CLAIMED)
     invoice = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     review_until = models.DateTimeField(null=True, blank=True, help_text="A held draft is issued after this.")
+    closed_at = models.DateTimeField(null=True, blank=True, help_text="The time the lines were computed for.")
+    error = models.TextField(blank=True, help_text="Why the last attempt failed; the cycle stays held until it works.")
+    failed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -144,6 +154,70 @@ class CycleClose(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscription_id}#{self.cycle} {self.state}"
+
+
+class CreditNote(models.Model):
+    """A credit to a customer against the issued invoice it corrects: unused in-advance fees of a period cut
+    short, usage rated lower than billed, or a manual correction. Numbered gaplessly in its own sequence when
+    issued; its total is positive (minor units); it never changes once issued, only voids."""
+
+    class Status(models.TextChoices):
+        ISSUED = "issued", "Issued"
+        VOID = "void", "Void"
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="credit_notes")
+    number = models.CharField(max_length=40, unique=True)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ISSUED, db_index=True)
+    reason = models.TextField()
+    total = models.BigIntegerField(help_text="Minor units; positive.")
+    issued_at = models.DateTimeField()
+    voided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sync_status = models.CharField(
+        max_length=16, choices=Invoice.SyncStatus.choices, default=Invoice.SyncStatus.NOT_SYNCED, db_index=True
+    )
+    sync_error = models.TextField(blank=True)
+    sync_attempts = models.PositiveIntegerField(default=0)
+    stripe_credit_note_id = models.CharField(max_length=64, blank=True)
+    stripe_status = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(total__gt=0), name="invoicing_credit_note_positive")]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class CreditNoteLine(models.Model):
+    """One credited amount (positive minor units). Lines of kind ``rerating`` credit a subscription's rate card
+    for a period and count against what that period has billed; ``adjustment`` lines are manual corrections."""
+
+    class Kind(models.TextChoices):
+        RERATING = "rerating", "Re-rating (unused fee or lower usage)"
+        ADJUSTMENT = "adjustment", "Manual correction"
+
+    credit_note = models.ForeignKey(CreditNote, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    rate_card = models.ForeignKey(RateCard, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    rate_card_key = models.CharField(max_length=64, blank=True)
+    description = models.CharField(max_length=500)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    quantity = PreciseDecimalField(default=1)
+    amount = models.BigIntegerField(help_text="Minor units credited; positive.")
+
+    class Meta:
+        ordering = ["credit_note", "position", "id"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="invoicing_credit_line_positive")]
+        indexes = [models.Index(fields=["subscription", "period_end"], name="invoicing_cnline_sub_period")]
+
+    def __str__(self) -> str:
+        return self.description
 
 
 class InvoiceNumberSequence(models.Model):
@@ -162,9 +236,10 @@ class InvoiceNumberSequence(models.Model):
 
 
 class InvoiceEvent(models.Model):
-    """Who did what to an invoice, and when (append-only)."""
+    """Who did what to an invoice (or one of its credit notes), and when (append-only)."""
 
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="log")
+    credit_note = models.ForeignKey(CreditNote, null=True, blank=True, on_delete=models.CASCADE, related_name="log")
     action = models.CharField(max_length=32)
     detail = models.TextField(blank=True)
     actor = models.ForeignKey(

@@ -1,14 +1,33 @@
-"""Celery tasks of the invoicing app: take ids, call one service, safe to run twice."""
+"""Celery tasks of the invoicing app: take ids, call one service, safe to run twice. Calls to Stripe retry with
+Celery's exponential backoff and jitter; after the last retry the sync is marked failed, for a person to see."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 from celery import shared_task
 from django.utils import timezone
 
 from common.jobs import tracked_job
 from common.models import JobRun
+from common.retries import BACKOFF, give_up_on_last_attempt
 
+from .dashboard import record_unbilled_snapshot
+from .models import Invoice
 from .services.close import close_cycles
+from .services.stripe_push import (
+    credit_note_push_gave_up,
+    push_credit_note_to_stripe,
+    push_gave_up,
+    push_invoice_to_stripe,
+    void_credit_note_in_stripe,
+    void_in_stripe,
+)
+from .stripe_gateway import StripeRetryableError
+
+PUSH_RETRIES = 8
+STUCK_AFTER_HOURS = 3
+STRIPE_RETRIES = {"autoretry_for": (StripeRetryableError,), "max_retries": PUSH_RETRIES, **BACKOFF}
 
 
 @shared_task(name="invoicing.close_cycles", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60, ignore_result=True)
@@ -16,78 +35,58 @@ def close_billing_cycles(job_run_id: int | None = None) -> str:
     """Beat: close every due billing cycle (also issues drafts whose review time has passed)."""
     trigger = JobRun.Trigger.ADMIN if job_run_id else JobRun.Trigger.BEAT
     with tracked_job(kind="close_cycles", trigger=trigger, job_run_id=job_run_id) as run:
-        report = close_cycles(now=timezone.now(), job_run=run)
+        actor = run.requested_by
+        report = close_cycles(now=timezone.now(), job_run=run, actor=actor,
+                              label=actor.get_username() if actor else "scheduled close")
         run.message = report.summary()
-        run.result = {"invoices": report.invoices, "issued": report.issued, "errors": report.errors}
+        run.result = {"invoices": report.invoices, "issued": report.issued, "credit_notes": report.credit_notes,
+                      "errors": report.errors}
     return report.summary()
 
 
-PUSH_RETRIES = 8
-
-
-@shared_task(
-    name="invoicing.push_invoice",
-    bind=True,
-    max_retries=PUSH_RETRIES,
-    time_limit=600,
-    soft_time_limit=570,
-    ignore_result=True,
-)
+@shared_task(name="invoicing.push_invoice", bind=True, time_limit=600, soft_time_limit=570, ignore_result=True,
+             **STRIPE_RETRIES)
 def push_invoice(self, invoice_id: int) -> None:
-    """Push one issued invoice to Stripe; temporary failures retry with exponential backoff (bounded)."""
-    from .stripe_gateway import StripeRetryableError
-    from .stripe_sync import push_gave_up
-    from .stripe_sync import push_invoice as push
-
-    try:
-        push(invoice_id)
-    except StripeRetryableError as exc:
-        if self.request.retries >= PUSH_RETRIES:
-            push_gave_up(invoice_id, str(exc))
-            return
-        raise self.retry(exc=exc, countdown=min(3600, 30 * 2**self.request.retries)) from exc
+    """Push one issued invoice to Stripe (idempotent: continues from the saved state)."""
+    with give_up_on_last_attempt(self, (StripeRetryableError,), lambda exc: push_gave_up(invoice_id, str(exc))):
+        push_invoice_to_stripe(invoice_id)
 
 
-@shared_task(
-    name="invoicing.void_invoice_in_stripe",
-    bind=True,
-    max_retries=PUSH_RETRIES,
-    time_limit=300,
-    soft_time_limit=270,
-    ignore_result=True,
-)
+@shared_task(name="invoicing.void_invoice_in_stripe", bind=True, time_limit=300, soft_time_limit=270,
+             ignore_result=True, **STRIPE_RETRIES)
 def void_invoice_in_stripe(self, invoice_id: int) -> None:
-    from .stripe_gateway import StripeRetryableError
-    from .stripe_sync import push_gave_up, void_in_stripe
-
-    try:
+    with give_up_on_last_attempt(self, (StripeRetryableError,),
+                                 lambda exc: push_gave_up(invoice_id, f"voiding in Stripe: {exc}")):
         void_in_stripe(invoice_id)
-    except StripeRetryableError as exc:
-        if self.request.retries >= PUSH_RETRIES:
-            push_gave_up(invoice_id, f"voiding in Stripe: {exc}")
-            return
-        raise self.retry(exc=exc, countdown=min(3600, 30 * 2**self.request.retries)) from exc
+
+
+@shared_task(name="invoicing.push_credit_note", bind=True, time_limit=300, soft_time_limit=270, ignore_result=True,
+             **STRIPE_RETRIES)
+def push_credit_note(self, credit_note_id: int) -> None:
+    """Push one credit note to Stripe as a credit note on its Stripe invoice."""
+    with give_up_on_last_attempt(self, (StripeRetryableError,),
+                                 lambda exc: credit_note_push_gave_up(credit_note_id, str(exc))):
+        push_credit_note_to_stripe(credit_note_id)
+
+
+@shared_task(name="invoicing.void_credit_note_in_stripe", bind=True, time_limit=300, soft_time_limit=270,
+             ignore_result=True, **STRIPE_RETRIES)
+def void_credit_note_in_stripe_task(self, credit_note_id: int) -> None:
+    with give_up_on_last_attempt(self, (StripeRetryableError,),
+                                 lambda exc: credit_note_push_gave_up(credit_note_id, f"voiding in Stripe: {exc}")):
+        void_credit_note_in_stripe(credit_note_id)
 
 
 @shared_task(name="invoicing.unbilled_snapshot", time_limit=1800, soft_time_limit=1750, ignore_result=True)
 def unbilled_snapshot() -> str:
     """Beat: the dashboard's "unbilled so far this period" (preview totals of every active subscription)."""
-    from .dashboard import record_unbilled_snapshot
-
     return record_unbilled_snapshot().message
-
-
-STUCK_AFTER_HOURS = 3
 
 
 @shared_task(name="invoicing.requeue_stuck_syncs", time_limit=300, soft_time_limit=270, ignore_result=True)
 def requeue_stuck_syncs() -> int:
     """Beat: an invoice left "syncing" for hours (its push was never queued, e.g. the broker was down at commit)
     is pushed again; the push is idempotent and continues from the saved state."""
-    import datetime as dt
-
-    from .models import Invoice
-
     cutoff = timezone.now() - dt.timedelta(hours=STUCK_AFTER_HOURS)
     stuck = list(Invoice.objects.filter(sync_status=Invoice.SyncStatus.SYNCING, issued_at__lt=cutoff)
                  .values_list("pk", flat=True)[:500])

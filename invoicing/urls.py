@@ -2,11 +2,22 @@
 
 from django.urls import path
 
-from .api import InvoiceDetailView, InvoiceListView
+from .api import (
+    CreditNoteDetailView,
+    CreditNoteListView,
+    InvoiceDetailView,
+    InvoiceListView,
+    InvoiceReissueView,
+    InvoiceVoidView,
+)
 from .webhooks import stripe_webhook
 
 urlpatterns = [
     path("api/v1/invoices", InvoiceListView.as_view(), name="invoices"),
     path("api/v1/invoices/<str:invoice_id>", InvoiceDetailView.as_view(), name="invoice"),
+    path("api/v1/invoices/<str:invoice_id>/void", InvoiceVoidView.as_view(), name="invoice-void"),
+    path("api/v1/invoices/<str:invoice_id>/reissue", InvoiceReissueView.as_view(), name="invoice-reissue"),
+    path("api/v1/credit-notes", CreditNoteListView.as_view(), name="credit-notes"),
+    path("api/v1/credit-notes/<str:credit_note_id>", CreditNoteDetailView.as_view(), name="credit-note"),
     path("stripe/webhooks", stripe_webhook, name="stripe-webhooks"),
 ]

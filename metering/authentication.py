@@ -58,7 +58,8 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 class HasScope(permissions.BasePermission):
     """The view names the scope it needs per HTTP method in ``required_scopes`` (e.g. ``{"POST": "ingest"}``).
 
-    Methods not listed need ``read``.
+    Methods not listed need ``read``. A staff session needs the Django permission the view names for the method
+    in ``required_permissions`` (e.g. ``{"POST": "invoicing.issue_invoice"}``), where it names one.
     """
 
     def has_permission(self, request, view) -> bool:
@@ -73,6 +74,10 @@ class HasScope(permissions.BasePermission):
         if user is None or not user.is_authenticated:
             raise exceptions.NotAuthenticated("Send 'Authorization: Bearer <token>'.")
         if user.is_active and user.is_staff:
-            return True
+            permission = getattr(view, "required_permissions", {}).get(request.method)
+            if permission is None or user.has_perm(permission):
+                return True
+            self.message = f"Your account does not have the permission {permission!r}."
+            return False
         self.message = "Only staff users or API tokens may use this API."
         return False

@@ -231,6 +231,10 @@ INVOICE_GRACE_PERIOD_SECONDS = env.int("INVOICE_GRACE_PERIOD_SECONDS", default=3
 # 0: issue invoices as soon as a cycle closes; N > 0: keep them as drafts for review for N hours, then issue.
 INVOICE_DRAFT_REVIEW_HOURS = env.int("INVOICE_DRAFT_REVIEW_HOURS", default=0)
 INVOICE_NUMBER_PREFIX = env.str("INVOICE_NUMBER_PREFIX", default="INV")
+# Credit notes have their own gapless sequence (CN-2026-000001).
+CREDIT_NOTE_NUMBER_PREFIX = env.str("CREDIT_NOTE_NUMBER_PREFIX", default="CN")
+# A cycle whose invoice would have no non-zero line is recorded as "nothing to bill"; true issues it anyway.
+INVOICE_ISSUE_ZERO_TOTAL = env.bool("INVOICE_ISSUE_ZERO_TOTAL", default=False)
 # How far back late-arriving usage is looked for (periods already invoiced).
 INVOICE_LATE_USAGE_LOOKBACK_DAYS = env.int("INVOICE_LATE_USAGE_LOOKBACK_DAYS", default=90)
 INVOICE_CLOSE_CHUNK_SIZE = env.int("INVOICE_CLOSE_CHUNK_SIZE", default=500)

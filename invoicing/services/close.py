@@ -5,15 +5,17 @@ For each due cycle (boundary + grace period has passed) the state is recorded on
 
 1. **claim**: the rows of a whole chunk are inserted at once (unique per subscription and cycle; rows another
    run already claimed are left as they are);
-2. **draft and issue**: under the row's lock (another closer skips a locked row) the lines are computed, the
-   invoice is stored with them and issued (numbered) and the row moves to ``issued`` — one transaction, so a
-   crash leaves the claim and nothing else, and the rerun does the step again. With nothing to bill the row
-   becomes ``empty``. With draft review on (``INVOICE_DRAFT_REVIEW_HOURS``) the invoice stays a draft and the
-   row ``held``; :func:`issue_reviewed_drafts` issues it once the review time has passed.
+2. **bill**: under the customer's billing lock and the row's lock (another closer skips both), the lines are
+   computed by the re-rating rule (:mod:`invoicing.services.lines`), the invoice is stored with them and issued
+   (numbered), credits it cannot carry become credit notes, and the row moves to ``issued`` (or ``empty``:
+   nothing to bill) — one transaction, so a crash leaves the claim and nothing else, and the rerun does the
+   step again. With draft review on (``INVOICE_DRAFT_REVIEW_HOURS``) the invoice stays a draft and the row
+   ``held``; :func:`issue_reviewed_drafts` issues it once the review time has passed.
 
-A chunk's reads are batched (:class:`invoicing.billing.BillingContext`): plans once per version, billed lines
-in one query, usage in one query per meter. Subscriptions are read in chunks by primary key, so memory stays
-flat whatever the number of customers; the run's progress is a job run in the admin.
+A cycle that fails (an amount too large to store, a credit that cannot be placed, a bug) keeps its claim with
+the error on its row, shown on the dashboard, and is retried by the next run; every other cycle closes. A
+chunk's usage reads are batched (:class:`~invoicing.services.lines.BillingContext`); subscriptions are read in
+chunks by primary key, so memory stays flat whatever the number of customers.
 """
 
 from __future__ import annotations
@@ -24,19 +26,19 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from common.jobs import job_run_progress
 from customers.models import Subscription
 
-from ..billing import BillingContext, Cycle, cycle_lines, grace_period, subscription_cycles
-from ..models import CycleClose, Invoice, InvoiceEvent, InvoiceLine
-from ..stripe_sync import schedule_push
-from .lifecycle import invoice_issue, invoice_log, stamp_issued
+from ..models import CycleClose, Invoice
+from .cycles import Cycle, due_cycles
+from .lifecycle import bill_cycle, issue_locked, lock_customer_billing
+from .lines import BillingContext, cycle_bill
 
 logger = logging.getLogger(__name__)
-DONE_STATES = (CycleClose.State.ISSUED, CycleClose.State.EMPTY, CycleClose.State.HELD)
+DONE_STATES = (CycleClose.State.ISSUED, CycleClose.State.EMPTY, CycleClose.State.HELD, CycleClose.State.CARRIED)
+BEAT = "scheduled close"
 
 
 @dataclass
@@ -47,6 +49,7 @@ class CloseReport:
     issued: int = 0
     empty: int = 0
     held: int = 0
+    credit_notes: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -55,6 +58,8 @@ class CloseReport:
             f"{self.subscriptions:,} subscriptions, {self.cycles:,} cycles closed: {self.invoices:,} invoices "
             f"({self.issued:,} issued, {self.held:,} held for review), {self.empty:,} with nothing to bill"
         )
+        if self.credit_notes:
+            text += f", {self.credit_notes:,} credit notes"
         if self.skipped:
             text += f", {self.skipped:,} left to a concurrent run"
         if self.errors:
@@ -62,55 +67,9 @@ class CloseReport:
         return text
 
 
-def store_draft(
-    subscription: Subscription,
-    cycle: Cycle,
-    lines,
-    *,
-    replaces: Invoice | None = None,
-    issue_at: dt.datetime | None = None,
-) -> Invoice:
-    """Inside the caller's transaction: the invoice of a cycle with its lines and totals — a draft, or, with
-    ``issue_at``, issued (numbered) as it is inserted."""
-    period = cycle.invoice_period
-    total = sum(line.amount for line in lines)
-    invoice = Invoice(
-        customer=subscription.customer,
-        subscription=subscription,
-        cycle=cycle.index,
-        currency=subscription.plan.currency,
-        period_start=period.start,
-        period_end=period.end,
-        replaces=replaces,
-        subtotal=total,
-        total=total,
-    )
-    if issue_at is not None:
-        stamp_issued(invoice, issue_at)
-    invoice.save(force_insert=True)
-    if issue_at is not None:
-        schedule_push(invoice)
-    InvoiceLine.objects.bulk_create(
-        [
-            InvoiceLine(
-                invoice=invoice,
-                position=position,
-                kind=line.kind,
-                rate_card=line.rate_card,
-                rate_card_key=line.rate_card.key,
-                feature=line.rate_card.feature,
-                description=line.description[:500],
-                period_start=line.period_start,
-                period_end=line.period_end,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                tiers=line.tiers,
-                amount=line.amount,
-            )
-            for position, line in enumerate(lines)
-        ]
-    )
-    return invoice
+def _record_failure(subscription: Subscription, cycle: Cycle, error: str, now: dt.datetime) -> None:
+    CycleClose.objects.filter(subscription=subscription, cycle=cycle.index).exclude(state__in=DONE_STATES).update(
+        error=error[:4000], failed_at=now)
 
 
 def close_cycle(
@@ -121,17 +80,32 @@ def close_cycle(
     report: CloseReport,
     context: BillingContext | None = None,
     claimed: bool = False,
+    label: str = BEAT,
+    actor=None,
 ) -> None:
-    # 1. claim (close_cycles claims a whole chunk at once; this covers a direct call)
     if not claimed:
         with transaction.atomic():
             CycleClose.objects.get_or_create(
                 subscription=subscription, cycle=cycle.index, defaults={"boundary": cycle.boundary}
             )
-    # 2. draft and, with draft review off, issue: one transaction, so a crash leaves the claim or everything
+    try:
+        _bill_claimed_cycle(subscription, cycle, now=now, report=report, context=context, label=label, actor=actor)
+    except Exception as exc:  # one bad cycle must not stop the others; the row keeps the error, reruns retry
+        logger.exception("closing cycle %s of subscription %s failed", cycle.index, subscription.pk)
+        message = f"{type(exc).__name__}: {exc}"
+        report.errors.append(f"subscription {subscription.pk} cycle {cycle.index}: {message}")
+        _record_failure(subscription, cycle, message, now)
+
+
+def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.datetime, report: CloseReport,
+                        context: BillingContext | None, label: str, actor) -> None:
     with transaction.atomic():
+        if not lock_customer_billing(subscription.customer_id, skip_locked=True):
+            report.skipped += 1
+            return
         close = (
             CycleClose.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("invoice")
             .filter(subscription=subscription, cycle=cycle.index)
             .first()
         )
@@ -140,63 +114,38 @@ def close_cycle(
             return
         if close.state in DONE_STATES:
             return
-        if close.state == CycleClose.State.CLAIMED:
-            lines = cycle_lines(subscription, cycle, now=now, context=context)
-            report.cycles += 1
-            if not lines:
-                close.state = CycleClose.State.EMPTY
-                close.save(update_fields=["state", "updated_at"])
-                report.empty += 1
-                return
-            review = settings.INVOICE_DRAFT_REVIEW_HOURS > 0
-            invoice = store_draft(subscription, cycle, lines, issue_at=None if review else now)
-            drafted = f"cycle {cycle.index} of subscription {subscription.pk}"
-            InvoiceEvent.objects.bulk_create(
-                [InvoiceEvent(invoice=invoice, action="drafted", actor_label="beat", detail=drafted)]
-                + (
-                    []
-                    if review
-                    else [
-                        InvoiceEvent(
-                            invoice=invoice, action="issued", actor_label="beat", detail=f"number {invoice.number}"
-                        )
-                    ]
-                )
-            )
+        if close.state == CycleClose.State.DRAFTED:  # left by an earlier version: issue its draft
+            if close.invoice is not None and close.invoice.status == Invoice.Status.DRAFT:
+                issue_locked(Invoice.objects.select_for_update().select_related("customer").get(pk=close.invoice_id),
+                             now=now, actor=actor, label=label)
+            close.state = CycleClose.State.ISSUED
+            close.save(update_fields=["state", "updated_at"])
+            report.issued += 1
+            return
+        bill = cycle_bill(subscription, cycle, now=now, context=context)
+        report.cycles += 1
+        invoice, credit_notes = bill_cycle(subscription=subscription, cycle=cycle, lines=bill.lines,
+                                           billed=bill.billed, now=now, actor=actor, label=label)
+        report.credit_notes += len(credit_notes)
+        close.invoice, close.closed_at, close.error, close.failed_at = invoice, now, "", None
+        if invoice is None:
+            close.state = CycleClose.State.EMPTY
+            report.empty += 1
+        elif invoice.status == Invoice.Status.DRAFT:
+            close.state = CycleClose.State.HELD
+            close.review_until = now + dt.timedelta(hours=settings.INVOICE_DRAFT_REVIEW_HOURS)
             report.invoices += 1
-            close.invoice = invoice
-            if review:
-                close.state = CycleClose.State.HELD
-                close.review_until = now + dt.timedelta(hours=settings.INVOICE_DRAFT_REVIEW_HOURS)
-                report.held += 1
-            else:
-                close.state = CycleClose.State.ISSUED
-                report.issued += 1
-            close.save(update_fields=["invoice", "state", "review_until", "updated_at"])
-            return
-    # 3. a draft left by an earlier version or an interrupted review step: issue it now
-    with transaction.atomic():
-        close = (
-            CycleClose.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("invoice")
-            .filter(subscription=subscription, cycle=cycle.index, state=CycleClose.State.DRAFTED)
-            .first()
-        )
-        if close is None:
-            return
-        if close.invoice is not None and close.invoice.status == Invoice.Status.DRAFT:
-            invoice_issue(invoice=close.invoice, label="beat", now=now)
-        close.state = CycleClose.State.ISSUED
-        close.save(update_fields=["state", "updated_at"])
-        report.issued += 1
+            report.held += 1
+        else:
+            close.state = CycleClose.State.ISSUED
+            report.invoices += 1
+            report.issued += 1
+        close.save(update_fields=["invoice", "state", "review_until", "closed_at", "error", "failed_at",
+                                  "updated_at"])
 
 
-def _due_cycles(subscription: Subscription, now: dt.datetime, done: set[int]) -> list[Cycle]:
-    grace = grace_period()
-    return [c for c in subscription_cycles(subscription, until=now) if c.index not in done and c.due_at(grace) <= now]
-
-
-def close_cycles(*, now: dt.datetime | None = None, job_run=None, chunk_size: int | None = None) -> CloseReport:
+def close_cycles(*, now: dt.datetime | None = None, job_run=None, chunk_size: int | None = None,
+                 label: str = BEAT, actor=None) -> CloseReport:
     """Close every due cycle of every subscription; returns what happened."""
     now = now or timezone.now()
     chunk_size = chunk_size or settings.INVOICE_CLOSE_CHUNK_SIZE
@@ -209,46 +158,30 @@ def close_cycles(*, now: dt.datetime | None = None, job_run=None, chunk_size: in
     while True:
         chunk = list(
             subscriptions.filter(pk__gt=last_pk)
-            .select_related("plan", "customer")
+            .select_related("plan", "customer", "previous__plan", "next")
             .prefetch_related("customer__attributions")[:chunk_size]
         )
         if not chunk:
             break
         last_pk = chunk[-1].pk
         done: dict[int, set[int]] = {}
-        for subscription_id, cycle in CycleClose.objects.filter(
+        for subscription_id, index in CycleClose.objects.filter(
             subscription__in=chunk, state__in=DONE_STATES
         ).values_list("subscription_id", "cycle"):
-            done.setdefault(subscription_id, set()).add(cycle)
-        due = [
-            (subscription, _due_cycles(subscription, now, done.get(subscription.pk, set()))) for subscription in chunk
-        ]
-        # claim the chunk's due cycles at once (a concurrent run's claims are left alone)
+            done.setdefault(subscription_id, set()).add(index)
+        due = [(s, due_cycles(s, now=now, done=done.get(s.pk, set()))) for s in chunk]
         CycleClose.objects.bulk_create(
-            [
-                CycleClose(subscription=subscription, cycle=cycle.index, boundary=cycle.boundary)
-                for subscription, cycles in due
-                for cycle in cycles
-            ],
+            [CycleClose(subscription=s, cycle=c.index, boundary=c.boundary) for s, cycles in due for c in cycles],
             ignore_conflicts=True,
         )
         context = BillingContext()
-        context.prepare([(subscription, cycles[0]) for subscription, cycles in due if len(cycles) == 1], now=now)
+        read_at = timezone.now()
+        context.prepare([(s, c) for s, cycles in due for c in cycles], now=now, read_at=read_at)
         for subscription, cycles in due:
             report.subscriptions += 1
             for cycle in cycles:
-                try:
-                    close_cycle(
-                        subscription=subscription,
-                        cycle=cycle,
-                        now=now,
-                        report=report,
-                        context=context if len(cycles) == 1 else None,
-                        claimed=True,
-                    )
-                except Exception as exc:  # one bad subscription must not stop the others; the rerun retries it
-                    logger.exception("closing cycle %s of subscription %s failed", cycle.index, subscription.pk)
-                    report.errors.append(f"subscription {subscription.pk} cycle {cycle.index}: {exc}")
+                close_cycle(subscription=subscription, cycle=cycle, now=now, report=report, context=context,
+                            claimed=True, label=label, actor=actor)
         if job_run is not None:
             job_run_progress(job_run=job_run, done=report.subscriptions, total=total, message=report.summary())
     report.issued += issue_reviewed_drafts(now=now)
@@ -272,43 +205,11 @@ def issue_reviewed_drafts(*, now: dt.datetime | None = None) -> int:
             if close is None:
                 continue
             if close.invoice is not None and close.invoice.status == Invoice.Status.DRAFT:
-                invoice_issue(invoice=close.invoice, label="beat", now=now)
+                invoice = Invoice.objects.select_for_update().select_related("customer").get(pk=close.invoice_id)
+                issue_locked(invoice, now=now, label=BEAT)
                 issued += 1
             close.state = CycleClose.State.ISSUED
             close.save(update_fields=["state", "updated_at"])
     return issued
 
 
-@transaction.atomic
-def invoice_reissue(*, invoice: Invoice, actor=None) -> Invoice:
-    """A corrected draft for the cycle of a voided invoice (recomputed from current usage)."""
-    invoice = (
-        Invoice.objects.select_for_update()
-        .select_related("subscription__plan", "subscription__customer")
-        .get(pk=invoice.pk)
-    )
-    if invoice.status != Invoice.Status.VOID:
-        raise ValueError(f"invoice {invoice} is {invoice.status}: only a voided invoice can be reissued")
-    if (
-        Invoice.objects.filter(subscription=invoice.subscription, cycle=invoice.cycle)
-        .exclude(status=Invoice.Status.VOID)
-        .exists()
-    ):
-        raise ValueError(f"cycle {invoice.cycle} of this subscription already has a valid invoice")
-    subscription = invoice.subscription
-    cycle = next(
-        (
-            c
-            for c in subscription_cycles(subscription, until=max(timezone.now(), invoice.period_end))
-            if c.index == invoice.cycle
-        ),
-        None,
-    )
-    if cycle is None:
-        raise ValueError("the cycle of this invoice no longer exists (the subscription changed)")
-    lines = cycle_lines(subscription, cycle, now=timezone.now())
-    new = store_draft(subscription, cycle, lines, replaces=invoice)
-    new.total = new.subtotal = new.lines.aggregate(total=Sum("amount"))["total"] or 0
-    invoice_log(new, "drafted", actor=actor, detail=f"reissue of {invoice}")
-    CycleClose.objects.filter(subscription=subscription, cycle=invoice.cycle).update(invoice=new)
-    return new

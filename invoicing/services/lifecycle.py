@@ -1,20 +1,32 @@
-"""Invoice lifecycle: draft → issued → paid | void | uncollectible, gapless numbers, the audit log.
+"""Invoice lifecycle: create, issue, void, reissue, paid, uncollectible — with gapless numbers and the audit log.
 
-Only legal transitions happen (the same table serves the admin actions and Stripe's webhooks); issued
-invoices and their lines never change. Issuing assigns the next number of its sequence inside the issuing
-transaction (the sequence row is locked), so numbers are unique and gapless.
+draft → issued → paid | void | uncollectible; uncollectible → paid | void. Only these transitions happen (the
+same table serves the admin, the API and Stripe's webhooks); issued invoices and their lines never change.
+Issuing assigns the next number of its sequence inside the issuing transaction, so numbers are unique and
+gapless. Everything that changes what a customer is billed takes the customer's billing lock first
+(:func:`lock_customer_billing`), so two closes, a void and a reissue never work from the same stale picture.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from ..models import Invoice, InvoiceEvent, InvoiceNumberSequence
+from common.queue import enqueue_on_commit
+from customers.models import Customer, Subscription
+
+from ..models import CreditNote, CycleClose, Invoice, InvoiceLine
+from ..stripe_gateway import is_sandbox
+from .credit_notes import allocate_credits, credit_note_issue, credit_note_void
+from .cycles import Cycle, subscription_cycles
+from .lines import DraftLine, cycle_bill, split_credits
+from .log import invoice_log
+from .numbering import next_invoice_number
 
 S = Invoice.Status
 LEGAL = {
@@ -24,9 +36,17 @@ LEGAL = {
     S.PAID: set(),
     S.VOID: set(),
 }
+# What a bigint column holds; amounts beyond it hold the cycle instead of failing the whole close.
+MAX_AMOUNT = 2**63 - 1
+# PreciseDecimalField is numeric(38, 15): 23 digits before the point.
+MAX_QUANTITY = 10**23
 
 
 class InvoiceTransitionError(ValueError):
+    pass
+
+
+class BillingOverflow(ValueError):
     pass
 
 
@@ -34,46 +54,81 @@ def is_legal(current: str, target: str) -> bool:
     return target in LEGAL.get(current, set())
 
 
-def invoice_log(invoice: Invoice, action: str, *, actor=None, label: str = "", detail: str = "") -> None:
-    InvoiceEvent.objects.create(
-        invoice=invoice,
-        action=action,
-        detail=detail,
-        actor=actor,
-        actor_label=label or (actor.get_username() if actor else "system"),
-    )
-
-
-def next_invoice_number(at: dt.datetime) -> str:
-    """Inside the caller's transaction: take the next number of the (prefix, year) sequence.
-
-    One upsert: it creates the sequence row or increments it, and the row stays locked until the caller's
-    transaction ends, so concurrent issuers queue and a rolled-back issue leaves no gap."""
-    prefix, year = settings.INVOICE_NUMBER_PREFIX, at.year
-    table = InvoiceNumberSequence._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (prefix, year, last_number) VALUES (%s, %s, 1) "  # noqa: S608 - model table name
-            f"ON CONFLICT (prefix, year) DO UPDATE SET last_number = {table}.last_number + 1 RETURNING last_number",
-            [prefix, year],
-        )
-        number = cursor.fetchone()[0]
-    return f"{prefix}-{year}-{number:06d}"
+def lock_customer_billing(customer_id: int, *, skip_locked: bool = False) -> bool:
+    """Inside a transaction: serialize everything that bills this customer. False when ``skip_locked`` and
+    another transaction holds it (a concurrent close: leave this customer to it)."""
+    rows = Customer.objects.select_for_update(skip_locked=skip_locked).filter(pk=customer_id).values_list("pk")
+    return bool(list(rows))
 
 
 def stamp_issued(invoice: Invoice, now: dt.datetime) -> None:
-    """Number, status, dates and sync state of an invoice being issued (inside the issuing transaction).
-    The caller saves it and, once it has an id, calls ``stripe_sync.schedule_push``."""
-    from ..stripe_sync import new_sync_status
-
+    """Number, status, dates and sync state of an invoice being issued (inside the issuing transaction)."""
     invoice.number = next_invoice_number(now)
     invoice.status, invoice.issued_at = S.ISSUED, now
     days = invoice.customer.days_until_due if invoice.customer.collection_method == "send_invoice" else 0
     invoice.due_at = now + dt.timedelta(days=days or 0)
-    invoice.sync_status, invoice.sync_error = new_sync_status(), ""
+    invoice.sync_status = Invoice.SyncStatus.SANDBOX if is_sandbox() else Invoice.SyncStatus.SYNCING
+    invoice.sync_error = ""
 
 
-ISSUE_FIELDS = ["subtotal", "total", "number", "status", "issued_at", "due_at", "sync_status", "sync_error"]
+def schedule_push(invoice: Invoice) -> None:
+    """Inside the issuing transaction, once the invoice has its id: push it to Stripe after the commit."""
+    if invoice.sync_status == Invoice.SyncStatus.SYNCING:
+        enqueue_on_commit("invoicing.push_invoice", invoice_id=invoice.pk)
+
+
+def check_fits(lines: Sequence[DraftLine]) -> None:
+    """Refuse amounts and quantities the columns cannot hold (raises :class:`BillingOverflow`)."""
+    total = sum(line.amount for line in lines)
+    for line in lines:
+        if abs(line.amount) > MAX_AMOUNT:
+            raise BillingOverflow(f"the amount of {line.description!r} ({line.amount} minor units) is too large")
+        for value in (line.quantity, line.rated_quantity):
+            if value is not None and abs(value) >= MAX_QUANTITY:
+                raise BillingOverflow(f"the quantity of {line.description!r} ({value}) is too large to store")
+    if abs(total) > MAX_AMOUNT:
+        raise BillingOverflow(f"the invoice total ({total} minor units) is too large")
+
+
+def invoice_create(
+    *, subscription: Subscription, cycle: Cycle, lines: Sequence[DraftLine], replaces: Invoice | None = None,
+) -> Invoice:
+    """Inside the caller's transaction: a draft invoice of a cycle with its lines and totals."""
+    check_fits(lines)
+    period = cycle.invoice_period
+    total = sum(line.amount for line in lines)
+    invoice = Invoice.objects.create(
+        customer=subscription.customer,
+        subscription=subscription,
+        cycle=cycle.index,
+        currency=subscription.plan.currency,
+        period_start=period.start,
+        period_end=period.end,
+        replaces=replaces,
+        subtotal=total,
+        total=total,
+    )
+    InvoiceLine.objects.bulk_create([
+        InvoiceLine(
+            invoice=invoice,
+            subscription=line.subscription,
+            position=position,
+            kind=line.kind,
+            rate_card=line.rate_card,
+            rate_card_key=line.rate_card.key,
+            feature=line.rate_card.feature,
+            description=line.description[:500],
+            period_start=line.period_start,
+            period_end=line.period_end,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            tiers=line.tiers,
+            amount=line.amount,
+            rated_quantity=line.rated_quantity,
+        )
+        for position, line in enumerate(lines)
+    ])
+    return invoice
 
 
 def _locked(invoice: Invoice) -> Invoice:
@@ -85,39 +140,45 @@ def _require(invoice: Invoice, target: str) -> None:
         raise InvoiceTransitionError(f"invoice {invoice} is {invoice.status}; it cannot become {target}")
 
 
-@transaction.atomic
-def invoice_issue(*, invoice: Invoice, actor=None, label: str = "", now: dt.datetime | None = None) -> Invoice:
-    invoice = _locked(invoice)
-    if invoice.status == S.ISSUED:
-        return invoice  # a rerun of a close that already issued it
+def issue_locked(invoice: Invoice, *, now: dt.datetime, actor=None, label: str = "") -> Invoice:
+    """Inside the caller's transaction, the invoice row locked: issue a draft."""
     _require(invoice, S.ISSUED)
-    now = now or timezone.now()
     totals = invoice.lines.aggregate(total=Sum("amount"))["total"] or 0
+    if totals < 0:
+        raise InvoiceTransitionError(f"invoice {invoice} totals {totals}: a negative invoice is never issued")
     invoice.subtotal = invoice.total = totals
     stamp_issued(invoice, now)
-    invoice.save(update_fields=ISSUE_FIELDS)
-    from ..stripe_sync import schedule_push
-
+    invoice.save(update_fields=["subtotal", "total", "number", "status", "issued_at", "due_at", "sync_status",
+                                "sync_error"])
     schedule_push(invoice)
     invoice_log(invoice, "issued", actor=actor, label=label, detail=f"number {invoice.number}")
-    from ..models import CycleClose
-
     CycleClose.objects.filter(invoice=invoice, state=CycleClose.State.HELD).update(state=CycleClose.State.ISSUED)
     return invoice
 
 
 @transaction.atomic
+def invoice_issue(*, invoice: Invoice, actor=None, label: str = "", now: dt.datetime | None = None) -> Invoice:
+    invoice = _locked(invoice)
+    if invoice.status == S.ISSUED:
+        return invoice  # a rerun of a close that already issued it
+    return issue_locked(invoice, now=now or timezone.now(), actor=actor, label=label)
+
+
+@transaction.atomic
 def invoice_void(*, invoice: Invoice, actor=None, label: str = "", reason: str = "") -> Invoice:
+    """Void: the invoice's lines stop counting as billed (the next close or a reissue bills what is then
+    missing), and its credit notes are voided with it."""
+    lock_customer_billing(invoice.customer_id)
     invoice = _locked(invoice)
     _require(invoice, S.VOID)
     was_issued = invoice.status != S.DRAFT
     invoice.status, invoice.voided_at = S.VOID, timezone.now()
     invoice.save(update_fields=["status", "voided_at"])
     invoice_log(invoice, "voided", actor=actor, label=label, detail=reason)
-    if was_issued:
-        from ..stripe_sync import queue_void
-
-        queue_void(invoice)
+    for credit_note in invoice.credit_notes.filter(status=CreditNote.Status.ISSUED):
+        credit_note_void(credit_note=credit_note, actor=actor, label=label, reason=f"invoice {invoice} voided")
+    if was_issued and not is_sandbox() and invoice.stripe_invoice_id:
+        enqueue_on_commit("invoicing.void_invoice_in_stripe", invoice_id=invoice.pk)
     return invoice
 
 
@@ -141,3 +202,73 @@ def invoice_mark_uncollectible(*, invoice: Invoice, actor=None, label: str = "",
     invoice.save(update_fields=["status"])
     invoice_log(invoice, "uncollectible", actor=actor, label=label, detail=detail)
     return invoice
+
+
+def bill_cycle(
+    *, subscription: Subscription, cycle: Cycle, lines: list[DraftLine], billed, now: dt.datetime,
+    replaces: Invoice | None = None, actor=None, label: str = "",
+) -> tuple[Invoice | None, list[CreditNote]]:
+    """Inside the caller's transaction (customer locked): store what a cycle bills — the invoice (a draft held
+    for review when ``INVOICE_DRAFT_REVIEW_HOURS`` > 0, else issued) unless it has no non-zero line, and the
+    credit notes for credits the invoice cannot carry without going negative."""
+    invoice_lines, credit_lines = split_credits(lines)
+    check_fits(lines)
+    credit_notes: list[CreditNote] = []
+    if credit_lines:
+        chain_ids = {line.subscription.pk for line in lines} | {subscription.pk}
+        fallback = list(Invoice.objects.filter(subscription_id__in=chain_ids, status__in=(S.ISSUED, S.PAID,
+                                                                                          S.UNCOLLECTIBLE))
+                        .order_by("-pk").values_list("pk", flat=True)[:50])
+        allocation = allocate_credits(credit_lines, billed, fallback_invoice_ids=fallback)
+        for invoice_id, parts in sorted(allocation.items()):
+            corrected = Invoice.objects.select_related("customer").get(pk=invoice_id)
+            reasons = sorted({part.description for part in parts})
+            credit_notes.append(credit_note_issue(invoice=corrected, lines=parts, now=now, actor=actor, label=label,
+                                                  reason="; ".join(reasons)))
+    has_money = any(line.amount for line in invoice_lines)
+    if not invoice_lines or not (has_money or settings.INVOICE_ISSUE_ZERO_TOTAL):
+        return None, credit_notes
+    invoice = invoice_create(subscription=subscription, cycle=cycle, lines=invoice_lines, replaces=replaces)
+    invoice.customer = subscription.customer
+    detail = f"cycle {cycle.index} of subscription {subscription.pk}"
+    invoice_log(invoice, "drafted", actor=actor, label=label, detail=detail + (f"; reissue of {replaces}"
+                                                                               if replaces else ""))
+    if settings.INVOICE_DRAFT_REVIEW_HOURS <= 0:
+        issue_locked(invoice, now=now, actor=actor, label=label)
+    return invoice, credit_notes
+
+
+class ReissueError(ValueError):
+    pass
+
+
+@transaction.atomic
+def invoice_reissue(*, invoice: Invoice, actor=None, label: str = "", now: dt.datetime | None = None) -> Invoice:
+    """A new invoice for the cycle of a voided invoice: what is then missing for its periods (and any other
+    period due), from current usage — the same rule as a close. Issued unless draft review is on."""
+    now = now or timezone.now()
+    lock_customer_billing(invoice.customer_id)
+    invoice = (
+        Invoice.objects.select_for_update()
+        .select_related("subscription__plan", "subscription__customer", "subscription__previous")
+        .get(pk=invoice.pk)
+    )
+    if invoice.status != S.VOID:
+        raise ReissueError(f"invoice {invoice} is {invoice.status}: only a voided invoice can be reissued")
+    if invoice.replaced_by.exclude(status=S.VOID).exists():
+        raise ReissueError(f"invoice {invoice} was already reissued")
+    if Invoice.objects.filter(subscription=invoice.subscription, cycle=invoice.cycle).exclude(status=S.VOID).exists():
+        raise ReissueError(f"cycle {invoice.cycle} of this subscription already has a valid invoice")
+    subscription = invoice.subscription
+    cycle = next((c for c in subscription_cycles(subscription, until=max(now, invoice.period_end))
+                  if c.index == invoice.cycle), None)
+    if cycle is None:
+        raise ReissueError("the cycle of this invoice no longer exists (the subscription changed)")
+    also = frozenset(invoice.lines.values_list("subscription_id", "rate_card_key", "period_start"))
+    bill = cycle_bill(subscription, cycle, now=now, also=also)
+    new, _ = bill_cycle(subscription=subscription, cycle=cycle, lines=bill.lines, billed=bill.billed, now=now,
+                        replaces=invoice, actor=actor, label=label)
+    if new is None:
+        raise ReissueError(f"nothing is missing for the periods of {invoice}: they are billed on later invoices")
+    CycleClose.objects.filter(subscription=subscription, cycle=invoice.cycle).update(invoice=new)
+    return new

@@ -13,7 +13,7 @@ import time
 import pytest
 from django.utils import timezone
 
-from invoicing import stripe_sync
+from invoicing.services import stripe_push, stripe_webhooks
 from invoicing.models import Invoice, InvoiceEvent, StripeWebhookEvent
 from tests.fakes.stripe_fixtures import fake_stripe  # noqa: F401
 from tests.fakes.stripe_server import FakeStripeServer, sign_webhook_payload
@@ -27,7 +27,7 @@ URL = "/stripe/webhooks"
 def synced(db, fake) -> Invoice:
     """The November invoice, issued and pushed: open in Stripe."""
     invoice = november_invoice()
-    stripe_sync.push_invoice(invoice.pk)
+    stripe_push.push_invoice_to_stripe(invoice.pk)
     invoice.refresh_from_db()
     assert (invoice.status, invoice.sync_status, invoice.stripe_status) == ("issued", "synced", "open")
     return invoice
@@ -334,7 +334,7 @@ def test_an_event_for_another_installations_invoice_does_not_touch_ours(client, 
 def test_an_event_whose_handling_crashed_is_handled_when_stripe_redelivers_it(client, fake, synced, monkeypatch):
     fake.mark_paid(synced.stripe_invoice_id)
     event = last_event(fake, "invoice.paid")
-    original = stripe_sync.invoice_mark_paid
+    original = stripe_webhooks.invoice_mark_paid
     calls = []
 
     def crash_once(**kwargs):
@@ -343,7 +343,7 @@ def test_an_event_whose_handling_crashed_is_handled_when_stripe_redelivers_it(cl
             raise RuntimeError("database went away")
         return original(**kwargs)
 
-    monkeypatch.setattr(stripe_sync, "invoice_mark_paid", crash_once)
+    monkeypatch.setattr(stripe_webhooks, "invoice_mark_paid", crash_once)
     client.raise_request_exception = False
     assert deliver(client, fake, event).status_code == 500  # Stripe will redeliver
 

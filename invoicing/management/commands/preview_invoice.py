@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from common.problems import Problem
 from customers.models import Customer
-from invoicing.selectors import invoice_preview, preview_json
+from invoicing.selectors.invoices import preview_json
+from invoicing.selectors.previews import invoice_preview
 from metering.api.params import parse_rfc3339
 
 

@@ -1,4 +1,4 @@
-"""Pushing issued invoices to Stripe and following them back through webhooks.
+"""Pushing issued invoices to Stripe (webhooks coming back are :mod:`invoicing.services.stripe_webhooks`).
 
 The HTTP calls live in :mod:`invoicing.stripe_gateway` (the only module importing ``stripe``). The push runs
 in a Celery task after the issuing transaction commits, in steps, saving state after each:
@@ -19,71 +19,33 @@ Without ``STRIPE_API_KEY`` the system is in sandbox mode: invoices stay local.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
-from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db import transaction
 
+from common.queue import enqueue_on_commit
 from customers.models import Customer
 
-from .models import Invoice, InvoiceLine, StripeWebhookEvent
-from .services.lifecycle import (
-    invoice_log,
-    invoice_mark_paid,
-    invoice_mark_uncollectible,
-    invoice_void,
-    is_legal,
-)
-from .stripe_gateway import (
+from ..models import CreditNote, Invoice, InvoiceLine
+from ..stripe_gateway import (
     StripeConfig,
     StripeGateway,
     StripePermanentError,
     StripeRetryableError,
-    construct_webhook_event,
     idempotency_key,
     is_sandbox,
 )
+from .log import invoice_log
 
 logger = logging.getLogger(__name__)
+MAX_ERROR_TEXT = 2000  # what the admin shows of Stripe's message
 S = Invoice.Status
 
 
 def gateway() -> StripeGateway:
     return StripeGateway(StripeConfig.from_settings())
-
-
-def new_sync_status() -> str:
-    return Invoice.SyncStatus.SANDBOX if is_sandbox() else Invoice.SyncStatus.SYNCING
-
-
-def schedule_push(invoice: Invoice) -> None:
-    """Inside the issuing transaction, once the invoice has its id: push it to Stripe after the commit."""
-    if invoice.sync_status != Invoice.SyncStatus.SYNCING:
-        return
-    from .tasks import push_invoice
-
-    invoice_id = invoice.pk
-    transaction.on_commit(lambda: push_invoice.delay(invoice_id))
-
-
-def queue_push(invoice: Invoice) -> None:
-    """Inside the issuing transaction: set the sync state on the instance (the caller saves it) and push to
-    Stripe after the commit."""
-    invoice.sync_error = ""
-    invoice.sync_status = new_sync_status()
-    schedule_push(invoice)
-
-
-def queue_void(invoice: Invoice) -> None:
-    if is_sandbox() or not invoice.stripe_invoice_id:
-        return
-    from .tasks import void_invoice_in_stripe
-
-    transaction.on_commit(lambda: void_invoice_in_stripe.delay(invoice.pk))
 
 
 def retry_sync(*, invoice: Invoice, actor=None) -> Invoice:
@@ -97,9 +59,7 @@ def retry_sync(*, invoice: Invoice, actor=None) -> Invoice:
             sync_status=Invoice.SyncStatus.SYNCING, sync_error="", sync_attempts=0
         )
         invoice_log(invoice, "stripe_retry", actor=actor)
-        from .tasks import push_invoice
-
-        transaction.on_commit(lambda: push_invoice.delay(invoice.pk))
+        enqueue_on_commit("invoicing.push_invoice", invoice_id=invoice.pk)
     invoice.refresh_from_db()
     return invoice
 
@@ -144,7 +104,7 @@ def _store_stripe_invoice(invoice: Invoice, stripe_invoice) -> None:
         setattr(invoice, name, value)
 
 
-def push_invoice(invoice_id: int) -> Invoice:
+def push_invoice_to_stripe(invoice_id: int) -> Invoice:
     """Push (or continue pushing) one issued invoice. Raises StripeRetryableError for the task to retry."""
     invoice = Invoice.objects.select_related("customer").get(pk=invoice_id)
     if invoice.status == S.DRAFT or invoice.sync_status in (Invoice.SyncStatus.SYNCED, Invoice.SyncStatus.SANDBOX):
@@ -201,7 +161,7 @@ def push_invoice(invoice_id: int) -> Invoice:
                 InvoiceLine.objects.filter(pk=line.pk).update(stripe_item_id=item_id)
             _store_stripe_invoice(invoice, _finalize(client, invoice))
     except StripePermanentError as exc:
-        _fail(invoice, f"Stripe refused: {exc}")
+        fail_sync(invoice, f"Stripe refused: {exc}")
         return invoice
     except StripeRetryableError as exc:
         Invoice.objects.filter(pk=invoice.pk).update(sync_error=f"retrying: {exc}")
@@ -227,16 +187,17 @@ def _finalize(client: StripeGateway, invoice: Invoice):
         raise
 
 
-def _fail(invoice: Invoice, message: str) -> None:
-    Invoice.objects.filter(pk=invoice.pk).update(sync_status=Invoice.SyncStatus.FAILED, sync_error=message[:2000])
-    invoice_log(invoice, "stripe_failed", label="stripe", detail=message[:2000])
+def fail_sync(invoice: Invoice, message: str) -> None:
+    Invoice.objects.filter(pk=invoice.pk).update(sync_status=Invoice.SyncStatus.FAILED,
+                                                 sync_error=message[:MAX_ERROR_TEXT])
+    invoice_log(invoice, "stripe_failed", label="stripe", detail=message[:MAX_ERROR_TEXT])
     logger.warning("Stripe sync of invoice %s failed: %s", invoice.pk, message)
 
 
 def push_gave_up(invoice_id: int, error: str) -> None:
     """The task ran out of retries on temporary errors."""
     invoice = Invoice.objects.get(pk=invoice_id)
-    _fail(invoice, f"gave up after retries: {error}")
+    fail_sync(invoice, f"gave up after retries: {error}")
 
 
 def void_in_stripe(invoice_id: int) -> Invoice:
@@ -248,102 +209,27 @@ def void_in_stripe(invoice_id: int) -> Invoice:
             stripe_invoice_id=invoice.stripe_invoice_id, idempotency_key=idempotency_key("invoice-void", invoice.pk)
         )
     except StripePermanentError as exc:
-        _fail(invoice, f"voiding in Stripe failed: {exc}")
+        fail_sync(invoice, f"voiding in Stripe failed: {exc}")
         return invoice
     _store_stripe_invoice(invoice, voided)
     invoice_log(invoice, "stripe_voided", label="stripe")
     return invoice
 
 
-# --- webhooks ------------------------------------------------------------------------------------------------
-
-TARGETS = {
-    "invoice.paid": S.PAID,
-    "invoice.payment_succeeded": S.PAID,
-    "invoice.voided": S.VOID,
-    "invoice.marked_uncollectible": S.UNCOLLECTIBLE,
-}
-HANDLED = {*TARGETS, "invoice.payment_failed", "invoice.finalization_failed"}
+# --- credit notes ------------------------------------------------------------------------------------------------
 
 
-def _find_invoice(stripe_object: dict[str, Any]) -> Invoice | None:
-    stripe_id = stripe_object.get("id") or ""
-    if stripe_id:
-        found = Invoice.objects.filter(stripe_invoice_id=stripe_id).first()
-        if found is not None:
-            return found
-    metadata = stripe_object.get("metadata") or {}
-    if str(metadata.get("invoice_id", "")).isascii() and str(metadata.get("invoice_id", "")).isdigit():
-        # Only for ours whose Stripe id was never stored (the answer to the create was lost); the number must
-        # match too, since another installation sharing the Stripe account has its own invoice ids.
-        return Invoice.objects.filter(
-            pk=int(metadata["invoice_id"]), stripe_invoice_id="", number=metadata.get("invoice_number") or "-"
-        ).first()
-    return None
+def push_credit_note_to_stripe(credit_note_id: int) -> CreditNote:
+    """Push one credit note as a Stripe credit note on its Stripe invoice (placeholder until the Stripe credit
+    note calls land: marks it not synced)."""
+    credit_note = CreditNote.objects.get(pk=credit_note_id)
+    return credit_note
 
 
-def webhook_receive(*, payload: bytes, signature: str | None) -> tuple[StripeWebhookEvent, bool]:
-    """Verify, store once, handle. Returns the stored event and whether it was new. Raises
-    :class:`WebhookSignatureError` (nothing stored) for a bad, missing or expired signature."""
-    config = StripeConfig.from_settings()
-    event = construct_webhook_event(payload, signature, secret=config.webhook_secret)
-    with transaction.atomic():  # stored and handled together: a crash while handling stores nothing
-        try:
-            with transaction.atomic():
-                stored = StripeWebhookEvent.objects.create(event_id=event["id"], type=event["type"], payload=event)
-        except IntegrityError:
-            return StripeWebhookEvent.objects.get(event_id=event["id"]), False
-        _handle(stored)
-    return stored, True
+def void_credit_note_in_stripe(credit_note_id: int) -> CreditNote:
+    return CreditNote.objects.get(pk=credit_note_id)
 
 
-@transaction.atomic
-def _handle(stored: StripeWebhookEvent) -> None:
-    event_type = stored.type
-    stripe_object = (stored.payload.get("data") or {}).get("object") or {}
-    invoice = _find_invoice(stripe_object) if event_type.startswith("invoice.") else None
-    if event_type not in HANDLED:
-        outcome = "stored; type not handled"
-    elif invoice is None:
-        outcome = "no matching invoice"
-    else:
-        invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
-        status = stripe_object.get("status")
-
-        def mirror_status() -> None:
-            if status:
-                Invoice.objects.filter(pk=invoice.pk).update(stripe_status=status)
-
-        if event_type == "invoice.payment_failed":
-            invoice_log(invoice, "payment_failed", label="stripe", detail=str(stripe_object.get("id", "")))
-            outcome = "payment failure recorded; status unchanged"
-        elif event_type == "invoice.finalization_failed":
-            error = (stripe_object.get("last_finalization_error") or {}).get("message") or "finalization failed"
-            mirror_status()
-            _fail(invoice, f"Stripe could not finalize: {error}")
-            outcome = "sync marked failed"
-        else:
-            target = TARGETS[event_type]
-            if invoice.status == target:
-                mirror_status()
-                outcome = f"already {target}"
-            elif not is_legal(invoice.status, target):
-                outcome = f"ignored: {invoice.status} → {target} is not a legal transition"
-                invoice_log(invoice, "stripe_event_ignored", label="stripe", detail=f"{event_type}: {outcome}")
-            else:
-                mirror_status()
-                detail = f"{event_type} {stored.event_id}"
-                if target == S.PAID:
-                    paid_at = (stripe_object.get("status_transitions") or {}).get("paid_at")
-                    moment = dt.datetime.fromtimestamp(paid_at, tz=dt.UTC) if paid_at else None
-                    invoice_mark_paid(invoice=invoice, label="stripe", paid_at=moment, detail=detail)
-                elif target == S.VOID:
-                    Invoice.objects.filter(pk=invoice.pk).update(stripe_status="void")
-                    invoice_void(invoice=invoice, label="stripe", reason=detail)
-                else:
-                    invoice_mark_uncollectible(invoice=invoice, label="stripe", detail=detail)
-                outcome = f"{invoice.status} → {target}"
-    StripeWebhookEvent.objects.filter(pk=stored.pk).update(
-        processed_at=timezone.now(), outcome=outcome, invoice=invoice
-    )
-    stored.outcome = outcome
+def credit_note_push_gave_up(credit_note_id: int, error: str) -> None:
+    CreditNote.objects.filter(pk=credit_note_id).update(sync_status=Invoice.SyncStatus.FAILED,
+                                                         sync_error=f"gave up after retries: {error}"[:MAX_ERROR_TEXT])

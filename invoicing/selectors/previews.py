@@ -1,0 +1,49 @@
+"""The invoice a customer would get now: the same lines the close will compute (the re-rating rule), unsaved."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from customers.models import Customer
+from customers.selectors import active_subscriptions
+
+from ..services.cycles import cycle_at
+from ..services.lines import DraftLine, cycle_lines, split_credits
+
+
+@dataclass(frozen=True)
+class Preview:
+    customer: Customer
+    currency: str
+    period_start: dt.datetime | None
+    period_end: dt.datetime | None
+    lines: list[DraftLine]
+    credits: list[DraftLine]  # credits too large for the invoice: they will be issued as credit notes
+
+    @property
+    def total(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+
+def invoice_preview(*, customer: Customer, at: dt.datetime) -> Preview:
+    """The invoice the customer would get for the period running at ``at``: usage so far, the in-advance fees
+    of the next period, credits and late usage, as the close will compute them. Nothing is saved.
+
+    A customer with several subscriptions gets their lines together; the period spans them."""
+    lines: list[DraftLine] = []
+    credits: list[DraftLine] = []
+    starts, ends = [], []
+    for subscription in active_subscriptions(customer, at).select_related("previous__plan", "next"):
+        cycle = cycle_at(subscription, at)
+        if cycle is None:
+            continue
+        invoice_lines, credit_lines = split_credits(cycle_lines(subscription, cycle, usage_until=at, now=at))
+        lines += invoice_lines
+        credits += credit_lines
+        starts.append(cycle.invoice_period.start)
+        ends.append(cycle.invoice_period.end)
+    return Preview(customer, customer.currency, min(starts) if starts else None, max(ends) if ends else None,
+                   lines, credits)
+
+

@@ -1,0 +1,107 @@
+"""Which cycles a subscription has, when each is due, and which subscriptions' periods a cycle may bill.
+
+Cycle ``k`` closes at boundary ``k``: the subscription's start for k = 0, else the end of period ``k − 1``. Its
+own periods are period ``k − 1`` (usage and in-arrears fees, after the grace period) and period ``k`` (in-advance
+fees). A subscription that a plan change replaced (``Subscription.next``) has no cycle at or after the change:
+its last usage and unused in-advance fees are billed by the new subscription's first cycle, which waits for the
+grace period too, so a plan change gives one invoice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from customers.models import Subscription
+from customers.periods import Period, periods_between
+
+
+@dataclass(frozen=True)
+class Cycle:
+    index: int
+    boundary: dt.datetime
+    previous: Period | None  # its own period billed in arrears
+    next: Period | None  # its own period billed in advance
+    waits_for_grace: bool = False
+
+    def due_at(self, grace: dt.timedelta) -> dt.datetime:
+        return self.boundary + grace if (self.previous is not None or self.waits_for_grace) else self.boundary
+
+    @property
+    def invoice_period(self) -> Period:
+        period = self.previous or self.next
+        assert period is not None
+        return period
+
+
+def grace_period() -> dt.timedelta:
+    return dt.timedelta(seconds=settings.INVOICE_GRACE_PERIOD_SECONDS)
+
+
+def lookback_cutoff(now: dt.datetime) -> dt.datetime:
+    """Periods ending at or before this are outside the late-usage lookback (measured from the period's end)."""
+    return now - dt.timedelta(days=settings.INVOICE_LATE_USAGE_LOOKBACK_DAYS)
+
+
+def subscription_periods(subscription: Subscription, *, until: dt.datetime) -> list[Period]:
+    """The subscription's periods that begin before ``until`` (the last one may still be running)."""
+    return periods_between(
+        subscription.billing_anchor, subscription.plan.billing_cadence, subscription.start, subscription.cancel_at,
+        until=until,
+    )
+
+
+def replaced_at(subscription: Subscription) -> dt.datetime | None:
+    """Where a plan change replaced this subscription by its ``next`` one (whose first cycle bills the rest)."""
+    successor = getattr(subscription, "next", None)
+    if successor is not None and subscription.cancel_at is not None and successor.start == subscription.cancel_at:
+        return subscription.cancel_at
+    return None
+
+
+def _replaces_another(subscription: Subscription) -> bool:
+    previous = subscription.previous
+    return previous is not None and previous.cancel_at == subscription.start
+
+
+def subscription_cycles(subscription: Subscription, *, until: dt.datetime) -> list[Cycle]:
+    """Every cycle whose boundary is at or before ``until``, in order."""
+    periods = subscription_periods(subscription, until=until + dt.timedelta(microseconds=1))
+    if not periods:
+        return []
+    cutover = replaced_at(subscription)
+    cycles = [Cycle(0, periods[0].start, None, periods[0], waits_for_grace=_replaces_another(subscription))]
+    for index, period in enumerate(periods, start=1):
+        if period.end > until or (cutover is not None and period.end >= cutover):
+            break
+        following = periods[index] if index < len(periods) else None  # starts at the boundary, so listed
+        cycles.append(Cycle(index, period.end, period, following))
+    return cycles
+
+
+def cycle_at(subscription: Subscription, at: dt.datetime) -> Cycle | None:
+    """The cycle that will close the period running at ``at`` (for previews)."""
+    periods = subscription_periods(subscription, until=at + dt.timedelta(microseconds=1))
+    if not periods or periods[-1].end <= at:
+        return None
+    current = periods[-1]
+    after = subscription_periods(subscription, until=current.end + dt.timedelta(microseconds=1))
+    following = after[-1] if after and after[-1].start == current.end else None
+    return Cycle(len(periods), current.end, current, following)
+
+
+def due_cycles(subscription: Subscription, *, now: dt.datetime, done: set[int]) -> list[Cycle]:
+    grace = grace_period()
+    return [c for c in subscription_cycles(subscription, until=now) if c.index not in done and c.due_at(grace) <= now]
+
+
+def subscription_chain(subscription: Subscription) -> list[Subscription]:
+    """The subscription and those it replaced by plan changes, newest first (their periods it may bill)."""
+    chain = [subscription]
+    current = subscription
+    while _replaces_another(current) and len(chain) < 100:
+        current = current.previous
+        chain.append(current)
+    return chain

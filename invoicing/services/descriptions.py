@@ -1,0 +1,82 @@
+"""How invoice and credit-note lines describe themselves (pure functions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from catalog.display import plain_number
+from catalog.models import RateCard
+from catalog.money import format_money
+
+
+def period_label(start: dt.datetime, end: dt.datetime) -> str:
+    """``Nov 1 – Dec 1`` (end exclusive, as on Stripe invoices); years shown when they differ."""
+
+    def day(value: dt.datetime, with_year: bool) -> str:
+        text = f"{value:%b} {value.day}"
+        if value.hour or value.minute:
+            text += f" {value:%H:%M}"
+        return text + (f", {value.year}" if with_year else "")
+
+    different_years = start.year != end.year
+    return f"{day(start, different_years)} – {day(end, different_years)}"
+
+
+def unit_label(rate_card: RateCard) -> str:
+    meter = rate_card.feature.meter if rate_card.feature_id and rate_card.feature.meter_id else None
+    if meter is None:
+        return "units"
+    if meter.aggregation == "COUNT":
+        return "requests" if "request" in meter.event_type else "events"
+    name = (meter.value_property or "").rsplit(".", 1)[-1].strip("[]\"'") or "units"
+    return name.replace("_", " ")
+
+
+def usage_name(rate_card: RateCard) -> str:
+    return rate_card.feature.key if rate_card.feature_id else rate_card.display_name
+
+
+def usage_description(rate_card: RateCard, quantity: Decimal, currency: str, start: dt.datetime,
+                      end: dt.datetime) -> str:
+    units = f"{plain_number(quantity)} {unit_label(rate_card)}"
+    if rate_card.price_type == "unit":
+        units += f" × {format_money(rate_card.unit_amount, currency)}"
+    elif rate_card.price_type == "package":
+        package = plain_number(rate_card.quantity_per_package)
+        units += f" in packages of {package} × {format_money(rate_card.amount, currency)}"
+    else:
+        units += f" ({rate_card.price_type})"
+    return f"{usage_name(rate_card)} — {units} ({period_label(start, end)})"
+
+
+def flat_fee_description(rate_card: RateCard, fraction: Decimal, start: dt.datetime, end: dt.datetime) -> str:
+    text = f"{rate_card.display_name} ({period_label(start, end)})"
+    if fraction != 1:
+        text += f" — prorated {fraction * 100:.2f}% of the period"
+    return text
+
+
+def minimum_spend_description(rate_card: RateCard, start: dt.datetime, end: dt.datetime) -> str:
+    return f"{rate_card.display_name} — minimum spend top-up ({period_label(start, end)})"
+
+
+def maximum_spend_description(rate_card: RateCard, start: dt.datetime, end: dt.datetime) -> str:
+    return f"{rate_card.display_name} — maximum spend cap ({period_label(start, end)})"
+
+
+def late_usage_description(rate_card: RateCard, added: Decimal, start: dt.datetime, end: dt.datetime) -> str:
+    return (f"{usage_name(rate_card)} — late usage: {plain_number(added)} {unit_label(rate_card)} "
+            f"({period_label(start, end)})")
+
+
+def usage_correction_description(rate_card: RateCard, start: dt.datetime, end: dt.datetime) -> str:
+    return f"{usage_name(rate_card)} — usage rated lower than billed ({period_label(start, end)})"
+
+
+def fee_adjustment_description(rate_card: RateCard, start: dt.datetime, end: dt.datetime) -> str:
+    return f"{rate_card.display_name} — adjustment ({period_label(start, end)})"
+
+
+def unused_fee_description(rate_card: RateCard, unused_from: dt.datetime, unused_to: dt.datetime) -> str:
+    return f"Unused {rate_card.display_name} ({period_label(unused_from, unused_to)})"

@@ -1,0 +1,382 @@
+"""The re-rating rule: what a cycle bills. One code path for the preview, the close, late usage and reissues.
+
+For each subscription, priced rate card and billing period (an *item*), the amount billed across all non-void
+invoices, less the re-rating credit notes against them, must equal the period's **rated** amount: all its usage
+known now, priced as a whole (tiers, free quantity, minimum and maximum spend over the whole period; in-advance
+and in-arrears flat fees prorated to the part of the period the subscription covers). A cycle bills, for every
+item it is due for, ``rated − already billed``:
+
+- its own items (usage and in-arrears fees of period ``k − 1``, in-advance fees of period ``k``): the full
+  priced lines the first time;
+- every other item of the subscription (and of the subscriptions it replaced by plan changes) whose period is
+  due (in-arrears: ended at least the grace period ago; in-advance: started) and ended within the lookback
+  (``INVOICE_LATE_USAGE_LOOKBACK_DAYS``, measured from the period's end): a ``late_usage`` line when more is
+  due, a ``credit`` line when less is (an in-advance fee of a period cut short, usage rated lower), an
+  adjustment of a fee, each labelled with its own period; or, never billed before, its full priced lines.
+
+A void removes that invoice's lines from "already billed", so the next close (or a reissue) bills what is then
+missing. Lines are rounded once (the pricing engine), and totals are sums of lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from catalog.charges import charge_rate_card
+from catalog.models import Feature, Plan, RateCard
+from catalog.pricing import PriceLine
+from catalog.rules import USAGE_PRICES
+from customers.models import Subscription
+from customers.periods import Period
+from customers.selectors import UsageRequest, feature_usage, features_usage
+
+from ..models import CreditNote, CreditNoteLine, CycleClose, Invoice, InvoiceLine
+from . import descriptions
+from .cycles import Cycle, lookback_cutoff, replaced_at, subscription_chain, subscription_periods
+
+BILLED_STATUSES = (Invoice.Status.DRAFT, Invoice.Status.ISSUED, Invoice.Status.PAID, Invoice.Status.UNCOLLECTIBLE)
+KIND_BY_ENGINE = {
+    "flat_fee": InvoiceLine.Kind.FLAT_FEE,
+    "usage": InvoiceLine.Kind.USAGE,
+    "minimum_spend": InvoiceLine.Kind.MINIMUM_SPEND,
+    "discount": InvoiceLine.Kind.DISCOUNT,
+}
+ItemKey = tuple[int, str, dt.datetime]  # (subscription id, rate card key, period start)
+
+
+@dataclass
+class DraftLine:
+    kind: str
+    subscription: Subscription
+    rate_card: RateCard
+    description: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    quantity: Decimal
+    unit_price: Decimal | None
+    amount: int
+    tiers: list[dict[str, Any]] = field(default_factory=list)
+    rated_quantity: Decimal | None = None
+
+    @property
+    def item_key(self) -> ItemKey:
+        return (self.subscription.pk, self.rate_card.key, self.period_start)
+
+
+@dataclass
+class Billed:
+    """What non-void invoices (less re-rating credit notes) billed for one item."""
+
+    amount: int = 0
+    quantity: Decimal = Decimal(0)  # fee fractions billed (flat fees), for the description of an adjustment
+    rated_quantity: Decimal | None = None  # the usage the latest rating saw
+    lines: int = 0
+    by_invoice: dict[int, int] = field(default_factory=dict)  # invoice id → its net amount for the item
+
+
+@dataclass(frozen=True)
+class Item:
+    subscription: Subscription
+    rate_card: RateCard
+    period: Period
+    own: bool
+    usage_end: dt.datetime  # usage counts in [period.start, usage_end) (a preview of a running period stops now)
+
+    @property
+    def key(self) -> ItemKey:
+        return (self.subscription.pk, self.rate_card.key, self.period.start)
+
+
+def is_usage_priced(rate_card: RateCard) -> bool:
+    return rate_card.price_type in USAGE_PRICES
+
+
+def is_in_advance(rate_card: RateCard) -> bool:
+    return rate_card.price_type == "flat" and rate_card.payment_term == RateCard.PaymentTerm.IN_ADVANCE
+
+
+class BillingContext:
+    """What :func:`cycle_lines` reads, cached or batched for a whole chunk of a close run.
+
+    Without preparation it reads everything directly (previews, reissues). A close prepares a chunk: the plans'
+    rate cards once per plan version (published versions never change) and the usage of every item in one query
+    per meter (found by a first pass that only records what it would ask). What was billed is read per cycle,
+    under the customer's lock, so concurrent closes never bill from a stale picture; when another close billed
+    this customer after the usage was read, the cycle reads its usage again.
+    """
+
+    def __init__(self) -> None:
+        self._rate_cards: dict[int, list[RateCard]] = {}
+        self._usage: dict[tuple, Decimal] = {}
+        self._recording: list[UsageRequest] | None = None
+        self.usage_read_at: dt.datetime | None = None
+        self.fresh_usage = False
+
+    def rate_cards(self, plan: Plan) -> list[RateCard]:
+        if plan.pk not in self._rate_cards or plan.status == Plan.Status.DRAFT:
+            self._rate_cards[plan.pk] = list(
+                plan.rate_cards.select_related("feature", "feature__meter").prefetch_related("tiers"))
+        return self._rate_cards[plan.pk]
+
+    def usage(self, subscription: Subscription, feature: Feature, start: dt.datetime, end: dt.datetime) -> Decimal:
+        request = UsageRequest(subscription, feature, start, end)
+        if self._recording is not None:
+            self._recording.append(request)
+            return Decimal(0)
+        if not self.fresh_usage and request.key in self._usage:
+            return self._usage[request.key]
+        return feature_usage(subscription=subscription, feature=feature, start=start, end=end)
+
+    def prepare(self, work: list[tuple[Subscription, Cycle]], *, now: dt.datetime, read_at: dt.datetime) -> None:
+        """Batch the usage reads of these cycles."""
+        if not work:
+            return
+        self._recording = []
+        try:
+            for subscription, cycle in work:
+                try:
+                    for item in cycle_items(subscription, cycle, now=now, done=None, context=self):
+                        if is_usage_priced(item.rate_card):
+                            self.usage(item.subscription, item.rate_card.feature, item.period.start, item.usage_end)
+                except Exception:  # noqa: BLE001, S112 - the real close of this cycle reports it
+                    continue
+            requests = self._recording
+        finally:
+            self._recording = None
+        self.usage_read_at = read_at
+        self._usage.update(features_usage(requests))
+
+
+def cycle_items(
+    subscription: Subscription,
+    cycle: Cycle,
+    *,
+    now: dt.datetime,
+    done: frozenset[tuple[int, int]] | None,
+    usage_until: dt.datetime | None = None,
+    context: BillingContext,
+    also: frozenset[ItemKey] = frozenset(),
+) -> list[Item]:
+    """Every item this cycle of the subscription bills or re-rates.
+
+    Each item belongs to one cycle: an in-advance fee of period ``i`` to cycle ``i``, usage and in-arrears fees
+    of period ``i`` to cycle ``i + 1`` (for a subscription a plan change replaced, cycles at or after the change
+    belong to its successor's first cycle). The cycle's own items are always billed; another cycle's items are
+    re-rated only once that cycle is done (``done``: (subscription id, cycle) pairs; None counts every cycle as
+    done, to record what a batch may read), and only within the lookback unless listed in ``also`` (the items
+    of an invoice being reissued)."""
+    cutoff = lookback_cutoff(now)
+    chain = subscription_chain(subscription)
+    items: list[Item] = []
+    for position, member in enumerate(chain):
+        own_subscription = position == 0
+        successor = chain[position - 1] if position else None
+        until = cycle.boundary if own_subscription else now
+        periods = subscription_periods(member, until=until + dt.timedelta(microseconds=1))
+        if own_subscription and cycle.next is not None and (not periods or periods[-1].start < cycle.next.start):
+            periods.append(cycle.next)
+        cutover = replaced_at(member)
+        for index, period in enumerate(periods):
+            for rate_card in context.rate_cards(member.plan):
+                if not rate_card.price_type:
+                    continue
+                owner = index if is_in_advance(rate_card) else index + 1
+                boundary = periods[owner - 1].end if owner > 0 else periods[0].start
+                carried = cutover is not None and boundary >= cutover
+                if own_subscription:
+                    own = owner == cycle.index and not carried
+                else:
+                    own = carried and position == 1 and cycle.index == 0
+                key = (member.pk, rate_card.key, period.start)
+                if not own:
+                    if own_subscription and owner >= cycle.index:
+                        continue  # a later cycle's
+                    if done is not None:
+                        owner_key = (successor.pk, 0) if carried and successor else (member.pk, owner)
+                        if owner_key not in done:
+                            continue  # its own cycle has not closed yet: it bills it
+                    if period.end <= cutoff and key not in also:
+                        continue
+                usage_end = period.end if usage_until is None or not own else min(period.end, usage_until)
+                items.append(Item(member, rate_card, period, own, usage_end))
+    return items
+
+
+def done_cycles(subscriptions: list[Subscription]) -> frozenset[tuple[int, int]]:
+    states = (CycleClose.State.ISSUED, CycleClose.State.EMPTY, CycleClose.State.HELD, CycleClose.State.CARRIED)
+    return frozenset(CycleClose.objects.filter(subscription__in=subscriptions, state__in=states)
+                     .values_list("subscription_id", "cycle"))
+
+
+def _billed_since(cycle: Cycle, now: dt.datetime) -> dt.datetime:
+    cutoff = lookback_cutoff(now)
+    if cycle.previous is not None:
+        cutoff = min(cutoff, cycle.previous.start)
+    return cutoff
+
+
+def billed_items(subscriptions: list[Subscription], *, since: dt.datetime | None,
+                 keys: frozenset[ItemKey] = frozenset()) -> tuple[dict[ItemKey, Billed], dt.datetime | None]:
+    """What was billed for the items of these subscriptions whose periods end after ``since`` (None: all),
+    and when the newest of those billings was written."""
+    ids = [s.pk for s in subscriptions]
+    billed: dict[ItemKey, Billed] = defaultdict(Billed)
+    newest: dt.datetime | None = None
+    lines = InvoiceLine.objects.filter(subscription_id__in=ids, invoice__status__in=BILLED_STATUSES)
+    credits = CreditNoteLine.objects.filter(subscription_id__in=ids, kind=CreditNoteLine.Kind.RERATING,
+                                            credit_note__status=CreditNote.Status.ISSUED)
+    if since is not None:
+        lines, credits = lines.filter(period_end__gt=since), credits.filter(period_end__gt=since)
+    for row in lines.values_list("subscription_id", "rate_card_key", "period_start", "kind", "amount", "quantity",
+                                 "rated_quantity", "invoice_id", "invoice__created_at"):
+        subscription_id, rate_card_key, period_start, kind, amount, quantity, rated, invoice_id, created = row
+        entry = billed[(subscription_id, rate_card_key, period_start)]
+        entry.amount += amount
+        entry.lines += 1
+        entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) + amount
+        if kind == InvoiceLine.Kind.FLAT_FEE:
+            entry.quantity += quantity
+        elif kind == InvoiceLine.Kind.CREDIT and rated is None:
+            entry.quantity -= quantity
+        if rated is not None and (entry.rated_quantity is None or rated > entry.rated_quantity):
+            entry.rated_quantity = rated
+        newest = created if newest is None or created > newest else newest
+    for row in credits.values_list("subscription_id", "rate_card_key", "period_start", "amount", "quantity",
+                                   "credit_note__invoice_id", "credit_note__created_at", "rate_card__price_type"):
+        subscription_id, rate_card_key, period_start, amount, quantity, invoice_id, created, price_type = row
+        entry = billed[(subscription_id, rate_card_key, period_start)]
+        entry.amount -= amount
+        entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) - amount
+        if price_type == "flat":
+            entry.quantity -= quantity
+        newest = created if newest is None or created > newest else newest
+    return dict(billed), newest
+
+
+def _tiers_json(line: PriceLine) -> list[dict[str, Any]]:
+    return [
+        {
+            "tier": t.index + 1,
+            "from": format(t.from_quantity, "f"),
+            "up_to": None if t.up_to is None else format(t.up_to, "f"),
+            "quantity": format(t.quantity, "f"),
+            "unit_amount": format(t.unit_amount, "f"),
+            "flat_amount": format(t.flat_amount, "f"),
+            "amount": format(t.exact_amount, "f"),
+        }
+        for t in line.tiers
+    ]
+
+
+def _priced_lines(item: Item, charge_lines: tuple[PriceLine, ...], currency: str,
+                  usage: Decimal | None) -> list[DraftLine]:
+    rate_card, period = item.rate_card, item.period
+    lines = []
+    for line in charge_lines:
+        kind = KIND_BY_ENGINE[line.kind]
+        if kind == InvoiceLine.Kind.USAGE:
+            text = descriptions.usage_description(rate_card, line.quantity, currency, period.start, period.end)
+        elif kind == InvoiceLine.Kind.FLAT_FEE:
+            text = descriptions.flat_fee_description(rate_card, period.fraction, period.start, period.end)
+        elif kind == InvoiceLine.Kind.MINIMUM_SPEND:
+            text = descriptions.minimum_spend_description(rate_card, period.start, period.end)
+        else:
+            text = descriptions.maximum_spend_description(rate_card, period.start, period.end)
+        lines.append(DraftLine(kind, item.subscription, rate_card, text, period.start, period.end, line.quantity,
+                               line.unit_price, line.amount, _tiers_json(line),
+                               usage if kind == InvoiceLine.Kind.USAGE else None))
+    return lines
+
+
+def _delta_line(item: Item, delta: int, billed: Billed, rated_fraction: Decimal, usage: Decimal | None) -> DraftLine:
+    """One line bringing what was billed for the item to its rated amount."""
+    rate_card, period = item.rate_card, item.period
+    if usage is not None:  # usage-priced
+        before = billed.rated_quantity or Decimal(0)
+        if delta > 0:
+            return DraftLine(
+                InvoiceLine.Kind.LATE_USAGE, item.subscription, rate_card,
+                descriptions.late_usage_description(rate_card, max(usage - before, Decimal(0)), period.start,
+                                                    period.end),
+                period.start, period.end, max(usage - before, Decimal(0)),
+                rate_card.unit_amount if rate_card.price_type == "unit" else None, delta, rated_quantity=usage)
+        return DraftLine(
+            InvoiceLine.Kind.CREDIT, item.subscription, rate_card,
+            descriptions.usage_correction_description(rate_card, period.start, period.end),
+            period.start, period.end, max(before - usage, Decimal(0)), None, delta, rated_quantity=usage)
+    difference = abs(billed.quantity - rated_fraction)
+    if delta > 0:
+        return DraftLine(
+            InvoiceLine.Kind.FLAT_FEE, item.subscription, rate_card,
+            descriptions.fee_adjustment_description(rate_card, period.start, period.end),
+            period.start, period.end, difference, rate_card.amount, delta)
+    return DraftLine(
+        InvoiceLine.Kind.CREDIT, item.subscription, rate_card,
+        descriptions.unused_fee_description(rate_card, period.end, period.full_end),
+        period.start, period.end, difference, rate_card.amount, delta)
+
+
+@dataclass
+class CycleBill:
+    """What one cycle bills: its lines, and what was billed before for the items it looked at."""
+
+    lines: list[DraftLine]
+    billed: dict[ItemKey, Billed]
+    newest_billing: dt.datetime | None
+
+
+def cycle_bill(
+    subscription: Subscription,
+    cycle: Cycle,
+    *,
+    now: dt.datetime,
+    usage_until: dt.datetime | None = None,
+    context: BillingContext | None = None,
+    also: frozenset[ItemKey] = frozenset(),
+) -> CycleBill:
+    """The lines this cycle bills (``usage_until`` cuts the running period short, for a preview)."""
+    context = context or BillingContext()
+    currency = subscription.plan.currency
+    chain = subscription_chain(subscription)
+    billed, newest = billed_items(chain, since=None if also else _billed_since(cycle, now))
+    done = done_cycles(chain)
+    if context.usage_read_at is not None and newest is not None and newest >= context.usage_read_at:
+        context.fresh_usage = True  # another close billed this customer after the batch read its usage
+    try:
+        lines: list[DraftLine] = []
+        for item in cycle_items(subscription, cycle, now=now, done=done, usage_until=usage_until, context=context,
+                                also=also):
+            rate_card = item.rate_card
+            usage = (context.usage(item.subscription, rate_card.feature, item.period.start, item.usage_end)
+                     if is_usage_priced(rate_card) else None)
+            charge = charge_rate_card(rate_card, quantity=usage or Decimal(0), currency=currency,
+                                      proration=item.period.fraction)
+            before = billed.get(item.key)
+            if before is None or before.lines == 0:
+                if item.own or charge.total != 0:
+                    lines += _priced_lines(item, charge.lines, currency, usage)
+                continue
+            delta = charge.total - before.amount
+            if delta:
+                lines.append(_delta_line(item, delta, before, item.period.fraction, usage))
+    finally:
+        context.fresh_usage = False
+    return CycleBill(lines, billed, newest)
+
+
+def cycle_lines(subscription: Subscription, cycle: Cycle, *, now: dt.datetime,
+                usage_until: dt.datetime | None = None, context: BillingContext | None = None) -> list[DraftLine]:
+    return cycle_bill(subscription, cycle, now=now, usage_until=usage_until, context=context).lines
+
+
+def split_credits(lines: list[DraftLine]) -> tuple[list[DraftLine], list[DraftLine]]:
+    """(invoice lines, lines for credit notes): credits stay on the invoice while it nets to ≥ 0; otherwise
+    every credit goes to a credit note against the invoice it corrects, so no invoice total is negative."""
+    if sum(line.amount for line in lines) >= 0:
+        return lines, []
+    credits = [line for line in lines if line.kind == InvoiceLine.Kind.CREDIT]
+    return [line for line in lines if line.kind != InvoiceLine.Kind.CREDIT], credits
