@@ -249,7 +249,7 @@ def invoice_reissue(*, invoice: Invoice, actor=None, label: str = "", now: dt.da
     now = now or timezone.now()
     lock_customer_billing(invoice.customer_id)
     invoice = (
-        Invoice.objects.select_for_update()
+        Invoice.objects.select_for_update(of=("self",))
         .select_related("subscription__plan", "subscription__customer", "subscription__previous")
         .get(pk=invoice.pk)
     )
