@@ -4,7 +4,9 @@ Cycle ``k`` closes at boundary ``k``: the subscription's start for k = 0, else t
 own periods are period ``k − 1`` (usage and in-arrears fees, after the grace period) and period ``k`` (in-advance
 fees). A subscription that a plan change replaced (``Subscription.next``) has no cycle at or after the change:
 its last usage and unused in-advance fees are billed by the new subscription's first cycle, which waits for the
-grace period too, so a plan change gives one invoice.
+grace period too, so a plan change gives one invoice. A subscription that ended on its own keeps *settling*
+cycles at its later boundaries for as long as its periods are within the late-usage lookback: they have no periods
+of their own and only bill what late usage (or a void) left missing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from customers.models import Subscription
-from customers.periods import Period, periods_between
+from customers.periods import Period, boundary, index_at, periods_between
 
 
 @dataclass(frozen=True)
@@ -25,13 +27,14 @@ class Cycle:
     previous: Period | None  # its own period billed in arrears
     next: Period | None  # its own period billed in advance
     waits_for_grace: bool = False
+    settles: Period | None = None  # a settling cycle after the end: the subscription's last period
 
     def due_at(self, grace: dt.timedelta) -> dt.datetime:
         return self.boundary + grace if (self.previous is not None or self.waits_for_grace) else self.boundary
 
     @property
     def invoice_period(self) -> Period:
-        period = self.previous or self.next
+        period = self.previous or self.next or self.settles
         assert period is not None
         return period
 
@@ -75,10 +78,27 @@ def subscription_cycles(subscription: Subscription, *, until: dt.datetime) -> li
     cycles = [Cycle(0, periods[0].start, None, periods[0], waits_for_grace=_replaces_another(subscription))]
     for index, period in enumerate(periods, start=1):
         if period.end > until or (cutover is not None and period.end >= cutover):
-            break
+            return cycles
         following = periods[index] if index < len(periods) else None  # starts at the boundary, so listed
         cycles.append(Cycle(index, period.end, period, following))
+    if subscription.cancel_at is not None and cutover is None and len(cycles) == len(periods) + 1:
+        cycles += _settling_cycles(subscription, periods[-1], first_index=len(cycles), until=until)
     return cycles
+
+
+def _settling_cycles(subscription: Subscription, last: Period, *, first_index: int,
+                     until: dt.datetime) -> list[Cycle]:
+    """After the end: one cycle at each later boundary of the anchor while the last period is in the lookback."""
+    cadence = subscription.plan.billing_cadence
+    horizon = last.end + dt.timedelta(days=settings.INVOICE_LATE_USAGE_LOOKBACK_DAYS)
+    index = index_at(subscription.billing_anchor, cadence, last.end) + 1
+    cycles = []
+    while True:
+        at = boundary(subscription.billing_anchor, cadence, index)
+        if at > until or at >= horizon:
+            return cycles
+        cycles.append(Cycle(first_index + len(cycles), at, None, None, waits_for_grace=True, settles=last))
+        index += 1
 
 
 def cycle_at(subscription: Subscription, at: dt.datetime) -> Cycle | None:

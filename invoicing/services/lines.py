@@ -73,7 +73,7 @@ class Billed:
 
     amount: int = 0
     quantity: Decimal = Decimal(0)  # fee fractions billed (flat fees), for the description of an adjustment
-    rated_quantity: Decimal | None = None  # the usage the latest rating saw
+    usage_quantity: Decimal = Decimal(0)  # usage billed so far (usage-priced), for the description of a delta
     lines: int = 0
     by_invoice: dict[int, int] = field(default_factory=dict)  # invoice id → its net amount for the item
 
@@ -151,6 +151,39 @@ class BillingContext:
         self._usage.update(features_usage(requests))
 
 
+@dataclass(frozen=True)
+class Slot:
+    """A priced rate card in one period of a subscription, and the cycle that bills it first: an in-advance fee
+    of period ``i`` belongs to cycle ``i``, usage and in-arrears fees of period ``i`` to cycle ``i + 1`` (for a
+    subscription a plan change replaced, cycles at or after the change belong to its successor's first cycle)."""
+
+    subscription: Subscription
+    rate_card: RateCard
+    period: Period
+    owner: tuple[int, int]  # (subscription id, cycle index)
+
+
+def subscription_slots(subscription: Subscription, *, until: dt.datetime, context: BillingContext,
+                       extra_period: Period | None = None) -> list[Slot]:
+    """The slots of the subscription's periods that begin before ``until`` (plus ``extra_period``)."""
+    periods = subscription_periods(subscription, until=until)
+    if extra_period is not None and (not periods or periods[-1].start < extra_period.start):
+        periods.append(extra_period)
+    cutover = replaced_at(subscription)
+    successor_id = subscription.next.pk if cutover is not None else None
+    slots = []
+    for index, period in enumerate(periods):
+        for rate_card in context.rate_cards(subscription.plan):
+            if not rate_card.price_type:
+                continue
+            cycle = index if is_in_advance(rate_card) else index + 1
+            boundary = periods[cycle - 1].end if cycle > 0 else periods[0].start
+            carried = cutover is not None and boundary >= cutover
+            owner = (successor_id, 0) if carried and successor_id is not None else (subscription.pk, cycle)
+            slots.append(Slot(subscription, rate_card, period, owner))
+    return slots
+
+
 def cycle_items(
     subscription: Subscription,
     cycle: Cycle,
@@ -161,48 +194,29 @@ def cycle_items(
     context: BillingContext,
     also: frozenset[ItemKey] = frozenset(),
 ) -> list[Item]:
-    """Every item this cycle of the subscription bills or re-rates.
-
-    Each item belongs to one cycle: an in-advance fee of period ``i`` to cycle ``i``, usage and in-arrears fees
-    of period ``i`` to cycle ``i + 1`` (for a subscription a plan change replaced, cycles at or after the change
-    belong to its successor's first cycle). The cycle's own items are always billed; another cycle's items are
-    re-rated only once that cycle is done (``done``: (subscription id, cycle) pairs; None counts every cycle as
-    done, to record what a batch may read), and only within the lookback unless listed in ``also`` (the items
-    of an invoice being reissued)."""
+    """Every item this cycle of the subscription bills or re-rates: its own slots, always; other slots (of this
+    subscription and of those it replaced) once the cycle they belong to is done (``done``: (subscription id,
+    cycle) pairs; None counts every earlier cycle as done, to record what a batch may read), and only within the
+    lookback unless listed in ``also`` (the items of an invoice being reissued)."""
     cutoff = lookback_cutoff(now)
-    chain = subscription_chain(subscription)
+    me = (subscription.pk, cycle.index)
     items: list[Item] = []
-    for position, member in enumerate(chain):
-        own_subscription = position == 0
-        successor = chain[position - 1] if position else None
-        until = cycle.boundary if own_subscription else now
-        periods = subscription_periods(member, until=until + dt.timedelta(microseconds=1))
-        if own_subscription and cycle.next is not None and (not periods or periods[-1].start < cycle.next.start):
-            periods.append(cycle.next)
-        cutover = replaced_at(member)
-        for index, period in enumerate(periods):
-            for rate_card in context.rate_cards(member.plan):
-                if not rate_card.price_type:
+    for position, member in enumerate(subscription_chain(subscription)):
+        until = (cycle.boundary if position == 0 else now) + dt.timedelta(microseconds=1)
+        for slot in subscription_slots(member, until=until, context=context,
+                                       extra_period=cycle.next if position == 0 else None):
+            own = slot.owner == me
+            key = (member.pk, slot.rate_card.key, slot.period.start)
+            if not own:
+                if slot.owner[0] == subscription.pk and slot.owner[1] >= cycle.index:
+                    continue  # a later cycle's
+                if done is not None and slot.owner not in done:
+                    continue  # the cycle it belongs to has not closed yet: that close bills it
+                if slot.period.end <= cutoff and key not in also:
                     continue
-                owner = index if is_in_advance(rate_card) else index + 1
-                boundary = periods[owner - 1].end if owner > 0 else periods[0].start
-                carried = cutover is not None and boundary >= cutover
-                if own_subscription:
-                    own = owner == cycle.index and not carried
-                else:
-                    own = carried and position == 1 and cycle.index == 0
-                key = (member.pk, rate_card.key, period.start)
-                if not own:
-                    if own_subscription and owner >= cycle.index:
-                        continue  # a later cycle's
-                    if done is not None:
-                        owner_key = (successor.pk, 0) if carried and successor else (member.pk, owner)
-                        if owner_key not in done:
-                            continue  # its own cycle has not closed yet: it bills it
-                    if period.end <= cutoff and key not in also:
-                        continue
-                usage_end = period.end if usage_until is None or not own else min(period.end, usage_until)
-                items.append(Item(member, rate_card, period, own, usage_end))
+            period = slot.period
+            usage_end = period.end if usage_until is None or not own else min(period.end, usage_until)
+            items.append(Item(member, slot.rate_card, period, own, usage_end))
     return items
 
 
@@ -242,8 +256,12 @@ def billed_items(subscriptions: list[Subscription], *, since: dt.datetime | None
             entry.quantity += quantity
         elif kind == InvoiceLine.Kind.CREDIT and rated is None:
             entry.quantity -= quantity
-        if rated is not None and (entry.rated_quantity is None or rated > entry.rated_quantity):
-            entry.rated_quantity = rated
+        elif kind == InvoiceLine.Kind.USAGE:
+            entry.usage_quantity += rated if rated is not None else quantity
+        elif kind == InvoiceLine.Kind.LATE_USAGE:
+            entry.usage_quantity += quantity
+        elif kind == InvoiceLine.Kind.CREDIT:
+            entry.usage_quantity -= quantity
         newest = created if newest is None or created > newest else newest
     for row in credits.values_list("subscription_id", "rate_card_key", "period_start", "amount", "quantity",
                                    "credit_note__invoice_id", "credit_note__created_at", "rate_card__price_type"):
@@ -253,6 +271,8 @@ def billed_items(subscriptions: list[Subscription], *, since: dt.datetime | None
         entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) - amount
         if price_type == "flat":
             entry.quantity -= quantity
+        else:
+            entry.usage_quantity -= quantity
         newest = created if newest is None or created > newest else newest
     return dict(billed), newest
 
@@ -292,18 +312,24 @@ def _priced_lines(item: Item, charge_lines: tuple[PriceLine, ...], currency: str
     return lines
 
 
-def _delta_line(item: Item, delta: int, billed: Billed, rated_fraction: Decimal, usage: Decimal | None) -> DraftLine:
+def _delta_line(item: Item, delta: int, billed: Billed, rated_fraction: Decimal, usage: Decimal | None,
+                currency: str) -> DraftLine:
     """One line bringing what was billed for the item to its rated amount."""
     rate_card, period = item.rate_card, item.period
     if usage is not None:  # usage-priced
-        before = billed.rated_quantity or Decimal(0)
+        before = billed.usage_quantity
+        added = max(usage - before, Decimal(0))
+        unit_price = rate_card.unit_amount if rate_card.price_type == "unit" else None
+        if delta > 0 and item.own:  # its own period, partly billed before (a reissue after a void)
+            return DraftLine(
+                InvoiceLine.Kind.USAGE, item.subscription, rate_card,
+                descriptions.usage_description(rate_card, added, currency, period.start, period.end),
+                period.start, period.end, added, unit_price, delta, rated_quantity=added)
         if delta > 0:
             return DraftLine(
                 InvoiceLine.Kind.LATE_USAGE, item.subscription, rate_card,
-                descriptions.late_usage_description(rate_card, max(usage - before, Decimal(0)), period.start,
-                                                    period.end),
-                period.start, period.end, max(usage - before, Decimal(0)),
-                rate_card.unit_amount if rate_card.price_type == "unit" else None, delta, rated_quantity=usage)
+                descriptions.late_usage_description(rate_card, added, period.start, period.end),
+                period.start, period.end, added, unit_price, delta, rated_quantity=usage)
         return DraftLine(
             InvoiceLine.Kind.CREDIT, item.subscription, rate_card,
             descriptions.usage_correction_description(rate_card, period.start, period.end),
@@ -362,7 +388,7 @@ def cycle_bill(
                 continue
             delta = charge.total - before.amount
             if delta:
-                lines.append(_delta_line(item, delta, before, item.period.fraction, usage))
+                lines.append(_delta_line(item, delta, before, item.period.fraction, usage, currency))
     finally:
         context.fresh_usage = False
     return CycleBill(lines, billed, newest)

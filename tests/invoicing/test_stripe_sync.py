@@ -17,8 +17,8 @@ from catalog.services.plans import RateCardSpec
 from customers.models import Customer
 from customers.services.customers import attribution_add, customer_create, customer_update
 from customers.services.subscriptions import subscription_cancel, subscription_create
-from invoicing.services import stripe_push, stripe_webhooks
 from invoicing.models import Invoice, InvoiceEvent
+from invoicing.services import stripe_push
 from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import invoice_void
 from invoicing.stripe_gateway import StripeGateway, StripeRetryableError

@@ -13,8 +13,8 @@ import time
 import pytest
 from django.utils import timezone
 
-from invoicing.services import stripe_push, stripe_webhooks
 from invoicing.models import Invoice, InvoiceEvent, StripeWebhookEvent
+from invoicing.services import stripe_push, stripe_webhooks
 from tests.fakes.stripe_fixtures import fake_stripe  # noqa: F401
 from tests.fakes.stripe_server import FakeStripeServer, sign_webhook_payload
 from tests.invoicing.test_stripe_sync import VOID, fake, november_invoice  # noqa: F401

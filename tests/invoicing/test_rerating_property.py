@@ -1,0 +1,167 @@
+"""The re-rating rule as a property: over random histories — usage on time and late, closes at random times,
+voids, reissues, payments, plan changes and cancellations — after a final close every subscription, rate card
+and closed period is billed exactly its rated amount (non-void invoices less re-rating credit notes), no invoice
+total is negative and every credit note is positive. Runs on SQLite and, in CI, on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from catalog.services.plans import RateCardSpec, TierSpec, plan_create, plan_publish
+from customers.models import Subscription
+from customers.services.customers import attribution_add, customer_create
+from customers.services.subscriptions import subscription_cancel, subscription_change_plan, subscription_create
+from invoicing.models import CreditNote, Invoice
+from invoicing.selectors.reconcile import reconcile
+from invoicing.services.close import close_cycles
+from invoicing.services.lifecycle import ReissueError, invoice_mark_paid, invoice_reissue, invoice_void
+from tests.catalog.factories import D, ai_token_feature
+from tests.metering.helpers import llm_event
+from tests.metering.usage_helpers import ingest, iso, utc
+
+START = utc(2026, 11, 1)
+HORIZON = dt.timedelta(days=70)  # the history stays within the 90-day lookback of its first period
+_ids = itertools.count()
+
+
+def _plans():
+    ai_token_feature()
+    ai_token_feature("ai-token-out", "response")
+    basic = plan_publish(plan=plan_create(key="basic", name="Basic", currency="USD", rate_cards=[
+        RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D("0.01"),
+                     free_quantity=D(50), maximum_spend=D("40.00")),
+        RateCardSpec(key="platform", name="Platform", price_type="flat", amount=D("30.00"),
+                     payment_term="in_advance"),
+    ]))
+    pro = plan_publish(plan=plan_create(key="pro", name="Pro", currency="USD", rate_cards=[
+        RateCardSpec(key="ai-token", feature="ai-token", price_type="graduated", minimum_spend=D("5.00"),
+                     tiers=[TierSpec(D(100), D("0.02")), TierSpec(None, D("0.005"), D("1.00"))]),
+        RateCardSpec(key="ai-token-out", feature="ai-token-out", price_type="package", amount=D("2.00"),
+                     quantity_per_package=D(500)),
+        RateCardSpec(key="support", name="Support", price_type="flat", amount=D("12.00"),
+                     payment_term="in_arrears"),
+        RateCardSpec(key="platform", name="Platform", price_type="flat", amount=D("90.00"),
+                     payment_term="in_advance"),
+    ]))
+    return basic, pro
+
+
+class BillingHistory(RuleBasedStateMachine):
+    """One customer's billing history, inside a savepoint rolled back at the end of each example."""
+
+    def __init__(self):
+        super().__init__()
+        self._atomic = transaction.atomic()
+        self._atomic.__enter__()
+        self.clock = START
+
+    @initialize(start_offset_days=st.integers(0, 20), calendar=st.booleans())
+    def subscribe(self, start_offset_days, calendar):
+        self.basic, self.pro = _plans()
+        self.customer = customer_create(key="kong-air", name="Kong Air", currency="USD")
+        attribution_add(customer=self.customer, subject="kong-air")
+        start = START + dt.timedelta(days=start_offset_days)
+        subscription_create(customer=self.customer, plan=self.basic, start=start,
+                            billing_anchor="calendar" if calendar else None)
+
+    def current(self) -> Subscription | None:
+        subscription = Subscription.objects.filter(customer=self.customer).order_by("-start", "-id").first()
+        if subscription is None or subscription.status_at(self.clock) not in ("active", "canceling"):
+            return None
+        return subscription
+
+    @rule(hours=st.integers(1, 20 * 24))
+    def time_passes(self, hours):
+        self.clock = min(self.clock + dt.timedelta(hours=hours), START + HORIZON)
+
+    @rule(tokens=st.integers(0, 5000), back_hours=st.integers(0, 60 * 24),
+          kind=st.sampled_from(["request", "response"]))
+    def usage_arrives(self, tokens, back_hours, kind):
+        """On time (back_hours small) or late, possibly for a period already invoiced."""
+        happened = max(START - dt.timedelta(days=2), self.clock - dt.timedelta(hours=back_hours))
+        ingest([llm_event(tokens=tokens, kind=kind, time=iso(happened), event_id=f"e{next(_ids)}")], now=self.clock)
+
+    @rule()
+    def close(self):
+        report = close_cycles(now=self.clock)
+        assert not report.errors, report.errors
+
+    @rule(data=st.data())
+    def void_an_invoice(self, data):
+        invoices = list(Invoice.objects.filter(status__in=("issued", "uncollectible")).order_by("pk"))
+        if invoices:
+            invoice_void(invoice=data.draw(st.sampled_from(invoices)), reason="property test")
+
+    @rule(data=st.data())
+    def reissue(self, data):
+        voided = list(Invoice.objects.filter(status="void").order_by("pk"))
+        if voided:
+            try:
+                invoice_reissue(invoice=data.draw(st.sampled_from(voided)), now=self.clock)
+            except ReissueError:
+                pass  # already reissued, or nothing missing: refused, nothing written
+
+    @rule(data=st.data())
+    def customer_pays(self, data):
+        issued = list(Invoice.objects.filter(status="issued").order_by("pk"))
+        if issued:
+            invoice_mark_paid(invoice=data.draw(st.sampled_from(issued)))
+
+    @precondition(lambda self: self.current() is not None)
+    @rule(when=st.sampled_from(["now", "period_end"]))
+    def cancel(self, when):
+        subscription = self.current()
+        if subscription.cancel_at is None:
+            subscription_cancel(subscription=subscription, when=when, now=self.clock)
+
+    @precondition(lambda self: self.current() is not None)
+    @rule(when=st.sampled_from(["now", "period_end"]))
+    def change_plan(self, when):
+        subscription = self.current()
+        if subscription.cancel_at is None:
+            other = self.pro if subscription.plan_id == self.basic.pk else self.basic
+            subscription_change_plan(subscription=subscription, plan=other, when=when, now=self.clock)
+
+    @invariant()
+    def never_negative(self):
+        assert not Invoice.objects.filter(total__lt=0).exists()
+        assert not CreditNote.objects.filter(total__lte=0).exists()
+
+    def teardown(self):
+        try:
+            if hasattr(self, "customer"):
+                self.final_close_bills_exactly_what_rates()
+        finally:
+            transaction.set_rollback(True)
+            self._atomic.__exit__(None, None, None)
+
+    def final_close_bills_exactly_what_rates(self):
+        """A close at the next boundary after everything (plus the grace period) settles the whole history."""
+        final = utc(2027, 2, 1, 2) if self.clock < utc(2027, 2, 1) else utc(2027, 3, 1, 2)
+        report = close_cycles(now=final)
+        assert not report.errors, report.errors
+        rows = list(reconcile(now=final))
+        wrong = [(r.subscription_id, r.rate_card, r.period_start, r.rated, r.billed) for r in rows if r.difference]
+        assert not wrong, wrong
+        self.never_negative()
+
+
+@pytest.mark.django_db
+def test_billed_equals_rated_after_any_history():
+    run_state_machine_as_test(BillingHistory, settings=settings(
+        max_examples=25, stateful_step_count=25, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
