@@ -56,25 +56,37 @@ def subscription_periods(subscription: Subscription, *, until: dt.datetime) -> l
     )
 
 
+def _runs(subscription: Subscription) -> bool:
+    """Not canceled before it began (such a subscription has no periods and no cycles)."""
+    return subscription.cancel_at is None or subscription.cancel_at > subscription.start
+
+
 def replaced_at(subscription: Subscription) -> dt.datetime | None:
     """Where a plan change replaced this subscription by its ``next`` one (whose first cycle bills the rest)."""
     successor = getattr(subscription, "next", None)
-    if successor is not None and subscription.cancel_at is not None and successor.start == subscription.cancel_at:
+    if (successor is not None and subscription.cancel_at is not None and successor.start == subscription.cancel_at
+            and _runs(successor)):
         return subscription.cancel_at
     return None
 
 
 def _replaces_another(subscription: Subscription) -> bool:
     previous = subscription.previous
-    return previous is not None and previous.cancel_at == subscription.start
+    return previous is not None and previous.cancel_at == subscription.start and _runs(subscription)
 
 
 def subscription_cycles(subscription: Subscription, *, until: dt.datetime) -> list[Cycle]:
     """Every cycle whose boundary is at or before ``until``, in order."""
     periods = subscription_periods(subscription, until=until + dt.timedelta(microseconds=1))
-    if not periods:
-        return []
     cutover = replaced_at(subscription)
+    if not periods:
+        # Canceled at (or before) its start: nothing of its own to bill, but what its first cycle may have billed
+        # at that very instant must still be settled.
+        if subscription.cancel_at is not None and cutover is None and subscription.start <= until:
+            nothing = Period(-1, subscription.cancel_at, subscription.cancel_at, subscription.cancel_at,
+                             subscription.cancel_at)
+            return _settling_cycles(subscription, nothing, first_index=1, until=until)
+        return []
     cycles = [Cycle(0, periods[0].start, None, periods[0], waits_for_grace=_replaces_another(subscription))]
     for index, period in enumerate(periods, start=1):
         if period.end > until or (cutover is not None and period.end >= cutover):

@@ -193,18 +193,31 @@ def cycle_items(
     usage_until: dt.datetime | None = None,
     context: BillingContext,
     also: frozenset[ItemKey] = frozenset(),
+    billed_keys: frozenset[ItemKey] = frozenset(),
 ) -> list[Item]:
     """Every item this cycle of the subscription bills or re-rates: its own slots, always; other slots (of this
     subscription and of those it replaced) once the cycle they belong to is done (``done``: (subscription id,
     cycle) pairs; None counts every earlier cycle as done, to record what a batch may read), and only within the
-    lookback unless listed in ``also`` (the items of an invoice being reissued)."""
+    lookback unless listed in ``also`` (the items of an invoice being reissued). Billed items whose period no
+    longer exists (a subscription canceled at the instant its period began) rate to nothing."""
     cutoff = lookback_cutoff(now)
     me = (subscription.pk, cycle.index)
     items: list[Item] = []
     for position, member in enumerate(subscription_chain(subscription)):
         until = (cycle.boundary if position == 0 else now) + dt.timedelta(microseconds=1)
-        for slot in subscription_slots(member, until=until, context=context,
-                                       extra_period=cycle.next if position == 0 else None):
+        slots = subscription_slots(member, until=until, context=context,
+                                   extra_period=cycle.next if position == 0 else None)
+        billed_starts = {start for subscription_id, _, start in billed_keys if subscription_id == member.pk}
+        if billed_starts:
+            existing = {period.start for period in subscription_periods(
+                member, until=max(billed_starts) + dt.timedelta(microseconds=1))}
+            rate_cards = {rate_card.key: rate_card for rate_card in context.rate_cards(member.plan)}
+            for subscription_id, key, start in sorted(billed_keys):
+                if subscription_id != member.pk or start in existing or key not in rate_cards:
+                    continue
+                if start > cutoff or (member.pk, key, start) in also:
+                    items.append(Item(member, rate_cards[key], Period(-1, start, start, start, start), False, start))
+        for slot in slots:
             own = slot.owner == me
             key = (member.pk, slot.rate_card.key, slot.period.start)
             if not own:
@@ -375,12 +388,15 @@ def cycle_bill(
     try:
         lines: list[DraftLine] = []
         for item in cycle_items(subscription, cycle, now=now, done=done, usage_until=usage_until, context=context,
-                                also=also):
-            rate_card = item.rate_card
-            usage = (context.usage(item.subscription, rate_card.feature, item.period.start, item.usage_end)
-                     if is_usage_priced(rate_card) else None)
+                                also=also, billed_keys=frozenset(billed)):
+            rate_card, period = item.rate_card, item.period
+            exists = period.end > period.start
+            usage = None
+            if is_usage_priced(rate_card):
+                usage = (context.usage(item.subscription, rate_card.feature, period.start, item.usage_end)
+                         if exists else Decimal(0))
             charge = charge_rate_card(rate_card, quantity=usage or Decimal(0), currency=currency,
-                                      proration=item.period.fraction)
+                                      proration=period.fraction if exists else Decimal(0))
             before = billed.get(item.key)
             if before is None or before.lines == 0:
                 if item.own or charge.total != 0:
@@ -388,7 +404,8 @@ def cycle_bill(
                 continue
             delta = charge.total - before.amount
             if delta:
-                lines.append(_delta_line(item, delta, before, item.period.fraction, usage, currency))
+                lines.append(_delta_line(item, delta, before, period.fraction if exists else Decimal(0), usage,
+                                         currency))
     finally:
         context.fresh_usage = False
     return CycleBill(lines, billed, newest)
