@@ -22,6 +22,7 @@ from django.db import connection
 from .jsonpath import NUMERIC_TEXT_MAX_LENGTH, NUMERIC_TEXT_SQL, VALUE_BOUND_SQL, JsonPath
 
 Fragment = tuple[str, list]
+SQLITE_EXACT_INTEGER = 2**53
 
 
 def is_postgres() -> bool:
@@ -55,8 +56,9 @@ def value_expr(path: JsonPath, data: str = "e.data", *, bounded: bool = True) ->
     rule: a number or numeric string with |value| <= VALUE_BOUND). Never raises, whatever the event holds:
     a string is cast only after the shared pattern and length check.
 
-    ``bounded=False`` leaves out the range check, for a caller that extracts the value once in a subquery
-    and applies :func:`in_range` to that column (the aggregator: extracting twice costs more than the rest).
+    ``bounded=False`` leaves out the range check on PostgreSQL, for a caller that extracts the value once in
+    a subquery and applies :func:`in_range` to that column (the aggregator: extracting twice costs more than
+    the rest of its work). SQLite's expression is always bounded.
     """
     if is_postgres():
         p = path.postgres_path
@@ -68,14 +70,20 @@ def value_expr(path: JsonPath, data: str = "e.data", *, bounded: bool = True) ->
         params = [p, p, p, p, NUMERIC_TEXT_SQL, p]
     else:
         p = path.sqlite_path
-        sql = (
+        number = (
             f"(CASE json_type({data}, %s) WHEN 'integer' THEN json_extract({data}, %s) "
             f"WHEN 'real' THEN json_extract({data}, %s) "
             f"WHEN 'text' THEN CASE WHEN length(json_extract({data}, %s)) <= {NUMERIC_TEXT_MAX_LENGTH} "
             f"AND json_extract({data}, %s) REGEXP %s "
             f"THEN CAST(trim(json_extract({data}, %s)) AS NUMERIC) END END)"
         )
-        params = [p, p, p, p, p, NUMERIC_TEXT_SQL, p]
+        number_params = [p, p, p, p, p, NUMERIC_TEXT_SQL, p]
+        # Checked against the bound here, while integers are exact; then SQLite's sum(), which raises on a
+        # 64-bit overflow (10 values of 10^18 would), gets integers beyond 2^53 as doubles (inexact there:
+        # SQLite is for development, PostgreSQL sums exactly).
+        sql = (f"(CASE WHEN {number} BETWEEN -{SQLITE_EXACT_INTEGER} AND {SQLITE_EXACT_INTEGER} THEN {number} "
+               f"WHEN {in_range(number)} IS NOT NULL THEN CAST({number} AS REAL) END)")
+        return sql, number_params * 5  # bounded either way
     if not bounded:
         return sql, params
     return in_range(sql), [*params, *params]
