@@ -415,11 +415,14 @@ def activity_process_chunk(*, max_events: int = CHUNK_EVENTS) -> ChunkResult:
     return ChunkResult(events, state.low, chunk_high, chunk_high >= high)
 
 
+ACTIVITY_FAILURE = "(activity counters)"  # not a meter slug
+
+
 @dataclass(frozen=True)
 class ProcessReport:
     events_by_meter: dict[str, int]
     activity_events: int
-    failures: dict[str, str] = field(default_factory=dict)  # meter slug (or "activity") → error
+    failures: dict[str, str] = field(default_factory=dict)  # meter slug (or ACTIVITY_FAILURE) → error
 
     @property
     def total(self) -> int:
@@ -444,7 +447,7 @@ def usage_process_all(*, time_budget: float = 20.0) -> ProcessReport:
         if _is_fatal(exc):
             raise
         logger.exception("activity counters failed; the meters go on")
-        failures["activity"] = f"{type(exc).__name__}: {exc}"[:ROLLUP_ERROR_MAX]
+        failures[ACTIVITY_FAILURE] = f"{type(exc).__name__}: {exc}"[:ROLLUP_ERROR_MAX]
     by_meter: dict[str, int] = {}
     for meter_id, slug in Meter.objects.order_by("pk").values_list("pk", "slug"):
         remaining = max(1.0, time_budget - (time.monotonic() - started))

@@ -130,3 +130,15 @@ def test_the_dashboard_builder_is_one_query_and_needs_view_meter(two_meters, dja
                                                 "url": f"/admin/metering/meter/{broken.pk}/change/"}]}
     nobody = User.objects.create_user("staff", password="pw-123456", is_staff=True)
     assert metering_dashboard.dashboard(nobody) == {}
+
+
+def test_failing_activity_counters_do_not_stop_the_meters(two_meters, monkeypatch):
+    _, healthy = two_meters
+
+    def broken_activity(**kwargs):
+        raise RuntimeError("activity broke")
+
+    monkeypatch.setattr(rollups, "activity_process_chunk", broken_activity)
+    report = rollups.usage_process_all(time_budget=10)
+    assert report.failures == {rollups.ACTIVITY_FAILURE: "RuntimeError: activity broke"}
+    assert report.events_by_meter == {"a_broken": 5, "b_healthy": 5} and rolled_up(healthy) == 15

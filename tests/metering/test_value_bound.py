@@ -182,3 +182,26 @@ def test_a_number_the_database_cannot_hold_is_400_not_500(api, ingest_token, raw
 
         event = Event.objects.get(event_id="x")
         assert meter_problems([event])[event.pk]["validationError"] == "value at $.tokens is out of range"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_refolds_meters_whose_rollups_hold_an_out_of_range_value():
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("metering.migrations.0005_meter_rollup_error")
+    poisoned, clean = make_meter(), make_meter(slug="clean", event_type="other.type")
+    ingest([llm_event(tokens=24, time=None), llm_event(tokens=6, time=None),
+            {**llm_event(tokens=5, time=None), "type": "other.type"}])
+    roll_up()
+    HourlyUsage.objects.filter(series__meter=poisoned).update(value_max=Decimal(10**20), value_sum=Decimal(10**20))
+    assert migration.VALUE_BOUND == jsonpath.VALUE_BOUND
+    migration.refold_meters_with_out_of_range_values(apps, None)
+    poisoned.refresh_from_db()
+    clean.refresh_from_db()
+    assert poisoned.rollup_low == 0 and not HourlyUsage.objects.filter(series__meter=poisoned).exists()
+    assert clean.rollup_low > 0 and rolled_up(clean) == 5
+    assert total(poisoned) == 30  # read raw until refolded
+    roll_up(poisoned)
+    assert rolled_up(poisoned) == 30
