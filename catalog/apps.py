@@ -9,6 +9,6 @@ class CatalogConfig(AppConfig):
     def ready(self) -> None:
         from metering.enrichment import register_meter_update_check
 
-        from .checks import features_still_valid
+        from .checks import meter_change_refusals
 
-        register_meter_update_check(features_still_valid)
+        register_meter_update_check(meter_change_refusals)

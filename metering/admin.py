@@ -35,6 +35,7 @@ from .services.meters import (
     meter_delete,
     meter_update,
 )
+from .services.rollups import ROLLUP_ERROR_MAX
 from .services.tokens import api_token_create, api_token_revoke
 from .windows import floor_to_window, next_window_start, time_zone
 
@@ -203,12 +204,32 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return None
 
 
+class _Refused(Exception):
+    """A service refused an admin write after the form validated (a race): shown as an error message, the
+    request's transaction rolled back, no success message."""
+
+
+class RollupErrorFilter(admin.SimpleListFilter):
+    title = "rollups"
+    parameter_name = "rollup"
+
+    def lookups(self, request, model_admin):
+        return [("failing", "Failing"), ("ok", "OK")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "failing":
+            return queryset.exclude(rollup_error="")
+        if self.value() == "ok":
+            return queryset.filter(rollup_error="")
+        return queryset
+
+
 @admin.register(Meter)
 class MeterAdmin(admin.ModelAdmin):
     form = forms.MeterForm
     list_display = ("slug", "name", "event_type", "aggregation", "value_property", "group_by_names",
-                    "usage_link")
-    list_filter = ("aggregation", "event_type")
+                    "rollup_status", "usage_link")
+    list_filter = ("aggregation", "event_type", RollupErrorFilter)
     search_fields = ("slug", "name", "event_type")
     actions = ["rebuild_usage"]
     change_list_template = "admin/metering/meter/change_list.html"
@@ -218,7 +239,53 @@ class MeterAdmin(admin.ModelAdmin):
     )
 
     def get_readonly_fields(self, request, obj=None):
-        return ("slug",) if obj else ()
+        return ("slug", "rollup_status_full") if obj else ()
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (*fieldsets, ("Rollups", {"fields": ("rollup_status_full",),
+                                         "description": "The aggregator folds new events into hourly and daily "
+                                                        "rollups every few seconds, each meter on its own."}))
+
+    @admin.display(description="rollups")
+    def rollup_status(self, obj: Meter, *, limit: int = 160) -> str:
+        """OK, or the aggregator's last error on this meter (cleared by its next successful run)."""
+        if not obj.rollup_error:
+            return "OK"
+        error = obj.rollup_error if len(obj.rollup_error) <= limit else obj.rollup_error[:limit] + "…"
+        return format_html('<strong style="color:#ba2121">failing</strong> since {}: {}',
+                           obj.rollup_failed_at.strftime("%Y-%m-%d %H:%M UTC") if obj.rollup_failed_at else "?",
+                           error)
+
+    @admin.display(description="rollups")
+    def rollup_status_full(self, obj: Meter) -> str:
+        return self.rollup_status(obj, limit=ROLLUP_ERROR_MAX)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except _Refused as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except _Refused as exc:  # rolled back with the deletion's log entry
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:metering_meter_change", args=[object_id]))
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "POST":  # actions (bulk delete): all or nothing, like the single-object views
+            try:
+                with transaction.atomic():
+                    return self._changelist_view(request, extra_context)
+            except _Refused as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return HttpResponseRedirect(request.get_full_path())
+        return self._changelist_view(request, extra_context)
 
     def get_urls(self):
         return [
@@ -227,7 +294,7 @@ class MeterAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def changelist_view(self, request, extra_context=None):
+    def _changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "presets": [
             {"key": key, "name": preset["name"], "exists": Meter.objects.filter(slug=preset["slug"]).exists(),
              "summary": f"{preset['aggregation']} of {preset['event_type']}"
@@ -258,15 +325,19 @@ class MeterAdmin(admin.ModelAdmin):
             else:
                 saved = meter_create(**fields)
         except MeterValidationError as exc:  # form validation runs the same rules, so this is a race
-            raise ValueError(str(exc)) from exc
+            raise _Refused(f"{obj.slug or 'The meter'} was not saved: {exc}") from exc
         obj.pk = saved.pk
         obj.refresh_from_db()
 
     def delete_model(self, request, obj):
         try:
             meter_delete(meter=obj)
-        except MeterInUse as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+        except MeterInUse as exc:  # the delete page checks this first, so this is a race: error only
+            raise _Refused(str(exc)) from exc
+
+    def delete_queryset(self, request, queryset):
+        for meter in queryset:
+            self.delete_model(request, meter)
 
     def preset_view(self, request, preset: str):
         if request.method != "POST" or not self.has_add_permission(request):

@@ -262,3 +262,21 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+def unstorable_data(rows: list[EventRow]) -> CloudEventsError:
+    """The 400 for a batch the database refused to store (PostgreSQL's jsonb holds numbers up to about
+    10^131072 and down to 10^-16383: ``1e400000`` is valid JSON it cannot hold), naming the events whose data
+    holds a number no number type can (found by decoding strictly), or the batch when none is found."""
+    errors = []
+    for index, row in enumerate(rows):
+        if row.data is None:
+            continue
+        try:
+            _any_decoder.decode(row.data)
+        except msgspec.DecodeError as exc:
+            errors.append(FieldError(index, "data", f"data holds a number out of range: {exc}"))
+    if not errors:
+        errors = [FieldError(None, "data", "a number in the events' data is out of range for the database")]
+    return CloudEventsError(400, "Invalid events", errors)
+

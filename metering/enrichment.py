@@ -11,6 +11,7 @@ An enricher takes a list of events and returns ``{event pk: {"validationError": 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 Enricher = Callable[[list], dict[int, dict[str, Any]]]
@@ -60,15 +61,27 @@ def customer_subjects(customer_ids: list[str]) -> dict[str, list[str]] | None:
 
 # --- checks higher layers run before a meter's definition changes ------------------------------------------
 
-MeterCheck = Callable[[Any, dict], list[str]]
+
+@dataclass(frozen=True)
+class MeterUpdateRefusal:
+    """Why a higher layer refuses a meter change: the field it concerns and a message naming what holds it
+    (e.g. catalog: the published plan versions whose features use the meter, a feature filtering on a key)."""
+
+    field: str  # event_type, aggregation, value_property or group_by
+    message: str
+
+
+MeterCheck = Callable[[Any, dict], list[MeterUpdateRefusal]]
 _meter_checks: list[MeterCheck] = []
 
 
 def register_meter_update_check(check: MeterCheck) -> None:
-    """``check(meter, new_group_by) → problems``; e.g. catalog refuses dropping a group-by a feature filters on."""
+    """``check(meter, new) → refusals``: ``meter`` as stored, ``new`` the full new definition
+    (``event_type``, ``aggregation``, ``value_property``, ``group_by``). E.g. catalog refuses dropping a
+    group-by a feature filters on, and any change of what a published plan's meter counts ("frozen")."""
     if check not in _meter_checks:
         _meter_checks.append(check)
 
 
-def meter_update_problems(meter, new_group_by: dict) -> list[str]:
-    return [problem for check in _meter_checks for problem in check(meter, new_group_by)]
+def meter_update_refusals(meter, new: dict) -> list[MeterUpdateRefusal]:
+    return [refusal for check in _meter_checks for refusal in check(meter, new)]

@@ -45,10 +45,29 @@ class MeterForm(forms.ModelForm):
             aggregation=data.get("aggregation") or "", value_property=data.get("value_property") or "",
             group_by=data.get("group_by") if data.get("group_by") is not None else {},
         )
+        if not errors and self.instance.pk and not self.errors:
+            errors = self._refusals(data)
         for field, message in errors.items():
             if field in self.fields and field not in self.errors:
                 self.add_error(field, message)
+            elif field not in self.fields:
+                self.add_error(None, message)
         return data
+
+    def _refusals(self, data) -> dict[str, str]:
+        """What :func:`metering.services.meters.meter_update` would refuse (a meter frozen by published
+        plans, a group-by a feature filters on), as form errors rather than a failed save."""
+        from .models import Meter
+        from .services.meters import MeterValidationError, meter_update_check
+
+        stored = Meter.objects.get(pk=self.instance.pk)
+        changes = {name: data.get(name) for name in ("event_type", "aggregation", "value_property", "group_by")}
+        changes["group_by"] = changes["group_by"] if changes["group_by"] is not None else {}
+        try:
+            meter_update_check(meter=stored, **changes)
+        except MeterValidationError as exc:
+            return exc.errors
+        return {}
 
 
 class UsageExplorerForm(forms.Form):

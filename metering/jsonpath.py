@@ -26,9 +26,27 @@ SUPPORTED = 'a "$" root followed by .name, ["name"] or [index] steps, e.g. $.tok
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _INDEX = re.compile(r"\[(\d+)\]")
 _QUOTED = re.compile(r'\[\s*"((?:[^"\\]|\\.)+)"\s*\]')
-# Numbers, or strings that are numbers: optional sign, digits with optional fraction, optional exponent.
-NUMERIC_TEXT = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
-NUMERIC_TEXT_SQL = r"^\s*[-+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?\s*$"
+
+# --- what a meter value is: ONE rule, used by the SQL (metering.usage_sql) and the Python explanation ------
+#
+# A value is a JSON number, or a string holding a number (optional sign, digits with an optional fraction,
+# an optional exponent, surrounding ASCII whitespace). It is counted only when the rollups can store it, and
+# any sum of it, exactly: numeric(40, 12) holds 28 integer digits, so a value is *in range* when
+# |value| <= VALUE_BOUND = 10^18 (10^9 events at the bound in one hourly bucket still sum to 10^27).
+# Anything else that looks like a number is "out of range" and not counted: beyond the bound, not finite
+# (NaN, Infinity), or a numeric string longer than NUMERIC_TEXT_MAX_LENGTH characters or with an exponent of
+# more than 3 digits ("1e400000"), which the database could not even cast. Digits beyond 12 decimal places
+# are kept as today: the rollup columns round them to 12 places.
+VALUE_BOUND = Decimal(10) ** 18
+VALUE_BOUND_SQL = format(VALUE_BOUND, "f")  # as an SQL literal: 1000000000000000000
+NUMERIC_TEXT_MAX_LENGTH = 100
+_SPACE = r"[ \t\n\r\f\v]*"  # ASCII only: the whitespace both databases' numeric casts skip
+# A numeric string the databases can cast (the same pattern for Python, PostgreSQL ~ and SQLite REGEXP).
+NUMERIC_TEXT_SQL = rf"^{_SPACE}[-+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]{{1,3}})?{_SPACE}$"
+NUMERIC_TEXT = re.compile(NUMERIC_TEXT_SQL)
+# Looks like a number but is not one the databases can cast: out of range rather than "not a number".
+_NUMBER_LIKE = re.compile(
+    rf"^{_SPACE}[-+]?(([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?|nan|inf|infinity){_SPACE}$", re.IGNORECASE)
 
 
 class JsonPathError(ValueError):
@@ -115,20 +133,28 @@ def extract(path: JsonPath, data: Any) -> Any:
 
 
 def numeric_value(path: JsonPath, data: Any) -> tuple[Decimal | None, str | None]:
-    """The meter value of an event, or (None, the reason it is not counted)."""
+    """The meter value of an event, or (None, the reason it is not counted): the rule above, as the SQL
+    of :func:`metering.usage_sql.value_expr` applies it."""
     value = extract(path, data)
     if value is _MISSING or value is None:
         return None, f"value at {path.text} is missing"
+    out_of_range = f"value at {path.text} is out of range"
     if isinstance(value, bool):
         return None, f"value at {path.text} is not a number"
     if isinstance(value, int | float):
-        return Decimal(str(value)), None
-    if isinstance(value, str) and NUMERIC_TEXT.match(value):
+        number = Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+    elif isinstance(value, str) and len(value) <= NUMERIC_TEXT_MAX_LENGTH and NUMERIC_TEXT.match(value):
         try:
-            return Decimal(value.strip()), None
-        except InvalidOperation:
-            pass
-    return None, f"value at {path.text} is not a number"
+            number = Decimal(value.strip(" \t\n\r\f\v"))
+        except InvalidOperation:  # pragma: no cover - the pattern admits only what Decimal reads
+            return None, out_of_range
+    elif isinstance(value, str) and _NUMBER_LIKE.match(value):
+        return None, out_of_range
+    else:
+        return None, f"value at {path.text} is not a number"
+    if not number.is_finite() or abs(number) > VALUE_BOUND:
+        return None, out_of_range
+    return number, None
 
 
 def group_value(path: JsonPath, data: Any) -> str | None:

@@ -15,6 +15,9 @@ GROUP_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_GROUP_NAMES = frozenset({"subject", "customer_id", "customerId"})
 AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
 NUMERIC_AGGREGATIONS = frozenset({"SUM", "AVG", "MIN", "MAX", "LATEST"})
+# The aggregator builds each series' group object with one jsonb_build_object / json_object call of two
+# arguments per key: PostgreSQL takes at most 100 arguments (SQLite 127), so 50 keys is the ceiling.
+MAX_GROUP_BY = 50
 
 # The Kong meters of ../shared/fixtures/kong_events.json, offered as one-click presets.
 KONG_PRESETS: dict[str, dict[str, Any]] = {
@@ -73,6 +76,8 @@ def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, v
         group_by = {}
     if not isinstance(group_by, dict):
         errors["group_by"] = 'group by must be an object of name → JSONPath, e.g. {"model": "$.model"}'
+    elif len(group_by) > MAX_GROUP_BY:
+        errors["group_by"] = f"a meter has at most {MAX_GROUP_BY} group-by keys, not {len(group_by)}"
     else:
         problems = []
         for key, path in group_by.items():

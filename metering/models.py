@@ -102,6 +102,8 @@ class Meter(models.Model):
 
     ``rollup_low`` is the aggregator's high-water mark: every event of this meter's type with
     ``ingest_tx < rollup_low`` is in the rollups, exactly once; newer ones are read raw at query time.
+    ``rollup_error`` / ``rollup_failed_at`` say why the aggregator last failed on it (cleared by the next
+    chunk that succeeds); one meter's failure never stops the others.
     """
 
     class Aggregation(models.TextChoices):
@@ -127,6 +129,9 @@ class Meter(models.Model):
     rollup_newest_hour = models.DateTimeField(null=True, editable=False)
     rollup_newest_day = models.DateTimeField(null=True, editable=False)
     definition_version = models.PositiveIntegerField(default=1, editable=False)
+    # Why the aggregator last failed on this meter (empty when its last run succeeded); the other meters go on.
+    rollup_error = models.TextField(blank=True, editable=False)
+    rollup_failed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["slug"]

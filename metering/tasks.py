@@ -8,7 +8,7 @@ from common.jobs import tracked_job
 from common.models import JobRun
 
 from .models import Meter
-from .services.rollups import rollups_catch_up, usage_process_all, usage_rebuild
+from .services.rollups import rollups_catch_up_isolated, usage_process_all, usage_rebuild
 
 PROCESS_RUNS_KEPT = 200
 
@@ -17,12 +17,18 @@ PROCESS_RUNS_KEPT = 200
 def process_usage() -> int:
     """Beat, every few seconds: fold newly ingested events into rollups and activity counters."""
     report = usage_process_all(time_budget=20.0)
-    if report.total or report.activity_events:
+    if report.total or report.activity_events or report.failures:
+        message = (f"{report.activity_events:,} new events; rolled up: "
+                   + (", ".join(f"{slug} {n:,}" for slug, n in report.events_by_meter.items() if n) or "nothing"))
+        if report.failures:
+            message += "; FAILED (the other meters went on): " + "; ".join(
+                f"{slug}: {error}" for slug, error in report.failures.items())
         JobRun.objects.create(
-            kind="process_usage", trigger=JobRun.Trigger.BEAT, status=JobRun.Status.SUCCEEDED,
-            message=f"{report.activity_events:,} new events; rolled up: "
-                    + (", ".join(f"{slug} {n:,}" for slug, n in report.events_by_meter.items() if n) or "nothing"),
-            result={"by_meter": report.events_by_meter, "activity": report.activity_events},
+            kind="process_usage", trigger=JobRun.Trigger.BEAT,
+            status=JobRun.Status.FAILED if report.failures else JobRun.Status.SUCCEEDED,
+            message=message[:10_000],
+            result={"by_meter": report.events_by_meter, "activity": report.activity_events,
+                    "failures": report.failures},
         )
         stale = list(JobRun.objects.filter(kind="process_usage").values_list("id", flat=True)[PROCESS_RUNS_KEPT:])
         if stale:
@@ -35,7 +41,7 @@ def catch_up_meter(meter_id: int) -> int:
     """After a meter is created or changed: fold its events now rather than at the next beat tick."""
     if not Meter.objects.filter(pk=meter_id).exists():
         return 0
-    return rollups_catch_up(meter_id=meter_id)
+    return rollups_catch_up_isolated(meter_id=meter_id)[0]  # a failure is recorded on the meter
 
 
 @shared_task(name="metering.rebuild_usage", time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60, ignore_result=True)

@@ -3,8 +3,9 @@
 PostgreSQL reads ``data #> path`` (jsonb); SQLite reads ``json_extract(data, path)``. Both give the same
 answers for the JSON types meters use:
 
-- a *value* is a JSON number, or a string holding a number (``"42"``, ``" 1.5e3 "``); anything else
-  (missing, null, boolean, other strings, objects, arrays) is NULL, i.e. "not counted";
+- a *value* is a JSON number, or a string holding a number (``"42"``, ``" 1.5e3 "``), with
+  |value| <= 10^18 (:data:`metering.jsonpath.VALUE_BOUND`); anything else (missing, null, boolean, other
+  strings, objects, arrays, out-of-range numbers) is NULL, i.e. "not counted";
 - a *group-by value* is the text of a string, number or boolean (``"gpt-4o"``, ``"200"``, ``"true"``),
   or NULL when missing or null.
 
@@ -18,9 +19,10 @@ from decimal import Decimal
 
 from django.db import connection
 
-from .jsonpath import NUMERIC_TEXT_SQL, JsonPath
+from .jsonpath import NUMERIC_TEXT_MAX_LENGTH, NUMERIC_TEXT_SQL, VALUE_BOUND_SQL, JsonPath
 
 Fragment = tuple[str, list]
+SQLITE_EXACT_INTEGER = 2**53
 
 
 def is_postgres() -> bool:
@@ -49,23 +51,49 @@ def from_db_number(value) -> Decimal | None:
     return Decimal(str(value))
 
 
-def value_expr(path: JsonPath, data: str = "e.data") -> Fragment:
+def value_expr(path: JsonPath, data: str = "e.data", *, bounded: bool = True) -> Fragment:
+    """The meter value at ``path`` as a number, or NULL when it is not counted (:mod:`metering.jsonpath`'s
+    rule: a number or numeric string with |value| <= VALUE_BOUND). Never raises, whatever the event holds:
+    a string is cast only after the shared pattern and length check.
+
+    ``bounded=False`` leaves out the range check on PostgreSQL, for a caller that extracts the value once in
+    a subquery and applies :func:`in_range` to that column (the aggregator: extracting twice costs more than
+    the rest of its work). SQLite's expression is always bounded.
+    """
     if is_postgres():
         p = path.postgres_path
-        return (
-            f"(CASE jsonb_typeof({data} #> %s::text[]) WHEN 'number' THEN ({data} #>> %s::text[])::numeric "
-            f"WHEN 'string' THEN CASE WHEN ({data} #>> %s::text[]) ~ %s "
-            f"THEN btrim({data} #>> %s::text[])::numeric END END)",
-            [p, p, p, NUMERIC_TEXT_SQL, p],
+        sql = (
+            f"(CASE jsonb_typeof({data} #> %s::text[]) WHEN 'number' THEN ({data} #> %s::text[])::numeric "
+            f"WHEN 'string' THEN CASE WHEN length({data} #>> %s::text[]) <= {NUMERIC_TEXT_MAX_LENGTH} "
+            f"AND ({data} #>> %s::text[]) ~ %s THEN btrim({data} #>> %s::text[])::numeric END END)"
         )
-    p = path.sqlite_path
-    return (
-        f"(CASE json_type({data}, %s) WHEN 'integer' THEN json_extract({data}, %s) "
-        f"WHEN 'real' THEN json_extract({data}, %s) "
-        f"WHEN 'text' THEN CASE WHEN json_extract({data}, %s) REGEXP %s "
-        f"THEN CAST(trim(json_extract({data}, %s)) AS NUMERIC) END END)",
-        [p, p, p, p, NUMERIC_TEXT_SQL, p],
-    )
+        params = [p, p, p, p, NUMERIC_TEXT_SQL, p]
+    else:
+        p = path.sqlite_path
+        number = (
+            f"(CASE json_type({data}, %s) WHEN 'integer' THEN json_extract({data}, %s) "
+            f"WHEN 'real' THEN json_extract({data}, %s) "
+            f"WHEN 'text' THEN CASE WHEN length(json_extract({data}, %s)) <= {NUMERIC_TEXT_MAX_LENGTH} "
+            f"AND json_extract({data}, %s) REGEXP %s "
+            f"THEN CAST(trim(json_extract({data}, %s)) AS NUMERIC) END END)"
+        )
+        number_params = [p, p, p, p, p, NUMERIC_TEXT_SQL, p]
+        # Checked against the bound here, while integers are exact; then SQLite's sum(), which raises on a
+        # 64-bit overflow (10 values of 10^18 would), gets integers beyond 2^53 as doubles (inexact there:
+        # SQLite is for development, PostgreSQL sums exactly).
+        sql = (f"(CASE WHEN {number} BETWEEN -{SQLITE_EXACT_INTEGER} AND {SQLITE_EXACT_INTEGER} THEN {number} "
+               f"WHEN {in_range(number)} IS NOT NULL THEN CAST({number} AS REAL) END)")
+        return sql, number_params * 5  # bounded either way
+    if not bounded:
+        return sql, params
+    return in_range(sql), [*params, *params]
+
+
+def in_range(value_sql: str) -> str:
+    """``value_sql`` (a number, or NULL) when |value| <= VALUE_BOUND, else NULL. ``value_sql`` appears twice:
+    pass a column, or repeat its parameters. (SQLite compares in 64-bit integers or doubles.)"""
+    return (f"(CASE WHEN {value_sql} BETWEEN -{VALUE_BOUND_SQL} AND {VALUE_BOUND_SQL} "
+            f"THEN {value_sql} END)")
 
 
 def text_expr(path: JsonPath, data: str = "e.data") -> Fragment:

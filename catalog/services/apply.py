@@ -33,7 +33,7 @@ from typing import Any
 
 from metering.meter_rules import AGGREGATIONS, validate_meter
 from metering.models import Meter
-from metering.services.meters import MeterValidationError, meter_create, meter_update
+from metering.services.meters import MeterFrozen, MeterValidationError, meter_create, meter_update
 
 from ..models import Feature, Plan, RateCard
 from ..rules import (
@@ -716,6 +716,10 @@ def _meter_apply(problems: Problems, entry: MeterEntry, lines: list[str]) -> Non
             lines.append(f"update meter {entry.slug}: " + ", ".join(
                 f"{name} {show(getattr(meter, name))} -> {show(value)}" for name, value in changes.items()))
             meter_update(meter=meter, **changes)
+    except MeterFrozen as exc:  # what uses the meter holds it: the entry (naming the meter), the field, why
+        for name, message in exc.errors.items():
+            problems.add(f"{entry.where}.{name}", f"refused: {message}")
+        raise ApplyError(list(problems.items)) from exc
     except MeterValidationError as exc:
         raise service_problems(problems, entry.where, exc) from exc
 

@@ -19,10 +19,11 @@ from ..cloudevents import (
     CloudEventsError,
     media_type_of,
     parse_events,
+    unstorable_data,
 )
 from ..enrichment import enrich_events
 from ..selectors.events import MAX_LIST_LIMIT, events_list
-from ..services.ingest import events_ingest
+from ..services.ingest import EventsNotStorable, events_ingest
 from .params import datetime_param, int_param
 
 
@@ -61,7 +62,11 @@ class EventsView(APIView):
             rows = parse_events(body, media_type, now=now)
         except CloudEventsError as exc:
             raise Problem(exc.status, exc.title, str(exc), errors=[e.as_dict() for e in exc.errors]) from None
-        events_ingest(rows=rows, received_at=now)
+        try:
+            events_ingest(rows=rows, received_at=now)
+        except EventsNotStorable:
+            exc = unstorable_data(rows)
+            raise Problem(exc.status, exc.title, str(exc), errors=[e.as_dict() for e in exc.errors]) from None
         return Response(status=self.success_status)
 
     @extend_schema(operation_id="listEvents", parameters=[

@@ -26,7 +26,14 @@ from ..enrichment import customer_subjects
 from ..models import Meter
 from ..selectors.meters import meter_by_id_or_slug, meter_first_usage_time
 from ..selectors.usage import FILTER_OPERATORS, GroupFilter, UsageQueryError, meter_query
-from ..services.meters import MeterInUse, MeterValidationError, meter_create, meter_delete, meter_update
+from ..services.meters import (
+    MeterFrozen,
+    MeterInUse,
+    MeterValidationError,
+    meter_create,
+    meter_delete,
+    meter_update,
+)
 from ..windows import WINDOW_SIZES, WindowError, floor_to_window, next_window_start, time_zone
 from .params import parse_rfc3339
 
@@ -56,6 +63,11 @@ def meter_json(meter: Meter) -> dict[str, Any]:
 def validation_problem(errors: dict[str, str]) -> Problem:
     items = [{"field": SNAKE_TO_CAMEL.get(field, field), "message": message} for field, message in errors.items()]
     return Problem(400, "Invalid meter", "; ".join(f"{e['field']}: {e['message']}" for e in items), errors=items)
+
+
+def frozen_problem(exc: MeterFrozen) -> Problem:
+    items = [{"field": SNAKE_TO_CAMEL.get(field, field), "message": message} for field, message in exc.errors.items()]
+    return Problem(409, "Meter in use", exc.detail(lambda field: SNAKE_TO_CAMEL.get(field, field)), errors=items)
 
 
 def get_meter(id_or_slug: str) -> Meter:
@@ -118,6 +130,8 @@ class MeterDetailView(APIView):
             raise validation_problem({"slug": "the slug of a meter cannot be changed"})
         try:
             meter = meter_update(meter=meter, **fields)
+        except MeterFrozen as exc:  # what uses the meter holds it: not the request's shape, the catalog's state
+            raise frozen_problem(exc) from None
         except MeterValidationError as exc:
             raise validation_problem(exc.errors) from None
         return Response(meter_json(meter))

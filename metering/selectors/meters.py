@@ -25,3 +25,9 @@ def meter_first_usage_time(meter: Meter) -> dt.datetime | None:
         first=Min("time"))["first"]
     candidates = [from_db_datetime(t) for t in (first_day, first_tail) if t is not None]
     return min(candidates) if candidates else None
+
+
+def meters_with_rollup_errors(*, limit: int = 20) -> list[Meter]:
+    """Meters whose last rollup failed (the error recorded on them), oldest failure first; one query."""
+    return list(Meter.objects.exclude(rollup_error="").only("pk", "slug", "rollup_error", "rollup_failed_at")
+                .order_by("rollup_failed_at", "slug")[:limit])

@@ -22,7 +22,7 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import DatabaseError, DataError, OperationalError, connection, transaction
 
 from ..cloudevents import EventRow
 
@@ -36,6 +36,10 @@ _COLUMNS = "source, event_id, type, subject, time, data, ingested_at, ingest_tx"
 
 # Raw connections on which the temporary staging table already exists.
 _staging_ready: weakref.WeakSet = weakref.WeakSet()
+
+
+class EventsNotStorable(ValueError):
+    """The database refused the batch's values (nothing was stored); the API answers 400."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ def events_ingest(*, rows: list[EventRow], received_at: dt.datetime) -> IngestRe
                 with transaction.atomic():
                     stored = writer(batch, received_at)
             return IngestResult(received=len(rows), stored=stored)
+        except DataError as exc:  # PostgreSQL: the data holds a number jsonb cannot (e.g. 1e400000); rolled back
+            raise EventsNotStorable(str(exc).strip().splitlines()[0] if str(exc).strip() else "data error") from exc
         except OperationalError as exc:
             # Deadlock or serialization failure: the transaction was rolled back, so retrying is safe.
             if attempt == MAX_ATTEMPTS or not _is_retryable(exc):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
 from django.db.models import ProtectedError
 
-from ..enrichment import meter_update_problems
+from ..enrichment import meter_update_refusals
 from ..meter_rules import KONG_PRESETS, validate_meter
 from ..models import Meter
 from .rollups import meter_rollups_reset
@@ -20,6 +21,25 @@ class MeterValidationError(ValueError):
     def __init__(self, errors: dict[str, str]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+
+
+class MeterFrozen(MeterValidationError):
+    """The change is refused because of what uses the meter, not because it is malformed: features of
+    published (or archived) plan versions freeze its event type, aggregation and value property (and the
+    JSONPaths of the group-bys they filter on), and no feature may lose a group-by it filters on.
+    ``errors`` maps each refused field to a message naming what holds it; the API answers 409."""
+
+    def __init__(self, slug: str, errors: dict[str, str]) -> None:
+        self.slug = slug
+        super().__init__(errors)
+        self.args = (self.detail(),)
+
+    def detail(self, field_name: Callable[[str], str] = str) -> str:
+        """Each distinct reason once, after the fields it refuses (``field_name`` renames them)."""
+        by_message: dict[str, list[str]] = {}
+        for field, message in self.errors.items():
+            by_message.setdefault(message, []).append(field_name(field))
+        return "; ".join(f"{', '.join(fields)}: {message}" for message, fields in by_message.items())
 
 
 class MeterInUse(ValueError):
@@ -62,22 +82,35 @@ def meter_create(*, slug: str, name: str, event_type: str, aggregation: str, val
     return meter
 
 
-@transaction.atomic
-def meter_update(*, meter: Meter, **changes: Any) -> Meter:
-    """Change name/description freely; a changed definition resets the rollups and rebuilds them."""
+def meter_update_check(*, meter: Meter, **changes: Any) -> dict[str, Any]:
+    """The meter's fields after ``changes``, or :class:`MeterValidationError` (malformed) /
+    :class:`MeterFrozen` (refused by what uses the meter). Writes nothing: the admin form runs it to show
+    the same refusals as form errors, :func:`meter_update` before it saves."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise MeterValidationError({field: f"{field} cannot be changed" for field in sorted(unknown)})
-    meter = Meter.objects.select_for_update().get(pk=meter.pk)
     merged = _normalized({**{f: getattr(meter, f) for f in ("slug", *EDITABLE_FIELDS)}, **changes})
     errors = validate_meter(**{k: merged[k] for k in ("slug", "name", "event_type", "aggregation",
                                                          "value_property", "group_by")})
-    if "group_by" not in errors:
-        problems = meter_update_problems(meter, merged["group_by"])
-        if problems:
-            errors["group_by"] = "; ".join(problems)
     if errors:
         raise MeterValidationError(errors)
+    if any(merged[f] != getattr(meter, f) for f in DEFINITION_FIELDS):
+        refused: dict[str, list[str]] = {}
+        for refusal in meter_update_refusals(meter, {f: merged[f] for f in DEFINITION_FIELDS}):
+            refused.setdefault(refusal.field, []).append(refusal.message)
+        if refused:
+            raise MeterFrozen(meter.slug, {field: "; ".join(messages) for field, messages in refused.items()})
+    return merged
+
+
+@transaction.atomic
+def meter_update(*, meter: Meter, **changes: Any) -> Meter:
+    """Change name/description freely; a changed definition resets the rollups and rebuilds them.
+
+    Raises :class:`MeterValidationError` for a malformed definition and :class:`MeterFrozen` for a change
+    what uses the meter forbids (see :func:`metering.enrichment.register_meter_update_check`)."""
+    meter = Meter.objects.select_for_update().get(pk=meter.pk)
+    merged = meter_update_check(meter=meter, **changes)
     definition_changed = any(merged[f] != getattr(meter, f) for f in DEFINITION_FIELDS)
     for field in EDITABLE_FIELDS:
         setattr(meter, field, merged[field])

@@ -23,9 +23,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection, transaction
+from django.utils import timezone
 
 from ..meter_rules import MeterDefinition, meter_definition
 from ..models import AggregationCursor, DailyUsage, HourlyDistinctValue, HourlyUsage, Meter, UsageSeries
@@ -35,6 +37,7 @@ from ..usage_sql import (
     group_key_from_columns,
     groups_object_from_columns,
     hour_bucket,
+    in_range,
     is_postgres,
     safe_high,
     text_expr,
@@ -111,8 +114,8 @@ def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int
         value_sql, value_params = ("CAST(NULL AS NUMERIC)" if postgres else "NULL"), []
     elif aggregation == "UNIQUE_COUNT":
         value_sql, value_params = text_expr(definition.value_path)
-    else:
-        value_sql, value_params = value_expr(definition.value_path)
+    else:  # extracted once per event below; the range check is applied to that column (in_range)
+        value_sql, value_params = value_expr(definition.value_path, bounded=False)
     numeric = aggregation not in ("COUNT", "UNIQUE_COUNT")
     latest = aggregation == "LATEST"
     null_numeric = "CAST(NULL AS NUMERIC)" if postgres else "NULL"
@@ -133,6 +136,9 @@ def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int
         "WHERE e.type = %s AND e.ingest_tx >= %s AND e.ingest_tx < %s"
     )
     events_params = [*key_params, *value_params, definition.event_type, low, high]
+    if numeric:  # a value out of range (metering.jsonpath.VALUE_BOUND) is not counted
+        columns = f"subject, {key_list}bucket_start, " + ("time, id, " if latest else "")
+        events = f"SELECT {columns}{in_range('v')} AS v FROM ({events}) AS extracted"
     if latest:
         events = (f"SELECT events.*, CASE WHEN v IS NOT NULL THEN ROW_NUMBER() OVER (PARTITION BY subject, {key_list}"
                   f"bucket_start, v IS NULL ORDER BY time DESC, id DESC) END AS rn FROM ({events}) AS events")
@@ -262,20 +268,55 @@ def _merge(cursor, table: str, *, rows: str, params: list, newest) -> None:
 
 
 def rollups_process_chunk(*, meter_id: int, max_events: int = CHUNK_EVENTS) -> ChunkResult | None:
-    """Fold one chunk of a meter's new events into its rollups. None when another worker holds the meter."""
+    """Fold one chunk of a meter's new events into its rollups. None when another worker holds the meter.
+
+    A chunk that succeeds clears the meter's recorded rollup error (in the same UPDATE)."""
     with transaction.atomic():
         meter = Meter.objects.select_for_update(skip_locked=True).filter(pk=meter_id).first()
         if meter is None:
             return None
+        cleared = {"rollup_error": "", "rollup_failed_at": None} if meter.rollup_error else {}
         with connection.cursor() as cursor:
             high = safe_high(cursor)
             low = meter.rollup_low
             if high <= low:
+                if cleared:
+                    Meter.objects.filter(pk=meter.pk).update(**cleared)
                 return ChunkResult(0, low, low, True)
             chunk_high = _chunk_high(cursor, low, high, max_events)
             events = _aggregate_chunk(cursor, meter, meter_definition(meter), low, chunk_high)
-        Meter.objects.filter(pk=meter.pk).update(rollup_low=chunk_high)
+        Meter.objects.filter(pk=meter.pk).update(rollup_low=chunk_high, **cleared)
     return ChunkResult(events, low, chunk_high, chunk_high >= high)
+
+
+ROLLUP_ERROR_MAX = 2000
+
+
+def meter_rollup_failed(*, meter_id: int, exc: BaseException) -> str:
+    """Record on the meter why folding it failed (the chunk itself was rolled back); returns the text.
+
+    Shown in the meter admin, on the dashboard and in the job run; cleared by the next chunk that succeeds."""
+    error = f"{type(exc).__name__}: {exc}".strip()[:ROLLUP_ERROR_MAX]
+    Meter.objects.filter(pk=meter_id).update(rollup_error=error, rollup_failed_at=timezone.now())
+    return error
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    """Errors that end the whole job rather than one meter's part of it (the task's time limit)."""
+    return isinstance(exc, SoftTimeLimitExceeded)
+
+
+def rollups_catch_up_isolated(*, meter_id: int, slug: str = "", **options) -> tuple[int, str | None]:
+    """:func:`rollups_catch_up`, with a failure recorded on the meter and returned instead of raised:
+    ``(events folded, error or None)``. Each chunk is its own transaction (a savepoint inside an outer
+    one), so a failed chunk leaves nothing behind and the caller can go on with the next meter."""
+    try:
+        return rollups_catch_up(meter_id=meter_id, **options), None
+    except Exception as exc:
+        if _is_fatal(exc):
+            raise
+        logger.exception("usage rollup of meter %s failed; the other meters go on", slug or meter_id)
+        return 0, meter_rollup_failed(meter_id=meter_id, exc=exc)
 
 
 def rollups_catch_up(*, meter_id: int, time_budget: float | None = None,
@@ -308,14 +349,24 @@ def meter_rollups_reset(*, meter: Meter) -> Meter:
 
 
 def usage_rebuild(*, meter: Meter, progress: Callable[[int, int], None] | None = None) -> int:
-    """Rebuild one meter's rollups from every raw event; ``progress(done, total)`` after each chunk."""
-    meter_rollups_reset(meter=meter)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM metering_event WHERE type = %s", [meter.event_type])
-        total = int(cursor.fetchone()[0])
-    if progress is not None:
-        progress(0, total)
-    return rollups_catch_up(meter_id=meter.pk, progress=(lambda done: progress(done, total)) if progress else None)
+    """Rebuild one meter's rollups from every raw event; ``progress(done, total)`` after each chunk.
+
+    A failure is recorded on the meter (see :func:`meter_rollup_failed`) and raised; the meter keeps what
+    the chunks before it folded, and its raw events still answer queries."""
+    try:
+        meter_rollups_reset(meter=meter)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM metering_event WHERE type = %s", [meter.event_type])
+            total = int(cursor.fetchone()[0])
+        if progress is not None:
+            progress(0, total)
+        return rollups_catch_up(meter_id=meter.pk,
+                                progress=(lambda done: progress(done, total)) if progress else None)
+    except Exception as exc:
+        if not _is_fatal(exc):
+            logger.exception("rebuilding the usage of meter %s failed", meter.slug)
+            meter_rollup_failed(meter_id=meter.pk, exc=exc)
+        raise
 
 
 # --- subject and event-type activity -----------------------------------------------------------------------
@@ -364,10 +415,14 @@ def activity_process_chunk(*, max_events: int = CHUNK_EVENTS) -> ChunkResult:
     return ChunkResult(events, state.low, chunk_high, chunk_high >= high)
 
 
+ACTIVITY_FAILURE = "(activity counters)"  # not a meter slug
+
+
 @dataclass(frozen=True)
 class ProcessReport:
     events_by_meter: dict[str, int]
     activity_events: int
+    failures: dict[str, str] = field(default_factory=dict)  # meter slug (or ACTIVITY_FAILURE) → error
 
     @property
     def total(self) -> int:
@@ -375,16 +430,28 @@ class ProcessReport:
 
 
 def usage_process_all(*, time_budget: float = 20.0) -> ProcessReport:
-    """The beat job: activity counters, then every meter, until caught up or the budget is spent."""
+    """The beat job: activity counters, then every meter, until caught up or the budget is spent.
+
+    Each meter is folded on its own: a meter that fails has its error recorded on it (and in the report)
+    and the job goes on with the next one; the activity counters likewise."""
     started = time.monotonic()
     activity = 0
-    while True:
-        result = activity_process_chunk()
-        activity += result.events
-        if result.caught_up or time.monotonic() - started > time_budget:
-            break
+    failures: dict[str, str] = {}
+    try:
+        while True:
+            result = activity_process_chunk()
+            activity += result.events
+            if result.caught_up or time.monotonic() - started > time_budget:
+                break
+    except Exception as exc:
+        if _is_fatal(exc):
+            raise
+        logger.exception("activity counters failed; the meters go on")
+        failures[ACTIVITY_FAILURE] = f"{type(exc).__name__}: {exc}"[:ROLLUP_ERROR_MAX]
     by_meter: dict[str, int] = {}
     for meter_id, slug in Meter.objects.order_by("pk").values_list("pk", "slug"):
         remaining = max(1.0, time_budget - (time.monotonic() - started))
-        by_meter[slug] = rollups_catch_up(meter_id=meter_id, time_budget=remaining)
-    return ProcessReport(by_meter, activity)
+        by_meter[slug], error = rollups_catch_up_isolated(meter_id=meter_id, slug=slug, time_budget=remaining)
+        if error is not None:
+            failures[slug] = error
+    return ProcessReport(by_meter, activity, failures)

@@ -302,9 +302,10 @@ def test_a_subscription_needs_a_published_version():
 
 
 def test_meter_definition_change_goes_through_meter_update():
-    apply(write(FIXTURE.read_text()))
+    full = example()
+    doc = {"meters": full["meters"], "features": full["features"]}  # no published plan: the meter is not frozen
+    apply(write(doc))
     meter_update(meter=Meter.objects.get(), description="Set in the admin")
-    doc = example()
     doc["meters"][0]["value_property"] = "$.usage.tokens"
 
     out = apply(write(doc))

@@ -31,9 +31,11 @@ AGGREGATIONS = ["SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST"]
 _ids = itertools.count()
 
 numbers = st.integers(0, 1000)
-values = st.one_of(  # mostly valid numbers, some numeric strings, a few invalid values
+values = st.one_of(  # mostly valid numbers, some numeric strings, a few invalid or out-of-range values
     numbers, numbers, numbers, numbers.map(str), st.sampled_from(["1.5", " 2.25 ", "-3", "1e2", 0.5, 2.75]),
     st.sampled_from(["abc", None, MISSING, True, [1], {"n": 1}]),
+    st.sampled_from([10**18, "1e18", 10**18 + 1, "1e19", 1e30, -1e30, "1e400000", "NaN", "-Infinity", "1" * 101,
+                     "1e-1000", "\u0663"]),
 )
 event_spec = st.fixed_dictionaries({
     "subject": st.sampled_from(["kong-air", "acme", "consumer:8f3c"]),

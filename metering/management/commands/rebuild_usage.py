@@ -26,12 +26,23 @@ class Command(BaseCommand):
             if not meters.exists():
                 known = ", ".join(Meter.objects.order_by("slug").values_list("slug", flat=True)) or "none"
                 raise CommandError(f"No meter with slug {meter!r}. Known meters: {known}.")
+        failed = []
         for item in meters:
             started = time.monotonic()
-            done = usage_rebuild(meter=item, progress=lambda n, total, slug=item.slug: self._bar(slug, n, total))
+            try:
+                done = usage_rebuild(meter=item,
+                                     progress=lambda n, total, slug=item.slug: self._bar(slug, n, total))
+            except Exception as exc:  # recorded on the meter by usage_rebuild; go on with the next meter
+                self.stdout.write("")
+                self.stderr.write(self.style.ERROR(f"{item.slug}: rebuild failed: {type(exc).__name__}: {exc}"))
+                failed.append(item.slug)
+                continue
             self.stdout.write("")
             self.stdout.write(self.style.SUCCESS(
                 f"{item.slug}: rebuilt from {done:,} events in {time.monotonic() - started:.1f}s"))
+        if failed:
+            raise CommandError(f"Rebuild failed for {len(failed)} meter(s): {', '.join(failed)} "
+                               "(the error is recorded on each meter; the others were rebuilt).")
 
     def _bar(self, slug: str, done: int, total: int) -> None:
         fraction = 1.0 if not total else min(1.0, done / total)
