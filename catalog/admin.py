@@ -395,7 +395,8 @@ def entitlement_summary(rate_card: RateCard) -> str:
         return f"static {rate_card.entitlement_config}"
     if kind == "metered":
         period = rate_card.entitlement_usage_period or "billing period"
-        return f"{'soft' if rate_card.entitlement_soft else 'hard'} limit {rate_card.entitlement_limit:,f} per {period}"
+        limit = plain_number(rate_card.entitlement_limit) if rate_card.entitlement_limit is not None else "?"
+        return f"{'soft' if rate_card.entitlement_soft else 'hard'} limit {limit} per {period}"
     return "—"
 
 

@@ -405,3 +405,30 @@ def test_the_forms_load_the_preview_script_and_show_the_saved_price(admin_client
     page = admin_client.get(f"/admin/catalog/ratecard/{rate_card.pk}/change/").content.decode()
     assert "catalog/price_preview.js" in page
     assert "USD 49.00 per month (in advance)" in page
+
+
+def test_decimals_on_the_plan_page_are_normalised(admin_client):
+    from tests.catalog.factories import quota
+
+    plan = token_plan(publish=False, extra=[quota(), graduated_out()])
+    page = admin_client.get(f"/admin/catalog/plan/{plan.pk}/change/").content.decode()
+    assert "hard limit 500,000 per billing period" in page
+    assert ".000000000" not in page  # no numeric(38,15) padding anywhere: inputs, prices, limits
+    rate_card = RateCard.objects.get(plan=plan, key="ai-token-out")
+    page = admin_client.get(f"/admin/catalog/ratecard/{rate_card.pk}/change/").content.decode()
+    assert "up to 1000000\n" in page and ".000000000" not in page
+
+
+@pytest.mark.parametrize("params", [
+    {"price_type": "unit", "unit_amount": "1\x00", "currency": "USD"},
+    {"price_type": "unit", "unit_amount": "1", "currency": "US\x00"},
+    {"price_type": "unit", "unit_amount": "1", "currency": "USD", "feature": "\x00"},
+    {"price_type": "unit", "unit_amount": "1", "currency": "USD", "rate_card": "99999999999999999999999"},
+    {"price_type": "bogus", "currency": "USD"},
+    {"price_type": "volume", "currency": "USD", "tiers": "1", "tier_up_to": ["1"] * 101},
+])
+def test_the_price_preview_answers_hostile_input_with_errors(admin_client, params):
+    response = _preview(admin_client, **params)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["summary"] == "" and body["errors"]
