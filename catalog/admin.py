@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -13,6 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from common.fields import PreciseDecimalField
 from common.forms import DecimalTextField, parse_plain_decimal
 
 from .charges import charge_rate_card
@@ -418,7 +420,9 @@ class CostForm(forms.Form):
 
 
 def _price_field(name: str) -> forms.Field:
-    return RateCard._meta.get_field(name).formfield(required=False)
+    """The rate card form's own field (same digits, decimal places and parser), optional."""
+    model_field = cast(PreciseDecimalField, RateCard._meta.get_field(name))
+    return cast(forms.Field, model_field.formfield(required=False))
 
 
 class PricePreviewForm(forms.Form):
@@ -538,7 +542,7 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
         form = PricePreviewForm(request.GET)
         errors = []
         if not form.is_valid():
-            labels = {name: field.label or name for name, field in form.fields.items()}
+            labels = {name: field.label or name.replace("_", " ") for name, field in form.fields.items()}
             for name, messages_ in form.errors.items():
                 errors.append(f"{str(labels.get(name, name)).lower()}: {' '.join(messages_)}")
         tiers = None
@@ -609,4 +613,3 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
             "total": to_major(charge.total, currency),
             "currency": currency,
         }
-

@@ -28,8 +28,8 @@ __all__ = [
     "format_major",
     "format_money",
     "is_known_currency",
-    "normalize_currency",
     "minor_unit_exponent",
+    "normalize_currency",
     "to_major",
     "to_minor",
 ]
