@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import cast
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.core.exceptions import ValidationError
+from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from common.fields import PreciseDecimalField
+from common.forms import DecimalTextField, parse_plain_decimal
+
 from .charges import charge_rate_card
-from .display import price_summary
+from .display import plain_number, price_summary
 from .models import Feature, Plan, PriceTier, RateCard
 from .pricing import PricingError
-from .rules import feature_filter_problems, rate_card_problems
+from .rules import clean_currency, currency_problem, feature_filter_problems, rate_card_problems
 from .services.features import FeatureError, feature_create, feature_update
 from .services.plans import PlanError, plan_archive, plan_new_version, plan_problems, plan_publish
 
@@ -147,6 +152,20 @@ class RateCardForm(forms.ModelForm):
         return data
 
 
+class PlanForm(forms.ModelForm):
+    class Meta:
+        model = Plan
+        fields = ("key", "name", "description", "currency", "billing_cadence")
+
+    def clean_currency(self):
+        """``usd`` is stored as ``USD``; an unknown code is refused on save (the rule of ``plan_create``)."""
+        currency = clean_currency(self.cleaned_data.get("currency"))
+        problem = currency_problem(currency)
+        if problem:
+            raise ValidationError(problem)
+        return currency
+
+
 class PlanDraftOnly:
     """Published and archived versions are shown read-only."""
 
@@ -187,6 +206,7 @@ class RateCardInline(PlanDraftOnly, admin.StackedInline):
                     ("price_type", "payment_term"),
                     ("amount", "unit_amount", "quantity_per_package"),
                     ("free_quantity", "minimum_spend", "maximum_spend"),
+                    "price_preview",
                 )
             },
         ),
@@ -201,12 +221,26 @@ class RateCardInline(PlanDraftOnly, admin.StackedInline):
         ),
     )
 
+    readonly_fields = ("price_preview",)
+
     def _plan_of(self, obj):
         return obj
+
+    @admin.display(description="price")
+    def price_preview(self, obj: RateCard | None) -> str:
+        return rate_card_price_text(obj)
+
+
+def rate_card_price_text(rate_card: RateCard | None) -> str:
+    """The saved rate card's price sentence (the form's live preview replaces it while someone types)."""
+    if rate_card is None or not rate_card.pk:
+        return "—"
+    return price_summary(rate_card, rate_card.plan.currency)
 
 
 @admin.register(Plan)
 class PlanAdmin(PlanDraftOnly, admin.ModelAdmin):
+    form = PlanForm
     list_display = (
         "key",
         "version",
@@ -228,6 +262,9 @@ class PlanAdmin(PlanDraftOnly, admin.ModelAdmin):
         ("History", {"fields": ("published_at", "archived_at"), "classes": ("collapse",)}),
     )
     change_form_template = "admin/catalog/plan/change_form.html"
+
+    class Media:
+        js = ("catalog/price_preview.js",)
 
     def _plan_of(self, obj):
         return obj
@@ -360,7 +397,8 @@ def entitlement_summary(rate_card: RateCard) -> str:
         return f"static {rate_card.entitlement_config}"
     if kind == "metered":
         period = rate_card.entitlement_usage_period or "billing period"
-        return f"{'soft' if rate_card.entitlement_soft else 'hard'} limit {rate_card.entitlement_limit:,f} per {period}"
+        limit = plain_number(rate_card.entitlement_limit) if rate_card.entitlement_limit is not None else "?"
+        return f"{'soft' if rate_card.entitlement_soft else 'hard'} limit {limit} per {period}"
     return "—"
 
 
@@ -374,7 +412,69 @@ class PriceTierInline(PlanDraftOnly, admin.TabularInline):
 
 
 class CostForm(forms.Form):
-    quantity = forms.DecimalField(min_value=0, max_digits=38, decimal_places=15, initial=Decimal(1000))
+    """The *What would this cost?* box: a quantity for one period (digits and one dot, like every decimal)."""
+
+    quantity = DecimalTextField(
+        min_value=0, max_digits=38, decimal_places=15, initial=Decimal(1000), label="Quantity in a period"
+    )
+
+
+def _price_field(name: str) -> forms.Field:
+    """The rate card form's own field (same digits, decimal places and parser), optional."""
+    model_field = cast(PreciseDecimalField, RateCard._meta.get_field(name))
+    return cast(forms.Field, model_field.formfield(required=False))
+
+
+class PricePreviewForm(forms.Form):
+    """What the rate card form holds while someone types (nothing is saved): read with the same fields."""
+
+    price_type = forms.ChoiceField(choices=RateCard.PriceType.choices, required=False)
+    payment_term = forms.ChoiceField(choices=RateCard.PaymentTerm.choices, required=False)
+    feature = forms.ModelChoiceField(Feature.objects.select_related("meter"), required=False)
+    rate_card = forms.ModelChoiceField(RateCard.objects.all(), required=False)
+    currency = forms.CharField(required=False, max_length=16)
+    cadence = forms.ChoiceField(choices=[("", ""), *Plan.Cadence.choices], required=False)
+    amount = _price_field("amount")
+    unit_amount = _price_field("unit_amount")
+    quantity_per_package = _price_field("quantity_per_package")
+    free_quantity = _price_field("free_quantity")
+    minimum_spend = _price_field("minimum_spend")
+    maximum_spend = _price_field("maximum_spend")
+
+    def clean_currency(self):
+        currency = clean_currency(self.cleaned_data.get("currency") or "")
+        problem = currency_problem(currency)
+        if problem:
+            raise ValidationError(problem)
+        return currency
+
+
+class PreviewTier:
+    def __init__(self, up_to, unit_amount, flat_amount) -> None:
+        self.up_to, self.unit_amount, self.flat_amount = up_to, unit_amount, flat_amount
+
+
+def preview_tiers(query) -> tuple[list[PreviewTier], list[str]]:
+    """Tiers typed in the rate card page's tier rows: ``tier_up_to``/``tier_unit_amount``/``tier_flat_amount``
+    (repeated, in order; ``tier_position`` sorts them as the saved rate card will)."""
+    columns = [query.getlist(f"tier_{name}") for name in ("position", "up_to", "unit_amount", "flat_amount")]
+    count = max(len(c) for c in columns)
+    if count > 100:
+        return [], ["too many tiers"]
+    rows, errors = [], []
+    for i in range(count):
+        values: list[Decimal | None] = []
+        for column, label in zip(columns, ("position", "up to", "unit amount", "flat amount"), strict=True):
+            text = column[i] if i < len(column) else ""
+            try:
+                values.append(parse_plain_decimal(text) if text.strip() else None)
+            except ValidationError as exc:
+                errors.append(f"tier {i + 1} {label}: {' '.join(exc.messages)}")
+                values.append(None)
+        position, up_to, unit, flat = values
+        tier = PreviewTier(up_to, unit if unit is not None else Decimal(0), flat if flat is not None else Decimal(0))
+        rows.append((position if position is not None else Decimal(i), i, tier))
+    return [tier for _, _, tier in sorted(rows, key=lambda r: (r[0], r[1]))], errors
 
 
 @admin.register(RateCard)
@@ -386,6 +486,34 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
     list_filter = ("price_type", "payment_term", "plan__status")
     search_fields = ("key", "plan__key")
     change_form_template = "admin/catalog/ratecard/change_form.html"
+    readonly_fields = ("price_preview",)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    ("key", "name"),
+                    "feature",
+                    ("price_type", "payment_term"),
+                    ("amount", "unit_amount", "quantity_per_package"),
+                    ("free_quantity", "minimum_spend", "maximum_spend"),
+                    "price_preview",
+                )
+            },
+        ),
+        (
+            "Entitlement",
+            {
+                "fields": (
+                    ("entitlement_type", "entitlement_limit", "entitlement_soft", "entitlement_usage_period"),
+                    "entitlement_config",
+                )
+            },
+        ),
+    )
+
+    class Media:
+        js = ("catalog/price_preview.js",)
 
     def _plan_of(self, obj):
         return obj.plan
@@ -393,8 +521,52 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
     def has_module_permission(self, request):
         return False  # reached from the plan page
 
+    @admin.display(description="price")
+    def price_preview(self, obj: RateCard | None) -> str:
+        return rate_card_price_text(obj)
+
+    def get_urls(self):
+        return [
+            path(
+                "price-preview/",
+                self.admin_site.admin_view(self.price_preview_view),
+                name="catalog_ratecard_price_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def price_preview_view(self, request):
+        """GET: the price sentence of the rate card form's current values, for its live preview. Saves nothing."""
+        if not self.has_view_permission(request):
+            return JsonResponse({"summary": "", "errors": ["you may not view rate cards"]}, status=403)
+        form = PricePreviewForm(request.GET)
+        errors = []
+        if not form.is_valid():
+            labels = {name: field.label or name.replace("_", " ") for name, field in form.fields.items()}
+            for name, messages_ in form.errors.items():
+                errors.append(f"{str(labels.get(name, name)).lower()}: {' '.join(messages_)}")
+        tiers = None
+        if "tiers" in request.GET:
+            tiers, tier_errors = preview_tiers(request.GET)
+            errors += tier_errors
+        if errors:
+            return JsonResponse({"summary": "", "errors": errors})
+        data = form.cleaned_data
+        rate_card = RateCard(
+            price_type=data["price_type"],
+            payment_term=data["payment_term"] or RateCard.PaymentTerm.IN_ARREARS,
+            feature=data["feature"],
+            **{name: data[name] for name in ("amount", "unit_amount", "quantity_per_package", "free_quantity",
+                                             "minimum_spend", "maximum_spend")},
+        )
+        if tiers is None and data["rate_card"] is not None:
+            tiers = list(data["rate_card"].tiers.all())
+        summary = price_summary(rate_card, data["currency"], cadence=data["cadence"] or None, tiers=tiers or [])
+        return JsonResponse({"summary": summary, "errors": []})
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        rate_card = get_object_or_404(RateCard.objects.select_related("plan", "feature"), pk=object_id)
+        rate_card = get_object_or_404(RateCard.objects.select_related("plan", "feature", "feature__meter"),
+                                      pk=object_id)
         cost_form = CostForm(request.GET if "quantity" in request.GET else None)
         cost = None
         if cost_form.is_bound and cost_form.is_valid():
@@ -412,23 +584,29 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
 
     @staticmethod
     def _cost(rate_card: RateCard, quantity: Decimal):
+        """What ``quantity`` in one full period costs, from :func:`catalog.charges.charge_rate_card` (a pure read:
+        the box works on draft and published rate cards and never saves anything)."""
         from .money import to_major
 
         if not rate_card.price_type:
             return "this rate card has no price"
+        currency = rate_card.plan.currency
         try:
-            charge = charge_rate_card(rate_card, quantity=quantity, currency=rate_card.plan.currency)
+            charge = charge_rate_card(rate_card, quantity=quantity, currency=currency)
         except (PricingError, InvalidOperation, ValueError) as exc:
             return f"cannot price this rate card yet: {exc}"
-        currency = rate_card.plan.currency
         return {
             "lines": [
                 {
                     "kind": line.kind,
-                    "quantity": line.quantity,
-                    "unit_price": line.unit_price,
+                    "quantity": plain_number(line.quantity),
+                    "unit_price": "" if line.unit_price is None else plain_number(line.unit_price),
                     "amount": to_major(line.amount, currency),
-                    "tiers": line.tiers,
+                    "tiers": "; ".join(
+                        f"{plain_number(t.quantity)} × {plain_number(t.unit_amount)}"
+                        + (f" + {plain_number(t.flat_amount)}" if t.flat_amount else "")
+                        for t in line.tiers
+                    ),
                 }
                 for line in charge.lines
             ],

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from common.fields import PreciseDecimalField
+from common.forms import plain_decimal
 from metering.models import Meter
 
 KEY_MAX = 64
@@ -145,4 +146,4 @@ class PriceTier(models.Model):
         ordering = ["rate_card", "position", "id"]
 
     def __str__(self) -> str:
-        return f"up to {self.up_to if self.up_to is not None else '∞'}"
+        return f"up to {plain_decimal(self.up_to) if self.up_to is not None else '∞'}"

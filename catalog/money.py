@@ -7,7 +7,9 @@ Rules (CONVENTIONS.md rule 2, "Money"):
   (``babel.numbers.get_currency_precision``), never from a hand-written table: USD 2, JPY 0, KWD 3.
 * Converting a major-unit ``Decimal`` to minor units rounds exactly once, with ``ROUND_HALF_UP``
   (ties go away from zero, so ``-0.005 USD`` becomes ``-1`` cent).
-* Currency codes are upper-case ISO 4217 codes as Babel knows them (``"USD"``; ``"usd"`` is unknown).
+* Currency codes are upper-case ISO 4217 codes as Babel knows them (``"USD"``; ``"usd"`` is unknown). What a
+  person types is read with ``normalize_currency`` (``" usd "`` → ``"USD"``) before it is stored, so stored codes
+  are always upper-case.
 * Floats are refused everywhere: pass ``Decimal`` (or ``int``) amounts.
 
 This module imports only the standard library and Babel, so it is usable outside Django.
@@ -27,6 +29,7 @@ __all__ = [
     "format_money",
     "is_known_currency",
     "minor_unit_exponent",
+    "normalize_currency",
     "to_major",
     "to_minor",
 ]
@@ -48,6 +51,22 @@ def _context() -> decimal.Context:
 def is_known_currency(code: object) -> bool:
     """Whether ``code`` is an upper-case ISO 4217 currency code known to Babel (``"USD"``, ``"JPY"``, ``"KWD"``)."""
     return isinstance(code, str) and len(code) == 3 and code.isupper() and is_currency(code)
+
+
+def normalize_currency(code: object) -> str | None:
+    """The ISO 4217 code a person meant, upper-cased: ``"usd"`` and ``" Usd "`` → ``"USD"``.
+
+    ``None`` for anything that is not a known code once surrounding spaces are dropped and it is upper-cased:
+    ``"XYZ"``, ``"us"``, ``"US D"``, a NUL, non-ASCII letters (``"uſd"`` would upper-case to ``"USD"``), a
+    non-string. Stored codes pass unchanged.
+    """
+    if not isinstance(code, str):
+        return None
+    candidate = code.strip()
+    if len(candidate) != 3 or not candidate.isascii() or not candidate.isalpha():
+        return None
+    candidate = candidate.upper()
+    return candidate if is_known_currency(candidate) else None
 
 
 @lru_cache(maxsize=512)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from dateutil.relativedelta import relativedelta
 
-from .money import is_known_currency
+from .money import is_known_currency, normalize_currency
 from .pricing import (
     FlatPrice,
     GraduatedPrice,
@@ -51,9 +51,17 @@ def key_problem(key: object, what: str = "key") -> str | None:
 
 
 def currency_problem(currency: object) -> str | None:
+    """The problem with a currency code as stored (upper-case ISO 4217); services first read what a person typed
+    with :func:`clean_currency`, so ``usd`` is stored as ``USD`` and ``XYZ`` is refused on save."""
     if not is_known_currency(currency):
         return f"currency {currency!r} is not a known ISO 4217 code (e.g. USD, EUR, JPY)"
     return None
+
+
+def clean_currency(currency: object) -> object:
+    """What a person typed as a currency, normalised when it is a known code (``"usd"`` → ``"USD"``); anything
+    else comes back unchanged, for :func:`currency_problem` to name."""
+    return normalize_currency(currency) or currency
 
 
 def feature_filter_problems(filters: object, meter_group_by: dict | None) -> list[str]:

@@ -1,9 +1,20 @@
-"""Operations screens: job runs (heartbeats, closes, rebuilds, imports) with their progress and outcome."""
+"""Operations screens: job runs (heartbeats, closes, rebuilds, imports) with their progress and outcome; and
+django-celery-beat's solar schedules with text boxes for their decimals (latitude, longitude)."""
 
 from django.contrib import admin
 from django.utils.html import format_html
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import SolarSchedule
 
+from .admin_utils import DecimalTextInputsMixin
 from .models import JobRun
+
+admin.site.unregister(SolarSchedule)
+
+
+@admin.register(SolarSchedule)
+class SolarScheduleAdmin(DecimalTextInputsMixin, beat_admin.SolarScheduleAdmin):
+    pass
 
 
 @admin.register(JobRun)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 from django.core.paginator import Paginator
+from django.db import models
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+
+from .forms import DecimalTextField, DecimalTextInput
 
 
 class CappedCountPaginator(Paginator):
@@ -51,3 +54,10 @@ class ViewOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class DecimalTextInputsMixin:
+    """For an admin of a model with plain ``models.DecimalField`` columns (a third-party model): its decimals
+    become text boxes read by ``DecimalTextField``, as ``PreciseDecimalField`` does by itself for our models."""
+
+    formfield_overrides = {models.DecimalField: {"form_class": DecimalTextField, "widget": DecimalTextInput}}

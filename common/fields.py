@@ -6,6 +6,8 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 
 from django.db import models
 
+from .forms import DecimalTextField, DecimalTextInput
+
 
 class PreciseDecimalField(models.DecimalField):
     """A Decimal that is exact on every database.
@@ -19,6 +21,11 @@ class PreciseDecimalField(models.DecimalField):
         kwargs.setdefault("max_digits", 38)
         kwargs.setdefault("decimal_places", 15)
         super().__init__(*args, **kwargs)
+
+    def formfield(self, **kwargs):
+        """A text box read by ``DecimalTextField`` (digits and one dot), never ``<input type="number">``: the
+        one place where every model form and admin inline of the project gets its decimal input."""
+        return super().formfield(**{"form_class": DecimalTextField, "widget": DecimalTextInput, **kwargs})
 
     def get_internal_type(self) -> str:
         return "PreciseDecimalField"

@@ -6,6 +6,7 @@ from django import forms
 from django.utils import timezone
 
 from catalog.models import Plan
+from catalog.rules import clean_currency
 
 from .models import Customer, SubjectAttribution
 from .services.customers import CUSTOMER_FIELDS, customer_problems
@@ -40,6 +41,9 @@ class CustomerForm(forms.ModelForm):
     class Meta:
         model = Customer
         fields = ("key", *CUSTOMER_FIELDS)
+
+    def clean_currency(self):
+        return clean_currency(self.cleaned_data.get("currency"))  # usd → USD; unknown codes: clean() names them
 
     def clean(self):
         data = super().clean()

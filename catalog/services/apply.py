@@ -41,6 +41,7 @@ from ..rules import (
     ENTITLEMENT_TYPES,
     PAYMENT_TERMS,
     PRICE_TYPES,
+    clean_currency,
     currency_problem,
     engine_price,
     key_problem,
@@ -565,8 +566,10 @@ def _plan_parse(problems: Problems, where: str, data: Any) -> PlanEntry | None:
     name = r.text("name", required=True, max_length=_max_length(Plan, "name"))
     description = r.text("description", default="", strip=False) or ""
     currency = r.text("currency", required=True)
-    if isinstance(currency, str) and currency and currency_problem(currency):
-        r.fail("currency", currency_problem(currency) or "")
+    if isinstance(currency, str) and currency:
+        currency = clean_currency(currency)  # usd → USD, as plan_create stores it
+        if currency_problem(currency):
+            r.fail("currency", currency_problem(currency) or "")
     cadence = r.text("billing_cadence", required=True, choices=CADENCES)
     status = r.text("status", default="published", choices=PLAN_STATUSES)
     rate_cards, wheres = [], []

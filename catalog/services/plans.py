@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from ..charges import rate_card_price
 from ..models import Feature, Plan, PriceTier, RateCard
-from ..rules import CADENCES, currency_problem, key_problem, rate_card_problems
+from ..rules import CADENCES, clean_currency, currency_problem, key_problem, rate_card_problems
 
 
 class PlanError(ValueError):
@@ -109,7 +109,9 @@ def plan_create(
     description: str = "",
     rate_cards: list[RateCardSpec] | None = None,
 ) -> Plan:
-    """A new draft: version 1 of a new key, or the next version of an existing one."""
+    """A new draft: version 1 of a new key, or the next version of an existing one. The currency is stored
+    upper-case (``usd`` → ``USD``); an unknown code is refused here, not only at publish."""
+    currency = clean_currency(currency)  # type: ignore[assignment]  # a str, or refused just below
     problems = [p for p in (key_problem(key, "plan key"), currency_problem(currency)) if p]
     if billing_cadence not in CADENCES:
         problems.append(f"billing cadence must be one of {', '.join(CADENCES)}")
@@ -142,6 +144,7 @@ def _require_draft(plan: Plan) -> Plan:
 @transaction.atomic
 def plan_update_draft(*, plan: Plan, name: str, currency: str, billing_cadence: str, description: str = "") -> Plan:
     plan = _require_draft(plan)
+    currency = clean_currency(currency)  # type: ignore[assignment]  # a str, or refused just below
     problems = [p for p in (currency_problem(currency),) if p]
     if billing_cadence not in CADENCES:
         problems.append(f"billing cadence must be one of {', '.join(CADENCES)}")

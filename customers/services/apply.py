@@ -37,7 +37,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from catalog.models import Plan
-from catalog.rules import key_problem
+from catalog.rules import clean_currency, key_problem
 from catalog.services.apply import (
     MISSING,
     ApplyError,
@@ -172,7 +172,7 @@ def _customer_parse(problems: Problems, where: str, data: Any) -> CustomerEntry 
         r.fail("key", key_problem(key, "customer key") or "")
     fields: dict[str, Any] = {
         "name": r.text("name", required=True, max_length=getattr(Customer._meta.get_field("name"), "max_length", None)),
-        "currency": r.text("currency", required=True),
+        "currency": clean_currency(r.text("currency", required=True)),  # usd → USD, as customer_create stores it
     }
     for name in CUSTOMER_TEXT_FIELDS:
         value = r.text(name, max_length=getattr(Customer._meta.get_field(name), "max_length", None))

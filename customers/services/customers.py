@@ -10,7 +10,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from catalog.rules import currency_problem, key_problem
+from catalog.rules import clean_currency, currency_problem, key_problem
 
 from ..models import Customer, KongConsumer, SubjectAttribution
 
@@ -74,7 +74,7 @@ def customer_create(
     unknown = set(fields) - set(CUSTOMER_FIELDS)
     if unknown:
         raise CustomerError(dict.fromkeys(sorted(unknown), "unknown field"))
-    values = {"key": key, "name": name, "currency": currency, **fields}
+    values = {"key": key, "name": name, "currency": clean_currency(currency), **fields}
     errors = customer_problems(values)
     if "key" not in errors and Customer.objects.filter(key=key).exists():
         errors["key"] = f"a customer with key {key!r} already exists"
@@ -93,6 +93,8 @@ def customer_update(*, customer: Customer, **fields: Any) -> Customer:
     if unknown:
         raise CustomerError(dict.fromkeys(sorted(unknown), "unknown field"))
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    if "currency" in fields:
+        fields["currency"] = clean_currency(fields["currency"])  # "usd" is stored as "USD"
     values = {**{f: getattr(customer, f) for f in CUSTOMER_FIELDS}, **fields}
     errors = customer_problems(values)
     if "currency" in fields and fields["currency"] != customer.currency and customer.subscriptions.exists():

@@ -26,7 +26,8 @@ def test_feature_form_validates_filters_against_the_meter(admin_client):
 def test_plan_lifecycle_through_the_admin(admin_client):
     plan = token_plan(publish=False, extra=[platform_fee()])
     page = admin_client.get(f"/admin/catalog/plan/{plan.pk}/change/").content.decode()
-    assert "Ready to publish." in page and "$0.00002 per unit" in page and "$49.00 per period" in page
+    assert "Ready to publish." in page and "USD 0.00002 per token" in page
+    assert "USD 49.00 per month (in advance)" in page
     confirm = admin_client.get(f"/admin/catalog/plan/{plan.pk}/lifecycle/publish/")
     assert b"Publishing freezes version 1" in confirm.content
     admin_client.post(f"/admin/catalog/plan/{plan.pk}/lifecycle/publish/")

@@ -514,7 +514,7 @@ BAD_ENTRIES = [
     (_set("customers.0.currency", "EUR"),
      "catalog.yaml: subscriptions[0] (kong-air on token).plan: plan token bills in USD but customer kong-air is "
      "invoiced in EUR"),
-    (_set("customers.0.currency", "usd"), "catalog.yaml: customers[0] (kong-air).currency: currency 'usd' is not"),
+    (_set("customers.0.currency", "XYZ"), "catalog.yaml: customers[0] (kong-air).currency: currency 'XYZ' is not"),
     (_set("features.0.filters", {"region": "eu"}),
      'catalog.yaml: features[0] (ai-token).filters: "region" is not a group-by of the meter'),
     (_set("meters.0", "llm_tokens"), "catalog.yaml: meters[0]: must be a mapping of fields, not a string"),

@@ -134,7 +134,7 @@ def test_customer_admin_create_with_subjects_and_usage_panel(admin_client):
 
 def test_customer_admin_form_errors(admin_client):
     response = admin_client.post("/admin/customers/customer/add/", {
-        "key": "x", "name": "X", "currency": "usd", "collection_method": "send_invoice", "metadata": "{}",
+        "key": "x", "name": "X", "currency": "XYZ", "collection_method": "send_invoice", "metadata": "{}",
         "attributions-TOTAL_FORMS": "0", "attributions-INITIAL_FORMS": "0",
         "subscriptions-TOTAL_FORMS": "0", "subscriptions-INITIAL_FORMS": "0"})
     assert {"currency", "days_until_due"} <= set(response.context["adminform"].form.errors)

@@ -186,7 +186,7 @@ def test_subject_periods_clip_to_attribution_windows():
 
 
 @pytest.mark.parametrize("fields, field", [
-    ({"key": "Bad Key"}, "key"), ({"currency": "usd"}, "currency"), ({"email": "not-an-email"}, "email"),
+    ({"key": "Bad Key"}, "key"), ({"currency": "XYZ"}, "currency"), ({"email": "not-an-email"}, "email"),
     ({"country": "Germany"}, "country"), ({"collection_method": "send_invoice"}, "days_until_due"),
     ({"name": ""}, "name"),
 ])

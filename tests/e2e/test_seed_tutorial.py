@@ -167,7 +167,14 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             page.fill(f"{card}name", "ai-token")
             page.select_option(f"{card}feature", label="ai-token")
             page.select_option(f"{card}price_type", "unit")
+            # Decimals are text boxes: a decimal comma is shown as a mistake at once (live preview), never saved
+            # as another number; the preview reads the price as a sentence.
+            expect(page.locator(f"{card}unit_amount")).to_have_attribute("type", "text")
+            preview = page.locator("#rate_cards-0 .field-price_preview .readonly")
+            page.fill(f"{card}unit_amount", "0,00002")
+            expect(preview).to_contain_text("Use a dot as the decimal separator (0.00002)")
             page.fill(f"{card}unit_amount", "1")
+            expect(preview).to_have_text("USD 1.00 per token")
             page.select_option(f"{card}entitlement_type", "boolean")
             page.click("input[name=_continue]")
             saved_ok()
@@ -178,7 +185,18 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             saved_ok()
             expect(readonly("status")).to_have_text("Published")
             expect(page.locator(".field-pricing")).to_contain_text("ai-token")
+            expect(page.locator(".field-pricing")).to_contain_text("USD 1.00 per token")
             shot("03-plan.png")
+
+            # The published rate card's "What would this cost?" box computes without saving (no 403).
+            plan_url = page.url
+            page.locator(".field-pricing a", has_text="ai-token").click()
+            page.fill("#id_quantity", "1500")
+            page.click("#cost-calculate")
+            no_server_error()
+            expect(page.locator("#cost-total")).to_have_text("1500.00")
+            assert "quantity=1500" in page.url
+            visit(plan_url)
 
             # 4. Customer Kong Air, including the usage of Kong consumer kong-air ("Include usage from").
             visit("/admin/customers/customer/add/")
