@@ -85,7 +85,6 @@ class _Window:
     end: dt.datetime | None
     customer_id: int | None
     customer_name: str
-    index: int | None  # the change it comes from; None: an unchanged row
 
     def text(self) -> str:
         parts = ([f"from {format_instant(self.start)}"] if self.start else []) + (
@@ -135,7 +134,7 @@ def attribution_changes_problems(
     for row in current.values():
         if row.pk not in changed_pks:
             windows.setdefault(row.subject, []).append(
-                _Window(row.start, row.end, row.customer_id, str(row.customer), None))
+                _Window(row.start, row.end, row.customer_id, str(row.customer)))
     name = str(customer) if customer.pk else (customer.name or "this customer")
     ordered = sorted((i for i in valid if "start" not in problems[i]), key=lambda i: changes[i].default_start)
     for i in ordered:  # explicit windows first: a default start depends on them
@@ -174,7 +173,7 @@ def attribution_changes_problems(
             if refusals:
                 problems[i][field] = "; ".join(refusals)
                 continue
-        others.append(_Window(change.start, change.end, owner_id, owner_name, i))
+        others.append(_Window(change.start, change.end, owner_id, owner_name))
     return problems
 
 
