@@ -238,8 +238,8 @@ def seed(args, now: dt.datetime) -> None:
         ])
         plan = plan_publish(plan=plan)
         for n in range(args.customers):
-            # customer_create(subjects=…) attributes from now on; the bench needs the past month attributed,
-            # so the subjects are added from the subscription's start (as when a consumer is included early).
+            # The subjects are added from the subscription's start (without a start they would count all their
+            # usage, which the subscription's start bounds anyway).
             customer = customer_create(key=f"cust-{n:05d}", name=f"Customer {n}", currency="USD")
             start = now - dt.timedelta(days=35 + rng.random() * 25)
             for subject in (f"consumer:{consumer_id(n)}", f"user-{n}"):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django import forms as django_forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -27,17 +30,11 @@ from .selectors import (
     plan_change_proration,
     subscription_entitlements,
     subscription_period_at,
+    subscription_review,
     unattributed_subjects,
 )
-from .services.customers import (
-    AttributionError,
-    CustomerError,
-    attribution_add,
-    attribution_end,
-    consumer_include,
-    customer_create,
-    customer_update,
-)
+from .services.attributions import AttributionError, attribution_add, attributions_save, consumer_include
+from .services.customers import CustomerError, customer_create, customer_update
 from .services.subscriptions import (
     SubscriptionError,
     subscription_cancel,
@@ -49,6 +46,7 @@ from .services.subscriptions import (
 class AttributionInline(admin.TabularInline):
     model = SubjectAttribution
     form = forms.AttributionForm
+    formset = forms.AttributionFormSet
     fk_name = "customer"
     extra = 1
     verbose_name = "subject (include usage from)"
@@ -181,24 +179,19 @@ class CustomerAdmin(admin.ModelAdmin):
         obj.refresh_from_db()
 
     def save_formset(self, request, form, formset, change):
+        """The "Include usage from" rows were checked as one batch in the formset's ``clean``; save them through
+        the service and tell the admin log what was added and changed."""
         if formset.model is not SubjectAttribution:
             return super().save_formset(request, form, formset, change)
-        customer = form.instance
-        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []  # for the admin log
-        for inline_form in formset.forms:
-            if not inline_form.has_changed() or not inline_form.cleaned_data:
-                continue
-            data = inline_form.cleaned_data
-            try:
-                if inline_form.instance.pk:
-                    if data.get("end"):
-                        attribution_end(attribution=inline_form.instance, end=data["end"])
-                elif data.get("subject"):
-                    attribution = attribution_add(customer=customer, subject=data["subject"], start=data.get("start"))
-                    if data.get("end"):
-                        attribution_end(attribution=attribution, end=data["end"])
-            except AttributionError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+        pairs = formset.attribution_changes
+        saved = attributions_save(customer=form.instance, changes=[c for _, c in pairs])
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for (inline_form, attribution_change), attribution in zip(pairs, saved, strict=True):
+            if attribution_change.attribution is None:
+                formset.new_objects.append(attribution)
+            else:
+                fields = [name for name in ("start", "end") if name in inline_form.changed_data]
+                formset.changed_objects.append((attribution, fields))
         return None
 
 
@@ -290,9 +283,7 @@ class KongConsumerAdmin(admin.ModelAdmin):
 
 
 def usage_chart(customer: Customer, feature, start, end, *, limit=None):
-    """Daily usage of a feature for the customer's current subjects (an SVG bar chart)."""
-    import datetime as dt
-
+    """Daily usage of a feature for the customer's subjects included in the range (an SVG bar chart)."""
     from common.charts import bar_chart_svg
     from metering.selectors.usage import usage_series
 
@@ -301,7 +292,7 @@ def usage_chart(customer: Customer, feature, start, end, *, limit=None):
     last = end.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     last = last if last == end else last + day
     last = min(last, timezone.now().astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) + day)
-    subjects = sorted({a.subject for a in customer.attributions.all() if a.end is None})
+    subjects = sorted({a.subject for a in customer.attributions.all() if a.clip(first, last)})
     if not subjects:
         return "no subjects"
     rows = usage_series(
@@ -437,7 +428,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = forms.SubscriptionCreateForm(request.POST or None, initial={"customer": request.GET.get("customer")})
-        preview = None
+        review = None
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             if request.POST.get("confirmed") == "yes":
@@ -456,12 +447,14 @@ class SubscriptionAdmin(admin.ModelAdmin):
                     self.message_user(request, f"Subscribed: {subscription}.", messages.SUCCESS)
                     return HttpResponseRedirect(reverse("admin:customers_subscription_change", args=[subscription.pk]))
             else:
-                preview = _periods_preview(data["plan"], data["start"], form.anchor_value())
+                review = subscription_review(customer=data["customer"], plan=data["plan"], start=data["start"],
+                                             billing_anchor=form.anchor_value(), now=timezone.now(),
+                                             grace=dt.timedelta(seconds=settings.INVOICE_GRACE_PERIOD_SECONDS))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "form": form,
-            "preview": preview,
+            "review": review,
             "title": "Add subscription",
         }
         return TemplateResponse(request, "admin/customers/subscription/add.html", context)
@@ -527,17 +520,6 @@ class SubscriptionAdmin(admin.ModelAdmin):
             "title": f"Change the plan of {subscription}",
         }
         return TemplateResponse(request, "admin/customers/subscription/change_plan.html", context)
-
-
-def _periods_preview(plan, start, anchor):
-    """The first three billing periods a new subscription would have."""
-    import datetime as dt
-
-    from .periods import calendar_anchor, periods_between
-
-    anchor_time = calendar_anchor(start) if anchor == "calendar" else (anchor or start)
-    periods = periods_between(anchor_time, plan.billing_cadence, start, None, until=start + dt.timedelta(days=1200))
-    return periods[:3]
 
 
 class CustomerEventAdmin(EventAdmin):

@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db.models import Q
 
 from .models import Customer, SubjectAttribution
 
 
 def customer_of_events(events: list) -> dict[int, dict[str, str]]:
-    """The events-list enricher of the customers layer (one query per page of events)."""
+    """The events-list enricher of the customers layer (one query per page of events): the customer whose
+    mapping covers the event; for a subject that some customer includes, but not at the event's time, which
+    customer includes it and when (``subject kong-air is included by Kong Air from 2026-11-20``)."""
     subjects = {event.subject for event in events}
     attributions: dict[str, list[SubjectAttribution]] = {}
     for attribution in SubjectAttribution.objects.filter(subject__in=subjects).select_related("customer"):
         attributions.setdefault(attribution.subject, []).append(attribution)
     result: dict[int, dict[str, str]] = {}
     for event in events:
-        match = next(
-            (
-                a
-                for a in attributions.get(event.subject, [])
-                if a.start <= event.time and (a.end is None or event.time < a.end)
-            ),
-            None,
-        )
-        if match is None:
-            result[event.pk] = {"validationError": f"no customer found for event subject: {event.subject}"}
-        else:
+        mappings = attributions.get(event.subject, [])
+        match = next((a for a in mappings if a.covers(event.time)), None)
+        if match is not None:
             result[event.pk] = {"customerId": match.customer.key}
+        elif mappings:
+            nearest = min(mappings, key=lambda a: _distance(a, event.time))
+            result[event.pk] = {"validationError": f"subject {event.subject} is included by {nearest.customer.name} "
+                                                   f"{nearest.window_text}"}
+        else:
+            result[event.pk] = {"validationError": f"no customer found for event subject: {event.subject}"}
     return result
+
+
+def _distance(attribution: SubjectAttribution, instant: dt.datetime) -> dt.timedelta:
+    """How far ``instant`` lies outside the mapping's window (the nearest window explains the event best)."""
+    if attribution.start is not None and instant < attribution.start:
+        return attribution.start - instant
+    if attribution.end is not None and instant >= attribution.end:
+        return instant - attribution.end
+    return dt.timedelta(0)
 
 
 def subjects_of_customers(ids_or_keys: list[str]) -> dict[str, list[str]]:

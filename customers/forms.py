@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from django import forms
+from django.db import connection
+from django.forms.models import BaseInlineFormSet
 from django.utils import timezone
 
 from catalog.models import Plan
 from catalog.rules import clean_currency
 
 from .models import Customer, SubjectAttribution
+from .selectors import kong_consumer_of
+from .services.attributions import AttributionChange, attribution_changes_problems
 from .services.customers import CUSTOMER_FIELDS, customer_problems
 
 
@@ -62,7 +66,8 @@ class AttributionForm(forms.ModelForm):
         fields = ("subject", "start", "end")
         widgets = {"subject": SubjectPickerWidget(attrs={"size": 48})}
         help_texts = {
-            "start": "Usage from this time is billed to this customer (default: now).",
+            "start": "Empty: all its usage (or from where the subject's previous mapping ends). "
+                     "Editable until an issued invoice billed usage the change would move.",
             "end": "Set to stop including this subject.",
         }
 
@@ -71,26 +76,43 @@ class AttributionForm(forms.ModelForm):
         self.fields["start"].required = False
         if self.instance.pk:
             self.fields["subject"].disabled = True
-            self.fields["start"].disabled = True
+
+    def _get_validation_exclusions(self):
+        """The windows of a subject are checked together by the formset (the service's rules, with clearer
+        messages than the database constraints'); the model's constraints are not validated row by row here
+        (the form fields still validate the values)."""
+        return {*super()._get_validation_exclusions(), "subject", "start", "end"}
+
+
+class AttributionFormSet(BaseInlineFormSet):
+    """ "Include usage from" rows: validated as one batch by the attribution service, so a save with a refused
+    row shows form errors and saves nothing. Inside the admin's transaction the subjects stay locked from this
+    check to the save."""
 
     def clean(self):
-        data = super().clean()
-        subject = (data.get("subject") or "").strip()
-        if not self.instance.pk and subject:
-            current = (
-                SubjectAttribution.objects.filter(subject=subject, end__isnull=True).select_related("customer").first()
-            )
-            customer_id = getattr(self.instance, "customer_id", None)
-            if current is not None and current.customer_id != customer_id:
-                self.add_error(
-                    "subject",
-                    f"{subject} belongs to {current.customer} since "
-                    f"{current.start:%Y-%m-%d %H:%M}; end it there first to move it",
-                )
-        end, start = data.get("end"), data.get("start") or self.instance.start or timezone.now()
-        if end is not None and end <= start:
-            self.add_error("end", "the end must be after the start")
-        return data
+        super().clean()
+        self.attribution_changes: list[tuple[forms.Form, AttributionChange]] = []
+        for form in self.forms:
+            if not form.has_changed() or form.errors:
+                continue
+            data = form.cleaned_data
+            if form.instance.pk:
+                change = AttributionChange(form.instance.subject, data.get("start"), data.get("end"),
+                                           attribution=form.instance)
+            elif data.get("subject"):
+                subject = data["subject"]
+                change = AttributionChange(subject, data.get("start"), data.get("end"),
+                                           default_start=data.get("start") is None,
+                                           kong_consumer=kong_consumer_of(subject.strip()))
+            else:
+                continue
+            self.attribution_changes.append((form, change))
+        problems = attribution_changes_problems(customer=self.instance,
+                                                changes=[change for _, change in self.attribution_changes],
+                                                lock=connection.in_atomic_block)
+        for (form, _), errors in zip(self.attribution_changes, problems, strict=True):
+            for field, message in errors.items():
+                form.add_error(field if field in form.fields else None, message)
 
 
 class SubscriptionCreateForm(forms.Form):

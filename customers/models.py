@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import models
 from django.db.models import Q
 
@@ -79,12 +81,56 @@ class KongConsumer(models.Model):
         return [s for s in (f"consumer:{self.kong_id}", self.username) if s]
 
 
+def window_covers(start: dt.datetime | None, end: dt.datetime | None, instant: dt.datetime) -> bool:
+    """The attribution rule at one instant: ``instant`` lies in ``[start, end)``, where a missing start is the
+    beginning of time and a missing end is open."""
+    return (start is None or start <= instant) and (end is None or instant < end)
+
+
+def window_clip(
+    start: dt.datetime | None, end: dt.datetime | None, a: dt.datetime, b: dt.datetime
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """The attribution rule over a range: the part of ``[a, b)`` inside ``[start, end)`` (None when empty)."""
+    lo = a if start is None else max(a, start)
+    hi = b if end is None else min(b, end)
+    return (lo, hi) if lo < hi else None
+
+
+def windows_overlap(
+    first: tuple[dt.datetime | None, dt.datetime | None], second: tuple[dt.datetime | None, dt.datetime | None]
+) -> bool:
+    """Whether two windows ``(start, end)`` (None: unbounded) share an instant."""
+    (a1, b1), (a2, b2) = first, second
+    return (b2 is None or a1 is None or a1 < b2) and (b1 is None or a2 is None or a2 < b1)
+
+
+def format_instant(value: dt.datetime) -> str:
+    """For people: ``2026-11-20`` at midnight UTC, else ``2026-11-20 14:30 UTC`` (seconds when present)."""
+    value = value.astimezone(dt.UTC)
+    if value.time() == dt.time(0):
+        return f"{value:%Y-%m-%d}"
+    if value.second == 0 and value.microsecond == 0:
+        return f"{value:%Y-%m-%d %H:%M} UTC"
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC"
+
+
+class SubjectAttributionQuerySet(models.QuerySet):
+    def overlapping(self, a: dt.datetime, b: dt.datetime) -> SubjectAttributionQuerySet:
+        """Mappings whose window meets ``[a, b)`` (the database form of :func:`window_clip`)."""
+        return self.filter(Q(start__isnull=True) | Q(start__lt=b), Q(end__isnull=True) | Q(end__gt=a))
+
+
 class SubjectAttribution(models.Model):
     """ "Include usage from": the customer pays for this subject's events in ``[start, end)``.
 
-    One subject belongs to at most one customer at a time (database constraint on open mappings; the
-    services close the old mapping exactly where the new one starts), so re-assigning a subject never
-    moves usage already billed.
+    A missing ``start`` means from the beginning: a subject included without dates counts all its usage
+    (each subscription still bills only from its own start). Dates exist where a subject moved between
+    customers: the move ends the old mapping exactly where the new one starts, so usage already billed never
+    moves. The windows of one subject never overlap (the services check it under a lock; the database keeps
+    one open mapping and one unbounded start per subject).
+
+    :meth:`covers` and :meth:`clip` are the rule; everything that asks "is this subject the customer's at
+    ``t`` / over ``[a, b)``?" uses them (or :func:`window_covers` / :func:`window_clip` on raw rows).
     """
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="attributions")
@@ -92,9 +138,13 @@ class SubjectAttribution(models.Model):
     kong_consumer = models.ForeignKey(
         KongConsumer, null=True, blank=True, on_delete=models.SET_NULL, related_name="attributions"
     )
-    start = models.DateTimeField()
+    start = models.DateTimeField(
+        null=True, blank=True, help_text="Empty: from the beginning (all the subject's usage counts)."
+    )
     end = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = SubjectAttributionQuerySet.as_manager()
 
     class Meta:
         ordering = ["subject", "start"]
@@ -102,8 +152,11 @@ class SubjectAttribution(models.Model):
             models.UniqueConstraint(
                 fields=["subject"], condition=Q(end__isnull=True), name="customers_one_open_attribution_per_subject"
             ),
+            models.UniqueConstraint(
+                fields=["subject"], condition=Q(start__isnull=True), name="customers_one_unbounded_start_per_subject"
+            ),
             models.CheckConstraint(
-                condition=Q(end__isnull=True) | Q(end__gt=models.F("start")),
+                condition=Q(end__isnull=True) | Q(start__isnull=True) | Q(end__gt=models.F("start")),
                 name="customers_attribution_end_after_start",
             ),
         ]
@@ -111,6 +164,22 @@ class SubjectAttribution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} → {self.customer.key}"
+
+    def covers(self, instant: dt.datetime) -> bool:
+        return window_covers(self.start, self.end, instant)
+
+    def clip(self, a: dt.datetime, b: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+        return window_clip(self.start, self.end, a, b)
+
+    @property
+    def window_text(self) -> str:
+        """``from 2026-11-20``, ``until 2026-11-20``, ``from … until …`` or ``from the beginning``."""
+        parts = []
+        if self.start is not None:
+            parts.append(f"from {format_instant(self.start)}")
+        if self.end is not None:
+            parts.append(f"until {format_instant(self.end)}")
+        return " ".join(parts) or "from the beginning"
 
 
 class Subscription(models.Model):

@@ -93,3 +93,15 @@ def calendar_anchor(start: dt.datetime) -> dt.datetime:
     """Calendar alignment: the 1st of the start's month, 00:00 UTC."""
     start = start.astimezone(dt.UTC)
     return start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def anchor_for(start: dt.datetime, billing_anchor: dt.datetime | str | None) -> dt.datetime:
+    """A subscription's anchor: a date-time, ``"calendar"`` (the 1st of the start's month) or None (the start).
+    ValueError for anything else."""
+    if billing_anchor == "calendar":
+        return calendar_anchor(start)
+    if billing_anchor is None:
+        return start
+    if isinstance(billing_anchor, dt.datetime):
+        return billing_anchor
+    raise ValueError("billing anchor must be a date-time, 'calendar' or empty")

@@ -9,18 +9,20 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 
 from catalog.charges import charge_rate_card
+from catalog.display import plain_number
 from catalog.models import Feature, Plan, RateCard
 from catalog.money import to_major
+from catalog.rules import cadence_delta
 from metering.models import SubjectActivity
 from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
 from metering.windows import decompose
 
-from .models import Customer, SubjectAttribution, Subscription
-from .periods import Period, period_at, periods_between
+from .models import Customer, KongConsumer, SubjectAttribution, Subscription, format_instant, window_clip
+from .periods import Period, anchor_for, period_at, periods_between
 
 
 def customer_by_id_or_key(value: str) -> Customer | None:
@@ -33,20 +35,37 @@ def customer_by_id_or_key(value: str) -> Customer | None:
 def subject_periods(
     customer: Customer, start: dt.datetime, end: dt.datetime
 ) -> list[tuple[str, dt.datetime, dt.datetime]]:
-    """Each subject of the customer with the part of ``[start, end)`` it was attributed to the customer.
-    Uses the customer's prefetched attributions when a batch job loaded them."""
+    """Each subject of the customer with the part of ``[start, end)`` it was attributed to the customer
+    (:meth:`SubjectAttribution.clip`). Uses the customer's prefetched attributions when a batch job loaded them."""
     if "attributions" in getattr(customer, "_prefetched_objects_cache", {}):
-        rows = [a for a in customer.attributions.all() if a.start < end and (a.end is None or a.end > start)]
+        rows = list(customer.attributions.all())
     else:
-        rows = list(SubjectAttribution.objects.filter(customer=customer, start__lt=end).filter(
-            Q(end__isnull=True) | Q(end__gt=start)))
+        rows = list(SubjectAttribution.objects.filter(customer=customer).overlapping(start, end))
     clipped = []
-    for attribution in sorted(rows, key=lambda a: (a.subject, a.start)):
-        a = max(start, attribution.start)
-        b = end if attribution.end is None else min(end, attribution.end)
-        if a < b:
-            clipped.append((attribution.subject, a, b))
-    return clipped
+    for attribution in rows:
+        window = attribution.clip(start, end)
+        if window is not None:
+            clipped.append((attribution.subject, *window))
+    return sorted(clipped)
+
+
+def attribution_default_start(*, subject: str, attribution: SubjectAttribution | None = None) -> dt.datetime | None:
+    """Where a mapping of ``subject`` given without a start begins: where the subject's previous mapping ends,
+    else None (from the beginning). For an existing ``attribution`` the previous mapping is the latest one ending
+    by its start (one without a start has none)."""
+    if attribution is not None and attribution.start is None:
+        return None
+    rows = SubjectAttribution.objects.filter(subject=subject, end__isnull=False)
+    if attribution is not None:
+        rows = rows.exclude(pk=attribution.pk).filter(end__lte=attribution.start)
+    return rows.aggregate(previous_end=Max("end"))["previous_end"]
+
+
+def kong_consumer_of(subject: str) -> KongConsumer | None:
+    """The imported Kong consumer a subject names (``consumer:<id>`` or its username), to link a mapping."""
+    if subject.startswith("consumer:"):
+        return KongConsumer.objects.filter(kong_id=subject.removeprefix("consumer:")).first()
+    return KongConsumer.objects.filter(username=subject).first()
 
 
 def subscription_periods(subscription: Subscription, *, until: dt.datetime) -> list[Period]:
@@ -227,9 +246,10 @@ def entitlement_rate_cards(grant: Grant, feature: Feature) -> list[RateCard]:
     return cards
 
 
+# The customer's mappings that may meet the range (a narrowing read; ``window_clip`` decides).
 _ATTRIBUTIONS_SQL = (
     'SELECT subject, start, "end" FROM customers_subjectattribution '
-    'WHERE customer_id = %s AND start < %s AND ("end" IS NULL OR "end" > %s) ORDER BY subject, start'
+    'WHERE customer_id = %s AND (start IS NULL OR start < %s) AND ("end" IS NULL OR "end" > %s)'
 )
 
 
@@ -242,13 +262,12 @@ def _customer_usage(customer_id: int, feature: Feature, start: dt.datetime, end:
         rows = cursor.fetchall()
     clipped = []
     for subject, attributed_from, attributed_to in rows:
-        a = max(start, from_db_datetime(attributed_from))
-        b = end if attributed_to is None else min(end, from_db_datetime(attributed_to))
-        if a < b:
-            clipped.append((subject, a, b))
+        window = window_clip(from_db_datetime(attributed_from), from_db_datetime(attributed_to), start, end)
+        if window is not None:
+            clipped.append((subject, *window))
     if not clipped:
         return Decimal(0)
-    return usage_total_for_periods(meter=feature.meter, subject_periods=clipped,
+    return usage_total_for_periods(meter=feature.meter, subject_periods=sorted(clipped),
                                    filters=feature.meter_group_by_filters or None)
 
 
@@ -341,6 +360,80 @@ def unattributed_subjects() -> QuerySet[SubjectActivity]:
     """Subjects seen in events that no customer includes now: usage nobody is billed for."""
     attributed = SubjectAttribution.objects.filter(end__isnull=True).values("subject")
     return SubjectActivity.objects.exclude(subject__in=attributed).order_by("-last_seen")
+
+
+@dataclass(frozen=True)
+class ReviewPeriod:
+    """A billing period on the review page of a new subscription and what the next close bills of it."""
+
+    number: int  # 1 = the subscription's first period
+    period: Period
+    billed: str  # what the next close bills of it
+    usage: list[tuple[str, Decimal]]  # (metered rate card, usage found so far)
+
+    @property
+    def usage_text(self) -> list[str]:
+        return [plain_number(value) for _, value in self.usage]
+
+
+@dataclass(frozen=True)
+class SubscriptionReview:
+    start_in_past: bool
+    periods: list[ReviewPeriod]
+    rate_cards: list[str]  # the metered rate cards whose usage is listed
+    ended: int  # periods before today that the next close bills (usage and all fees)
+    not_listed: int  # earlier periods left out of ``periods`` (the page lists the latest ones)
+    warning: str
+
+
+REVIEW_MAX_PERIODS = 24
+FUTURE_PERIODS_SHOWN = 3
+
+
+def subscription_review(
+    *, customer: Customer, plan: Plan, start: dt.datetime, billing_anchor: dt.datetime | str | None,
+    now: dt.datetime, grace: dt.timedelta,
+) -> SubscriptionReview:
+    """What a new subscription would bill (the *Review* step of *Add subscription*). A start in the past:
+    every period from the start up to now — the ended ones are billed (usage and fees) at the next close once
+    the grace period after their end has passed, the current one's in-advance fees too — each with the usage
+    already found per metered rate card (one usage statement per meter for SUM/COUNT meters, at most
+    ``REVIEW_MAX_PERIODS`` periods). A future start: its first periods."""
+    anchor = anchor_for(start, billing_anchor)
+    if start > now:
+        periods = periods_between(anchor, plan.billing_cadence, start, None,
+                                  until=start + cadence_delta(plan.billing_cadence) * FUTURE_PERIODS_SHOWN)
+        shown = [ReviewPeriod(n, p, "", []) for n, p in enumerate(periods[:FUTURE_PERIODS_SHOWN], start=1)]
+        return SubscriptionReview(False, shown, [], 0, 0, "")
+    periods = periods_between(anchor, plan.billing_cadence, start, None, until=now + dt.timedelta(microseconds=1))
+    ended = sum(1 for p in periods if p.end + grace <= now)
+    first_number = max(len(periods) - REVIEW_MAX_PERIODS, 0) + 1
+    listed = periods[first_number - 1:]
+    cards = [c for c in plan.rate_cards.select_related("feature__meter").order_by("position")
+             if c.feature_id and c.feature.meter_id and c.price_type not in ("", RateCard.PriceType.FLAT)]
+    customer = Customer.objects.prefetch_related("attributions").get(pk=customer.pk)
+    draft = Subscription(customer=customer, plan=plan, start=start, billing_anchor=anchor)
+    requests = [UsageRequest(draft, card.feature, p.start, min(p.end, now)) for p in listed for card in cards]
+    found = features_usage([r for r in requests if r.start < r.end])
+    shown = []
+    for number, p in enumerate(listed, start=first_number):
+        if p.end + grace <= now:
+            billed = "usage and all fees"
+        elif p.end <= now:
+            billed = (f"in-advance fees; usage after the grace period, from {format_instant(p.end + grace)}")
+        else:
+            billed = "in-advance fees" + (" (prorated)" if p.is_partial else "") + "; usage when the period ends"
+        usage = [(card.key, found.get((None, card.feature.pk, p.start, min(p.end, now)), Decimal(0)))
+                 for card in cards]
+        shown.append(ReviewPeriod(number, p, billed, usage))
+    if ended:
+        warning = (f"The start is in the past: {ended} period{'s' if ended != 1 else ''} before today will be billed "
+                   "at the next close, with the usage found so far (below), and the current period's in-advance "
+                   "fees.")
+    else:
+        warning = (f"The start is in the past: usage from {format_instant(start)} counts, and the next close bills "
+                   "the current period's in-advance fees.")
+    return SubscriptionReview(True, shown, [c.key for c in cards], ended, first_number - 1, warning)
 
 
 @dataclass(frozen=True)

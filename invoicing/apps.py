@@ -12,6 +12,8 @@ class InvoicingConfig(AppConfig):
 
         from .dashboard import dashboard
         from .enrichment import invoices_of_events
+        from .guards import register_guards
 
         register_event_enricher("invoicing", invoices_of_events, order=30)
         register_dashboard(dashboard)
+        register_guards()

@@ -25,8 +25,7 @@ def invoices_of_events(events: list) -> dict[int, dict[str, str]]:
         owners.setdefault(attribution.subject, []).append(attribution)
     customer_of: dict[int, int] = {}
     for event in events:
-        match = next((a for a in owners.get(event.subject, [])
-                      if a.start <= event.time and (a.end is None or event.time < a.end)), None)
+        match = next((a for a in owners.get(event.subject, []) if a.covers(event.time)), None)
         if match is not None:
             customer_of[event.pk] = match.customer_id
     if not customer_of:

@@ -305,7 +305,10 @@ def parse_datetime(value: Any) -> dt.datetime:
         raise ValueError(f"must be an RFC 3339 date-time such as 2026-10-01T00:00:00Z, not {type_name(value)}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("needs a time zone offset (e.g. 2026-10-01T00:00:00Z)")
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("is out of range (years 1 to 9999 in UTC)") from None
 
 
 def show(value: Any) -> str:

@@ -12,12 +12,16 @@ Customers and subscriptions (the catalog's rules are in ``catalog.services.apply
 * Customers by ``key``: created when missing; otherwise only the differing fields change. Optional fields
   (``email``, address, ``tax_id``, ``collection_method``, ``days_until_due``, ``metadata``) left out of the
   entry are left as they are; ``null`` or ``""`` clears them. ``stripe_customer_id`` is never touched.
-* ``subjects`` is the complete list of subjects the customer includes now: missing ones are added from now,
-  open attributions of the customer that are not listed end now (usage before stays billed to the customer).
-  Without ``subjects`` the customer's subjects are left as they are. A subject that belongs to another
-  customer is an error naming that customer, unless the file moves it (the other customer's entry lists its
-  subjects without it) or the entry says ``reassign: true`` (the subject moves now; earlier usage stays with
-  the other customer).
+* ``subjects`` lists the customer's mappings: ``kong-air`` (short form) includes the subject without dates —
+  all its usage counts, from the beginning, or from where the subject's previous mapping ends (a previous
+  owner keeps what it was billed); ``{subject: kong-air, from: 2026-11-01T00:00:00Z}`` gives the start, and
+  ``to:`` an end (a mapping that ended). Missing mappings are added; a listed mapping whose start or end
+  differs is changed (refused while an issued invoice billed usage in the time the change moves); open
+  mappings of the customer that are not listed end now (usage before stays billed to the customer); ended
+  mappings that are not listed are left alone. Without ``subjects`` the customer's subjects are left as they
+  are. A subject that belongs to another customer is an error naming that customer, unless the file moves it
+  (the other customer's entry no longer lists it without ``to``) or the entry says ``reassign: true`` (the
+  subject moves now, or at ``from``; earlier usage stays with the other customer).
 * Subscriptions by (customer, plan key, start): created when missing on the plan's published version at apply
   time (``billing_anchor`` defaults to ``start``); an existing one is never changed, canceled or restarted. A
   different ``billing_anchor`` than the existing subscription's, or a new start that overlaps a subscription of
@@ -33,7 +37,7 @@ from typing import Any
 
 import yaml
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from catalog.models import Plan
@@ -52,20 +56,15 @@ from catalog.services.apply import (
     entry_list,
     show,
     sorted_json,
+    type_name,
 )
 from catalog.services.apply import service_problems as _service_problems
 from common.time import format_rfc3339
 
-from ..models import Customer, KongConsumer, SubjectAttribution, Subscription
-from .customers import (
-    AttributionError,
-    CustomerError,
-    attribution_add,
-    attribution_end,
-    customer_create,
-    customer_problems,
-    customer_update,
-)
+from ..models import Customer, SubjectAttribution, Subscription, windows_overlap
+from ..selectors import attribution_default_start, kong_consumer_of
+from .attributions import AttributionError, attribution_add, attribution_end, attribution_update, subject_problem
+from .customers import CustomerError, customer_create, customer_problems, customer_update
 from .subscriptions import SubscriptionError, subscription_create
 
 __all__ = ["ApplyError", "ApplyResult", "billing_apply", "billing_dump", "billing_dump_text", "billing_load"]
@@ -77,7 +76,16 @@ CUSTOMER_TEXT_FIELDS = (
 CUSTOMER_OPTIONAL_FIELDS = (*CUSTOMER_TEXT_FIELDS, "collection_method", "days_until_due", "metadata")
 CUSTOMER_ENTRY_FIELDS = ("key", "name", "currency", *CUSTOMER_OPTIONAL_FIELDS, "subjects", "reassign")
 SUBSCRIPTION_FIELDS = ("customer", "plan", "start", "billing_anchor")
+SUBJECT_FIELDS = ("subject", "from", "to")
 ACTOR = "billing_apply"
+
+
+@dataclass
+class SubjectEntry:
+    where: str
+    subject: str
+    start: dt.datetime | None  # ``from``; None: from the beginning, or where the subject's previous mapping ends
+    end: dt.datetime | None  # ``to``; None: still included
 
 
 @dataclass
@@ -85,9 +93,11 @@ class CustomerEntry:
     where: str
     key: str
     fields: dict[str, Any]  # name, currency and the optional fields the entry gives
-    subjects: list[str] | None  # None: left as they are
-    subject_wheres: list[str]
+    subjects: list[SubjectEntry] | None  # None: left as they are
     reassign: bool
+
+    def includes_now(self, subject: str) -> bool:
+        return any(s.subject == subject and s.end is None for s in self.subjects or [])
 
 
 @dataclass
@@ -187,23 +197,44 @@ def _customer_parse(problems: Problems, where: str, data: Any) -> CustomerEntry 
     metadata = r.mapping("metadata", json_only=True)
     if metadata is not MISSING:
         fields["metadata"] = metadata or {}
-    subjects: list[str] | None = None
-    wheres: list[str] = []
+    subjects: list[SubjectEntry] | None = None
     if r.has("subjects"):
         subjects = []
-        for i, subject in enumerate(r.items("subjects") or []):
-            at = f"subjects[{i}]"
-            if not isinstance(subject, str) or not subject.strip() or len(subject.strip()) > 255:
-                r.fail(at, f"must be a non-empty string of at most 255 characters, not {show(subject)}")
-            elif subject.strip() in subjects:
-                r.fail(at, f"{subject.strip()!r} is listed twice")
-            else:
-                subjects.append(subject.strip())
-                wheres.append(r.at(at))
+        for i, item in enumerate(r.items("subjects") or []):
+            subject = _subject_parse(r, f"subjects[{i}]", item)
+            if subject is not None:
+                subjects.append(subject)
     reassign = r.boolean("reassign")
     if not r.ok:
         return None
-    return CustomerEntry(where, key, fields, subjects, wheres, reassign)
+    return CustomerEntry(where, key, fields, subjects, reassign)
+
+
+def _subject_parse(r: Reader, at: str, item: Any) -> SubjectEntry | None:
+    """``kong-air`` or ``{subject: kong-air, from: …, to: …}``."""
+    if isinstance(item, str):
+        problem = subject_problem(item)
+        if problem:
+            shown = show(item) if problem.endswith("characters") else "this one"
+            r.fail(at, f"{problem}, not {shown}")
+            return None
+        return SubjectEntry(r.at(at), item.strip(), None, None)
+    if not isinstance(item, dict):
+        r.fail(at, f"must be a subject (a string) or a mapping with subject, from and to, not {type_name(item)}")
+        return None
+    fields = Reader(r.problems, r.at(at), item, SUBJECT_FIELDS)
+    subject = fields.text("subject", required=True, strip=False)
+    if isinstance(subject, str) and subject:
+        problem = subject_problem(subject)
+        if problem:
+            fields.fail("subject", problem)
+    start, end = fields.datetime("from"), fields.datetime("to")
+    if start is not None and end is not None and end <= start:
+        fields.fail("to", f"must be after from ({format_rfc3339(start)})")
+    if not fields.ok:
+        r.ok = False
+        return None
+    return SubjectEntry(r.at(at), subject.strip(), start, end)
 
 
 def _subscription_parse(problems: Problems, where: str, data: Any) -> SubscriptionEntry | None:
@@ -240,13 +271,28 @@ def _parse(problems: Problems, document: dict) -> BillingSpec:
         if entry.key in first:
             problems.add(entry.where, f"duplicate: {first[entry.key]} has the same key")
         first.setdefault(entry.key, entry.where)
-    listed: dict[str, CustomerEntry] = {}
+    listed: dict[str, tuple[CustomerEntry, SubjectEntry]] = {}  # the mapping without an end, per subject
+    dated: dict[str, list[SubjectEntry]] = {}  # mappings with a start, per subject
     for entry in spec.customers:
-        for subject, where in zip(entry.subjects or [], entry.subject_wheres, strict=True):
-            if subject in listed and listed[subject] is not entry:
-                problems.add(where, f"{subject!r} is also listed by {listed[subject].where}; a subject belongs to "
-                             "one customer at a time")
-            listed.setdefault(subject, entry)
+        for item in entry.subjects or []:
+            if item.end is None and item.subject in listed:
+                other_entry, other = listed[item.subject]
+                if other_entry is entry:
+                    problems.add(item.where, f"{item.subject!r} is listed twice without an end (at most one mapping "
+                                 "of a subject is still included)")
+                else:
+                    problems.add(item.where, f"{item.subject!r} is also listed by {other_entry.where}; a subject "
+                                 "belongs to one customer at a time (end one of them with to:)")
+                continue
+            if item.end is None:
+                listed[item.subject] = (entry, item)
+            if item.start is None:
+                continue
+            clash = next((o for o in dated.get(item.subject, [])
+                          if windows_overlap((o.start, o.end), (item.start, item.end))), None)
+            if clash is not None:
+                problems.add(item.where, f"overlaps {clash.where}: the mappings of a subject must not overlap")
+            dated.setdefault(item.subject, []).append(item)
     seen: dict[Any, str] = {}
     for sub in spec.subscriptions:
         ident = (sub.customer, sub.plan, sub.start)
@@ -272,20 +318,22 @@ def _customers_validate(problems: Problems, spec: BillingSpec) -> None:
                          f"{customer.currency} cannot change")
 
     in_file = {e.key: e for e in spec.customers}
-    subjects = [s for e in spec.customers for s in (e.subjects or [])]
+    subjects = [s.subject for e in spec.customers for s in (e.subjects or []) if s.end is None]
     owners = {a.subject: a for a in SubjectAttribution.objects.select_related("customer")
               .filter(subject__in=subjects, end__isnull=True)}
     for entry in spec.customers:
-        for subject, where in zip(entry.subjects or [], entry.subject_wheres, strict=True):
-            owner = owners.get(subject)
-            if owner is None or owner.customer.key == entry.key or entry.reassign:
+        for item in entry.subjects or []:
+            owner = owners.get(item.subject)
+            if item.end is not None or owner is None or owner.customer.key == entry.key or entry.reassign:
                 continue
             owner_entry = in_file.get(owner.customer.key)
-            if owner_entry is not None and owner_entry.subjects is not None:
-                continue  # the file moves it: the other customer's list no longer has it
-            problems.add(where, f"subject {subject!r} belongs to customer {owner.customer.key} ({owner.customer.name}) "
-                         f"since {format_rfc3339(owner.start)}; remove it from that customer's subjects, or set "
-                         "reassign: true to move it now (usage before stays with them)")
+            if owner_entry is not None and owner_entry.subjects is not None and not owner_entry.includes_now(
+                    item.subject):
+                continue  # the file moves it: the other customer's list no longer includes it
+            since = f"since {format_rfc3339(owner.start)}" if owner.start else "from the beginning"
+            problems.add(item.where, f"subject {item.subject!r} belongs to customer {owner.customer.key} "
+                         f"({owner.customer.name}) {since}; remove it from that customer's subjects (or end it "
+                         "there with to:), or set reassign: true to move it now (usage before stays with them)")
 
 
 def _subscriptions_validate(problems: Problems, spec: BillingSpec) -> None:
@@ -366,41 +414,96 @@ def _customers_apply(problems: Problems, spec: BillingSpec, lines: list[str], no
             raise _service_problems(problems, entry.where, exc) from exc
         customers[entry.key] = customer
 
-    for entry in spec.customers:  # removals first, so a subject can move between customers of the file
+    _subjects_apply(problems, spec, customers, lines, now)
+
+
+def _window(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    parts = ([f"from {format_rfc3339(start)}"] if start else []) + ([f"until {format_rfc3339(end)}"] if end else [])
+    return " ".join(parts) or "from the beginning"
+
+
+def _subjects_apply(
+    problems: Problems, spec: BillingSpec, customers: dict[str, Customer], lines: list[str], now: dt.datetime
+) -> None:
+    """Pair each listed mapping with the customer's mapping it describes (the one without an end; else the one
+    with the same end; else the open one the entry ends), then: ends first (so a subject can move between
+    customers of the file), then changed starts and new mappings."""
+    plans: list[tuple[CustomerEntry, list[tuple[SubjectEntry, SubjectAttribution | None]]]] = []
+    for entry in spec.customers:
         if entry.subjects is None:
             continue
-        stale = SubjectAttribution.objects.filter(customer=customers[entry.key], end__isnull=True).exclude(
-            subject__in=entry.subjects).order_by("subject")
-        for attribution in stale:
-            lines.append(f"remove subject {attribution.subject} from customer {entry.key}")
-            try:
-                attribution_end(attribution=attribution, end=now)
-            except AttributionError as exc:
-                raise _service_problems(problems, f"{entry.where}.subjects", exc) from exc
-
-    for entry in spec.customers:
         customer = customers[entry.key]
-        for subject, where in zip(entry.subjects or [], entry.subject_wheres, strict=True):
-            current = SubjectAttribution.objects.select_related("customer").filter(
-                subject=subject, end__isnull=True).first()
-            if current is not None and current.customer_id == customer.pk:
+        rows = list(SubjectAttribution.objects.filter(customer=customer).order_by("subject", "id"))
+        open_rows = {row.subject: row for row in rows if row.end is None}
+        used: set[int] = set()
+        paired: dict[int, SubjectAttribution | None] = {}
+        for n, item in enumerate(entry.subjects):
+            row = open_rows.get(item.subject) if item.end is None else None
+            if row is not None:
+                used.add(row.pk)
+            paired[n] = row
+        for n, item in enumerate(entry.subjects):
+            if item.end is None:
                 continue
-            if current is not None:
-                lines.append(f"move subject {subject} from customer {current.customer.key} to customer {entry.key}")
-            else:
-                lines.append(f"add subject {subject} to customer {entry.key}")
-            try:
-                attribution_add(customer=customer, subject=subject, start=now, kong_consumer=_kong_consumer(subject),
-                                reassign=entry.reassign)
-            except AttributionError as exc:
-                raise _service_problems(problems, where, exc) from exc
+            row = next((r for r in rows if r.subject == item.subject and r.end == item.end and r.pk not in used),
+                       None)
+            if row is None and not entry.includes_now(item.subject):
+                row = next((r for r in rows if r is open_rows.get(item.subject) and r.pk not in used), None)
+            if row is not None:
+                used.add(row.pk)
+            paired[n] = row
+        for row in sorted(open_rows.values(), key=lambda r: r.subject):
+            if row.pk not in used:
+                lines.append(f"remove subject {row.subject} from customer {entry.key}")
+                try:
+                    attribution_end(attribution=row, end=now)
+                except AttributionError as exc:
+                    raise _service_problems(problems, f"{entry.where}.subjects", exc) from exc
+        plans.append((entry, [(item, paired[n]) for n, item in enumerate(entry.subjects)]))
+
+    for ending in (True, False):
+        for entry, pairs in plans:
+            for item, row in pairs:
+                if row is not None and (row.end is None and item.end is not None) == ending:
+                    _subject_change(problems, entry, item, row, lines)
+                elif row is None and not ending:
+                    _subject_add(problems, entry, customers[entry.key], item, lines, now)
 
 
-def _kong_consumer(subject: str) -> KongConsumer | None:
-    """The imported Kong consumer a subject names (``consumer:<id>`` or its username), to link the mapping."""
-    if subject.startswith("consumer:"):
-        return KongConsumer.objects.filter(kong_id=subject.removeprefix("consumer:")).first()
-    return KongConsumer.objects.filter(username=subject).first()
+def _subject_change(
+    problems: Problems, entry: CustomerEntry, item: SubjectEntry, row: SubjectAttribution, lines: list[str]
+) -> None:
+    row.refresh_from_db()
+    start = item.start if item.start is not None else attribution_default_start(subject=row.subject, attribution=row)
+    if (row.start, row.end) == (start, item.end):
+        return
+    lines.append(f"change subject {row.subject} of customer {entry.key}: {_window(row.start, row.end)} -> "
+                 f"{_window(start, item.end)}")
+    try:
+        attribution_update(attribution=row, start=start, end=item.end)
+    except AttributionError as exc:
+        if item.start is None and row.start is not None:
+            exc = AttributionError(f"{exc} (to keep its start, write {{subject: {row.subject}, from: "
+                                   f"{format_rfc3339(row.start)}}})")
+        raise _service_problems(problems, item.where, exc) from exc
+
+
+def _subject_add(
+    problems: Problems, entry: CustomerEntry, customer: Customer, item: SubjectEntry, lines: list[str],
+    now: dt.datetime,
+) -> None:
+    current = SubjectAttribution.objects.select_related("customer").filter(
+        subject=item.subject, end__isnull=True).first()
+    if current is not None and current.customer_id != customer.pk and item.end is None:
+        lines.append(f"move subject {item.subject} from customer {current.customer.key} to customer {entry.key}")
+    else:
+        window = "" if item.start is None and item.end is None else " " + _window(item.start, item.end)
+        lines.append(f"add subject {item.subject} to customer {entry.key}{window}")
+    try:
+        attribution_add(customer=customer, subject=item.subject, start=item.start, end=item.end,
+                        kong_consumer=kong_consumer_of(item.subject), reassign=entry.reassign, now=now)
+    except AttributionError as exc:
+        raise _service_problems(problems, item.where, exc) from exc
 
 
 def _subscriptions_apply(problems: Problems, spec: BillingSpec, lines: list[str]) -> None:
@@ -453,7 +556,7 @@ def billing_apply(*, text: str, filename: str, dry_run: bool = False, now: dt.da
 # ----------------------------------------------------------------------------------------------------------- dump
 
 
-def _customer_doc(customer: Customer, subjects: list[str]) -> dict[str, Any]:
+def _customer_doc(customer: Customer, subjects: list[Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {"key": customer.key, "name": customer.name, "currency": customer.currency}
     for name in CUSTOMER_TEXT_FIELDS:
         if getattr(customer, name):
@@ -471,14 +574,23 @@ def _customer_doc(customer: Customer, subjects: list[str]) -> dict[str, Any]:
 def billing_dump(*, now: dt.datetime | None = None) -> dict[str, list[dict[str, Any]]]:
     """The current state in ``billing_apply``'s format: applying it changes nothing.
 
-    Customers list their open subjects; subscriptions are those that have not ended (and were not canceled
-    before they began), each without its pinned version (identity is customer, plan key and start)."""
+    Customers list all their mappings: the short form (``kong-air``) for one without dates, else
+    ``{subject, from, to}``; subscriptions are those that have not ended (and were not canceled before they
+    began), each without its pinned version (identity is customer, plan key and start)."""
     now = now or timezone.now()
     document = catalog_dump()
-    subjects: dict[int, list[str]] = {}
-    for customer_id, subject in SubjectAttribution.objects.filter(end__isnull=True).order_by("subject").values_list(
-            "customer_id", "subject"):
-        subjects.setdefault(customer_id, []).append(subject)
+    subjects: dict[int, list[Any]] = {}
+    rows = SubjectAttribution.objects.order_by("subject", F("start").asc(nulls_first=True), "id").values_list(
+        "customer_id", "subject", "start", "end")
+    for customer_id, subject, start, end in rows:
+        item: Any = subject
+        if start is not None or end is not None:
+            item = {"subject": subject}
+            if start is not None:
+                item["from"] = format_rfc3339(start)
+            if end is not None:
+                item["to"] = format_rfc3339(end)
+        subjects.setdefault(customer_id, []).append(item)
     document["customers"] = [_customer_doc(c, subjects.get(c.pk, [])) for c in Customer.objects.order_by("key")]
     running = Subscription.objects.select_related("customer", "plan").filter(
         Q(cancel_at__isnull=True) | Q(cancel_at__gt=now)).order_by("customer__key", "plan__key", "start", "id")

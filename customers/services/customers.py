@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db import transaction
 
 from catalog.rules import clean_currency, currency_problem, key_problem
 
-from ..models import Customer, KongConsumer, SubjectAttribution
+from ..models import Customer
+from .attributions import (  # noqa: F401 -- the attribution services, also importable from here
+    AttributionError,
+    attribution_add,
+    attribution_end,
+    attribution_update,
+    consumer_include,
+)
 
 CUSTOMER_FIELDS = (
     "name",
@@ -105,80 +110,3 @@ def customer_update(*, customer: Customer, **fields: Any) -> Customer:
         setattr(customer, name, value if name != "metadata" else (value or {}))
     customer.save()
     return customer
-
-
-class AttributionError(ValueError):
-    pass
-
-
-def attribution_current(subject: str) -> SubjectAttribution | None:
-    return SubjectAttribution.objects.select_related("customer").filter(subject=subject, end__isnull=True).first()
-
-
-@transaction.atomic
-def attribution_add(
-    *,
-    customer: Customer,
-    subject: str,
-    start: dt.datetime | None = None,
-    kong_consumer: KongConsumer | None = None,
-    reassign: bool = False,
-) -> SubjectAttribution:
-    """Include the usage of ``subject`` from ``start`` (default now). A subject belongs to one customer at a
-    time: with ``reassign`` the current mapping of another customer ends exactly at ``start``, so usage before
-    it stays with (and is billed to) the previous customer."""
-    subject = (subject or "").strip()
-    if not subject or len(subject) > 255:
-        raise AttributionError("a subject is a non-empty string of at most 255 characters")
-    start = start or timezone.now()
-    current = SubjectAttribution.objects.select_for_update().filter(subject=subject, end__isnull=True).first()
-    if current is not None:
-        if current.customer_id == customer.pk:
-            return current
-        if not reassign:
-            raise AttributionError(
-                f"subject {subject!r} already belongs to {current.customer}; "
-                "reassign it to move it (usage before the move stays with them)"
-            )
-        if start <= current.start:
-            raise AttributionError(
-                f"subject {subject!r} belongs to {current.customer} since "
-                f"{current.start.isoformat()}; it can move only after that"
-            )
-        current.end = start
-        current.save(update_fields=["end"])
-    overlapping = SubjectAttribution.objects.filter(subject=subject, end__gt=start, start__lt=start)
-    if overlapping.exists():
-        raise AttributionError(f"subject {subject!r} was attributed to another customer after {start.isoformat()}")
-    try:
-        with transaction.atomic():
-            return SubjectAttribution.objects.create(
-                customer=customer, subject=subject, start=start, kong_consumer=kong_consumer
-            )
-    except IntegrityError as exc:  # a concurrent add won the race for this subject
-        raise AttributionError(f"subject {subject!r} was just attributed to another customer") from exc
-
-
-@transaction.atomic
-def attribution_end(*, attribution: SubjectAttribution, end: dt.datetime | None = None) -> SubjectAttribution:
-    attribution = SubjectAttribution.objects.select_for_update().get(pk=attribution.pk)
-    end = end or timezone.now()
-    if attribution.end is not None:
-        return attribution
-    if end <= attribution.start:
-        raise AttributionError("the end of an attribution must be after its start")
-    attribution.end = end
-    attribution.save(update_fields=["end"])
-    return attribution
-
-
-@transaction.atomic
-def consumer_include(
-    *, customer: Customer, consumer: KongConsumer, start: dt.datetime | None = None, reassign: bool = False
-) -> list[SubjectAttribution]:
-    """Include a Kong consumer: both ``consumer:<id>`` and its username attribute to the customer."""
-    start = start or timezone.now()
-    return [
-        attribution_add(customer=customer, subject=subject, start=start, kong_consumer=consumer, reassign=reassign)
-        for subject in consumer.subjects
-    ]

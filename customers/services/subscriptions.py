@@ -10,7 +10,7 @@ from django.utils import timezone
 from catalog.models import Plan
 
 from ..models import Customer, Subscription, SubscriptionEvent
-from ..periods import calendar_anchor, period_at
+from ..periods import anchor_for, period_at
 
 
 class SubscriptionError(ValueError):
@@ -56,14 +56,10 @@ def subscription_create(
         raise SubscriptionError(f"{plan} is {plan.status}: new subscriptions need a published plan version")
     if plan.currency != customer.currency:
         raise SubscriptionError(f"{plan} bills in {plan.currency} but {customer} is invoiced in {customer.currency}")
-    if billing_anchor == "calendar":
-        anchor = calendar_anchor(start)
-    elif billing_anchor is None:
-        anchor = start
-    elif isinstance(billing_anchor, dt.datetime):
-        anchor = billing_anchor
-    else:
-        raise SubscriptionError("billing anchor must be a date-time, 'calendar' or empty")
+    try:
+        anchor = anchor_for(start, billing_anchor)
+    except ValueError as exc:
+        raise SubscriptionError(str(exc)) from exc
     clash = _overlapping(customer, plan.key, start, None)
     if clash:
         raise SubscriptionError(f"{customer} already has a subscription to {plan.key} over that time: {clash[0]}")

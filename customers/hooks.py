@@ -1,0 +1,34 @@
+"""Registries higher layers fill at app-ready time, so customers asks them without importing them.
+
+``invoicing`` sits above ``customers``: only it knows which invoices billed which usage. Before the start or
+the end of a subject's mapping moves, the attribution services ask every registered guard
+``guard(attribution, new_start, new_end) -> str | None``; a string is the reason the change is refused
+(e.g. which issued invoice billed usage in the part of time the change moves).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import SubjectAttribution
+
+AttributionChangeGuard = Callable[["SubjectAttribution", dt.datetime | None, dt.datetime | None], str | None]
+_attribution_change_guards: list[AttributionChangeGuard] = []
+
+
+def register_attribution_change_guard(guard: AttributionChangeGuard) -> None:
+    """Register a guard once (registering the same function again is a no-op)."""
+    if guard not in _attribution_change_guards:
+        _attribution_change_guards.append(guard)
+
+
+def attribution_change_refusals(
+    attribution: SubjectAttribution, new_start: dt.datetime | None, new_end: dt.datetime | None
+) -> list[str]:
+    """Every registered guard's reason to refuse moving ``attribution`` to ``[new_start, new_end)``."""
+    if (attribution.start, attribution.end) == (new_start, new_end):
+        return []
+    return [problem for guard in _attribution_change_guards if (problem := guard(attribution, new_start, new_end))]
