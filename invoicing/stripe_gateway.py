@@ -16,7 +16,8 @@ Guarantees, in order of importance:
   :class:`StripeRetryableError` so the Celery task can retry later. Everything else is a
   :class:`StripePermanentError` carrying Stripe's own message: retrying it cannot help.
 * Invoices are never auto-advanced: Stripe must not finalize, email or charge anything we have not
-  decided to, and pending invoice items of the customer never leak into our invoices.
+  decided to, and pending invoice items of the customer never leak into our invoices. Credit notes are
+  created with ``email_type=none`` for the same reason.
 
 Without an API key the system runs in sandbox mode (:func:`is_sandbox`); constructing a gateway then
 is an error, so no code path can reach Stripe by accident.
@@ -29,12 +30,16 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import stripe
 from stripe.params import (
+    CreditNoteCreateParams,
+    CreditNoteCreateParamsLine,
+    CreditNoteListParams,
+    CreditNoteVoidCreditNoteParams,
     CustomerCreateParams,
     CustomerCreateParamsAddress,
     CustomerUpdateParams,
@@ -48,6 +53,8 @@ from stripe.params import (
 
 __all__ = [
     "CollectionMethod",
+    "CreditNoteReason",
+    "StripeCreditNote",
     "StripeConfig",
     "StripeGateway",
     "StripeGatewayError",
@@ -66,9 +73,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CollectionMethod = Literal["charge_automatically", "send_invoice"]
+CreditNoteReason = Literal["duplicate", "fraudulent", "order_change", "product_unsatisfactory"]
 
 # Stripe's documented limits (https://docs.stripe.com/api/idempotent_requests, /api/metadata).
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_CREDIT_NOTE_MEMO_LENGTH = 5000  # Stripe's limit on free-text request parameters
 ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code", "country")
 LIST_PAGE_SIZE = 100  # the largest page Stripe serves
 
@@ -159,6 +168,20 @@ class StripeInvoice:
     hosted_invoice_url: str | None  # set at finalization
     amount_due: int  # minor units
     currency: str  # lowercase, as Stripe spells it
+    amount_remaining: int = 0  # what is still owed (amount due less paid); 0 once paid or void
+    total: int = 0  # minor units, before credit notes and customer balance
+
+
+@dataclass(frozen=True)
+class StripeCreditNote:
+    id: str
+    number: str  # Stripe's own, ``<invoice number>-CN-01``
+    status: str  # issued | void
+    total: int  # minor units, positive
+    invoice: str  # the ``in_...`` id it credits
+    pre_payment_amount: int  # part that lowered what the invoice still owed
+    post_payment_amount: int  # part credited elsewhere (here: to the customer's Stripe balance)
+    metadata: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -418,6 +441,97 @@ class StripeGateway:
         invoice = self._call("retrieve_invoice", lambda: self._client.v1.invoices.retrieve(stripe_invoice_id))
         return _invoice(invoice)
 
+    # -- credit notes ------------------------------------------------------------------------------
+
+    def create_credit_note(
+        self,
+        *,
+        stripe_invoice_id: str,
+        lines: Sequence[tuple[str, int]],
+        metadata: Mapping[str, str],
+        memo: str | None,
+        credit_amount: int | None,
+        idempotency_key: str,
+        reason: CreditNoteReason | None = None,
+    ) -> StripeCreditNote:
+        """Credit a finalized invoice: one custom line (``description``, ``amount`` in positive minor units;
+        quantity 1) per ``lines`` entry. Stripe first lowers what the invoice still owes (its
+        ``amount_remaining``); whatever exceeds it -- all of it on a paid invoice -- must be placed, and
+        ``credit_amount`` puts it on the customer's Stripe balance, which Stripe applies to their next invoice.
+        ``None`` sends no placement (enough for an open invoice that still owes at least the total). Stripe
+        refuses draft and void invoices and credits beyond what the invoice has left. Stripe does not email it
+        (``email_type=none``): we decide what the customer receives."""
+        if not lines:
+            raise ValueError("a credit note needs at least one line")
+        params_lines: list[CreditNoteCreateParamsLine] = []
+        for description, amount in lines:
+            if isinstance(amount, bool) or not isinstance(amount, int):
+                raise TypeError(f"line amount must be an int of minor units, got {amount!r}")
+            if amount <= 0:
+                raise ValueError(f"credit note line amounts are positive, got {amount}")
+            if not description or not description.strip():
+                raise ValueError("credit note lines need a description")
+            params_lines.append(
+                {"type": "custom_line_item", "description": description, "quantity": 1, "unit_amount": amount}
+            )
+        total = sum(amount for _, amount in lines)
+        params: CreditNoteCreateParams = {
+            "invoice": stripe_invoice_id,
+            "lines": params_lines,
+            "metadata": dict(metadata),
+            "email_type": "none",
+        }
+        if credit_amount is not None:
+            if isinstance(credit_amount, bool) or not isinstance(credit_amount, int):
+                raise TypeError(f"credit_amount must be an int of minor units, got {credit_amount!r}")
+            if not 0 < credit_amount <= total:
+                raise ValueError(f"credit_amount must be in 1..{total} (the credit note total), got {credit_amount}")
+            params["credit_amount"] = credit_amount
+        if memo and memo.strip():
+            params["memo"] = memo.strip()[:MAX_CREDIT_NOTE_MEMO_LENGTH]
+        if reason is not None:
+            params["reason"] = reason
+        credit_note = self._call(
+            "create_credit_note",
+            lambda: self._client.v1.credit_notes.create(params=params, options={"idempotency_key": idempotency_key}),
+        )
+        return _credit_note(credit_note)
+
+    def list_credit_notes(self, *, stripe_invoice_id: str) -> list[StripeCreditNote]:
+        """Every credit note of the invoice (all pages, newest first). Used after a lost answer to find the one
+        carrying our credit note id in its metadata instead of creating it again."""
+        notes: list[StripeCreditNote] = []
+        starting_after: str | None = None
+        while True:
+            params: CreditNoteListParams = {"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}
+            if starting_after is not None:
+                params["starting_after"] = starting_after
+            page = self._credit_notes_page(params)
+            notes.extend(_credit_note(note) for note in page.data)
+            if not page.has_more or not page.data:
+                return notes
+            starting_after = page.data[-1].id
+
+    def _credit_notes_page(self, params: CreditNoteListParams) -> stripe.ListObject[stripe.CreditNote]:
+        return self._call("list_credit_notes", lambda: self._client.v1.credit_notes.list(params=params))
+
+    def void_credit_note(self, *, stripe_credit_note_id: str, idempotency_key: str) -> StripeCreditNote:
+        """issued -> void, reversing its effect (Stripe allows it only while the invoice is open)."""
+        params: CreditNoteVoidCreditNoteParams = {}
+        credit_note = self._call(
+            "void_credit_note",
+            lambda: self._client.v1.credit_notes.void_credit_note(
+                stripe_credit_note_id, params=params, options={"idempotency_key": idempotency_key}
+            ),
+        )
+        return _credit_note(credit_note)
+
+    def retrieve_credit_note(self, stripe_credit_note_id: str) -> StripeCreditNote:
+        credit_note = self._call(
+            "retrieve_credit_note", lambda: self._client.v1.credit_notes.retrieve(stripe_credit_note_id)
+        )
+        return _credit_note(credit_note)
+
     # -- retries -----------------------------------------------------------------------------------
 
     def _call(self, operation: str, request: Callable[[], T]) -> T:
@@ -526,6 +640,22 @@ def _invoice(invoice: stripe.Invoice) -> StripeInvoice:
         hosted_invoice_url=invoice.hosted_invoice_url,
         amount_due=invoice.amount_due,
         currency=invoice.currency,
+        amount_remaining=invoice.amount_remaining,
+        total=invoice.total,
+    )
+
+
+def _credit_note(credit_note: stripe.CreditNote) -> StripeCreditNote:
+    invoice = credit_note.invoice
+    return StripeCreditNote(
+        id=credit_note.id,
+        number=credit_note.number,
+        status=str(credit_note.status or ""),
+        total=credit_note.total,
+        invoice=invoice if isinstance(invoice, str) else invoice.id,
+        pre_payment_amount=credit_note.pre_payment_amount,
+        post_payment_amount=credit_note.post_payment_amount,
+        metadata=_metadata(credit_note.metadata),
     )
 
 

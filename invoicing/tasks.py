@@ -13,7 +13,7 @@ from common.models import JobRun
 from common.retries import BACKOFF, give_up_on_last_attempt
 
 from .dashboard import record_unbilled_snapshot
-from .models import Invoice
+from .models import CreditNote, Invoice
 from .services.close import close_cycles
 from .services.stripe_push import (
     credit_note_push_gave_up,
@@ -85,11 +85,16 @@ def unbilled_snapshot() -> str:
 
 @shared_task(name="invoicing.requeue_stuck_syncs", time_limit=300, soft_time_limit=270, ignore_result=True)
 def requeue_stuck_syncs() -> int:
-    """Beat: an invoice left "syncing" for hours (its push was never queued, e.g. the broker was down at commit)
-    is pushed again; the push is idempotent and continues from the saved state."""
+    """Beat: an invoice or credit note left "syncing" for hours (its push was never queued, e.g. the broker was
+    down at commit) is pushed again; the pushes are idempotent and continue from the saved state. Invoices go
+    first: a credit note waits for its invoice to be finalized in Stripe. Returns how many were queued."""
     cutoff = timezone.now() - dt.timedelta(hours=STUCK_AFTER_HOURS)
     stuck = list(Invoice.objects.filter(sync_status=Invoice.SyncStatus.SYNCING, issued_at__lt=cutoff)
                  .values_list("pk", flat=True)[:500])
     for invoice_id in stuck:
         push_invoice.delay(invoice_id)
-    return len(stuck)
+    stuck_notes = list(CreditNote.objects.filter(sync_status=Invoice.SyncStatus.SYNCING, issued_at__lt=cutoff)
+                       .values_list("pk", flat=True)[:500])
+    for credit_note_id in stuck_notes:
+        push_credit_note.delay(credit_note_id)
+    return len(stuck) + len(stuck_notes)

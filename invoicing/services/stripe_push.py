@@ -28,7 +28,7 @@ from django.db import transaction
 from common.queue import enqueue_on_commit
 from customers.models import Customer
 
-from ..models import CreditNote, Invoice, InvoiceLine
+from ..models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from ..stripe_gateway import (
     StripeConfig,
     StripeGateway,
@@ -217,19 +217,195 @@ def void_in_stripe(invoice_id: int) -> Invoice:
 
 
 # --- credit notes ------------------------------------------------------------------------------------------------
+#
+# A credit note becomes a Stripe credit note on the Stripe invoice it corrects, which must be finalized there first:
+# while the invoice's push is unfinished the credit note's push raises a retryable error (the task retries with
+# backoff); if the invoice's push failed, the credit note's is marked failed saying so. One custom line per credit
+# note line (its description, its amount as unit_amount × 1). Stripe first lowers what the invoice still owes; the
+# rest -- all of it once the invoice is paid -- goes to the customer's Stripe balance (``credit_amount``), which
+# Stripe applies to their next invoice. We chose the balance over a refund because our invoices are often paid
+# outside Stripe (nothing to refund there) and a credit is what our credit note says; finance can still refund by
+# hand. Before creating, the push looks for a Stripe credit note carrying our id in its metadata (an earlier
+# attempt's answer may have been lost); the create carries the key ``credit-note-<id>``.
+
+CN = CreditNote.Status
+SYNC = Invoice.SyncStatus
 
 
-def push_credit_note_to_stripe(credit_note_id: int) -> CreditNote:
-    """Push one credit note as a Stripe credit note on its Stripe invoice (placeholder until the Stripe credit
-    note calls land: marks it not synced)."""
-    credit_note = CreditNote.objects.get(pk=credit_note_id)
+def retry_credit_note_sync(*, credit_note: CreditNote, actor=None) -> CreditNote:
+    """Admin action "Retry Stripe sync" of a credit note: push it again (or, for a void one, void it again in
+    Stripe), from where the last attempt stopped."""
+    if is_sandbox():
+        raise ValueError("sandbox mode: no STRIPE_API_KEY is set")
+    credit_note = CreditNote.objects.select_related("invoice").get(pk=credit_note.pk)
+    if credit_note.status == CN.VOID and not credit_note.stripe_credit_note_id:
+        raise ValueError(f"credit note {credit_note} was voided before it reached Stripe: nothing to sync")
+    task = ("invoicing.void_credit_note_in_stripe" if credit_note.status == CN.VOID
+            else "invoicing.push_credit_note")
+    with transaction.atomic():
+        CreditNote.objects.filter(pk=credit_note.pk).update(sync_status=SYNC.SYNCING, sync_error="", sync_attempts=0)
+        invoice_log(credit_note.invoice, "stripe_retry", actor=actor, credit_note=credit_note,
+                    detail=credit_note.number)
+        enqueue_on_commit(task, credit_note_id=credit_note.pk)
+    credit_note.refresh_from_db()
     return credit_note
 
 
+def _find_in_stripe(client: StripeGateway, credit_note: CreditNote, stripe_invoice_id: str):
+    """The Stripe credit note carrying our id in its metadata, if an earlier attempt created it."""
+    for found in client.list_credit_notes(stripe_invoice_id=stripe_invoice_id):
+        if found.metadata.get("credit_note_id") == str(credit_note.pk):
+            return found
+    return None
+
+
+def _waiting_for_invoice(invoice: Invoice) -> str | None:
+    """Why the credit note cannot be pushed yet (the invoice's own push is unfinished), or None."""
+    if invoice.sync_status == SYNC.SYNCING or not invoice.stripe_invoice_id or invoice.stripe_status in ("", "draft"):
+        return f"invoice {invoice} is not finalized in Stripe yet (its sync is {invoice.get_sync_status_display()})"
+    return None
+
+
+def push_credit_note_to_stripe(credit_note_id: int) -> CreditNote:
+    """Push (or finish pushing) one credit note as a Stripe credit note on its Stripe invoice. Raises
+    StripeRetryableError for the task to retry: on transient Stripe errors, and while the invoice's push is
+    unfinished."""
+    credit_note = CreditNote.objects.select_related("invoice").get(pk=credit_note_id)
+    invoice = credit_note.invoice
+    if credit_note.sync_status in (SYNC.SYNCED, SYNC.SANDBOX):
+        return credit_note
+    if credit_note.status == CN.VOID and not credit_note.stripe_credit_note_id:
+        return _void_before_push(credit_note)
+    if credit_note.status == CN.VOID:
+        return void_credit_note_in_stripe(credit_note.pk)
+    if invoice.sync_status == SYNC.FAILED:
+        cause = invoice.sync_error or "no detail"
+        _fail_credit_note(credit_note, f"the Stripe sync of invoice {invoice} failed ({cause}); retry the invoice's "
+                                       "sync first, then this credit note's")
+        return _refreshed(credit_note)
+    if invoice.sync_status == SYNC.SANDBOX:
+        _fail_credit_note(credit_note, f"invoice {invoice} was issued in sandbox mode and is not in Stripe")
+        return _refreshed(credit_note)
+    CreditNote.objects.filter(pk=credit_note.pk).update(sync_attempts=credit_note.sync_attempts + 1,
+                                                        sync_status=SYNC.SYNCING)
+    waiting = _waiting_for_invoice(invoice)
+    if waiting:
+        CreditNote.objects.filter(pk=credit_note.pk).update(sync_error=f"retrying: {waiting}"[:MAX_ERROR_TEXT])
+        raise StripeRetryableError(waiting)
+    try:
+        client = gateway()
+        stripe_note = None
+        if credit_note.stripe_credit_note_id:
+            stripe_note = client.retrieve_credit_note(credit_note.stripe_credit_note_id)
+        if stripe_note is None:
+            stripe_note = _find_in_stripe(client, credit_note, invoice.stripe_invoice_id)
+        if stripe_note is None:
+            # What Stripe still lets the invoice owe decides the split; the rest goes to the customer's balance.
+            stripe_invoice = client.retrieve_invoice(invoice.stripe_invoice_id)
+            beyond_due = credit_note.total - min(credit_note.total, max(stripe_invoice.amount_remaining, 0))
+            lines = list(credit_note.lines.all())
+            rerating = all(line.kind == CreditNoteLine.Kind.RERATING for line in lines)
+            stripe_note = client.create_credit_note(
+                stripe_invoice_id=invoice.stripe_invoice_id,
+                lines=[(line.description, line.amount) for line in lines],
+                metadata={
+                    "credit_note_id": str(credit_note.pk),
+                    "credit_note_number": credit_note.number,
+                    "invoice_id": str(invoice.pk),
+                    "invoice_number": invoice.number or "",
+                },
+                memo=f"{credit_note.number}: {credit_note.reason}",
+                credit_amount=beyond_due or None,
+                reason="order_change" if rerating else None,
+                idempotency_key=idempotency_key("credit-note", credit_note.pk),
+            )
+    except StripePermanentError as exc:
+        _fail_credit_note(credit_note, f"Stripe refused: {exc}")
+        return _refreshed(credit_note)
+    except StripeRetryableError as exc:
+        CreditNote.objects.filter(pk=credit_note.pk).update(sync_error=f"retrying: {exc}"[:MAX_ERROR_TEXT])
+        raise
+    with transaction.atomic():
+        locked = CreditNote.objects.select_for_update().get(pk=credit_note.pk)
+        locked.stripe_credit_note_id, locked.stripe_status = stripe_note.id, stripe_note.status
+        locked.sync_status, locked.sync_error = SYNC.SYNCED, ""
+        locked.save(update_fields=["stripe_credit_note_id", "stripe_status", "sync_status", "sync_error"])
+        invoice_log(invoice, "stripe_synced", label="stripe", credit_note=locked,
+                    detail=f"{stripe_note.id} {stripe_note.number} on {invoice.stripe_invoice_id}"
+                           + (f" ({stripe_note.post_payment_amount} to the customer's Stripe balance)"
+                              if stripe_note.post_payment_amount else ""))
+        voided_meanwhile = locked.status == CN.VOID
+    if voided_meanwhile:  # voided here while the push was under way: its void found no Stripe id to void
+        return void_credit_note_in_stripe(credit_note.pk)
+    return _refreshed(credit_note)
+
+
+def _void_before_push(credit_note: CreditNote) -> CreditNote:
+    """A credit note voided before we knew its Stripe id: if an earlier attempt may have created it in Stripe (its
+    answer lost), find it there and void it; otherwise there is nothing in Stripe and nothing to do."""
+    invoice = credit_note.invoice
+    if credit_note.sync_attempts and invoice.stripe_invoice_id:
+        try:
+            found = _find_in_stripe(gateway(), credit_note, invoice.stripe_invoice_id)
+        except StripePermanentError as exc:
+            _fail_credit_note(credit_note, f"looking for it in Stripe failed: {exc}")
+            return _refreshed(credit_note)
+        if found is not None:
+            CreditNote.objects.filter(pk=credit_note.pk).update(stripe_credit_note_id=found.id,
+                                                                stripe_status=found.status)
+            return void_credit_note_in_stripe(credit_note.pk)
+    CreditNote.objects.filter(pk=credit_note.pk).update(sync_status=SYNC.NOT_SYNCED, sync_error="")
+    invoice_log(invoice, "stripe_skipped", label="stripe", credit_note=credit_note,
+                detail=f"{credit_note.number} was voided before it reached Stripe")
+    return _refreshed(credit_note)
+
+
 def void_credit_note_in_stripe(credit_note_id: int) -> CreditNote:
-    return CreditNote.objects.get(pk=credit_note_id)
+    """Void a voided credit note's Stripe twin (key ``credit-note-void-<id>``). Idempotent: a credit note already
+    void in Stripe, or never there, is left alone. Stripe voids credit notes only on open invoices; its refusal
+    marks the sync failed with its message."""
+    credit_note = CreditNote.objects.select_related("invoice").get(pk=credit_note_id)
+    if credit_note.status != CN.VOID:
+        return credit_note
+    if not credit_note.stripe_credit_note_id:
+        return push_credit_note_to_stripe(credit_note.pk)  # finds a lost one in Stripe, or skips
+    if credit_note.stripe_status == "void":
+        if credit_note.sync_status != SYNC.SYNCED:
+            CreditNote.objects.filter(pk=credit_note.pk).update(sync_status=SYNC.SYNCED, sync_error="")
+        return _refreshed(credit_note)
+    client = gateway()
+    try:
+        voided = client.void_credit_note(stripe_credit_note_id=credit_note.stripe_credit_note_id,
+                                         idempotency_key=idempotency_key("credit-note-void", credit_note.pk))
+    except StripePermanentError as exc:
+        try:
+            current = client.retrieve_credit_note(credit_note.stripe_credit_note_id)
+        except StripePermanentError:
+            current = None
+        if current is None or current.status != "void":
+            _fail_credit_note(credit_note, f"voiding in Stripe failed: {exc}")
+            return _refreshed(credit_note)
+        voided = current  # voided earlier, its answer lost and the key expired
+    CreditNote.objects.filter(pk=credit_note.pk).update(stripe_status=voided.status, sync_status=SYNC.SYNCED,
+                                                        sync_error="")
+    invoice_log(credit_note.invoice, "stripe_voided", label="stripe", credit_note=credit_note,
+                detail=f"{voided.id} {voided.number}")
+    return _refreshed(credit_note)
+
+
+def _refreshed(credit_note: CreditNote) -> CreditNote:
+    credit_note.refresh_from_db()
+    return credit_note
+
+
+def _fail_credit_note(credit_note: CreditNote, message: str) -> None:
+    CreditNote.objects.filter(pk=credit_note.pk).update(sync_status=SYNC.FAILED, sync_error=message[:MAX_ERROR_TEXT])
+    invoice_log(credit_note.invoice, "stripe_failed", label="stripe", credit_note=credit_note,
+                detail=f"{credit_note.number}: {message}"[:MAX_ERROR_TEXT])
+    logger.warning("Stripe sync of credit note %s failed: %s", credit_note.pk, message)
 
 
 def credit_note_push_gave_up(credit_note_id: int, error: str) -> None:
-    CreditNote.objects.filter(pk=credit_note_id).update(sync_status=Invoice.SyncStatus.FAILED,
-                                                         sync_error=f"gave up after retries: {error}"[:MAX_ERROR_TEXT])
+    """The credit note task ran out of retries on temporary errors (or on waiting for its invoice)."""
+    credit_note = CreditNote.objects.select_related("invoice").get(pk=credit_note_id)
+    _fail_credit_note(credit_note, f"gave up after retries: {error}")

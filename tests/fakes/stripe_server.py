@@ -23,6 +23,15 @@ What it checks, on every request:
   routing or validation failures, and not for injected faults).
 * State rules: items only on draft invoices, customer and currency must match the invoice, finalize
   only drafts, void only open (or uncollectible) invoices, referenced objects must exist.
+* Credit notes as Stripe documents them (https://docs.stripe.com/api/credit_notes/create and the
+  "Issue credit notes" guide): only on open, paid or uncollectible invoices; all of an invoice's credit
+  notes together never above its total; a credit note first lowers what the invoice still owes (its
+  ``pre_payment_amount``, reflected in the invoice's ``pre_payment_credit_notes_amount``, ``amount_due``
+  and ``amount_remaining``; an open invoice brought to zero becomes paid), and the rest
+  (``post_payment_amount``) must be placed exactly by ``credit_amount`` (the customer's balance, applied
+  to their next invoice at its finalization), ``refund_amount`` (needs a charge, which the fake never has)
+  or ``out_of_band_amount``. Numbers are ``<invoice number>-CN-01``, ``-CN-02``... Void only an issued
+  credit note on an open invoice; it reverses its effect.
 
 Fault injection (``fail_next``, ``timeout_next``) and a record of every request are there for tests;
 ``sign_webhook_payload`` / ``FakeStripeServer.webhook_request`` build webhook deliveries signed exactly
@@ -67,6 +76,8 @@ SUPPORTED_CURRENCIES = frozenset(code.lower() for code in list_currencies())
 SDK_RANDOM_KEY = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 MAX_ITEMS_PER_INVOICE = 250
 INVOICE_LINES_INLINE = 10  # Stripe embeds the first 10 lines in invoice.lines
+CREDIT_NOTE_LINES_INLINE = 10  # and the first 10 lines of a credit note
+CREDITABLE_INVOICE_STATUSES = ("open", "paid", "uncollectible")
 DEFAULT_DAYS_UNTIL_DUE = 30
 
 
@@ -341,7 +352,18 @@ ROUTES = (
            "customer invoice amount currency description metadata period", needs_key=True),
     _route("GET", "/v1/invoiceitems", stripe_params.InvoiceItemListParams, "list_invoice_items",
            "customer invoice limit starting_after ending_before pending"),
+    _route("POST", "/v1/credit_notes", stripe_params.CreditNoteCreateParams, "create_credit_note",
+           "invoice lines memo metadata reason credit_amount refund_amount out_of_band_amount email_type",
+           needs_key=True),
+    _route("GET", "/v1/credit_notes", stripe_params.CreditNoteListParams, "list_credit_notes",
+           "invoice customer limit starting_after ending_before"),
+    _route("GET", "/v1/credit_notes/{id}", stripe_params.CreditNoteRetrieveParams, "retrieve_credit_note", ""),
+    _route("POST", "/v1/credit_notes/{id}/void", stripe_params.CreditNoteVoidCreditNoteParams, "void_credit_note",
+           "", needs_key=True),
 )
+# The line fields of POST /v1/credit_notes the fake models (custom lines only: we never credit Stripe's own
+# invoice lines, whose amounts Stripe splits by discounts and taxes).
+CREDIT_NOTE_LINE_FIELDS = frozenset({"type", "description", "quantity", "unit_amount", "metadata"})
 
 
 def sign_webhook_payload(payload: bytes | str, secret: str, *, timestamp: int | None = None) -> str:
@@ -386,8 +408,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class FakeStripeServer:
-    """Customers, invoices and invoice items in memory behind Stripe's HTTP API. Use as a context
-    manager (or ``start()``/``stop()``); ``url`` is the base to give the client."""
+    """Customers, invoices, invoice items and credit notes in memory behind Stripe's HTTP API. Use as a
+    context manager (or ``start()``/``stop()``); ``url`` is the base to give the client."""
 
     def __init__(self, *, seed: int | None = None, clock: Callable[[], float] = time.time) -> None:
         self._random = random.Random(seed)
@@ -398,10 +420,13 @@ class FakeStripeServer:
         self.customers: dict[str, dict[str, Any]] = {}
         self.invoices: dict[str, dict[str, Any]] = {}
         self.invoice_items: dict[str, dict[str, Any]] = {}
+        self.credit_notes: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.requests: list[RecordedRequest] = []
         self._invoice_item_ids: dict[str, list[str]] = {}  # invoice id -> its items, in order added
         self._line_ids: dict[str, str] = {}  # invoice item id -> invoice line item id
+        self._applied_balance: dict[str, int] = {}  # invoice id -> customer balance applied at finalization
+        self._balance_credit: dict[str, int] = {}  # credit note id -> its credit_amount (to the customer balance)
         self._sequence: dict[str, int] = {}  # object id -> creation order, for stable listing
         self._idempotent: dict[str, dict[str, Any]] = {}
         self._faults: list[_Fault] = []
@@ -484,6 +509,12 @@ class FakeStripeServer:
     def invoice(self, invoice_id: str) -> dict[str, Any]:
         with self._lock:
             return self._render_invoice(self.invoices[invoice_id])
+
+    def credit_notes_of(self, invoice_id: str) -> list[dict[str, Any]]:
+        """The invoice's credit notes, oldest first, as the API renders them."""
+        with self._lock:
+            notes = [n for n in self.credit_notes.values() if n["invoice"] == invoice_id]
+            return [self._render_credit_note(n) for n in sorted(notes, key=lambda n: self._sequence[n["id"]])]
 
     def mark_paid(self, invoice_id: str) -> dict[str, Any]:
         """The customer paid on the hosted page: open -> paid, with an ``invoice.paid`` event."""
@@ -818,7 +849,14 @@ class FakeStripeServer:
         invoice["status_transitions"]["finalized_at"] = now
         invoice["hosted_invoice_url"] = f"https://invoice.stripe.com/i/acct_fake/test_{token}?s=ap"
         invoice["invoice_pdf"] = f"https://pay.stripe.com/invoice/acct_fake/test_{token}/pdf?s=ap"
-        invoice["ending_balance"] = 0
+        # The customer's balance is applied now: a credit (negative) up to the invoice's total, a debt in full.
+        # (A negative total is not credited to the balance: the fake never needs it.)
+        balance = customer["balance"]
+        subtotal = self._totals(invoice)["subtotal"]
+        applied = max(balance, -max(subtotal, 0)) if balance < 0 else balance
+        self._applied_balance[invoice["id"]] = applied
+        customer["balance"] = balance - applied
+        invoice["starting_balance"], invoice["ending_balance"] = balance, balance - applied
         self._event("invoice.finalized", self._render_invoice(invoice))
         if self._totals(invoice)["amount_due"] == 0:
             self._pay(invoice)  # Stripe marks zero-amount invoices paid on finalization
@@ -930,6 +968,144 @@ class FakeStripeServer:
         return {"object": "list", "data": [self._render_item(i) for i in items[:limit]],
                 "has_more": len(items) > limit, "url": "/v1/invoiceitems"}
 
+    def _create_credit_note(self, params: dict[str, Any]) -> dict[str, Any]:
+        if "lines" not in params:
+            raise ApiError(400, "You must pass `lines` (the fake models credit notes made of lines only; "
+                           "Stripe also accepts `amount` or `shipping_cost`).", code="parameter_missing",
+                           param="lines")
+        invoice = self._invoice(params["invoice"], param="invoice")
+        if invoice["status"] not in CREDITABLE_INVOICE_STATUSES:
+            raise ApiError(400, f"You can only create a credit note for an open, paid or uncollectible invoice; "
+                           f"invoice {invoice['id']} is {invoice['status']}.", param="invoice")
+        lines = [self._credit_note_line(line, f"lines[{index}]") for index, line in enumerate(params["lines"])]
+        if not lines:
+            raise ApiError(400, "A credit note needs at least one line.", param="lines")
+        total = sum(line["amount"] for line in lines)
+        if total <= 0:
+            raise ApiError(400, "The credit note total must be greater than zero.", param="lines")
+        totals = self._totals(invoice)
+        credited = sum(n["total"] for n in self.credit_notes.values()
+                       if n["invoice"] == invoice["id"] and n["status"] == "issued")
+        left = totals["total"] - credited
+        if total > left:
+            raise ApiError(400, f"The credit note total ({total}) exceeds what is left to credit on invoice "
+                           f"{invoice['id']} ({left} of its total {totals['total']}).", param="lines")
+        pre = min(total, totals["amount_remaining"])
+        post = total - pre
+        credit = params.get("credit_amount", 0)
+        refund = params.get("refund_amount", 0)
+        out_of_band = params.get("out_of_band_amount", 0)
+        for name, value in (("credit_amount", credit), ("refund_amount", refund), ("out_of_band_amount", out_of_band)):
+            if value < 0:
+                raise ApiError(400, f"Invalid {name}: must be greater than or equal to 0.", param=name)
+        if refund:
+            raise ApiError(400, f"Invoice {invoice['id']} has no charge to refund; use `credit_amount` or "
+                           "`out_of_band_amount`.", param="refund_amount")
+        if credit + refund + out_of_band != post:
+            raise ApiError(400, f"The sum of credit_amount ({credit}), refund_amount ({refund}) and "
+                           f"out_of_band_amount ({out_of_band}) must equal the credit note's post-payment amount "
+                           f"({post}): the part of its total ({total}) above what invoice {invoice['id']} still "
+                           f"owes ({totals['amount_remaining']}).", param="credit_amount" if post else None)
+        now = self._now()
+        note_id = self._new_id("cn", 24)
+        sequence = 1 + sum(1 for n in self.credit_notes.values() if n["invoice"] == invoice["id"])
+        customer = self.customers[invoice["customer"]]
+        for line in lines:
+            line["id"] = self._new_id("cnli", 24)
+        note: dict[str, Any] = {
+            "id": note_id, "object": "credit_note", "amount": total, "amount_shipping": 0, "created": now,
+            "currency": invoice["currency"], "customer": customer["id"], "customer_account": None,
+            "customer_balance_transaction": self._new_id("cbtxn", 24) if credit else None,
+            "discount_amount": 0, "discount_amounts": [], "effective_at": now, "invoice": invoice["id"],
+            "lines": lines, "livemode": False, "memo": params.get("memo") or None,
+            "metadata": self._merge_metadata({}, params.get("metadata", {})),
+            "number": f"{invoice['number']}-CN-{sequence:02d}", "out_of_band_amount": out_of_band or None,
+            "pdf": f"https://pay.stripe.com/credit_notes/acct_fake/test_{self._token(40)}/pdf?s=ap",
+            "post_payment_amount": post, "pre_payment_amount": pre, "pretax_credit_amounts": [],
+            "reason": params.get("reason"), "refunds": [], "shipping_cost": None, "status": "issued",
+            "subtotal": total, "subtotal_excluding_tax": total, "total": total, "total_excluding_tax": total,
+            "total_taxes": [], "type": "mixed" if pre and post else ("pre_payment" if pre else "post_payment"),
+            "voided_at": None,
+        }
+        self.credit_notes[note_id] = note
+        self._sequence[note_id] = len(self._sequence)
+        self._balance_credit[note_id] = credit
+        invoice["pre_payment_credit_notes_amount"] += pre
+        invoice["post_payment_credit_notes_amount"] += post
+        customer["balance"] -= credit
+        self._event("credit_note.created", self._render_credit_note(note))
+        if pre and invoice["status"] == "open" and self._totals(invoice)["amount_remaining"] == 0:
+            self._pay(invoice)  # "if a credit note reduces the balance of an open invoice to 0, it is paid"
+        return self._render_credit_note(note)
+
+    def _credit_note_line(self, line: dict[str, Any], path: str) -> dict[str, Any]:
+        unmodelled = sorted(set(line) - CREDIT_NOTE_LINE_FIELDS)
+        if unmodelled:
+            raise ApiError(400, f"fake Stripe: `{path}[{unmodelled[0]}]` is a valid Stripe parameter but the fake "
+                           "does not model it", code="fake_stripe_unimplemented", param=f"{path}[{unmodelled[0]}]")
+        if line["type"] != "custom_line_item":
+            raise ApiError(400, f"fake Stripe: {path}[type]={line['type']} is not modelled (custom_line_item only)",
+                           code="fake_stripe_unimplemented", param=f"{path}[type]")
+        if "unit_amount" not in line:
+            raise _missing(f"{path}[unit_amount]")
+        quantity = line.get("quantity", 1)
+        if quantity < 1:
+            raise ApiError(400, f"Invalid {path}[quantity]: must be at least 1.", param=f"{path}[quantity]")
+        if line["unit_amount"] < 0:
+            raise ApiError(400, f"Invalid {path}[unit_amount]: a custom credit note line cannot credit a negative "
+                           "amount.", param=f"{path}[unit_amount]")
+        amount = line["unit_amount"] * quantity
+        return {
+            "object": "credit_note_line_item", "amount": amount, "description": line.get("description") or None,
+            "discount_amount": 0, "discount_amounts": [], "invoice_line_item": None, "livemode": False,
+            "metadata": self._merge_metadata({}, line.get("metadata", {})), "pretax_credit_amounts": [],
+            "quantity": quantity, "tax_rates": [], "taxes": [], "type": "custom_line_item",
+            "unit_amount": line["unit_amount"], "unit_amount_decimal": str(line["unit_amount"]),
+        }
+
+    def _retrieve_credit_note(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
+        return self._render_credit_note(self._credit_note(id, param="id", status=404))
+
+    def _void_credit_note(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
+        note = self._credit_note(id, param="id", status=404)
+        if note["status"] != "issued":
+            raise ApiError(400, f"Credit note {id} is already void; you can only void an issued credit note.")
+        invoice = self.invoices[note["invoice"]]
+        if invoice["status"] != "open":
+            raise ApiError(400, f"You can only void a credit note on an open invoice; invoice {invoice['id']} is "
+                           f"{invoice['status']}.")
+        invoice["pre_payment_credit_notes_amount"] -= note["pre_payment_amount"]
+        invoice["post_payment_credit_notes_amount"] -= note["post_payment_amount"]
+        self.customers[note["customer"]]["balance"] += self._balance_credit[id]
+        note["status"], note["voided_at"] = "void", self._now()
+        self._event("credit_note.voided", self._render_credit_note(note))
+        return self._render_credit_note(note)
+
+    def _list_credit_notes(self, params: dict[str, Any]) -> dict[str, Any]:
+        limit = params.get("limit", 10)
+        if not 1 <= limit <= 100:
+            raise ApiError(400, "This value must be between 1 and 100 (inclusive).", param="limit")
+        notes = sorted(self.credit_notes.values(), key=lambda n: self._sequence[n["id"]], reverse=True)  # newest first
+        if "invoice" in params:
+            self._invoice(params["invoice"], param="invoice")
+            notes = [n for n in notes if n["invoice"] == params["invoice"]]
+        if "customer" in params:
+            self._customer(params["customer"], param="customer")
+            notes = [n for n in notes if n["customer"] == params["customer"]]
+        ids = [n["id"] for n in notes]
+        if "starting_after" in params:
+            cursor = params["starting_after"]
+            if cursor not in self.credit_notes:
+                raise _no_such("credit_note", cursor, param="starting_after")
+            notes = notes[ids.index(cursor) + 1:] if cursor in ids else []
+        elif "ending_before" in params:
+            cursor = params["ending_before"]
+            if cursor not in self.credit_notes:
+                raise _no_such("credit_note", cursor, param="ending_before")
+            notes = notes[:ids.index(cursor)][-limit:] if cursor in ids else []
+        return {"object": "list", "data": [self._render_credit_note(n) for n in notes[:limit]],
+                "has_more": len(notes) > limit, "url": "/v1/credit_notes"}
+
     # -- state helpers -------------------------------------------------------------------------------
 
     def _customer(self, customer_id: str, *, param: str | None, status: int = 400) -> dict[str, Any]:
@@ -943,6 +1119,12 @@ class FakeStripeServer:
         if invoice is None:
             raise _no_such("invoice", invoice_id, param=param, status=status)
         return invoice
+
+    def _credit_note(self, credit_note_id: str, *, param: str | None, status: int = 400) -> dict[str, Any]:
+        note = self.credit_notes.get(credit_note_id)
+        if note is None:
+            raise _no_such("credit_note", credit_note_id, param=param, status=status)
+        return note
 
     def _attach(self, item: dict[str, Any], invoice: dict[str, Any]) -> None:
         item["invoice"] = invoice["id"]
@@ -982,7 +1164,9 @@ class FakeStripeServer:
 
     def _totals(self, invoice: dict[str, Any]) -> dict[str, int]:
         subtotal = sum(self.invoice_items[i]["amount"] for i in self._invoice_item_ids[invoice["id"]])
-        amount_due = max(subtotal, 0)
+        # The customer balance applied at finalization, then what pre-payment credit notes took off.
+        amount_due = max(subtotal + self._applied_balance.get(invoice["id"], 0), 0)
+        amount_due -= invoice["pre_payment_credit_notes_amount"]
         paid = amount_due if invoice["status"] == "paid" else 0
         remaining = amount_due - paid if invoice["status"] in ("draft", "open", "uncollectible") else 0
         return {"subtotal": subtotal, "subtotal_excluding_tax": subtotal, "total": subtotal,
@@ -1015,6 +1199,14 @@ class FakeStripeServer:
         rendered["lines"] = {"object": "list", "data": lines[:INVOICE_LINES_INLINE],
                              "has_more": len(lines) > INVOICE_LINES_INLINE, "total_count": len(lines),
                              "url": f"/v1/invoices/{invoice['id']}/lines"}
+        return rendered
+
+    def _render_credit_note(self, note: dict[str, Any]) -> dict[str, Any]:
+        rendered = copy.deepcopy(note)
+        lines = rendered["lines"]
+        rendered["lines"] = {"object": "list", "data": lines[:CREDIT_NOTE_LINES_INLINE],
+                             "has_more": len(lines) > CREDIT_NOTE_LINES_INLINE, "total_count": len(lines),
+                             "url": f"/v1/credit_notes/{note['id']}/lines"}
         return rendered
 
     def _event(self, event_type: str, obj: Mapping[str, Any]) -> None:

@@ -401,6 +401,296 @@ def test_void_a_draft_is_refused(stripe_gateway):
         stripe_gateway.void_invoice(stripe_invoice_id=invoice_id, idempotency_key="invoice-void-7")
 
 
+# -- credit notes -------------------------------------------------------------------------------------
+
+
+def _open_invoice(gateway: StripeGateway, customer_id: str, invoice_pk: int = 7, amounts=(1000, 5000)) -> str:
+    invoice_id = _draft(gateway, customer_id, invoice_pk)
+    for index, amount in enumerate(amounts):
+        _item(gateway, customer_id, invoice_id, invoice_pk * 100 + index, amount=amount)
+    gateway.finalize_invoice(stripe_invoice_id=invoice_id, idempotency_key=f"invoice-finalize-{invoice_pk}")
+    return invoice_id
+
+
+def _credit(gateway: StripeGateway, invoice_id: str, credit_note_pk: int = 3, lines=(("Unused fee", 1500),),
+            **overrides):
+    values = {
+        "stripe_invoice_id": invoice_id, "lines": list(lines), "metadata": {"credit_note_id": str(credit_note_pk)},
+        "memo": "CN-2026-000003: cancellation", "credit_amount": None,
+        "idempotency_key": idempotency_key("credit-note", credit_note_pk),
+    }
+    values.update(overrides)
+    return gateway.create_credit_note(**values)
+
+
+def test_credit_note_on_an_open_invoice_lowers_what_is_due(fake_stripe, stripe_gateway):
+    customer_id = _customer(stripe_gateway)
+    invoice_id = _open_invoice(stripe_gateway, customer_id)
+    number = fake_stripe.invoice(invoice_id)["number"]
+
+    note = _credit(stripe_gateway, invoice_id, lines=[("Unused Platform fee (Nov 11 – Dec 1)", 1500),
+                                                      ("ai-token re-rated", 500)], reason="order_change")
+
+    assert re.fullmatch(r"cn_\w+", note.id)
+    assert (note.number, note.status, note.total, note.invoice) == (f"{number}-CN-01", "issued", 2000, invoice_id)
+    assert (note.pre_payment_amount, note.post_payment_amount) == (2000, 0)
+    assert note.metadata == {"credit_note_id": "3"}
+    assert stripe_gateway.retrieve_credit_note(note.id) == note
+    invoice = fake_stripe.invoice(invoice_id)
+    assert (invoice["total"], invoice["amount_due"], invoice["amount_remaining"], invoice["status"]) == (
+        6000, 4000, 4000, "open")
+    assert (invoice["pre_payment_credit_notes_amount"], invoice["post_payment_credit_notes_amount"]) == (2000, 0)
+    assert stripe_gateway.retrieve_invoice(invoice_id).amount_remaining == 4000
+    (stored,) = fake_stripe.credit_notes_of(invoice_id)
+    assert [(line["type"], line["description"], line["quantity"], line["unit_amount"], line["amount"])
+            for line in stored["lines"]["data"]] == [
+        ("custom_line_item", "Unused Platform fee (Nov 11 – Dec 1)", 1, 1500, 1500),
+        ("custom_line_item", "ai-token re-rated", 1, 500, 500)]
+    assert (stored["memo"], stored["reason"], stored["type"]) == (
+        "CN-2026-000003: cancellation", "order_change", "pre_payment")
+    (create,) = fake_stripe.requests_to("POST", r"^/v1/credit_notes$")
+    assert create.idempotency_key == "credit-note-3"
+    assert create.params["email_type"] == "none"  # Stripe emails nothing we did not decide to send
+    assert create.params["lines"]["0"] == {"type": "custom_line_item", "description": "Unused Platform fee (Nov 11 "
+                                           "– Dec 1)", "quantity": "1", "unit_amount": "1500"}
+    assert "credit_amount" not in create.params
+    assert [e["type"] for e in fake_stripe.events].count("credit_note.created") == 1
+
+    second = _credit(stripe_gateway, invoice_id, 4, lines=[("Goodwill", 100)])
+    assert second.number == f"{number}-CN-02"
+    assert fake_stripe.invoice(invoice_id)["amount_due"] == 3900
+
+
+def test_credit_note_on_a_paid_invoice_must_say_where_the_money_goes(fake_stripe, stripe_gateway):
+    customer_id = _customer(stripe_gateway)
+    invoice_id = _open_invoice(stripe_gateway, customer_id)
+    fake_stripe.mark_paid(invoice_id)
+
+    with pytest.raises(StripePermanentError, match=r"must equal the credit note's post-payment amount \(1500\)"):
+        _credit(stripe_gateway, invoice_id)
+    note = _credit(stripe_gateway, invoice_id, 4, credit_amount=1500)
+
+    assert (note.pre_payment_amount, note.post_payment_amount) == (0, 1500)
+    invoice = fake_stripe.invoice(invoice_id)
+    assert (invoice["status"], invoice["amount_due"], invoice["amount_paid"]) == ("paid", 6000, 6000)
+    assert invoice["post_payment_credit_notes_amount"] == 1500
+    assert fake_stripe.customers[customer_id]["balance"] == -1500  # a credit, applied to the next invoice
+    assert fake_stripe.requests_to("POST", r"^/v1/credit_notes$")[-1].params["credit_amount"] == "1500"
+
+    nxt = _open_invoice(stripe_gateway, customer_id, 8, amounts=(4000,))
+    nxt_invoice = fake_stripe.invoice(nxt)
+    assert (nxt_invoice["total"], nxt_invoice["amount_due"]) == (4000, 2500)
+    assert (nxt_invoice["starting_balance"], nxt_invoice["ending_balance"]) == (-1500, 0)
+    assert fake_stripe.customers[customer_id]["balance"] == 0
+
+
+def test_a_credit_note_above_what_an_open_invoice_still_owes_places_the_rest(fake_stripe, stripe_gateway):
+    """The customer's balance paid part of the invoice at finalization: a credit note above what is still owed is
+    'mixed' (pre- and post-payment), and its post-payment part must be placed."""
+    customer_id = _customer(stripe_gateway)
+    paid = _open_invoice(stripe_gateway, customer_id, amounts=(2000,))
+    fake_stripe.mark_paid(paid)
+    _credit(stripe_gateway, paid, 1, lines=[("refund", 2000)], credit_amount=2000)
+    invoice_id = _open_invoice(stripe_gateway, customer_id, 8, amounts=(3000,))
+    assert fake_stripe.invoice(invoice_id)["amount_remaining"] == 1000
+
+    with pytest.raises(StripePermanentError, match=r"post-payment amount \(500\)"):
+        _credit(stripe_gateway, invoice_id, 2, lines=[("x", 1500)])
+    note = _credit(stripe_gateway, invoice_id, 3, lines=[("x", 1500)], credit_amount=500)
+
+    assert (note.pre_payment_amount, note.post_payment_amount) == (1000, 500)
+    assert fake_stripe.credit_notes[note.id]["type"] == "mixed"
+    assert fake_stripe.invoice(invoice_id)["status"] == "paid"  # nothing left to owe
+    assert fake_stripe.customers[customer_id]["balance"] == -500
+
+
+def test_a_credit_note_that_clears_an_open_invoice_marks_it_paid_and_can_no_longer_be_voided(fake_stripe,
+                                                                                            stripe_gateway):
+    customer_id = _customer(stripe_gateway)
+    invoice_id = _open_invoice(stripe_gateway, customer_id, amounts=(1500,))
+
+    note = _credit(stripe_gateway, invoice_id)
+
+    invoice = fake_stripe.invoice(invoice_id)
+    assert (invoice["status"], invoice["amount_due"], invoice["amount_remaining"]) == ("paid", 0, 0)
+    assert [e["type"] for e in fake_stripe.events][-2:] == ["credit_note.created", "invoice.paid"]
+    with pytest.raises(StripePermanentError, match=f"only void a credit note on an open invoice; invoice "
+                                                   f"{invoice_id} is paid"):
+        stripe_gateway.void_credit_note(stripe_credit_note_id=note.id, idempotency_key="credit-note-void-3")
+
+
+def test_credit_notes_never_exceed_the_invoice_total(fake_stripe, stripe_gateway):
+    customer_id = _customer(stripe_gateway)
+    invoice_id = _open_invoice(stripe_gateway, customer_id)
+    first = _credit(stripe_gateway, invoice_id, 1, lines=[("a", 4000)])
+
+    with pytest.raises(StripePermanentError, match=r"exceeds what is left to credit .* \(2000 of its total 6000\)"):
+        _credit(stripe_gateway, invoice_id, 2, lines=[("b", 2001)])
+    assert len(fake_stripe.credit_notes) == 1
+
+    stripe_gateway.void_credit_note(stripe_credit_note_id=first.id, idempotency_key="credit-note-void-1")
+    assert _credit(stripe_gateway, invoice_id, 3, lines=[("b", 6000)]).total == 6000  # a void note frees its room
+
+
+@pytest.mark.parametrize("state", ["draft", "void"])
+def test_credit_notes_on_draft_or_void_invoices_are_refused(stripe_gateway, state):
+    customer_id = _customer(stripe_gateway)
+    invoice_id = _draft(stripe_gateway, customer_id)
+    _item(stripe_gateway, customer_id, invoice_id, 1)
+    if state == "void":
+        stripe_gateway.finalize_invoice(stripe_invoice_id=invoice_id, idempotency_key="fin-7")
+        stripe_gateway.void_invoice(stripe_invoice_id=invoice_id, idempotency_key="void-7")
+
+    with pytest.raises(StripePermanentError) as raised:
+        _credit(stripe_gateway, invoice_id, lines=[("x", 100)])
+    assert raised.value.message == (f"You can only create a credit note for an open, paid or uncollectible invoice; "
+                                    f"invoice {invoice_id} is {state}.")
+    assert raised.value.param == "invoice"
+
+
+def test_void_a_credit_note_restores_what_is_due_and_is_idempotent(fake_stripe, stripe_gateway):
+    customer_id = _customer(stripe_gateway)
+    invoice_id = _open_invoice(stripe_gateway, customer_id)
+    note = _credit(stripe_gateway, invoice_id)
+
+    voided = stripe_gateway.void_credit_note(stripe_credit_note_id=note.id, idempotency_key="credit-note-void-3")
+
+    assert (voided.id, voided.status, voided.total) == (note.id, "void", 1500)
+    invoice = fake_stripe.invoice(invoice_id)
+    assert (invoice["amount_due"], invoice["pre_payment_credit_notes_amount"]) == (6000, 0)
+    assert fake_stripe.credit_notes[note.id]["voided_at"] is not None
+    assert [e["type"] for e in fake_stripe.events][-1] == "credit_note.voided"
+    # the same void again (a retried task) replays; a new void is refused
+    again = stripe_gateway.void_credit_note(stripe_credit_note_id=note.id, idempotency_key="credit-note-void-3")
+    assert again == voided
+    with pytest.raises(StripePermanentError, match="already void"):
+        stripe_gateway.void_credit_note(stripe_credit_note_id=note.id, idempotency_key="credit-note-void-3-again")
+    with pytest.raises(StripePermanentError) as raised:
+        stripe_gateway.void_credit_note(stripe_credit_note_id="cn_missing", idempotency_key="credit-note-void-9")
+    assert (raised.value.http_status, raised.value.code) == (404, "resource_missing")
+
+
+def test_list_credit_notes_follows_pages(fake_stripe, stripe_gateway, monkeypatch):
+    monkeypatch.setattr("invoicing.stripe_gateway.LIST_PAGE_SIZE", 2)
+    customer_id = _customer(stripe_gateway)
+    invoice_id = _open_invoice(stripe_gateway, customer_id)
+    other = _open_invoice(stripe_gateway, customer_id, 8)
+    created = [_credit(stripe_gateway, invoice_id, pk, lines=[(f"credit {pk}", pk * 100)]) for pk in range(1, 6)]
+    _credit(stripe_gateway, other, 99)
+
+    notes = stripe_gateway.list_credit_notes(stripe_invoice_id=invoice_id)
+
+    assert [n.id for n in notes] == [n.id for n in reversed(created)]  # newest first, as Stripe lists
+    assert {n.metadata["credit_note_id"]: n.total for n in notes} == {str(pk): pk * 100 for pk in range(1, 6)}
+    assert len(fake_stripe.requests_to("GET", r"^/v1/credit_notes$")) == 3  # 2 + 2 + 1
+    assert stripe_gateway.list_credit_notes(stripe_invoice_id=_draft(stripe_gateway, customer_id, 9)) == []
+
+
+def test_a_lost_credit_note_answer_is_replayed_not_duplicated(fake_stripe):
+    gateway = gateway_for(fake_stripe, timeout_seconds=0.3)
+    customer_id = _customer(gateway)
+    invoice_id = _open_invoice(gateway, customer_id)
+    fake_stripe.timeout_next(r"^/v1/credit_notes$", seconds=2, method="POST")
+
+    note = _credit(gateway, invoice_id)
+
+    assert list(fake_stripe.credit_notes) == [note.id]
+    first, second = fake_stripe.requests_to("POST", r"^/v1/credit_notes$")
+    assert (first.fault, second.replayed) == ("timeout 2s", True)
+    assert fake_stripe.invoice(invoice_id)["amount_due"] == 4500  # credited once
+
+
+def test_create_credit_note_checks_its_arguments_before_calling_stripe(fake_stripe, stripe_gateway):
+    cases = [
+        ({"lines": []}, ValueError),
+        ({"lines": [("x", 0)]}, ValueError),
+        ({"lines": [("x", -5)]}, ValueError),
+        ({"lines": [("x", True)]}, TypeError),
+        ({"lines": [("x", 1.5)]}, TypeError),
+        ({"lines": [("  ", 100)]}, ValueError),
+        ({"lines": [("x", 100)], "credit_amount": 101}, ValueError),
+        ({"lines": [("x", 100)], "credit_amount": 0}, ValueError),
+        ({"lines": [("x", 100)], "credit_amount": "50"}, TypeError),
+    ]
+    for overrides, error in cases:
+        with pytest.raises(error):
+            _credit(stripe_gateway, "in_123", **overrides)
+    assert fake_stripe.requests == []
+
+
+def test_fake_checks_credit_note_lines_and_placements(fake_stripe, stripe_gateway):
+    customer_id = _customer(stripe_gateway)
+    invoice_id = _open_invoice(stripe_gateway, customer_id)
+    line = [("invoice", invoice_id), ("lines[0][type]", "custom_line_item"), ("lines[0][unit_amount]", "100")]
+    cases = [
+        (line + [("lines[0][foo]", "1")], "Received unknown parameter: lines[0][foo]"),
+        (line + [("lines[0][tax_rates][0]", "txr_1")], "fake Stripe: `lines[0][tax_rates]` is a valid Stripe "
+                                                         "parameter but the fake does not model it"),
+        ([("invoice", invoice_id), ("lines[0][unit_amount]", "100")], "Missing required param: lines[0][type]."),
+        ([("invoice", invoice_id), ("lines[0][type]", "invoice_line_item"), ("lines[0][amount]", "100")],
+         "fake Stripe: `lines[0][amount]` is a valid Stripe parameter but the fake does not model it"),
+        ([("invoice", invoice_id), ("lines[0][type]", "custom_line_item")], "Missing required param: "
+                                                                            "lines[0][unit_amount]."),
+        ([("invoice", invoice_id), ("lines[0][type]", "custom_line_item"), ("lines[0][unit_amount]", "-1")],
+         "Invalid lines[0][unit_amount]: a custom credit note line cannot credit a negative amount."),
+        (line + [("lines[0][quantity]", "0")], "Invalid lines[0][quantity]: must be at least 1."),
+        ([("invoice", invoice_id), ("lines[0][type]", "rebate"), ("lines[0][unit_amount]", "1")],
+         "Invalid lines[0][type]: must be one of custom_line_item or invoice_line_item"),
+        ([("invoice", invoice_id), ("amount", "100")], "fake Stripe: `amount` is a valid Stripe parameter for POST "
+                                                       "^/v1/credit_notes$ but the fake does not model it"),
+        (line + [("refund_amount", "100")], f"Invoice {invoice_id} has no charge to refund; use `credit_amount` or "
+                                            "`out_of_band_amount`."),
+        (line + [("credit_amount", "100")], "The sum of credit_amount (100), refund_amount (0) and out_of_band_amount "
+                                            "(0) must equal the credit note's post-payment amount (0): the part of "
+                                            f"its total (100) above what invoice {invoice_id} still owes (6000)."),
+        ([("invoice", "in_missing"), *line[1:]], "No such invoice: 'in_missing'"),
+        ([("invoice", invoice_id), ("lines[0][type]", "custom_line_item"), ("lines[0][unit_amount]", "0")],
+         "The credit note total must be greater than zero."),
+    ]
+    for index, (params, message) in enumerate(cases):
+        status, _, body = fake_stripe.raw_request("POST", "/v1/credit_notes", params, idempotency_key=f"cn-{index}")
+        assert (status, body["error"]["message"]) == (400, message), index
+    assert fake_stripe.credit_notes == {}
+
+    # an out-of-band placement is accepted on a paid invoice
+    fake_stripe.mark_paid(invoice_id)
+    status, _, note = fake_stripe.raw_request("POST", "/v1/credit_notes", line + [("out_of_band_amount", "100")],
+                                              idempotency_key="cn-oob")
+    assert (status, note["post_payment_amount"], note["out_of_band_amount"]) == (200, 100, 100)
+    assert fake_stripe.customers[customer_id]["balance"] == 0
+    # creating and voiding need our deterministic keys
+    status, _, body = fake_stripe.raw_request("POST", "/v1/credit_notes", line)
+    assert (status, body["error"]["code"]) == (400, "fake_stripe_contract")
+    status, _, body = fake_stripe.raw_request("POST", f"/v1/credit_notes/{note['id']}/void")
+    assert (status, body["error"]["code"]) == (400, "fake_stripe_contract")
+    assert fake_stripe.credit_notes[note["id"]]["status"] == "issued"
+
+
+def test_fake_lists_credit_notes_like_stripe(fake_stripe, stripe_gateway):
+    customer_id = _customer(stripe_gateway)
+    invoice_id = _open_invoice(stripe_gateway, customer_id)
+    ids = [_credit(stripe_gateway, invoice_id, pk, lines=[("x", 100)]).id for pk in range(3)]
+
+    status, _, page = fake_stripe.raw_request("GET", "/v1/credit_notes", {"invoice": invoice_id, "limit": "2"})
+    assert (status, [n["id"] for n in page["data"]], page["has_more"]) == (200, ids[:0:-1], True)
+    _, _, rest = fake_stripe.raw_request("GET", "/v1/credit_notes", {"invoice": invoice_id,
+                                                                     "starting_after": ids[1]})
+    assert ([n["id"] for n in rest["data"]], rest["has_more"]) == ([ids[0]], False)
+    _, _, before = fake_stripe.raw_request("GET", "/v1/credit_notes", {"ending_before": ids[0], "limit": "1"})
+    assert [n["id"] for n in before["data"]] == [ids[1]]
+    _, _, by_customer = fake_stripe.raw_request("GET", "/v1/credit_notes", {"customer": customer_id})
+    assert len(by_customer["data"]) == 3
+    for params, message in (({"limit": "101"}, "This value must be between 1 and 100 (inclusive)."),
+                            ({"invoice": "in_missing"}, "No such invoice: 'in_missing'"),
+                            ({"starting_after": "cn_missing"}, "No such credit_note: 'cn_missing'"),
+                            ({"created": "1"}, "fake Stripe: `created` is a valid Stripe parameter for GET "
+                                               "^/v1/credit_notes$ but the fake does not model it")):
+        status, _, body = fake_stripe.raw_request("GET", "/v1/credit_notes", params)
+        assert (status, body["error"]["message"]) == (400, message)
+    status, _, body = fake_stripe.raw_request("GET", "/v1/credit_notes/cn_missing")
+    assert (status, body["error"]["message"]) == (404, "No such credit_note: 'cn_missing'")
+
+
 # -- the fake's own contract checks (raw HTTP, not through stripe-python) -------------------------------------
 
 
