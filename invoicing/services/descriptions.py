@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from catalog.display import plain_number
+from catalog.display import plain_number, unit_label
 from catalog.models import RateCard
 from catalog.money import format_money
 
@@ -21,16 +21,6 @@ def period_label(start: dt.datetime, end: dt.datetime) -> str:
 
     different_years = start.year != end.year
     return f"{day(start, different_years)} – {day(end, different_years)}"
-
-
-def unit_label(rate_card: RateCard) -> str:
-    meter = rate_card.feature.meter if rate_card.feature_id and rate_card.feature.meter_id else None
-    if meter is None:
-        return "units"
-    if meter.aggregation == "COUNT":
-        return "requests" if "request" in meter.event_type else "events"
-    name = (meter.value_property or "").rsplit(".", 1)[-1].strip("[]\"'") or "units"
-    return name.replace("_", " ")
 
 
 def usage_name(rate_card: RateCard) -> str:

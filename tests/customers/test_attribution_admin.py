@@ -102,7 +102,7 @@ def test_adding_a_subject_is_logged(admin_client, kong_air):
 def test_an_edit_an_issued_invoice_depends_on_is_a_form_error_and_saves_nothing(admin_client, kong_air):
     mapping = kong_air.attributions.get()
     subscription_create(customer=kong_air, plan=token_plan(), start=NOV)
-    ingest([llm_event(tokens=10, time=iso(utc(2026, 11, 25)))])
+    ingest([llm_event(tokens=100_000, time=iso(utc(2026, 11, 25)))])
     close_cycles(now=DEC + dt.timedelta(hours=2))
     invoice = Invoice.objects.get(cycle=1)
     assert invoice.status == "issued"

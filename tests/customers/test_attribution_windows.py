@@ -184,7 +184,7 @@ def invoiced_november():
     air = customer()
     mapping = attribution_add(customer=air, subject="kong-air")
     subscription_create(customer=air, plan=token_plan(), start=NOV)
-    ingest([llm_event(tokens=100, time=iso(utc(2026, 11, 5)))])
+    ingest([llm_event(tokens=100_000, time=iso(utc(2026, 11, 5)))])
     close_cycles(now=AFTER_NOV)
     invoice = Invoice.objects.get(cycle=1)
     assert invoice.status == "issued" and invoice.lines.filter(kind="usage").exists()

@@ -172,7 +172,7 @@ def test_an_issued_invoice_blocks_moving_a_start_and_says_how_to_keep_it():
     air = customer_create(key="kong-air", name="Kong Air", currency="USD")
     attribution_add(customer=air, subject="kong-air", start=NOV20)
     subscription_create(customer=air, plan=plan, start=NOV)
-    ingest([llm_event(tokens=10, time=iso(utc(2026, 11, 25)))])
+    ingest([llm_event(tokens=100_000, time=iso(utc(2026, 11, 25)))])
     close_cycles(now=DEC + dt.timedelta(hours=2))
     invoice = Invoice.objects.get(cycle=1)
     doc = {"customers": [{"key": "kong-air", "name": "Kong Air", "currency": "USD", "subjects": ["kong-air"]}]}
