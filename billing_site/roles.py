@@ -15,6 +15,7 @@ VIEW_MODELS = [
     ("customers", "customer"), ("customers", "subscription"), ("customers", "subjectattribution"),
     ("customers", "kongconsumer"), ("customers", "unbilledsubject"), ("customers", "subscriptionevent"),
     ("invoicing", "invoice"), ("invoicing", "invoiceline"), ("invoicing", "invoiceevent"),
+    ("invoicing", "creditnote"), ("invoicing", "creditnoteline"), ("invoicing", "cycleclose"),
 ]
 OPERATOR_MODELS = [
     ("metering", "meter"), ("catalog", "feature"), ("catalog", "plan"), ("catalog", "ratecard"),

@@ -4,7 +4,9 @@ the log of who did what, printable HTML, CSV export, previews, and cycle closes 
 from __future__ import annotations
 
 import csv
+from decimal import Decimal
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -15,18 +17,20 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from catalog.money import format_major
+from catalog.money import format_major, minor_unit_exponent, to_major, to_minor
 from common.admin_utils import ViewOnlyAdminMixin, pretty_json
+from common.forms import DecimalTextField
 from common.jobs import job_run_create
 from common.models import JobRun
 from customers.admin import CustomerAdmin, CustomerEventAdmin
 from customers.models import Customer, Subscription
 from metering.models import Event
 
-from .models import Invoice, InvoiceEvent, InvoiceLine, StripeWebhookEvent
+from .models import CreditNote, CreditNoteLine, CycleClose, Invoice, InvoiceEvent, InvoiceLine, StripeWebhookEvent
 from .selectors.invoices import preview_json
 from .selectors.previews import invoice_preview
-from .services.credit_notes import CreditNoteError
+from .selectors.reconcile import reconcile
+from .services.credit_notes import CreditNoteError, credit_note_create, credit_note_void, creditable_amounts
 from .services.lifecycle import (
     LEGAL,
     InvoiceTransitionError,
@@ -37,7 +41,7 @@ from .services.lifecycle import (
     invoice_reissue,
     invoice_void,
 )
-from .services.stripe_push import retry_sync
+from .services.stripe_push import retry_credit_note_sync, retry_sync
 from .stripe_gateway import is_sandbox
 
 ACTIONS = {
@@ -124,6 +128,30 @@ class InvoiceEventInline(admin.TabularInline):
         return False
 
 
+class CreditNoteInline(admin.TabularInline):
+    model = CreditNote
+    fk_name = "invoice"
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "credit notes against this invoice"
+    fields = ("number", "status", "total_shown", "reason", "issued_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("invoicing.view_invoice")
+
+    @admin.display(description="total")
+    def total_shown(self, note: CreditNote) -> str:
+        return format_major(note.total, note.currency)
+
+
 class PeriodFilter(admin.SimpleListFilter):
     title = "period"
     parameter_name = "period"
@@ -171,7 +199,7 @@ class InvoiceAdmin(admin.ModelAdmin):
     search_fields = ("number", "customer__key", "customer__name", "stripe_invoice_id")
     list_select_related = ("customer",)
     date_hierarchy = "period_start"
-    inlines = [InvoiceLineInline, InvoiceEventInline]
+    inlines = [InvoiceLineInline, CreditNoteInline, InvoiceEventInline]
     actions = ["issue_invoices", "void_invoices", "mark_paid", "mark_uncollectible", "export_csv"]
     readonly_fields = (
         "number",
@@ -278,6 +306,10 @@ class InvoiceAdmin(admin.ModelAdmin):
                 name="invoicing_preview_subscription",
             ),
             path("close/", self.admin_site.admin_view(self.close_view), name="invoicing_close_cycles"),
+            path("<int:pk>/credit-note/", self.admin_site.admin_view(self.credit_note_view),
+                 name="invoicing_invoice_credit_note"),
+            path("reconciliation/", self.admin_site.admin_view(self.reconciliation_view),
+                 name="invoicing_reconciliation"),
             *super().get_urls(),
         ]
 
@@ -298,10 +330,12 @@ class InvoiceAdmin(admin.ModelAdmin):
             buttons.append(("reissue", "Reissue (corrected draft)"))
         if invoice.sync_status == Invoice.SyncStatus.FAILED:
             buttons.append(("retry_sync", "Retry Stripe sync"))
+        can_credit = invoice.status in (Invoice.Status.ISSUED, Invoice.Status.PAID, Invoice.Status.UNCOLLECTIBLE)
         buttons = [(key, label) for key, label in buttons if self._may(request, key)]  # each role sees its actions
         extra_context = {
             **(extra_context or {}),
             "invoice_buttons": buttons,
+            "can_credit": can_credit and self._may(request, "issue"),
             "sandbox": is_sandbox(),
             "show_save": False,
             "show_save_and_continue": False,
@@ -494,6 +528,12 @@ class InvoiceAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/invoicing/invoice/preview.html", context)
 
+    def credit_note_view(self, request, pk: int):
+        return credit_note_page(self, request, pk)
+
+    def reconciliation_view(self, request):
+        return reconciliation_page(self, request)
+
     def close_view(self, request):
         """Run a cycle close now, as a tracked background job."""
         if not self._may(request, "issue"):
@@ -637,3 +677,210 @@ class BillingEventAdmin(CustomerEventAdmin):
 
 admin.site.unregister(Event)
 admin.site.register(Event, BillingEventAdmin)
+
+
+# --- credit notes ------------------------------------------------------------------------------------------------
+
+
+class CreditNoteLineInline(admin.TabularInline):
+    model = CreditNoteLine
+    extra = 0
+    can_delete = False
+    fields = ("kind", "rate_card_key", "description", "period", "quantity_shown", "amount_shown")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("credit_note")
+
+    @admin.display(description="period")
+    def period(self, line: CreditNoteLine) -> str:
+        if line.period_start is None:
+            return ""
+        return f"{line.period_start:%Y-%m-%d %H:%M} – {line.period_end:%Y-%m-%d %H:%M}"
+
+    @admin.display(description="quantity")
+    def quantity_shown(self, line: CreditNoteLine) -> str:
+        return format(line.quantity.normalize(), "f")
+
+    @admin.display(description="amount credited")
+    def amount_shown(self, line: CreditNoteLine) -> str:
+        return format_major(line.amount, line.credit_note.currency)
+
+
+CREDIT_NOTE_ACTIONS = {
+    "void": ("Void", "cancels the credit note for good (also in Stripe); the invoice owes its amount again"),
+    "retry_sync": ("Retry Stripe sync", "pushes the credit note to Stripe again, continuing where it stopped"),
+}
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    """Credit notes: against the invoice each corrects, numbered, never edited; void with confirmation."""
+
+    list_display = ("number", "customer", "invoice", "total_shown", "currency", "status", "issued_at", "sync_status")
+    list_filter = ("status", "currency", "sync_status")
+    search_fields = ("number", "invoice__number", "customer__key", "customer__name", "reason")
+    list_select_related = ("customer", "invoice")
+    date_hierarchy = "issued_at"
+    inlines = [CreditNoteLineInline]
+    readonly_fields = ("number", "status", "invoice", "customer", "currency", "total_shown", "reason", "issued_at",
+                       "voided_at", "sync_status", "sync_error", "stripe_credit_note_id", "stripe_status")
+    fieldsets = (
+        (None, {"fields": (("number", "status"), ("invoice", "customer"), ("currency", "total_shown"), "reason",
+                           ("issued_at", "voided_at"))}),
+        ("Stripe", {"fields": (("sync_status", "stripe_status"), "sync_error", "stripe_credit_note_id")}),
+    )
+    change_form_template = "admin/invoicing/creditnote/change_form.html"
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) or request.user.has_perm("invoicing.view_invoice")
+
+    @admin.display(description="total", ordering="total")
+    def total_shown(self, obj: CreditNote) -> str:
+        return format_major(obj.total, obj.currency)
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/do/<str:action>/", self.admin_site.admin_view(self.action_view),
+                 name="invoicing_creditnote_do"),
+            path("<int:pk>/print/", self.admin_site.admin_view(self.print_view), name="invoicing_creditnote_print"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        note = get_object_or_404(CreditNote, pk=object_id)
+        buttons = []
+        if request.user.has_perm("invoicing.issue_invoice"):
+            if note.status == CreditNote.Status.ISSUED:
+                buttons.append(("void", "Void"))
+            if note.sync_status == Invoice.SyncStatus.FAILED:
+                buttons.append(("retry_sync", "Retry Stripe sync"))
+        extra_context = {**(extra_context or {}), "credit_note_buttons": buttons, "show_save": False,
+                         "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def action_view(self, request, pk: int, action: str):
+        note = get_object_or_404(CreditNote.objects.select_related("customer", "invoice"), pk=pk)
+        back = HttpResponseRedirect(reverse("admin:invoicing_creditnote_change", args=[pk]))
+        if action not in CREDIT_NOTE_ACTIONS or not request.user.has_perm("invoicing.issue_invoice"):
+            self.message_user(request, "You may not do that.", messages.ERROR)
+            return back
+        label, explanation = CREDIT_NOTE_ACTIONS[action]
+        if request.method == "POST":
+            try:
+                if action == "void":
+                    credit_note_void(credit_note=note, actor=request.user, reason=request.POST.get("reason", ""))
+                else:
+                    retry_credit_note_sync(credit_note=note, actor=request.user)
+            except (CreditNoteError, ValueError) as exc:
+                self.message_user(request, f"{note}: {exc}", messages.ERROR)
+                return back
+            self.message_user(request, f"{label}: {note} — done.", messages.SUCCESS)
+            return back
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "credit_note": note,
+                   "action": action, "label": label, "explanation": explanation, "title": f"{label} {note}?"}
+        return TemplateResponse(request, "admin/invoicing/creditnote/confirm.html", context)
+
+    def print_view(self, request, pk: int):
+        note = get_object_or_404(CreditNote.objects.select_related("customer", "invoice"), pk=pk)
+        if not self.has_view_permission(request, note):
+            raise PermissionDenied
+        context = {
+            "credit_note": note,
+            "customer": note.customer,
+            "lines": [{"line": line, "amount": format_major(line.amount, note.currency),
+                       "quantity": format(line.quantity.normalize(), "f")} for line in note.lines.all()],
+            "total": format_major(note.total, note.currency),
+        }
+        return TemplateResponse(request, "invoicing/credit_note.html", context)
+
+
+class CreditNoteForm(forms.Form):
+    amount = DecimalTextField(max_digits=20, decimal_places=3, min_value=Decimal("0.001"),
+                              help_text="In the invoice's currency, e.g. 12.50")
+    reason = forms.CharField(max_length=2000, help_text="Why the customer is credited (shown on the credit note).")
+    description = forms.CharField(max_length=500, required=False, help_text="The line's text (default: the reason).")
+
+    def __init__(self, *args, invoice: Invoice, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.invoice = invoice
+
+    def clean_amount(self):
+        amount = self.cleaned_data["amount"]
+        try:
+            minor = to_minor(amount, self.invoice.currency)
+        except (ValueError, ArithmeticError) as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        if to_major(minor, self.invoice.currency) != amount:
+            raise forms.ValidationError(f"{self.invoice.currency} has {minor_unit_exponent(self.invoice.currency)} "
+                                        "decimal places")
+        return minor
+
+
+def credit_note_page(model_admin: InvoiceAdmin, request, pk: int):
+    """Issue a manual credit note (a correction) against an issued invoice."""
+    invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
+    back = HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[pk]))
+    if not model_admin._may(request, "issue"):
+        model_admin.message_user(request, "You may not do that.", messages.ERROR)
+        return back
+    form = CreditNoteForm(request.POST or None, invoice=invoice)
+    if request.method == "POST" and form.is_valid():
+        try:
+            note = credit_note_create(invoice=invoice, amount=form.cleaned_data["amount"],
+                                      reason=form.cleaned_data["reason"],
+                                      description=form.cleaned_data["description"], actor=request.user)
+        except CreditNoteError as exc:
+            form.add_error(None, str(exc))
+        else:
+            model_admin.message_user(request, f"Credit note {note} issued against {invoice}.", messages.SUCCESS)
+            return back
+    context = {**model_admin.admin_site.each_context(request), "opts": Invoice._meta, "invoice": invoice,
+               "form": form, "title": f"Credit note against {invoice}",
+               "left": format_major(creditable_amounts([invoice.pk]).get(invoice.pk, 0), invoice.currency)}
+    return TemplateResponse(request, "admin/invoicing/invoice/credit_note.html", context)
+
+
+def reconciliation_page(model_admin: InvoiceAdmin, request):
+    """Billing → Reconciliation: rated now vs billed for every closed period, with the difference and why."""
+    if not request.user.has_perm("invoicing.view_invoice"):
+        raise PermissionDenied
+    customer = (request.GET.get("customer") or "").strip().replace("\x00", "")
+    show_all = request.GET.get("all") == "1"
+    rows, periods = [], 0
+    for row in reconcile(customer_key=customer or None):
+        periods += 1
+        if show_all or row.difference:
+            rows.append(row)
+        if len(rows) >= 1000:
+            break
+    context = {
+        **model_admin.admin_site.each_context(request), "opts": Invoice._meta, "title": "Reconciliation",
+        "rows": [{"row": r, "rated": format_major(r.rated, r.currency), "billed": format_major(r.billed, r.currency),
+                  "difference": format_major(r.difference, r.currency)} for r in rows],
+        "periods": periods, "differences": sum(1 for r in rows if r.difference),
+        "unexplained": sum(1 for r in rows if not r.explained), "customer": customer, "show_all": show_all,
+    }
+    return TemplateResponse(request, "admin/invoicing/reconciliation.html", context)
+
+
+@admin.register(CycleClose)
+class CycleCloseAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    """Operations → Cycle closes: each subscription's cycles, what closing them did, and any held with an error."""
+
+    list_display = ("subscription", "cycle", "boundary", "state", "invoice", "closed_at", "error_shown")
+    list_filter = ("state", ("error", admin.EmptyFieldListFilter))
+    search_fields = ("subscription__customer__key", "invoice__number", "error")
+    list_select_related = ("subscription__customer", "subscription__plan", "invoice")
+    readonly_fields = ("subscription", "cycle", "boundary", "state", "invoice", "review_until", "closed_at",
+                       "error", "failed_at", "updated_at")
+
+    @admin.display(description="error")
+    def error_shown(self, obj: CycleClose) -> str:
+        return obj.error if len(obj.error) <= 80 else obj.error[:79] + "…"

@@ -19,7 +19,7 @@ from customers.models import Subscription
 from customers.selectors import unattributed_subjects
 from metering.models import DailyUsage, EventTypeActivity, Meter
 
-from .models import Invoice
+from .models import CycleClose, Invoice
 from .selectors.previews import invoice_preview
 
 BILLED = (Invoice.Status.ISSUED, Invoice.Status.PAID, Invoice.Status.UNCOLLECTIBLE)
@@ -99,6 +99,8 @@ def dashboard(user) -> dict[str, Any]:
         ]
         figures["sync_failures"] = Invoice.objects.filter(sync_status=Invoice.SyncStatus.FAILED).count()
         figures["sync_failures_url"] = _url("admin:invoicing_invoice_changelist", sync_status__exact="failed")
+        figures["held_cycles"] = CycleClose.objects.exclude(error="").filter(state=CycleClose.State.CLAIMED).count()
+        figures["held_cycles_url"] = _url("admin:invoicing_cycleclose_changelist", error__isempty="0")
         snapshot = JobRun.objects.filter(kind="unbilled_snapshot", status=JobRun.Status.SUCCEEDED).first()
         figures["unbilled"] = snapshot.result.get("totals", {}) if snapshot else None
         figures["unbilled_at"] = snapshot.finished_at if snapshot else None
