@@ -119,7 +119,7 @@ class InvoiceLine(models.Model):
     class Meta:
         ordering = ["invoice", "position", "id"]
         indexes = [
-            models.Index(fields=["subscription", "period_end"], name="invoicing_line_sub_period"),
+            models.Index(fields=["subscription", "period_start"], name="invoicing_line_sub_period"),
         ]
 
     def __str__(self) -> str:
@@ -214,7 +214,7 @@ class CreditNoteLine(models.Model):
     class Meta:
         ordering = ["credit_note", "position", "id"]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="invoicing_credit_line_positive")]
-        indexes = [models.Index(fields=["subscription", "period_end"], name="invoicing_cnline_sub_period")]
+        indexes = [models.Index(fields=["subscription", "period_start"], name="invoicing_cnline_sub_period")]
 
     def __str__(self) -> str:
         return self.description

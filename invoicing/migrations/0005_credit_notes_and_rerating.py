@@ -94,7 +94,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='invoiceline',
-            index=models.Index(fields=['subscription', 'period_end'], name='invoicing_line_sub_period'),
+            index=models.Index(fields=['subscription', 'period_start'], name='invoicing_line_sub_period'),
         ),
         migrations.AddField(
             model_name='creditnote',
@@ -132,7 +132,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='creditnoteline',
-            index=models.Index(fields=['subscription', 'period_end'], name='invoicing_cnline_sub_period'),
+            index=models.Index(fields=['subscription', 'period_start'], name='invoicing_cnline_sub_period'),
         ),
         migrations.AddConstraint(
             model_name='creditnoteline',

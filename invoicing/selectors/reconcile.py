@@ -114,7 +114,7 @@ def reconcile(*, now: dt.datetime | None = None, customer_key: str | None = None
             return
         last_pk = chunk[-1].pk
         done = done_cycles(chunk + [s.next for s in chunk if getattr(s, "next", None) is not None])
-        billed, _ = billed_items(chunk, since=since)
+        billed, _ = billed_items(chunk, starting_after=None)
         slots = [slot for subscription in chunk
                  for slot in subscription_slots(subscription, until=now, context=context)
                  if slot.owner in done and (since is None or slot.period.end > since)]

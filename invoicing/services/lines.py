@@ -26,10 +26,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Cast
+
 from catalog.charges import charge_rate_card
 from catalog.models import Feature, Plan, RateCard
 from catalog.pricing import PriceLine
-from catalog.rules import USAGE_PRICES
+from catalog.rules import USAGE_PRICES, cadence_delta
+from common.fields import PreciseDecimalField
 from customers.models import Subscription
 from customers.periods import Period
 from customers.selectors import UsageRequest, feature_usage, features_usage
@@ -46,6 +50,7 @@ KIND_BY_ENGINE = {
     "discount": InvoiceLine.Kind.DISCOUNT,
 }
 ItemKey = tuple[int, str, dt.datetime]  # (subscription id, rate card key, period start)
+CREDITED_FEE, CREDITED_USAGE = "credited_fee", "credited_usage"  # credit note lines, read with invoice lines
 
 
 @dataclass
@@ -215,8 +220,8 @@ def cycle_items(
             for subscription_id, key, start in sorted(billed_keys):
                 if subscription_id != member.pk or start in existing or key not in rate_cards:
                     continue
-                if start > cutoff or (member.pk, key, start) in also:
-                    items.append(Item(member, rate_cards[key], Period(-1, start, start, start, start), False, start))
+                # whatever the lookback: a period that vanished must give back what it billed
+                items.append(Item(member, rate_cards[key], Period(-1, start, start, start, start), False, start))
         for slot in slots:
             own = slot.owner == me
             key = (member.pk, slot.rate_card.key, slot.period.start)
@@ -239,29 +244,48 @@ def done_cycles(subscriptions: list[Subscription]) -> frozenset[tuple[int, int]]
                      .values_list("subscription_id", "cycle"))
 
 
-def _billed_since(cycle: Cycle, now: dt.datetime) -> dt.datetime:
+def _billed_since(chain: list[Subscription], cycle: Cycle, now: dt.datetime) -> dt.datetime:
+    """Periods starting after this may end within the lookback (or be the cycle's own): their lines are read.
+    By period start, since every line of a period shares it (its end shrinks when a subscription ends early)."""
     cutoff = lookback_cutoff(now)
     if cycle.previous is not None:
         cutoff = min(cutoff, cycle.previous.start)
-    return cutoff
+    return min(cutoff - cadence_delta(member.plan.billing_cadence) for member in chain) - dt.timedelta(days=1)
 
 
-def billed_items(subscriptions: list[Subscription], *, since: dt.datetime | None,
-                 keys: frozenset[ItemKey] = frozenset()) -> tuple[dict[ItemKey, Billed], dt.datetime | None]:
-    """What was billed for the items of these subscriptions whose periods end after ``since`` (None: all),
-    and when the newest of those billings was written."""
+def billed_items(subscriptions: list[Subscription], *, starting_after: dt.datetime | None,
+                 ) -> tuple[dict[ItemKey, Billed], dt.datetime | None]:
+    """What was billed for the items of these subscriptions whose periods start after ``starting_after`` (None:
+    all), and when the newest of those billings was written."""
     ids = [s.pk for s in subscriptions]
     billed: dict[ItemKey, Billed] = defaultdict(Billed)
     newest: dt.datetime | None = None
     lines = InvoiceLine.objects.filter(subscription_id__in=ids, invoice__status__in=BILLED_STATUSES)
     credits = CreditNoteLine.objects.filter(subscription_id__in=ids, kind=CreditNoteLine.Kind.RERATING,
                                             credit_note__status=CreditNote.Status.ISSUED)
-    if since is not None:
-        lines, credits = lines.filter(period_end__gt=since), credits.filter(period_end__gt=since)
-    for row in lines.values_list("subscription_id", "rate_card_key", "period_start", "kind", "amount", "quantity",
-                                 "rated_quantity", "invoice_id", "invoice__created_at"):
-        subscription_id, rate_card_key, period_start, kind, amount, quantity, rated, invoice_id, created = row
+    if starting_after is not None:
+        lines = lines.filter(period_start__gt=starting_after)
+        credits = credits.filter(period_start__gt=starting_after)
+    columns = ("subscription_id", "rate_card_key", "period_start", "row_kind", "amount", "quantity", "rated",
+               "billed_by", "written_at")
+    lines = lines.annotate(row_kind=F("kind"), rated=F("rated_quantity"), billed_by=F("invoice_id"),
+                           written_at=F("invoice__created_at"))
+    credits = credits.annotate(
+        row_kind=Case(When(rate_card__price_type="flat", then=Value(CREDITED_FEE)), default=Value(CREDITED_USAGE)),
+        rated=Cast(Value(None), PreciseDecimalField()), billed_by=F("credit_note__invoice_id"),
+        written_at=F("credit_note__created_at"))
+    rows = lines.order_by().values_list(*columns).union(credits.order_by().values_list(*columns), all=True)
+    for subscription_id, rate_card_key, period_start, kind, amount, quantity, rated, invoice_id, created in rows:
         entry = billed[(subscription_id, rate_card_key, period_start)]
+        newest = created if newest is None or created > newest else newest
+        if kind in (CREDITED_FEE, CREDITED_USAGE):  # a re-rating credit note's line: it unbills
+            entry.amount -= amount
+            entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) - amount
+            if kind == CREDITED_FEE:
+                entry.quantity -= quantity
+            else:
+                entry.usage_quantity -= quantity
+            continue
         entry.amount += amount
         entry.lines += 1
         entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) + amount
@@ -275,18 +299,6 @@ def billed_items(subscriptions: list[Subscription], *, since: dt.datetime | None
             entry.usage_quantity += quantity
         elif kind == InvoiceLine.Kind.CREDIT:
             entry.usage_quantity -= quantity
-        newest = created if newest is None or created > newest else newest
-    for row in credits.values_list("subscription_id", "rate_card_key", "period_start", "amount", "quantity",
-                                   "credit_note__invoice_id", "credit_note__created_at", "rate_card__price_type"):
-        subscription_id, rate_card_key, period_start, amount, quantity, invoice_id, created, price_type = row
-        entry = billed[(subscription_id, rate_card_key, period_start)]
-        entry.amount -= amount
-        entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) - amount
-        if price_type == "flat":
-            entry.quantity -= quantity
-        else:
-            entry.usage_quantity -= quantity
-        newest = created if newest is None or created > newest else newest
     return dict(billed), newest
 
 
@@ -381,7 +393,7 @@ def cycle_bill(
     context = context or BillingContext()
     currency = subscription.plan.currency
     chain = subscription_chain(subscription)
-    billed, newest = billed_items(chain, since=None if also else _billed_since(cycle, now))
+    billed, newest = billed_items(chain, starting_after=None if also else _billed_since(chain, cycle, now))
     done = done_cycles(chain)
     if context.usage_read_at is not None and newest is not None and newest >= context.usage_read_at:
         context.fresh_usage = True  # another close billed this customer after the batch read its usage
