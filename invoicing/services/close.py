@@ -142,6 +142,8 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
             report.issued += 1
         close.save(update_fields=["invoice", "state", "review_until", "closed_at", "error", "failed_at",
                                   "updated_at"])
+    if context is not None and context.done is not None:
+        context.done.add((subscription.pk, cycle.index))
 
 
 def close_cycles(*, now: dt.datetime | None = None, job_run=None, chunk_size: int | None = None,

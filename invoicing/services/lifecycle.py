@@ -20,7 +20,7 @@ from django.utils import timezone
 from common.queue import enqueue_on_commit
 from customers.models import Customer, Subscription
 
-from ..models import CreditNote, CycleClose, Invoice, InvoiceLine
+from ..models import CreditNote, CycleClose, Invoice, InvoiceEvent, InvoiceLine
 from ..stripe_gateway import is_sandbox
 from .credit_notes import allocate_credits, credit_note_issue, credit_note_void
 from .cycles import Cycle, subscription_cycles
@@ -92,12 +92,16 @@ def check_fits(lines: Sequence[DraftLine]) -> None:
 
 def invoice_create(
     *, subscription: Subscription, cycle: Cycle, lines: Sequence[DraftLine], replaces: Invoice | None = None,
+    issue_at: dt.datetime | None = None, actor=None, label: str = "",
 ) -> Invoice:
-    """Inside the caller's transaction: a draft invoice of a cycle with its lines and totals."""
+    """Inside the caller's transaction: the invoice of a cycle with its lines and totals, logged — a draft, or
+    with ``issue_at`` issued (numbered) as it is inserted, so a close writes each row once."""
     check_fits(lines)
     period = cycle.invoice_period
     total = sum(line.amount for line in lines)
-    invoice = Invoice.objects.create(
+    if issue_at is not None and total < 0:
+        raise InvoiceTransitionError(f"a negative invoice ({total}) is never issued")
+    invoice = Invoice(
         customer=subscription.customer,
         subscription=subscription,
         cycle=cycle.index,
@@ -108,6 +112,9 @@ def invoice_create(
         subtotal=total,
         total=total,
     )
+    if issue_at is not None:
+        stamp_issued(invoice, issue_at)
+    invoice.save(force_insert=True)
     InvoiceLine.objects.bulk_create([
         InvoiceLine(
             invoice=invoice,
@@ -128,6 +135,15 @@ def invoice_create(
         )
         for position, line in enumerate(lines)
     ])
+    label = label or (actor.get_username() if actor else "system")
+    drafted = f"cycle {cycle.index} of subscription {subscription.pk}" + (f"; reissue of {replaces}" if replaces
+                                                                          else "")
+    events = [InvoiceEvent(invoice=invoice, action="drafted", actor=actor, actor_label=label, detail=drafted)]
+    if issue_at is not None:
+        events.append(InvoiceEvent(invoice=invoice, action="issued", actor=actor, actor_label=label,
+                                   detail=f"number {invoice.number}"))
+        schedule_push(invoice)
+    InvoiceEvent.objects.bulk_create(events)
     return invoice
 
 
@@ -228,13 +244,9 @@ def bill_cycle(
     has_money = any(line.amount for line in invoice_lines)
     if not invoice_lines or not (has_money or settings.INVOICE_ISSUE_ZERO_TOTAL):
         return None, credit_notes
-    invoice = invoice_create(subscription=subscription, cycle=cycle, lines=invoice_lines, replaces=replaces)
-    invoice.customer = subscription.customer
-    detail = f"cycle {cycle.index} of subscription {subscription.pk}"
-    invoice_log(invoice, "drafted", actor=actor, label=label, detail=detail + (f"; reissue of {replaces}"
-                                                                               if replaces else ""))
-    if settings.INVOICE_DRAFT_REVIEW_HOURS <= 0:
-        issue_locked(invoice, now=now, actor=actor, label=label)
+    issue_at = now if settings.INVOICE_DRAFT_REVIEW_HOURS <= 0 else None
+    invoice = invoice_create(subscription=subscription, cycle=cycle, lines=invoice_lines, replaces=replaces,
+                             issue_at=issue_at, actor=actor, label=label)
     return invoice, credit_notes
 
 

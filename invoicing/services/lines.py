@@ -120,6 +120,9 @@ class BillingContext:
         self._recording: list[UsageRequest] | None = None
         self.usage_read_at: dt.datetime | None = None
         self.fresh_usage = False
+        # (subscription id, cycle) pairs known to be closed; a batch keeps it up to date as it closes cycles
+        # (a stale answer only leaves an item to the cycle it belongs to).
+        self.done: set[tuple[int, int]] | None = None
 
     def rate_cards(self, plan: Plan) -> list[RateCard]:
         if plan.pk not in self._rate_cards or plan.status == Plan.Status.DRAFT:
@@ -137,9 +140,11 @@ class BillingContext:
         return feature_usage(subscription=subscription, feature=feature, start=start, end=end)
 
     def prepare(self, work: list[tuple[Subscription, Cycle]], *, now: dt.datetime, read_at: dt.datetime) -> None:
-        """Batch the usage reads of these cycles."""
+        """Batch the usage reads of these cycles, and read which cycles of their subscriptions are closed."""
         if not work:
             return
+        members = {member.pk: member for subscription, _ in work for member in subscription_chain(subscription)}
+        self.done = set(done_cycles(list(members.values())))
         self._recording = []
         try:
             for subscription, cycle in work:
@@ -194,7 +199,7 @@ def cycle_items(
     cycle: Cycle,
     *,
     now: dt.datetime,
-    done: frozenset[tuple[int, int]] | None,
+    done: frozenset[tuple[int, int]] | set[tuple[int, int]] | None,
     usage_until: dt.datetime | None = None,
     context: BillingContext,
     also: frozenset[ItemKey] = frozenset(),
@@ -394,7 +399,7 @@ def cycle_bill(
     currency = subscription.plan.currency
     chain = subscription_chain(subscription)
     billed, newest = billed_items(chain, starting_after=None if also else _billed_since(chain, cycle, now))
-    done = done_cycles(chain)
+    done = context.done if context.done is not None else done_cycles(chain)
     if context.usage_read_at is not None and newest is not None and newest >= context.usage_read_at:
         context.fresh_usage = True  # another close billed this customer after the batch read its usage
     try:
