@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from common.jobs import job_run_progress
@@ -33,8 +33,8 @@ from customers.models import Subscription
 
 from ..models import CycleClose, Invoice
 from .cycles import Cycle, due_cycles
-from .lifecycle import bill_cycle, issue_locked, lock_customer_billing
-from .lines import BillingContext, cycle_bill
+from .lifecycle import bill_cycle, issue_locked
+from .lines import BillingContext, Fingerprint, cycle_bill
 
 logger = logging.getLogger(__name__)
 DONE_STATES = (CycleClose.State.ISSUED, CycleClose.State.EMPTY, CycleClose.State.HELD, CycleClose.State.CARRIED)
@@ -97,51 +97,72 @@ def close_cycle(
         _record_failure(subscription, cycle, message, now)
 
 
+_CLAIM_SQL = """
+    SELECT cc.state, cc.invoice_id,
+           (SELECT COALESCE(MAX(i.id), 0) FROM invoicing_invoice i WHERE i.customer_id = c.id),
+           (SELECT COUNT(*) FROM invoicing_invoice i WHERE i.customer_id = c.id AND i.status = 'void'),
+           (SELECT COALESCE(MAX(n.id), 0) FROM invoicing_creditnote n WHERE n.customer_id = c.id),
+           (SELECT COUNT(*) FROM invoicing_creditnote n WHERE n.customer_id = c.id AND n.status = 'void')
+    FROM customers_customer c
+    JOIN invoicing_cycleclose cc ON cc.subscription_id = %s AND cc.cycle = %s
+    WHERE c.id = %s
+"""
+
+
+def _claim(subscription: Subscription, cycle: Cycle) -> tuple[str, int | None, Fingerprint] | None:
+    """Inside a transaction: lock the customer's billing and the cycle's row in one statement (None when another
+    close holds either: this run leaves the cycle to it); the row's state and the customer's billing fingerprint."""
+    sql = _CLAIM_SQL
+    if connection.vendor == "postgresql":
+        sql += " FOR UPDATE OF c, cc SKIP LOCKED"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [subscription.pk, cycle.index, subscription.customer_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    state, invoice_id, *fingerprint = row
+    return state, invoice_id, (fingerprint[0], fingerprint[1], fingerprint[2], fingerprint[3])
+
+
 def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.datetime, report: CloseReport,
                         context: BillingContext | None, label: str, actor) -> None:
     with transaction.atomic():
-        if not lock_customer_billing(subscription.customer_id, skip_locked=True):
+        claim = _claim(subscription, cycle)
+        if claim is None:
             report.skipped += 1
             return
-        close = (
-            CycleClose.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("invoice")
-            .filter(subscription=subscription, cycle=cycle.index)
-            .first()
-        )
-        if close is None:
-            report.skipped += 1
+        state, invoice_id, fingerprint = claim
+        if state in DONE_STATES:
             return
-        if close.state in DONE_STATES:
-            return
-        if close.state == CycleClose.State.DRAFTED:  # left by an earlier version: issue its draft
-            if close.invoice is not None and close.invoice.status == Invoice.Status.DRAFT:
-                issue_locked(Invoice.objects.select_for_update().select_related("customer").get(pk=close.invoice_id),
-                             now=now, actor=actor, label=label)
-            close.state = CycleClose.State.ISSUED
-            close.save(update_fields=["state", "updated_at"])
+        row = CycleClose.objects.filter(subscription=subscription, cycle=cycle.index)
+        if state == CycleClose.State.DRAFTED:  # left by an earlier version: issue its draft
+            draft = Invoice.objects.select_for_update().select_related("customer").filter(
+                pk=invoice_id, status=Invoice.Status.DRAFT).first()
+            if draft is not None:
+                issue_locked(draft, now=now, actor=actor, label=label)
+            row.update(state=CycleClose.State.ISSUED, updated_at=timezone.now())
             report.issued += 1
             return
-        bill = cycle_bill(subscription, cycle, now=now, context=context)
+        bill = cycle_bill(subscription, cycle, now=now, context=context, fingerprint=fingerprint)
         report.cycles += 1
         invoice, credit_notes = bill_cycle(subscription=subscription, cycle=cycle, lines=bill.lines,
                                            billed=bill.billed, now=now, actor=actor, label=label)
         report.credit_notes += len(credit_notes)
-        close.invoice, close.closed_at, close.error, close.failed_at = invoice, now, "", None
+        review_until = None
         if invoice is None:
-            close.state = CycleClose.State.EMPTY
+            state = CycleClose.State.EMPTY
             report.empty += 1
         elif invoice.status == Invoice.Status.DRAFT:
-            close.state = CycleClose.State.HELD
-            close.review_until = now + dt.timedelta(hours=settings.INVOICE_DRAFT_REVIEW_HOURS)
+            state = CycleClose.State.HELD
+            review_until = now + dt.timedelta(hours=settings.INVOICE_DRAFT_REVIEW_HOURS)
             report.invoices += 1
             report.held += 1
         else:
-            close.state = CycleClose.State.ISSUED
+            state = CycleClose.State.ISSUED
             report.invoices += 1
             report.issued += 1
-        close.save(update_fields=["invoice", "state", "review_until", "closed_at", "error", "failed_at",
-                                  "updated_at"])
+        row.update(invoice=invoice, state=state, review_until=review_until, closed_at=now, error="", failed_at=None,
+                   updated_at=timezone.now())
     if context is not None and context.done is not None:
         context.done.add((subscription.pk, cycle.index))
 

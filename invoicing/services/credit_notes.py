@@ -51,8 +51,9 @@ def creditable_amounts(invoice_ids: list[int]) -> dict[int, int]:
 def allocate_credits(credit_lines: list[DraftLine], billed: dict[ItemKey, Billed], *,
                      fallback_invoice_ids: list[int]) -> dict[int, list[CreditDraftLine]]:
     """Invoice id → the credit note lines against it. Each credit goes first to the invoices that billed its
-    rate card and period (newest first), then to the other invoices of the subscription, each never beyond
-    what it has left to credit. Raises :class:`CreditNoteError` when a credit cannot be placed."""
+    rate card and period (newest first), then to the customer's other issued invoices (``fallback_invoice_ids``,
+    newest first), each never beyond what it has left to credit. Raises :class:`CreditNoteError` when a credit
+    cannot be placed."""
     candidates = sorted({pk for line in credit_lines for pk in billed.get(line.item_key, Billed()).by_invoice}
                         | set(fallback_invoice_ids), reverse=True)
     left = creditable_amounts(candidates)

@@ -231,10 +231,9 @@ def bill_cycle(
     check_fits(lines)
     credit_notes: list[CreditNote] = []
     if credit_lines:
-        chain_ids = {line.subscription.pk for line in lines} | {subscription.pk}
-        fallback = list(Invoice.objects.filter(subscription_id__in=chain_ids, status__in=(S.ISSUED, S.PAID,
-                                                                                          S.UNCOLLECTIBLE))
-                        .order_by("-pk").values_list("pk", flat=True)[:50])
+        fallback = list(Invoice.objects.filter(customer_id=subscription.customer_id,
+                                               status__in=(S.ISSUED, S.PAID, S.UNCOLLECTIBLE))
+                        .order_by("-pk").values_list("pk", flat=True)[:100])
         allocation = allocate_credits(credit_lines, billed, fallback_invoice_ids=fallback)
         for invoice_id, parts in sorted(allocation.items()):
             corrected = Invoice.objects.select_related("customer").get(pk=invoice_id)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, Count, F, Max, Q, Value, When
 from django.db.models.functions import Cast
 
 from catalog.charges import charge_rate_card
@@ -50,6 +50,9 @@ KIND_BY_ENGINE = {
     "discount": InvoiceLine.Kind.DISCOUNT,
 }
 ItemKey = tuple[int, str, dt.datetime]  # (subscription id, rate card key, period start)
+# What changes what a customer's periods count as billed: its newest invoice and credit note, and how many of each
+# are void (a status change to paid or uncollectible does not count).
+Fingerprint = tuple[int, int, int, int]
 CREDITED_FEE, CREDITED_USAGE = "credited_fee", "credited_usage"  # credit note lines, read with invoice lines
 
 
@@ -123,6 +126,20 @@ class BillingContext:
         # (subscription id, cycle) pairs known to be closed; a batch keeps it up to date as it closes cycles
         # (a stale answer only leaves an item to the cycle it belongs to).
         self.done: set[tuple[int, int]] | None = None
+        # What the chunk's subscriptions had billed when it was read, and each customer's billing fingerprint
+        # then: a cycle uses it only while its customer's fingerprint, read under the customer's lock, still matches.
+        self._billed: dict[int, dict[ItemKey, Billed]] = {}
+        self._billed_since: dt.datetime | None = None
+        self._fingerprints: dict[int, Fingerprint] = {}
+
+    def prefetched_billed(self, chain: list[Subscription], *, starting_after: dt.datetime,
+                          fingerprint: Fingerprint | None) -> dict[ItemKey, Billed] | None:
+        """What the chain had billed, from the batch read, if nothing changed for its customer since."""
+        if (fingerprint is None or self._billed_since is None or starting_after < self._billed_since
+                or any(member.pk not in self._billed for member in chain)
+                or self._fingerprints.get(chain[0].customer_id) != fingerprint):
+            return None
+        return {key: entry for member in chain for key, entry in self._billed[member.pk].items()}
 
     def rate_cards(self, plan: Plan) -> list[RateCard]:
         if plan.pk not in self._rate_cards or plan.status == Plan.Status.DRAFT:
@@ -145,6 +162,13 @@ class BillingContext:
             return
         members = {member.pk: member for subscription, _ in work for member in subscription_chain(subscription)}
         self.done = set(done_cycles(list(members.values())))
+        self._fingerprints = billing_fingerprints({subscription.customer_id for subscription, _ in work})
+        self._billed_since = min(_billed_since(subscription_chain(subscription), cycle, now)
+                                 for subscription, cycle in work)
+        billed, _ = billed_items(list(members.values()), starting_after=self._billed_since)
+        self._billed = {pk: {} for pk in members}
+        for key, entry in billed.items():
+            self._billed[key[0]][key] = entry
         self._recording = []
         try:
             for subscription, cycle in work:
@@ -256,6 +280,16 @@ def _billed_since(chain: list[Subscription], cycle: Cycle, now: dt.datetime) -> 
     if cycle.previous is not None:
         cutoff = min(cutoff, cycle.previous.start)
     return min(cutoff - cadence_delta(member.plan.billing_cadence) for member in chain) - dt.timedelta(days=1)
+
+
+def billing_fingerprints(customer_ids: set[int]) -> dict[int, Fingerprint]:
+    invoices = {row[0]: row[1:] for row in Invoice.objects.filter(customer_id__in=customer_ids).values("customer_id")
+                .annotate(newest=Max("id"), void=Count("id", filter=Q(status=Invoice.Status.VOID)))
+                .values_list("customer_id", "newest", "void")}
+    notes = {row[0]: row[1:] for row in CreditNote.objects.filter(customer_id__in=customer_ids).values("customer_id")
+             .annotate(newest=Max("id"), void=Count("id", filter=Q(status=CreditNote.Status.VOID)))
+             .values_list("customer_id", "newest", "void")}
+    return {pk: (*invoices.get(pk, (0, 0)), *notes.get(pk, (0, 0))) for pk in customer_ids}
 
 
 def billed_items(subscriptions: list[Subscription], *, starting_after: dt.datetime | None,
@@ -393,12 +427,20 @@ def cycle_bill(
     usage_until: dt.datetime | None = None,
     context: BillingContext | None = None,
     also: frozenset[ItemKey] = frozenset(),
+    fingerprint: Fingerprint | None = None,
 ) -> CycleBill:
-    """The lines this cycle bills (``usage_until`` cuts the running period short, for a preview)."""
+    """The lines this cycle bills (``usage_until`` cuts the running period short, for a preview).
+    ``fingerprint``: the customer's billing fingerprint read under its lock (a batch may then use what it read)."""
     context = context or BillingContext()
     currency = subscription.plan.currency
     chain = subscription_chain(subscription)
-    billed, newest = billed_items(chain, starting_after=None if also else _billed_since(chain, cycle, now))
+    since = None if also else _billed_since(chain, cycle, now)
+    prefetched = None if since is None else context.prefetched_billed(chain, starting_after=since,
+                                                                      fingerprint=fingerprint)
+    if prefetched is not None:
+        billed, newest = prefetched, None  # unchanged since the batch read its usage too
+    else:
+        billed, newest = billed_items(chain, starting_after=since)
     done = context.done if context.done is not None else done_cycles(chain)
     if context.usage_read_at is not None and newest is not None and newest >= context.usage_read_at:
         context.fresh_usage = True  # another close billed this customer after the batch read its usage

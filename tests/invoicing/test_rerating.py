@@ -393,3 +393,22 @@ def test_billing_reconcile_clean_late_and_broken():
 def test_billing_reconcile_refuses_bad_arguments(args, message):
     with pytest.raises(CommandError, match=message):
         reconcile_command(*args)
+
+
+def test_a_credit_larger_than_what_its_invoice_has_left_goes_to_the_customers_other_invoices():
+    """Found by the property test: two plan changes an hour apart. The second credits almost all of a fee billed
+    on an invoice that already carried a credit, so part of it goes to the customer's earlier invoice."""
+    basic = token_plan(key="basic", extra=[platform_fee("30.00")])
+    pro = token_plan(key="pro", extra=[platform_fee("90.00")])
+    first = subscription_create(customer=kong_air(), plan=basic, start=utc(2026, 11, 2))
+    at = utc(2026, 11, 14, 14)
+    close_cycles(now=at)
+    second = subscription_change_plan(subscription=first, plan=pro, when="now", now=at)
+    close_cycles(now=at + dt.timedelta(hours=1))
+    subscription_change_plan(subscription=second, plan=basic, when="now", now=at + dt.timedelta(hours=1))
+    report = close_cycles(now=at + dt.timedelta(hours=2))
+    assert not report.errors
+    notes = {note.invoice.number: note.total for note in CreditNote.objects.all()}
+    assert notes == {"INV-2026-000002": 3483, "INV-2026-000001": 1729}  # 3483 was all INV-2 had left
+    assert not Invoice.objects.filter(total__lt=0).exists()
+    assert all(r.difference == 0 for r in reconcile(now=at + dt.timedelta(hours=2)))
