@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
+import os
 from collections import defaultdict
 
 import pytest
@@ -217,5 +218,5 @@ def billed_by_hand(customer) -> dict[tuple, int]:
 @pytest.mark.django_db
 def test_billed_equals_rated_after_any_history():
     run_state_machine_as_test(BillingHistory, settings=settings(
-        max_examples=40, stateful_step_count=30, deadline=None,
+        max_examples=int(os.environ.get("RERATING_EXAMPLES", "40")), stateful_step_count=30, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
