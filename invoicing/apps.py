@@ -10,6 +10,7 @@ class InvoicingConfig(AppConfig):
         from common.dashboard import register_dashboard
         from metering.enrichment import register_event_enricher
 
+        from . import checks  # noqa: F401 - registers the system checks
         from .dashboard import dashboard
         from .enrichment import invoices_of_events
         from .guards import register_guards

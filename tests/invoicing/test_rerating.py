@@ -412,3 +412,10 @@ def test_a_credit_larger_than_what_its_invoice_has_left_goes_to_the_customers_ot
     assert notes == {"INV-2026-000002": 3483, "INV-2026-000001": 1729}  # 3483 was all INV-2 had left
     assert not Invoice.objects.filter(total__lt=0).exists()
     assert all(r.difference == 0 for r in reconcile(now=at + dt.timedelta(hours=2)))
+
+
+def test_the_same_prefix_for_invoices_and_credit_notes_is_refused_at_start(settings):
+    from django.core.checks import run_checks
+
+    settings.CREDIT_NOTE_NUMBER_PREFIX = settings.INVOICE_NUMBER_PREFIX
+    assert "invoicing.E001" in [message.id for message in run_checks()]
