@@ -11,9 +11,9 @@ class InvoicingConfig(AppConfig):
         from metering.enrichment import register_event_enricher
 
         from . import checks  # noqa: F401 - registers the system checks
-        from .dashboard import dashboard
-        from .enrichment import invoices_of_events
-        from .guards import register_guards
+        from .selectors.dashboard import dashboard
+        from .selectors.enrichment import invoices_of_events
+        from .selectors.guards import register_guards
 
         register_event_enricher("invoicing", invoices_of_events, order=30)
         register_dashboard(dashboard)

@@ -12,9 +12,9 @@ from common.jobs import tracked_job
 from common.models import JobRun
 from common.retries import BACKOFF, give_up_on_last_attempt
 
-from .dashboard import record_unbilled_snapshot
 from .models import CreditNote, Invoice
 from .services.close import close_cycles
+from .services.snapshots import record_unbilled_snapshot
 from .services.stripe_push import (
     credit_note_push_gave_up,
     push_credit_note_to_stripe,

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .api import (
+from .api.invoices import (
     CreditNoteDetailView,
     CreditNoteListView,
     InvoiceDetailView,
@@ -10,7 +10,7 @@ from .api import (
     InvoiceReissueView,
     InvoiceVoidView,
 )
-from .webhooks import stripe_webhook
+from .api.stripe_webhooks import stripe_webhook
 
 urlpatterns = [
     path("api/v1/invoices", InvoiceListView.as_view(), name="invoices"),

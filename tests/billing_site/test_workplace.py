@@ -10,10 +10,10 @@ from common.models import JobRun
 from customers.models import Subscription
 from customers.services.customers import attribution_add, customer_create
 from customers.services.subscriptions import subscription_create
-from invoicing.dashboard import record_unbilled_snapshot
 from invoicing.models import Invoice
 from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import invoice_mark_paid
+from invoicing.services.snapshots import record_unbilled_snapshot
 from metering.models import ApiToken, Meter
 from tests.catalog.factories import platform_fee, token_plan
 from tests.metering.helpers import llm_event

@@ -419,3 +419,25 @@ def test_the_same_prefix_for_invoices_and_credit_notes_is_refused_at_start(setti
 
     settings.CREDIT_NOTE_NUMBER_PREFIX = settings.INVOICE_NUMBER_PREFIX
     assert "invoicing.E001" in [message.id for message in run_checks()]
+
+
+def test_the_demo_data_reconciles_after_its_first_month(settings, tmp_path):
+    """``make run``'s demo: the seed flow, a month of gateway traffic with some of it late, then the closes."""
+    from invoicing.management.commands.simulate_gateway import gateway_events
+
+    settings.VAR_DIR = tmp_path
+    call_command("load_demo", stdout=io.StringIO())
+    month = utc(2026, 11, 1)
+    close_cycles(now=month)
+
+    def traffic(requests: int, at: dt.datetime) -> list[dict]:
+        return [{**event, "time": iso(at)} for event in gateway_events("kong-air", requests)]
+
+    ingest(traffic(6, month + dt.timedelta(days=3)), now=month + dt.timedelta(days=3))
+    close_cycles(now=DEC + dt.timedelta(hours=2))
+    ingest(traffic(2, month + dt.timedelta(days=20)), now=DEC + dt.timedelta(days=2))  # late
+    assert "0 unexplained" in reconcile_command("--now", "2026-12-03T00:00:00Z")
+    close_cycles(now=JAN + dt.timedelta(hours=2))
+    out = reconcile_command("--now", "2027-01-02T00:00:00Z")
+    assert "0 with a difference, 0 unexplained" in out
+    assert InvoiceLine.objects.filter(kind="late_usage").exists()

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from invoicing.demo import demo_load, demo_token_file
+from invoicing.services.demo import demo_load, demo_token_file
 
 
 class Command(BaseCommand):

@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from common.time import format_rfc3339
-from invoicing.demo import demo_token_file
+from invoicing.services.demo import demo_token_file
 
 FIXTURES = Path(__file__).resolve().parents[3] / "metering" / "data" / "kong_events.json"
 

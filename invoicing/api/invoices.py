@@ -17,8 +17,8 @@ from rest_framework.views import APIView
 from common.problems import Problem
 from metering.api.params import int_param
 
-from .models import Invoice
-from .selectors.invoices import (
+from ..models import Invoice
+from ..selectors.invoices import (
     credit_note_by_id_or_number,
     credit_note_json,
     credit_note_list,
@@ -26,8 +26,8 @@ from .selectors.invoices import (
     invoice_json,
     invoice_list,
 )
-from .services.credit_notes import CreditNoteError
-from .services.lifecycle import InvoiceTransitionError, ReissueError, invoice_reissue, invoice_void
+from ..services.credit_notes import CreditNoteError
+from ..services.lifecycle import InvoiceTransitionError, ReissueError, invoice_reissue, invoice_void
 
 MAX_REASON = 2000
 WRITE = {"POST": "manage"}

@@ -13,14 +13,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.money import format_major
-from common.jobs import tracked_job
 from common.models import JobRun
 from customers.models import Subscription
 from customers.selectors import unattributed_subjects
 from metering.models import DailyUsage, EventTypeActivity, Meter
 
-from .models import CycleClose, Invoice
-from .selectors.previews import invoice_preview
+from ..models import CycleClose, Invoice
+from .previews import invoice_preview
 
 BILLED = (Invoice.Status.ISSUED, Invoice.Status.PAID, Invoice.Status.UNCOLLECTIBLE)
 BEAT_KINDS = ("heartbeat", "process_usage", "close_cycles", "unbilled_snapshot")
@@ -63,15 +62,6 @@ def unbilled_snapshot(*, now: dt.datetime | None = None) -> dict[str, str]:
         preview = invoice_preview(customer=subscription.customer, at=now)
         totals[preview.currency] += preview.total
     return {currency: format_major(total, currency) for currency, total in sorted(totals.items())}
-
-
-def record_unbilled_snapshot(*, trigger: str = JobRun.Trigger.BEAT) -> JobRun:
-    with tracked_job(kind="unbilled_snapshot", trigger=trigger) as run:
-        result = unbilled_snapshot()
-        run.result = {"totals": result}
-        run.message = ", ".join(f"{amount} {currency}" for currency, amount in result.items()) or "nothing unbilled"
-    run.refresh_from_db()
-    return run
 
 
 def dashboard(user) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from django.db.models import Q
 from customers.hooks import register_attribution_change_guard
 from customers.models import SubjectAttribution, format_instant
 
-from .models import Invoice, InvoiceLine
+from ..models import Invoice, InvoiceLine
 
 USAGE_KINDS = (InvoiceLine.Kind.USAGE, InvoiceLine.Kind.LATE_USAGE, InvoiceLine.Kind.MINIMUM_SPEND,
                InvoiceLine.Kind.DISCOUNT)

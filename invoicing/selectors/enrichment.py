@@ -11,7 +11,7 @@ from django.db.models import Q
 
 from customers.models import SubjectAttribution
 
-from .models import Invoice, InvoiceLine
+from ..models import Invoice, InvoiceLine
 
 BILLING_KINDS = (InvoiceLine.Kind.USAGE, InvoiceLine.Kind.LATE_USAGE)
 

@@ -8,8 +8,8 @@ from django.views.decorators.http import require_POST
 
 from common.problems import problem_json_response
 
-from .services.stripe_webhooks import webhook_receive
-from .stripe_gateway import WebhookSignatureError
+from ..services.stripe_webhooks import webhook_receive
+from ..stripe_gateway import WebhookSignatureError
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
 

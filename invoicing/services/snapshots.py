@@ -1,0 +1,18 @@
+"""The dashboard's "unbilled so far this period": preview totals of every active subscription, recorded by beat as a
+job run (previewing every customer is too slow for a page view)."""
+
+from __future__ import annotations
+
+from common.jobs import tracked_job
+from common.models import JobRun
+
+from ..selectors.dashboard import unbilled_snapshot
+
+
+def record_unbilled_snapshot(*, trigger: str = JobRun.Trigger.BEAT) -> JobRun:
+    with tracked_job(kind="unbilled_snapshot", trigger=trigger) as run:
+        result = unbilled_snapshot()
+        run.result = {"totals": result}
+        run.message = ", ".join(f"{amount} {currency}" for currency, amount in result.items()) or "nothing unbilled"
+    run.refresh_from_db()
+    return run
