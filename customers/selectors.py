@@ -16,6 +16,7 @@ from catalog.display import plain_number
 from catalog.models import Feature, Plan, RateCard
 from catalog.money import to_major
 from catalog.rules import cadence_delta
+from common.caches import ProcessCache
 from metering.models import SubjectActivity
 from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
@@ -223,7 +224,8 @@ class Grant:
     cadence: str
 
 
-_ENTITLEMENT_CARDS: dict[tuple, list[RateCard]] = {}
+ENTITLEMENT_CACHE_SIZE = 50_000
+_ENTITLEMENT_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=None)
 
 
 def forget_cached_entitlements() -> None:
@@ -240,9 +242,7 @@ def entitlement_rate_cards(grant: Grant, feature: Feature) -> list[RateCard]:
     cards = list(RateCard.objects.filter(plan_id=grant.plan_id, feature=feature).exclude(entitlement_type="")
                  .order_by("position"))
     if not grant.plan_is_draft:
-        if len(_ENTITLEMENT_CARDS) > 50_000:
-            _ENTITLEMENT_CARDS.clear()
-        _ENTITLEMENT_CARDS[key] = cards
+        _ENTITLEMENT_CARDS.set(key, cards)
     return cards
 
 
