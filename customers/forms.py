@@ -10,8 +10,8 @@ from django.utils import timezone
 from catalog.models import Plan
 from catalog.rules import clean_currency
 
-from .models import Customer, SubjectAttribution
-from .selectors import kong_consumer_of
+from .models import Customer, KongConsumer, SubjectAttribution
+from .selectors import kong_consumer_of, unattributed_subjects
 from .services.attributions import AttributionChange, attribution_changes_problems
 from .services.customers import CUSTOMER_FIELDS, customer_problems
 
@@ -22,11 +22,7 @@ class SubjectPickerWidget(forms.TextInput):
     template_name = "admin/customers/widgets/subject_picker.html"
 
     def get_context(self, name, value, attrs):
-        from .selectors import unattributed_subjects
-
         context = super().get_context(name, value, attrs)
-        from .models import KongConsumer
-
         options = [
             (s.subject, f"{s.event_count:,} events, last {s.last_seen:%Y-%m-%d %H:%M}")
             for s in unattributed_subjects()[:200]
