@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from common.jobs import job_run_progress, tracked_job
-from common.models import JobRun
+from common.models import JOB_MESSAGE_MAX, JobRun
 
 from .models import Meter
 from .services.rollups import rollups_catch_up_isolated, usage_process_all, usage_rebuild
@@ -26,7 +26,7 @@ def process_usage() -> int:
         JobRun.objects.create(
             kind="process_usage", trigger=JobRun.Trigger.BEAT,
             status=JobRun.Status.FAILED if report.failures else JobRun.Status.SUCCEEDED,
-            message=message[:10_000],
+            message=message[:JOB_MESSAGE_MAX],
             result={"by_meter": report.events_by_meter, "activity": report.activity_events,
                     "failures": report.failures},
         )
