@@ -103,9 +103,9 @@ def meter_definition(meter) -> MeterDefinition:
 
 def value_problem(definition: MeterDefinition, data: Any) -> str | None:
     """Why this event's data would not be counted by the meter, or None."""
-    if definition.aggregation == "COUNT" or definition.value_path is None:
+    if definition.aggregation == Meter.Aggregation.COUNT or definition.value_path is None:
         return None
-    if definition.aggregation == "UNIQUE_COUNT":
+    if definition.aggregation == Meter.Aggregation.UNIQUE_COUNT:
         value = jsonpath.group_value(definition.value_path, data)
         return None if value is not None else f"value at {definition.value_path.text} is missing"
     _, problem = jsonpath.numeric_value(definition.value_path, data)

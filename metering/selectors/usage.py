@@ -35,6 +35,7 @@ from ..usage_sql import (
 )
 from ..windows import WINDOW_SIZES, Piece, WindowError, decompose, time_zone, windows
 
+Aggregation = Meter.Aggregation
 MAX_PIECES = 12_000
 FILTER_OPERATORS = ("$eq", "$ne", "$in", "$nin")
 
@@ -142,8 +143,8 @@ class _UsageQuery:
     def __post_init__(self) -> None:
         self.keys = list(dict.fromkeys([*self.group_by, *(f.key for f in self.filters)]))
         self.key_columns = [f"g{i}" for i in range(len(self.keys))]
-        self.unique = self.definition.aggregation == "UNIQUE_COUNT"
-        self.latest = self.definition.aggregation == "LATEST"
+        self.unique = self.definition.aggregation == Aggregation.UNIQUE_COUNT
+        self.latest = self.definition.aggregation == Aggregation.LATEST
         self.per_subject_pieces = any(p.subject is not None for p in self.pieces)
         self.measure_aliases = ("val",) if self.unique else MEASURES
 
@@ -219,7 +220,7 @@ def _rollup_branch(query: _UsageQuery, table: str, kinds: tuple[str, ...], piece
 
 def _raw_value(query: _UsageQuery) -> tuple[str, list]:
     """The SQL of an event's value: none for COUNT, the text for UNIQUE_COUNT, else the number."""
-    if query.definition.aggregation == "COUNT":
+    if query.definition.aggregation == Aggregation.COUNT:
         return "NULL", []
     if query.unique:
         return text_expr(query.definition.value_path)
@@ -230,7 +231,7 @@ def _raw_measures(query: _UsageQuery) -> Sequence[str]:
     """An event's contribution to each measure, named like the rollup columns."""
     if query.unique:
         return ["e.v"]
-    if query.definition.aggregation == "COUNT":
+    if query.definition.aggregation == Aggregation.COUNT:
         return COUNT_MEASURES
     return VALUE_MEASURES
 
@@ -430,22 +431,22 @@ def usage_rows(
 
 
 def _final_value(aggregation: str, measures: Sequence[Any]) -> Decimal | None:
-    if aggregation == "UNIQUE_COUNT":
+    if aggregation == Aggregation.UNIQUE_COUNT:
         count = int(measures[0] or 0)
         return Decimal(count) if count else None
     event_count, value_count, value_sum, value_min, value_max, latest_value = measures
     event_count, value_count = int(event_count or 0), int(value_count or 0)
-    if aggregation == "COUNT":
+    if aggregation == Aggregation.COUNT:
         return Decimal(event_count) if event_count else None
-    if aggregation == "SUM":
+    if aggregation == Aggregation.SUM:
         return from_db_number(value_sum) if event_count else None
     if not value_count:
         return None
-    if aggregation == "AVG":
+    if aggregation == Aggregation.AVG:
         return from_db_number(value_sum) / Decimal(value_count)
-    if aggregation == "MIN":
+    if aggregation == Aggregation.MIN:
         return from_db_number(value_min)
-    if aggregation == "MAX":
+    if aggregation == Aggregation.MAX:
         return from_db_number(value_max)
     return from_db_number(latest_value)
 

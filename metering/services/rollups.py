@@ -45,6 +45,7 @@ from ..usage_sql import (
 )
 
 logger = logging.getLogger(__name__)
+Aggregation = Meter.Aggregation
 
 CHUNK_EVENTS = 500_000
 CHUNK_TABLE = "metering_rollup_chunk"
@@ -114,11 +115,11 @@ class _ChunkShape:
     @property
     def numeric(self) -> bool:
         """Whether the value is a number (SUM, AVG, MIN, MAX, LATEST) rather than absent or a text."""
-        return self.aggregation not in ("COUNT", "UNIQUE_COUNT")
+        return self.aggregation not in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT)
 
     @property
     def latest(self) -> bool:
-        return self.aggregation == "LATEST"
+        return self.aggregation == Aggregation.LATEST
 
     @property
     def key_list(self) -> str:
@@ -133,9 +134,9 @@ class _ChunkShape:
 def _event_value(shape: _ChunkShape) -> tuple[str, list]:
     """The SQL of an event's value: none for COUNT, the text for UNIQUE_COUNT, else the number (the range
     check is applied once to the extracted column, see :func:`_chunk_events`)."""
-    if shape.aggregation == "COUNT":
+    if shape.aggregation == Aggregation.COUNT:
         return shape.null("NUMERIC"), []
-    if shape.aggregation == "UNIQUE_COUNT":
+    if shape.aggregation == Aggregation.UNIQUE_COUNT:
         return text_expr(shape.definition.value_path)
     return value_expr(shape.definition.value_path, bounded=False)
 
@@ -175,7 +176,7 @@ def _chunk_events(shape: _ChunkShape, low: int, high: int) -> tuple[str, list]:
 
 def _hourly_partials(shape: _ChunkShape, events: str) -> str:
     """The events grouped by subject, hour and group-by values, as rollup columns."""
-    count_value = "count(v)" if shape.aggregation != "COUNT" else "count(*)"
+    count_value = "count(v)" if shape.aggregation != Aggregation.COUNT else "count(*)"
     null_numeric = shape.null("NUMERIC")
     if shape.numeric:
         values = "COALESCE(sum(v), 0) AS value_sum, min(v) AS value_min, max(v) AS value_max, "
@@ -287,7 +288,7 @@ def _fold_into_rollups(cursor, meter: Meter, shape: _ChunkShape, events: str, ev
             f"{series_join}")
     _merge(cursor, DailyUsage._meta.db_table, rows=days, params=series_params,
            newest=_stored(meter.rollup_newest_day))
-    if shape.aggregation == "UNIQUE_COUNT":
+    if shape.aggregation == Aggregation.UNIQUE_COUNT:
         _add_distinct_values(cursor, shape, events, events_params, series_join, series_params)
 
 
