@@ -15,6 +15,8 @@ from .selectors import kong_consumer_of, unattributed_subjects
 from .services.attributions import AttributionChange, attribution_changes_problems
 from .services.customers import CUSTOMER_FIELDS, customer_problems
 
+PICKER_OPTIONS_MAX = 200  # subjects, and Kong consumers, offered in the dropdown at most
+
 
 class SubjectPickerWidget(forms.TextInput):
     """A text box with a dropdown of subjects nobody includes yet and of imported Kong consumers."""
@@ -25,9 +27,9 @@ class SubjectPickerWidget(forms.TextInput):
         context = super().get_context(name, value, attrs)
         options = [
             (s.subject, f"{s.event_count:,} events, last {s.last_seen:%Y-%m-%d %H:%M}")
-            for s in unattributed_subjects()[:200]
+            for s in unattributed_subjects()[:PICKER_OPTIONS_MAX]
         ]
-        for consumer in KongConsumer.objects.filter(attributions__isnull=True)[:200]:
+        for consumer in KongConsumer.objects.filter(attributions__isnull=True)[:PICKER_OPTIONS_MAX]:
             for subject in consumer.subjects:
                 options.append((subject, f"Kong consumer {consumer}"))
         context["widget"]["options"] = options
