@@ -20,7 +20,7 @@ __all__ = ["CADENCE_WORDS", "money_text", "plain_number", "price_summary", "unit
 
 PriceType = RateCard.PriceType
 Cadence = Plan.Cadence
-CADENCE_WORDS = {Cadence.DAILY: "day", Cadence.WEEKLY: "week", Cadence.MONTHLY: "month",
+CADENCE_WORDS: dict[str, str] = {Cadence.DAILY: "day", Cadence.WEEKLY: "week", Cadence.MONTHLY: "month",
                  Cadence.QUARTERLY: "quarter", Cadence.YEARLY: "year"}
 _UNSET: Any = object()
 

@@ -27,7 +27,7 @@ EntitlementType = RateCard.EntitlementType
 PaymentTerm = RateCard.PaymentTerm
 Cadence = Plan.Cadence
 
-CADENCES = {
+CADENCES: dict[str, relativedelta] = {
     Cadence.DAILY: relativedelta(days=1),
     Cadence.WEEKLY: relativedelta(weeks=1),
     Cadence.MONTHLY: relativedelta(months=1),

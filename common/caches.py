@@ -12,7 +12,7 @@ import threading
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from cachetools import LRUCache, TTLCache
+from cachetools import Cache, LRUCache, TTLCache
 
 V = TypeVar("V")
 
@@ -21,7 +21,7 @@ class ProcessCache(Generic[V]):
     """A thread-safe ``cachetools.TTLCache`` (``ttl`` seconds) or ``LRUCache`` (``ttl=None``) of ``maxsize``."""
 
     def __init__(self, *, maxsize: int, ttl: float | None) -> None:
-        self._cache: LRUCache[Hashable, V] = (
+        self._cache: Cache[Hashable, V] = (
             LRUCache(maxsize=maxsize) if ttl is None else TTLCache(maxsize=maxsize, ttl=ttl)
         )
         self._lock = threading.Lock()

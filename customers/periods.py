@@ -25,7 +25,7 @@ def _mean_length(delta: relativedelta) -> dt.timedelta:
     return MEAN_GREGORIAN_YEAR * (delta.years * 12 + delta.months) / 12 + dt.timedelta(days=delta.days)
 
 
-_APPROX = {cadence: _mean_length(delta) for cadence, delta in CADENCES.items()}
+_APPROX: dict[str, dt.timedelta] = {cadence: _mean_length(delta) for cadence, delta in CADENCES.items()}
 
 
 @dataclass(frozen=True)

@@ -272,7 +272,8 @@ def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _
     join = ["w.kind " + ("<> 'R'" if tail else "= 'R'"), "e.time >= w.a", "e.time < w.b"]
     if query.per_subject_pieces:
         join.append("e.subject = w.subj")
-    extracted = {key: (f"e.{column}", []) for column, key in zip(query.key_columns, query.keys, strict=True)}
+    extracted: dict[str, tuple[str, list]] = {
+        key: (f"e.{column}", []) for column, key in zip(query.key_columns, query.keys, strict=True)}
     conditions, params = _filter_conditions(query, extracted)
     if query.unique:
         conditions.append("e.v IS NOT NULL")
@@ -399,7 +400,7 @@ def usage_rows(
     if len(pieces) > MAX_PIECES:
         raise UsageQueryError("windowSize", "the query needs too many windows: use a larger windowSize "
                                             "or a shorter range")
-    arguments = {"meter": meter, "definition": definition, "pieces": pieces, "group_by": group_by,
+    arguments: dict[str, Any] = {"meter": meter, "definition": definition, "pieces": pieces, "group_by": group_by,
                  "group_by_subject": group_by_subject, "subjects": subjects, "filters": filters}
     low_hint = _rollup_low(meter) if any(p.kind != "R" for p in pieces) else 0
     with connection.cursor() as cursor:
