@@ -2,10 +2,10 @@ from django.apps import AppConfig, apps
 from django.contrib.admin import apps as admin_apps
 from django.db.models.signals import post_migrate
 
+from .roles import sync_roles
+
 
 def _sync_roles(sender, **kwargs) -> None:
-    from .roles import sync_roles
-
     sync_roles(kwargs.get("apps") or apps)
 
 

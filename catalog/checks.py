@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from metering.enrichment import MeterUpdateRefusal
 
+from .models import Feature, Plan, RateCard
+
 # What a meter counts: frozen while a published (or archived) plan version bills a feature of the meter.
 FROZEN_FIELDS = {"event_type": "event type", "aggregation": "aggregation", "value_property": "value property"}
 WAY_FORWARD = "To change how a published plan meters, publish a new plan version on a new meter."
@@ -13,8 +15,6 @@ NAMED_MAX = 5
 def _freezing_plans(meter) -> list[str]:
     """``plan token v1 (published) bills feature ai-token`` for each non-draft plan version whose rate cards
     use a feature of the meter (one query)."""
-    from .models import Plan, RateCard
-
     rows = (RateCard.objects.filter(feature__meter=meter).exclude(plan__status=Plan.Status.DRAFT)
             .values_list("plan__key", "plan__version", "plan__status", "feature__key")
             .order_by("plan__key", "plan__version", "feature__key").distinct())
@@ -40,8 +40,6 @@ def meter_change_refusals(meter, new: dict) -> list[MeterUpdateRefusal]:
       frozen: its event type, aggregation and value property stay, and so do the JSONPaths of the group-bys
       its features filter on; group-bys may be added (and unfiltered ones removed).
     """
-    from .models import Feature
-
     refusals: list[MeterUpdateRefusal] = []
     new_group_by = new.get("group_by") or {}
     old_group_by = meter.group_by or {}

@@ -13,11 +13,15 @@ from typing import Any
 
 from common.forms import plain_decimal
 
+from .models import Plan, RateCard
 from .money import UnknownCurrency, minor_unit_exponent
 
 __all__ = ["CADENCE_WORDS", "money_text", "plain_number", "price_summary", "unit_label", "unit_name"]
 
-CADENCE_WORDS = {"P1D": "day", "P1W": "week", "P1M": "month", "P3M": "quarter", "P1Y": "year"}
+PriceType = RateCard.PriceType
+Cadence = Plan.Cadence
+CADENCE_WORDS: dict[str, str] = {Cadence.DAILY: "day", Cadence.WEEKLY: "week", Cadence.MONTHLY: "month",
+                 Cadence.QUARTERLY: "quarter", Cadence.YEARLY: "year"}
 _UNSET: Any = object()
 
 
@@ -77,7 +81,7 @@ def _tiers_text(kind: str, tiers: list, money, unit: str) -> str:
     for i, tier in enumerate(tiers):
         up_to, unit_amount, flat = tier.up_to, tier.unit_amount, tier.flat_amount
         price = money(unit_amount)
-        if kind == "graduated":
+        if kind == PriceType.GRADUATED:
             if up_to is None and i == 0:
                 part = f"{price} per {one}"
             elif up_to is None:
@@ -97,7 +101,7 @@ def _tiers_text(kind: str, tiers: list, money, unit: str) -> str:
                 part += f" + {money(flat)}"
         parts.append(part)
         lower = up_to if up_to is not None else lower
-    if kind == "graduated":
+    if kind == PriceType.GRADUATED:
         return "graduated: " + ", ".join(parts)
     return f"volume (every {one} at the rate of the total): " + ", ".join(parts)
 
@@ -131,17 +135,17 @@ def price_summary(
         return money_text(value, currency)
 
     extras: list[str] = []
-    if kind == "flat":
+    if kind == PriceType.FLAT:
         text = f"{money(rate_card.amount)} per {period}"
-        extras.append("in advance" if rate_card.payment_term == "in_advance" else "in arrears")
-    elif kind == "unit":
+        extras.append("in advance" if rate_card.payment_term == RateCard.PaymentTerm.IN_ADVANCE else "in arrears")
+    elif kind == PriceType.UNIT:
         text = f"{money(rate_card.unit_amount)} per {one}"
-    elif kind == "package":
+    elif kind == PriceType.PACKAGE:
         size = rate_card.quantity_per_package
         per = f"{plain_number(size)} {unit_name(unit, size)}" if size is not None else f"? {unit}"
         text = f"{money(rate_card.amount)} per {per}"
         extras.append("a started package counts in full")
-    elif kind in ("graduated", "volume"):
+    elif kind in (PriceType.GRADUATED, PriceType.VOLUME):
         if tiers is None:
             tiers = rate_card.tiers.all() if rate_card.pk else []
         text = _tiers_text(kind, list(tiers), money, unit)

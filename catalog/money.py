@@ -1,6 +1,6 @@
 """Currency helpers: ISO 4217 codes, minor units and formatting, all on ``Decimal``.
 
-Rules (CONVENTIONS.md rule 2, "Money"):
+Rules:
 
 * Stored amounts are integers in the currency's *minor unit* (cents for USD, yen for JPY, fils for KWD).
 * The number of decimals of the minor unit (the *exponent*) comes from Babel's CLDR data

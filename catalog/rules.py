@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from dateutil.relativedelta import relativedelta
 
+from .models import Plan, RateCard
 from .money import is_known_currency, normalize_currency
 from .pricing import (
     FlatPrice,
@@ -21,17 +22,23 @@ from .pricing import (
 
 KEY_RE = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 KEY_HELP = "lowercase letters and digits, words joined by - or _ (e.g. ai-token)"
-CADENCES = {
-    "P1D": relativedelta(days=1),
-    "P1W": relativedelta(weeks=1),
-    "P1M": relativedelta(months=1),
-    "P3M": relativedelta(months=3),
-    "P1Y": relativedelta(years=1),
+PriceType = RateCard.PriceType
+EntitlementType = RateCard.EntitlementType
+PaymentTerm = RateCard.PaymentTerm
+Cadence = Plan.Cadence
+
+CADENCES: dict[str, relativedelta] = {
+    Cadence.DAILY: relativedelta(days=1),
+    Cadence.WEEKLY: relativedelta(weeks=1),
+    Cadence.MONTHLY: relativedelta(months=1),
+    Cadence.QUARTERLY: relativedelta(months=3),
+    Cadence.YEARLY: relativedelta(years=1),
 }
-USAGE_PRICES = frozenset({"unit", "graduated", "volume", "package"})
-PRICE_TYPES = frozenset({"flat", *USAGE_PRICES})
-ENTITLEMENT_TYPES = frozenset({"boolean", "static", "metered"})
-PAYMENT_TERMS = frozenset({"in_advance", "in_arrears"})
+# Plain strings (the choices' values), as the stored fields and the catalog files hold them.
+PRICE_TYPES = frozenset(PriceType.values) - {PriceType.NONE.value}
+USAGE_PRICES = PRICE_TYPES - {PriceType.FLAT.value}
+ENTITLEMENT_TYPES = frozenset(EntitlementType.values) - {EntitlementType.NONE.value}
+PAYMENT_TERMS = frozenset(PaymentTerm.values)
 
 
 def cadence_delta(cadence: str) -> relativedelta:
@@ -93,16 +100,16 @@ def engine_price(
     """The pricing engine's price for stored fields (None for an entitlement-only rate card)."""
     if not price_type:
         return None
-    if price_type == "flat":
+    if price_type == PriceType.FLAT:
         return FlatPrice(amount)  # type: ignore[arg-type]
-    if price_type == "unit":
+    if price_type == PriceType.UNIT:
         return UnitPrice(unit_amount)  # type: ignore[arg-type]
-    if price_type == "package":
+    if price_type == PriceType.PACKAGE:
         return PackagePrice(amount, quantity_per_package)  # type: ignore[arg-type]
     tier_objects = tuple(Tier(up_to, unit, flat) for up_to, unit, flat in (tiers or []))
-    if price_type == "graduated":
+    if price_type == PriceType.GRADUATED:
         return GraduatedPrice(tier_objects)
-    if price_type == "volume":
+    if price_type == PriceType.VOLUME:
         return VolumePrice(tier_objects)
     raise ValueError(f"unknown price type {price_type!r}")
 
@@ -141,8 +148,8 @@ def rate_card_problems(
     if price_type in USAGE_PRICES and not feature_metered:
         problems.append(prefix + "a usage-based price needs a feature with a meter")
     if payment_term not in PAYMENT_TERMS:
-        problems.append(prefix + "payment term must be in_advance or in_arrears")
-    if payment_term == "in_advance" and price_type in USAGE_PRICES:
+        problems.append(prefix + f"payment term must be {' or '.join(PaymentTerm.values)}")
+    if payment_term == PaymentTerm.IN_ADVANCE and price_type in USAGE_PRICES:
         problems.append(prefix + "usage can only be billed in arrears")
     for name, value in (
         ("minimum spend", minimum_spend),
@@ -153,7 +160,7 @@ def rate_card_problems(
             problems.append(prefix + f"{name} must not be negative")
     if (minimum_spend is not None or maximum_spend is not None or free_quantity is not None) and not price_type:
         problems.append(prefix + "minimum/maximum spend and free quantity need a price")
-    if free_quantity is not None and price_type == "flat":
+    if free_quantity is not None and price_type == PriceType.FLAT:
         problems.append(prefix + "free quantity applies to usage-based prices only")
     if minimum_spend is not None and maximum_spend is not None and minimum_spend > maximum_spend:
         problems.append(prefix + "minimum spend must not exceed maximum spend")
@@ -161,12 +168,12 @@ def rate_card_problems(
         problems.append(prefix + f"unknown entitlement type {entitlement_type!r}")
     if entitlement_type and not has_feature:
         problems.append(prefix + "an entitlement needs a feature")
-    if entitlement_type == "metered":
+    if entitlement_type == EntitlementType.METERED:
         if not feature_metered:
             problems.append(prefix + "a metered entitlement needs a feature with a meter")
         if entitlement_limit is None or entitlement_limit < 0:
             problems.append(prefix + "a metered entitlement needs a limit ≥ 0")
-    if entitlement_type == "static" and entitlement_config is None:
+    if entitlement_type == EntitlementType.STATIC and entitlement_config is None:
         problems.append(prefix + "a static entitlement needs a JSON config")
     if not price_type and not entitlement_type:
         problems.append(prefix + "needs a price, an entitlement, or both")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 from django.db.models import Prefetch
+
+from common.caches import ProcessCache
 
 from .models import Feature, Plan, RateCard
 
 FEATURE_CACHE_SECONDS = 5.0
-_features: dict[str, tuple[float, Feature]] = {}
+FEATURE_CACHE_SIZE = 10_000
+_features: ProcessCache[Feature] = ProcessCache(maxsize=FEATURE_CACHE_SIZE, ttl=FEATURE_CACHE_SECONDS)
 
 
 def forget_cached_features() -> None:
@@ -18,17 +19,14 @@ def forget_cached_features() -> None:
 
 def feature_by_key(key: str) -> Feature | None:
     """Features by key, remembered for a few seconds per process (a changed feature applies within 5 s)."""
-    now = time.monotonic()
     hit = _features.get(key)
-    if hit is not None and now - hit[0] < FEATURE_CACHE_SECONDS:
-        return hit[1]
+    if hit is not None:
+        return hit
     feature = Feature.objects.select_related("meter").filter(key=key).first()
     if feature is None:
-        _features.pop(key, None)
+        _features.forget(key)
         return None
-    if len(_features) > 10_000:
-        _features.clear()
-    _features[key] = (now, feature)
+    _features.set(key, feature)
     return feature
 
 

@@ -34,13 +34,13 @@ def price_json(rate_card: RateCard) -> dict[str, Any] | None:
     kind = rate_card.price_type
     if not kind:
         return None
-    if kind == "flat":
-        return {"type": "flat", "amount": decimal_text(rate_card.amount)}
-    if kind == "unit":
-        return {"type": "unit", "unit_amount": decimal_text(rate_card.unit_amount)}
-    if kind == "package":
+    if kind == RateCard.PriceType.FLAT:
+        return {"type": kind, "amount": decimal_text(rate_card.amount)}
+    if kind == RateCard.PriceType.UNIT:
+        return {"type": kind, "unit_amount": decimal_text(rate_card.unit_amount)}
+    if kind == RateCard.PriceType.PACKAGE:
         return {
-            "type": "package",
+            "type": kind,
             "amount": decimal_text(rate_card.amount),
             "quantity_per_package": decimal_text(rate_card.quantity_per_package),
         }
@@ -57,12 +57,12 @@ def entitlement_json(rate_card: RateCard) -> dict[str, Any] | None:
     kind = rate_card.entitlement_type
     if not kind:
         return None
-    if kind == "boolean":
-        return {"type": "boolean"}
-    if kind == "static":
-        return {"type": "static", "config": rate_card.entitlement_config}
+    if kind == RateCard.EntitlementType.BOOLEAN:
+        return {"type": kind}
+    if kind == RateCard.EntitlementType.STATIC:
+        return {"type": kind, "config": rate_card.entitlement_config}
     body: dict[str, Any] = {
-        "type": "metered",
+        "type": kind,
         "limit": decimal_text(rate_card.entitlement_limit),
         "soft": rate_card.entitlement_soft,
     }

@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from .api import FeatureListView, PlanListView
+from .api.features import FeatureListView
+from .api.plans import PlanListView
 
 urlpatterns = [
     path("api/v1/features", FeatureListView.as_view(), name="features"),

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from django.utils import timezone
 
-from .models import JobRun
+from .models import JOB_MESSAGE_MAX, JobRun
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def job_run_progress(*, job_run: JobRun, done: int, total: int | None = None, me
 def job_run_finish(*, job_run: JobRun, succeeded: bool, message: str = "", result: dict | None = None) -> JobRun:
     job_run.status = JobRun.Status.SUCCEEDED if succeeded else JobRun.Status.FAILED
     job_run.finished_at = timezone.now()
-    job_run.message = message[:10_000]
+    job_run.message = message[:JOB_MESSAGE_MAX]
     job_run.result = result or {}
     if job_run.started_at is None:
         job_run.started_at = job_run.finished_at

@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.db import models
 
+JOB_MESSAGE_MAX = 10_000  # characters of a job run's message kept (the rest of a long error is cut)
+
 
 class JobRun(models.Model):
     """One run of a background job (beat tick, cycle close, rebuild, import), visible in the admin."""

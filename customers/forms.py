@@ -10,10 +10,12 @@ from django.utils import timezone
 from catalog.models import Plan
 from catalog.rules import clean_currency
 
-from .models import Customer, SubjectAttribution
-from .selectors import kong_consumer_of
+from .models import Customer, KongConsumer, SubjectAttribution
+from .selectors import kong_consumer_of, unattributed_subjects
 from .services.attributions import AttributionChange, attribution_changes_problems
 from .services.customers import CUSTOMER_FIELDS, customer_problems
+
+PICKER_OPTIONS_MAX = 200  # subjects, and Kong consumers, offered in the dropdown at most
 
 
 class SubjectPickerWidget(forms.TextInput):
@@ -22,16 +24,12 @@ class SubjectPickerWidget(forms.TextInput):
     template_name = "admin/customers/widgets/subject_picker.html"
 
     def get_context(self, name, value, attrs):
-        from .selectors import unattributed_subjects
-
         context = super().get_context(name, value, attrs)
-        from .models import KongConsumer
-
         options = [
             (s.subject, f"{s.event_count:,} events, last {s.last_seen:%Y-%m-%d %H:%M}")
-            for s in unattributed_subjects()[:200]
+            for s in unattributed_subjects()[:PICKER_OPTIONS_MAX]
         ]
-        for consumer in KongConsumer.objects.filter(attributions__isnull=True)[:200]:
+        for consumer in KongConsumer.objects.filter(attributions__isnull=True)[:PICKER_OPTIONS_MAX]:
             for subject in consumer.subjects:
                 options.append((subject, f"Kong consumer {consumer}"))
         context["widget"]["options"] = options

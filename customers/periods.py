@@ -12,15 +12,20 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from catalog.rules import cadence_delta
+from dateutil.relativedelta import relativedelta
 
-_APPROX = {
-    "P1D": dt.timedelta(days=1),
-    "P1W": dt.timedelta(weeks=1),
-    "P1M": dt.timedelta(days=30.436875),
-    "P3M": dt.timedelta(days=91.310625),
-    "P1Y": dt.timedelta(days=365.2425),
-}
+from catalog.rules import CADENCES, cadence_delta
+
+MEAN_GREGORIAN_YEAR = dt.timedelta(days=146_097) / 400  # 365.2425 days: 146,097 days in every 400 years
+
+
+def _mean_length(delta: relativedelta) -> dt.timedelta:
+    """A cadence's mean length (a month is a twelfth of the mean year: 30.436875 days), exact to the
+    microsecond; :func:`index_at` starts from it and steps to the exact boundary."""
+    return MEAN_GREGORIAN_YEAR * (delta.years * 12 + delta.months) / 12 + dt.timedelta(days=delta.days)
+
+
+_APPROX: dict[str, dt.timedelta] = {cadence: _mean_length(delta) for cadence, delta in CADENCES.items()}
 
 
 @dataclass(frozen=True)

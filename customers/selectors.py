@@ -16,6 +16,7 @@ from catalog.display import plain_number
 from catalog.models import Feature, Plan, RateCard
 from catalog.money import to_major
 from catalog.rules import cadence_delta
+from common.caches import ProcessCache
 from metering.models import SubjectActivity
 from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
@@ -24,11 +25,26 @@ from metering.windows import decompose
 from .models import Customer, KongConsumer, SubjectAttribution, Subscription, format_instant, window_clip
 from .periods import Period, anchor_for, period_at, periods_between
 
+EntitlementType = RateCard.EntitlementType
+
+
+BIGINT_MAX = 2**63 - 1  # the biggest value of a bigint column, so the biggest id a row can have
+
+
+def as_row_id(value: str) -> int | None:
+    """``value`` as a row id when it is ASCII digits of a number a bigint holds, else None (``"²"``, a
+    5,000-digit number)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > len(str(BIGINT_MAX)):
+        return None
+    number = int(value)
+    return number if number <= BIGINT_MAX else None
+
 
 def customer_by_id_or_key(value: str) -> Customer | None:
     customer = Customer.objects.filter(key=value).first()
-    if customer is None and value.isascii() and value.isdigit():
-        customer = Customer.objects.filter(pk=int(value)).first()
+    number = as_row_id(value)
+    if customer is None and number is not None:
+        customer = Customer.objects.filter(pk=number).first()
     return customer
 
 
@@ -202,9 +218,9 @@ class EntitlementValue:
     def as_json(self) -> dict[str, Any]:
         """OpenMeter's entitlement value shape."""
         body: dict[str, Any] = {"hasAccess": self.has_access}
-        if self.kind == "metered":
+        if self.kind == EntitlementType.METERED:
             body.update({"balance": self.balance, "usage": self.usage, "overage": self.overage})
-        if self.kind == "static":
+        if self.kind == EntitlementType.STATIC:
             body["config"] = json.dumps(self.config)
         return body
 
@@ -223,7 +239,8 @@ class Grant:
     cadence: str
 
 
-_ENTITLEMENT_CARDS: dict[tuple, list[RateCard]] = {}
+ENTITLEMENT_CACHE_SIZE = 50_000
+_ENTITLEMENT_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=None)
 
 
 def forget_cached_entitlements() -> None:
@@ -237,12 +254,11 @@ def entitlement_rate_cards(grant: Grant, feature: Feature) -> list[RateCard]:
     cached = _ENTITLEMENT_CARDS.get(key)
     if cached is not None:
         return cached
-    cards = list(RateCard.objects.filter(plan_id=grant.plan_id, feature=feature).exclude(entitlement_type="")
+    cards = list(RateCard.objects.filter(plan_id=grant.plan_id, feature=feature)
+                 .exclude(entitlement_type=EntitlementType.NONE)
                  .order_by("position"))
     if not grant.plan_is_draft:
-        if len(_ENTITLEMENT_CARDS) > 50_000:
-            _ENTITLEMENT_CARDS.clear()
-        _ENTITLEMENT_CARDS[key] = cards
+        _ENTITLEMENT_CARDS.set(key, cards)
     return cards
 
 
@@ -281,8 +297,8 @@ def _value_of(grants: list[Grant], feature: Feature, at: dt.datetime) -> Entitle
             by_kind.setdefault(rate_card.entitlement_type, (grant, rate_card))
     if not by_kind:
         return EntitlementValue(False, "none")
-    if "metered" in by_kind:
-        grant, rate_card = by_kind["metered"]
+    if EntitlementType.METERED in by_kind:
+        grant, rate_card = by_kind[EntitlementType.METERED]
         period = period_at(grant.anchor, rate_card.entitlement_usage_period or grant.cadence, grant.start,
                            grant.cancel_at, at)
         assert period is not None  # the subscription is active at ``at``
@@ -290,13 +306,14 @@ def _value_of(grants: list[Grant], feature: Feature, at: dt.datetime) -> Entitle
         end = period.end if grant.cancel_at is None else min(period.end, grant.cancel_at)
         usage = _customer_usage(grant.customer_id, feature, start, end)
         limit = rate_card.entitlement_limit or Decimal(0)
-        return EntitlementValue(rate_card.entitlement_soft or usage < limit, "metered",
+        return EntitlementValue(rate_card.entitlement_soft or usage < limit, EntitlementType.METERED,
                                 balance=max(limit - usage, Decimal(0)), usage=usage,
                                 overage=max(usage - limit, Decimal(0)), limit=limit, period_start=period.start,
                                 period_end=period.end, soft=rate_card.entitlement_soft)
-    if "static" in by_kind:
-        return EntitlementValue(True, "static", config=by_kind["static"][1].entitlement_config)
-    return EntitlementValue(True, "boolean")
+    if EntitlementType.STATIC in by_kind:
+        static_card = by_kind[EntitlementType.STATIC][1]
+        return EntitlementValue(True, EntitlementType.STATIC, config=static_card.entitlement_config)
+    return EntitlementValue(True, EntitlementType.BOOLEAN)
 
 
 def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) -> EntitlementValue:
@@ -325,7 +342,7 @@ _GRANTS_SQL = """
 def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> EntitlementValue | None:
     """:func:`entitlement_value` for the gateway's hot path: raw statements instead of building ORM queries.
     None when no customer has this key (or id)."""
-    number = int(id_or_key) if id_or_key.isascii() and id_or_key.isdigit() and len(id_or_key) < 19 else None
+    number = as_row_id(id_or_key)
     with connection.cursor() as cursor:
         cursor.execute(_GRANTS_SQL, {"at": db_datetime(at), "key": id_or_key, "id": number})
         rows = cursor.fetchall()
@@ -343,7 +360,7 @@ def subscription_entitlements(subscription: Subscription, at: dt.datetime) -> li
     result = []
     for rate_card in (
         RateCard.objects.filter(plan=subscription.plan)
-        .exclude(entitlement_type="")
+        .exclude(entitlement_type=EntitlementType.NONE)
         .select_related("feature", "feature__meter")
     ):
         if rate_card.feature_id is None:
@@ -455,7 +472,8 @@ def plan_change_proration(*, subscription: Subscription, new_plan: Plan, at: dt.
     )
     lines = []
     for plan, sign in ((subscription.plan, -1), (new_plan, 1)):
-        for rate_card in plan.rate_cards.filter(payment_term="in_advance", price_type="flat").prefetch_related("tiers"):
+        for rate_card in plan.rate_cards.filter(payment_term=RateCard.PaymentTerm.IN_ADVANCE,
+                                                    price_type=RateCard.PriceType.FLAT).prefetch_related("tiers"):
             charge = charge_rate_card(rate_card, quantity=Decimal(0), currency=plan.currency, proration=remaining)
             amount = to_major(sign * charge.total, plan.currency)
             verb = "Unused" if sign < 0 else "Remaining"

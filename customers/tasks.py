@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from common.jobs import tracked_job
+from common.jobs import job_run_finish, tracked_job
 
 from .kong_admin import KongAdminError
 from .services.kong import kong_consumers_import
@@ -17,8 +17,6 @@ def import_kong_consumers(admin_url: str, token: str | None = None, job_run_id: 
         try:
             result = kong_consumers_import(admin_url=admin_url, token=token)
         except KongAdminError as exc:
-            from common.jobs import job_run_finish
-
             job_run_finish(job_run=run, succeeded=False, message=f"Nothing imported: {exc}")
             return 0
         run.message = (

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .api import EntitlementValueView
+from .api.entitlements import EntitlementValueView
 
 urlpatterns = [
     path(

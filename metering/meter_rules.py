@@ -8,13 +8,13 @@ from typing import Any
 
 from . import jsonpath
 from .jsonpath import JsonPath, JsonPathError
+from .models import Meter
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 SLUG_MAX = 64
 GROUP_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_GROUP_NAMES = frozenset({"subject", "customer_id", "customerId"})
-AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
-NUMERIC_AGGREGATIONS = frozenset({"SUM", "AVG", "MIN", "MAX", "LATEST"})
+AGGREGATIONS = tuple(Meter.Aggregation.values)
 # The aggregator builds each series' group object with one jsonb_build_object / json_object call of two
 # arguments per key: PostgreSQL takes at most 100 arguments (SQLite 127), so 50 keys is the ceiling.
 MAX_GROUP_BY = 50
@@ -61,7 +61,7 @@ def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, v
     if aggregation not in AGGREGATIONS:
         errors["aggregation"] = f"aggregation must be one of {', '.join(AGGREGATIONS)}"
     value_property = value_property or ""
-    if aggregation == "COUNT":
+    if aggregation == Meter.Aggregation.COUNT:
         if value_property:
             errors["value_property"] = "COUNT counts events: it takes no value property"
     elif aggregation in AGGREGATIONS:
@@ -103,9 +103,9 @@ def meter_definition(meter) -> MeterDefinition:
 
 def value_problem(definition: MeterDefinition, data: Any) -> str | None:
     """Why this event's data would not be counted by the meter, or None."""
-    if definition.aggregation == "COUNT" or definition.value_path is None:
+    if definition.aggregation == Meter.Aggregation.COUNT or definition.value_path is None:
         return None
-    if definition.aggregation == "UNIQUE_COUNT":
+    if definition.aggregation == Meter.Aggregation.UNIQUE_COUNT:
         value = jsonpath.group_value(definition.value_path, data)
         return None if value is not None else f"value at {definition.value_path.text} is missing"
     _, problem = jsonpath.numeric_value(definition.value_path, data)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from common.time import format_rfc3339
+
 CLOUDEVENT_STRING_MAX = 255
 
 
@@ -45,8 +47,6 @@ class Event(models.Model):
 
     def as_cloudevent(self) -> dict:
         """The event in CloudEvents JSON form, as the list API returns it."""
-        from common.time import format_rfc3339
-
         event = {
             "id": self.event_id,
             "source": self.source,

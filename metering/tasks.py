@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from common.jobs import tracked_job
-from common.models import JobRun
+from common.jobs import job_run_progress, tracked_job
+from common.models import JOB_MESSAGE_MAX, JobRun
 
 from .models import Meter
 from .services.rollups import rollups_catch_up_isolated, usage_process_all, usage_rebuild
@@ -26,7 +26,7 @@ def process_usage() -> int:
         JobRun.objects.create(
             kind="process_usage", trigger=JobRun.Trigger.BEAT,
             status=JobRun.Status.FAILED if report.failures else JobRun.Status.SUCCEEDED,
-            message=message[:10_000],
+            message=message[:JOB_MESSAGE_MAX],
             result={"by_meter": report.events_by_meter, "activity": report.activity_events,
                     "failures": report.failures},
         )
@@ -47,8 +47,6 @@ def catch_up_meter(meter_id: int) -> int:
 @shared_task(name="metering.rebuild_usage", time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60, ignore_result=True)
 def rebuild_usage(meter_id: int, job_run_id: int | None = None) -> int:
     """Rebuild one meter's rollups from raw events, reporting progress on the job run."""
-    from common.jobs import job_run_progress
-
     meter = Meter.objects.get(pk=meter_id)
     with tracked_job(kind="rebuild_usage", job_run_id=job_run_id, params={"meter": meter.slug}) as job_run:
         done = usage_rebuild(meter=meter, progress=lambda n, total: job_run_progress(

@@ -105,7 +105,7 @@ def plan_create(
     key: str,
     name: str,
     currency: str,
-    billing_cadence: str = "P1M",
+    billing_cadence: str = Plan.Cadence.MONTHLY,
     description: str = "",
     rate_cards: list[RateCardSpec] | None = None,
 ) -> Plan:

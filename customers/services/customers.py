@@ -64,9 +64,9 @@ def customer_problems(fields: dict[str, Any]) -> dict[str, str]:
         errors["country"] = "country must be an ISO 3166-1 alpha-2 code such as US or DE"
     method = fields.get("collection_method") or Customer.CollectionMethod.CHARGE_AUTOMATICALLY
     if method not in Customer.CollectionMethod.values:
-        errors["collection_method"] = "collection method must be charge_automatically or send_invoice"
+        errors["collection_method"] = f"collection method must be {' or '.join(Customer.CollectionMethod.values)}"
     elif method == Customer.CollectionMethod.SEND_INVOICE and not fields.get("days_until_due"):
-        errors["days_until_due"] = "send_invoice needs days until due (e.g. 30)"
+        errors["days_until_due"] = f"{Customer.CollectionMethod.SEND_INVOICE.value} needs days until due (e.g. 30)"
     if fields.get("metadata") is not None and not isinstance(fields.get("metadata"), dict):
         errors["metadata"] = "metadata must be an object"
     return errors

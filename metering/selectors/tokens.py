@@ -6,15 +6,20 @@ the other web workers. Unknown and revoked tokens are never cached.
 
 from __future__ import annotations
 
-import threading
-import time
+import hashlib
+
+from common.caches import ProcessCache
 
 from ..models import ApiToken
-from ..services.tokens import hash_token
 
 TOKEN_CACHE_SECONDS = 5.0
-_cache: dict[str, tuple[float, ApiToken]] = {}
-_lock = threading.Lock()
+TOKEN_CACHE_SIZE = 10_000
+_tokens: ProcessCache[ApiToken] = ProcessCache(maxsize=TOKEN_CACHE_SIZE, ttl=TOKEN_CACHE_SECONDS)
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256-bit random strings, so a fast hash is enough: nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def api_token_by_plain(plain: str) -> ApiToken | None:
@@ -22,28 +27,20 @@ def api_token_by_plain(plain: str) -> ApiToken | None:
     if not plain:
         return None
     digest = hash_token(plain)
-    now = time.monotonic()
-    with _lock:
-        cached = _cache.get(digest)
-    if cached is not None and now - cached[0] < TOKEN_CACHE_SECONDS:
-        return cached[1]
+    cached = _tokens.get(digest)
+    if cached is not None:
+        return cached
     token = ApiToken.objects.filter(token_hash=digest).first()
     if token is None or token.revoked_at is not None:
-        with _lock:
-            _cache.pop(digest, None)
+        _tokens.forget(digest)
         return None
-    with _lock:
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[digest] = (now, token)
+    _tokens.set(digest, token)
     return token
 
 
 def forget_token(token_hash: str) -> None:
-    with _lock:
-        _cache.pop(token_hash, None)
+    _tokens.forget(token_hash)
 
 
 def forget_cached_tokens() -> None:
-    with _lock:
-        _cache.clear()
+    _tokens.clear()

@@ -35,6 +35,7 @@ from ..usage_sql import (
 )
 from ..windows import WINDOW_SIZES, Piece, WindowError, decompose, time_zone, windows
 
+Aggregation = Meter.Aggregation
 MAX_PIECES = 12_000
 FILTER_OPERATORS = ("$eq", "$ne", "$in", "$nin")
 
@@ -110,6 +111,228 @@ def _bounds(pieces: Sequence[Piece]) -> tuple[Any, Any]:
     return db_datetime(min(p.start for p in pieces)), db_datetime(max(p.end for p in pieces))
 
 
+# The rollup columns a branch reads (all of them, or the distinct value of UNIQUE_COUNT).
+MEASURES = ("event_count", "value_count", "value_sum", "value_min", "value_max", "latest_time", "latest_event",
+            "latest_value")
+# Raw events as rollup columns: COUNT counts the event; the other numeric aggregations count its value too.
+COUNT_MEASURES = ("1", "1", "0", "NULL", "NULL", "NULL", "NULL", "NULL")
+VALUE_MEASURES = ("1", "CASE WHEN e.v IS NULL THEN 0 ELSE 1 END", "COALESCE(e.v, 0)", "e.v", "e.v",
+                  "CASE WHEN e.v IS NULL THEN NULL ELSE e.time END", "CASE WHEN e.v IS NULL THEN NULL ELSE e.id END",
+                  "e.v")
+
+
+@dataclass
+class _UsageQuery:
+    """What :func:`_usage_sql` is asked, and the names its branches share."""
+
+    meter: Meter
+    definition: MeterDefinition
+    pieces: Sequence[Piece]
+    group_by: Sequence[str]
+    group_by_subject: bool
+    subjects: Sequence[str] | None
+    filters: Sequence[GroupFilter]
+    low_hint: int
+    keys: list[str] = field(init=False)  # the group-by names grouped or filtered on, each once
+    key_columns: list[str] = field(init=False)  # their columns in every branch: g0, g1, …
+    unique: bool = field(init=False)
+    latest: bool = field(init=False)
+    per_subject_pieces: bool = field(init=False)  # pieces of several subjects' own periods (usage_total_for_periods)
+    measure_aliases: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = list(dict.fromkeys([*self.group_by, *(f.key for f in self.filters)]))
+        self.key_columns = [f"g{i}" for i in range(len(self.keys))]
+        self.unique = self.definition.aggregation == Aggregation.UNIQUE_COUNT
+        self.latest = self.definition.aggregation == Aggregation.LATEST
+        self.per_subject_pieces = any(p.subject is not None for p in self.pieces)
+        self.measure_aliases = ("val",) if self.unique else MEASURES
+
+    @property
+    def grouped_keys(self) -> list[str]:
+        """The keys rows are grouped by (filter-only keys are selected, not grouped)."""
+        return [key for key in self.keys if key in self.group_by]
+
+
+def _placeholders(values: Sequence[Any]) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _subjects_condition(query: _UsageQuery, alias: str) -> tuple[list[str], list]:
+    """``alias.subject IN (…)`` when the query names subjects (none: nothing matches)."""
+    if query.subjects is None:
+        return [], []
+    if not query.subjects:
+        return ["1 = 0"], []
+    return [f"{alias}.subject IN ({_placeholders(query.subjects)})"], list(query.subjects)
+
+
+def _filter_conditions(query: _UsageQuery, expressions: dict[str, tuple[str, list]]) -> tuple[list[str], list]:
+    """The query's group-by filters on ``expressions`` (key → SQL of its value)."""
+    conditions, params = [], []
+    for group_filter in query.filters:
+        expression, expression_params = expressions[group_filter.key]
+        condition, condition_params = _filter_sql(expression, expression_params, group_filter)
+        conditions.append(condition)
+        params.extend(condition_params)
+    return conditions, params
+
+
+def _rollup_sources(query: _UsageQuery) -> list[tuple[str, tuple[str, ...]]]:
+    """Rollup tables and the piece kinds read from each; UNIQUE_COUNT reads its distinct values from the
+    hourly table for both D and H pieces."""
+    if query.unique:
+        return [("metering_hourlydistinctvalue", ("D", "H"))]
+    return [("metering_dailyusage", ("D",)), ("metering_hourlyusage", ("H",))]
+
+
+def _rollup_branch(query: _UsageQuery, table: str, kinds: tuple[str, ...], pieces: Sequence[Piece]) -> _Sql:
+    """Rows of a rollup table in the pieces of ``kinds``: window index, subject, group-by values, measures.
+
+    Rollup rows name their series (meter × subject × group-by values); the series' primary key
+    (series, bucket_start) finds each one's buckets."""
+    expressions = {key: rollup_group_expr(key, "s.group_values") for key in query.keys}
+    selected = ["w.idx AS idx", "s.subject AS subject"]
+    select_params: list = []
+    for column, key in zip(query.key_columns, query.keys, strict=True):
+        selected.append(f"{expressions[key][0]} AS {column}")
+        select_params.extend(expressions[key][1])
+    sources = ["value"] if query.unique else MEASURES
+    selected += [f"r.{source} AS {name}" for source, name in zip(sources, query.measure_aliases, strict=True)]
+    low, high = _bounds(pieces)
+    conditions = [f"w.kind IN ({_placeholders(kinds)})", "r.bucket_start >= w.a", "r.bucket_start < w.b",
+                  "s.meter_id = %s", "r.bucket_start >= %s", "r.bucket_start < %s"]
+    params: list = [*kinds, query.meter.pk, low, high]
+    subject_conditions, subject_params = _subjects_condition(query, "s")
+    conditions += subject_conditions
+    params += subject_params
+    if query.per_subject_pieces:
+        conditions.append("s.subject = w.subj")
+    filter_conditions, filter_params = _filter_conditions(query, expressions)
+    conditions += filter_conditions
+    params += filter_params
+    branch = _Sql()
+    branch.add(f"SELECT {', '.join(selected)} FROM metering_usageseries s JOIN {table} r ON r.series_id = s.id "
+               "JOIN w ON " + " AND ".join(conditions),
+               [*select_params, *params])
+    return branch
+
+
+def _raw_value(query: _UsageQuery) -> tuple[str, list]:
+    """The SQL of an event's value: none for COUNT, the text for UNIQUE_COUNT, else the number."""
+    if query.definition.aggregation == Aggregation.COUNT:
+        return "NULL", []
+    if query.unique:
+        return text_expr(query.definition.value_path)
+    return value_expr(query.definition.value_path)
+
+
+def _raw_measures(query: _UsageQuery) -> Sequence[str]:
+    """An event's contribution to each measure, named like the rollup columns."""
+    if query.unique:
+        return ["e.v"]
+    if query.definition.aggregation == Aggregation.COUNT:
+        return COUNT_MEASURES
+    return VALUE_MEASURES
+
+
+def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> tuple[str, list]:
+    """The subquery of the meter's events in the pieces' time range, with their value and group-by values
+    extracted once: by time for R pieces, and for the tail (D and H pieces) only the events at or above the
+    meter's ``rollup_low``, not folded into the rollups yet."""
+    value_sql, value_params = _raw_value(query)
+    columns = ["e.id", "e.subject", "e.time", "e.ingest_tx", f"{value_sql} AS v"]
+    params: list = [*value_params]
+    for column, key in zip(query.key_columns, query.keys, strict=True):
+        key_sql, key_params = text_expr(query.definition.group_by[key])
+        columns.append(f"{key_sql} AS {column}")
+        params.extend(key_params)
+    low, high = _bounds(pieces)
+    where = ["e.type = %s", "e.time >= %s", "e.time < %s"]
+    params += [query.definition.event_type, low, high]
+    if tail:
+        where.append("e.ingest_tx >= (SELECT rollup_low FROM metering_meter WHERE id = %s)")
+        params.append(query.meter.pk)
+        if query.low_hint:  # redundant while rollup_low >= low_hint (usage_rows checks), but the planner can use it
+            where.append("e.ingest_tx >= %s")
+            params.append(query.low_hint)
+    subject_conditions, subject_params = _subjects_condition(query, "e")
+    where += subject_conditions
+    params += subject_params
+    # OFFSET 0 keeps the tail a separate subquery, read through the ingest_tx index (the tail is small)
+    # instead of walking the subject's whole period in the (subject, time) index.
+    offset = " OFFSET 0" if tail and is_postgres() else ""
+    return f"SELECT {', '.join(columns)} FROM metering_event e WHERE {' AND '.join(where)}{offset}", params
+
+
+def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _Sql:
+    """Raw events as rows shaped like the rollup branches', joined to their pieces (R, or D and H for the
+    tail) and filtered on the extracted group-by values."""
+    events_sql, events_params = _raw_events(query, pieces, tail=tail)
+    join = ["w.kind " + ("<> 'R'" if tail else "= 'R'"), "e.time >= w.a", "e.time < w.b"]
+    if query.per_subject_pieces:
+        join.append("e.subject = w.subj")
+    extracted: dict[str, tuple[str, list]] = {
+        key: (f"e.{column}", []) for column, key in zip(query.key_columns, query.keys, strict=True)}
+    conditions, params = _filter_conditions(query, extracted)
+    if query.unique:
+        conditions.append("e.v IS NOT NULL")
+    selected = [*(f"e.{c} AS {c}" for c in query.key_columns),
+                *(f"{m} AS {a}" for m, a in zip(_raw_measures(query), query.measure_aliases, strict=True))]
+    branch = _Sql()
+    branch.add(
+        f"SELECT w.idx AS idx, e.subject AS subject, {', '.join(selected)} "
+        f"FROM ({events_sql}) e JOIN w ON {' AND '.join(join)}"
+        + (f" WHERE {' AND '.join(conditions)}" if conditions else ""),
+        [*events_params, *params],
+    )
+    return branch
+
+
+def _branches(query: _UsageQuery) -> list[_Sql]:
+    """The rollup branches (D, H pieces), then the raw ones: R pieces by time, and the tail of D and H."""
+    branches = []
+    for table, kinds in _rollup_sources(query):
+        kind_pieces = [p for p in query.pieces if p.kind in kinds]
+        if kind_pieces:
+            branches.append(_rollup_branch(query, table, kinds, kind_pieces))
+    raw_pieces = [p for p in query.pieces if p.kind == "R"]
+    rolled_pieces = [p for p in query.pieces if p.kind != "R"]
+    for kind_pieces, tail in ((raw_pieces, False), (rolled_pieces, True)):
+        if kind_pieces:
+            branches.append(_raw_branch(query, kind_pieces, tail=tail))
+    return branches
+
+
+def _union_all(branches: Sequence[_Sql]) -> _Sql:
+    union = _Sql()
+    for n, branch in enumerate(branches):
+        if n:
+            union.add(" UNION ALL ")
+        union.add("".join(branch.parts), branch.params)
+    return union
+
+
+def _group_columns(query: _UsageQuery) -> list[str]:
+    return ["x.idx", *(["x.subject"] if query.group_by_subject else []),
+            *(f"x.{c}" for c, key in zip(query.key_columns, query.keys, strict=True) if key in query.group_by)]
+
+
+def _aggregated(query: _UsageQuery, union_sql: str, group_columns: list[str]) -> tuple[str, str]:
+    """The FROM source over the union and the aggregates of each group: distinct values for UNIQUE_COUNT,
+    otherwise the rollup columns combined (LATEST: the value of the newest row, ranked in its group)."""
+    if query.unique:
+        return f"({union_sql}) AS x", "count(DISTINCT x.val)"
+    rank = ""
+    if query.latest:
+        partition = ", ".join(c.replace("x.", "") for c in group_columns)
+        rank = (f", ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY "
+                "CASE WHEN latest_time IS NULL THEN 1 ELSE 0 END, latest_time DESC, latest_event DESC) AS rn")
+    aggregate = ("sum(x.event_count), sum(x.value_count), sum(x.value_sum), min(x.value_min), max(x.value_max), "
+                 + ("max(CASE WHEN x.rn = 1 THEN x.latest_value END)" if query.latest else "NULL"))
+    return f"(SELECT u.*{rank} FROM ({union_sql}) AS u) AS x", aggregate
+
+
 def _usage_sql(
     *,
     meter: Meter,
@@ -121,163 +344,24 @@ def _usage_sql(
     filters: Sequence[GroupFilter],
     low_hint: int,
 ) -> tuple[str, list, list[str]]:
-    """The one statement of :func:`usage_rows`: its SQL, parameters and the group-by keys of its rows."""
-    keys = list(dict.fromkeys([*group_by, *(f.key for f in filters)]))
-    aggregation = definition.aggregation
-    unique = aggregation == "UNIQUE_COUNT"
-    latest = aggregation == "LATEST"
-    per_subject_pieces = any(p.subject is not None for p in pieces)
-    sql = _Sql()
+    """The one statement of :func:`usage_rows`: its SQL, parameters and the group-by keys of its rows.
+
+    ``WITH w (the pieces) SELECT low, g.*`` where g groups the ``UNION ALL`` of the branches by window,
+    (subject) and group-by values; every row carries the ``rollup_low`` the statement saw (one row of NULLs
+    but that when nothing matched)."""
+    query = _UsageQuery(meter=meter, definition=definition, pieces=pieces, group_by=group_by,
+                        group_by_subject=group_by_subject, subjects=subjects, filters=filters, low_hint=low_hint)
     values_sql, values_params = _pieces_values(pieces)
+    union = _union_all(_branches(query))
+    group_columns = _group_columns(query)
+    source, aggregate = _aggregated(query, "".join(union.parts), group_columns)
+    sql = _Sql()
     sql.add("WITH " + values_sql, values_params)
-
-    key_columns = [f"g{i}" for i in range(len(keys))]
-    measure_names = ["event_count", "value_count", "value_sum", "value_min", "value_max", "latest_time",
-                     "latest_event", "latest_value"]
-    measure_aliases = ["val"] if unique else measure_names
-    branches: list[_Sql] = []
-
-    def subject_conditions(alias: str) -> tuple[list[str], list]:
-        conditions, params = [], []
-        if subjects is not None:
-            if not subjects:
-                conditions.append("1 = 0")
-            else:
-                conditions.append(f"{alias}.subject IN ({', '.join(['%s'] * len(subjects))})")
-                params.extend(subjects)
-        if per_subject_pieces:
-            conditions.append(f"{alias}.subject = w.subj")
-        return conditions, params
-
-    def filter_conditions(expressions: dict[str, tuple[str, list]]) -> tuple[list[str], list]:
-        conditions, params = [], []
-        for group_filter in filters:
-            expression, expression_params = expressions[group_filter.key]
-            condition, condition_params = _filter_sql(expression, expression_params, group_filter)
-            conditions.append(condition)
-            params.extend(condition_params)
-        return conditions, params
-
-    # Rollup branches (D, H); UNIQUE_COUNT reads its distinct values from the hourly table for both.
-    rollup_sources = ([("metering_hourlydistinctvalue", ("D", "H"))] if unique else
-                      [("metering_dailyusage", ("D",)), ("metering_hourlyusage", ("H",))])
-    for table, kinds in rollup_sources:
-        kind_pieces = [p for p in pieces if p.kind in kinds]
-        if not kind_pieces:
-            continue
-        branch = _Sql()
-        expressions = {key: rollup_group_expr(key, "s.group_values") for key in keys}
-        selected = ["w.idx AS idx", "s.subject AS subject"]
-        params: list = []
-        for column, key in zip(key_columns, keys, strict=True):
-            selected.append(f"{expressions[key][0]} AS {column}")
-            params.extend(expressions[key][1])
-        selected += [f"r.{source} AS {name}" for source, name in zip(
-            ["value"] if unique else measure_names, measure_aliases, strict=True)]
-        low, high = _bounds(kind_pieces)
-        conditions = [f"w.kind IN ({', '.join(['%s'] * len(kinds))})", "r.bucket_start >= w.a", "r.bucket_start < w.b",
-                      "s.meter_id = %s", "r.bucket_start >= %s", "r.bucket_start < %s"]
-        condition_params: list = [*kinds, meter.pk, low, high]
-        extra, extra_params = subject_conditions("s")
-        conditions += extra
-        condition_params += extra_params
-        extra, extra_params = filter_conditions(expressions)
-        conditions += extra
-        condition_params += extra_params
-        # Rollup rows name their series (meter × subject × group-by values); the series' primary key
-        # (series, bucket_start) finds each one's buckets.
-        branch.add(f"SELECT {', '.join(selected)} FROM metering_usageseries s JOIN {table} r ON r.series_id = s.id "
-                   "JOIN w ON " + " AND ".join(conditions),
-                   [*params, *condition_params])
-        branches.append(branch)
-
-    # Raw branches: R pieces by time, and the tail (ingest_tx >= rollup_low) of D and H pieces.
-    if aggregation == "COUNT":
-        value_sql, value_params = "NULL", []
-    elif unique:
-        value_sql, value_params = text_expr(definition.value_path)
-    else:
-        value_sql, value_params = value_expr(definition.value_path)
-    raw_expressions = {key: text_expr(definition.group_by[key]) for key in keys}
-    inner_columns = ["e.id", "e.subject", "e.time", "e.ingest_tx", f"{value_sql} AS v"]
-    inner_params: list = [*value_params]
-    for column, key in zip(key_columns, keys, strict=True):
-        inner_columns.append(f"{raw_expressions[key][0]} AS {column}")
-        inner_params.extend(raw_expressions[key][1])
-    raw_filter_expressions = {key: (f"e.{column}", []) for column, key in zip(key_columns, keys, strict=True)}
-    if unique:
-        measures = ["e.v"]
-    elif aggregation == "COUNT":
-        measures = ["1", "1", "0", "NULL", "NULL", "NULL", "NULL", "NULL"]
-    else:
-        measures = ["1", "CASE WHEN e.v IS NULL THEN 0 ELSE 1 END", "COALESCE(e.v, 0)", "e.v", "e.v",
-                    "CASE WHEN e.v IS NULL THEN NULL ELSE e.time END",
-                    "CASE WHEN e.v IS NULL THEN NULL ELSE e.id END", "e.v"]
-    raw_pieces = [p for p in pieces if p.kind == "R"]
-    rolled_pieces = [p for p in pieces if p.kind != "R"]
-    for kind_pieces, tail in ((raw_pieces, False), (rolled_pieces, True)):
-        if not kind_pieces:
-            continue
-        low, high = _bounds(kind_pieces)
-        where = ["e.type = %s", "e.time >= %s", "e.time < %s"]
-        where_params: list = [definition.event_type, low, high]
-        if tail:
-            where.append("e.ingest_tx >= (SELECT rollup_low FROM metering_meter WHERE id = %s)")
-            where_params.append(meter.pk)
-            if low_hint:  # redundant while rollup_low >= low_hint (checked below), but the planner can use it
-                where.append("e.ingest_tx >= %s")
-                where_params.append(low_hint)
-        extra, extra_params = subject_conditions("e")
-        subject_only = [c for c in extra if "w.subj" not in c]
-        where += subject_only
-        where_params += extra_params
-        join = ["w.kind " + ("<> 'R'" if tail else "= 'R'"), "e.time >= w.a", "e.time < w.b"]
-        if per_subject_pieces:
-            join.append("e.subject = w.subj")
-        outer_conditions, outer_params = filter_conditions(raw_filter_expressions)
-        if unique:
-            outer_conditions.append("e.v IS NOT NULL")
-        branch = _Sql()
-        branch.add(
-            "SELECT w.idx AS idx, e.subject AS subject, "
-            + ", ".join([*(f"e.{c} AS {c}" for c in key_columns),
-                         *(f"{m} AS {a}" for m, a in zip(measures, measure_aliases, strict=True))]) + " "
-            # OFFSET 0 keeps the tail a separate subquery, read through the ingest_tx index (the tail is
-            # small) instead of walking the subject's whole period in the (subject, time) index.
-            f"FROM (SELECT {', '.join(inner_columns)} FROM metering_event e WHERE {' AND '.join(where)}"
-            f"{' OFFSET 0' if tail and is_postgres() else ''}) e "
-            f"JOIN w ON {' AND '.join(join)}"
-            + (f" WHERE {' AND '.join(outer_conditions)}" if outer_conditions else ""),
-            [*inner_params, *where_params, *outer_params],
-        )
-        branches.append(branch)
-
-    union = _Sql()
-    for n, branch in enumerate(branches):
-        if n:
-            union.add(" UNION ALL ")
-        union.add("".join(branch.parts), branch.params)
-    grouped_keys = [key for key in keys if key in group_by]  # filter-only keys are selected, not grouped
-    group_columns = ["x.idx", *(["x.subject"] if group_by_subject else []),
-                     *(f"x.{c}" for c, key in zip(key_columns, keys, strict=True) if key in group_by)]
-    if unique:
-        aggregate = "count(DISTINCT x.val)"
-        source = f"({''.join(union.parts)}) AS x"
-    else:
-        rank = ""
-        if latest:
-            partition = ", ".join(c.replace("x.", "") for c in group_columns)
-            rank = (f", ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY "
-                    "CASE WHEN latest_time IS NULL THEN 1 ELSE 0 END, latest_time DESC, latest_event DESC) AS rn")
-        source = f"(SELECT u.*{rank} FROM ({''.join(union.parts)}) AS u) AS x"
-        aggregate = ("sum(x.event_count), sum(x.value_count), sum(x.value_sum), min(x.value_min), max(x.value_max), "
-                     + ("max(CASE WHEN x.rn = 1 THEN x.latest_value END)" if latest else "NULL"))
-    # Every row carries the rollup_low this statement saw (one row of NULLs but that when nothing matched).
     sql.add(" SELECT (SELECT rollup_low FROM metering_meter WHERE id = %s) AS low, g.* FROM (SELECT 1 AS one) AS one "
             f"LEFT JOIN (SELECT {', '.join(group_columns)}, {aggregate} FROM {source} "
             f"GROUP BY {', '.join(group_columns)}) AS g ON 1 = 1",
             [meter.pk, *union.params])
-    return "".join(sql.parts), sql.params, grouped_keys
+    return "".join(sql.parts), sql.params, query.grouped_keys
 
 
 def _rollup_low(meter: Meter) -> int:
@@ -316,7 +400,7 @@ def usage_rows(
     if len(pieces) > MAX_PIECES:
         raise UsageQueryError("windowSize", "the query needs too many windows: use a larger windowSize "
                                             "or a shorter range")
-    arguments = {"meter": meter, "definition": definition, "pieces": pieces, "group_by": group_by,
+    arguments: dict[str, Any] = {"meter": meter, "definition": definition, "pieces": pieces, "group_by": group_by,
                  "group_by_subject": group_by_subject, "subjects": subjects, "filters": filters}
     low_hint = _rollup_low(meter) if any(p.kind != "R" for p in pieces) else 0
     with connection.cursor() as cursor:
@@ -348,22 +432,22 @@ def usage_rows(
 
 
 def _final_value(aggregation: str, measures: Sequence[Any]) -> Decimal | None:
-    if aggregation == "UNIQUE_COUNT":
+    if aggregation == Aggregation.UNIQUE_COUNT:
         count = int(measures[0] or 0)
         return Decimal(count) if count else None
     event_count, value_count, value_sum, value_min, value_max, latest_value = measures
     event_count, value_count = int(event_count or 0), int(value_count or 0)
-    if aggregation == "COUNT":
+    if aggregation == Aggregation.COUNT:
         return Decimal(event_count) if event_count else None
-    if aggregation == "SUM":
+    if aggregation == Aggregation.SUM:
         return from_db_number(value_sum) if event_count else None
     if not value_count:
         return None
-    if aggregation == "AVG":
+    if aggregation == Aggregation.AVG:
         return from_db_number(value_sum) / Decimal(value_count)
-    if aggregation == "MIN":
+    if aggregation == Aggregation.MIN:
         return from_db_number(value_min)
-    if aggregation == "MAX":
+    if aggregation == Aggregation.MAX:
         return from_db_number(value_max)
     return from_db_number(latest_value)
 

@@ -8,6 +8,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models import ProtectedError
 
+from common.queue import enqueue_on_commit
+
 from ..enrichment import meter_update_refusals
 from ..meter_rules import KONG_PRESETS, validate_meter
 from ..models import Meter
@@ -47,9 +49,7 @@ class MeterInUse(ValueError):
 
 
 def _queue_rebuild(meter_id: int) -> None:
-    from ..tasks import catch_up_meter
-
-    transaction.on_commit(lambda: catch_up_meter.delay(meter_id))
+    enqueue_on_commit("metering.catch_up_meter", meter_id=meter_id)
 
 
 def _normalized(fields: dict[str, Any]) -> dict[str, Any]:

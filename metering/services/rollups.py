@@ -45,6 +45,7 @@ from ..usage_sql import (
 )
 
 logger = logging.getLogger(__name__)
+Aggregation = Meter.Aggregation
 
 CHUNK_EVENTS = 500_000
 CHUNK_TABLE = "metering_rollup_chunk"
@@ -93,6 +94,204 @@ def _merge_set(table: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _ChunkShape:
+    """What the chunk's statements depend on: the meter's aggregation and group-by names, and the database."""
+
+    definition: MeterDefinition
+    postgres: bool
+    names: list[str]  # the meter's group-by names, sorted
+    keys: list[str]  # their columns in the chunk table: g0, g1, …
+
+    @classmethod
+    def of(cls, definition: MeterDefinition) -> _ChunkShape:
+        names = sorted(definition.group_by)
+        return cls(definition, is_postgres(), names, [f"g{i}" for i in range(len(names))])
+
+    @property
+    def aggregation(self) -> str:
+        return self.definition.aggregation
+
+    @property
+    def numeric(self) -> bool:
+        """Whether the value is a number (SUM, AVG, MIN, MAX, LATEST) rather than absent or a text."""
+        return self.aggregation not in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT)
+
+    @property
+    def latest(self) -> bool:
+        return self.aggregation == Aggregation.LATEST
+
+    @property
+    def key_list(self) -> str:
+        """``g0, g1, `` (each key followed by a comma and a space)."""
+        return "".join(f"{key}, " for key in self.keys)
+
+    def null(self, sql_type: str) -> str:
+        """A typed NULL on PostgreSQL (a column of a temporary table needs a type), a plain one on SQLite."""
+        return f"CAST(NULL AS {sql_type})" if self.postgres else "NULL"
+
+
+def _event_value(shape: _ChunkShape) -> tuple[str, list]:
+    """The SQL of an event's value: none for COUNT, the text for UNIQUE_COUNT, else the number (the range
+    check is applied once to the extracted column, see :func:`_chunk_events`)."""
+    if shape.aggregation == Aggregation.COUNT:
+        return shape.null("NUMERIC"), []
+    if shape.aggregation == Aggregation.UNIQUE_COUNT:
+        return text_expr(shape.definition.value_path)
+    return value_expr(shape.definition.value_path, bounded=False)
+
+
+def _chunk_events(shape: _ChunkShape, low: int, high: int) -> tuple[str, list]:
+    """The meter's events with ``low <= ingest_tx < high``, one row each: subject, group-by values as text
+    (g0, g1, …), hour, the value ``v`` (and for LATEST the time, id and rank ``rn`` of each event in its hour)."""
+    key_selects, params = [], []
+    for name, key in zip(shape.names, shape.keys, strict=True):
+        sql, key_params = text_expr(shape.definition.group_by[name])
+        key_selects.append(f"{sql} AS {key}")
+        params.extend(key_params)
+    value_sql, value_params = _event_value(shape)
+    # PostgreSQL groups by sorting; bytewise (COLLATE "C") sorts faster, and grouping is the same under any
+    # deterministic collation.
+    subject = 'e.subject COLLATE "C"' if shape.postgres else "e.subject"
+    # PostgreSQL would flatten this subquery into the aggregates above and extract the value once per
+    # aggregate (4 times). A volatile output column keeps it a subquery (value extracted once per event);
+    # unlike OFFSET 0, clock_timestamp() is parallel safe, so workers read, extract and sort in parallel.
+    fence = ", clock_timestamp() AS fence" if shape.postgres else ""
+    events = (
+        f"SELECT {subject} AS subject, {''.join(f'{s}, ' for s in key_selects)}{hour_bucket('e.time')} "
+        "AS bucket_start, " + ("e.time, e.id, " if shape.latest else "")
+        + f"{value_sql} AS v{fence} FROM metering_event e "
+        "WHERE e.type = %s AND e.ingest_tx >= %s AND e.ingest_tx < %s"
+    )
+    params += [*value_params, shape.definition.event_type, low, high]
+    if shape.numeric:  # a value out of range (metering.jsonpath.VALUE_BOUND) is not counted
+        columns = f"subject, {shape.key_list}bucket_start, " + ("time, id, " if shape.latest else "")
+        events = f"SELECT {columns}{in_range('v')} AS v FROM ({events}) AS extracted"
+    if shape.latest:
+        events = (f"SELECT events.*, CASE WHEN v IS NOT NULL THEN ROW_NUMBER() OVER (PARTITION BY subject, "
+                  f"{shape.key_list}bucket_start, v IS NULL ORDER BY time DESC, id DESC) END AS rn "
+                  f"FROM ({events}) AS events")
+    return events, params
+
+
+def _hourly_partials(shape: _ChunkShape, events: str) -> str:
+    """The events grouped by subject, hour and group-by values, as rollup columns."""
+    count_value = "count(v)" if shape.aggregation != Aggregation.COUNT else "count(*)"
+    null_numeric = shape.null("NUMERIC")
+    if shape.numeric:
+        values = "COALESCE(sum(v), 0) AS value_sum, min(v) AS value_min, max(v) AS value_max, "
+    else:
+        values = f"0 AS value_sum, {null_numeric} AS value_min, {null_numeric} AS value_max, "
+    if shape.latest:
+        latest = ("max(CASE WHEN rn = 1 THEN time END) AS latest_time, max(CASE WHEN rn = 1 THEN id END) "
+                  "AS latest_event, max(CASE WHEN rn = 1 THEN v END) AS latest_value")
+    else:
+        latest = (f"{shape.null('TIMESTAMPTZ')} AS latest_time, {shape.null('BIGINT')} AS latest_event, "
+                  f"{null_numeric} AS latest_value")
+    return (
+        f"SELECT subject, {shape.key_list}bucket_start, count(*) AS event_count, {count_value} AS value_count, "
+        + values + latest
+        + f" FROM ({events}) AS events GROUP BY subject, bucket_start{''.join(f', {key}' for key in shape.keys)}"
+    )
+
+
+def _temp_schema(shape: _ChunkShape) -> str:
+    return "pg_temp" if shape.postgres else "temp"
+
+
+def _create_chunk_table(cursor, shape: _ChunkShape, partials: str, params: list) -> None:
+    """The chunk's hourly partials into a (new) temporary table."""
+    if shape.postgres:
+        # Sorts and hash tables of a chunk in memory. Group by sorting: about every other event starts a group
+        # of its own, so a hash table saves nothing, while sorted groups come out in index order and the
+        # sorting (with the reading and the JSON extraction) is shared by parallel workers; the planner,
+        # which prices the extraction like reading a column, underrates that parallel work.
+        cursor.execute(f"SET LOCAL work_mem = '{CHUNK_WORK_MEM}'", [])
+        cursor.execute("SET LOCAL enable_hashagg = off", [])
+        cursor.execute("SET LOCAL parallel_tuple_cost = 0.01", [])
+    cursor.execute(f"DROP TABLE IF EXISTS {_temp_schema(shape)}.{CHUNK_TABLE}", [])
+    cursor.execute(f"CREATE TEMPORARY TABLE {CHUNK_TABLE} AS {partials}", params)
+    if shape.postgres:
+        cursor.execute("SET LOCAL enable_hashagg TO DEFAULT", [])
+        cursor.execute("SET LOCAL parallel_tuple_cost TO DEFAULT", [])
+
+
+def _chunk_totals(cursor) -> tuple[int, object, object]:
+    """The chunk table's number of events, newest hour and newest (UTC) day."""
+    cursor.execute(f"SELECT COALESCE(SUM(event_count), 0), max(bucket_start), max({day_bucket('bucket_start')}) "
+                   f"FROM {CHUNK_TABLE}", [])
+    events_folded, newest_hour, newest_day = cursor.fetchone()
+    return int(events_folded or 0), newest_hour, newest_day
+
+
+def _daily_partials(shape: _ChunkShape) -> str:
+    """The chunk's hourly partials folded by UTC day (LATEST: the newest hour's latest value of each day)."""
+    day = day_bucket("bucket_start")
+    day_rank = (f"ROW_NUMBER() OVER (PARTITION BY subject, {shape.key_list}{day} ORDER BY "
+                "CASE WHEN latest_time IS NULL THEN 1 ELSE 0 END, latest_time DESC, latest_event DESC)"
+                if shape.latest else "NULL")
+    if shape.latest:
+        latest = ("max(CASE WHEN rn = 1 THEN latest_time END) AS latest_time, max(CASE WHEN rn = 1 THEN latest_event "
+                  "END) AS latest_event, max(CASE WHEN rn = 1 THEN latest_value END) AS latest_value ")
+    else:
+        latest = ("max(latest_time) AS latest_time, max(latest_event) AS latest_event, "
+                  "max(latest_value) AS latest_value ")
+    return (
+        f"SELECT subject, {shape.key_list}day AS bucket_start, sum(event_count) AS event_count, "
+        "sum(value_count) AS value_count, sum(value_sum) AS value_sum, min(value_min) AS value_min, "
+        "max(value_max) AS value_max, "
+        + latest
+        + f"FROM (SELECT c.*, {day} AS day, {day_rank} AS rn FROM {CHUNK_TABLE} c) AS c "
+        f"GROUP BY subject, {shape.key_list}day"
+    )
+
+
+def _add_distinct_values(cursor, shape: _ChunkShape, events: str, events_params: list, series_join: str,
+                         series_params: list) -> None:
+    """UNIQUE_COUNT: the chunk's distinct values of each series and hour (read from the events again)."""
+    distinct = HourlyDistinctValue._meta.db_table
+    cursor.execute(
+        f"INSERT INTO {distinct} (series_id, bucket_start, value) "  # noqa: S608
+        f"SELECT s.id, c.bucket_start, c.v FROM (SELECT DISTINCT subject, {shape.key_list}"
+        f"bucket_start, v FROM ({events}) AS events WHERE v IS NOT NULL) AS c {series_join} WHERE 1 = 1 "
+        "ON CONFLICT (series_id, bucket_start, value) DO NOTHING",
+        [*events_params, *series_params],
+    )
+
+
+def _record_newest_buckets(cursor, meter_id: int, newest_hour, newest_day) -> None:
+    """Move the meter's newest stored hour and day forward (never back), for :func:`_merge`'s next chunk.
+    Raw SQL keeps the database's own datetime representation (SQLite: the UTC text it compares)."""
+    cursor.execute(
+        "UPDATE metering_meter SET "
+        "rollup_newest_hour = CASE WHEN rollup_newest_hour IS NULL OR rollup_newest_hour < %s THEN %s "
+        "ELSE rollup_newest_hour END, "
+        "rollup_newest_day = CASE WHEN rollup_newest_day IS NULL OR rollup_newest_day < %s THEN %s "
+        "ELSE rollup_newest_day END WHERE id = %s",
+        [newest_hour, newest_hour, newest_day, newest_day, meter_id],
+    )
+
+
+def _fold_into_rollups(cursor, meter: Meter, shape: _ChunkShape, events: str, events_params: list) -> None:
+    """Add the chunk table's partials to the meter's series: hourly, daily, and distinct values."""
+    group_object, group_params = groups_object_from_columns(shape.names, shape.keys)
+    group_key = group_key_from_columns([f"c.{key}" for key in shape.keys])
+    _add_series(cursor, meter.pk, keys=shape.keys, group_key=group_key, group_object=group_object,
+                group_params=group_params)
+    series_join = (f"JOIN metering_usageseries s ON s.meter_id = %s AND s.subject = c.subject "
+                   f"AND s.group_key = {group_key}")
+    series_params = [meter.pk]
+    hours = f"SELECT s.id AS series_id, c.bucket_start, {_prefixed('c')} FROM {CHUNK_TABLE} c {series_join}"
+    _merge(cursor, HourlyUsage._meta.db_table, rows=hours, params=series_params,
+           newest=_stored(meter.rollup_newest_hour))
+    days = (f"SELECT s.id AS series_id, c.bucket_start, {_prefixed('c')} FROM ({_daily_partials(shape)}) AS c "
+            f"{series_join}")
+    _merge(cursor, DailyUsage._meta.db_table, rows=days, params=series_params,
+           newest=_stored(meter.rollup_newest_day))
+    if shape.aggregation == Aggregation.UNIQUE_COUNT:
+        _add_distinct_values(cursor, shape, events, events_params, series_join, series_params)
+
+
 def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int, high: int) -> int:
     """Fold the meter's events with ``low <= ingest_tx < high`` into its rollups (inside the chunk transaction).
 
@@ -101,123 +300,14 @@ def _aggregate_chunk(cursor, meter: Meter, definition: MeterDefinition, low: int
     per group, not per event. :func:`_add_series` creates the series the meter lacks yet, :func:`_merge`
     adds the partials to the hourly rollups, and the same partials folded by UTC day to the daily ones.
     """
-    aggregation = definition.aggregation
-    postgres = is_postgres()
-    names = sorted(definition.group_by)
-    keys = [f"g{i}" for i in range(len(names))]
-    key_selects, key_params = [], []
-    for name, key in zip(names, keys, strict=True):
-        sql, params = text_expr(definition.group_by[name])
-        key_selects.append(f"{sql} AS {key}")
-        key_params.extend(params)
-    if aggregation == "COUNT":
-        value_sql, value_params = ("CAST(NULL AS NUMERIC)" if postgres else "NULL"), []
-    elif aggregation == "UNIQUE_COUNT":
-        value_sql, value_params = text_expr(definition.value_path)
-    else:  # extracted once per event below; the range check is applied to that column (in_range)
-        value_sql, value_params = value_expr(definition.value_path, bounded=False)
-    numeric = aggregation not in ("COUNT", "UNIQUE_COUNT")
-    latest = aggregation == "LATEST"
-    null_numeric = "CAST(NULL AS NUMERIC)" if postgres else "NULL"
-    null_time = "CAST(NULL AS TIMESTAMPTZ)" if postgres else "NULL"
-    null_bigint = "CAST(NULL AS BIGINT)" if postgres else "NULL"
-    key_list = "".join(f"{key}, " for key in keys)
-    # PostgreSQL groups by sorting; bytewise (COLLATE "C") sorts faster, and grouping is the same under any
-    # deterministic collation.
-    subject = 'e.subject COLLATE "C"' if postgres else "e.subject"
-    # PostgreSQL would flatten this subquery into the aggregates above and extract the value once per
-    # aggregate (4 times). A volatile output column keeps it a subquery (value extracted once per event);
-    # unlike OFFSET 0, clock_timestamp() is parallel safe, so workers read, extract and sort in parallel.
-    fence = ", clock_timestamp() AS fence" if postgres else ""
-    events = (
-        f"SELECT {subject} AS subject, {''.join(f'{s}, ' for s in key_selects)}{hour_bucket('e.time')} "
-        "AS bucket_start, " + ("e.time, e.id, " if latest else "")
-        + f"{value_sql} AS v{fence} FROM metering_event e "
-        "WHERE e.type = %s AND e.ingest_tx >= %s AND e.ingest_tx < %s"
-    )
-    events_params = [*key_params, *value_params, definition.event_type, low, high]
-    if numeric:  # a value out of range (metering.jsonpath.VALUE_BOUND) is not counted
-        columns = f"subject, {key_list}bucket_start, " + ("time, id, " if latest else "")
-        events = f"SELECT {columns}{in_range('v')} AS v FROM ({events}) AS extracted"
-    if latest:
-        events = (f"SELECT events.*, CASE WHEN v IS NOT NULL THEN ROW_NUMBER() OVER (PARTITION BY subject, {key_list}"
-                  f"bucket_start, v IS NULL ORDER BY time DESC, id DESC) END AS rn FROM ({events}) AS events")
-    count_value = "count(v)" if aggregation != "COUNT" else "count(*)"
-    select = (
-        f"SELECT subject, {key_list}bucket_start, count(*) AS event_count, {count_value} AS value_count, "
-        + ("COALESCE(sum(v), 0) AS value_sum, min(v) AS value_min, max(v) AS value_max, "
-           if numeric else f"0 AS value_sum, {null_numeric} AS value_min, {null_numeric} AS value_max, ")
-        + (("max(CASE WHEN rn = 1 THEN time END) AS latest_time, max(CASE WHEN rn = 1 THEN id END) AS latest_event, "
-            "max(CASE WHEN rn = 1 THEN v END) AS latest_value")
-           if latest else f"{null_time} AS latest_time, {null_bigint} AS latest_event, {null_numeric} AS latest_value")
-        + f" FROM ({events}) AS events GROUP BY subject, bucket_start{''.join(f', {key}' for key in keys)}"
-    )
-    temp_schema = "pg_temp" if postgres else "temp"
-    if postgres:
-        # Sorts and hash tables of a chunk in memory. Group by sorting: about every other event starts a group
-        # of its own, so a hash table saves nothing, while sorted groups come out in index order and the
-        # sorting (with the reading and the JSON extraction) is shared by parallel workers; the planner,
-        # which prices the extraction like reading a column, underrates that parallel work.
-        cursor.execute(f"SET LOCAL work_mem = '{CHUNK_WORK_MEM}'", [])
-        cursor.execute("SET LOCAL enable_hashagg = off", [])
-        cursor.execute("SET LOCAL parallel_tuple_cost = 0.01", [])
-    cursor.execute(f"DROP TABLE IF EXISTS {temp_schema}.{CHUNK_TABLE}", [])
-    cursor.execute(f"CREATE TEMPORARY TABLE {CHUNK_TABLE} AS {select}", events_params)
-    if postgres:
-        cursor.execute("SET LOCAL enable_hashagg TO DEFAULT", [])
-        cursor.execute("SET LOCAL parallel_tuple_cost TO DEFAULT", [])
-    cursor.execute(f"SELECT COALESCE(SUM(event_count), 0), max(bucket_start), max({day_bucket('bucket_start')}) "
-                   f"FROM {CHUNK_TABLE}", [])
-    events_folded, newest_hour, newest_day = cursor.fetchone()
-    events_folded = int(events_folded or 0)
+    shape = _ChunkShape.of(definition)
+    events, events_params = _chunk_events(shape, low, high)
+    _create_chunk_table(cursor, shape, _hourly_partials(shape, events), events_params)
+    events_folded, newest_hour, newest_day = _chunk_totals(cursor)
     if events_folded:
-        group_object, group_params = groups_object_from_columns(names, keys)
-        group_key = group_key_from_columns([f"c.{key}" for key in keys])
-        _add_series(cursor, meter.pk, keys=keys, group_key=group_key, group_object=group_object,
-                    group_params=group_params)
-        series_join = (f"JOIN metering_usageseries s ON s.meter_id = %s AND s.subject = c.subject "
-                       f"AND s.group_key = {group_key}")
-        series_params = [meter.pk]
-        hours = f"SELECT s.id AS series_id, c.bucket_start, {_prefixed('c')} FROM {CHUNK_TABLE} c {series_join}"
-        _merge(cursor, HourlyUsage._meta.db_table, rows=hours, params=series_params,
-               newest=_stored(meter.rollup_newest_hour))
-        day = day_bucket("bucket_start")
-        day_rank = (f"ROW_NUMBER() OVER (PARTITION BY subject, {key_list}{day} ORDER BY "
-                    "CASE WHEN latest_time IS NULL THEN 1 ELSE 0 END, latest_time DESC, latest_event DESC)"
-                    if latest else "NULL")
-        days = (
-            f"SELECT subject, {key_list}day AS bucket_start, sum(event_count) AS event_count, "
-            "sum(value_count) AS value_count, sum(value_sum) AS value_sum, min(value_min) AS value_min, "
-            "max(value_max) AS value_max, "
-            + ("max(CASE WHEN rn = 1 THEN latest_time END) AS latest_time, max(CASE WHEN rn = 1 THEN latest_event END) "
-               "AS latest_event, max(CASE WHEN rn = 1 THEN latest_value END) AS latest_value " if latest
-               else "max(latest_time) AS latest_time, max(latest_event) AS latest_event, "
-                    "max(latest_value) AS latest_value ")
-            + f"FROM (SELECT c.*, {day} AS day, {day_rank} AS rn FROM {CHUNK_TABLE} c) AS c "
-            f"GROUP BY subject, {key_list}day"
-        )
-        days = f"SELECT s.id AS series_id, c.bucket_start, {_prefixed('c')} FROM ({days}) AS c {series_join}"
-        _merge(cursor, DailyUsage._meta.db_table, rows=days, params=series_params,
-               newest=_stored(meter.rollup_newest_day))
-        if aggregation == "UNIQUE_COUNT":
-            distinct = HourlyDistinctValue._meta.db_table
-            cursor.execute(
-                f"INSERT INTO {distinct} (series_id, bucket_start, value) "  # noqa: S608
-                f"SELECT s.id, c.bucket_start, c.v FROM (SELECT DISTINCT subject, {key_list}"
-                f"bucket_start, v FROM ({events}) AS events WHERE v IS NOT NULL) AS c {series_join} WHERE 1 = 1 "
-                "ON CONFLICT (series_id, bucket_start, value) DO NOTHING",
-                [*events_params, *series_params],
-            )
-        # Raw SQL keeps the database's own datetime representation (SQLite: the UTC text it compares).
-        cursor.execute(
-            "UPDATE metering_meter SET "
-            "rollup_newest_hour = CASE WHEN rollup_newest_hour IS NULL OR rollup_newest_hour < %s THEN %s "
-            "ELSE rollup_newest_hour END, "
-            "rollup_newest_day = CASE WHEN rollup_newest_day IS NULL OR rollup_newest_day < %s THEN %s "
-            "ELSE rollup_newest_day END WHERE id = %s",
-            [newest_hour, newest_hour, newest_day, newest_day, meter.pk],
-        )
-    cursor.execute(f"DROP TABLE {temp_schema}.{CHUNK_TABLE}", [])
+        _fold_into_rollups(cursor, meter, shape, events, events_params)
+        _record_newest_buckets(cursor, meter.pk, newest_hour, newest_day)
+    cursor.execute(f"DROP TABLE {_temp_schema(shape)}.{CHUNK_TABLE}", [])
     return events_folded
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 from django.db import transaction
 from django.utils import timezone
 
 from ..models import ApiToken
+from ..selectors.tokens import forget_token, hash_token
 
 TOKEN_PREFIX = "bbo_"  # noqa: S105 - a public marker, not a secret
 PREFIX_SHOWN = 12
@@ -17,11 +17,6 @@ VALID_SCOPES = frozenset(ApiToken.Scope.values)
 
 class InvalidScope(ValueError):
     pass
-
-
-def hash_token(token: str) -> str:
-    # Tokens are 256-bit random strings, so a fast hash is enough: nothing to brute-force.
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def api_token_create(*, name: str, scopes: list[str], created_by=None) -> tuple[ApiToken, str]:
@@ -52,8 +47,6 @@ def api_token_revoke(*, token: ApiToken, revoked_by=None) -> ApiToken:
         token.revoked_at = timezone.now()
         token.revoked_by = revoked_by
         token.save(update_fields=["revoked_at", "revoked_by"])
-    from ..selectors.tokens import forget_token
-
     forget_token(token.token_hash)  # now, and again after commit in case a request re-cached it meanwhile
     digest = token.token_hash
     transaction.on_commit(lambda: forget_token(digest))

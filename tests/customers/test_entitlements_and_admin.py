@@ -186,6 +186,15 @@ def test_unicode_digits_are_not_ids(api, read_token, kong_air):
     assert api.get("/api/v1/invoices/²", **bearer(read_token)).status_code == 404
 
 
+def test_numbers_too_big_for_an_id_are_not_ids(api, read_token, kong_air):
+    token_plan()
+    for number in ("9223372036854775807", "9223372036854775808", "9" * 25, "9" * 5000):
+        for feature in ("ai-token", "no-such-feature"):
+            response = api.get(f"/api/v1/customers/{number}/entitlements/{feature}/value", **bearer(read_token))
+            assert response.status_code == 404, (number[:30], feature)
+            assert response["Content-Type"] == "application/problem+json"
+
+
 def test_a_daily_usage_period_resets_the_metered_balance(api, read_token, kong_air):
     now = timezone.now()
     start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timezone.timedelta(days=3)

@@ -1,4 +1,4 @@
-"""Read API of the catalog: ``GET /api/v1/features`` and ``GET /api/v1/plans`` (read scope)."""
+"""Read API of the catalog's plans: ``GET /api/v1/plans`` (read scope), every version."""
 
 from __future__ import annotations
 
@@ -9,22 +9,9 @@ from rest_framework.views import APIView
 
 from common.problems import Problem
 
-from .models import Plan
-from .selectors import feature_list, plan_list
-from .serializers import feature_json, plan_json
-
-
-class FeatureListView(APIView):
-    required_scopes = {"GET": "read"}
-
-    @extend_schema(
-        operation_id="listFeatures",
-        responses={200: OpenApiTypes.OBJECT},
-        parameters=[OpenApiParameter("meterSlug", str)],
-    )
-    def get(self, request):
-        features = feature_list(meter_slug=request.query_params.get("meterSlug"))
-        return Response([feature_json(f) for f in features])
+from ..models import Plan
+from ..selectors import plan_list
+from ..serializers import plan_json
 
 
 class PlanListView(APIView):

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from catalog.selectors import feature_by_key
 from common.problems import Problem
 
-from .selectors import customer_by_id_or_key, entitlement_check
+from ..selectors import customer_by_id_or_key, entitlement_check
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
