@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 from django import forms
 from django.db import connection
 from django.forms.models import BaseInlineFormSet
@@ -10,8 +12,8 @@ from django.utils import timezone
 from catalog.models import Plan
 from catalog.rules import clean_currency
 
-from .models import Customer, SubjectAttribution
-from .selectors import kong_consumer_of
+from .models import Customer, KongConsumer, SubjectAttribution
+from .selectors import kong_consumer_of, unattributed_subjects
 from .services.attributions import AttributionChange, attribution_changes_problems
 from .services.customers import CUSTOMER_FIELDS, customer_problems
 
@@ -22,11 +24,7 @@ class SubjectPickerWidget(forms.TextInput):
     template_name = "admin/customers/widgets/subject_picker.html"
 
     def get_context(self, name, value, attrs):
-        from .selectors import unattributed_subjects
-
         context = super().get_context(name, value, attrs)
-        from .models import KongConsumer
-
         options = [
             (s.subject, f"{s.event_count:,} events, last {s.last_seen:%Y-%m-%d %H:%M}")
             for s in unattributed_subjects()[:200]
@@ -143,8 +141,12 @@ class SubscriptionCreateForm(forms.Form):
         return data
 
     def anchor_value(self):
-        choice = self.cleaned_data["anchor"]
-        return {"start": None, "calendar": "calendar"}.get(choice, self.cleaned_data.get("custom_anchor"))
+        return self.anchor_of(self.cleaned_data)
+
+    @staticmethod
+    def anchor_of(data: dict):
+        """The ``billing_anchor`` of ``subscription_create`` from the form's cleaned data."""
+        return {"start": None, "calendar": "calendar"}.get(data["anchor"], data.get("custom_anchor"))
 
 
 class SubscriptionCancelForm(forms.Form):
@@ -162,3 +164,22 @@ class SubscriptionChangeForm(forms.Form):
         widget=forms.RadioSelect,
         initial="now",
     )
+
+
+class KongImportForm(forms.Form):
+    admin_url = forms.CharField(label="Kong Admin API URL", max_length=500, help_text="e.g. http://kong:8001")
+    token = forms.CharField(required=False, widget=forms.PasswordInput, help_text="Kong-Admin-Token, when RBAC is on.")
+
+    def clean_admin_url(self):
+        # Scheme and host only: service names like http://kong:8001 are fine.
+        value = self.cleaned_data["admin_url"].strip()
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise forms.ValidationError("Enter an http:// or https:// URL, e.g. http://kong:8001")
+        return value
+
+
+class IncludeForm(forms.Form):
+    """Which customer the usage of the selected subjects or Kong consumers goes to."""
+
+    customer = forms.ModelChoiceField(queryset=Customer.objects.order_by("name"))

@@ -2,7 +2,10 @@
 
 from django import forms
 
-from .models import ApiToken
+from .meter_rules import validate_meter
+from .models import ApiToken, Meter
+from .services.meters import MeterValidationError, meter_update_check
+from .windows import WindowError, time_zone
 
 
 class ApiTokenCreateForm(forms.ModelForm):
@@ -25,8 +28,6 @@ class MeterForm(forms.ModelForm):
     )
 
     class Meta:
-        from .models import Meter
-
         model = Meter
         fields = ("slug", "name", "description", "event_type", "aggregation", "value_property", "group_by")
         help_texts = {
@@ -36,8 +37,6 @@ class MeterForm(forms.ModelForm):
         }
 
     def clean(self):
-        from .meter_rules import validate_meter
-
         data = super().clean()
         slug = self.instance.slug if self.instance.pk else data.get("slug", "")
         errors = validate_meter(
@@ -57,9 +56,6 @@ class MeterForm(forms.ModelForm):
     def _refusals(self, data) -> dict[str, str]:
         """What :func:`metering.services.meters.meter_update` would refuse (a meter frozen by published
         plans, a group-by a feature filters on), as form errors rather than a failed save."""
-        from .models import Meter
-        from .services.meters import MeterValidationError, meter_update_check
-
         stored = Meter.objects.get(pk=self.instance.pk)
         changes = {name: data.get(name) for name in ("event_type", "aggregation", "value_property", "group_by")}
         changes["group_by"] = changes["group_by"] if changes["group_by"] is not None else {}
@@ -82,8 +78,6 @@ class UsageExplorerForm(forms.Form):
     group_by = forms.CharField(required=False, help_text="Comma-separated group-by names, and/or subject.")
 
     def __init__(self, *args, **kwargs):
-        from .models import Meter
-
         super().__init__(*args, **kwargs)
         self.fields["meter"].queryset = Meter.objects.order_by("slug")
 
@@ -94,8 +88,6 @@ class UsageExplorerForm(forms.Form):
         return [s.strip() for s in self.cleaned_data["group_by"].split(",") if s.strip()]
 
     def clean_time_zone(self):
-        from .windows import WindowError, time_zone
-
         try:
             return time_zone(self.cleaned_data["time_zone"]).key
         except WindowError as exc:
