@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import Count
 
@@ -31,7 +33,7 @@ class FeatureAdmin(ServiceErrorsMixin, admin.ModelAdmin):
         return ", ".join(f"{k} = {v}" for k, v in sorted((obj.meter_group_by_filters or {}).items()))
 
     @admin.display(description="rate cards")
-    def used_by(self, obj: Feature) -> int:
+    def used_by(self, obj: Any) -> int:  # annotated by get_queryset
         return obj.rate_card_count
 
     def save_model(self, request, obj, form, change):

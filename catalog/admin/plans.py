@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.contrib import admin
 from django.db.models import Count
 from django.urls import reverse
@@ -15,6 +17,9 @@ from ..forms import PlanForm, RateCardForm
 from ..models import Plan, RateCard
 from ..services.plans import plan_archive, plan_new_version, plan_problems, plan_publish
 from .drafts import PlanDraftOnly, rate_card_price_text
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldsetSpec
 
 
 def _done(outcome: Outcome) -> str:
@@ -64,7 +69,7 @@ def entitlement_summary(rate_card: RateCard) -> str:
     return "—"
 
 
-RATE_CARD_FIELDSETS = (
+RATE_CARD_FIELDSETS: _FieldsetSpec = (
     (None, {"fields": (("key", "name"), "feature", ("price_type", "payment_term"),
                        ("amount", "unit_amount", "quantity_per_package"),
                        ("free_quantity", "minimum_spend", "maximum_spend"), "price_preview")}),
@@ -127,7 +132,7 @@ class PlanAdmin(ConfirmActionMixin, PlanDraftOnly, admin.ModelAdmin):
         return super().get_queryset(request).annotate(rate_card_total=Count("rate_cards"))
 
     @admin.display(description="rate cards", ordering="rate_card_total")
-    def rate_card_count(self, obj: Plan) -> int:
+    def rate_card_count(self, obj: Any) -> int:  # annotated by get_queryset
         return obj.rate_card_total
 
     @admin.display(description="pricing")
@@ -136,7 +141,7 @@ class PlanAdmin(ConfirmActionMixin, PlanDraftOnly, admin.ModelAdmin):
             return "—"
         rows = [
             (reverse("admin:catalog_ratecard_change", args=[rate_card.pk]), rate_card.key, rate_card.display_name,
-             rate_card.feature.key if rate_card.feature_id else "—", price_summary(rate_card, obj.currency),
+             rate_card.feature.key if rate_card.feature else "—", price_summary(rate_card, obj.currency),
              rate_card.get_payment_term_display(), entitlement_summary(rate_card))
             for rate_card in obj.rate_cards.select_related("feature").prefetch_related("tiers")
         ]

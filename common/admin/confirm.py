@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -38,6 +38,13 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from .refusals import SERVICE_ERRORS, ServiceRefused, add_refusal_errors
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+
+    _AdminBase = ModelAdmin[Any]
+else:
+    _AdminBase = object
 
 ROWS_LISTED = 100  # a bulk page lists this many rows (all of them are acted on)
 
@@ -113,11 +120,11 @@ def confirm_bulk_action(name: str, description: str):
     def bulk(model_admin, request, queryset):
         return model_admin.confirm_bulk(request, queryset, name)
 
-    bulk.confirm_action = name
+    bulk.confirm_action = name  # type: ignore[attr-defined]
     return bulk
 
 
-class ConfirmActionMixin:
+class ConfirmActionMixin(_AdminBase):
     confirm_actions: Sequence[ConfirmAction] = ()
     confirm_route: tuple[str, str] | None = None  # e.g. ("<int:pk>/do/<str:action>/", "invoicing_invoice_do")
     confirm_button_id = "{model}-{name}"  # the change page's buttons (confirm_buttons in the context)
@@ -177,6 +184,7 @@ class ConfirmActionMixin:
         if action.route:
             return reverse(f"admin:{action.route[1]}", args=[obj.pk] if obj is not None else [],
                            current_app=self.admin_site.name)
+        assert self.confirm_route is not None, f"{action.name} needs a route"
         return reverse(f"admin:{self.confirm_route[1]}", args=[obj.pk, action.name], current_app=self.admin_site.name)
 
     def confirm_buttons(self, request, obj) -> list[dict[str, str]]:

@@ -21,9 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Model
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+
+    _AdminBase = ModelAdmin[Any]
+else:
+    _AdminBase = object
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ def _name(column) -> str:
     return column if isinstance(column, str) else getattr(column, "__name__", "")
 
 
-class ExtensibleAdminMixin:
+class ExtensibleAdminMixin(_AdminBase):
     """For a model admin that higher apps extend: adds their columns, panels and buttons for each request."""
 
     def get_list_display(self, request):

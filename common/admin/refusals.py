@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
 from django.contrib.admin.actions import delete_selected
@@ -22,6 +23,13 @@ from django.contrib.admin.utils import unquote
 from django.db import router, transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+
+    _AdminBase = ModelAdmin[Any]
+else:
+    _AdminBase = object
 
 SERVICE_ERRORS = (ValueError,)  # what services raise when they refuse (InvoiceTransitionError, PlanError, …)
 
@@ -59,7 +67,7 @@ def add_refusal_errors(form, refused: ServiceRefused) -> None:
         form.add_error(None, str(refused))
 
 
-class ServiceErrorsMixin:
+class ServiceErrorsMixin(_AdminBase):
     """For model admins whose saves and deletes go through services (see the module's docstring)."""
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):

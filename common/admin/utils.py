@@ -4,6 +4,7 @@ text boxes for third-party models."""
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 from django.core.paginator import Paginator
 from django.db import models
@@ -24,7 +25,7 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         try:
-            return self.object_list[: self.cap + 1].count()
+            return cast(Any, self.object_list)[: self.cap + 1].count()
         except (AttributeError, TypeError):
             return min(len(self.object_list), self.cap + 1)
 

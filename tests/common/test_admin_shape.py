@@ -15,8 +15,8 @@ from django.test import RequestFactory
 
 from catalog.models import Feature
 from catalog.services.plans import plan_create
-from common.models import JobRun
 from common.admin.confirm import ConfirmActionMixin
+from common.models import JobRun
 from customers.models import Customer, KongConsumer, SubjectAttribution
 from customers.services.customers import attribution_add, customer_create
 from customers.services.subscriptions import subscription_create
