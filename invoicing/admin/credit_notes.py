@@ -16,7 +16,7 @@ from ..services.credit_notes import credit_note_create, credit_note_void, credit
 from ..services.stripe_push import retry_credit_note_sync
 from .actions import ISSUE_PERMISSION
 from .documents import credit_note_document
-from .inlines import ReadOnlyInline
+from .inlines import LineInline
 
 
 def _credit_explanation(invoice: Invoice) -> str:
@@ -53,23 +53,13 @@ RETRY_NOTE_SYNC = ConfirmAction(
 )
 
 
-class CreditNoteLineInline(ReadOnlyInline):
+class CreditNoteLineInline(LineInline):
     model = CreditNoteLine
     fields = ("kind", "rate_card_key", "description", "period", "quantity_shown", "amount_shown")
     readonly_fields = fields
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("credit_note")
-
-    @admin.display(description="period")
-    def period(self, line: CreditNoteLine) -> str:
-        if line.period_start is None:
-            return ""
-        return f"{line.period_start:%Y-%m-%d %H:%M} – {line.period_end:%Y-%m-%d %H:%M}"
-
-    @admin.display(description="quantity")
-    def quantity_shown(self, line: CreditNoteLine) -> str:
-        return format(line.quantity.normalize(), "f")
 
     @admin.display(description="amount credited")
     def amount_shown(self, line: CreditNoteLine) -> str:

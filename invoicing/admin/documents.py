@@ -22,33 +22,25 @@ def _plain(value) -> str:
     return format(value.normalize(), "f")
 
 
+def _document(model_admin, request, document, template: str, **context):
+    """A printable invoice or credit note: its customer, lines and total (amounts in major units)."""
+    if not model_admin.has_view_permission(request, document):
+        raise PermissionDenied
+    lines = [{"line": line, "amount": format_major(line.amount, document.currency), "quantity": _plain(line.quantity)}
+             for line in document.lines.all()]
+    return TemplateResponse(request, template, {"customer": document.customer, "lines": lines,
+                                                "total": format_major(document.total, document.currency), **context})
+
+
 def invoice_document(model_admin, request, pk: int):
     invoice = get_object_or_404(Invoice.objects.select_related("customer", "subscription__plan"), pk=pk)
-    if not model_admin.has_view_permission(request, invoice):
-        raise PermissionDenied
-    context = {
-        "invoice": invoice,
-        "customer": invoice.customer,
-        "lines": [{"line": line, "amount": format_major(line.amount, invoice.currency),
-                   "quantity": _plain(line.quantity)} for line in invoice.lines.all()],
-        "total": format_major(invoice.total, invoice.currency),
-        "seller": "Billing back office",
-    }
-    return TemplateResponse(request, "invoicing/invoice.html", context)
+    return _document(model_admin, request, invoice, "invoicing/invoice.html", invoice=invoice,
+                     seller="Billing back office")
 
 
 def credit_note_document(model_admin, request, pk: int):
     note = get_object_or_404(CreditNote.objects.select_related("customer", "invoice"), pk=pk)
-    if not model_admin.has_view_permission(request, note):
-        raise PermissionDenied
-    context = {
-        "credit_note": note,
-        "customer": note.customer,
-        "lines": [{"line": line, "amount": format_major(line.amount, note.currency),
-                   "quantity": _plain(line.quantity)} for line in note.lines.all()],
-        "total": format_major(note.total, note.currency),
-    }
-    return TemplateResponse(request, "invoicing/credit_note.html", context)
+    return _document(model_admin, request, note, "invoicing/credit_note.html", credit_note=note)
 
 
 def invoices_csv(queryset) -> HttpResponse:

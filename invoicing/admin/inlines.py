@@ -21,7 +21,21 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class InvoiceLineInline(ReadOnlyInline):
+class LineInline(ReadOnlyInline):
+    """Lines of an invoice or a credit note: their period and quantity as people read them."""
+
+    @admin.display(description="period")
+    def period(self, line) -> str:
+        if line.period_start is None:
+            return ""
+        return f"{line.period_start:%Y-%m-%d %H:%M} – {line.period_end:%Y-%m-%d %H:%M}"
+
+    @admin.display(description="quantity")
+    def quantity_shown(self, line) -> str:
+        return format(line.quantity.normalize(), "f")
+
+
+class InvoiceLineInline(LineInline):
     model = InvoiceLine
     fields = ("kind", "rate_card_key", "description", "period", "quantity_shown", "unit_price_shown", "amount_shown",
               "tier_breakdown")
@@ -29,14 +43,6 @@ class InvoiceLineInline(ReadOnlyInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("invoice")
-
-    @admin.display(description="period")
-    def period(self, line: InvoiceLine) -> str:
-        return f"{line.period_start:%Y-%m-%d %H:%M} – {line.period_end:%Y-%m-%d %H:%M}"
-
-    @admin.display(description="quantity")
-    def quantity_shown(self, line: InvoiceLine) -> str:
-        return format(line.quantity.normalize(), "f")
 
     @admin.display(description="unit price")
     def unit_price_shown(self, line: InvoiceLine) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
 from django.test import RequestFactory
 
@@ -19,16 +19,17 @@ from common.admin.confirm import ConfirmActionMixin
 from common.models import JobRun
 from customers.models import Customer, KongConsumer, SubjectAttribution
 from customers.services.customers import attribution_add, customer_create
-from customers.services.subscriptions import subscription_create
 from invoicing.models import CreditNote, CycleClose, Invoice
-from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import invoice_mark_paid
 from metering.models import Event, Meter
-from tests.catalog.factories import platform_fee, token_plan, tokens_meter
+from tests.billing_site import test_workplace
+from tests.catalog.factories import tokens_meter
 from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.metering.usage_helpers import ingest
 
 pytestmark = pytest.mark.django_db
+world = test_workplace.world  # the workplace's plan, customer, subscription and two issued invoices
+login_as = test_workplace.login_as  # a staff user in one of the roles
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "admin"
 CONFIRM_TEMPLATE = "admin/confirm_action.html"
 
@@ -37,24 +38,12 @@ def shown(response) -> list[tuple[str, str]]:
     return [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
 
 
-def login_as(client, role: str):
-    user = User.objects.create_user(role.lower().replace(" ", "-"), password="pw-123456", is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    client.force_login(user)
-    return user
-
-
 @pytest.fixture
-def world():
-    plan = token_plan(extra=[platform_fee()])
-    air = customer_create(key="kong-air", name="Kong Air", currency="USD")
-    attribution_add(customer=air, subject="kong-air", start=utc(2026, 1, 1))
-    subscription = subscription_create(customer=air, plan=plan, start=utc(2026, 10, 1))
-    ingest([llm_event(tokens=1000, time=iso(utc(2026, 10, 5)))])
-    close_cycles(now=utc(2026, 11, 1, 2))
-    invoices = list(Invoice.objects.order_by("cycle"))
-    assert [i.status for i in invoices] == ["issued", "issued"]
-    return {"plan": plan, "customer": air, "subscription": subscription, "invoices": invoices}
+def invoices(world):
+    """The world's two issued invoices (its opening cycle and cycle 1), in cycle order."""
+    found = list(Invoice.objects.order_by("cycle"))
+    assert [i.status for i in found] == ["issued", "issued"]
+    return found
 
 
 # --- one confirmation page ----------------------------------------------------------------------------------
@@ -67,8 +56,8 @@ def test_the_only_confirmation_template_is_confirm_action():
     assert confirmations == ["confirm_action.html"]
 
 
-def test_every_confirmation_page_is_the_one_template(admin_client, world):
-    invoice, subscription, customer = world["invoices"][1], world["subscription"], world["customer"]
+def test_every_confirmation_page_is_the_one_template(admin_client, world, invoices):
+    invoice, subscription, customer = invoices[1], world["subscription"], world["customer"]
     draft = plan_create(key="draft", name="Draft", currency="USD")  # no rate card: cannot be published
     token = admin_client.post("/admin/metering/apitoken/add/", {"name": "t", "scopes": ["ingest"]})
     assert token.status_code == 200
@@ -105,8 +94,8 @@ def test_every_confirmation_page_is_the_one_template(admin_client, world):
 # --- refusals -----------------------------------------------------------------------------------------------
 
 
-def test_a_refused_action_is_a_form_error_on_its_page_and_nothing_else(admin_client, world):
-    invoice = world["invoices"][1]
+def test_a_refused_action_is_a_form_error_on_its_page_and_nothing_else(admin_client, invoices):
+    invoice = invoices[1]
     invoice_mark_paid(invoice=invoice)
     url = f"/admin/invoicing/invoice/{invoice.pk}/do/mark_uncollectible/"
     response = admin_client.post(url)
@@ -118,8 +107,8 @@ def test_a_refused_action_is_a_form_error_on_its_page_and_nothing_else(admin_cli
     assert invoice.status == "paid"
 
 
-def test_a_bulk_action_with_refused_rows_reports_each_and_no_success(admin_client, world):
-    first, second = world["invoices"]
+def test_a_bulk_action_with_refused_rows_reports_each_and_no_success(admin_client, invoices):
+    first, second = invoices
     invoice_mark_paid(invoice=first)
     response = admin_client.post("/admin/invoicing/invoice/", {
         "action": "mark_paid", "_selected_action": [first.pk, second.pk], "confirmed": "yes"}, follow=True)
@@ -132,8 +121,8 @@ def test_a_bulk_action_with_refused_rows_reports_each_and_no_success(admin_clien
     assert second.status == "paid"
 
 
-def test_hostile_input_on_confirmation_pages(admin_client, world):
-    invoice, subscription = world["invoices"][1], world["subscription"]
+def test_hostile_input_on_confirmation_pages(admin_client, world, invoices):
+    invoice, subscription = invoices[1], world["subscription"]
     assert admin_client.get(f"/admin/invoicing/invoice/{invoice.pk}/do/explode/").status_code == 404
     assert admin_client.post(f"/admin/invoicing/invoice/{invoice.pk}/do/credit-note/").status_code == 404
     assert admin_client.get("/admin/invoicing/invoice/999999/do/void/").status_code == 404
@@ -205,8 +194,8 @@ def test_a_feature_refused_at_save_is_a_form_error(admin_client, monkeypatch):
 # --- view-only pages ------------------------------------------------------------------------------------------
 
 
-def test_records_nobody_edits_are_read_only_pages(admin_client, world):
-    invoice, subscription = world["invoices"][1], world["subscription"]
+def test_records_nobody_edits_are_read_only_pages(admin_client, world, invoices):
+    invoice, subscription = invoices[1], world["subscription"]
     token = admin_client.post("/admin/metering/apitoken/add/", {"name": "t", "scopes": ["ingest"]}).context["token"]
     ingest([llm_event(event_id="e1", time=None)])
     pages = [f"/admin/invoicing/invoice/{invoice.pk}/change/",
@@ -233,7 +222,7 @@ def test_each_model_is_registered_once_by_its_own_app():
             assert type(model_admin).__module__.startswith(f"{app}.admin."), (model, type(model_admin))
 
 
-def test_higher_apps_extend_the_event_explorer_and_the_customer_page(client, world):
+def test_higher_apps_extend_the_event_explorer_and_the_customer_page(client, world, invoices):
     event_admin = admin.site._registry[Event]
     request = RequestFactory().get("/admin/metering/event/")
     request.user = User.objects.create_superuser("root", password="pw-123456")
@@ -249,8 +238,8 @@ def test_higher_apps_extend_the_event_explorer_and_the_customer_page(client, wor
     assert 'id="customer-preview"' in page and 'id="preview-invoice"' in page
 
 
-def test_actions_are_offered_only_to_whom_may_run_them(client, world):
-    invoice = world["invoices"][1]
+def test_actions_are_offered_only_to_whom_may_run_them(client, world, invoices):
+    invoice = invoices[1]
     login_as(client, "Finance viewer")
     assert client.get("/admin/customers/kongconsumer/import/").status_code == 403
     assert client.get(f"/admin/customers/subscription/{world['subscription'].pk}/change-plan/").status_code == 403
