@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from django.utils import timezone
 
 from .models import JOB_MESSAGE_MAX, JobRun
+from .queue import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,15 @@ def job_run_create(*, kind: str, trigger: str = JobRun.Trigger.SYSTEM, params: d
                    requested_by=None) -> JobRun:
     """Record a job that has been asked for but not started (e.g. queued from the admin)."""
     return JobRun.objects.create(kind=kind, trigger=trigger, params=params or {}, requested_by=requested_by)
+
+
+def job_run_queue(*, kind: str, task_name: str, params: dict | None = None, requested_by=None,
+                  trigger: str = JobRun.Trigger.ADMIN, **task_kwargs) -> JobRun:
+    """Ask for a job from the admin: record its run (queued) and start its task after commit, by the task's
+    registered name, with ``job_run_id`` and ``task_kwargs``. The job's page then shows its progress."""
+    job_run = job_run_create(kind=kind, trigger=trigger, params=params, requested_by=requested_by)
+    enqueue_on_commit(task_name, job_run_id=job_run.pk, **task_kwargs)
+    return job_run
 
 
 def job_run_start(*, job_run: JobRun, total: int | None = None) -> JobRun:

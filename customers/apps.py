@@ -9,7 +9,9 @@ class CustomersConfig(AppConfig):
     def ready(self) -> None:
         from metering.enrichment import register_customer_subject_resolver, register_event_enricher
 
+        from .admin import extensions as admin_extensions
         from .enrichment import customer_of_events, subjects_of_customers
 
         register_event_enricher("customers", customer_of_events, order=20)
         register_customer_subject_resolver(subjects_of_customers)
+        admin_extensions.register()  # the event explorer's customer column

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 from django import forms
 from django.db import connection
 from django.forms.models import BaseInlineFormSet
@@ -141,8 +143,12 @@ class SubscriptionCreateForm(forms.Form):
         return data
 
     def anchor_value(self):
-        choice = self.cleaned_data["anchor"]
-        return {"start": None, "calendar": "calendar"}.get(choice, self.cleaned_data.get("custom_anchor"))
+        return self.anchor_of(self.cleaned_data)
+
+    @staticmethod
+    def anchor_of(data: dict):
+        """The ``billing_anchor`` of ``subscription_create`` from the form's cleaned data."""
+        return {"start": None, "calendar": "calendar"}.get(data["anchor"], data.get("custom_anchor"))
 
 
 class SubscriptionCancelForm(forms.Form):
@@ -160,3 +166,22 @@ class SubscriptionChangeForm(forms.Form):
         widget=forms.RadioSelect,
         initial="now",
     )
+
+
+class KongImportForm(forms.Form):
+    admin_url = forms.CharField(label="Kong Admin API URL", max_length=500, help_text="e.g. http://kong:8001")
+    token = forms.CharField(required=False, widget=forms.PasswordInput, help_text="Kong-Admin-Token, when RBAC is on.")
+
+    def clean_admin_url(self):
+        # Scheme and host only: service names like http://kong:8001 are fine.
+        value = self.cleaned_data["admin_url"].strip()
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise forms.ValidationError("Enter an http:// or https:// URL, e.g. http://kong:8001")
+        return value
+
+
+class IncludeForm(forms.Form):
+    """Which customer the usage of the selected subjects or Kong consumers goes to."""
+
+    customer = forms.ModelChoiceField(queryset=Customer.objects.order_by("name"))

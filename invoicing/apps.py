@@ -11,6 +11,7 @@ class InvoicingConfig(AppConfig):
         from metering.enrichment import register_event_enricher
 
         from . import checks  # noqa: F401 - registers the system checks
+        from .admin import extensions as admin_extensions
         from .selectors.dashboard import dashboard
         from .selectors.enrichment import invoices_of_events
         from .selectors.guards import register_guards
@@ -18,3 +19,4 @@ class InvoicingConfig(AppConfig):
         register_event_enricher("invoicing", invoices_of_events, order=30)
         register_dashboard(dashboard)
         register_guards()
+        admin_extensions.register()  # the customer, subscription and event pages' invoicing parts

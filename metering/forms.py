@@ -69,7 +69,7 @@ class MeterForm(forms.ModelForm):
 class UsageExplorerForm(forms.Form):
     WINDOWS = [("", "Whole range"), ("MINUTE", "Minute"), ("HOUR", "Hour"), ("DAY", "Day"), ("MONTH", "Month")]
 
-    meter = forms.ModelChoiceField(queryset=None)
+    meter = forms.ModelChoiceField(queryset=Meter.objects.none())
     subjects = forms.CharField(required=False, help_text="Comma-separated subjects; empty for all.")
     start = forms.DateTimeField(label="From", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     end = forms.DateTimeField(label="To", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))

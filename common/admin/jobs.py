@@ -1,24 +1,16 @@
-"""Operations screens: job runs (heartbeats, closes, rebuilds, imports) with their progress and outcome; and
-django-celery-beat's solar schedules with text boxes for their decimals (latitude, longitude)."""
+"""Operations → Job runs: heartbeats, closes, rebuilds, imports, with their progress and outcome (view only)."""
 
 from django.contrib import admin
 from django.utils.html import format_html
-from django_celery_beat import admin as beat_admin
-from django_celery_beat.models import SolarSchedule
 
-from .admin_utils import DecimalTextInputsMixin
-from .models import JobRun
-
-admin.site.unregister(SolarSchedule)
-
-
-@admin.register(SolarSchedule)
-class SolarScheduleAdmin(DecimalTextInputsMixin, beat_admin.SolarScheduleAdmin):
-    pass
+from ..models import JobRun
 
 
 @admin.register(JobRun)
 class JobRunAdmin(admin.ModelAdmin):
+    """Job runs are written by the jobs themselves: shown read-only (``has_change_permission`` is false, viewing
+    needs the view permission); old runs may be deleted."""
+
     list_display = ("id", "kind", "status", "trigger", "progress", "created_at", "started_at", "duration",
                     "short_message")
     list_filter = ("status", "kind", "trigger")

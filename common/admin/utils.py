@@ -1,15 +1,17 @@
-"""Admin building blocks shared by every app."""
+"""Small admin building blocks shared by every app: a capped paginator, JSON display, view-only admins, decimal
+text boxes for third-party models."""
 
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 from django.core.paginator import Paginator
 from django.db import models
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from .forms import DecimalTextField, DecimalTextInput
+from ..forms import DecimalTextField, DecimalTextInput
 
 
 class CappedCountPaginator(Paginator):
@@ -23,7 +25,7 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         try:
-            return self.object_list[: self.cap + 1].count()
+            return cast(Any, self.object_list)[: self.cap + 1].count()
         except (AttributeError, TypeError):
             return min(len(self.object_list), self.cap + 1)
 
@@ -43,8 +45,10 @@ def short_json(value, length: int = 80) -> str:
 
 
 class ViewOnlyAdminMixin:
-    """For records nobody edits by hand (events, webhook deliveries, derived lists): view only, even for
-    superusers; what changes them are the services behind actions and jobs."""
+    """For records nobody edits by hand (events, issued invoices, credit notes, cycle closes, webhook deliveries,
+    derived lists): the change form is shown read-only to whoever may view (``has_change_permission`` false,
+    ``has_view_permission`` as Django decides it), even to superusers. What changes them are the services behind
+    the admin's confirmed actions (:mod:`common.admin.confirm`) and the jobs."""
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -1,0 +1,139 @@
+"""Rate cards (reached from their plan's page): the price with its tiers, a live preview of the price sentence
+while someone types, and "What would this cost?" for a quantity (both read only, also on published versions)."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from django.contrib import admin
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path
+
+from ..charges import charge_rate_card
+from ..display import plain_number, price_summary
+from ..forms import CostForm, PricePreviewForm, RateCardForm, preview_tiers
+from ..models import PriceTier, RateCard
+from ..money import to_major
+from ..pricing import PricingError
+from .drafts import PlanDraftOnly, rate_card_price_text
+from .plans import RATE_CARD_FIELDSETS
+
+
+class PriceTierInline(PlanDraftOnly, admin.TabularInline):
+    model = PriceTier
+    extra = 0
+    fields = ("position", "up_to", "unit_amount", "flat_amount")
+
+    def _plan_of(self, obj):
+        return obj.plan
+
+
+@admin.register(RateCard)
+class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
+    form = RateCardForm
+    inlines = [PriceTierInline]
+    list_display = ("key", "plan", "feature", "price_type", "payment_term", "entitlement_type")
+    list_select_related = ("plan", "feature")
+    list_filter = ("price_type", "payment_term", "plan__status")
+    search_fields = ("key", "plan__key")
+    change_form_template = "admin/catalog/ratecard/change_form.html"
+    readonly_fields = ("price_preview",)
+    fieldsets = RATE_CARD_FIELDSETS
+
+    class Media:
+        js = ("catalog/price_preview.js",)
+
+    def _plan_of(self, obj):
+        return obj.plan
+
+    def has_module_permission(self, request):
+        return False  # reached from the plan page
+
+    @admin.display(description="price")
+    def price_preview(self, obj: RateCard | None) -> str:
+        return rate_card_price_text(obj)
+
+    def get_urls(self):
+        return [
+            path("price-preview/", self.admin_site.admin_view(self.price_preview_view),
+                 name="catalog_ratecard_price_preview"),
+            *super().get_urls(),
+        ]
+
+    def price_preview_view(self, request):
+        """GET: the price sentence of the rate card form's current values, for its live preview. Saves nothing."""
+        if not self.has_view_permission(request):
+            return JsonResponse({"summary": "", "errors": ["you may not view rate cards"]}, status=403)
+        form = PricePreviewForm(request.GET)
+        errors = []
+        if not form.is_valid():
+            labels = {name: field.label or name.replace("_", " ") for name, field in form.fields.items()}
+            for name, messages_ in form.errors.items():
+                errors.append(f"{str(labels.get(name, name)).lower()}: {' '.join(messages_)}")
+        tiers = None
+        if "tiers" in request.GET:
+            tiers, tier_errors = preview_tiers(request.GET)
+            errors += tier_errors
+        if errors:
+            return JsonResponse({"summary": "", "errors": errors})
+        data = form.cleaned_data
+        rate_card = RateCard(
+            price_type=data["price_type"],
+            payment_term=data["payment_term"] or RateCard.PaymentTerm.IN_ARREARS,
+            feature=data["feature"],
+            **{name: data[name] for name in ("amount", "unit_amount", "quantity_per_package", "free_quantity",
+                                             "minimum_spend", "maximum_spend")},
+        )
+        if tiers is None and data["rate_card"] is not None:
+            tiers = list(data["rate_card"].tiers.all())
+        summary = price_summary(rate_card, data["currency"], cadence=data["cadence"] or None, tiers=tiers or [])
+        return JsonResponse({"summary": summary, "errors": []})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        rate_card = get_object_or_404(RateCard.objects.select_related("plan", "feature", "feature__meter"),
+                                      pk=object_id)
+        cost_form = CostForm(request.GET if "quantity" in request.GET else None)
+        cost = None
+        if cost_form.is_bound and cost_form.is_valid():
+            cost = self._cost(rate_card, cost_form.cleaned_data["quantity"])
+            if isinstance(cost, str):
+                cost_form.add_error("quantity", cost)
+                cost = None
+        extra_context = {
+            **(extra_context or {}),
+            "cost_form": cost_form,
+            "cost": cost,
+            "summary": price_summary(rate_card, rate_card.plan.currency),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @staticmethod
+    def _cost(rate_card: RateCard, quantity: Decimal):
+        """What ``quantity`` in one full period costs, from :func:`catalog.charges.charge_rate_card` (a pure read:
+        the box works on draft and published rate cards and never saves anything)."""
+        if not rate_card.price_type:
+            return "this rate card has no price"
+        currency = rate_card.plan.currency
+        try:
+            charge = charge_rate_card(rate_card, quantity=quantity, currency=currency)
+        except (PricingError, InvalidOperation, ValueError) as exc:
+            return f"cannot price this rate card yet: {exc}"
+        return {
+            "lines": [
+                {
+                    "kind": line.kind,
+                    "quantity": plain_number(line.quantity),
+                    "unit_price": "" if line.unit_price is None else plain_number(line.unit_price),
+                    "amount": to_major(line.amount, currency),
+                    "tiers": "; ".join(
+                        f"{plain_number(t.quantity)} × {plain_number(t.unit_amount)}"
+                        + (f" + {plain_number(t.flat_amount)}" if t.flat_amount else "")
+                        for t in line.tiers
+                    ),
+                }
+                for line in charge.lines
+            ],
+            "total": to_major(charge.total, currency),
+            "currency": currency,
+        }
