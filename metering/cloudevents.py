@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from common.type_names import json_type_name
+
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_BATCH_EVENTS = 10_000
 MAX_EVENT_BYTES = 64 * 1024
@@ -217,14 +219,14 @@ def _explain_event(index: int, raw: bytes) -> list[FieldError]:
     except msgspec.DecodeError as exc:
         return [FieldError(index, None, f"malformed JSON: {exc}")]
     if not isinstance(obj, dict):
-        return [FieldError(index, None, f"an event must be a JSON object, not {_json_type(obj)}")]
+        return [FieldError(index, None, f"an event must be a JSON object, not {json_type_name(obj)}")]
     errors: list[FieldError] = []
     for field in REQUIRED_STRING_FIELDS:
         value = obj.get(field)
         if field not in obj or value is None:
             errors.append(FieldError(index, field, f"{field} is required"))
         elif not isinstance(value, str):
-            errors.append(FieldError(index, field, f"{field} must be a string, not {_json_type(value)}"))
+            errors.append(FieldError(index, field, f"{field} must be a string, not {json_type_name(value)}"))
         elif not value:
             errors.append(FieldError(index, field, f"{field} must not be empty"))
         elif len(value) > MAX_STRING_LENGTH:
@@ -236,7 +238,7 @@ def _explain_event(index: int, raw: bytes) -> list[FieldError]:
     if obj.get("time") is not None:
         value = obj["time"]
         if not isinstance(value, str):
-            errors.append(FieldError(index, "time", f"time must be an RFC 3339 string, not {_json_type(value)}"))
+            errors.append(FieldError(index, "time", f"time must be an RFC 3339 string, not {json_type_name(value)}"))
         elif _parse_time(value) is None:
             errors.append(FieldError(
                 index, "time", f'time "{value[:64]}" is not an RFC 3339 timestamp with a UTC offset'
@@ -244,24 +246,10 @@ def _explain_event(index: int, raw: bytes) -> list[FieldError]:
     data = obj.get("data")
     if data is not None:
         if not isinstance(data, dict):
-            errors.append(FieldError(index, "data", f"data must be a JSON object or null, not {_json_type(data)}"))
+            errors.append(FieldError(index, "data", f"data must be a JSON object or null, not {json_type_name(data)}"))
         elif _contains_nul(data):
             errors.append(FieldError(index, "data", "data must not contain NUL characters (\\u0000)"))
     return errors
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def unstorable_data(rows: list[EventRow]) -> CloudEventsError:

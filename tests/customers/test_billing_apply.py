@@ -1,29 +1,28 @@
-"""``billing_apply`` / ``billing_dump``: catalog as code (customers.services.apply, catalog.services.apply)."""
+"""``billing_apply`` / ``billing_dump``: catalog as code (customers.apply, catalog.apply, common.yaml_reader)."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
-import io
 import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
-from django.core.management import CommandError, call_command
 
-from catalog.models import Feature, Plan, PriceTier, RateCard
+from catalog.models import Feature, Plan, RateCard
 from catalog.services.plans import plan_archive, plan_new_version
 from customers.models import Customer, KongConsumer, SubjectAttribution, Subscription, SubscriptionEvent
 from customers.services.customers import attribution_add, customer_create, customer_update
 from customers.services.subscriptions import SubscriptionError, subscription_cancel
 from metering.models import Meter
 from metering.services.meters import meter_update
+from tests.customers.billing_files import DELETE, EMPTY, FIXTURE, apply, apply_error, dump, example, snapshot, write
+from tests.customers.billing_files import change_at as _set
 
 pytestmark = pytest.mark.django_db
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "catalog.yaml"
 UTC = dt.UTC
 
 
@@ -32,54 +31,6 @@ def _in_tmp(tmp_path, monkeypatch):
     """Files are written as ``catalog.yaml`` in a temporary directory, so messages start with that name."""
     monkeypatch.chdir(tmp_path)
 
-
-def example() -> dict:
-    return copy.deepcopy(yaml.safe_load(FIXTURE.read_text()))
-
-
-def write(doc_or_text: dict | str, name: str = "catalog.yaml") -> str:
-    text = doc_or_text if isinstance(doc_or_text, str) else yaml.safe_dump(doc_or_text, sort_keys=False)
-    Path(name).write_text(text)
-    return name
-
-
-def apply(name: str = "catalog.yaml", *args: str) -> str:
-    out = io.StringIO()
-    call_command("billing_apply", name, *args, stdout=out)
-    return out.getvalue()
-
-
-def apply_error(name: str = "catalog.yaml", *args: str) -> str:
-    with pytest.raises(CommandError) as info:
-        apply(name, *args)
-    return str(info.value)
-
-
-def dump(*args: str) -> str:
-    out = io.StringIO()
-    call_command("billing_dump", *args, stdout=out)
-    return out.getvalue()
-
-
-def snapshot() -> dict:
-    """Every row billing_apply may write, with the columns a change would touch."""
-    return {
-        "meters": list(Meter.objects.order_by("id").values_list("id", "updated_at", "definition_version")),
-        "features": list(Feature.objects.order_by("id").values_list("id", "updated_at")),
-        "plans": list(Plan.objects.order_by("id").values_list("id", "version", "status", "published_at",
-                                                                "archived_at")),
-        "rate_cards": list(RateCard.objects.order_by("id").values_list("id", flat=True)),
-        "tiers": list(PriceTier.objects.order_by("id").values_list("id", flat=True)),
-        "customers": list(Customer.objects.order_by("id").values_list("id", "updated_at")),
-        "attributions": list(SubjectAttribution.objects.order_by("id").values_list("id", "start", "end")),
-        "subscriptions": list(Subscription.objects.order_by("id").values_list("id", "plan_id", "start",
-                                                                               "billing_anchor", "cancel_at")),
-        "subscription_events": SubscriptionEvent.objects.count(),
-    }
-
-
-EMPTY = {"meters": [], "features": [], "plans": [], "rate_cards": [], "tiers": [], "customers": [],
-         "attributions": [], "subscriptions": [], "subscription_events": 0}
 
 EXAMPLE_LINES = [
     "create meter llm_tokens",
@@ -427,7 +378,7 @@ def test_a_service_error_during_apply_rolls_everything_back(monkeypatch):
     def refuse(**kwargs):
         raise SubscriptionError("the service said no")
 
-    monkeypatch.setattr("customers.services.apply.subscription_create", refuse)
+    monkeypatch.setattr("customers.apply.subscription_create", refuse)
     write(FIXTURE.read_text())
 
     message = apply_error()
@@ -448,24 +399,6 @@ def test_every_problem_is_reported_at_once():
 
 # ------------------------------------------------------------------------------------------------- error messages
 
-
-def _set(path: str, value):
-    """A change to the example at ``a.0.b`` (``DELETE`` removes the key)."""
-
-    def change(doc):
-        *parents, last = path.split(".")
-        target = doc
-        for part in parents:
-            target = target[int(part)] if part.isdigit() else target[part]
-        if value is DELETE:
-            del target[int(last) if last.isdigit() else last]
-        else:
-            target[int(last) if last.isdigit() else last] = value
-
-    return change
-
-
-DELETE = object()
 
 BAD_ENTRIES = [
     (_set("plans.0.rate_cards.2.entitlement.limit", "lots"),

@@ -1,13 +1,13 @@
-"""``python manage.py billing_apply FILE.yaml [--dry-run]``: catalog as code (see customers.services.apply)."""
+"""``python manage.py billing_apply FILE.yaml [--dry-run]``: catalog as code (see customers.apply)."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from customers.services.apply import ApplyError, billing_apply
+from common.yaml_reader import FileError, read_source
+from customers.apply import billing_apply
 
 
 class Command(BaseCommand):
@@ -22,14 +22,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: str, dry_run: bool = False, **options):
         try:
-            text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CommandError(f"{file}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CommandError(f"{file}: cannot read the file: {exc}") from exc
+            text, filename = read_source(file, sys.stdin)
+        except FileError as exc:
+            raise CommandError(str(exc)) from exc
         try:
-            result = billing_apply(text=text, filename="<stdin>" if file == "-" else file, dry_run=dry_run)
-        except ApplyError as exc:
+            result = billing_apply(text=text, filename=filename, dry_run=dry_run)
+        except FileError as exc:
             count = len(exc.problems)
             raise CommandError(
                 f"Nothing applied: {count} problem{'s' if count != 1 else ''}:\n" + "\n".join(exc.problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from customers.services.apply import billing_dump_text
+from customers.apply import billing_dump_text
 
 
 class Command(BaseCommand):

@@ -1,13 +1,13 @@
 """``billing_apply``: the whole catalog-as-code file (meters, features, plans, customers, subscriptions) in one
 transaction, and ``billing_dump``: the current state in the same format.
 
-Order: read the YAML; check every entry's shape and types; check references and the services' rules against
-the file and the database; then, inside one ``transaction.atomic()``, compare each entry with the database and
-call the services (meters → features → plans → customers → subject removals → subject additions →
-subscriptions), one output line per change. Any problem, found before or raised by a service during the
-apply, rolls everything back. A dry run does the same and rolls back at the end.
+Order: read the YAML (``common.yaml_reader``); check every entry's shape and types; check references and the
+services' rules against the file and the database; then, inside one ``transaction.atomic()``, compare each entry
+with the database and call the services (meters → features → plans → customers → subject removals → subject
+additions → subscriptions), one output line per change. Any problem, found before or raised by a service during
+the apply, rolls everything back. A dry run does the same and rolls back at the end.
 
-Customers and subscriptions (the catalog's rules are in ``catalog.services.apply``):
+Customers and subscriptions (the catalog's rules are in ``catalog.apply``):
 
 * Customers by ``key``: created when missing; otherwise only the differing fields change. Optional fields
   (``email``, address, ``tax_id``, ``collection_method``, ``days_until_due``, ``metadata``) left out of the
@@ -40,34 +40,48 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from catalog.models import Plan
-from catalog.rules import clean_currency, key_problem
-from catalog.services.apply import (
-    MISSING,
-    ApplyError,
+from catalog.apply import (
     CatalogSpec,
-    Problems,
-    Reader,
+    PlanEntry,
     catalog_apply,
     catalog_dump,
     catalog_parse,
     catalog_validate,
-    entry_label,
-    entry_list,
+    currency_check,
+    key_check,
+)
+from catalog.models import Plan
+from catalog.rules import clean_currency
+from common.time import format_rfc3339
+from common.type_names import type_name
+from common.yaml_reader import (
+    MISSING,
+    FileError,
+    Problems,
+    Reader,
+    changed_fields,
+    changes_text,
+    check_duplicates,
+    load_mapping,
+    parse_entries,
     show,
     sorted_json,
-    type_name,
+    without_empty,
 )
-from catalog.services.apply import service_problems as _service_problems
-from common.time import format_rfc3339
 
-from ..models import Customer, SubjectAttribution, Subscription, windows_overlap
-from ..selectors import attribution_default_start, kong_consumer_of
-from .attributions import AttributionError, attribution_add, attribution_end, attribution_update, subject_problem
-from .customers import CustomerError, customer_create, customer_problems, customer_update
-from .subscriptions import SubscriptionError, subscription_create
+from .models import Customer, SubjectAttribution, Subscription, windows_overlap
+from .selectors import attribution_default_start, kong_consumer_of
+from .services.attributions import (
+    AttributionError,
+    attribution_add,
+    attribution_end,
+    attribution_update,
+    subject_problem,
+)
+from .services.customers import CustomerError, customer_create, customer_problems, customer_update
+from .services.subscriptions import SubscriptionError, _overlapping, subscription_create
 
-__all__ = ["ApplyError", "ApplyResult", "billing_apply", "billing_dump", "billing_dump_text", "billing_load"]
+__all__ = ["ApplyResult", "billing_apply", "billing_dump", "billing_dump_text"]
 
 TOP_LEVEL = ("meters", "features", "plans", "customers", "subscriptions")
 CUSTOMER_TEXT_FIELDS = (
@@ -75,6 +89,7 @@ CUSTOMER_TEXT_FIELDS = (
 )
 CUSTOMER_OPTIONAL_FIELDS = (*CUSTOMER_TEXT_FIELDS, "collection_method", "days_until_due", "metadata")
 CUSTOMER_ENTRY_FIELDS = ("key", "name", "currency", *CUSTOMER_OPTIONAL_FIELDS, "subjects", "reassign")
+DAYS_UNTIL_DUE_MAX = 2**31 - 1  # a PositiveIntegerField: PostgreSQL's integer (SQLite would store more)
 SUBSCRIPTION_FIELDS = ("customer", "plan", "start", "billing_anchor")
 SUBJECT_FIELDS = ("subject", "from", "to")
 ACTOR = "billing_apply"
@@ -127,83 +142,43 @@ class _DryRun(Exception):
     """Raised at the end of a dry run to roll the transaction back."""
 
 
-# ---------------------------------------------------------------------------------------------------------- YAML
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML's safe loader, refusing duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode) -> dict:
-    loader.flatten_mapping(node)
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if isinstance(key_node, yaml.ScalarNode):
-            key = loader.construct_object(key_node)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=True)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-
-
-def billing_load(*, text: str, filename: str) -> dict:
-    """The file's top-level mapping, or ApplyError (syntax errors with their line)."""
-    try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise ApplyError([f"{filename}: {where}invalid YAML: {problem}"]) from exc
-    except yaml.YAMLError as exc:
-        raise ApplyError([f"{filename}: invalid YAML: {exc}"]) from exc
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise ApplyError([f"{filename}: the file must be a mapping with the keys {', '.join(TOP_LEVEL)}"])
-    unknown = [key for key in document if key not in TOP_LEVEL]
-    if unknown:
-        raise ApplyError([f"{filename}: {key}: unknown top-level key (known: {', '.join(TOP_LEVEL)})"
-                          for key in unknown])
-    return document
-
-
 # --------------------------------------------------------------------------------------------------------- parse
 
 
-def _customer_parse(problems: Problems, where: str, data: Any) -> CustomerEntry | None:
-    r = Reader(problems, where, data, CUSTOMER_ENTRY_FIELDS)
-    key = r.text("key", required=True)
-    if isinstance(key, str) and key and key_problem(key, "customer key"):
-        r.fail("key", key_problem(key, "customer key") or "")
+def _max_length(name: str) -> int | None:
+    return getattr(Customer._meta.get_field(name), "max_length", None)
+
+
+def _customer_fields(r: Reader) -> dict[str, Any]:
+    """Name, currency and the optional fields the entry gives."""
     fields: dict[str, Any] = {
-        "name": r.text("name", required=True, max_length=getattr(Customer._meta.get_field("name"), "max_length", None)),
-        "currency": clean_currency(r.text("currency", required=True)),  # usd → USD, as customer_create stores it
+        "name": r.text("name", required=True, max_length=_max_length("name")),
+        "currency": clean_currency(r.text("currency", required=True, check=currency_check)),  # usd → USD
     }
     for name in CUSTOMER_TEXT_FIELDS:
-        value = r.text(name, max_length=getattr(Customer._meta.get_field(name), "max_length", None))
+        value = r.text(name, max_length=_max_length(name))
         if value is not MISSING:
             fields[name] = value
     method = r.text("collection_method", choices=Customer.CollectionMethod.values)
     if method is not MISSING:
         fields["collection_method"] = method or Customer.CollectionMethod.CHARGE_AUTOMATICALLY
-    days = r.integer("days_until_due")
+    days = r.integer("days_until_due", maximum=DAYS_UNTIL_DUE_MAX)
     if days is not MISSING:
         fields["days_until_due"] = days
     metadata = r.mapping("metadata", json_only=True)
     if metadata is not MISSING:
         fields["metadata"] = metadata or {}
+    return fields
+
+
+def _customer_parse(problems: Problems, where: str, data: Any) -> CustomerEntry | None:
+    r = Reader(problems, where, data, CUSTOMER_ENTRY_FIELDS)
+    key = r.text("key", required=True, check=key_check("customer key"))
+    fields = _customer_fields(r)
     subjects: list[SubjectEntry] | None = None
     if r.has("subjects"):
-        subjects = []
-        for i, item in enumerate(r.items("subjects") or []):
-            subject = _subject_parse(r, f"subjects[{i}]", item)
-            if subject is not None:
-                subjects.append(subject)
+        parsed = [_subject_parse(r, f"subjects[{i}]", item) for i, item in enumerate(r.items("subjects") or [])]
+        subjects = [subject for subject in parsed if subject is not None]
     reassign = r.boolean("reassign")
     if not r.ok:
         return None
@@ -222,19 +197,14 @@ def _subject_parse(r: Reader, at: str, item: Any) -> SubjectEntry | None:
     if not isinstance(item, dict):
         r.fail(at, f"must be a subject (a string) or a mapping with subject, from and to, not {type_name(item)}")
         return None
-    fields = Reader(r.problems, r.at(at), item, SUBJECT_FIELDS)
-    subject = fields.text("subject", required=True, strip=False)
-    if isinstance(subject, str) and subject:
-        problem = subject_problem(subject)
-        if problem:
-            fields.fail("subject", problem)
+    fields = r.nested(at, item, SUBJECT_FIELDS)
+    subject = fields.text("subject", required=True, strip=False, check=subject_problem)
     start, end = fields.datetime("from"), fields.datetime("to")
     if start is not None and end is not None and end <= start:
         fields.fail("to", f"must be after from ({format_rfc3339(start)})")
     if not fields.ok:
-        r.ok = False
         return None
-    return SubjectEntry(r.at(at), subject.strip(), start, end)
+    return SubjectEntry(fields.where, subject.strip(), start, end)
 
 
 def _subscription_parse(problems: Problems, where: str, data: Any) -> SubscriptionEntry | None:
@@ -254,29 +224,15 @@ def _subscription_label(index: int, data: Any) -> str:
     return f"subscriptions[{index}]"
 
 
-def _parse(problems: Problems, document: dict) -> BillingSpec:
-    spec = BillingSpec(catalog=catalog_parse(problems=problems, document=document))
-    for i, data in enumerate(entry_list(problems, document, "customers")):
-        if isinstance(data, dict) and isinstance(data.get("key"), str):
-            spec.declared_customers.add(data["key"].strip())
-        entry = _customer_parse(problems, entry_label("customers", i, data, "key"), data)
-        if entry is not None:
-            spec.customers.append(entry)
-    for i, data in enumerate(entry_list(problems, document, "subscriptions")):
-        sub = _subscription_parse(problems, _subscription_label(i, data), data)
-        if sub is not None:
-            spec.subscriptions.append(sub)
-    first: dict[Any, str] = {}
-    for entry in spec.customers:
-        if entry.key in first:
-            problems.add(entry.where, f"duplicate: {first[entry.key]} has the same key")
-        first.setdefault(entry.key, entry.where)
+def _subjects_check(problems: Problems, customers: list[CustomerEntry]) -> None:
+    """Across the file: a subject is included without an end by one customer at most, and the dated mappings of
+    a subject do not overlap."""
     listed: dict[str, tuple[CustomerEntry, SubjectEntry]] = {}  # the mapping without an end, per subject
     dated: dict[str, list[SubjectEntry]] = {}  # mappings with a start, per subject
-    for entry in spec.customers:
+    for entry in customers:
         for item in entry.subjects or []:
             if item.end is None and item.subject in listed:
-                other_entry, other = listed[item.subject]
+                other_entry, _ = listed[item.subject]
                 if other_entry is entry:
                     problems.add(item.where, f"{item.subject!r} is listed twice without an end (at most one mapping "
                                  "of a subject is still included)")
@@ -293,12 +249,18 @@ def _parse(problems: Problems, document: dict) -> BillingSpec:
             if clash is not None:
                 problems.add(item.where, f"overlaps {clash.where}: the mappings of a subject must not overlap")
             dated.setdefault(item.subject, []).append(item)
-    seen: dict[Any, str] = {}
-    for sub in spec.subscriptions:
-        ident = (sub.customer, sub.plan, sub.start)
-        if ident in seen:
-            problems.add(sub.where, f"duplicate: {seen[ident]} has the same customer, plan and start")
-        seen.setdefault(ident, sub.where)
+
+
+def _parse(problems: Problems, document: dict) -> BillingSpec:
+    spec = BillingSpec(catalog=catalog_parse(problems=problems, document=document))
+    spec.customers = parse_entries(problems, document, "customers", _customer_parse, key_field="key",
+                                   declared=spec.declared_customers)
+    spec.subscriptions = parse_entries(problems, document, "subscriptions", _subscription_parse,
+                                       label=_subscription_label)
+    check_duplicates(problems, spec.customers, lambda e: e.key, "key")
+    _subjects_check(problems, spec.customers)
+    check_duplicates(problems, spec.subscriptions, lambda s: (s.customer, s.plan, s.start),
+                     "customer, plan and start")
     return spec
 
 
@@ -317,6 +279,10 @@ def _customers_validate(problems: Problems, spec: BillingSpec) -> None:
             problems.add(f"{entry.where}.currency", f"customer {entry.key} has subscriptions: its currency "
                          f"{customer.currency} cannot change")
 
+
+def _owners_validate(problems: Problems, spec: BillingSpec) -> None:
+    """A subject the file includes without an end must not belong to another customer, unless the file moves it
+    (the other customer's entry no longer includes it) or the entry says ``reassign: true``."""
     in_file = {e.key: e for e in spec.customers}
     subjects = [s.subject for e in spec.customers for s in (e.subjects or []) if s.end is None]
     owners = {a.subject: a for a in SubjectAttribution.objects.select_related("customer")
@@ -336,67 +302,106 @@ def _customers_validate(problems: Problems, spec: BillingSpec) -> None:
                          "there with to:), or set reassign: true to move it now (usage before stays with them)")
 
 
+@dataclass
+class _References:
+    """What the file's subscriptions refer to, in the file and in the database."""
+
+    spec: BillingSpec
+    file_customers: dict[str, CustomerEntry]
+    file_plans: dict[str, PlanEntry]
+    customers: dict[str, Customer]
+    published: dict[str, Plan]
+    plans: set[str]
+
+    @classmethod
+    def of(cls, spec: BillingSpec) -> _References:
+        plan_keys = [s.plan for s in spec.subscriptions]
+        return cls(
+            spec=spec,
+            file_customers={e.key: e for e in spec.customers},
+            file_plans={p.key: p for p in spec.catalog.plans},
+            customers={c.key: c for c in Customer.objects.filter(key__in=[s.customer for s in spec.subscriptions])},
+            published={p.key: p for p in Plan.objects.filter(key__in=plan_keys, status=Plan.Status.PUBLISHED)},
+            plans=set(Plan.objects.filter(key__in=plan_keys).values_list("key", flat=True)),
+        )
+
+    def plan_currency(self, problems: Problems, sub: SubscriptionEntry) -> str | None:
+        """The currency of the version ``sub`` would subscribe to (the file's published entry, else the
+        database's published version); None, with a problem, when there is none."""
+        plan_entry = self.file_plans.get(sub.plan)
+        if plan_entry is not None and plan_entry.status == "published":
+            return plan_entry.state.currency
+        if sub.plan in self.published:
+            return self.published[sub.plan].currency
+        if sub.plan in self.plans or plan_entry is not None:
+            problems.add(f"{sub.where}.plan", f"plan {sub.plan} has no published version to subscribe to")
+        elif sub.plan not in self.spec.catalog.declared["plans"]:
+            problems.add(f"{sub.where}.plan", f"unknown plan {sub.plan!r} (not in the file, not in the database)")
+        return None
+
+
+def _subscription_validate(problems: Problems, refs: _References, sub: SubscriptionEntry) -> bool:
+    """The problems of one subscription of the file; True when it is new and can be created (if nothing else
+    fails), False when it exists or its customer or plan is missing."""
+    entry, customer = refs.file_customers.get(sub.customer), refs.customers.get(sub.customer)
+    if entry is not None:
+        currency = entry.fields["currency"]
+    elif customer is not None:
+        currency = customer.currency
+    else:
+        if sub.customer not in refs.spec.declared_customers:
+            problems.add(f"{sub.where}.customer", f"unknown customer {sub.customer!r} (not in the file, not in "
+                         "the database)")
+        return False
+    existing = Subscription.objects.filter(customer=customer, plan__key=sub.plan) if customer else None
+    same = existing.filter(start=sub.start).first() if existing is not None else None
+    if same is not None:  # exists: nothing to do (its plan version may since be archived)
+        if sub.billing_anchor is not None and sub.billing_anchor != same.billing_anchor:
+            problems.add(f"{sub.where}.billing_anchor", f"the subscription exists with billing anchor "
+                         f"{format_rfc3339(same.billing_anchor)}; billing_apply does not change existing "
+                         "subscriptions")
+        return False
+    plan_currency = refs.plan_currency(problems, sub)
+    if plan_currency is None:
+        return False
+    if plan_currency != currency:
+        problems.add(f"{sub.where}.plan", f"plan {sub.plan} bills in {plan_currency} but customer "
+                     f"{sub.customer} is invoiced in {currency}")
+        return False
+    clash = _overlapping(customer, sub.plan, sub.start, None) if customer is not None else []
+    if clash:
+        other = min(clash, key=lambda s: s.start)
+        problems.add(f"{sub.where}.start", f"overlaps the subscription of {sub.customer} to {sub.plan} "
+                     f"v{other.plan.version} from {format_rfc3339(other.start)}; billing_apply creates "
+                     "subscriptions only (change a plan or start in the admin)")
+    return True
+
+
 def _subscriptions_validate(problems: Problems, spec: BillingSpec) -> None:
-    file_customers = {e.key: e for e in spec.customers}
-    file_plans = {p.key: p for p in spec.catalog.plans}
-    db_customers = {c.key: c for c in Customer.objects.filter(key__in=[s.customer for s in spec.subscriptions])}
-    published = {p.key: p for p in Plan.objects.filter(key__in=[s.plan for s in spec.subscriptions],
-                                                       status=Plan.Status.PUBLISHED)}
-    known_plans = set(Plan.objects.filter(key__in=[s.plan for s in spec.subscriptions])
-                      .values_list("key", flat=True))
+    refs = _References.of(spec)
     new_by_pair: dict[tuple[str, str], SubscriptionEntry] = {}
     for sub in spec.subscriptions:
-        customer_entry, customer = file_customers.get(sub.customer), db_customers.get(sub.customer)
-        if customer_entry is None and customer is None:
-            if sub.customer not in spec.declared_customers:
-                problems.add(f"{sub.where}.customer", f"unknown customer {sub.customer!r} (not in the file, not in "
-                             "the database)")
+        if not _subscription_validate(problems, refs, sub):
             continue
-        others = list(Subscription.objects.select_related("plan").filter(customer=customer, plan__key=sub.plan)
-                      .order_by("start")) if customer is not None else []
-        same = next((o for o in others if o.start == sub.start), None)
-        if same is not None:  # exists: nothing to do (its plan version may since be archived)
-            if sub.billing_anchor is not None and sub.billing_anchor != same.billing_anchor:
-                problems.add(f"{sub.where}.billing_anchor", f"the subscription exists with billing anchor "
-                             f"{format_rfc3339(same.billing_anchor)}; billing_apply does not change existing "
-                             "subscriptions")
-            continue
-        plan_entry = file_plans.get(sub.plan)
-        if plan_entry is not None and plan_entry.status == "published":
-            plan_currency = plan_entry.state.currency
-        elif sub.plan in published:
-            plan_currency = published[sub.plan].currency
-        else:
-            if sub.plan in known_plans or plan_entry is not None:
-                problems.add(f"{sub.where}.plan", f"plan {sub.plan} has no published version to subscribe to")
-            elif sub.plan not in spec.catalog.declared["plans"]:
-                problems.add(f"{sub.where}.plan", f"unknown plan {sub.plan!r} (not in the file, not in the "
-                             "database)")
-            continue
-        currency = customer_entry.fields["currency"] if customer_entry else customer.currency  # type: ignore[union-attr]
-        if plan_currency != currency:
-            problems.add(f"{sub.where}.plan", f"plan {sub.plan} bills in {plan_currency} but customer "
-                         f"{sub.customer} is invoiced in {currency}")
-            continue
-        for other in others:
-            end = other.cancel_at
-            if end is not None and end <= other.start:
-                continue  # canceled before it began
-            if end is None or sub.start < end:
-                problems.add(f"{sub.where}.start", f"overlaps the subscription of {sub.customer} to {sub.plan} "
-                             f"v{other.plan.version} from {format_rfc3339(other.start)}; billing_apply creates "
-                             "subscriptions only (change a plan or start in the admin)")
-                break
         pair = (sub.customer, sub.plan)
         if pair in new_by_pair:
             problems.add(f"{sub.where}.start", f"overlaps {new_by_pair[pair].where} (both open-ended)")
         new_by_pair.setdefault(pair, sub)
 
 
+def _validate(problems: Problems, spec: BillingSpec) -> None:
+    """Every problem of the file against the database (reads only), raised together."""
+    catalog_validate(problems=problems, spec=spec.catalog)
+    _customers_validate(problems, spec)
+    _owners_validate(problems, spec)
+    _subscriptions_validate(problems, spec)
+    problems.raise_if_any()
+
+
 # ---------------------------------------------------------------------------------------------------------- apply
 
 
-def _customers_apply(problems: Problems, spec: BillingSpec, lines: list[str], now: dt.datetime) -> None:
+def _customers_apply(problems: Problems, spec: BillingSpec, lines: list[str]) -> dict[str, Customer]:
     customers: dict[str, Customer] = {}
     for entry in spec.customers:
         customer = Customer.objects.filter(key=entry.key).first()
@@ -405,16 +410,15 @@ def _customers_apply(problems: Problems, spec: BillingSpec, lines: list[str], no
                 lines.append(f"create customer {entry.key}")
                 customer = customer_create(key=entry.key, **entry.fields)
             else:
-                changes = {name: v for name, v in entry.fields.items() if getattr(customer, name) != v}
+                current = {name: getattr(customer, name) for name in entry.fields}
+                changes = changed_fields(current, entry.fields)
                 if changes:
-                    lines.append(f"update customer {entry.key}: " + ", ".join(
-                        f"{name} {show(getattr(customer, name))} -> {show(v)}" for name, v in changes.items()))
+                    lines.append(f"update customer {entry.key}: {changes_text(current, changes)}")
                     customer = customer_update(customer=customer, **changes)
         except CustomerError as exc:
-            raise _service_problems(problems, entry.where, exc) from exc
+            raise problems.refused(entry.where, exc) from exc
         customers[entry.key] = customer
-
-    _subjects_apply(problems, spec, customers, lines, now)
+    return customers
 
 
 def _window(start: dt.datetime | None, end: dt.datetime | None) -> str:
@@ -422,45 +426,58 @@ def _window(start: dt.datetime | None, end: dt.datetime | None) -> str:
     return " ".join(parts) or "from the beginning"
 
 
+Pairs = list[tuple[SubjectEntry, SubjectAttribution | None]]
+
+
+def _subjects_pair(entry: CustomerEntry, rows: list[SubjectAttribution]) -> Pairs:
+    """Each listed mapping with the customer's mapping it describes: the one without an end; else the one with
+    the same end; else the open one the entry ends."""
+    subjects = entry.subjects or []
+    open_rows = {row.subject: row for row in rows if row.end is None}
+    used: set[int] = set()
+    paired: dict[int, SubjectAttribution | None] = {}
+    for n, item in enumerate(subjects):
+        row = open_rows.get(item.subject) if item.end is None else None
+        if row is not None:
+            used.add(row.pk)
+        paired[n] = row
+    for n, item in enumerate(subjects):
+        if item.end is None:
+            continue
+        row = next((r for r in rows if r.subject == item.subject and r.end == item.end and r.pk not in used), None)
+        if row is None and not entry.includes_now(item.subject):
+            row = next((r for r in rows if r is open_rows.get(item.subject) and r.pk not in used), None)
+        if row is not None:
+            used.add(row.pk)
+        paired[n] = row
+    return [(item, paired[n]) for n, item in enumerate(subjects)]
+
+
+def _unlisted_end(problems: Problems, entry: CustomerEntry, rows: list[SubjectAttribution], pairs: Pairs,
+                  lines: list[str], now: dt.datetime) -> None:
+    """End now the open mappings of the customer that the entry does not list."""
+    used = {row.pk for _, row in pairs if row is not None}
+    for row in sorted((r for r in rows if r.end is None and r.pk not in used), key=lambda r: r.subject):
+        lines.append(f"remove subject {row.subject} from customer {entry.key}")
+        try:
+            attribution_end(attribution=row, end=now)
+        except AttributionError as exc:
+            raise problems.refused(f"{entry.where}.subjects", exc) from exc
+
+
 def _subjects_apply(
     problems: Problems, spec: BillingSpec, customers: dict[str, Customer], lines: list[str], now: dt.datetime
 ) -> None:
-    """Pair each listed mapping with the customer's mapping it describes (the one without an end; else the one
-    with the same end; else the open one the entry ends), then: ends first (so a subject can move between
-    customers of the file), then changed starts and new mappings."""
-    plans: list[tuple[CustomerEntry, list[tuple[SubjectEntry, SubjectAttribution | None]]]] = []
+    """Pair each listed mapping with the customer's mapping it describes, then: unlisted open mappings end, then
+    listed ends (so a subject can move between customers of the file), then changed starts and new mappings."""
+    plans: list[tuple[CustomerEntry, Pairs]] = []
     for entry in spec.customers:
         if entry.subjects is None:
             continue
-        customer = customers[entry.key]
-        rows = list(SubjectAttribution.objects.filter(customer=customer).order_by("subject", "id"))
-        open_rows = {row.subject: row for row in rows if row.end is None}
-        used: set[int] = set()
-        paired: dict[int, SubjectAttribution | None] = {}
-        for n, item in enumerate(entry.subjects):
-            row = open_rows.get(item.subject) if item.end is None else None
-            if row is not None:
-                used.add(row.pk)
-            paired[n] = row
-        for n, item in enumerate(entry.subjects):
-            if item.end is None:
-                continue
-            row = next((r for r in rows if r.subject == item.subject and r.end == item.end and r.pk not in used),
-                       None)
-            if row is None and not entry.includes_now(item.subject):
-                row = next((r for r in rows if r is open_rows.get(item.subject) and r.pk not in used), None)
-            if row is not None:
-                used.add(row.pk)
-            paired[n] = row
-        for row in sorted(open_rows.values(), key=lambda r: r.subject):
-            if row.pk not in used:
-                lines.append(f"remove subject {row.subject} from customer {entry.key}")
-                try:
-                    attribution_end(attribution=row, end=now)
-                except AttributionError as exc:
-                    raise _service_problems(problems, f"{entry.where}.subjects", exc) from exc
-        plans.append((entry, [(item, paired[n]) for n, item in enumerate(entry.subjects)]))
-
+        rows = list(SubjectAttribution.objects.filter(customer=customers[entry.key]).order_by("subject", "id"))
+        pairs = _subjects_pair(entry, rows)
+        _unlisted_end(problems, entry, rows, pairs, lines, now)
+        plans.append((entry, pairs))
     for ending in (True, False):
         for entry, pairs in plans:
             for item, row in pairs:
@@ -485,7 +502,7 @@ def _subject_change(
         if item.start is None and row.start is not None:
             exc = AttributionError(f"{exc} (to keep its start, write {{subject: {row.subject}, from: "
                                    f"{format_rfc3339(row.start)}}})")
-        raise _service_problems(problems, item.where, exc) from exc
+        raise problems.refused(item.where, exc) from exc
 
 
 def _subject_add(
@@ -503,7 +520,7 @@ def _subject_add(
         attribution_add(customer=customer, subject=item.subject, start=item.start, end=item.end,
                         kong_consumer=kong_consumer_of(item.subject), reassign=entry.reassign, now=now)
     except AttributionError as exc:
-        raise _service_problems(problems, item.where, exc) from exc
+        raise problems.refused(item.where, exc) from exc
 
 
 def _subscriptions_apply(problems: Problems, spec: BillingSpec, lines: list[str]) -> None:
@@ -520,36 +537,42 @@ def _subscriptions_apply(problems: Problems, spec: BillingSpec, lines: list[str]
             subscription_create(customer=customer, plan=plan, start=sub.start, billing_anchor=sub.billing_anchor,
                                 actor=ACTOR)
         except SubscriptionError as exc:
-            raise _service_problems(problems, sub.where, exc) from exc
+            raise problems.refused(sub.where, exc) from exc
+
+
+def _apply(problems: Problems, spec: BillingSpec, now: dt.datetime) -> list[str]:
+    """Call the services for what differs, in dependency order; one line per change."""
+    lines: list[str] = []
+    catalog_apply(problems=problems, spec=spec.catalog, lines=lines)
+    customers = _customers_apply(problems, spec, lines)
+    _subjects_apply(problems, spec, customers, lines, now)
+    _subscriptions_apply(problems, spec, lines)
+    return lines
 
 
 def billing_apply(*, text: str, filename: str, dry_run: bool = False, now: dt.datetime | None = None) -> ApplyResult:
     """Make the database match the file; all or nothing. ``changes`` has one line per change (empty: none).
 
-    Raises :class:`ApplyError` listing every problem (``FILE: ENTRY.FIELD: message``); nothing is applied then.
+    Raises :class:`~common.yaml_reader.FileError` listing every problem (``FILE: ENTRY.FIELD: message``); nothing
+    is applied then.
     """
     problems = Problems(filename)
-    spec = _parse(problems, billing_load(text=text, filename=filename))
+    spec = _parse(problems, load_mapping(text, filename, keys=TOP_LEVEL))
     now = now or timezone.now()
     lines: list[str] = []
     try:
         with transaction.atomic():
-            catalog_validate(problems=problems, spec=spec.catalog)
-            _customers_validate(problems, spec)
-            _subscriptions_validate(problems, spec)
-            problems.raise_if_any()
-            catalog_apply(problems=problems, spec=spec.catalog, lines=lines)
-            _customers_apply(problems, spec, lines, now)
-            _subscriptions_apply(problems, spec, lines)
+            _validate(problems, spec)
+            lines = _apply(problems, spec, now)
             if dry_run:
                 raise _DryRun
     except _DryRun:
         pass
     except IntegrityError as exc:
-        raise ApplyError([f"{filename}: a concurrent change conflicted with this apply ({exc}); nothing was "
-                          "applied, run it again"]) from exc
+        raise FileError([f"{filename}: a concurrent change conflicted with this apply ({exc}); nothing was "
+                         "applied, run it again"]) from exc
     except DatabaseError as exc:
-        raise ApplyError([f"{filename}: the database refused a change ({exc}); nothing was applied"]) from exc
+        raise FileError([f"{filename}: the database refused a change ({exc}); nothing was applied"]) from exc
     return ApplyResult(changes=lines, dry_run=dry_run)
 
 
@@ -557,28 +580,17 @@ def billing_apply(*, text: str, filename: str, dry_run: bool = False, now: dt.da
 
 
 def _customer_doc(customer: Customer, subjects: list[Any]) -> dict[str, Any]:
-    doc: dict[str, Any] = {"key": customer.key, "name": customer.name, "currency": customer.currency}
-    for name in CUSTOMER_TEXT_FIELDS:
-        if getattr(customer, name):
-            doc[name] = getattr(customer, name)
-    if customer.collection_method != Customer.CollectionMethod.CHARGE_AUTOMATICALLY:
-        doc["collection_method"] = customer.collection_method
-    if customer.days_until_due is not None:
-        doc["days_until_due"] = customer.days_until_due
-    if customer.metadata:
-        doc["metadata"] = sorted_json(customer.metadata)
-    doc["subjects"] = subjects
-    return doc
+    automatic = customer.collection_method == Customer.CollectionMethod.CHARGE_AUTOMATICALLY
+    return without_empty({
+        "key": customer.key, "name": customer.name, "currency": customer.currency,
+        **{name: getattr(customer, name) for name in CUSTOMER_TEXT_FIELDS},
+        "collection_method": None if automatic else customer.collection_method,
+        "days_until_due": customer.days_until_due, "metadata": sorted_json(customer.metadata), "subjects": subjects,
+    }, optional=CUSTOMER_OPTIONAL_FIELDS)
 
 
-def billing_dump(*, now: dt.datetime | None = None) -> dict[str, list[dict[str, Any]]]:
-    """The current state in ``billing_apply``'s format: applying it changes nothing.
-
-    Customers list all their mappings: the short form (``kong-air``) for one without dates, else
-    ``{subject, from, to}``; subscriptions are those that have not ended (and were not canceled before they
-    began), each without its pinned version (identity is customer, plan key and start)."""
-    now = now or timezone.now()
-    document = catalog_dump()
+def _subjects_dump() -> dict[int, list[Any]]:
+    """Each customer's mappings: the short form (``kong-air``) without dates, else ``{subject, from, to}``."""
     subjects: dict[int, list[Any]] = {}
     rows = SubjectAttribution.objects.order_by("subject", F("start").asc(nulls_first=True), "id").values_list(
         "customer_id", "subject", "start", "end")
@@ -591,17 +603,31 @@ def billing_dump(*, now: dt.datetime | None = None) -> dict[str, list[dict[str, 
             if end is not None:
                 item["to"] = format_rfc3339(end)
         subjects.setdefault(customer_id, []).append(item)
-    document["customers"] = [_customer_doc(c, subjects.get(c.pk, [])) for c in Customer.objects.order_by("key")]
+    return subjects
+
+
+def _subscriptions_dump(now: dt.datetime) -> list[dict[str, Any]]:
+    """Subscriptions that have not ended (and were not canceled before they began), without their pinned
+    version: identity is customer, plan key and start."""
     running = Subscription.objects.select_related("customer", "plan").filter(
         Q(cancel_at__isnull=True) | Q(cancel_at__gt=now)).order_by("customer__key", "plan__key", "start", "id")
-    document["subscriptions"] = []
+    docs = []
     for sub in running:
         if sub.cancel_at is not None and sub.cancel_at <= sub.start:
             continue
         doc: dict[str, Any] = {"customer": sub.customer.key, "plan": sub.plan.key, "start": format_rfc3339(sub.start)}
         if sub.billing_anchor != sub.start:
             doc["billing_anchor"] = format_rfc3339(sub.billing_anchor)
-        document["subscriptions"].append(doc)
+        docs.append(doc)
+    return docs
+
+
+def billing_dump(*, now: dt.datetime | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The current state in ``billing_apply``'s format: applying it changes nothing."""
+    document = catalog_dump()
+    subjects = _subjects_dump()
+    document["customers"] = [_customer_doc(c, subjects.get(c.pk, [])) for c in Customer.objects.order_by("key")]
+    document["subscriptions"] = _subscriptions_dump(now or timezone.now())
     return document
 
 

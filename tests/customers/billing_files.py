@@ -1,0 +1,86 @@
+"""Writing ``billing_apply`` files and running the commands, for the tests of catalog as code. The tests chdir
+to a temporary directory, so that messages start with the file's plain name (``catalog.yaml: …``)."""
+
+from __future__ import annotations
+
+import copy
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import CommandError, call_command
+
+from catalog.models import Feature, Plan, PriceTier, RateCard
+from customers.models import Customer, SubjectAttribution, Subscription, SubscriptionEvent
+from metering.models import Meter
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "catalog.yaml"
+
+
+def example() -> dict:
+    return copy.deepcopy(yaml.safe_load(FIXTURE.read_text()))
+
+
+def write(doc_or_text: dict | str, name: str = "catalog.yaml") -> str:
+    text = doc_or_text if isinstance(doc_or_text, str) else yaml.safe_dump(doc_or_text, sort_keys=False)
+    Path(name).write_text(text)
+    return name
+
+
+def apply(name: str = "catalog.yaml", *args: str) -> str:
+    out = io.StringIO()
+    call_command("billing_apply", name, *args, stdout=out)
+    return out.getvalue()
+
+
+def apply_error(name: str = "catalog.yaml", *args: str) -> str:
+    with pytest.raises(CommandError) as info:
+        apply(name, *args)
+    return str(info.value)
+
+
+def dump(*args: str) -> str:
+    out = io.StringIO()
+    call_command("billing_dump", *args, stdout=out)
+    return out.getvalue()
+
+
+DELETE = object()
+
+
+def change_at(path: str, value):
+    """A change to a document at ``a.0.b`` (``DELETE`` removes the key)."""
+
+    def change(doc):
+        *parents, last = path.split(".")
+        target = doc
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        if value is DELETE:
+            del target[int(last) if last.isdigit() else last]
+        else:
+            target[int(last) if last.isdigit() else last] = value
+
+    return change
+
+
+def snapshot() -> dict:
+    """Every row billing_apply may write, with the columns a change would touch."""
+    return {
+        "meters": list(Meter.objects.order_by("id").values_list("id", "updated_at", "definition_version")),
+        "features": list(Feature.objects.order_by("id").values_list("id", "updated_at")),
+        "plans": list(Plan.objects.order_by("id").values_list("id", "version", "status", "published_at",
+                                                                "archived_at")),
+        "rate_cards": list(RateCard.objects.order_by("id").values_list("id", flat=True)),
+        "tiers": list(PriceTier.objects.order_by("id").values_list("id", flat=True)),
+        "customers": list(Customer.objects.order_by("id").values_list("id", "updated_at")),
+        "attributions": list(SubjectAttribution.objects.order_by("id").values_list("id", "start", "end")),
+        "subscriptions": list(Subscription.objects.order_by("id").values_list("id", "plan_id", "start",
+                                                                               "billing_anchor", "cancel_at")),
+        "subscription_events": SubscriptionEvent.objects.count(),
+    }
+
+
+EMPTY = {"meters": [], "features": [], "plans": [], "rate_cards": [], "tiers": [], "customers": [],
+         "attributions": [], "subscriptions": [], "subscription_events": 0}
