@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from common.jobs import tracked_job
 from common.models import JobRun
-from common.retries import BACKOFF, give_up_on_last_attempt
+from common.retries import BACKOFF, RetryOptions, give_up_on_last_attempt
 
 from .models import CreditNote, Invoice
 from .services.close import close_cycles
@@ -27,7 +27,7 @@ from .stripe_gateway import StripeRetryableError
 
 PUSH_RETRIES = 8
 STUCK_AFTER_HOURS = 3
-STRIPE_RETRIES = {"autoretry_for": (StripeRetryableError,), "max_retries": PUSH_RETRIES, **BACKOFF}
+STRIPE_RETRIES: RetryOptions = {"autoretry_for": (StripeRetryableError,), "max_retries": PUSH_RETRIES, **BACKOFF}
 
 
 @shared_task(name="invoicing.close_cycles", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60, ignore_result=True)
