@@ -417,6 +417,7 @@ class FakeStripeServer:
         self.api_key = "sk_test_fake_" + self._token(24)
         self.webhook_secret = "whsec_fake_" + self._token(32)
         self.require_deterministic_keys = True
+        self.client_timeout = 5.0  # the timeout of the clients tests build for this server (gateway_for)
         self.customers: dict[str, dict[str, Any]] = {}
         self.invoices: dict[str, dict[str, Any]] = {}
         self.invoice_items: dict[str, dict[str, Any]] = {}

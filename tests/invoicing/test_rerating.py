@@ -70,7 +70,9 @@ def test_late_usage_of_a_period_ending_62_days_before_the_close_is_billed(settin
     monthly_close(DEC, JAN)
     # A gateway's buffer arrives late: usage of November (period ended Dec 1), ingested on Jan 20.
     ingest([tokens(40, utc(2026, 11, 20))], now=utc(2027, 1, 20))
-    preview = invoice_preview(customer=Invoice.objects.first().customer, at=utc(2027, 1, 25))
+    first = Invoice.objects.first()
+    assert first is not None
+    preview = invoice_preview(customer=first.customer, at=utc(2027, 1, 25))
     late_preview = [line for line in preview.lines if line.kind == "late_usage"]
     assert [(line.period_start, line.quantity, line.amount) for line in late_preview] == [(NOV, 40, 40)]
     close_cycles(now=utc(2027, 2, 1, 2))  # November ended 62 days before

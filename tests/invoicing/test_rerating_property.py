@@ -133,6 +133,7 @@ class BillingHistory(RuleBasedStateMachine):
     @rule(when=st.sampled_from(["now", "period_end"]))
     def cancel(self, when):
         subscription = self.current()
+        assert subscription is not None  # the precondition
         if subscription.cancel_at is None:
             subscription_cancel(subscription=subscription, when=when, now=self.clock)
 
@@ -140,6 +141,7 @@ class BillingHistory(RuleBasedStateMachine):
     @rule(when=st.sampled_from(["now", "period_end"]))
     def change_plan(self, when):
         subscription = self.current()
+        assert subscription is not None  # the precondition
         if subscription.cancel_at is None:
             other = self.pro if subscription.plan_id == self.basic.pk else self.basic
             subscription_change_plan(subscription=subscription, plan=other, when=when, now=self.clock)
@@ -197,7 +199,7 @@ def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[
                     continue
                 quantity = D(0)
                 if rate_card.price_type != "flat":
-                    quantity = feature_usage(subscription=subscription, feature=rate_card.feature,
+                    quantity = feature_usage(subscription=subscription, feature=rate_card.usage_feature,
                                              start=period.start, end=period.end)
                 charge = charge_rate_card(rate_card, quantity=quantity, currency="USD", proration=period.fraction)
                 rated[(subscription.pk, rate_card.key, period.start)] = charge.total
@@ -209,9 +211,9 @@ def billed_by_hand(customer) -> dict[tuple, int]:
     billed: dict[tuple, int] = defaultdict(int)
     for line in InvoiceLine.objects.filter(invoice__customer=customer).exclude(invoice__status="void"):
         billed[(line.subscription_id, line.rate_card_key, line.period_start)] += line.amount
-    for line in CreditNoteLine.objects.filter(credit_note__customer=customer, credit_note__status="issued",
-                                              kind="rerating"):
-        billed[(line.subscription_id, line.rate_card_key, line.period_start)] -= line.amount
+    for note_line in CreditNoteLine.objects.filter(credit_note__customer=customer, credit_note__status="issued",
+                                                   kind="rerating"):
+        billed[(note_line.subscription_id, note_line.rate_card_key, note_line.period_start)] -= note_line.amount
     return dict(billed)
 
 
