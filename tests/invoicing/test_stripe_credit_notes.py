@@ -117,6 +117,7 @@ def run(task, pk: int, retries: int = 0) -> float | None:
     try:
         task.apply(args=(pk,), retries=retries, throw=True)
     except Retry as retry:
+        assert isinstance(retry.when, int | float), retry.when  # a countdown, not an eta
         return retry.when
     return None
 
@@ -284,7 +285,9 @@ def test_the_push_waits_until_the_invoice_is_finalized_in_stripe(db, fake):
     assert note.sync_error == f"retrying: invoice {invoice.number} is not finalized in Stripe yet (its sync is Syncing)"
     assert fake.requests == []
 
-    assert 0 <= run(tasks.push_credit_note, note.pk) <= 30  # the task retries later, with backoff
+    countdown = run(tasks.push_credit_note, note.pk)
+    assert countdown is not None
+    assert 0 <= countdown <= 30  # the task retries later, with backoff
     for pk in Invoice.objects.order_by("pk").values_list("pk", flat=True):
         stripe_push.push_invoice_to_stripe(pk)  # meanwhile the invoice's own push finishes
     assert run(tasks.push_credit_note, note.pk, retries=1) is None
@@ -484,7 +487,8 @@ def test_the_task_retries_with_backoff_then_gives_up_and_marks_the_sync_failed(d
     countdowns = [run(tasks.push_credit_note, note.pk, retries=n) for n in range(PUSH_RETRIES + 1)]
 
     assert countdowns[-1] is None  # the last attempt gives up instead of asking for another retry
-    assert all(0 <= countdown <= min(3600, 30 * 2**n) for n, countdown in enumerate(countdowns[:-1]))
+    assert all(countdown is not None and 0 <= countdown <= min(3600, 30 * 2**n)
+               for n, countdown in enumerate(countdowns[:-1]))
     assert len(fake.requests_to("POST", CREDIT_NOTES)) == ATTEMPTS * (PUSH_RETRIES + 1)
     assert set(keys(fake, CREDIT_NOTES)) == {f"credit-note-{note.pk}"}
     note.refresh_from_db()
