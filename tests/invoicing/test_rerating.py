@@ -241,13 +241,18 @@ def test_manual_credit_note_is_a_correction_that_the_next_close_does_not_bill_ba
         credit_note_void(credit_note=note)
 
 
-def test_voiding_an_invoice_voids_its_credit_notes():
+def canceled_mid_december() -> CreditNote:
+    """A $30 monthly fee paid in advance for December, canceled on Dec 16: the close credits the unused half."""
     subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]),
                                        start=NOV)
     monthly_close(NOV - dt.timedelta(hours=2), DEC)
     subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, 16))
     close_cycles(now=utc(2026, 12, 16, 2))
-    note = CreditNote.objects.get()
+    return CreditNote.objects.get()
+
+
+def test_voiding_an_invoice_voids_its_credit_notes():
+    note = canceled_mid_december()
     invoice_void(invoice=note.invoice, reason="wrong")
     note.refresh_from_db()
     assert note.status == "void"

@@ -91,6 +91,11 @@ class BillingHistory(RuleBasedStateMachine):
             return None
         return subscription
 
+    def not_canceled(self) -> Subscription | None:
+        """The running subscription, unless it is already set to end."""
+        subscription = self.current()
+        return subscription if subscription is not None and subscription.cancel_at is None else None
+
     @rule(hours=st.integers(1, 15 * 24), close=st.booleans())
     def time_passes(self, hours, close):
         """Time passes; beat usually closes what is due."""
@@ -132,17 +137,15 @@ class BillingHistory(RuleBasedStateMachine):
     @precondition(lambda self: self.current() is not None)
     @rule(when=st.sampled_from(["now", "period_end"]))
     def cancel(self, when):
-        subscription = self.current()
-        assert subscription is not None  # the precondition
-        if subscription.cancel_at is None:
+        subscription = self.not_canceled()
+        if subscription is not None:
             subscription_cancel(subscription=subscription, when=when, now=self.clock)
 
     @precondition(lambda self: self.current() is not None)
     @rule(when=st.sampled_from(["now", "period_end"]))
     def change_plan(self, when):
-        subscription = self.current()
-        assert subscription is not None  # the precondition
-        if subscription.cancel_at is None:
+        subscription = self.not_canceled()
+        if subscription is not None:
             other = self.pro if subscription.plan_id == self.basic.pk else self.basic
             subscription_change_plan(subscription=subscription, plan=other, when=when, now=self.clock)
 

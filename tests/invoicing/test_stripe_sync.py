@@ -11,7 +11,6 @@ import datetime as dt
 import html
 
 import pytest
-from celery.exceptions import Retry
 
 from catalog.services.plans import RateCardSpec
 from customers.models import Customer
@@ -25,7 +24,7 @@ from invoicing.stripe_gateway import StripeGateway, StripeRetryableError
 from invoicing.tasks import PUSH_RETRIES
 from invoicing.tasks import push_invoice as push_invoice_task
 from tests.catalog.factories import D, ai_token_feature, platform_fee, token_plan
-from tests.fakes.stripe_fixtures import fake_stripe, gateway_for  # noqa: F401
+from tests.fakes.stripe_fixtures import fake_stripe, gateway_for, run_as_worker  # noqa: F401
 from tests.fakes.stripe_server import FakeStripeServer
 from tests.metering.helpers import llm_event
 from tests.metering.usage_helpers import ingest, iso, utc
@@ -390,15 +389,8 @@ def test_429_then_success(db, fake):
 
 
 def run_task(invoice_pk: int, retries: int = 0) -> float | None:
-    """One run of the push task as a worker runs it (retry number ``retries``); returns the countdown of the
-    retry it asks for, or None. (In tests CELERY_TASK_EAGER_PROPAGATES is on, so an eager ``self.retry()``
-    raises ``Retry`` to the caller instead of re-running the task: the tests play the worker.)"""
-    try:
-        push_invoice_task.apply(args=(invoice_pk,), retries=retries, throw=True)
-    except Retry as retry:
-        assert isinstance(retry.when, int | float), retry.when  # a countdown, not an eta
-        return retry.when
-    return None
+    """One run of the invoice push task as a worker runs it (see ``run_as_worker``)."""
+    return run_as_worker(push_invoice_task, invoice_pk, retries)
 
 
 def test_the_task_retries_after_the_gateway_gives_up(db, fake):
