@@ -844,14 +844,8 @@ class FakeStripeServer(LoopbackService):
         return self._render_invoice(invoice)
 
     def _void_invoice(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
-        invoice = self._invoice(id, param="id", status=404)
-        if invoice["status"] not in ("open", "uncollectible"):
-            raise ApiError(400, f"You can only void an open or uncollectible invoice; invoice {id} is "
-                           f"{invoice['status']}.")
-        invoice["status"] = "void"
-        invoice["status_transitions"]["voided_at"] = self._now()
-        self._event("invoice.voided", self._render_invoice(invoice))
-        return self._render_invoice(invoice)
+        return self._move_invoice(id, ("open", "uncollectible"), "void", "voided_at", "invoice.voided",
+                                  refusal="void an open or uncollectible invoice")
 
     def _pay_invoice(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
         invoice = self._invoice(id, param="id", status=404)
@@ -864,13 +858,18 @@ class FakeStripeServer(LoopbackService):
         return self._render_invoice(invoice)
 
     def _mark_uncollectible(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
+        return self._move_invoice(id, ("open",), "uncollectible", "marked_uncollectible_at",
+                                  "invoice.marked_uncollectible", refusal="mark an open invoice uncollectible")
+
+    def _move_invoice(self, id: str, allowed: tuple[str, ...], status: str, stamp: str, event: str, *,  # noqa: A002
+                      refusal: str) -> dict[str, Any]:
+        """An invoice's move from one of ``allowed`` to ``status``, stamped and announced by ``event``."""
         invoice = self._invoice(id, param="id", status=404)
-        if invoice["status"] != "open":
-            raise ApiError(400, f"You can only mark an open invoice uncollectible; invoice {id} is "
-                           f"{invoice['status']}.")
-        invoice["status"] = "uncollectible"
-        invoice["status_transitions"]["marked_uncollectible_at"] = self._now()
-        self._event("invoice.marked_uncollectible", self._render_invoice(invoice))
+        if invoice["status"] not in allowed:
+            raise ApiError(400, f"You can only {refusal}; invoice {id} is {invoice['status']}.")
+        invoice["status"] = status
+        invoice["status_transitions"][stamp] = self._now()
+        self._event(event, self._render_invoice(invoice))
         return self._render_invoice(invoice)
 
     def _create_invoice_item(self, params: dict[str, Any]) -> dict[str, Any]:
