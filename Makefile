@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 typecheck: $(STAMP)
-	$(BIN)/python -m mypy invoicing/stripe_gateway.py
+	$(BIN)/python -m mypy .
 
 # Regenerate the constraints from the current .venv after changing dependencies in pyproject.toml.
 lock:

@@ -50,7 +50,6 @@ Exit status: 1 on errors (a failed close, a wrong invoice count), 0 otherwise, w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -64,28 +63,13 @@ from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
+import harness
 import psycopg
-from harness import (
-    bulk_insert,
-    check_database_name,
-    database_exists,
-    database_name,
-    drop_database,
-    log,
-    machine_cpu_times,
-    recreate_database,
-    row_ranges,
-)
+from harness import EVENT_TYPE, MODELS, ROOT, TX_ROWS, log
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5433/bench_close"
-EVENT_TYPE = "kong.llm_request"
-TX_ROWS = 1000  # rows per ingest_tx
 INSERT_ROWS = 500_000  # rows per INSERT … SELECT statement
 SEED_BATCH = 500  # customers per seeding transaction
-CONTROL_PLANE = "a1b2c3d4-0000-4000-8000-000000000001"
-MODELS = (("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-3-5-sonnet", "anthropic"),
-          ("llama-3.1-70b", "meta"), ("mistral-large", "mistral"))
 MAX_RATE_CARDS = 2 + 2 * len(MODELS)
 META_TABLE = "bench_close_meta"
 TARGETS = {"seconds_10k": 60.0, "rss_mib": 300.0}
@@ -147,26 +131,10 @@ def subject_of(index: int) -> str:
 def insert_events_sql() -> str:
     """Rows %(lo)s..%(hi)s: row i belongs to customer (i - 1) mod %(customers)s (event k = (i - 1) div customers
     of it: requests for even k, responses for odd k), at a random time of [%(start)s, %(end)s)."""
-    models = ", ".join(f"'{m}'" for m, _ in MODELS)
-    providers = ", ".join(f"'{p}'" for _, p in MODELS)
     return f"""
     INSERT INTO metering_event (source, event_id, type, subject, time, data, ingested_at, ingest_tx)
     SELECT 'kong-gateway', 'bench-' || r.i, '{EVENT_TYPE}', r.subject, r.t,
-           jsonb_build_object(
-               'subject_type', 'consumer_id',
-               'type', CASE WHEN r.request THEN 'request' ELSE 'response' END,
-               'tokens', CASE WHEN r.request THEN 1 + floor(random() * 2000)::int
-                              ELSE 1 + floor(random() * 800)::int END,
-               'model', (ARRAY[{models}])[r.model],
-               'provider', (ARRAY[{providers}])[r.model],
-               'api_request_id', md5(r.i::text)::uuid::text,
-               'ai_plugin_id', '0f1e2d3c-0000-4000-8000-000000000004',
-               'ai_plugin_name', 'ai-proxy',
-               'cache_status', '',
-               'http_status', 200,
-               'control_plane_id', '{CONTROL_PLANE}',
-               'service_id', '0f1e2d3c-0000-4000-8000-000000000003',
-               'route_id', '0f1e2d3c-0000-4000-8000-000000000002'),
+           {harness.llm_data_sql(request="r.request", api_request_id="md5(r.i::text)::uuid::text")},
            r.t + random() * interval '5 seconds',
            (r.i - 1) / {TX_ROWS} + 1
     FROM (
@@ -182,7 +150,8 @@ def insert_events_sql() -> str:
 
 def load_events(url: str, *, customers: int, per_customer: int, start: dt.datetime, end: dt.datetime) -> int:
     total = customers * per_customer
-    bulk_insert(url, "metering_event", ranges=row_ranges(1, total, INSERT_ROWS), statement=insert_events_sql(),
+    harness.bulk_insert(url, "metering_event", ranges=harness.row_ranges(1, total, INSERT_ROWS),
+                        statement=insert_events_sql(),
                 params=lambda lo, hi: {"lo": lo, "hi": hi, "customers": customers, "start": start, "end": end},
                 rebuild_indexes=False)
     return total
@@ -369,14 +338,14 @@ def child_main(args) -> int:
 # --------------------------------------------------------------------------------------------------
 
 def busy_percent(busy0: float, total0: float) -> float:
-    busy, total = machine_cpu_times()
+    busy, total = harness.machine_cpu_times()
     return 100 * (os.cpu_count() or 1) * (busy - busy0) / max(total - total0, 1e-9)
 
 
 def wait_until_quiet(max_wait: float, threshold: float = 25) -> None:
     deadline = time.monotonic() + max_wait
     while True:
-        busy0, total0 = machine_cpu_times()
+        busy0, total0 = harness.machine_cpu_times()
         time.sleep(1)
         busy = busy_percent(busy0, total0)
         if busy < threshold or time.monotonic() >= deadline:
@@ -427,16 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--now", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    check_database_name(args.database_url, example="bench_close",
-                        refuse_prefixes=("bench_ingest", "bench_usage", "bench_entitlements"))
+    harness.check_database_name(args.database_url, example="bench_close",
+                                refuse_prefixes=("bench_ingest", "bench_usage", "bench_entitlements"))
 
-    os.environ["DJANGO_SETTINGS_MODULE"] = "billing_site.settings.local"
-    os.environ["DATABASE_URL"] = args.database_url
-    os.environ["DEBUG"] = "false"
-    os.environ["CELERY_BROKER_URL"] = "memory://"  # meter_create queues a rebuild: keep it in this process
-    os.environ["CELERY_RESULT_BACKEND"] = "cache+memory://"
+    harness.use_project_in_process(args.database_url)
     os.environ.pop("STRIPE_API_KEY", None)  # sandbox: issued invoices are not pushed anywhere
-    sys.path.insert(0, str(ROOT))
     if args.child:
         return child_main(args)
     if not 2 <= args.rate_cards <= MAX_RATE_CARDS or args.customers < 1 or args.events_per_customer < 1:
@@ -454,13 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     created = False
     try:
         reuse = False
-        if args.keep and database_exists(args.database_url):
+        if args.keep and harness.database_exists(args.database_url):
             reuse = seeded_meta(args.database_url) == meta
-            log(f"database {database_name(args.database_url)} exists: "
+            log(f"database {harness.database_name(args.database_url)} exists: "
                 + ("seeded with the same sizes, reusing it" if reuse else "re-creating it"))
         if not reuse:
-            log(f"database: re-creating {database_name(args.database_url)} and migrating")
-            recreate_database(args.database_url)
+            log(f"database: re-creating {harness.database_name(args.database_url)} and migrating")
+            harness.recreate_database(args.database_url)
             created = True
 
         import django
@@ -489,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_until_quiet(args.quiet_wait)
             log(f"closing{f' (run {run + 1} of {args.runs})' if args.runs > 1 else ''}: "
                 f"close_cycles(now={close_at.isoformat()}) in a child process …")
-            busy0, total0 = machine_cpu_times()
+            busy0, total0 = harness.machine_cpu_times()
             result = run_child(args, close_at)
             result["busy"] = busy_percent(busy0, total0)
             log(f"  {result['summary']}")
@@ -501,27 +465,20 @@ def main(argv: list[str] | None = None) -> int:
             if result["invoices"] != args.customers:
                 errors.append(f"{result['invoices']:,} invoices for {args.customers:,} subscriptions")
             with psycopg.connect(args.database_url) as conn:
-                issued, lines, total, digest = conn.execute(
+                issued, lines, total, digest = harness.one_row(
+                    conn,
                     "SELECT count(DISTINCT i.id), count(*), COALESCE(sum(l.amount), 0), md5(string_agg(concat_ws("
                     "':', i.subscription_id, i.number, i.total, l.position, l.kind, l.rate_card_key, l.quantity, "
                     "l.unit_price, l.amount, l.description, l.tiers::text), ',' ORDER BY i.subscription_id, "
                     "l.position)) FROM invoicing_invoice i JOIN invoicing_invoiceline l ON l.invoice_id = i.id "
-                    "WHERE i.cycle = 1 AND i.status = 'issued'").fetchone()
+                    "WHERE i.cycle = 1 AND i.status = 'issued'")
             log(f"  stored: {issued:,} issued month-end invoices, {lines:,} lines, total ${total / 100:,.2f}, "
                 f"digest {digest}")
             results.append(result)
     except (RuntimeError, psycopg.Error, OSError) as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
-        if not args.keep and (created or database_exists(args.database_url)):
-            with contextlib.suppress(Exception):
-                from django.db import connections
-
-                connections.close_all()
-            try:
-                drop_database(args.database_url)
-            except psycopg.Error as exc:
-                errors.append(f"dropping the database: {exc}")
+        harness.drop_unless_kept(args.database_url, keep=args.keep, created=created, errors=errors)
 
     log("")
     log(f"summary: {args.customers:,} customers, {args.events_per_customer} events each, {args.rate_cards} usage "
@@ -553,9 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, calls in sorted(result["calls"].items(), key=lambda kv: -kv[1])[: args.top]:
             share = 100 * result["statement_seconds"][kind] / max(db_seconds, 1e-9)
             log(f"    {calls / max(invoices, 1):6.2f} {calls:8,}  {share:4.1f}%  {kind}")
-    for error in errors:
-        log(f"error: {error}")
-    return 1 if errors else 0
+    return harness.exit_status(errors)
 
 
 if __name__ == "__main__":

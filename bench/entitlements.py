@@ -67,37 +67,21 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+import harness
 import psycopg
-from harness import (
-    GunicornServer,
-    bulk_insert,
-    cpu_ticks,
-    database_exists,
-    database_name,
-    drop_database,
-    log,
-    recreate_database,
-    row_ranges,
-)
+from harness import CONTROL_PLANE, DAYS, EVENT_TABLE, METER_SLUG, MODELS, ROOT, TX_ROWS, log
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5433/bench_entitlements"
 VALUE_PATH = "/api/v1/customers/{}/entitlements/{}/value"
-EVENT_TABLE = "metering_event"
 SEED_TABLE = "bench_entitlements_seed"
-METER_SLUG = "llm_tokens"
 FEATURES = {"metered": "openai-tokens", "boolean": "ai-gateway", "static": "model-access"}
 LIMIT = Decimal(500_000)
-DAYS = 30
-TX_ROWS = 1000
 INSERT_ROWS = 250_000
-MODELS = (("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-3-5-sonnet", "anthropic"),
-          ("llama-3.1-70b", "meta"), ("mistral-large", "mistral"))
-CONTROL_PLANE = "a1b2c3d4-0000-4000-8000-000000000001"
 TARGET_P99_MS = 20.0
 TARGET_RATE = 500.0
 
@@ -118,7 +102,7 @@ def skewed_customer(rng: random.Random, customers: int) -> int:
 
 
 def check_database_name(url: str) -> None:
-    name = database_name(url)
+    name = harness.database_name(url)
     if not name.startswith("bench_entitlements"):
         raise SystemExit(f"refusing to use database {name!r}: this benchmark only uses bench_entitlements*")
 
@@ -133,26 +117,10 @@ def seeded_with(url: str) -> dict[str, str]:
     return dict(rows)
 
 
-def server_env(database_url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"DJANGO_SETTINGS_MODULE": "billing_site.settings.local", "DATABASE_URL": database_url,
-                "DEBUG": "false", "LOG_LEVEL": "WARNING"})
-    return env
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                            text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed ({result.returncode}):\n"
-                           f"{result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
 def insert_events_sql() -> str:
     """Rows %(lo)s..%(hi)s of %(total)s, in time order over [%(start)s, %(end)s) with jitter."""
-    models = ", ".join(f"'{m}'" for m, _ in MODELS)
-    providers = ", ".join(f"'{p}'" for _, p in MODELS)
+    models = harness.sql_texts([m for m, _ in MODELS])
+    providers = harness.sql_texts([p for _, p in MODELS])
     return f"""
     INSERT INTO {EVENT_TABLE} (source, event_id, type, subject, time, data, ingested_at, ingest_tx)
     SELECT 'kong-gateway', gen_random_uuid()::text, r.type,
@@ -197,7 +165,8 @@ def insert_events_sql() -> str:
 def load_events(url: str, *, total: int, customers: int, start: dt.datetime, end: dt.datetime,
                 tx_base: int, rebuild_indexes: bool) -> None:
     """Insert ``total`` events server-side in 2 sessions (indexes dropped and rebuilt around it when asked)."""
-    bulk_insert(url, EVENT_TABLE, ranges=row_ranges(1, total, INSERT_ROWS), statement=insert_events_sql(),
+    harness.bulk_insert(url, EVENT_TABLE, ranges=harness.row_ranges(1, total, INSERT_ROWS),
+                        statement=insert_events_sql(),
                 params=lambda lo, hi: {"lo": lo, "hi": hi, "total": total, "customers": customers, "start": start,
                                        "end": end, "tx_base": tx_base},
                 rebuild_indexes=rebuild_indexes)
@@ -327,6 +296,8 @@ def explain_checks(customers: int) -> None:
                 started = time.perf_counter()
                 with connection.execute_wrapper(statements):
                     customer = customer_by_id_or_key(key)
+                    if customer is None:
+                        raise RuntimeError(f"no customer {key!r} in the seeded database")
                     value = entitlement_value(customer=customer, feature=feature, at=now)
                 elapsed = (time.perf_counter() - started) * 1000
             sql_ms = sum(ms for _, _, ms in statements.statements)
@@ -365,14 +336,19 @@ def inprocess_cpu(token: str, customers: int, ids: dict[str, int], requests: int
                    "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
                    "SERVER_PROTOCOL": "HTTP/1.1"}
         status: list[str] = []
-        body = b"".join(application(environ, lambda s, h, exc_info=None: status.append(s)))
+        def start_response(status_line: str, headers: list[tuple[str, str]],
+                           exc_info: object = None) -> Callable[[bytes], None]:
+            status.append(status_line)
+            return lambda data: None
+
+        body = b"".join(application(environ, start_response))
         if not status or not status[0].startswith("200") or not body.startswith(b'{"hasAccess"'):
             raise RuntimeError(f"in-process check failed: {status} {body[:200]!r}")
         return len(body)
 
     for target in targets[:50]:  # warm
         call(target)
-    per_kind: dict[str, list[float]] = {kind: [] for kind in FEATURES}
+    per_kind: dict[str, list[tuple[float, float]]] = {kind: [] for kind in FEATURES}  # (CPU, wall) ms
     profiler = cProfile.Profile() if cprofile else None
     for target in targets:
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -408,7 +384,7 @@ def inprocess_cpu(token: str, customers: int, ids: dict[str, int], requests: int
 # --------------------------------------------------------------------------------------------------
 
 
-class Server(GunicornServer):
+class Server(harness.GunicornServer):
     def __init__(self, *, env: dict[str, str], workers: int, worker_class: str, threads: int) -> None:
         options = ["--worker-class", worker_class, "--timeout", "120", "--graceful-timeout", "10", "--backlog", "2048"]
         if worker_class == "gthread":
@@ -423,7 +399,7 @@ class PostgresBackends:
 
     def __init__(self, database_url: str) -> None:
         self.conn = psycopg.connect(database_url, autocommit=True)
-        self.name = database_name(database_url)
+        self.name = harness.database_name(database_url)
         self.own_pid = self.conn.info.backend_pid
 
     def pids(self) -> list[int]:
@@ -449,8 +425,8 @@ class CpuMeter:
         me = os.times()
         with open("/proc/stat") as stat:
             fields = [int(x) for x in stat.readline().split()[1:]]
-        return {"workers": sum(cpu_ticks(p) for p in self.workers) / self.TICK,
-                "postgres": {p: cpu_ticks(p) / self.TICK for p in self.backends.pids()},
+        return {"workers": sum(harness.cpu_ticks(p) for p in self.workers) / self.TICK,
+                "postgres": {p: harness.cpu_ticks(p) / self.TICK for p in self.backends.pids()},
                 "client": me.user + me.system, "idle": (fields[3] + fields[4]) / self.TICK,
                 "wall": time.monotonic()}
 
@@ -570,6 +546,9 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
     work: queue.SimpleQueue = queue.SimpleQueue()
     lock = threading.Lock()
     parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None:
+        raise ValueError(f"no host in {url!r}")
+    host = parts.hostname
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "Connection": "keep-alive"}
     ready = threading.Barrier(concurrency + 1)
     retried = [0]
@@ -577,7 +556,7 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
 
     def worker() -> None:
         # connected on first use: an idle connection accepted by a sync worker would block that worker
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        conn = http.client.HTTPConnection(host, parts.port, timeout=60)
         ready.wait()
         local: list[Result] = []
         errors: Counter = Counter()
@@ -811,36 +790,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.customers < 2 or args.events < 1:
         parser.error("need --customers >= 2 and --events >= 1")
 
-    env = server_env(args.database_url)
-    os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "DEBUG")})
-    os.environ["CELERY_BROKER_URL"] = "memory://"  # meter_create queues a rebuild: keep it in this process
-    os.environ["CELERY_RESULT_BACKEND"] = "cache+memory://"
-    sys.path.insert(0, str(ROOT))
+    env = harness.server_env(args.database_url, LOG_LEVEL="WARNING")
+    harness.use_project_in_process(args.database_url)
     errors: list[str] = []
     summaries: dict[str, dict[str, float]] = {}
     created = False
     try:
-        seed_info = seeded_with(args.database_url) if args.keep and database_exists(args.database_url) else {}
+        seed_info = seeded_with(args.database_url) if args.keep and harness.database_exists(args.database_url) else {}
         reuse = (seed_info.get("customers") == str(args.customers) and seed_info.get("events") == str(args.events))
         if reuse:
-            log(f"database {database_name(args.database_url)}: reusing the seed of {seed_info.get('seeded_at')} "
+            log(f"database {harness.database_name(args.database_url)}: reusing the seed of "
+                f"{seed_info.get('seeded_at')} "
                 f"({args.customers:,} customers, {args.events:,} events); migrating")
             try:
-                manage(env, "migrate", "--no-input")  # the code may have new migrations since the seed
+                harness.manage(env, "migrate", "--no-input")  # the code may have new migrations since the seed
             except RuntimeError as exc:
                 log(f"  cannot migrate the kept database ({str(exc).strip().splitlines()[-1][:150]}): seeding again")
                 reuse = False
         if reuse:
             with psycopg.connect(args.database_url, autocommit=True) as conn:
-                refold = conn.execute("SELECT count(*) FROM metering_meter WHERE rollup_low = 0").fetchone()[0]
+                refold = harness.one_row(conn, "SELECT count(*) FROM metering_meter WHERE rollup_low = 0")[0]
             if refold:  # a migration reset the rollups: they would be read raw, not as the seed left them
                 log("  a migration asked to refold the rollups: seeding again")
                 reuse = False
         if not reuse:
-            log(f"database {database_name(args.database_url)}: re-creating, migrating and seeding …")
-            recreate_database(args.database_url)
+            log(f"database {harness.database_name(args.database_url)}: re-creating, migrating and seeding …")
+            harness.recreate_database(args.database_url)
             created = True
-            manage(env, "migrate", "--no-input")
+            harness.manage(env, "migrate", "--no-input")
 
         import django
 
@@ -849,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not reuse:
             seed(args, dt.datetime.now(dt.UTC).replace(microsecond=0))
-        token = manage(env, "create_api_token", "bench", "--scope", "read").strip().splitlines()[-1]
+        token = harness.manage(env, "create_api_token", "bench", "--scope", "read").strip().splitlines()[-1]
 
         ids = customer_ids(args.database_url)
         if not args.no_explain:
@@ -898,11 +875,7 @@ def main(argv: list[str] | None = None) -> int:
             from django.db import connections
 
             connections.close_all()
-        if not args.keep and (created or database_exists(args.database_url)):
-            try:
-                drop_database(args.database_url)
-            except psycopg.Error as exc:
-                errors.append(f"dropping the database: {exc}")
+        harness.drop_unless_kept(args.database_url, keep=args.keep, created=created, errors=errors)
 
     log("")
     log(f"summary: {args.customers:,} customers, {args.events:,} events (+{args.tail_events:,} not rolled up), "
@@ -913,9 +886,7 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {figures['p99']:.1f} / max {figures['max']:.1f} ms, {figures['errors']:.0f} errors, "
             f"worker RSS ≤ {figures['rss_max']:.0f} MiB; other processes took {figures['other_cpu']:.0f}% of a core  "
             f"(target p99 ≤ {TARGET_P99_MS:g} ms at {TARGET_RATE:g}/s)")
-    for error in errors:
-        log(f"error: {error}")
-    return 1 if errors else 0
+    return harness.exit_status(errors)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import shutil
 import signal
 import socket
@@ -19,15 +20,34 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 PROTECTED_DATABASES = ("billing", "postgres", "template0", "template1")
+ROOT = Path(__file__).resolve().parent.parent
+
+# Synthetic Kong traffic: what the generated events look like in every benchmark.
+EVENT_TABLE = "metering_event"
+EVENT_TYPE = "kong.llm_request"
+METER_SLUG = "llm_tokens"
+DAYS = 30  # generated usage spans this many days
+TX_ROWS = 1000  # generated rows per ingest_tx (one ingest batch)
+CONTROL_PLANE = "a1b2c3d4-0000-4000-8000-000000000001"
+MODELS = (("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-3-5-sonnet", "anthropic"),
+          ("llama-3.1-70b", "meta"), ("mistral-large", "mistral"))
 
 
 def log(message: str = "") -> None:
     print(message, flush=True)
+
+
+def exit_status(errors: list[str]) -> int:
+    """Print the run's errors; 1 when there were any (a missed target is not an error)."""
+    for error in errors:
+        log(f"error: {error}")
+    return 1 if errors else 0
 
 
 # --- the benchmark's database -----------------------------------------------------------------------------
@@ -66,6 +86,90 @@ def drop_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database_name(url))))
 
 
+def drop_unless_kept(url: str, *, keep: bool, created: bool, errors: list[str]) -> None:
+    """At the end of a run: drop the benchmark's database (this process's Django connections closed first)
+    unless ``--keep``; a failure is added to ``errors``."""
+    if keep or not (created or database_exists(url)):
+        return
+    with contextlib.suppress(Exception):
+        from django.db import connections
+
+        connections.close_all()
+    try:
+        drop_database(url)
+    except psycopg.Error as exc:
+        errors.append(f"dropping the database: {exc}")
+
+
+def one_row(conn: psycopg.Connection[Any], query: str | sql.SQL | sql.Composed,
+            params: list[Any] | None = None) -> tuple[Any, ...]:
+    """The one row of a query that always answers one (an aggregate, a size)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {query!r}")
+    return row
+
+
+def table_size(conn: psycopg.Connection[Any], table: str) -> str:
+    """The table's size with its indexes, as PostgreSQL prints it."""
+    return one_row(conn, "SELECT pg_size_pretty(pg_total_relation_size(%s::regclass))", [table])[0]
+
+
+def sql_texts(values: tuple[str, ...] | list[str]) -> str:
+    """Constant strings as a SQL array literal's items: ``'a', 'b'`` (values are this module's constants)."""
+    return ", ".join(f"'{value}'" for value in values)
+
+
+def llm_data_sql(*, request: str, api_request_id: str = "gen_random_uuid()::text") -> str:
+    """SQL of a generated ``kong.llm_request`` event's data, over a row ``r`` whose ``model`` is a 1-based index
+    into MODELS: prompt tokens where ``request`` (a SQL condition) holds, completion tokens otherwise."""
+    models = sql_texts([m for m, _ in MODELS])
+    providers = sql_texts([p for _, p in MODELS])
+    return f"""jsonb_build_object(
+               'subject_type', 'consumer_id',
+               'type', CASE WHEN {request} THEN 'request' ELSE 'response' END,
+               'tokens', CASE WHEN {request} THEN 1 + floor(random() * 2000)::int
+                              ELSE 1 + floor(random() * 800)::int END,
+               'model', (ARRAY[{models}])[r.model],
+               'provider', (ARRAY[{providers}])[r.model],
+               'api_request_id', {api_request_id},
+               'ai_plugin_id', '0f1e2d3c-0000-4000-8000-000000000004',
+               'ai_plugin_name', 'ai-proxy',
+               'cache_status', '',
+               'http_status', 200,
+               'control_plane_id', '{CONTROL_PLANE}',
+               'service_id', '0f1e2d3c-0000-4000-8000-000000000003',
+               'route_id', '0f1e2d3c-0000-4000-8000-000000000002')"""
+
+
+# --- the project's code, in this process or as manage.py ------------------------------------------------
+
+def server_env(database_url: str, **extra: str) -> dict[str, str]:
+    """This process's environment with the project's local settings on ``database_url``, DEBUG off."""
+    env = dict(os.environ)
+    env.update({"DJANGO_SETTINGS_MODULE": "billing_site.settings.local", "DATABASE_URL": database_url,
+                "DEBUG": "false", **extra})
+    return env
+
+
+def use_project_in_process(database_url: str) -> None:
+    """Before ``django.setup()``: the project's settings on ``database_url``; what services queue (a meter's
+    rebuild) stays in this process's in-memory broker."""
+    os.environ.update(server_env(database_url, CELERY_BROKER_URL="memory://",
+                                 CELERY_RESULT_BACKEND="cache+memory://"))
+    sys.path.insert(0, str(ROOT))
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """``manage.py args`` in a child process; its output, or RuntimeError with the output."""
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed ({result.returncode}):\n"
+                           f"{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
 # --- processes and the machine --------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -84,7 +188,7 @@ def cpu_ticks(pid: int) -> int:
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         with contextlib.suppress(OSError):
             found.extend(int(c) for c in task.read_text().split())
@@ -100,8 +204,6 @@ def machine_cpu_times() -> tuple[float, float]:
 
 
 # --- the server under test ------------------------------------------------------------------------------
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class GunicornServer:
@@ -175,11 +277,8 @@ def bulk_insert(url: str, table: str, *, ranges: list[tuple[int, int]], statemen
     failures: list[str] = []
     timings: dict[str, float] = {}
 
-    def in_parallel(target: Callable[[list], None], jobs: list[list]) -> None:
-        threads = [threading.Thread(target=target, args=(job,)) for job in jobs]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
+    def in_parallel(target: Callable[[Any], None], jobs: list[Any]) -> None:
+        for thread in start_threads(target, jobs):
             thread.join()
 
     def insert(job: list[tuple[int, int]]) -> None:
@@ -229,6 +328,14 @@ def bulk_insert(url: str, table: str, *, ranges: list[tuple[int, int]], statemen
     if failures:
         raise RuntimeError("loading failed: " + "; ".join(failures))
     return timings
+
+
+def start_threads(target: Callable[[Any], None], args: list[Any], *, daemon: bool = False) -> list[threading.Thread]:
+    """One started thread per item of ``args``, running ``target(item)``."""
+    threads = [threading.Thread(target=target, args=(arg,), daemon=daemon) for arg in args]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def row_ranges(first: int, last: int, step: int) -> list[tuple[int, int]]:

@@ -38,7 +38,6 @@ import http.client
 import math
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -47,31 +46,19 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import harness
 import msgspec
 import psycopg
-from harness import (
-    GunicornServer,
-    bulk_insert,
-    check_database_name,
-    children_of,
-    cpu_ticks,
-    database_name,
-    drop_database,
-    recreate_database,
-    row_ranges,
-)
+from harness import CONTROL_PLANE, DAYS, EVENT_TABLE, MODELS
 from psycopg import sql
 
-ROOT = Path(__file__).resolve().parent.parent
 EVENTS_PATH = "/api/v1/events"
 MEDIA_BATCH = "application/cloudevents-batch+json"
 MEDIA_SINGLE = "application/cloudevents+json"
-EVENT_TABLE = "metering_event"
 COPY_TABLE = "bench_ingest_copy"
 COPY_COLUMNS = ("source", "event_id", "type", "subject", "time", "data", "ingested_at", "ingest_tx")
 SOURCE = "kong-gateway"
 CONSUMERS = 1000
-DAYS = 30
 POOL_CALLS = 12_000  # 3 events per call: one kong.api_request, two kong.llm_request (input, output)
 WARMUP_REQUESTS = 2  # per client, before the clock starts
 
@@ -84,15 +71,13 @@ TARGETS = {
     "rss_mib": 250,  # per web worker
 }
 
-# Values shaped like metering/data/kong_events.json; the same lists feed the server-side 10M load.
-MODELS = (("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-3-5-sonnet", "anthropic"),
-          ("llama-3.1-70b", "meta"), ("mistral-large", "mistral"))
+# Values shaped like metering/data/kong_events.json (and harness.MODELS); the same lists feed the server-side
+# 10M load.
 ROUTES = (("chat", "/chat", "ai-chat"), ("embed", "/embeddings", "ai-embed"), ("api", "/v1/orders", "orders"),
           ("api", "/v1/customers", "customers"), ("api", "/v1/search", "search"))
 METHODS = ("POST", "POST", "POST", "GET", "GET", "PUT", "DELETE")
 STATUSES = (200,) * 18 + (201, 400, 401, 404, 429, 500)
 AGENTS = ("curl/8.5.0", "python-requests/2.32.3", "Mozilla/5.0", "okhttp/4.12.0", "Go-http-client/1.1")
-CONTROL_PLANE = "a1b2c3d4-0000-4000-8000-000000000001"
 
 
 def consumer_subject(n: int) -> str:
@@ -246,6 +231,12 @@ class Phase:
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]  # nearest rank
 
+    def add_client(self, *, requests: int, events: int, latencies_ms: list[float]) -> None:
+        """What one client thread did (under the phase's lock)."""
+        self.requests += requests
+        self.events += events
+        self.latencies_ms.extend(latencies_ms)
+
     def add_error(self, message: str) -> None:
         self.error_count += 1
         if len(self.errors) < 10:
@@ -284,8 +275,8 @@ class CpuMeter:
         self.database = database
 
     def snapshot(self) -> dict:
-        workers = {p: cpu_ticks(p) for p in children_of(self.server_pid)} if self.server_pid else {}
-        pg = {p: cpu_ticks(p) for p in postgres_pids(self.database)}
+        workers = {p: harness.cpu_ticks(p) for p in harness.children_of(self.server_pid)} if self.server_pid else {}
+        pg = {p: harness.cpu_ticks(p) for p in postgres_pids(self.database)}
         me = os.times()
         with open("/proc/stat") as stat:
             fields = [int(x) for x in stat.readline().split()[1:]]
@@ -355,7 +346,7 @@ class RssSampler(threading.Thread):
         self.stopped = threading.Event()
 
     def sample(self) -> None:
-        for pid in children_of(self.master_pid):
+        for pid in harness.children_of(self.master_pid):
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
@@ -462,14 +453,10 @@ def run_http_phase(name: str, *, url: str, token: str, pool: EventPool, clients:
             next_body = body()  # built outside the timed request
         with lock:
             ends.append(time.monotonic())
-            phase.requests += requests
-            phase.events += events
-            phase.latencies_ms.extend(latencies)
+            phase.add_client(requests=requests, events=events, latencies_ms=latencies)
         client.close()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
-    for thread in threads:
-        thread.start()
+    threads = harness.start_threads(worker, list(range(clients)), daemon=True)
     ready.wait()
     before = cpu.snapshot()
     start_at.append(time.monotonic())
@@ -533,17 +520,13 @@ def run_copy_phase(*, database_url: str, pool: EventPool, clients: int, seconds:
             requests += 1
         with lock:
             ends.append(time.monotonic())
-            phase.events += rows
-            phase.requests += requests
-            phase.latencies_ms.extend(latencies)
+            phase.add_client(requests=requests, events=rows, latencies_ms=latencies)
         done.wait()
         release.wait()
         if conn is not None:
             conn.close()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
-    for thread in threads:
-        thread.start()
+    threads = harness.start_threads(worker, list(range(clients)), daemon=True)
     ready.wait()
     before = cpu.snapshot()
     shared["start"] = time.monotonic()
@@ -563,25 +546,7 @@ def run_copy_phase(*, database_url: str, pool: EventPool, clients: int, seconds:
 # --------------------------------------------------------------------------------------------------
 
 
-def server_env(database_url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "billing_site.settings.local",
-        "DATABASE_URL": database_url,
-        "DEBUG": "false",
-    })
-    return env
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                            text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
-class Server(GunicornServer):
+class Server(harness.GunicornServer):
     def __init__(self, *, env: dict[str, str], workers: int, worker_class: str, threads: int,
                  app: str = "billing_site.wsgi", extra: tuple[str, ...] = ()) -> None:
         super().__init__(env=env, workers=workers, app=app, tmp_prefix="bench_ingest_",
@@ -594,10 +559,10 @@ class Server(GunicornServer):
 # --------------------------------------------------------------------------------------------------
 
 def big_insert_sql(models: tuple, routes: tuple) -> str:
-    model_names = ", ".join(f"'{m}'" for m, _ in models)
-    providers = ", ".join(f"'{p}'" for _, p in models)
-    uris = ", ".join(f"'{u}'" for _, u, _ in routes)
-    route_names = ", ".join(f"'{n}'" for _, _, n in routes)
+    model_names = harness.sql_texts([m for m, _ in models])
+    providers = harness.sql_texts([p for _, p in models])
+    uris = harness.sql_texts([u for _, u, _ in routes])
+    route_names = harness.sql_texts([n for _, _, n in routes])
     # %(lo)s .. %(hi)s: row numbers; %(total)s: all rows (times are spread over DAYS ending now, in order of
     # row number with some jitter, as events arrive); one ingest_tx per 1,000 rows.
     return f"""
@@ -657,21 +622,21 @@ def load_big(database_url: str, rows: int, log) -> dict[str, float]:
     transaction per 500k rows), then VACUUM ANALYZE."""
     table = sql.Identifier(EVENT_TABLE)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        existing = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+        existing = harness.one_row(conn, sql.SQL("SELECT count(*) FROM {}").format(table))[0]
     needed = rows - existing
     log(f"  {EVENT_TABLE} has {existing:,} rows; loading {max(needed, 0):,}")
     if needed <= 0:
         return {}
-    timings = bulk_insert(database_url, EVENT_TABLE, ranges=row_ranges(existing + 1, rows, 500_000),
-                          statement=big_insert_sql(MODELS, ROUTES),
-                          params=lambda lo, hi: {"lo": lo, "hi": hi, "total": rows})
+    timings = harness.bulk_insert(database_url, EVENT_TABLE, ranges=harness.row_ranges(existing + 1, rows, 500_000),
+                                  statement=big_insert_sql(MODELS, ROUTES),
+                                  params=lambda lo, hi: {"lo": lo, "hi": hi, "total": rows})
     log(f"  inserted in {timings['insert_s']:.0f} s, indexes rebuilt in {timings['index_s']:.0f} s; VACUUM ANALYZE")
     with psycopg.connect(database_url, autocommit=True) as conn:
         started = time.monotonic()
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
         timings["vacuum_s"] = time.monotonic() - started
-        size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s::regclass))", [EVENT_TABLE]).fetchone()[0]
-        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+        size = harness.table_size(conn, EVENT_TABLE)
+        count = harness.one_row(conn, sql.SQL("SELECT count(*) FROM {}").format(table))[0]
     log(f"  vacuumed in {timings['vacuum_s']:.0f} s; {count:,} rows, {size} with indexes")
     timings["rows"] = count
     return timings
@@ -758,14 +723,14 @@ def main(argv: list[str] | None = None) -> int:
             url, token = args.url.rstrip("/"), args.token
             master_pid = args.server_pid
         else:
-            env = server_env(args.database_url)
+            env = harness.server_env(args.database_url)
             env.update(item.split("=", 1) for item in args.env)
-            log(f"database: re-creating {database_name(args.database_url)} and migrating")
-            check_database_name(args.database_url, example="bench_ingest")
-            recreate_database(args.database_url)
+            log(f"database: re-creating {harness.database_name(args.database_url)} and migrating")
+            harness.check_database_name(args.database_url, example="bench_ingest")
+            harness.recreate_database(args.database_url)
             created_database = True
-            manage(env, "migrate", "--no-input", "-v", "0")
-            token = manage(env, "create_api_token", "bench", "--scope", "ingest").strip().splitlines()[-1]
+            harness.manage(env, "migrate", "--no-input", "-v", "0")
+            token = harness.manage(env, "create_api_token", "bench", "--scope", "ingest").strip().splitlines()[-1]
             server = Server(env=env, workers=args.workers, worker_class=args.worker_class, threads=args.threads,
                             app=args.app, extra=tuple(args.gunicorn_arg))
             server.wait_ready()
@@ -773,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             server_desc += " ".join(a for a in server.command[1:] if a != "--error-logfile"
                                     and a != str(server.log_path))
             log(f"server: {server_desc} (pid {master_pid})")
-        cpu = CpuMeter(master_pid, database_name(args.database_url))
+        cpu = CpuMeter(master_pid, harness.database_name(args.database_url))
         if master_pid:
             sampler = RssSampler(master_pid)
             sampler.sample()
@@ -844,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
                 log("gunicorn log (tail):\n" + server_log)
         if created_database and not args.keep:
             try:
-                drop_database(args.database_url)
+                harness.drop_database(args.database_url)
             except psycopg.Error as exc:
                 errors.append(f"dropping the database: {exc}")
 
@@ -853,7 +818,8 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(f"{phase.name}: {phase.error_count} errors, first: {phase.errors[0]}")
 
     batch, single, copy, big = (phases.get(k) for k in ("batch", "single", "copy", "big"))
-    rss = max(sampler.peak.values()) if sampler and sampler.peak else None
+    peaks = dict(sampler.peak) if sampler else {}
+    rss = max(peaks.values()) if peaks else None
     ratio = batch.rate / copy.rate if batch and copy and copy.rate else None
     lines = [
         ("batch ingest, empty table", f"{batch.rate:,.0f} events/s" if batch else "-",
@@ -869,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
         ("single-event p50 / p99",
          f"{single.percentile(0.5):.1f} / {single.percentile(0.99):.1f} ms" if single else "-", "", None),
         ("peak RSS per web worker",
-         (f"{rss:.0f} MiB (" + ", ".join(f"{v:.0f}" for v in sampler.peak.values()) + ")") if rss else "-",
+         (f"{rss:.0f} MiB (" + ", ".join(f"{v:.0f}" for v in peaks.values()) + ")") if rss else "-",
          f"<= {TARGETS['rss_mib']} MiB", rss <= TARGETS["rss_mib"] if rss else None),
         (f"batch ingest at {args.big_rows / 1e6:g}M rows", f"{big.rate:,.0f} events/s" if big else "not run (--big)",
          f">= {TARGETS['big_rate']:,} events/s", big.rate >= TARGETS["big_rate"] if big else None),

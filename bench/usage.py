@@ -43,35 +43,17 @@ import re
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
+import harness
 import psycopg
-from harness import (
-    bulk_insert,
-    check_database_name,
-    database_exists,
-    database_name,
-    drop_database,
-    log,
-    machine_cpu_times,
-    recreate_database,
-    row_ranges,
-)
+from harness import DAYS, EVENT_TABLE, EVENT_TYPE, METER_SLUG, MODELS, TX_ROWS, log
 from psycopg import sql
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5433/bench_usage"
-EVENT_TABLE = "metering_event"
-EVENT_TYPE = "kong.llm_request"
-METER_SLUG = "llm_tokens"
-DAYS = 30
-TX_ROWS = 1000  # rows per ingest_tx
 INSERT_ROWS = 500_000  # rows per INSERT … SELECT transaction
-CONTROL_PLANE = "a1b2c3d4-0000-4000-8000-000000000001"
-MODELS = (("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-3-5-sonnet", "anthropic"),
-          ("llama-3.1-70b", "meta"), ("mistral-large", "mistral"))
 
 TARGETS = {
     "catch_up_rate": 200_000,  # events/s
@@ -99,26 +81,10 @@ def insert_sql() -> str:
     """Rows %(lo)s..%(hi)s of %(total)s: time in order of row number over DAYS from %(start)s (with a little
     jitter backwards, as late events do), ingest_tx one per TX_ROWS rows, exactly %(heavy)s rows (evenly spread)
     for the heavy subject ``consumer-0``, the others random among %(others)s subjects."""
-    models = ", ".join(f"'{m}'" for m, _ in MODELS)
-    providers = ", ".join(f"'{p}'" for _, p in MODELS)
     return f"""
     INSERT INTO {EVENT_TABLE} (source, event_id, type, subject, time, data, ingested_at, ingest_tx)
     SELECT 'kong-gateway', gen_random_uuid()::text, '{EVENT_TYPE}', r.subject, r.t,
-           jsonb_build_object(
-               'subject_type', 'consumer_id',
-               'type', CASE WHEN mod(r.i, 2) = 1 THEN 'request' ELSE 'response' END,
-               'tokens', CASE WHEN mod(r.i, 2) = 1 THEN 1 + floor(random() * 2000)::int
-                              ELSE 1 + floor(random() * 800)::int END,
-               'model', (ARRAY[{models}])[r.model],
-               'provider', (ARRAY[{providers}])[r.model],
-               'api_request_id', gen_random_uuid()::text,
-               'ai_plugin_id', '0f1e2d3c-0000-4000-8000-000000000004',
-               'ai_plugin_name', 'ai-proxy',
-               'cache_status', '',
-               'http_status', 200,
-               'control_plane_id', '{CONTROL_PLANE}',
-               'service_id', '0f1e2d3c-0000-4000-8000-000000000003',
-               'route_id', '0f1e2d3c-0000-4000-8000-000000000002'),
+           {harness.llm_data_sql(request="mod(r.i, 2) = 1")},
            r.t + random() * interval '5 seconds',
            (r.i - 1) / {TX_ROWS} + 1
     FROM (
@@ -139,14 +105,15 @@ def load_events(url: str, *, total: int, heavy: int, subjects: int, start: dt.da
     """Empty the event table, insert server-side with its indexes dropped and rebuilt, VACUUM ANALYZE."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(EVENT_TABLE)))
-    timings = bulk_insert(url, EVENT_TABLE, ranges=row_ranges(1, total, INSERT_ROWS), statement=insert_sql(),
+    timings = harness.bulk_insert(url, EVENT_TABLE, ranges=harness.row_ranges(1, total, INSERT_ROWS),
+                                  statement=insert_sql(),
                           params=lambda lo, hi: {"lo": lo, "hi": hi, "total": total, "heavy": heavy,
                                                  "others": max(subjects - 1, 1), "start": start})
     with psycopg.connect(url, autocommit=True) as conn:
         started = time.monotonic()
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(EVENT_TABLE)))
         timings["vacuum_s"] = time.monotonic() - started
-        size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s::regclass))", [EVENT_TABLE]).fetchone()[0]
+        size = harness.table_size(conn, EVENT_TABLE)
     log(f"  inserted {total:,} rows in {timings['insert_s']:.0f} s, indexes in {timings['index_s']:.0f} s, "
         f"VACUUM ANALYZE in {timings['vacuum_s']:.0f} s; {EVENT_TABLE}: {size} with indexes")
     return timings
@@ -160,12 +127,12 @@ class BusyMeter:
     """Share of the whole machine (all cores) busy between start() and stop(), in % of one core."""
 
     def __enter__(self) -> BusyMeter:
-        self.busy0, self.total0 = machine_cpu_times()
+        self.busy0, self.total0 = harness.machine_cpu_times()
         self.busy = 0.0
         return self
 
     def __exit__(self, *exc) -> None:
-        busy, total = machine_cpu_times()
+        busy, total = harness.machine_cpu_times()
         cores = os.cpu_count() or 1
         self.busy = 100 * cores * (busy - self.busy0) / max(total - self.total0, 1e-9)
 
@@ -191,7 +158,7 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def timed_runs(run, runs: int, warmup: int) -> tuple[list[float], object]:
+def timed_runs(run: Callable[[], Any], runs: int, warmup: int) -> tuple[list[float], Any]:
     result = None
     for _ in range(warmup):
         result = run()
@@ -243,16 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=60, metavar="SECONDS",
                         help="before each step wait up to this long for other load to drop below 25%% of a core")
     args = parser.parse_args(argv)
-    check_database_name(args.database_url, example="bench_usage", refuse_prefixes=("bench_ingest",))
+    harness.check_database_name(args.database_url, example="bench_usage", refuse_prefixes=("bench_ingest",))
     if not 0 < args.heavy_events < args.events or args.subjects < 2:
         parser.error("need 0 < --heavy-events < --events and --subjects >= 2")
 
-    os.environ["DJANGO_SETTINGS_MODULE"] = "billing_site.settings.local"
-    os.environ["DATABASE_URL"] = args.database_url
-    os.environ["DEBUG"] = "false"
-    os.environ["CELERY_BROKER_URL"] = "memory://localhost/"  # meter_create queues a rebuild: keep it in here
-    os.environ["CELERY_RESULT_BACKEND"] = "cache+memory://"
-    sys.path.insert(0, str(ROOT))
+    harness.use_project_in_process(args.database_url)
     today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
     log("bench/usage.py " + " ".join(argv if argv is not None else sys.argv[1:]))
@@ -262,16 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reuse = False
         wanted = json.dumps({"events": args.events, "subjects": args.subjects, "heavy": args.heavy_events})
-        if args.keep and database_exists(args.database_url):
+        if args.keep and harness.database_exists(args.database_url):
             with psycopg.connect(args.database_url, autocommit=True) as conn:
-                loaded = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
-                                      [EVENT_TABLE]).fetchone()[0]
+                loaded = harness.one_row(conn, "SELECT obj_description(to_regclass(%s), 'pg_class')", [EVENT_TABLE])[0]
             reuse = loaded == wanted
-            log(f"database {database_name(args.database_url)} exists with {loaded or 'no bench data'}: "
+            log(f"database {harness.database_name(args.database_url)} exists with {loaded or 'no bench data'}: "
                 + ("reusing it" if reuse else f"re-creating it for {wanted}"))
         if not reuse:
-            log(f"database: re-creating {database_name(args.database_url)} and migrating")
-            recreate_database(args.database_url)
+            log(f"database: re-creating {harness.database_name(args.database_url)} and migrating")
+            harness.recreate_database(args.database_url)
             created = True
 
         import django
@@ -410,15 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, psycopg.Error, OSError) as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
-        if not args.keep and (created or database_exists(args.database_url)):
-            with contextlib.suppress(Exception):
-                from django.db import connections
-
-                connections.close_all()
-            try:
-                drop_database(args.database_url)
-            except psycopg.Error as exc:
-                errors.append(f"dropping the database: {exc}")
+        harness.drop_unless_kept(args.database_url, keep=args.keep, created=created, errors=errors)
 
     def mark(ok: bool | None) -> str:
         return "n/a " if ok is None else ("MET " if ok else "MISS")
@@ -449,11 +402,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{raw50 / percentile(samples, 0.5):,.0f}x slower (p50)", None))
     width = max((len(line[0]) for line in lines), default=0)
     value_width = max((len(line[1]) for line in lines), default=0)
-    for name, value, target, ok in lines:
-        log(f"  {mark(ok)} {name:<{width}}  {value:<{value_width}}  {target}")
-    for error in errors:
-        log(f"error: {error}")
-    return 1 if errors else 0
+    for name, value, wanted, ok in lines:
+        log(f"  {mark(ok)} {name:<{width}}  {value:<{value_width}}  {wanted}")
+    return harness.exit_status(errors)
 
 
 if __name__ == "__main__":

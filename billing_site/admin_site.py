@@ -8,19 +8,32 @@ Only what the user may see is listed (Django's per-model permissions).
 from __future__ import annotations
 
 import contextlib
+from typing import Any, NamedTuple
 
 from django.contrib import admin
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 
 from common.dashboard import dashboard_for
 
-SECTIONS: list[tuple[str, list[tuple[str, str] | tuple[str, str, str, str]]]] = [
+
+class Link(NamedTuple):
+    """A navigation entry that is a page, not a model: shown to users with ``permission``."""
+
+    name: str
+    url_name: str
+    permission: str
+
+
+# Each section lists models as (app label, model name) and pages as links.
+SECTIONS: list[tuple[str, list[tuple[str, str] | Link]]] = [
     (
         "Metering",
         [
             ("metering", "event"),
             ("metering", "meter"),
-            ("link", "Usage explorer", "admin:metering_meter_usage", "metering.view_meter"),
+            Link("Usage explorer", "admin:metering_meter_usage", "metering.view_meter"),
             ("metering", "subjectactivity"),
             ("metering", "eventtypeactivity"),
         ],
@@ -33,7 +46,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str] | tuple[str, str, str, str]]]] = 
             ("customers", "subscription"),
             ("invoicing", "invoice"),
             ("invoicing", "creditnote"),
-            ("link", "Reconciliation", "admin:invoicing_reconciliation", "invoicing.view_invoice"),
+            Link("Reconciliation", "admin:invoicing_reconciliation", "invoicing.view_invoice"),
             ("customers", "unbilledsubject"),
             ("customers", "kongconsumer"),
         ],
@@ -42,7 +55,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str] | tuple[str, str, str, str]]]] = 
         "Settings",
         [
             ("metering", "apitoken"),
-            ("link", "Connect a gateway", "admin:metering_apitoken_connect", "metering.add_apitoken"),
+            Link("Connect a gateway", "admin:metering_apitoken_connect", "metering.add_apitoken"),
             ("invoicing", "stripewebhookevent"),
             ("django_celery_beat", "periodictask"),
             ("common", "jobrun"),
@@ -61,18 +74,18 @@ class BillingAdminSite(admin.AdminSite):
     index_title = "Dashboard"
     index_template = "admin/billing_index.html"
 
-    def get_app_list(self, request, app_label=None):
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[Any]:
         if app_label is not None:
             return super().get_app_list(request, app_label)
         apps = super().get_app_list(request)
         models = {(app["app_label"], model["object_name"].lower()): model for app in apps for model in app["models"]}
         placed: set[tuple[str, str]] = set()
-        sections = []
+        sections: list[dict[str, Any]] = []
         for title, entries in SECTIONS:
-            items = []
+            items: list[dict[str, Any]] = []
             for entry in entries:
-                if entry[0] == "link":
-                    _, name, url_name, permission = entry
+                if isinstance(entry, Link):
+                    name, url_name, permission = entry
                     if request.user.has_perm(permission):
                         with contextlib.suppress(NoReverseMatch):
                             items.append(
@@ -115,6 +128,6 @@ class BillingAdminSite(admin.AdminSite):
             more["models"] = more["models"] + sorted(rest, key=lambda m: m["name"])
         return sections
 
-    def index(self, request, extra_context=None):
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         extra_context = {**(extra_context or {}), "dashboard": dashboard_for(request.user)}
         return super().index(request, extra_context)

@@ -14,7 +14,6 @@ class BillingSiteConfig(AppConfig):
 
     name = "billing_site"
     verbose_name = "Configuration"
-    default_auto_field = "django.db.models.BigAutoField"
     default = True
 
     def ready(self) -> None:

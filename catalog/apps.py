@@ -4,7 +4,6 @@ from django.apps import AppConfig
 class CatalogConfig(AppConfig):
     name = "catalog"
     verbose_name = "Product catalog"
-    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from metering.enrichment import register_meter_update_check

@@ -29,7 +29,8 @@ class FeatureForm(forms.ModelForm):
         fields = ("key", "name", "meter", "meter_group_by_filters")
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         meter = data.get("meter")
         problems = feature_filter_problems(data.get("meter_group_by_filters") or {}, meter.group_by if meter else None)
         if problems:
@@ -60,7 +61,8 @@ class RateCardForm(forms.ModelForm):
         )
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         feature = data.get("feature")
         price_type = data.get("price_type") or ""
         placeholder = Decimal(1)  # tiers are checked on publish, on the plan page

@@ -130,7 +130,14 @@ class RateCard(models.Model):
 
     @property
     def display_name(self) -> str:
-        return self.name or (self.feature.name if self.feature_id else self.key)
+        return self.name or (self.feature.name if self.feature is not None else self.key)
+
+    @property
+    def usage_feature(self) -> Feature:
+        """The feature whose usage a usage-priced rate card bills (publishing a plan requires one)."""
+        if self.feature is None:
+            raise ValueError(f"rate card {self.key} prices usage but has no feature")
+        return self.feature
 
 
 class PriceTier(models.Model):

@@ -431,7 +431,7 @@ def price_rate_card(
         _non_negative_problem(free_quantity, "free_quantity"),
         _non_negative_problem(proration, "proration"),
     ]
-    if problems[-1] is None and Decimal(proration) > 1:  # type: ignore[arg-type]  # checked above
+    if problems[-1] is None and Decimal(proration) > 1:
         problems.append(f"proration must be between 0 and 1 (got {proration})")
     if minimum_spend is not None:
         problems.append(_non_negative_problem(minimum_spend, "minimum_spend"))

@@ -23,7 +23,7 @@ def feature_json(feature: Feature) -> dict[str, Any]:
         "id": str(feature.pk),
         "key": feature.key,
         "name": feature.name,
-        "meterSlug": feature.meter.slug if feature.meter_id else None,
+        "meterSlug": feature.meter.slug if feature.meter is not None else None,
         "meterGroupByFilters": feature.meter_group_by_filters or {},
         "createdAt": format_rfc3339(feature.created_at),
         "updatedAt": format_rfc3339(feature.updated_at),
@@ -75,7 +75,7 @@ def rate_card_json(rate_card: RateCard) -> dict[str, Any]:
     body: dict[str, Any] = {"key": rate_card.key}
     if rate_card.name:
         body["name"] = rate_card.name
-    if rate_card.feature_id:
+    if rate_card.feature is not None:
         body["feature"] = rate_card.feature.key
     if rate_card.payment_term != RateCard.PaymentTerm.IN_ARREARS:
         body["payment_term"] = rate_card.payment_term

@@ -6,8 +6,13 @@ Rows are created once with defaults and never overwritten, so schedules edited i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def seed_interval_task(apps, *, name: str, task: str, every_seconds: int, description: str = "",
+if TYPE_CHECKING:
+    from django.apps.registry import Apps
+
+
+def seed_interval_task(apps: Apps, *, name: str, task: str, every_seconds: int, description: str = "",
                        queue: str | None = None) -> None:
     interval_model = apps.get_model("django_celery_beat", "IntervalSchedule")
     task_model = apps.get_model("django_celery_beat", "PeriodicTask")
@@ -19,12 +24,12 @@ def seed_interval_task(apps, *, name: str, task: str, every_seconds: int, descri
     _bump_change_marker(apps)
 
 
-def unseed_task(apps, *, name: str) -> None:
+def unseed_task(apps: Apps, *, name: str) -> None:
     apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=name).delete()
     _bump_change_marker(apps)
 
 
-def _bump_change_marker(apps) -> None:
+def _bump_change_marker(apps: Apps) -> None:
     # Beat reloads its schedule when this marker changes; bulk writes from migrations skip the model's
     # own signal, so set it here.
     from django.utils import timezone

@@ -4,7 +4,11 @@ admin site (configuration) never imports an app to draw its home page."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
 
 DashboardBuilder = Callable[[Any], dict[str, Any]]
 _builders: list[DashboardBuilder] = []
@@ -17,7 +21,7 @@ def register_dashboard(builder: DashboardBuilder) -> DashboardBuilder:
     return builder
 
 
-def dashboard_for(user) -> dict[str, Any]:
+def dashboard_for(user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
     context: dict[str, Any] = {}
     for builder in _builders:
         context.update(builder(user))

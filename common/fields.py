@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Context, Decimal
+from typing import Any
 
+from django import forms
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.expressions import Expression
 
 from .forms import DecimalTextField, DecimalTextInput
 
@@ -17,12 +21,12 @@ class PreciseDecimalField(models.DecimalField):
     text is stored and parsed back. Used for prices, quantities and limits; never compared in SQL.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max_digits", 38)
         kwargs.setdefault("decimal_places", 15)
         super().__init__(*args, **kwargs)
 
-    def formfield(self, **kwargs):
+    def formfield(self, **kwargs: Any) -> forms.Field | None:
         """A text box read by ``DecimalTextField`` (digits and one dot), never ``<input type="number">``: the
         one place where every model form and admin inline of the project gets its decimal input."""
         return super().formfield(**{"form_class": DecimalTextField, "widget": DecimalTextInput, **kwargs})
@@ -30,12 +34,12 @@ class PreciseDecimalField(models.DecimalField):
     def get_internal_type(self) -> str:
         return "PreciseDecimalField"
 
-    def db_type(self, connection) -> str:
+    def db_type(self, connection: BaseDatabaseWrapper) -> str:
         if connection.vendor == "sqlite":
             return "text"
         return f"numeric({self.max_digits}, {self.decimal_places})"
 
-    def get_db_prep_value(self, value, connection, prepared=False):
+    def get_db_prep_value(self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False) -> Any:
         value = super().get_db_prep_value(value, connection, prepared)
         if connection.vendor == "sqlite" and isinstance(value, Decimal):
             # Same scale as PostgreSQL's numeric(max_digits, decimal_places), so both store the same value.
@@ -44,7 +48,7 @@ class PreciseDecimalField(models.DecimalField):
             return format(quantized, "f")
         return value
 
-    def from_db_value(self, value, expression, connection):
+    def from_db_value(self, value: Any, expression: Expression, connection: BaseDatabaseWrapper) -> Decimal | None:
         if value is None or isinstance(value, Decimal):
             return value
         return Decimal(str(value))

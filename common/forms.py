@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -87,11 +88,11 @@ class DecimalTextInput(forms.TextInput):
     """A text box for a decimal: the value is shown plain (``0.00002``, never ``2E-5`` or
     ``0.000020000000000``) and phones offer a numeric keypad (``inputmode="decimal"``)."""
 
-    def __init__(self, attrs=None):
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
         base = {"inputmode": "decimal", "autocomplete": "off", "spellcheck": "false", "class": "decimal-input"}
         super().__init__({**base, **(attrs or {})})
 
-    def format_value(self, value):
+    def format_value(self, value: Any) -> str | None:
         if isinstance(value, Decimal) and value.is_finite():
             return plain_decimal(value)
         return super().format_value(value)
@@ -106,11 +107,12 @@ class DecimalTextField(forms.DecimalField):
 
     widget = DecimalTextInput
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.pop("localize", None)  # one notation for everybody: digits and a dot
         super().__init__(*args, **kwargs)
 
-    def to_python(self, value):
+    # ignore: django-stubs derive forms.DecimalField from IntegerField; its own to_python carries the same ignore.
+    def to_python(self, value: Any) -> Decimal | None:  # type: ignore[override]
         if value in self.empty_values or (isinstance(value, str) and not value.strip()):
             return None
         number = value if isinstance(value, Decimal) else parse_plain_decimal(value)
@@ -120,7 +122,7 @@ class DecimalTextField(forms.DecimalField):
             number = Decimal(plain_decimal(number))  # 0.50000 has 1 decimal place, not 5
         return number
 
-    def widget_attrs(self, widget):
+    def widget_attrs(self, widget: forms.Widget) -> dict[str, Any]:
         attrs = super().widget_attrs(widget)
         attrs.pop("step", None)  # only number inputs have a step
         return attrs

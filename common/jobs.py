@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
 from .models import JOB_MESSAGE_MAX, JobRun
 from .queue import enqueue_on_commit
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -21,14 +25,15 @@ logger = logging.getLogger(__name__)
 HEARTBEATS_KEPT = 100
 
 
-def job_run_create(*, kind: str, trigger: str = JobRun.Trigger.SYSTEM, params: dict | None = None,
-                   requested_by=None) -> JobRun:
+def job_run_create(*, kind: str, trigger: str = JobRun.Trigger.SYSTEM, params: dict[str, Any] | None = None,
+                   requested_by: User | None = None) -> JobRun:
     """Record a job that has been asked for but not started (e.g. queued from the admin)."""
     return JobRun.objects.create(kind=kind, trigger=trigger, params=params or {}, requested_by=requested_by)
 
 
-def job_run_queue(*, kind: str, task_name: str, params: dict | None = None, requested_by=None,
-                  trigger: str = JobRun.Trigger.ADMIN, **task_kwargs) -> JobRun:
+def job_run_queue(*, kind: str, task_name: str, params: dict[str, Any] | None = None,
+                  requested_by: User | None = None, trigger: str = JobRun.Trigger.ADMIN,
+                  **task_kwargs: Any) -> JobRun:
     """Ask for a job from the admin: record its run (queued) and start its task after commit, by the task's
     registered name, with ``job_run_id`` and ``task_kwargs``. The job's page then shows its progress."""
     job_run = job_run_create(kind=kind, trigger=trigger, params=params, requested_by=requested_by)

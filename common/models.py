@@ -1,5 +1,7 @@
 """Operations records shared by every app: runs of long or scheduled jobs, with progress and outcome."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 
@@ -51,7 +53,7 @@ class JobRun(models.Model):
         return min(100, int(self.progress_done * 100 / self.progress_total))
 
     @property
-    def duration(self):
+    def duration(self) -> timedelta | None:
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None

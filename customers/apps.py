@@ -4,7 +4,6 @@ from django.apps import AppConfig
 class CustomersConfig(AppConfig):
     name = "customers"
     verbose_name = "Billing — customers"
-    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from metering.enrichment import register_customer_subject_resolver, register_event_enricher

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlparse
 
 from django import forms
@@ -50,7 +51,8 @@ class CustomerForm(forms.ModelForm):
         return clean_currency(self.cleaned_data.get("currency"))  # usd → USD; unknown codes: clean() names them
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         values = dict(data)
         if self.instance.pk:
             values.pop("key", None)
@@ -81,7 +83,8 @@ class AttributionForm(forms.ModelForm):
         """The windows of a subject are checked together by the formset (the service's rules, with clearer
         messages than the database constraints'); the model's constraints are not validated row by row here
         (the form fields still validate the values)."""
-        return {*super()._get_validation_exclusions(), "subject", "start", "end"}
+        # ignore: a private ModelForm method (stable since Django 4.1) that django-stubs leave out
+        return {*super()._get_validation_exclusions(), "subject", "start", "end"}  # type: ignore[misc]
 
 
 class AttributionFormSet(BaseInlineFormSet):
@@ -91,7 +94,7 @@ class AttributionFormSet(BaseInlineFormSet):
 
     def clean(self):
         super().clean()
-        self.attribution_changes: list[tuple[forms.Form, AttributionChange]] = []
+        self.attribution_changes: list[tuple[forms.ModelForm[Any], AttributionChange]] = []
         for form in self.forms:
             if not form.has_changed() or form.errors:
                 continue
@@ -134,7 +137,8 @@ class SubscriptionCreateForm(forms.Form):
     custom_anchor = forms.DateTimeField(required=False, help_text="UTC, with 'Custom anchor'.")
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("anchor") == "custom" and not data.get("custom_anchor"):
             self.add_error("custom_anchor", "give the anchor date-time")
         customer, plan = data.get("customer"), data.get("plan")

@@ -116,7 +116,7 @@ def feature_usage(*, subscription: Subscription, feature: Feature, start: dt.dat
     if start >= end:
         return Decimal(0)
     periods = subject_periods(subscription.customer, start, end)
-    if not periods:
+    if not periods or feature.meter is None:
         return Decimal(0)
     return usage_total_for_periods(
         meter=feature.meter, subject_periods=periods, filters=feature.meter_group_by_filters or None
@@ -148,10 +148,10 @@ def features_usage(requests: list[UsageRequest]) -> dict[tuple, Decimal]:
     by_meter: dict[int, list[UsageRequest]] = {}
     for request in requests:
         feature = request.feature
-        if feature.meter_id is None:
+        if feature.meter is None:
             results[request.key] = Decimal(0)
         elif feature.meter.aggregation in ADDITIVE:
-            by_meter.setdefault(feature.meter_id, []).append(request)
+            by_meter.setdefault(feature.meter.pk, []).append(request)
         else:
             results[request.key] = feature_usage(subscription=request.subscription, feature=feature,
                                                  start=request.start, end=request.end)
@@ -281,7 +281,7 @@ def _customer_usage(customer_id: int, feature: Feature, start: dt.datetime, end:
         window = window_clip(from_db_datetime(attributed_from), from_db_datetime(attributed_to), start, end)
         if window is not None:
             clipped.append((subject, *window))
-    if not clipped:
+    if not clipped or feature.meter is None:
         return Decimal(0)
     return usage_total_for_periods(meter=feature.meter, subject_periods=sorted(clipped),
                                    filters=feature.meter_group_by_filters or None)
@@ -363,10 +363,11 @@ def subscription_entitlements(subscription: Subscription, at: dt.datetime) -> li
         .exclude(entitlement_type=EntitlementType.NONE)
         .select_related("feature", "feature__meter")
     ):
-        if rate_card.feature_id is None:
+        feature = rate_card.feature
+        if feature is None:
             continue
         if subscription.status_at(at) in ("active", "canceling"):
-            value = entitlement_value(customer=subscription.customer, feature=rate_card.feature, at=at)
+            value = entitlement_value(customer=subscription.customer, feature=feature, at=at)
         else:
             value = EntitlementValue(False, rate_card.entitlement_type)
         result.append((rate_card, value))
@@ -427,10 +428,10 @@ def subscription_review(
     first_number = max(len(periods) - REVIEW_MAX_PERIODS, 0) + 1
     listed = periods[first_number - 1:]
     cards = [c for c in plan.rate_cards.select_related("feature__meter").order_by("position")
-             if c.feature_id and c.feature.meter_id and c.price_type not in ("", RateCard.PriceType.FLAT)]
+             if c.feature is not None and c.feature.meter_id and c.price_type not in ("", RateCard.PriceType.FLAT)]
     customer = Customer.objects.prefetch_related("attributions").get(pk=customer.pk)
     draft = Subscription(customer=customer, plan=plan, start=start, billing_anchor=anchor)
-    requests = [UsageRequest(draft, card.feature, p.start, min(p.end, now)) for p in listed for card in cards]
+    requests = [UsageRequest(draft, card.usage_feature, p.start, min(p.end, now)) for p in listed for card in cards]
     found = features_usage([r for r in requests if r.start < r.end])
     shown = []
     for number, p in enumerate(listed, start=first_number):
@@ -440,7 +441,7 @@ def subscription_review(
             billed = (f"in-advance fees; usage after the grace period, from {format_instant(p.end + grace)}")
         else:
             billed = "in-advance fees" + (" (prorated)" if p.is_partial else "") + "; usage when the period ends"
-        usage = [(card.key, found.get((None, card.feature.pk, p.start, min(p.end, now)), Decimal(0)))
+        usage = [(card.key, found.get((None, card.usage_feature.pk, p.start, min(p.end, now)), Decimal(0)))
                  for card in cards]
         shown.append(ReviewPeriod(number, p, billed, usage))
     if ended:

@@ -63,6 +63,7 @@ __all__ = [
     "StripePermanentError",
     "StripeRetryableError",
     "WebhookSignatureError",
+    "collection_method",
     "construct_webhook_event",
     "idempotency_key",
     "is_sandbox",
@@ -74,6 +75,15 @@ T = TypeVar("T")
 
 CollectionMethod = Literal["charge_automatically", "send_invoice"]
 CreditNoteReason = Literal["duplicate", "fraudulent", "order_change", "product_unsatisfactory"]
+
+
+def collection_method(value: str) -> CollectionMethod:
+    """A customer's collection method as Stripe's parameter; anything else is refused."""
+    if value == "charge_automatically":
+        return "charge_automatically"
+    if value == "send_invoice":
+        return "send_invoice"
+    raise ValueError(f"unknown collection_method {value!r}")
 
 # Stripe's documented limits (https://docs.stripe.com/api/idempotent_requests, /api/metadata).
 MAX_IDEMPOTENCY_KEY_LENGTH = 255

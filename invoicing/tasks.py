@@ -4,13 +4,16 @@ Celery's exponential backoff and jitter; after the last retry the sync is marked
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.utils import timezone
 
 from common.jobs import tracked_job
 from common.models import JobRun
-from common.retries import BACKOFF, give_up_on_last_attempt
+from common.retries import BACKOFF, RetryOptions, give_up_on_last_attempt
 
 from .models import CreditNote, Invoice
 from .services.close import close_cycles
@@ -27,7 +30,19 @@ from .stripe_gateway import StripeRetryableError
 
 PUSH_RETRIES = 8
 STUCK_AFTER_HOURS = 3
-STRIPE_RETRIES = {"autoretry_for": (StripeRetryableError,), "max_retries": PUSH_RETRIES, **BACKOFF}
+STRIPE_RETRIES: RetryOptions = {"autoretry_for": (StripeRetryableError,), "max_retries": PUSH_RETRIES, **BACKOFF}
+
+
+def stripe_task(name: str, *, time_limit: int) -> Callable[[Callable[..., None]], Any]:
+    """A task that calls Stripe: bound (it reads its retry count), retried with backoff on Stripe's temporary
+    errors, stopped after ``time_limit`` seconds."""
+    return shared_task(name=name, bind=True, time_limit=time_limit, soft_time_limit=time_limit - 30,
+                       ignore_result=True, **STRIPE_RETRIES)
+
+
+def last_attempt_gives_up(task: Task[Any, Any], give_up: Callable[[str], None]) -> AbstractContextManager[None]:
+    """Around a Stripe task's body: on its last attempt a temporary Stripe error calls ``give_up(message)``."""
+    return give_up_on_last_attempt(task, (StripeRetryableError,), lambda exc: give_up(str(exc)))
 
 
 @shared_task(name="invoicing.close_cycles", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60, ignore_result=True)
@@ -44,36 +59,32 @@ def close_billing_cycles(job_run_id: int | None = None) -> str:
     return report.summary()
 
 
-@shared_task(name="invoicing.push_invoice", bind=True, time_limit=600, soft_time_limit=570, ignore_result=True,
-             **STRIPE_RETRIES)
+@stripe_task("invoicing.push_invoice", time_limit=600)
 def push_invoice(self, invoice_id: int) -> None:
     """Push one issued invoice to Stripe (idempotent: continues from the saved state)."""
-    with give_up_on_last_attempt(self, (StripeRetryableError,), lambda exc: push_gave_up(invoice_id, str(exc))):
+    with last_attempt_gives_up(self, lambda error: push_gave_up(invoice_id, error)):
         push_invoice_to_stripe(invoice_id)
 
 
-@shared_task(name="invoicing.void_invoice_in_stripe", bind=True, time_limit=300, soft_time_limit=270,
-             ignore_result=True, **STRIPE_RETRIES)
+@stripe_task("invoicing.void_invoice_in_stripe", time_limit=300)
 def void_invoice_in_stripe(self, invoice_id: int) -> None:
-    with give_up_on_last_attempt(self, (StripeRetryableError,),
-                                 lambda exc: push_gave_up(invoice_id, f"voiding in Stripe: {exc}")):
+    """Void in Stripe an invoice voided here after it was pushed."""
+    with last_attempt_gives_up(self, lambda error: push_gave_up(invoice_id, f"voiding in Stripe: {error}")):
         void_in_stripe(invoice_id)
 
 
-@shared_task(name="invoicing.push_credit_note", bind=True, time_limit=300, soft_time_limit=270, ignore_result=True,
-             **STRIPE_RETRIES)
+@stripe_task("invoicing.push_credit_note", time_limit=300)
 def push_credit_note(self, credit_note_id: int) -> None:
     """Push one credit note to Stripe as a credit note on its Stripe invoice."""
-    with give_up_on_last_attempt(self, (StripeRetryableError,),
-                                 lambda exc: credit_note_push_gave_up(credit_note_id, str(exc))):
+    with last_attempt_gives_up(self, lambda error: credit_note_push_gave_up(credit_note_id, error)):
         push_credit_note_to_stripe(credit_note_id)
 
 
-@shared_task(name="invoicing.void_credit_note_in_stripe", bind=True, time_limit=300, soft_time_limit=270,
-             ignore_result=True, **STRIPE_RETRIES)
+@stripe_task("invoicing.void_credit_note_in_stripe", time_limit=300)
 def void_credit_note_in_stripe_task(self, credit_note_id: int) -> None:
-    with give_up_on_last_attempt(self, (StripeRetryableError,),
-                                 lambda exc: credit_note_push_gave_up(credit_note_id, f"voiding in Stripe: {exc}")):
+    """Void in Stripe a credit note voided here after it was pushed."""
+    with last_attempt_gives_up(self, lambda error: credit_note_push_gave_up(credit_note_id,
+                                                                          f"voiding in Stripe: {error}")):
         void_credit_note_in_stripe(credit_note_id)
 
 

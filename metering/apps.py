@@ -4,7 +4,6 @@ from django.apps import AppConfig
 class MeteringConfig(AppConfig):
     name = "metering"
     verbose_name = "Metering"
-    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from common.dashboard import register_dashboard

@@ -37,7 +37,8 @@ class MeterForm(forms.ModelForm):
         }
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         slug = self.instance.slug if self.instance.pk else data.get("slug", "")
         errors = validate_meter(
             slug=slug or "", name=data.get("name") or "", event_type=data.get("event_type") or "",
@@ -69,17 +70,13 @@ class MeterForm(forms.ModelForm):
 class UsageExplorerForm(forms.Form):
     WINDOWS = [("", "Whole range"), ("MINUTE", "Minute"), ("HOUR", "Hour"), ("DAY", "Day"), ("MONTH", "Month")]
 
-    meter = forms.ModelChoiceField(queryset=Meter.objects.none())
+    meter = forms.ModelChoiceField(queryset=Meter.objects.order_by("slug"))
     subjects = forms.CharField(required=False, help_text="Comma-separated subjects; empty for all.")
     start = forms.DateTimeField(label="From", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     end = forms.DateTimeField(label="To", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     window_size = forms.ChoiceField(choices=WINDOWS, required=False, initial="DAY")
     time_zone = forms.CharField(initial="UTC", help_text="IANA time zone for the windows, e.g. Europe/Berlin.")
     group_by = forms.CharField(required=False, help_text="Comma-separated group-by names, and/or subject.")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["meter"].queryset = Meter.objects.order_by("slug")
 
     def clean_subjects(self) -> list[str]:
         return [s.strip() for s in self.cleaned_data["subjects"].split(",") if s.strip()]

@@ -42,6 +42,13 @@ class MeterDefinition:
     value_path: JsonPath | None
     group_by: dict[str, JsonPath]
 
+    @property
+    def required_value_path(self) -> JsonPath:
+        """The path of the value a meter other than COUNT aggregates (a valid one always has it)."""
+        if self.value_path is None:
+            raise ValueError(f"a {self.aggregation} meter needs a value property")
+        return self.value_path
+
 
 def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, value_property: str | None,
                    group_by: Any) -> dict[str, str]:

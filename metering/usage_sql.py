@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import overload
 
 from django.db import connection
 
@@ -36,14 +37,22 @@ def db_datetime(value: dt.datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def from_db_datetime(value) -> dt.datetime | None:
+@overload
+def from_db_datetime(value: None) -> None: ...
+@overload
+def from_db_datetime(value: dt.datetime | str) -> dt.datetime: ...
+def from_db_datetime(value: dt.datetime | str | None) -> dt.datetime | None:
     if value is None or isinstance(value, dt.datetime):
         return value if value is None or value.tzinfo else value.replace(tzinfo=dt.UTC)
     parsed = dt.datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def from_db_number(value) -> Decimal | None:
+@overload
+def from_db_number(value: None) -> None: ...
+@overload
+def from_db_number(value: Decimal | int | float | str) -> Decimal: ...
+def from_db_number(value: Decimal | int | float | str | None) -> Decimal | None:
     if value is None:
         return None
     if isinstance(value, Decimal):
@@ -69,7 +78,7 @@ def value_expr(path: JsonPath, data: str = "e.data", *, bounded: bool = True) ->
         )
         params = [p, p, p, p, NUMERIC_TEXT_SQL, p]
     else:
-        p = path.sqlite_path
+        q = path.sqlite_path
         number = (
             f"(CASE json_type({data}, %s) WHEN 'integer' THEN json_extract({data}, %s) "
             f"WHEN 'real' THEN json_extract({data}, %s) "
@@ -77,7 +86,7 @@ def value_expr(path: JsonPath, data: str = "e.data", *, bounded: bool = True) ->
             f"AND json_extract({data}, %s) REGEXP %s "
             f"THEN CAST(trim(json_extract({data}, %s)) AS NUMERIC) END END)"
         )
-        number_params = [p, p, p, p, p, NUMERIC_TEXT_SQL, p]
+        number_params = [q, q, q, q, q, NUMERIC_TEXT_SQL, q]
         # Checked against the bound here, while integers are exact; then SQLite's sum(), which raises on a
         # 64-bit overflow (10 values of 10^18 would), gets integers beyond 2^53 as doubles (inexact there:
         # SQLite is for development, PostgreSQL sums exactly).

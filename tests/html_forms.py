@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from typing import Any
 
 
 @dataclass
@@ -81,6 +82,20 @@ def parse_forms(html: str) -> _Parser:
 
 def form_by_id(html: str, form_id: str) -> Form:
     return next(f for f in parse_forms(html).forms if f.attrs.get("id") == form_id)
+
+
+def admin_form_data(client: Any, url: str, form_id: str, **changes: str) -> dict[str, str]:
+    """What the admin page at ``url`` submits from its form ``form_id`` with ``changes`` typed in, saved with
+    "Save"."""
+    data = form_by_id(client.get(url).content.decode(), form_id).data()
+    data.update(changes)
+    data["_save"] = "Save"
+    return data
+
+
+def admin_form_post(client: Any, url: str, form_id: str, **changes: str) -> Any:
+    """Submit the admin page's form ``form_id`` as rendered, with ``changes`` typed in ("Save"); the response."""
+    return client.post(url, admin_form_data(client, url, form_id, **changes))
 
 
 def form_with_input(html: str, name: str) -> Form:

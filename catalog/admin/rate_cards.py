@@ -70,7 +70,8 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
         if not form.is_valid():
             labels = {name: field.label or name.replace("_", " ") for name, field in form.fields.items()}
             for name, messages_ in form.errors.items():
-                errors.append(f"{str(labels.get(name, name)).lower()}: {' '.join(messages_)}")
+                text = " ".join(str(message) for message in messages_)
+                errors.append(f"{str(labels.get(name, name)).lower()}: {text}")
         tiers = None
         if "tiers" in request.GET:
             tiers, tier_errors = preview_tiers(request.GET)

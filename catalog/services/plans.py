@@ -82,7 +82,7 @@ def plan_problems(plan: Plan) -> list[str]:
                 price_type=rate_card.price_type,
                 price=price,
                 has_feature=rate_card.feature_id is not None,
-                feature_metered=bool(rate_card.feature_id and rate_card.feature.meter_id),
+                feature_metered=bool(rate_card.feature is not None and rate_card.feature.meter_id),
                 payment_term=rate_card.payment_term,
                 minimum_spend=rate_card.minimum_spend,
                 maximum_spend=rate_card.maximum_spend,
@@ -227,7 +227,7 @@ def rate_card_spec(rate_card: RateCard) -> RateCardSpec:
     return RateCardSpec(
         key=rate_card.key,
         name=rate_card.name,
-        feature=rate_card.feature.key if rate_card.feature_id else None,
+        feature=rate_card.feature.key if rate_card.feature is not None else None,
         price_type=rate_card.price_type,
         amount=rate_card.amount,
         unit_amount=rate_card.unit_amount,

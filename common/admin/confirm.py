@@ -33,9 +33,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db import router, transaction
-from django.http import Http404, HttpResponseRedirect
+from django.db.models import Model, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 
 from .refusals import SERVICE_ERRORS, ServiceRefused, add_refusal_errors
 
@@ -72,15 +73,15 @@ class Outcome:
     """What an action did: each row done with what its service returned, and the form's data."""
 
     done: list[tuple[Any, Any]]
-    data: dict
+    data: dict[str, Any]
     bulk: bool
 
     @property
-    def obj(self):
+    def obj(self) -> Any:
         return self.done[0][0] if self.done else None
 
     @property
-    def result(self):
+    def result(self) -> Any:
         return self.done[0][1] if self.done else None
 
 
@@ -91,7 +92,7 @@ class ConfirmAction:
 
     name: str  # in URLs, bulk forms and element ids: confirm-<name>, review-<name>, <name>-form
     label: str  # "Issue": the page says "Yes, issue" and "Issue: INV-2026-000001 — done."
-    service: Callable[[Any, Any, dict], Any]
+    service: Callable[[Any, Any, dict[str, Any]], Any]
     explanation: str | Callable[[Any], str | Sequence[str]] = ""  # what will happen: of the row, or None (bulk)
     permission: str | None = None  # "invoicing.issue_invoice"; viewing the row is needed as well
     scope: str = "row"  # "row": one row (and bulk, if declared); "bulk": change list only; "model": no row
@@ -99,8 +100,8 @@ class ConfirmAction:
     title: str | Callable[[Any], str] | None = None  # the page's (of the row); default "<label> <row>?"
     bulk_title: str = ""  # the bulk page's; default "<label> <n> <rows>(s)?"
     form_class: type[forms.Form] | None = None
-    form_kwargs: Callable[[Any, Any], dict] | None = None  # (request, row) → extra form arguments
-    review: Callable[[Any, Any, dict], Review] | None = None  # (request, row, data): a two-step action
+    form_kwargs: Callable[[Any, Any], dict[str, Any]] | None = None  # (request, row) → extra form arguments
+    review: Callable[[Any, Any, dict[str, Any]], Review] | None = None  # (request, row, data): a two-step action
     problems: Callable[[Any], list[str]] | None = None  # what prevents it now (the page has no "Yes" then)
     problems_title: str = "This cannot be done yet:"
     available: Callable[[Any], bool] | None = None  # whether the row's change page offers it
@@ -111,13 +112,13 @@ class ConfirmAction:
     redirect: Callable[[Outcome], str] | None = None  # where to go after success
 
 
-def confirm_bulk_action(name: str, description: str):
+def confirm_bulk_action(name: str, description: str) -> Callable[..., HttpResponseBase | None]:
     """A change-list action running the model admin's confirm action ``name`` on the selected rows, e.g.
     ``void_invoices = confirm_bulk_action("void", "Void selected invoices")`` with ``"void_invoices"`` in
     ``actions``. Offered only to users with the action's permission."""
 
     @admin.action(description=description)
-    def bulk(model_admin, request, queryset):
+    def bulk(model_admin: ConfirmActionMixin, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponseBase | None:
         return model_admin.confirm_bulk(request, queryset, name)
 
     bulk.confirm_action = name  # type: ignore[attr-defined]
@@ -132,8 +133,8 @@ class ConfirmActionMixin(_AdminBase):
 
     # --- wiring ------------------------------------------------------------------------------------------------
 
-    def get_urls(self):
-        urls = []
+    def get_urls(self) -> list[URLPattern]:
+        urls: list[URLPattern] = []
         for action in self.confirm_actions:
             if action.route:
                 route, name = action.route
@@ -143,8 +144,8 @@ class ConfirmActionMixin(_AdminBase):
             urls.append(path(route, self.admin_site.admin_view(self._confirm_view_of(None)), name=name))
         return [*urls, *super().get_urls()]
 
-    def _confirm_view_of(self, fixed: str | None):
-        def view(request, pk=None, action=None):
+    def _confirm_view_of(self, fixed: str | None) -> Callable[..., HttpResponseBase]:
+        def view(request: HttpRequest, pk: int | str | None = None, action: str | None = None) -> HttpResponseBase:
             if fixed is None and self.get_confirm_action(action).route:  # it has a page of its own
                 raise Http404(f"no action {action!r} here")
             return self.confirm_view(request, fixed or action, pk)
@@ -157,22 +158,22 @@ class ConfirmActionMixin(_AdminBase):
                 return action
         raise Http404(f"no action {name!r}")
 
-    def get_actions(self, request):
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
-        for key, (func, _, _) in list(actions.items()):
-            name = getattr(func, "confirm_action", None)
+        for key, entry in list(actions.items()):
+            name = getattr(entry[0], "confirm_action", None) if entry is not None else None
             if name is not None and not self.may_confirm(request, self.get_confirm_action(name)):
                 del actions[key]
         return actions
 
     # --- permissions -------------------------------------------------------------------------------------------
 
-    def may_confirm(self, request, action: ConfirmAction, obj=None) -> bool:
+    def may_confirm(self, request: HttpRequest, action: ConfirmAction, obj: Model | None = None) -> bool:
         if action.permission and not request.user.has_perm(action.permission):
             return False
         return self.has_view_permission(request, obj)
 
-    def confirm_denied(self, request, action: ConfirmAction, obj=None):
+    def confirm_denied(self, request: HttpRequest, action: ConfirmAction, obj: Model | None = None) -> HttpResponse:
         """Without the permission: back to the row (or the list) with an error. Admins that answer 403 instead
         override this."""
         self.message_user(request, "You may not do that.", messages.ERROR)
@@ -180,14 +181,14 @@ class ConfirmActionMixin(_AdminBase):
 
     # --- the change page's buttons -----------------------------------------------------------------------------
 
-    def confirm_url(self, action: ConfirmAction, obj) -> str:
+    def confirm_url(self, action: ConfirmAction, obj: Model | None) -> str:
         if action.route:
             return reverse(f"admin:{action.route[1]}", args=[obj.pk] if obj is not None else [],
                            current_app=self.admin_site.name)
-        assert self.confirm_route is not None, f"{action.name} needs a route"
+        assert self.confirm_route is not None and obj is not None, f"{action.name} needs a route and a row"
         return reverse(f"admin:{self.confirm_route[1]}", args=[obj.pk, action.name], current_app=self.admin_site.name)
 
-    def confirm_buttons(self, request, obj) -> list[dict[str, str]]:
+    def confirm_buttons(self, request: HttpRequest, obj: Model) -> list[dict[str, str]]:
         """The row actions the user may run on ``obj`` now, for its change page."""
         return [
             {"url": self.confirm_url(action, obj), "label": action.button_label or action.label,
@@ -198,13 +199,14 @@ class ConfirmActionMixin(_AdminBase):
             and (action.available is None or action.available(obj)) and self.may_confirm(request, action, obj)
         ]
 
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
+                           change: bool = False, form_url: str = "", obj: Model | None = None) -> HttpResponse:
         context["confirm_buttons"] = self.confirm_buttons(request, obj) if obj is not None else []
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # --- one row, or none --------------------------------------------------------------------------------------
 
-    def confirm_view(self, request, name: str | None, pk=None):
+    def confirm_view(self, request: HttpRequest, name: str | None, pk: int | str | None = None) -> HttpResponse:
         action = self.get_confirm_action(name, "row" if pk is not None else "model")
         obj = None
         if pk is not None:
@@ -233,7 +235,7 @@ class ConfirmActionMixin(_AdminBase):
 
     # --- bulk --------------------------------------------------------------------------------------------------
 
-    def confirm_bulk(self, request, queryset, name: str):
+    def confirm_bulk(self, request: HttpRequest, queryset: QuerySet[Any], name: str) -> HttpResponse | None:
         action = self.get_confirm_action(name)
         if not self.may_confirm(request, action):
             return self.confirm_denied(request, action)
@@ -242,7 +244,8 @@ class ConfirmActionMixin(_AdminBase):
         form = self._confirm_form(request, action, None, bound=submitted)
         if not (submitted and form.is_valid()):
             return self.render_confirm(request, action, form=form, rows=queryset)
-        done, refused = [], 0
+        done: list[tuple[Any, Any]] = []
+        refused = 0
         for obj in queryset:
             try:
                 done.append((obj, self._run(action, request, obj, form.cleaned_data)))
@@ -261,7 +264,7 @@ class ConfirmActionMixin(_AdminBase):
 
     # --- shared ------------------------------------------------------------------------------------------------
 
-    def _run(self, action: ConfirmAction, request, obj, data):
+    def _run(self, action: ConfirmAction, request: HttpRequest, obj: Model | None, data: dict[str, Any]) -> Any:
         """The action's service, in a transaction of its own; its refusal rolls back everything it did."""
         try:
             with transaction.atomic(using=router.db_for_write(self.model)):
@@ -269,7 +272,8 @@ class ConfirmActionMixin(_AdminBase):
         except SERVICE_ERRORS as exc:
             raise ServiceRefused(exc) from exc
 
-    def _confirm_form(self, request, action: ConfirmAction, obj, *, bound: bool) -> forms.Form:
+    def _confirm_form(self, request: HttpRequest, action: ConfirmAction, obj: Model | None, *,
+                      bound: bool) -> forms.Form:
         form_class = action.form_class or forms.Form
         kwargs = action.form_kwargs(request, obj) if action.form_kwargs else {}
         return form_class(request.POST if bound else None, **kwargs)
@@ -282,18 +286,18 @@ class ConfirmActionMixin(_AdminBase):
         shown = outcome.result if isinstance(outcome.result, self.model) else outcome.obj
         return f"{action.label}: {shown} — done." if shown is not None else f"{action.label} — done."
 
-    def _back_url(self, obj=None) -> str:
+    def _back_url(self, obj: Model | None = None) -> str:
         opts = self.model._meta
         if obj is not None:
             return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk],
                            current_app=self.admin_site.name)
         return reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist", current_app=self.admin_site.name)
 
-    def confirm_row(self, obj) -> str:
+    def confirm_row(self, obj: Any) -> str:
         """What the page says about a row beside its name (e.g. an invoice's customer, period and status)."""
         return ""
 
-    def _title(self, action: ConfirmAction, obj, rows) -> str:
+    def _title(self, action: ConfirmAction, obj: Model | None, rows: QuerySet[Any] | None) -> str:
         if rows is not None:
             return action.bulk_title or f"{action.label} {rows.count()} {self.model._meta.verbose_name}(s)?"
         if callable(action.title):
@@ -302,7 +306,9 @@ class ConfirmActionMixin(_AdminBase):
             return action.title
         return f"{action.label} {obj}?" if obj is not None else f"{action.label}?"
 
-    def render_confirm(self, request, action: ConfirmAction, *, form, obj=None, rows=None, problems=(), review=None):
+    def render_confirm(self, request: HttpRequest, action: ConfirmAction, *, form: forms.Form, obj: Model | None = None,
+                       rows: QuerySet[Any] | None = None, problems: Sequence[str] = (),
+                       review: Review | None = None) -> TemplateResponse:
         opts = self.model._meta
         shown = list(rows[:ROWS_LISTED]) if rows is not None else ([obj] if obj is not None else [])
         explanation = action.explanation(obj) if callable(action.explanation) else action.explanation

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Model
+from django.http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -84,18 +85,18 @@ def admin_extensions(model: type[Model]) -> list[AdminExtension]:
     return list(_extensions.get(model, []))
 
 
-def _allowed(request, permission: str | None) -> bool:
+def _allowed(request: HttpRequest, permission: str | None) -> bool:
     return permission is None or request.user.has_perm(permission)
 
 
-def _name(column) -> str:
+def _name(column: object) -> str:
     return column if isinstance(column, str) else getattr(column, "__name__", "")
 
 
 class ExtensibleAdminMixin(_AdminBase):
     """For a model admin that higher apps extend: adds their columns, panels and buttons for each request."""
 
-    def get_list_display(self, request):
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
         columns = list(super().get_list_display(request))
         for extension in admin_extensions(self.model):
             for column in extension.columns:
@@ -106,8 +107,8 @@ class ExtensibleAdminMixin(_AdminBase):
                 columns.insert(at, column.render)
         return columns
 
-    def _panels(self, request) -> list[tuple[Panel, list[Callable]]]:
-        panels = []
+    def _panels(self, request: HttpRequest) -> list[tuple[Panel, list[Callable[[Any], Any]]]]:
+        panels: list[tuple[Panel, list[Callable[[Any], Any]]]] = []
         for extension in admin_extensions(self.model):
             for panel in extension.panels:
                 fields = [field.render for field in panel.fields if _allowed(request, field.permission)]
@@ -115,8 +116,9 @@ class ExtensibleAdminMixin(_AdminBase):
                     panels.append((panel, fields))
         return panels
 
-    def get_fieldsets(self, request, obj=None):
-        fieldsets = list(super().get_fieldsets(request, obj))
+    def get_fieldsets(self, request: HttpRequest, obj: Model | None = None) -> list[Any]:
+        # A panel's fields are functions (read-only fields), which Django takes; the stubs' fieldsets name strings.
+        fieldsets: list[Any] = list(super().get_fieldsets(request, obj))
         for panel, fields in self._panels(request):
             options: dict[str, Any] = {"fields": tuple(fields)}
             if panel.description:
@@ -124,11 +126,11 @@ class ExtensibleAdminMixin(_AdminBase):
             fieldsets.append((panel.title, options))
         return fieldsets
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> tuple[Any, ...]:
         extra = tuple(field for _, fields in self._panels(request) for field in fields)
         return (*super().get_readonly_fields(request, obj), *extra)
 
-    def extension_tools(self, request, obj) -> list[dict[str, str]]:
+    def extension_tools(self, request: HttpRequest, obj: Model) -> list[dict[str, str]]:
         return [
             {"label": tool.label, "url": tool.url(obj), "id": tool.element_id}
             for extension in admin_extensions(self.model)
@@ -136,6 +138,7 @@ class ExtensibleAdminMixin(_AdminBase):
             if _allowed(request, tool.permission)
         ]
 
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
+                           change: bool = False, form_url: str = "", obj: Model | None = None) -> HttpResponse:
         context["extension_tools"] = self.extension_tools(request, obj) if obj is not None else []
         return super().render_change_form(request, context, add, change, form_url, obj)

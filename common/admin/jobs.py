@@ -1,6 +1,7 @@
 """Operations → Job runs: heartbeats, closes, rebuilds, imports, with their progress and outcome (view only)."""
 
 from django.contrib import admin
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from ..models import JobRun
@@ -21,14 +22,14 @@ class JobRunAdmin(admin.ModelAdmin):
                        "finished_at", "progress", "progress_done", "progress_total", "message", "result")
     change_form_template = "admin/common/jobrun/change_form.html"
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
         return False
 
     @admin.display(description="Progress")
-    def progress(self, obj: JobRun):
+    def progress(self, obj: JobRun) -> str:
         percent = obj.percent
         if percent is None:
             return f"{obj.progress_done:,}" if obj.progress_done else "—"

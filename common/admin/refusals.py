@@ -17,11 +17,13 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
 from django.db import router, transaction
-from django.http import HttpResponseRedirect
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.urls import reverse
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ def refusals() -> Iterator[None]:
         raise ServiceRefused(exc) from exc
 
 
-def add_refusal_errors(form, refused: ServiceRefused) -> None:
+def add_refusal_errors(form: forms.BaseForm, refused: ServiceRefused) -> None:
     """Put a refusal on a form: each named field's message on that field, the rest at the top."""
     placed = False
     for field, message in refused.field_errors.items():
@@ -70,31 +72,35 @@ def add_refusal_errors(form, refused: ServiceRefused) -> None:
 class ServiceErrorsMixin(_AdminBase):
     """For model admins whose saves and deletes go through services (see the module's docstring)."""
 
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except ServiceRefused as refused:  # the admin's transaction rolled the save back: show the page again
-            request._service_refusal = refused
+            request._service_refusal = refused  # type: ignore[attr-defined]  # read back by get_form below
             return super().changeform_view(request, object_id, form_url, extra_context)
 
-    def get_form(self, request, obj=None, change=False, **kwargs):
+    def get_form(self, request: HttpRequest, obj: Model | None = None, change: bool = False,
+                 **kwargs: Any) -> type[forms.ModelForm[Any]]:
         form = super().get_form(request, obj, change, **kwargs)
-        refused = getattr(request, "_service_refusal", None)
+        refused: ServiceRefused | None = getattr(request, "_service_refusal", None)
         if refused is None:
             return form
+        refusal = refused
 
-        class RefusedForm(form):
+        class RefusedForm(form):  # type: ignore[valid-type,misc]  # a subclass of the class get_form built
             """The form of the refused save, shown again with the refusal as its errors (so nothing is saved)."""
 
-            def clean(self):
+            def clean(self) -> dict[str, Any]:
                 data = super().clean()
-                add_refusal_errors(self, refused)
+                add_refusal_errors(self, refusal)
                 return data
 
         RefusedForm.__name__ = form.__name__
         return RefusedForm
 
-    def delete_view(self, request, object_id, extra_context=None):
+    def delete_view(self, request: HttpRequest, object_id: str,
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
         try:
             return super().delete_view(request, object_id, extra_context)
         except ServiceRefused as refused:  # rolled back with the deletion's log entry
@@ -103,14 +109,14 @@ class ServiceErrorsMixin(_AdminBase):
             return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change",
                                                 args=[unquote(object_id)], current_app=self.admin_site.name))
 
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions: dict[str, Any] = super().get_actions(request)
+        if actions.get("delete_selected") is not None:
             _, name, description = actions["delete_selected"]
             actions["delete_selected"] = (type(self)._delete_selected_or_nothing, name, description)
         return actions
 
-    def _delete_selected_or_nothing(self, request, queryset):
+    def _delete_selected_or_nothing(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponseBase | None:
         """Django's "delete selected", all or nothing: a refused row undoes the others and their log entries."""
         try:
             with transaction.atomic(using=router.db_for_write(self.model)):
@@ -119,7 +125,7 @@ class ServiceErrorsMixin(_AdminBase):
             self.message_user(request, str(refused), messages.ERROR)
             return None
 
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for obj in queryset:
             self.delete_model(request, obj)
 

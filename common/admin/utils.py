@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from django.core.paginator import Paginator
 from django.db import models
+from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
@@ -30,14 +31,14 @@ class CappedCountPaginator(Paginator):
             return min(len(self.object_list), self.cap + 1)
 
 
-def pretty_json(value) -> str:
+def pretty_json(value: object) -> str:
     if value is None:
         return "—"
     return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>',
                        json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
 
 
-def short_json(value, length: int = 80) -> str:
+def short_json(value: object, length: int = 80) -> str:
     if value is None:
         return ""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
@@ -50,13 +51,13 @@ class ViewOnlyAdminMixin:
     ``has_view_permission`` as Django decides it), even to superusers. What changes them are the services behind
     the admin's confirmed actions (:mod:`common.admin.confirm`) and the jobs."""
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
 

@@ -32,9 +32,10 @@ class PeriodFilter(admin.SimpleListFilter):
         return [(f"{m:%Y-%m}", f"{m:%B %Y}") for m in months[:24]]
 
     def queryset(self, request, queryset):
-        if not self.value():
+        value = self.value()
+        if not value:
             return queryset
-        year, month = (int(part) for part in self.value().split("-"))
+        year, month = (int(part) for part in value.split("-"))
         return queryset.filter(**{f"{self.field}__year": year, f"{self.field}__month": month})
 
 

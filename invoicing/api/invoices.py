@@ -99,7 +99,7 @@ class InvoiceVoidView(APIView):
             invoice = invoice_void(invoice=invoice, actor=user, label="" if user else "api", reason=reason.strip())
         except InvoiceTransitionError as exc:
             raise Problem(409, "Conflict", str(exc)) from exc
-        return Response(invoice_json(invoice_by_id_or_number(str(invoice.pk))))
+        return Response(invoice_json(_invoice_or_404(str(invoice.pk))))
 
 
 class InvoiceReissueView(APIView):
@@ -114,7 +114,7 @@ class InvoiceReissueView(APIView):
             new = invoice_reissue(invoice=invoice, actor=user, label="" if user else "api")
         except (ReissueError, InvoiceTransitionError, CreditNoteError) as exc:
             raise Problem(409, "Conflict", str(exc)) from exc
-        return Response(invoice_json(invoice_by_id_or_number(str(new.pk))), status=201)
+        return Response(invoice_json(_invoice_or_404(str(new.pk))), status=201)
 
 
 class CreditNoteListView(APIView):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -75,7 +76,7 @@ def dashboard(user) -> dict[str, Any]:
         figures["billed_last_month"] = _billed(last_month, this_month)
         figures["billed_this_month_url"] = _url("admin:invoicing_invoice_changelist", issued=f"{this_month:%Y-%m}")
         figures["billed_last_month_url"] = _url("admin:invoicing_invoice_changelist", issued=f"{last_month:%Y-%m}")
-        by_status = {
+        by_status: dict[str, Mapping[str, Any]] = {
             row["status"]: row
             for row in Invoice.objects.values("status").annotate(count=Count("id"), total=Sum("total"))
         }

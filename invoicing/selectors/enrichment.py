@@ -7,6 +7,8 @@ get nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Q
 
 from customers.models import SubjectAttribution
@@ -16,7 +18,7 @@ from ..models import Invoice, InvoiceLine
 BILLING_KINDS = (InvoiceLine.Kind.USAGE, InvoiceLine.Kind.LATE_USAGE)
 
 
-def invoices_of_events(events: list) -> dict[int, dict[str, str]]:
+def invoices_of_events(events: list[Any]) -> dict[int, dict[str, str | None]]:
     if not events:
         return {}
     subjects = {event.subject for event in events}
@@ -39,13 +41,14 @@ def invoices_of_events(events: list) -> dict[int, dict[str, str]]:
         .select_related("invoice", "feature__meter")
         .order_by("invoice__issued_at", "id")
     )
-    result: dict[int, dict[str, str]] = {}
+    result: dict[int, dict[str, str | None]] = {}
     for event in events:
         customer_id = customer_of.get(event.pk)
         if customer_id is None:
             continue
         covering = [line for line in lines if line.invoice.customer_id == customer_id
                     and line.period_start <= event.time < line.period_end
+                    and line.feature is not None and line.feature.meter is not None
                     and line.feature.meter.event_type == event.type]
         original = next((line for line in covering if line.kind == InvoiceLine.Kind.USAGE), None)
         if original is not None and event.ingested_at < original.invoice.issued_at:

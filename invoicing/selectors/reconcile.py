@@ -118,7 +118,7 @@ def reconcile(*, now: dt.datetime | None = None, customer_key: str | None = None
         slots = [slot for subscription in chunk
                  for slot in subscription_slots(subscription, until=now, context=context)
                  if slot.owner in done and (since is None or slot.period.end > since)]
-        requests = [UsageRequest(slot.subscription, slot.rate_card.feature, slot.period.start, slot.period.end)
+        requests = [UsageRequest(slot.subscription, slot.rate_card.usage_feature, slot.period.start, slot.period.end)
                     for slot in slots if is_usage_priced(slot.rate_card)]
         usage = features_usage(requests)
         last_close: dict[int, LastClose] = {}
@@ -127,7 +127,7 @@ def reconcile(*, now: dt.datetime | None = None, customer_key: str | None = None
             currency = subscription.plan.currency
             quantity = None
             if is_usage_priced(rate_card):
-                quantity = usage[(subscription.pk, rate_card.feature.pk, period.start, period.end)]
+                quantity = usage[(subscription.pk, rate_card.usage_feature.pk, period.start, period.end)]
             rated = charge_rate_card(rate_card, quantity=quantity or Decimal(0), currency=currency,
                                      proration=period.fraction).total
             entry = billed.get((subscription.pk, rate_card.key, period.start))

@@ -23,18 +23,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from common.jobs import job_run_progress
+from common.models import JobRun
 from customers.models import Subscription
 
 from ..models import CycleClose, Invoice
 from .cycles import Cycle, due_cycles
 from .lifecycle import bill_cycle, issue_locked
 from .lines import BillingContext, Fingerprint, cycle_bill
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 DONE_STATES = (CycleClose.State.ISSUED, CycleClose.State.EMPTY, CycleClose.State.HELD, CycleClose.State.CARRIED)
@@ -81,7 +86,7 @@ def close_cycle(
     context: BillingContext | None = None,
     claimed: bool = False,
     label: str = BEAT,
-    actor=None,
+    actor: User | None = None,
 ) -> None:
     if not claimed:
         with transaction.atomic():
@@ -125,7 +130,7 @@ def _claim(subscription: Subscription, cycle: Cycle) -> tuple[str, int | None, F
 
 
 def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.datetime, report: CloseReport,
-                        context: BillingContext | None, label: str, actor) -> None:
+                        context: BillingContext | None, label: str, actor: User | None) -> None:
     with transaction.atomic():
         claim = _claim(subscription, cycle)
         if claim is None:
@@ -136,8 +141,8 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
             return
         row = CycleClose.objects.filter(subscription=subscription, cycle=cycle.index)
         if state == CycleClose.State.DRAFTED:  # left by an earlier version: issue its draft
-            draft = Invoice.objects.select_for_update().select_related("customer").filter(
-                pk=invoice_id, status=Invoice.Status.DRAFT).first()
+            draft = None if invoice_id is None else Invoice.objects.select_for_update().select_related(
+                "customer").filter(pk=invoice_id, status=Invoice.Status.DRAFT).first()
             if draft is not None:
                 issue_locked(draft, now=now, actor=actor, label=label)
             row.update(state=CycleClose.State.ISSUED, updated_at=timezone.now())
@@ -167,8 +172,8 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
         context.done.add((subscription.pk, cycle.index))
 
 
-def close_cycles(*, now: dt.datetime | None = None, job_run=None, chunk_size: int | None = None,
-                 label: str = BEAT, actor=None) -> CloseReport:
+def close_cycles(*, now: dt.datetime | None = None, job_run: JobRun | None = None, chunk_size: int | None = None,
+                 label: str = BEAT, actor: User | None = None) -> CloseReport:
     """Close every due cycle of every subscription; returns what happened."""
     now = now or timezone.now()
     chunk_size = chunk_size or settings.INVOICE_CLOSE_CHUNK_SIZE
@@ -228,7 +233,7 @@ def issue_reviewed_drafts(*, now: dt.datetime | None = None) -> int:
             if close is None:
                 continue
             if close.invoice is not None and close.invoice.status == Invoice.Status.DRAFT:
-                invoice = Invoice.objects.select_for_update().select_related("customer").get(pk=close.invoice_id)
+                invoice = Invoice.objects.select_for_update().select_related("customer").get(pk=close.invoice.pk)
                 issue_locked(invoice, now=now, label=BEAT)
                 issued += 1
             close.state = CycleClose.State.ISSUED

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Sum
@@ -24,6 +25,9 @@ from ..stripe_gateway import is_sandbox
 from .lines import Billed, DraftLine, ItemKey
 from .log import invoice_log
 from .numbering import next_credit_note_number
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 CREDITABLE_STATUSES = (Invoice.Status.ISSUED, Invoice.Status.PAID, Invoice.Status.UNCOLLECTIBLE)
 
@@ -88,7 +92,7 @@ def _schedule_push(credit_note: CreditNote) -> None:
 
 
 def credit_note_issue(*, invoice: Invoice, lines: list[CreditDraftLine], reason: str, now: dt.datetime,
-                      actor=None, label: str = "") -> CreditNote:
+                      actor: User | None = None, label: str = "") -> CreditNote:
     """Inside the caller's transaction: a numbered credit note against ``invoice`` with these lines."""
     total = sum(line.amount for line in lines)
     if total <= 0 or any(line.amount <= 0 for line in lines):
@@ -129,7 +133,7 @@ def credit_note_issue(*, invoice: Invoice, lines: list[CreditDraftLine], reason:
 
 @transaction.atomic
 def credit_note_create(*, invoice: Invoice, amount: int, reason: str, description: str = "",
-                       actor=None) -> CreditNote:
+                       actor: User | None = None) -> CreditNote:
     """A manual correction of an issued invoice, at most what it has left to credit. It does not change what
     the invoice's periods count as billed (it is not a re-rating), so the next close does not bill it back."""
     invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
@@ -148,7 +152,8 @@ def credit_note_create(*, invoice: Invoice, amount: int, reason: str, descriptio
 
 
 @transaction.atomic
-def credit_note_void(*, credit_note: CreditNote, actor=None, label: str = "", reason: str = "") -> CreditNote:
+def credit_note_void(*, credit_note: CreditNote, actor: User | None = None, label: str = "",
+                     reason: str = "") -> CreditNote:
     credit_note = CreditNote.objects.select_for_update().get(pk=credit_note.pk)
     if credit_note.status == CreditNote.Status.VOID:
         raise CreditNoteError(f"credit note {credit_note} is already void")

@@ -70,9 +70,12 @@ def replaced_at(subscription: Subscription) -> dt.datetime | None:
     return None
 
 
-def _replaces_another(subscription: Subscription) -> bool:
+def _replaced(subscription: Subscription) -> Subscription | None:
+    """The subscription this one replaced by a plan change, if it did."""
     previous = subscription.previous
-    return previous is not None and previous.cancel_at == subscription.start and _runs(subscription)
+    if previous is not None and previous.cancel_at == subscription.start and _runs(subscription):
+        return previous
+    return None
 
 
 def subscription_cycles(subscription: Subscription, *, until: dt.datetime) -> list[Cycle]:
@@ -87,7 +90,7 @@ def subscription_cycles(subscription: Subscription, *, until: dt.datetime) -> li
                              subscription.cancel_at)
             return _settling_cycles(subscription, nothing, first_index=1, until=until)
         return []
-    cycles = [Cycle(0, periods[0].start, None, periods[0], waits_for_grace=_replaces_another(subscription))]
+    cycles = [Cycle(0, periods[0].start, None, periods[0], waits_for_grace=_replaced(subscription) is not None)]
     for index, period in enumerate(periods, start=1):
         if period.end > until or (cutover is not None and period.end >= cutover):
             return cycles
@@ -104,7 +107,7 @@ def _settling_cycles(subscription: Subscription, last: Period, *, first_index: i
     cadence = subscription.plan.billing_cadence
     horizon = last.end + dt.timedelta(days=settings.INVOICE_LATE_USAGE_LOOKBACK_DAYS)
     index = index_at(subscription.billing_anchor, cadence, last.end) + 1
-    cycles = []
+    cycles: list[Cycle] = []
     while True:
         at = boundary(subscription.billing_anchor, cadence, index)
         if at > until or at >= horizon:
@@ -132,8 +135,8 @@ def due_cycles(subscription: Subscription, *, now: dt.datetime, done: set[int]) 
 def subscription_chain(subscription: Subscription) -> list[Subscription]:
     """The subscription and those it replaced by plan changes, newest first (their periods it may bill)."""
     chain = [subscription]
-    current = subscription
-    while _replaces_another(current) and len(chain) < 100:
-        current = current.previous
-        chain.append(current)
+    replaced = _replaced(subscription)
+    while replaced is not None and len(chain) < 100:
+        chain.append(replaced)
+        replaced = _replaced(replaced)
     return chain

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -23,7 +24,7 @@ from metering.services.tokens import api_token_create
 DEMO_TOKEN_NAME = "demo gateway (make run)"  # noqa: S105 - a label, not a secret
 
 
-def demo_token_file():
+def demo_token_file() -> Path:
     return settings.VAR_DIR / "demo_api_token"
 
 

@@ -24,17 +24,17 @@ def period_label(start: dt.datetime, end: dt.datetime) -> str:
 
 
 def usage_name(rate_card: RateCard) -> str:
-    return rate_card.feature.key if rate_card.feature_id else rate_card.display_name
+    return rate_card.feature.key if rate_card.feature is not None else rate_card.display_name
 
 
 def usage_description(rate_card: RateCard, quantity: Decimal, currency: str, start: dt.datetime,
                       end: dt.datetime) -> str:
     units = f"{plain_number(quantity)} {unit_label(rate_card)}"
-    if rate_card.price_type == "unit":
-        units += f" × {format_money(rate_card.unit_amount, currency)}"
-    elif rate_card.price_type == "package":
-        package = plain_number(rate_card.quantity_per_package)
-        units += f" in packages of {package} × {format_money(rate_card.amount, currency)}"
+    unit_amount, package, amount = rate_card.unit_amount, rate_card.quantity_per_package, rate_card.amount
+    if rate_card.price_type == "unit" and unit_amount is not None:
+        units += f" × {format_money(unit_amount, currency)}"
+    elif rate_card.price_type == "package" and package is not None and amount is not None:
+        units += f" in packages of {plain_number(package)} × {format_money(amount, currency)}"
     else:
         units += f" ({rate_card.price_type})"
     return f"{usage_name(rate_card)} — {units} ({period_label(start, end)})"

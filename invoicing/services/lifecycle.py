@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -24,12 +25,15 @@ from ..models import CreditNote, CycleClose, Invoice, InvoiceEvent, InvoiceLine
 from ..stripe_gateway import is_sandbox
 from .credit_notes import allocate_credits, credit_note_issue, credit_note_void
 from .cycles import Cycle, subscription_cycles
-from .lines import DraftLine, cycle_bill, split_credits
+from .lines import Billed, DraftLine, ItemKey, cycle_bill, split_credits
 from .log import invoice_log
 from .numbering import next_invoice_number
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 S = Invoice.Status
-LEGAL = {
+LEGAL: dict[str, set[str]] = {
     S.DRAFT: {S.ISSUED, S.VOID},
     S.ISSUED: {S.PAID, S.VOID, S.UNCOLLECTIBLE},
     S.UNCOLLECTIBLE: {S.PAID, S.VOID},
@@ -92,7 +96,7 @@ def check_fits(lines: Sequence[DraftLine]) -> None:
 
 def invoice_create(
     *, subscription: Subscription, cycle: Cycle, lines: Sequence[DraftLine], replaces: Invoice | None = None,
-    issue_at: dt.datetime | None = None, actor=None, label: str = "",
+    issue_at: dt.datetime | None = None, actor: User | None = None, label: str = "",
 ) -> Invoice:
     """Inside the caller's transaction: the invoice of a cycle with its lines and totals, logged — a draft, or
     with ``issue_at`` issued (numbered) as it is inserted, so a close writes each row once."""
@@ -156,7 +160,7 @@ def _require(invoice: Invoice, target: str) -> None:
         raise InvoiceTransitionError(f"invoice {invoice} is {invoice.status}; it cannot become {target}")
 
 
-def issue_locked(invoice: Invoice, *, now: dt.datetime, actor=None, label: str = "") -> Invoice:
+def issue_locked(invoice: Invoice, *, now: dt.datetime, actor: User | None = None, label: str = "") -> Invoice:
     """Inside the caller's transaction, the invoice row locked: issue a draft."""
     _require(invoice, S.ISSUED)
     totals = invoice.lines.aggregate(total=Sum("amount"))["total"] or 0
@@ -173,7 +177,8 @@ def issue_locked(invoice: Invoice, *, now: dt.datetime, actor=None, label: str =
 
 
 @transaction.atomic
-def invoice_issue(*, invoice: Invoice, actor=None, label: str = "", now: dt.datetime | None = None) -> Invoice:
+def invoice_issue(*, invoice: Invoice, actor: User | None = None, label: str = "",
+                  now: dt.datetime | None = None) -> Invoice:
     invoice = _locked(invoice)
     if invoice.status == S.ISSUED:
         return invoice  # a rerun of a close that already issued it
@@ -181,7 +186,7 @@ def invoice_issue(*, invoice: Invoice, actor=None, label: str = "", now: dt.date
 
 
 @transaction.atomic
-def invoice_void(*, invoice: Invoice, actor=None, label: str = "", reason: str = "") -> Invoice:
+def invoice_void(*, invoice: Invoice, actor: User | None = None, label: str = "", reason: str = "") -> Invoice:
     """Void: the invoice's lines stop counting as billed (the next close or a reissue bills what is then
     missing), and its credit notes are voided with it."""
     lock_customer_billing(invoice.customer_id)
@@ -200,7 +205,8 @@ def invoice_void(*, invoice: Invoice, actor=None, label: str = "", reason: str =
 
 @transaction.atomic
 def invoice_mark_paid(
-    *, invoice: Invoice, actor=None, label: str = "", paid_at: dt.datetime | None = None, detail: str = ""
+    *, invoice: Invoice, actor: User | None = None, label: str = "", paid_at: dt.datetime | None = None,
+    detail: str = "",
 ) -> Invoice:
     invoice = _locked(invoice)
     _require(invoice, S.PAID)
@@ -211,7 +217,8 @@ def invoice_mark_paid(
 
 
 @transaction.atomic
-def invoice_mark_uncollectible(*, invoice: Invoice, actor=None, label: str = "", detail: str = "") -> Invoice:
+def invoice_mark_uncollectible(*, invoice: Invoice, actor: User | None = None, label: str = "",
+                               detail: str = "") -> Invoice:
     invoice = _locked(invoice)
     _require(invoice, S.UNCOLLECTIBLE)
     invoice.status = S.UNCOLLECTIBLE
@@ -221,8 +228,9 @@ def invoice_mark_uncollectible(*, invoice: Invoice, actor=None, label: str = "",
 
 
 def bill_cycle(
-    *, subscription: Subscription, cycle: Cycle, lines: list[DraftLine], billed, now: dt.datetime,
-    replaces: Invoice | None = None, actor=None, label: str = "",
+    *, subscription: Subscription, cycle: Cycle, lines: list[DraftLine], billed: dict[ItemKey, Billed],
+    now: dt.datetime,
+    replaces: Invoice | None = None, actor: User | None = None, label: str = "",
 ) -> tuple[Invoice | None, list[CreditNote]]:
     """Inside the caller's transaction (customer locked): store what a cycle bills — the invoice (a draft held
     for review when ``INVOICE_DRAFT_REVIEW_HOURS`` > 0, else issued) unless it has no non-zero line, and the
@@ -254,7 +262,8 @@ class ReissueError(ValueError):
 
 
 @transaction.atomic
-def invoice_reissue(*, invoice: Invoice, actor=None, label: str = "", now: dt.datetime | None = None) -> Invoice:
+def invoice_reissue(*, invoice: Invoice, actor: User | None = None, label: str = "",
+                    now: dt.datetime | None = None) -> Invoice:
     """A new invoice for the cycle of a voided invoice: what is then missing for its periods (and any other
     period due), from current usage — the same rule as a close. Issued unless draft review is on."""
     now = now or timezone.now()

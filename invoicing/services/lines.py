@@ -175,7 +175,8 @@ class BillingContext:
                 try:
                     for item in cycle_items(subscription, cycle, now=now, done=None, context=self):
                         if is_usage_priced(item.rate_card):
-                            self.usage(item.subscription, item.rate_card.feature, item.period.start, item.usage_end)
+                            self.usage(item.subscription, item.rate_card.usage_feature, item.period.start,
+                                       item.usage_end)
                 except Exception:  # noqa: BLE001, S112 - the real close of this cycle reports it
                     continue
             requests = self._recording
@@ -246,11 +247,11 @@ def cycle_items(
             existing = {period.start for period in subscription_periods(
                 member, until=max(billed_starts) + dt.timedelta(microseconds=1))}
             rate_cards = {rate_card.key: rate_card for rate_card in context.rate_cards(member.plan)}
-            for subscription_id, key, start in sorted(billed_keys):
-                if subscription_id != member.pk or start in existing or key not in rate_cards:
+            for subscription_id, card_key, start in sorted(billed_keys):
+                if subscription_id != member.pk or start in existing or card_key not in rate_cards:
                     continue
                 # whatever the lookback: a period that vanished must give back what it billed
-                items.append(Item(member, rate_cards[key], Period(-1, start, start, start, start), False, start))
+                items.append(Item(member, rate_cards[card_key], Period(-1, start, start, start, start), False, start))
         for slot in slots:
             own = slot.owner == me
             key = (member.pk, slot.rate_card.key, slot.period.start)
@@ -452,7 +453,7 @@ def cycle_bill(
             exists = period.end > period.start
             usage = None
             if is_usage_priced(rate_card):
-                usage = (context.usage(item.subscription, rate_card.feature, period.start, item.usage_end)
+                usage = (context.usage(item.subscription, rate_card.usage_feature, period.start, item.usage_end)
                          if exists else Decimal(0))
             charge = charge_rate_card(rate_card, quantity=usage or Decimal(0), currency=currency,
                                       proration=period.fraction if exists else Decimal(0))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..models import CreditNote, Invoice, InvoiceEvent
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
-def invoice_log(invoice: Invoice, action: str, *, actor=None, label: str = "", detail: str = "",
+
+def invoice_log(invoice: Invoice, action: str, *, actor: User | None = None, label: str = "", detail: str = "",
                 credit_note: CreditNote | None = None) -> InvoiceEvent:
     return InvoiceEvent.objects.create(
         invoice=invoice,

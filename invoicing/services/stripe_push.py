@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 
@@ -31,13 +32,19 @@ from customers.models import Customer
 from ..models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from ..stripe_gateway import (
     StripeConfig,
+    StripeCreditNote,
     StripeGateway,
+    StripeInvoice,
     StripePermanentError,
     StripeRetryableError,
+    collection_method,
     idempotency_key,
     is_sandbox,
 )
 from .log import invoice_log
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 MAX_ERROR_TEXT = 2000  # what the admin shows of Stripe's message
@@ -48,7 +55,7 @@ def gateway() -> StripeGateway:
     return StripeGateway(StripeConfig.from_settings())
 
 
-def retry_sync(*, invoice: Invoice, actor=None) -> Invoice:
+def retry_sync(*, invoice: Invoice, actor: User | None = None) -> Invoice:
     """Admin action "Retry Stripe sync": push again from where the last attempt stopped."""
     if is_sandbox():
         raise ValueError("sandbox mode: no STRIPE_API_KEY is set")
@@ -92,7 +99,7 @@ def _ensure_customer(client: StripeGateway, customer: Customer) -> str:
     return customer.stripe_customer_id
 
 
-def _store_stripe_invoice(invoice: Invoice, stripe_invoice) -> None:
+def _store_stripe_invoice(invoice: Invoice, stripe_invoice: StripeInvoice) -> None:
     fields = {
         "stripe_invoice_id": stripe_invoice.id,
         "stripe_status": stripe_invoice.status or "",
@@ -126,7 +133,7 @@ def push_invoice_to_stripe(invoice_id: int) -> Invoice:
             created = client.create_invoice(
                 stripe_customer_id=stripe_customer,
                 currency=invoice.currency,
-                collection_method=customer.collection_method,
+                collection_method=collection_method(customer.collection_method),
                 days_until_due=customer.days_until_due if customer.collection_method == "send_invoice" else None,
                 metadata={"invoice_id": str(invoice.pk), "invoice_number": invoice.number or ""},
                 description=f"Invoice {invoice.number}",
@@ -172,7 +179,7 @@ def push_invoice_to_stripe(invoice_id: int) -> Invoice:
     return invoice
 
 
-def _finalize(client: StripeGateway, invoice: Invoice):
+def _finalize(client: StripeGateway, invoice: Invoice) -> StripeInvoice:
     """Finalize; if Stripe says it already is (an earlier attempt went through but its answer was lost, and
     the idempotency key has expired), take Stripe's current state instead of failing."""
     try:
@@ -232,7 +239,7 @@ CN = CreditNote.Status
 SYNC = Invoice.SyncStatus
 
 
-def retry_credit_note_sync(*, credit_note: CreditNote, actor=None) -> CreditNote:
+def retry_credit_note_sync(*, credit_note: CreditNote, actor: User | None = None) -> CreditNote:
     """Admin action "Retry Stripe sync" of a credit note: push it again (or, for a void one, void it again in
     Stripe), from where the last attempt stopped."""
     if is_sandbox():
@@ -251,7 +258,7 @@ def retry_credit_note_sync(*, credit_note: CreditNote, actor=None) -> CreditNote
     return credit_note
 
 
-def _find_in_stripe(client: StripeGateway, credit_note: CreditNote, stripe_invoice_id: str):
+def _find_in_stripe(client: StripeGateway, credit_note: CreditNote, stripe_invoice_id: str) -> StripeCreditNote | None:
     """The Stripe credit note carrying our id in its metadata, if an earlier attempt created it."""
     for found in client.list_credit_notes(stripe_invoice_id=stripe_invoice_id):
         if found.metadata.get("credit_note_id") == str(credit_note.pk):

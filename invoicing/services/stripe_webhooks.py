@@ -103,11 +103,14 @@ HANDLERS: dict[str, Callable[[Invoice, dict[str, Any], StripeWebhookEvent], str]
 }
 
 
+def _as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 @transaction.atomic
 def _handle(stored: StripeWebhookEvent) -> None:
-    payload = stored.payload if isinstance(stored.payload, dict) else {}
-    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
-    stripe_object = data.get("object") if isinstance(data.get("object"), dict) else {}
+    payload = _as_dict(stored.payload)
+    stripe_object = _as_dict(_as_dict(payload.get("data")).get("object"))
     handler = HANDLERS.get(stored.type)
     invoice = _find_invoice(stripe_object) if handler is not None else None
     if handler is None:

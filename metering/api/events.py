@@ -65,8 +65,9 @@ class EventsView(APIView):
         try:
             events_ingest(rows=rows, received_at=now)
         except EventsNotStorable:
-            exc = unstorable_data(rows)
-            raise Problem(exc.status, exc.title, str(exc), errors=[e.as_dict() for e in exc.errors]) from None
+            refusal = unstorable_data(rows)
+            raise Problem(refusal.status, refusal.title, str(refusal),
+                          errors=[e.as_dict() for e in refusal.errors]) from None
         return Response(status=self.success_status)
 
     @extend_schema(operation_id="listEvents", parameters=[

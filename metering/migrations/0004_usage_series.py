@@ -12,7 +12,7 @@ def refold_every_meter(apps, schema_editor):
     apps.get_model("metering", "Meter").objects.update(rollup_low=0, rollup_newest_hour=None, rollup_newest_day=None)
 
 
-ROLLUP_FIELDS = [
+ROLLUP_FIELDS: list[tuple[str, models.Field]] = [
     ("event_count", models.BigIntegerField(default=0)),
     ("value_count", models.BigIntegerField(default=0)),
     ("value_sum", models.DecimalField(decimal_places=12, default=0, max_digits=40)),

@@ -223,8 +223,8 @@ def _raw_value(query: _UsageQuery) -> tuple[str, list]:
     if query.definition.aggregation == Aggregation.COUNT:
         return "NULL", []
     if query.unique:
-        return text_expr(query.definition.value_path)
-    return value_expr(query.definition.value_path)
+        return text_expr(query.definition.required_value_path)
+    return value_expr(query.definition.required_value_path)
 
 
 def _raw_measures(query: _UsageQuery) -> Sequence[str]:

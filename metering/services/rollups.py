@@ -137,8 +137,8 @@ def _event_value(shape: _ChunkShape) -> tuple[str, list]:
     if shape.aggregation == Aggregation.COUNT:
         return shape.null("NUMERIC"), []
     if shape.aggregation == Aggregation.UNIQUE_COUNT:
-        return text_expr(shape.definition.value_path)
-    return value_expr(shape.definition.value_path, bounded=False)
+        return text_expr(shape.definition.required_value_path)
+    return value_expr(shape.definition.required_value_path, bounded=False)
 
 
 def _chunk_events(shape: _ChunkShape, low: int, high: int) -> tuple[str, list]:

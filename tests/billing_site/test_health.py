@@ -1,13 +1,19 @@
+from typing import Any
+
 import pytest
 
 from billing_site.celery import app
 
 
+def healthz(client: Any, status_code: int) -> dict[str, Any]:
+    response = client.get("/healthz")
+    assert response.status_code == status_code
+    return response.json()
+
+
 @pytest.mark.django_db
 def test_healthz_reports_database_and_broker(client):
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    body = response.json()
+    body = healthz(client, 200)
     assert body["status"] == "ok"
     assert body["database"]["ok"] is True
     assert body["broker"]["ok"] is True
@@ -17,9 +23,7 @@ def test_healthz_reports_database_and_broker(client):
 def test_healthz_is_503_when_the_broker_is_down(client, monkeypatch):
     # A real connection attempt to a port where nothing listens.
     monkeypatch.setitem(app.conf, "broker_url", "redis://127.0.0.1:1/0")
-    response = client.get("/healthz")
-    assert response.status_code == 503
-    body = response.json()
+    body = healthz(client, 503)
     assert body["status"] == "unavailable"
     assert body["broker"]["ok"] is False
     assert body["database"]["ok"] is True
@@ -32,9 +36,7 @@ def test_healthz_is_503_when_the_filesystem_broker_folder_is_gone(client, monkey
         "data_folder_in": str(tmp_path / "missing"), "data_folder_out": str(tmp_path / "missing"),
         "control_folder": str(tmp_path / "missing"),
     })
-    response = client.get("/healthz")
-    assert response.status_code == 503
-    assert "missing or not writable" in response.json()["broker"]["error"]
+    assert "missing or not writable" in healthz(client, 503)["broker"]["error"]
 
 
 def test_unknown_api_path_is_problem_json(client):

@@ -8,7 +8,7 @@ import pytest
 from catalog.models import Plan
 from catalog.money import normalize_currency
 from catalog.services.plans import PlanError, plan_create, plan_update_draft
-from tests.html_forms import form_by_id
+from tests.html_forms import admin_form_post
 
 pytestmark = pytest.mark.django_db
 
@@ -44,17 +44,15 @@ def test_plan_services_refuse_unknown_codes_on_save(typed):
 
 
 def _plan_add(client, currency: str):
-    data = form_by_id(client.get("/admin/catalog/plan/add/").content.decode(), "plan_form").data()
-    data.update(key="token", name="Token", currency=currency, billing_cadence="P1M", _save="Save")
-    return client.post("/admin/catalog/plan/add/", data)
+    return admin_form_post(client, "/admin/catalog/plan/add/", "plan_form", key="token", name="Token",
+                           currency=currency, billing_cadence="P1M")
 
 
 def test_plan_admin_upper_cases_the_currency(admin_client):
     assert _plan_add(admin_client, "usd").status_code == 302
     plan = Plan.objects.get()
     assert plan.currency == "USD"
-    data = form_by_id(admin_client.get(f"/admin/catalog/plan/{plan.pk}/change/").content.decode(), "plan_form").data()
-    response = admin_client.post(f"/admin/catalog/plan/{plan.pk}/change/", {**data, "currency": "eur"})
+    response = admin_form_post(admin_client, f"/admin/catalog/plan/{plan.pk}/change/", "plan_form", currency="eur")
     assert response.status_code == 302
     plan.refresh_from_db()
     assert plan.currency == "EUR"

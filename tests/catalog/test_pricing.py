@@ -127,9 +127,11 @@ def test_volume_at_and_around_tier_bounds(quantity, expected, tier_index):
     assert exact == D(expected)
     (tier_charge,) = tiers
     tier = TIERS[tier_index]
+    from_quantity = D(0) if tier_index == 0 else TIERS[tier_index - 1].up_to
+    assert from_quantity is not None
     assert tier_charge == TierCharge(
         index=tier_index,
-        from_quantity=D(0) if tier_index == 0 else TIERS[tier_index - 1].up_to,
+        from_quantity=from_quantity,
         up_to=tier.up_to,
         quantity=D(quantity),
         unit_amount=tier.unit_amount,
@@ -453,13 +455,13 @@ def test_late_usage_delta_is_price_with_minus_price_without():
     [
         (FlatPrice(D(-1)), ["flat amount must not be negative (got -1)"]),
         (UnitPrice(D("-0.000001")), ["unit_amount must not be negative (got -0.000001)"]),
-        (UnitPrice(0.1), ["unit_amount must be a Decimal, not float"]),
+        (UnitPrice(0.1), ["unit_amount must be a Decimal, not float"]),  # type: ignore[arg-type]  # the wrong type, on purpose
         (UnitPrice(D("NaN")), ["unit_amount must be a finite number (got NaN)"]),
         (GraduatedPrice(()), ["tiers must not be empty"]),
         (VolumePrice(()), ["tiers must not be empty"]),
-        (GraduatedPrice([Tier(None)]), []),  # a list is accepted as well as a tuple
-        (GraduatedPrice(None), ["tiers must be a tuple of Tier, not NoneType"]),
-        (GraduatedPrice(("x",)), ["tier 1 must be a Tier, not str"]),
+        (GraduatedPrice([Tier(None)]), []),  # type: ignore[arg-type]  # a list is accepted as well as a tuple
+        (GraduatedPrice(None), ["tiers must be a tuple of Tier, not NoneType"]),  # type: ignore[arg-type]  # the wrong type, on purpose
+        (GraduatedPrice(("x",)), ["tier 1 must be a Tier, not str"]),  # type: ignore[arg-type]  # the wrong type, on purpose
         (
             GraduatedPrice((Tier(D(1000)), Tier(D(1000)), Tier(None))),
             ["tiers must be strictly ascending: tier 2 up_to 1000 is not greater than tier 1 up_to 1000"],
@@ -482,7 +484,7 @@ def test_late_usage_delta_is_price_with_minus_price_without():
             GraduatedPrice((Tier(D(10), D(-1)), Tier(None, D(1), D(-2)))),
             ["tier 1 unit_amount must not be negative (got -1)", "tier 2 flat_amount must not be negative (got -2)"],
         ),
-        (GraduatedPrice((Tier(1.5), Tier(None))), ["tier 1 up_to must be a Decimal, not float"]),
+        (GraduatedPrice((Tier(1.5), Tier(None))), ["tier 1 up_to must be a Decimal, not float"]),  # type: ignore[arg-type]  # the wrong type, on purpose
         (PackagePrice(D(-5), D(100)), ["package amount must not be negative (got -5)"]),
         (PackagePrice(D(5), D(0)), ["quantity_per_package must be greater than 0 (got 0)"]),
         (PackagePrice(D(5), D(-1)), ["quantity_per_package must be greater than 0 (got -1)"]),
@@ -503,7 +505,8 @@ def test_validate_price_problems(price, problems):
 
 @pytest.mark.parametrize(
     "price",
-    [FlatPrice(D(0)), UnitPrice(D("0.000000000001")), GRADUATED, VOLUME, PackagePrice(D(0), D("0.001")), FlatPrice(3)],
+    [FlatPrice(D(0)), UnitPrice(D("0.000000000001")), GRADUATED, VOLUME, PackagePrice(D(0), D("0.001")),
+     FlatPrice(3)],  # type: ignore[arg-type]  # an int amount is accepted at run time too
 )
 def test_valid_prices_have_no_problems(price):
     assert validate_price(price) == []

@@ -110,8 +110,9 @@ def test_a_text_over_the_size_limit_is_refused_before_parsing():
 def test_read_source_reads_at_most_the_limit_plus_one_byte(tmp_path):
     class Endless(io.RawIOBase):
         asked: list[int] = []
+        name = "<endless>"
 
-        def read(self, size=-1):
+        def read(self, size: int = -1) -> bytes:
             self.asked.append(size)
             return b"x" * size
 

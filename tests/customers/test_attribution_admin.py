@@ -4,6 +4,8 @@ form errors with nothing saved, changes in the admin log) and the back-dated sub
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -31,11 +33,12 @@ def split(value: dt.datetime | None) -> tuple[str, str]:
     return (f"{value:%Y-%m-%d}", f"{value:%H:%M:%S}") if value else ("", "")
 
 
-def change_form(customer: Customer, rows: dict[int, tuple] | None = None, new: list[tuple] = ()) -> dict:
+def change_form(customer: Customer, rows: dict[int, tuple[Any, ...]] | None = None,
+                new: Sequence[tuple[Any, ...]] = ()) -> dict[str, Any]:
     """The POST of the customer change page: ``rows`` maps an existing mapping's pk to its (start, end),
     ``new`` lists (subject, start, end) rows to add."""
     existing = list(customer.attributions.order_by("id"))
-    data = {
+    data: dict[str, Any] = {
         "name": customer.name, "email": customer.email, "currency": customer.currency,
         "collection_method": customer.collection_method, "days_until_due": "", "metadata": "{}",
         "stripe_customer_id": "", "address_line1": "", "address_line2": "", "city": "", "state": "",

@@ -106,6 +106,7 @@ def test_back_dated_subscription_counts_usage_before_the_subject_was_added(monke
 
     assert usage(subscription) == 540
     value = entitlement_check(id_or_key="kong-air", feature=ai_token_feature(), at=utc(2026, 11, 25))
+    assert value is not None
     assert (value.usage, value.balance, value.has_access) == (540, 460, True)
     assert entitlement_value(customer=air, feature=ai_token_feature(), at=utc(2026, 11, 25)).usage == 540
 

@@ -71,6 +71,7 @@ def test_example_into_an_empty_database():
     cards = list(plan.rate_cards.select_related("feature").prefetch_related("tiers"))
     assert [c.key for c in cards] == ["ai-token", "platform", "ai-quota", "sso", "ai-token-out"]
     ai, platform, quota, sso, out_card = cards
+    assert ai.feature is not None
     assert (ai.feature.key, ai.price_type, ai.unit_amount, ai.entitlement_type) == (
         "ai-token", "unit", Decimal("0.00002"), "boolean")
     assert (platform.name, platform.feature, platform.payment_term, platform.price_type, platform.amount) == (
@@ -309,7 +310,9 @@ def test_subjects_are_the_full_list():
     ended = SubjectAttribution.objects.get(subject="acme-corp", customer__key="acme")
     moved = SubjectAttribution.objects.get(subject="acme-corp", customer__key="kong-air")
     assert ended.end == moved.start  # usage before the move stays with acme
-    assert SubjectAttribution.objects.get(subject="acme-mobile").kong_consumer.kong_id == "c-42"
+    consumer = SubjectAttribution.objects.get(subject="acme-mobile").kong_consumer
+    assert consumer is not None
+    assert consumer.kong_id == "c-42"
     assert apply() == "No changes.\n"
 
     del doc["customers"][1]["subjects"]  # left out: left as they are

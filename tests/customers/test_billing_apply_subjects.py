@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 import yaml
@@ -143,7 +144,8 @@ def test_an_issued_invoice_blocks_moving_a_start_and_says_how_to_keep_it():
     ingest([llm_event(tokens=100_000, time=iso(utc(2026, 11, 25)))])
     close_cycles(now=DEC + dt.timedelta(hours=2))
     invoice = Invoice.objects.get(cycle=1)
-    doc = {"customers": [{"key": "kong-air", "name": "Kong Air", "currency": "USD", "subjects": ["kong-air"]}]}
+    doc: dict[str, Any] = {"customers": [{"key": "kong-air", "name": "Kong Air", "currency": "USD",
+                                          "subjects": ["kong-air"]}]}
     message = apply_error(write(doc))
     assert (f"catalog.yaml: customers[0] (kong-air).subjects[0]: invoice {invoice.number} (issued) billed usage of "
             "2026-11-01 – 2026-12-01 that this change would move" in message)

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from catalog.models import Plan
 from customers.models import Customer
 from customers.services.customers import CustomerError, customer_create, customer_update
-from tests.html_forms import form_by_id
+from tests.html_forms import admin_form_post
 
 pytestmark = pytest.mark.django_db
 
@@ -35,9 +35,8 @@ def test_customer_services_refuse_unknown_codes(typed):
 
 
 def _customer_add(client, currency: str):
-    data = form_by_id(client.get("/admin/customers/customer/add/").content.decode(), "customer_form").data()
-    data.update(key="acme", name="Acme", currency=currency, metadata="{}", _save="Save")
-    return client.post("/admin/customers/customer/add/", data)
+    return admin_form_post(client, "/admin/customers/customer/add/", "customer_form", key="acme", name="Acme",
+                           currency=currency, metadata="{}")
 
 
 def test_customer_admin_upper_cases_the_currency(admin_client):

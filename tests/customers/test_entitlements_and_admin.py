@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -22,12 +23,12 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def kong_air():
     air = customer_create(key="kong-air", name="Kong Air", currency="USD", subjects=["kong-air"])
-    SubjectAttribution.objects.filter(customer=air).update(start=timezone.now() - timezone.timedelta(days=400))
+    SubjectAttribution.objects.filter(customer=air).update(start=timezone.now() - dt.timedelta(days=400))
     return air
 
 
 def subscribe(customer, **plan_kwargs):
-    start = timezone.now() - timezone.timedelta(days=1)
+    start = timezone.now() - dt.timedelta(days=1)
     return subscription_create(customer=customer, plan=token_plan(**plan_kwargs), start=start)
 
 
@@ -46,7 +47,7 @@ def value(api, token, customer="kong-air", feature="ai-token"):
 def test_metered_entitlement_below_at_and_above_the_limit(api, read_token, kong_air, tokens, soft, expected):
     subscription = subscribe(kong_air, extra=[quota(limit="500", soft=soft)])
     if tokens:
-        recent = max(subscription.start, timezone.now() - timezone.timedelta(hours=1))
+        recent = max(subscription.start, timezone.now() - dt.timedelta(hours=1))
         ingest([llm_event(tokens=tokens, time=iso(recent))])
     ingest([llm_event(tokens=10_000, kind="response", time=iso(timezone.now()))])  # another feature's usage
     status, body = value(api, read_token)
@@ -126,7 +127,7 @@ def test_customer_admin_create_with_subjects_and_usage_panel(admin_client):
         "metadata": "{}", "attributions-TOTAL_FORMS": "1", "attributions-INITIAL_FORMS": "0",
         "attributions-0-subject": "kong-air", "subscriptions-TOTAL_FORMS": "0", "subscriptions-INITIAL_FORMS": "0"})
     assert other.status_code == 200 and b"belongs to Kong Air" in other.content
-    subscription_create(customer=air, plan=plan, start=timezone.now() - timezone.timedelta(days=1))
+    subscription_create(customer=air, plan=plan, start=timezone.now() - dt.timedelta(days=1))
     page = admin_client.get(f"/admin/customers/customer/{air.pk}/change/").content.decode()
     assert "0 of 500,000 (hard limit)" in page
     assert "ai-token (token) by day this period" in page and ("<svg" in page or "No usage in this range" in page)
@@ -158,7 +159,7 @@ def test_subscription_admin_create_confirm_cancel_change(admin_client, kong_air)
     assert new.previous == subscription
     admin_client.post(f"/admin/customers/subscription/{new.pk}/cancel/", {"when": "period_end", "confirmed": "yes"})
     new.refresh_from_db()
-    assert new.cancel_at is not None and new.log.first().action == "canceled"
+    assert new.cancel_at is not None and new.log.values_list("action", flat=True).first() == "canceled"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -197,11 +198,11 @@ def test_numbers_too_big_for_an_id_are_not_ids(api, read_token, kong_air):
 
 def test_a_daily_usage_period_resets_the_metered_balance(api, read_token, kong_air):
     now = timezone.now()
-    start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timezone.timedelta(days=3)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=3)
     subscription_create(customer=kong_air, plan=token_plan(extra=[quota(limit="100", period="P1D")]), start=start)
-    ingest([llm_event(tokens=90, time=iso(now - timezone.timedelta(days=1))),
-            llm_event(tokens=30, time=iso(max(now - timezone.timedelta(minutes=1), start)))])
+    ingest([llm_event(tokens=90, time=iso(now - dt.timedelta(days=1))),
+            llm_event(tokens=30, time=iso(max(now - dt.timedelta(minutes=1), start)))])
     status, body = value(api, read_token)
     assert status == 200
-    today = 30 if now - timezone.timedelta(minutes=1) >= now.replace(hour=0, minute=0, second=0, microsecond=0) else 120
+    today = 30 if now - dt.timedelta(minutes=1) >= now.replace(hour=0, minute=0, second=0, microsecond=0) else 120
     assert body["usage"] == today and body["hasAccess"] is (today < 100)

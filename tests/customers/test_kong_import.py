@@ -210,6 +210,7 @@ def test_consumers_without_username(kong_admin):
     assert without.count() == 3
     assert set(without.values_list("custom_id", flat=True)) == {""}
     row = without.first()
+    assert row is not None
     assert str(row) == row.kong_id
     assert row.subjects == [f"consumer:{row.kong_id}"]
     assert "0 new, 0 updated, 4 unchanged" in run_import(kong_admin.url)
@@ -359,6 +360,7 @@ def test_task_records_a_succeeded_job_run(kong_admin):
 
     import_kong_consumers.delay(kong_admin.url, None)
     again = JobRun.objects.filter(kind="import_kong_consumers").order_by("-id").first()
+    assert again is not None
     assert again.pk != run.pk
     assert again.message == "1200 consumers: 0 new, 0 updated, 1200 unchanged"
 

@@ -20,6 +20,7 @@ import os
 import re
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
@@ -27,11 +28,14 @@ from django.utils import timezone
 
 from billing_site.roles import role_permissions
 
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
+
 CHROMIUM = Path("/usr/bin/chromium")
 # Committed screenshots are refreshed with UPDATE_SCREENSHOTS=1; otherwise they go to a temporary folder, so a
 # test run never dirties the working tree (tokens, dates and ports differ on every run).
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 LAUNCH_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -109,7 +113,8 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
 
             def visit(url: str) -> None:
                 response = page.goto(url if url.startswith("http") else base + url)
-                assert response is not None and response.status < 400, f"GET {url} answered {response.status}"
+                answered = response.status if response is not None else "nothing"
+                assert response is not None and response.status < 400, f"GET {url} answered {answered}"
 
             def no_server_error() -> None:
                 assert not server_errors, f"the server failed: {server_errors}"
@@ -305,6 +310,7 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
     # The opening cycle (0) had nothing to bill (no in-advance fee), so it made no invoice and took no number:
     # the usage invoice is the first of its year.
     assert Invoice.objects.count() == 1
+    assert invoice.issued_at is not None
     assert invoice.number == f"INV-{invoice.issued_at.year}-000001"
     # Issued by hand during its review time, the cycle's close row moves to "issued" at once; the beat job that
     # issues reviewed drafts later has nothing left to do (no second number).

@@ -39,6 +39,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
+from tests.fakes.loopback import LoopbackService
+
 KONG_MAX_PAGE_SIZE = 1000
 KONG_DEFAULT_PAGE_SIZE = 100
 INVALID_CREDENTIALS = "Invalid credentials. Token or User credentials required"
@@ -97,7 +99,7 @@ class _Fault:
 
 
 @dataclass
-class FakeKongAdmin:
+class FakeKongAdmin(LoopbackService):
     """Consumers in memory behind Kong's Admin API. Use as a context manager (or ``start()``/``stop()``);
     ``url`` is the admin URL to give the client (it includes ``prefix``)."""
 
@@ -114,42 +116,13 @@ class FakeKongAdmin:
         self.prefix = "/" + self.prefix.strip("/") if self.prefix.strip("/") else ""
         self._faults: dict[int, _Fault] = {}
         self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # wakes handlers sleeping in slow_page
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> FakeKongAdmin:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-kong-admin", daemon=True
-        )
-        self._thread.start()
+        self._serve_in_thread(_Server, _Handler, "fake-kong-admin")
         return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes handlers sleeping in slow_page
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeKongAdmin:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def root(self) -> str:
-        """``http://127.0.0.1:<port>`` (no prefix)."""
-        assert self._server is not None, "start() the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     @property
     def url(self) -> str:

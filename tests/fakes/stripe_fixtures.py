@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from celery import Task
+from celery.exceptions import Retry
 
 from invoicing.stripe_gateway import StripeConfig, StripeGateway
 from tests.fakes.stripe_server import FakeStripeServer
@@ -17,6 +19,18 @@ from tests.fakes.stripe_server import FakeStripeServer
 
 def no_sleep(_seconds: float) -> None:
     pass
+
+
+def run_as_worker(task: Task[Any, Any], pk: int, retries: int = 0) -> float | None:
+    """One run of a Stripe task as a worker runs it (retry number ``retries``); returns the countdown of the
+    retry it asks for, or None. (In tests CELERY_TASK_EAGER_PROPAGATES is on, so an eager ``self.retry()``
+    raises ``Retry`` to the caller instead of re-running the task: the tests play the worker.)"""
+    try:
+        task.apply(args=(pk,), retries=retries, throw=True)
+    except Retry as retry:
+        assert isinstance(retry.when, int | float), retry.when  # a countdown, not an eta
+        return retry.when
+    return None
 
 
 def fake_stripe_config(fake: FakeStripeServer, **overrides: Any) -> StripeConfig:

@@ -70,6 +70,8 @@ from babel.numbers import list_currencies
 from stripe._api_version import _ApiVersion
 from typing_extensions import is_typeddict  # the SDK's TypedDicts come from typing_extensions
 
+from tests.fakes.loopback import LoopbackService
+
 API_VERSION = _ApiVersion.CURRENT
 REQUEST_OPTION_KEYS = frozenset(typing.get_type_hints(stripe.RequestOptions, localns={"StripeContext": Any}))
 SUPPORTED_CURRENCIES = frozenset(code.lower() for code in list_currencies())
@@ -407,7 +409,7 @@ class _HTTPServer(ThreadingHTTPServer):
     fake: FakeStripeServer
 
 
-class FakeStripeServer:
+class FakeStripeServer(LoopbackService):
     """Customers, invoices, invoice items and credit notes in memory behind Stripe's HTTP API. Use as a
     context manager (or ``start()``/``stop()``); ``url`` is the base to give the client."""
 
@@ -417,6 +419,7 @@ class FakeStripeServer:
         self.api_key = "sk_test_fake_" + self._token(24)
         self.webhook_secret = "whsec_fake_" + self._token(32)
         self.require_deterministic_keys = True
+        self.client_timeout = 5.0  # the timeout of the clients tests build for this server (gateway_for)
         self.customers: dict[str, dict[str, Any]] = {}
         self.invoices: dict[str, dict[str, Any]] = {}
         self.invoice_items: dict[str, dict[str, Any]] = {}
@@ -431,45 +434,23 @@ class FakeStripeServer:
         self._idempotent: dict[str, dict[str, Any]] = {}
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # wakes handlers sleeping for timeout_next
         self._connections: set[socket.socket] = set()
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> FakeStripeServer:
-        server = _HTTPServer(("127.0.0.1", 0), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-stripe", daemon=True
-        )
-        self._thread.start()
+        self._serve_in_thread(_HTTPServer, _Handler, "fake-stripe")
         return self
 
-    def stop(self) -> None:
-        self._stopping.set()  # wakes handlers sleeping for timeout_next
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def _drop_connections(self) -> None:
         for connection in list(self._connections):
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeStripeServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.root
 
     # -- fault injection and inspection --------------------------------------------------------------
 
@@ -863,14 +844,8 @@ class FakeStripeServer:
         return self._render_invoice(invoice)
 
     def _void_invoice(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
-        invoice = self._invoice(id, param="id", status=404)
-        if invoice["status"] not in ("open", "uncollectible"):
-            raise ApiError(400, f"You can only void an open or uncollectible invoice; invoice {id} is "
-                           f"{invoice['status']}.")
-        invoice["status"] = "void"
-        invoice["status_transitions"]["voided_at"] = self._now()
-        self._event("invoice.voided", self._render_invoice(invoice))
-        return self._render_invoice(invoice)
+        return self._move_invoice(id, ("open", "uncollectible"), "void", "voided_at", "invoice.voided",
+                                  refusal="void an open or uncollectible invoice")
 
     def _pay_invoice(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
         invoice = self._invoice(id, param="id", status=404)
@@ -883,13 +858,18 @@ class FakeStripeServer:
         return self._render_invoice(invoice)
 
     def _mark_uncollectible(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
+        return self._move_invoice(id, ("open",), "uncollectible", "marked_uncollectible_at",
+                                  "invoice.marked_uncollectible", refusal="mark an open invoice uncollectible")
+
+    def _move_invoice(self, id: str, allowed: tuple[str, ...], status: str, stamp: str, event: str, *,  # noqa: A002
+                      refusal: str) -> dict[str, Any]:
+        """An invoice's move from one of ``allowed`` to ``status``, stamped and announced by ``event``."""
         invoice = self._invoice(id, param="id", status=404)
-        if invoice["status"] != "open":
-            raise ApiError(400, f"You can only mark an open invoice uncollectible; invoice {id} is "
-                           f"{invoice['status']}.")
-        invoice["status"] = "uncollectible"
-        invoice["status_transitions"]["marked_uncollectible_at"] = self._now()
-        self._event("invoice.marked_uncollectible", self._render_invoice(invoice))
+        if invoice["status"] not in allowed:
+            raise ApiError(400, f"You can only {refusal}; invoice {id} is {invoice['status']}.")
+        invoice["status"] = status
+        invoice["status_transitions"][stamp] = self._now()
+        self._event(event, self._render_invoice(invoice))
         return self._render_invoice(invoice)
 
     def _create_invoice_item(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -942,31 +922,11 @@ class FakeStripeServer:
         return self._render_item(item)
 
     def _list_invoice_items(self, params: dict[str, Any]) -> dict[str, Any]:
-        limit = params.get("limit", 10)
-        if not 1 <= limit <= 100:
-            raise ApiError(400, "This value must be between 1 and 100 (inclusive).", param="limit")
-        items = sorted(self.invoice_items.values(), key=lambda i: self._sequence[i["id"]], reverse=True)  # newest first
-        if "invoice" in params:
-            self._invoice(params["invoice"], param="invoice")
-            items = [i for i in items if i["invoice"] == params["invoice"]]
-        if "customer" in params:
-            self._customer(params["customer"], param="customer")
-            items = [i for i in items if i["customer"] == params["customer"]]
-        if "pending" in params:
-            items = [i for i in items if (i["invoice"] is None) == params["pending"]]
-        ids = [i["id"] for i in items]
-        if "starting_after" in params:
-            cursor = params["starting_after"]
-            if cursor not in self.invoice_items:
-                raise _no_such("invoiceitem", cursor, param="starting_after")
-            items = items[ids.index(cursor) + 1:] if cursor in ids else []
-        elif "ending_before" in params:
-            cursor = params["ending_before"]
-            if cursor not in self.invoice_items:
-                raise _no_such("invoiceitem", cursor, param="ending_before")
-            items = items[:ids.index(cursor)][-limit:] if cursor in ids else []
-        return {"object": "list", "data": [self._render_item(i) for i in items[:limit]],
-                "has_more": len(items) > limit, "url": "/v1/invoiceitems"}
+        def pending(item: dict[str, Any]) -> bool:
+            return "pending" not in params or (item["invoice"] is None) == params["pending"]
+
+        return self._list(params, self.invoice_items, "invoiceitem", "/v1/invoiceitems", self._render_item,
+                          also=pending)
 
     def _create_credit_note(self, params: dict[str, Any]) -> dict[str, Any]:
         if "lines" not in params:
@@ -1082,29 +1042,37 @@ class FakeStripeServer:
         return self._render_credit_note(note)
 
     def _list_credit_notes(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._list(params, self.credit_notes, "credit_note", "/v1/credit_notes", self._render_credit_note)
+
+    def _list(self, params: dict[str, Any], objects: dict[str, dict[str, Any]], kind: str, url: str,
+              render: Callable[[dict[str, Any]], dict[str, Any]],
+              also: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
+        """A Stripe list of ``objects``, newest first: ``limit``, filters by ``invoice`` and ``customer`` (and
+        ``also``), pages by ``starting_after`` or ``ending_before``."""
         limit = params.get("limit", 10)
         if not 1 <= limit <= 100:
             raise ApiError(400, "This value must be between 1 and 100 (inclusive).", param="limit")
-        notes = sorted(self.credit_notes.values(), key=lambda n: self._sequence[n["id"]], reverse=True)  # newest first
+        found = sorted(objects.values(), key=lambda o: self._sequence[o["id"]], reverse=True)
         if "invoice" in params:
             self._invoice(params["invoice"], param="invoice")
-            notes = [n for n in notes if n["invoice"] == params["invoice"]]
+            found = [o for o in found if o["invoice"] == params["invoice"]]
         if "customer" in params:
             self._customer(params["customer"], param="customer")
-            notes = [n for n in notes if n["customer"] == params["customer"]]
-        ids = [n["id"] for n in notes]
+            found = [o for o in found if o["customer"] == params["customer"]]
+        found = [o for o in found if also(o)]
+        ids = [o["id"] for o in found]
         if "starting_after" in params:
             cursor = params["starting_after"]
-            if cursor not in self.credit_notes:
-                raise _no_such("credit_note", cursor, param="starting_after")
-            notes = notes[ids.index(cursor) + 1:] if cursor in ids else []
+            if cursor not in objects:
+                raise _no_such(kind, cursor, param="starting_after")
+            found = found[ids.index(cursor) + 1:] if cursor in ids else []
         elif "ending_before" in params:
             cursor = params["ending_before"]
-            if cursor not in self.credit_notes:
-                raise _no_such("credit_note", cursor, param="ending_before")
-            notes = notes[:ids.index(cursor)][-limit:] if cursor in ids else []
-        return {"object": "list", "data": [self._render_credit_note(n) for n in notes[:limit]],
-                "has_more": len(notes) > limit, "url": "/v1/credit_notes"}
+            if cursor not in objects:
+                raise _no_such(kind, cursor, param="ending_before")
+            found = found[:ids.index(cursor)][-limit:] if cursor in ids else []
+        return {"object": "list", "data": [render(o) for o in found[:limit]], "has_more": len(found) > limit,
+                "url": url}
 
     # -- state helpers -------------------------------------------------------------------------------
 

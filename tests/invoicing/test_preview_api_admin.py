@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 
@@ -185,7 +186,7 @@ def test_simulate_gateway_then_preview_shows_the_input_tokens(live_server):
     assert "Posted 18 events" in out.getvalue() and "144 input tokens" in out.getvalue()
     from django.utils import timezone
 
-    body = preview(at=(timezone.now() + timezone.timedelta(seconds=1)).isoformat())
+    body = preview(at=(timezone.now() + dt.timedelta(seconds=1)).isoformat())
     usage = next(line for line in body["lines"] if line["rate_card"] == "ai-token")
     assert (usage["quantity"], usage["amount"]) == ("144", "144.00")
 

@@ -70,7 +70,9 @@ def test_late_usage_of_a_period_ending_62_days_before_the_close_is_billed(settin
     monthly_close(DEC, JAN)
     # A gateway's buffer arrives late: usage of November (period ended Dec 1), ingested on Jan 20.
     ingest([tokens(40, utc(2026, 11, 20))], now=utc(2027, 1, 20))
-    preview = invoice_preview(customer=Invoice.objects.first().customer, at=utc(2027, 1, 25))
+    first = Invoice.objects.first()
+    assert first is not None
+    preview = invoice_preview(customer=first.customer, at=utc(2027, 1, 25))
     late_preview = [line for line in preview.lines if line.kind == "late_usage"]
     assert [(line.period_start, line.quantity, line.amount) for line in late_preview] == [(NOV, 40, 40)]
     close_cycles(now=utc(2027, 2, 1, 2))  # November ended 62 days before
@@ -229,7 +231,7 @@ def test_manual_credit_note_is_a_correction_that_the_next_close_does_not_bill_ba
         credit_note_create(invoice=november, amount=5, reason=" ")
     for amount in (0, -5, True, "5"):
         with pytest.raises(CreditNoteError):
-            credit_note_create(invoice=november, amount=amount, reason="bad amount")
+            credit_note_create(invoice=november, amount=amount, reason="bad amount")  # type: ignore[arg-type]  # on purpose
     note = credit_note_create(invoice=november, amount=250, reason="outage on Nov 3")
     assert (note.number, note.total, note.lines.get().kind) == ("CN-2026-000001", 250, "adjustment")
     monthly_close(JAN)
@@ -239,13 +241,18 @@ def test_manual_credit_note_is_a_correction_that_the_next_close_does_not_bill_ba
         credit_note_void(credit_note=note)
 
 
-def test_voiding_an_invoice_voids_its_credit_notes():
+def canceled_mid_december() -> CreditNote:
+    """A $30 monthly fee paid in advance for December, canceled on Dec 16: the close credits the unused half."""
     subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]),
                                        start=NOV)
     monthly_close(NOV - dt.timedelta(hours=2), DEC)
     subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, 16))
     close_cycles(now=utc(2026, 12, 16, 2))
-    note = CreditNote.objects.get()
+    return CreditNote.objects.get()
+
+
+def test_voiding_an_invoice_voids_its_credit_notes():
+    note = canceled_mid_december()
     invoice_void(invoice=note.invoice, reason="wrong")
     note.refresh_from_db()
     assert note.status == "void"

@@ -91,6 +91,11 @@ class BillingHistory(RuleBasedStateMachine):
             return None
         return subscription
 
+    def not_canceled(self) -> Subscription | None:
+        """The running subscription, unless it is already set to end."""
+        subscription = self.current()
+        return subscription if subscription is not None and subscription.cancel_at is None else None
+
     @rule(hours=st.integers(1, 15 * 24), close=st.booleans())
     def time_passes(self, hours, close):
         """Time passes; beat usually closes what is due."""
@@ -132,15 +137,15 @@ class BillingHistory(RuleBasedStateMachine):
     @precondition(lambda self: self.current() is not None)
     @rule(when=st.sampled_from(["now", "period_end"]))
     def cancel(self, when):
-        subscription = self.current()
-        if subscription.cancel_at is None:
+        subscription = self.not_canceled()
+        if subscription is not None:
             subscription_cancel(subscription=subscription, when=when, now=self.clock)
 
     @precondition(lambda self: self.current() is not None)
     @rule(when=st.sampled_from(["now", "period_end"]))
     def change_plan(self, when):
-        subscription = self.current()
-        if subscription.cancel_at is None:
+        subscription = self.not_canceled()
+        if subscription is not None:
             other = self.pro if subscription.plan_id == self.basic.pk else self.basic
             subscription_change_plan(subscription=subscription, plan=other, when=when, now=self.clock)
 
@@ -197,7 +202,7 @@ def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[
                     continue
                 quantity = D(0)
                 if rate_card.price_type != "flat":
-                    quantity = feature_usage(subscription=subscription, feature=rate_card.feature,
+                    quantity = feature_usage(subscription=subscription, feature=rate_card.usage_feature,
                                              start=period.start, end=period.end)
                 charge = charge_rate_card(rate_card, quantity=quantity, currency="USD", proration=period.fraction)
                 rated[(subscription.pk, rate_card.key, period.start)] = charge.total
@@ -209,9 +214,9 @@ def billed_by_hand(customer) -> dict[tuple, int]:
     billed: dict[tuple, int] = defaultdict(int)
     for line in InvoiceLine.objects.filter(invoice__customer=customer).exclude(invoice__status="void"):
         billed[(line.subscription_id, line.rate_card_key, line.period_start)] += line.amount
-    for line in CreditNoteLine.objects.filter(credit_note__customer=customer, credit_note__status="issued",
-                                              kind="rerating"):
-        billed[(line.subscription_id, line.rate_card_key, line.period_start)] -= line.amount
+    for note_line in CreditNoteLine.objects.filter(credit_note__customer=customer, credit_note__status="issued",
+                                                   kind="rerating"):
+        billed[(note_line.subscription_id, note_line.rate_card_key, note_line.period_start)] -= note_line.amount
     return dict(billed)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from celery.exceptions import Retry
 from django.utils import timezone
 
 from customers.services.customers import attribution_add, customer_create
@@ -25,7 +24,7 @@ from invoicing.services.lifecycle import invoice_void
 from invoicing.stripe_gateway import StripeRetryableError
 from invoicing.tasks import PUSH_RETRIES
 from tests.catalog.factories import platform_fee, token_plan
-from tests.fakes.stripe_fixtures import fake_stripe, gateway_for  # noqa: F401
+from tests.fakes.stripe_fixtures import fake_stripe, gateway_for, run_as_worker  # noqa: F401
 from tests.fakes.stripe_server import FakeStripeServer
 from tests.metering.usage_helpers import utc
 
@@ -109,16 +108,6 @@ def short_timeout(fake: FakeStripeServer) -> None:
 def lose_answers(fake: FakeStripeServer, path: str = CREDIT_NOTES) -> None:
     """Stripe executes the create, but none of the gateway's attempts hears back."""
     fake.timeout_next(path, seconds=CLIENT_TIMEOUT * 3, times=ATTEMPTS, method="POST")
-
-
-def run(task, pk: int, retries: int = 0) -> float | None:
-    """One run of a task as a worker runs it (retry number ``retries``); returns the countdown of the retry it asks
-    for, or None (eager tasks raise ``Retry`` to the caller: the test plays the worker)."""
-    try:
-        task.apply(args=(pk,), retries=retries, throw=True)
-    except Retry as retry:
-        return retry.when
-    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,10 +273,12 @@ def test_the_push_waits_until_the_invoice_is_finalized_in_stripe(db, fake):
     assert note.sync_error == f"retrying: invoice {invoice.number} is not finalized in Stripe yet (its sync is Syncing)"
     assert fake.requests == []
 
-    assert 0 <= run(tasks.push_credit_note, note.pk) <= 30  # the task retries later, with backoff
+    countdown = run_as_worker(tasks.push_credit_note, note.pk)
+    assert countdown is not None
+    assert 0 <= countdown <= 30  # the task retries later, with backoff
     for pk in Invoice.objects.order_by("pk").values_list("pk", flat=True):
         stripe_push.push_invoice_to_stripe(pk)  # meanwhile the invoice's own push finishes
-    assert run(tasks.push_credit_note, note.pk, retries=1) is None
+    assert run_as_worker(tasks.push_credit_note, note.pk, retries=1) is None
     note.refresh_from_db()
     assert note.sync_status == "synced" and len(fake.credit_notes) == 1
 
@@ -481,10 +472,11 @@ def test_the_task_retries_with_backoff_then_gives_up_and_marks_the_sync_failed(d
     note = cancel_with_credit_note(pushed_invoice())
     fake.fail_next(CREDIT_NOTES, 503, times=10_000, method="POST")
 
-    countdowns = [run(tasks.push_credit_note, note.pk, retries=n) for n in range(PUSH_RETRIES + 1)]
+    countdowns = [run_as_worker(tasks.push_credit_note, note.pk, retries=n) for n in range(PUSH_RETRIES + 1)]
 
     assert countdowns[-1] is None  # the last attempt gives up instead of asking for another retry
-    assert all(0 <= countdown <= min(3600, 30 * 2**n) for n, countdown in enumerate(countdowns[:-1]))
+    assert all(countdown is not None and 0 <= countdown <= min(3600, 30 * 2**n)
+               for n, countdown in enumerate(countdowns[:-1]))
     assert len(fake.requests_to("POST", CREDIT_NOTES)) == ATTEMPTS * (PUSH_RETRIES + 1)
     assert set(keys(fake, CREDIT_NOTES)) == {f"credit-note-{note.pk}"}
     note.refresh_from_db()
@@ -497,7 +489,7 @@ def test_the_task_retries_with_backoff_then_gives_up_and_marks_the_sync_failed(d
 def test_the_task_gives_up_waiting_for_an_invoice_that_never_reaches_stripe(db, fake):
     note = cancel_with_credit_note(november_fee_invoice())
     for n in range(PUSH_RETRIES + 1):
-        run(tasks.push_credit_note, note.pk, retries=n)
+        run_as_worker(tasks.push_credit_note, note.pk, retries=n)
     note.refresh_from_db()
     assert note.sync_status == "failed"
     waiting = f"invoice {note.invoice.number} is not finalized in Stripe yet"
@@ -509,8 +501,8 @@ def test_the_void_task_retries_then_voids(db, fake):
     credit_note_void(credit_note=note, reason="duplicate")
     fake.fail_next(VOID_CREDIT_NOTE, 500, times=ATTEMPTS, method="POST")
 
-    assert run(tasks.void_credit_note_in_stripe_task, note.pk) is not None
-    assert run(tasks.void_credit_note_in_stripe_task, note.pk, retries=1) is None
+    assert run_as_worker(tasks.void_credit_note_in_stripe_task, note.pk) is not None
+    assert run_as_worker(tasks.void_credit_note_in_stripe_task, note.pk, retries=1) is None
 
     note.refresh_from_db()
     assert (note.stripe_status, note.sync_status) == ("void", "synced")

@@ -9,12 +9,14 @@ import random
 import re
 import socket
 import time
+from typing import Any
 
 import pytest
 import stripe.params
 
 from invoicing.stripe_gateway import (
     StripeConfig,
+    StripeCreditNote,
     StripeGateway,
     StripeGatewayError,
     StripePermanentError,
@@ -39,8 +41,8 @@ def _customer(gateway: StripeGateway, key: str = "kong-air") -> str:
     )
 
 
-def _draft(gateway: StripeGateway, customer_id: str, invoice_pk: int = 7, **overrides) -> str:
-    values = {
+def _draft(gateway: StripeGateway, customer_id: str, invoice_pk: int = 7, **overrides: Any) -> str:
+    values: dict[str, Any] = {
         "stripe_customer_id": customer_id, "currency": "EUR", "collection_method": "send_invoice",
         "days_until_due": 14, "metadata": {"invoice_id": str(invoice_pk)}, "description": "January 2026",
         "idempotency_key": idempotency_key("invoice", invoice_pk),
@@ -49,8 +51,9 @@ def _draft(gateway: StripeGateway, customer_id: str, invoice_pk: int = 7, **over
     return gateway.create_invoice(**values).id
 
 
-def _item(gateway: StripeGateway, customer_id: str, invoice_id: str, line_pk: int, amount: int = 1000, **overrides):
-    values = {
+def _item(gateway: StripeGateway, customer_id: str, invoice_id: str, line_pk: int, amount: int = 1000,
+          **overrides: Any) -> str:
+    values: dict[str, Any] = {
         "stripe_customer_id": customer_id, "stripe_invoice_id": invoice_id, "amount": amount, "currency": "eur",
         "description": f"line {line_pk}", "metadata": {"invoice_line_id": str(line_pk)},
         "period_start": JAN_1, "period_end": FEB_1, "idempotency_key": idempotency_key("invoice-line", line_pk),
@@ -413,8 +416,8 @@ def _open_invoice(gateway: StripeGateway, customer_id: str, invoice_pk: int = 7,
 
 
 def _credit(gateway: StripeGateway, invoice_id: str, credit_note_pk: int = 3, lines=(("Unused fee", 1500),),
-            **overrides):
-    values = {
+            **overrides: Any) -> StripeCreditNote:
+    values: dict[str, Any] = {
         "stripe_invoice_id": invoice_id, "lines": list(lines), "metadata": {"credit_note_id": str(credit_note_pk)},
         "memo": "CN-2026-000003: cancellation", "credit_amount": None,
         "idempotency_key": idempotency_key("credit-note", credit_note_pk),
@@ -601,7 +604,7 @@ def test_a_lost_credit_note_answer_is_replayed_not_duplicated(fake_stripe):
 
 
 def test_create_credit_note_checks_its_arguments_before_calling_stripe(fake_stripe, stripe_gateway):
-    cases = [
+    cases: list[tuple[dict[str, Any], type[Exception]]] = [
         ({"lines": []}, ValueError),
         ({"lines": [("x", 0)]}, ValueError),
         ({"lines": [("x", -5)]}, ValueError),

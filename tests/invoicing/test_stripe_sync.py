@@ -11,7 +11,6 @@ import datetime as dt
 import html
 
 import pytest
-from celery.exceptions import Retry
 
 from catalog.services.plans import RateCardSpec
 from customers.models import Customer
@@ -25,7 +24,7 @@ from invoicing.stripe_gateway import StripeGateway, StripeRetryableError
 from invoicing.tasks import PUSH_RETRIES
 from invoicing.tasks import push_invoice as push_invoice_task
 from tests.catalog.factories import D, ai_token_feature, platform_fee, token_plan
-from tests.fakes.stripe_fixtures import fake_stripe, gateway_for  # noqa: F401
+from tests.fakes.stripe_fixtures import fake_stripe, gateway_for, run_as_worker  # noqa: F401
 from tests.fakes.stripe_server import FakeStripeServer
 from tests.metering.helpers import llm_event
 from tests.metering.usage_helpers import ingest, iso, utc
@@ -390,20 +389,16 @@ def test_429_then_success(db, fake):
 
 
 def run_task(invoice_pk: int, retries: int = 0) -> float | None:
-    """One run of the push task as a worker runs it (retry number ``retries``); returns the countdown of the
-    retry it asks for, or None. (In tests CELERY_TASK_EAGER_PROPAGATES is on, so an eager ``self.retry()``
-    raises ``Retry`` to the caller instead of re-running the task: the tests play the worker.)"""
-    try:
-        push_invoice_task.apply(args=(invoice_pk,), retries=retries, throw=True)
-    except Retry as retry:
-        return retry.when
-    return None
+    """One run of the invoice push task as a worker runs it (see ``run_as_worker``)."""
+    return run_as_worker(push_invoice_task, invoice_pk, retries)
 
 
 def test_the_task_retries_after_the_gateway_gives_up(db, fake):
     invoice = november_invoice()
     inject(fake, CUSTOMERS, "500")
-    assert 0 <= run_task(invoice.pk) <= 30  # the gateway gave up after its 4 attempts; the task retries within 30 s
+    countdown = run_task(invoice.pk)
+    assert countdown is not None
+    assert 0 <= countdown <= 30  # the gateway gave up after its 4 attempts; the task retries within 30 s
     invoice.refresh_from_db()
     assert (invoice.sync_status, invoice.sync_attempts) == ("syncing", 1)
     assert invoice.sync_error.startswith("retrying: An unknown error occurred")
@@ -418,7 +413,8 @@ def test_the_task_gives_up_after_its_retries_and_marks_the_sync_failed(db, fake)
     countdowns = [run_task(invoice.pk, retries=n) for n in range(PUSH_RETRIES + 1)]
     assert countdowns[-1] is None  # the last attempt gives up instead of asking for another retry
     # exponential backoff from 30 s up to an hour, with full jitter
-    assert all(0 <= countdown <= min(3600, 30 * 2**n) for n, countdown in enumerate(countdowns[:-1]))
+    assert all(countdown is not None and 0 <= countdown <= min(3600, 30 * 2**n)
+               for n, countdown in enumerate(countdowns[:-1]))
     assert len(countdowns) == PUSH_RETRIES + 1
     assert len(fake.requests_to("POST", CUSTOMERS)) == ATTEMPTS * (PUSH_RETRIES + 1)
     invoice.refresh_from_db()

@@ -9,7 +9,7 @@ import uuid
 _counter = itertools.count(1)
 
 
-def llm_event(*, subject: str = "kong-air", tokens=24, kind: str = "request", model: str = "gpt-4o",
+def llm_event(*, subject: str = "kong-air", tokens=24, kind: str | None = "request", model: str | None = "gpt-4o",
               provider: str = "openai", time: str | None = "2026-11-03T10:15:02.123Z", event_id: str | None = None,
               source: str = "kong-gateway", **extra) -> dict:
     event = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -205,11 +206,13 @@ def test_nul_characters_are_rejected_everywhere(api, ingest_token):
 def test_escaped_backslash_before_u0000_text_is_fine(api, ingest_token):
     event = llm_event(note="C:\\u0000dir")  # a literal backslash, not a NUL
     assert post(api, ingest_token, [event]).status_code == 204
-    assert Event.objects.get().data["note"] == "C:\\u0000dir"
+    data = Event.objects.get().data
+    assert data is not None
+    assert data["note"] == "C:\\u0000dir"
 
 
 def test_every_bad_event_and_field_is_reported_and_nothing_is_stored(api, ingest_token):
-    events = [llm_event() for _ in range(5)]
+    events: list[Any] = [llm_event() for _ in range(5)]
     del events[1]["id"]
     events[1]["subject"] = ""
     events[3]["time"] = "not a time"
@@ -298,7 +301,9 @@ def test_duplicates_within_a_batch_count_once_first_wins(api, ingest_token):
     again = llm_event(event_id="dup-1", tokens=99)
     assert post(api, ingest_token, [first, again, llm_event()]).status_code == 204
     assert Event.objects.count() == 2
-    assert Event.objects.get(event_id="dup-1").data["tokens"] == 10
+    data = Event.objects.get(event_id="dup-1").data
+    assert data is not None
+    assert data["tokens"] == 10
 
 
 def test_duplicates_across_batches_are_accepted_and_ignored(api, ingest_token):

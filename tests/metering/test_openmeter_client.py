@@ -56,7 +56,9 @@ def test_meters_create_list_and_query_json(live_server):
     result = om.meters.query_json(
         "llm_tokens", from_parameter=dt.datetime(2026, 11, 3, tzinfo=dt.UTC),
         to=dt.datetime(2026, 11, 5, tzinfo=dt.UTC), window_size="DAY", subject=["kong-air"],
-        advanced_meter_group_by_filters={"type": {"$eq": "request"}}, group_by=["type"],
+        # ignore: the client types this as FilterString models, but only sends plain dicts (a model fails to serialize)
+        advanced_meter_group_by_filters={"type": {"$eq": "request"}},  # type: ignore[dict-item]
+        group_by=["type"],
     )
     assert [(row.value, row.window_start.day, row.subject, row.group_by) for row in result.data] == [
         (10, 3, "kong-air", {"type": "request"})]

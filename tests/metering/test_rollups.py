@@ -19,6 +19,7 @@ from metering.services.ingest import events_ingest
 from metering.services.meters import meter_update
 from tests.metering.helpers import body, llm_event
 from tests.metering.usage_helpers import ingest, iso, make_meter, roll_up, utc, wait_until_foldable
+from tests.threads import run_in_threads
 
 NOV = (utc(2026, 11, 1), utc(2026, 12, 1))
 
@@ -99,22 +100,12 @@ def test_a_crash_mid_chunk_rolls_back_and_the_rerun_counts_once(monkeypatch):
 def test_two_aggregators_at_once_never_fold_the_same_events_twice():
     meter = make_meter()
     ingest([llm_event(tokens=1, time=iso(utc(2026, 11, 3, 10, n % 60))) for n in range(2000)])
-    errors = []
 
-    def worker():
-        try:
-            for _ in range(20):
-                rollups.rollups_catch_up(meter_id=meter.pk, max_events=50)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def catch_up() -> None:
+        for _ in range(20):
+            rollups.rollups_catch_up(meter_id=meter.pk, max_events=50)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_in_threads(catch_up, 4)
     assert not errors
     roll_up(meter)
     assert rolled_up_total(meter) == 2000
@@ -189,16 +180,17 @@ def test_day_windows_follow_daylight_saving_time():
              utc(2026, 10, 24, 21, 30), utc(2026, 10, 24, 22, 30), utc(2026, 10, 25, 22, 30), utc(2026, 10, 25, 23, 30)]
     ingest([llm_event(tokens=1, time=iso(t)) for t in hours])
     roll_up(meter)
-    march = meter_query(meter=meter, start=utc(2026, 3, 27, 23), end=utc(2026, 3, 30, 22), window_size="DAY",
-                        window_time_zone="Europe/Berlin")
-    assert [(r.window_start, r.window_end, r.value) for r in march] == [
+
+    def berlin_days(start: dt.datetime, end: dt.datetime) -> list[tuple[dt.datetime, dt.datetime, Decimal]]:
+        rows = meter_query(meter=meter, start=start, end=end, window_size="DAY", window_time_zone="Europe/Berlin")
+        return [(r.window_start, r.window_end, r.value) for r in rows]
+
+    assert berlin_days(utc(2026, 3, 27, 23), utc(2026, 3, 30, 22)) == [
         (utc(2026, 3, 27, 23), utc(2026, 3, 28, 23), 1),
         (utc(2026, 3, 28, 23), utc(2026, 3, 29, 22), 2),  # the 23-hour day
         (utc(2026, 3, 29, 22), utc(2026, 3, 30, 22), 1),
     ]
-    october = meter_query(meter=meter, start=utc(2026, 10, 23, 22), end=utc(2026, 10, 26, 23), window_size="DAY",
-                          window_time_zone="Europe/Berlin")
-    assert [(r.window_start, r.window_end, r.value) for r in october] == [
+    assert berlin_days(utc(2026, 10, 23, 22), utc(2026, 10, 26, 23)) == [
         (utc(2026, 10, 23, 22), utc(2026, 10, 24, 22), 1),
         (utc(2026, 10, 24, 22), utc(2026, 10, 25, 23), 2),  # the 25-hour day
         (utc(2026, 10, 25, 23), utc(2026, 10, 26, 23), 1),

@@ -12,6 +12,7 @@ import itertools
 import uuid
 from collections import defaultdict
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -80,11 +81,14 @@ def reference(meter, stored, start, end, size, tz_name, group_by, subjects, filt
             continue
         index = next(i for i, (a, b) in enumerate(bounds) if a <= event.time < b)
         key = (index, event.subject if by_subject else None, tuple(groups[k] for k in keys))
+        value: Any  # text for UNIQUE_COUNT, a Decimal for the other aggregations, None for COUNT
         if meter.aggregation == "COUNT":
             value = None
         elif meter.aggregation == "UNIQUE_COUNT":
+            assert value_path is not None
             value = jsonpath.group_value(value_path, event.data)
         else:
+            assert value_path is not None
             value = jsonpath.numeric_value(value_path, event.data)[0]
         buckets[key].append((event, value))
     expected = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from typing import Any
 
 from django.db.models import Max
 from django.utils import timezone
@@ -44,15 +45,17 @@ def roll_up(meter: Meter | None = None, max_events: int = 500_000, timeout: floa
             time.sleep(0.02)
 
 
-def make_meter(**overrides) -> Meter:
-    fields = {"slug": "llm_tokens", "name": "Tokens", "event_type": "kong.llm_request", "aggregation": "SUM",
-              "value_property": "$.tokens", "group_by": {"model": "$.model", "type": "$.type"}}
+def make_meter(**overrides: Any) -> Meter:
+    fields: dict[str, Any] = {"slug": "llm_tokens", "name": "Tokens", "event_type": "kong.llm_request",
+                              "aggregation": "SUM", "value_property": "$.tokens",
+                              "group_by": {"model": "$.model", "type": "$.type"}}
     fields.update(overrides)
     return meter_create(**fields)
 
 
-def utc(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=dt.UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+        microsecond: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, microsecond, tzinfo=dt.UTC)
 
 
 def iso(value: dt.datetime) -> str:

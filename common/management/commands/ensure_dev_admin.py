@@ -1,6 +1,7 @@
 """Create (or update) the development admin user from ADMIN_USER / ADMIN_PASSWORD."""
 
 import os
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -12,7 +13,7 @@ DEFAULT_ADMIN_PASSWORD = "admin"  # noqa: S105 - development default, printed on
 class Command(BaseCommand):
     help = "Create the development superuser (ADMIN_USER, ADMIN_PASSWORD; defaults admin/admin)."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         from django.conf import settings
 
         if not settings.DEBUG and not os.environ.get("ADMIN_PASSWORD"):

@@ -10,6 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from argparse import ArgumentParser
+from types import FrameType
+from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
@@ -21,13 +24,13 @@ STOP_GRACE_SECONDS = 10
 class Command(BaseCommand):
     help = "Run web server, Celery worker and beat together (development)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--no-demo", action="store_true", help="Do not load the demo data.")
         parser.add_argument("--no-setup", action="store_true", help="Skip migrate, admin user and demo data.")
 
-    def handle(self, *args, port: int, host: str, no_demo: bool, no_setup: bool, **options):
+    def handle(self, *args: Any, port: int, host: str, no_demo: bool, no_setup: bool, **options: Any) -> None:
         if not no_setup:
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("Database migrated: " + str(settings.DATABASES["default"]["NAME"]))
@@ -45,10 +48,10 @@ class Command(BaseCommand):
                 "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
             ],
         }
-        processes: dict[str, subprocess.Popen] = {}
+        processes: dict[str, subprocess.Popen[bytes]] = {}
         stopping = False
 
-        def stop_all(signum=None, frame=None):
+        def stop_all(signum: int | None = None, frame: FrameType | None = None) -> None:
             nonlocal stopping
             stopping = True
 
@@ -89,7 +92,7 @@ class Command(BaseCommand):
         if exit_code:
             sys.exit(exit_code)
 
-    def _load_demo(self):
+    def _load_demo(self) -> None:
         from django.core.management import get_commands
 
         if "load_demo" in get_commands():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
@@ -30,8 +31,7 @@ class Command(BaseCommand):
         for item in meters:
             started = time.monotonic()
             try:
-                done = usage_rebuild(meter=item,
-                                     progress=lambda n, total, slug=item.slug: self._bar(slug, n, total))
+                done = usage_rebuild(meter=item, progress=functools.partial(self._bar, item.slug))
             except Exception as exc:  # recorded on the meter by usage_rebuild; go on with the next meter
                 self.stdout.write("")
                 self.stderr.write(self.style.ERROR(f"{item.slug}: rebuild failed: {type(exc).__name__}: {exc}"))
