@@ -8,7 +8,7 @@ import pytest
 from catalog.models import Plan
 from catalog.money import normalize_currency
 from catalog.services.plans import PlanError, plan_create, plan_update_draft
-from tests.html_forms import form_by_id
+from tests.builders import form_by_id
 
 pytestmark = pytest.mark.django_db
 

@@ -18,9 +18,7 @@ from customers.services.customers import attribution_add, attribution_end, custo
 from customers.services.subscriptions import subscription_create
 from invoicing.models import Invoice
 from invoicing.services.close import close_cycles
-from tests.catalog.factories import ai_token_feature, token_plan
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import ai_token_feature, ingest, iso, llm_event, token_plan, utc
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,8 @@ from django.contrib.auth.models import Group
 from customers.services.subscriptions import subscription_cancel, subscription_create
 from invoicing.models import CreditNote, CycleClose, Invoice
 from invoicing.services.close import close_cycles
-from tests.catalog.factories import platform_fee, token_plan
+from tests.builders import ingest, platform_fee, token_plan, utc
 from tests.invoicing.test_rerating import cent_plan, kong_air, monthly_close, tokens
-from tests.metering.usage_helpers import ingest, utc
 
 pytestmark = pytest.mark.django_db
 NOV, DEC = utc(2026, 11, 1), utc(2026, 12, 1)

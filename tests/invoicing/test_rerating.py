@@ -11,7 +11,6 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.services.plans import RateCardSpec, plan_create, plan_publish
-from customers.services.customers import attribution_add, customer_create
 from customers.services.subscriptions import subscription_cancel, subscription_change_plan, subscription_create
 from invoicing.models import CreditNote, CycleClose, Invoice, InvoiceLine
 from invoicing.selectors.previews import invoice_preview
@@ -19,30 +18,23 @@ from invoicing.selectors.reconcile import LATE_USAGE, OUTSIDE_LOOKBACK, VOIDED, 
 from invoicing.services.close import close_cycles
 from invoicing.services.credit_notes import CreditNoteError, credit_note_create, credit_note_void
 from invoicing.services.lifecycle import invoice_reissue, invoice_void
-from tests.catalog.factories import D, ai_token_feature, platform_fee, token_plan
-from tests.conftest import bearer
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import (
+    D,
+    ai_token_feature,
+    bearer,
+    cent_plan,
+    ingest,
+    iso,
+    kong_air,
+    monthly_close,
+    platform_fee,
+    token_plan,
+    tokens,
+    utc,
+)
 
 pytestmark = pytest.mark.django_db
 NOV, DEC, JAN = utc(2026, 11, 1), utc(2026, 12, 1), utc(2027, 1, 1)
-
-
-def kong_air(key="kong-air"):
-    customer = customer_create(key=key, name=key.title(), currency="USD")
-    attribution_add(customer=customer, subject=key, start=utc(2026, 1, 1))
-    return customer
-
-
-def tokens(n, at, *, subject="kong-air", **extra):
-    return llm_event(tokens=n, time=iso(at), subject=subject, **extra)
-
-
-def cent_plan(key="cents", **rate_card):
-    """ai-token at 1 cent per token (free quantity and spend limits as given)."""
-    ai_token_feature()
-    spec = RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D("0.01"), **rate_card)
-    return plan_publish(plan=plan_create(key=key, name=key, currency="USD", rate_cards=[spec]))
 
 
 def billed(customer=None) -> int:
@@ -51,11 +43,6 @@ def billed(customer=None) -> int:
     if customer is not None:
         lines, notes = lines.filter(invoice__customer=customer), notes.filter(customer=customer)
     return sum(lines.values_list("amount", flat=True)) - sum(notes.values_list("total", flat=True))
-
-
-def monthly_close(*months):
-    for month in months:
-        close_cycles(now=month + dt.timedelta(hours=2))
 
 
 # --- defect 1: late usage for a period ending long before the close was dropped ------------------------------------
