@@ -10,7 +10,8 @@ outer transaction is rolled back when the group ends::
             yield build_thirty_customers()
 
 Only for plain ``db`` tests: a ``transaction=True`` test cannot run inside the outer transaction, so keep such tests
-out of the group (a class is the simplest boundary).
+out of the group (a class is the simplest boundary). Under pytest-xdist mark the class
+``@pytest.mark.xdist_group("<name>")`` so that one worker runs all of it and builds the data once.
 """
 
 from __future__ import annotations
