@@ -4,8 +4,8 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Workers: CPUs + 1 (conftest.py); tests go out one by one (an xdist_group as one unit) in the order conftest.py
-# sorts them. XDIST= runs the suite in one process (for pdb, or -s).
+# Workers: CPUs + 1 (conftest.py); tests go out one by one in the order conftest.py sorts them. XDIST= runs the
+# suite in one process (for pdb, or -s).
 XDIST ?= -n auto --dist loadgroup --no-loadscope-reorder
 
 .PHONY: run test lint typecheck bench-ingest bench-usage bench-close lock clean

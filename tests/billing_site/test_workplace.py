@@ -165,7 +165,6 @@ def thirty_customers(django_db_setup, django_db_blocker):
 
 
 @pytest.mark.usefixtures("thirty_customers")
-@pytest.mark.xdist_group("workplace-thirty-customers")  # one worker builds them, once
 class TestListPagesWithThirtyCustomers:
     @pytest.mark.parametrize("url", [
         "/admin/metering/event/", "/admin/metering/meter/", "/admin/catalog/plan/", "/admin/catalog/feature/",

@@ -10,44 +10,21 @@ Kong's Admin API) in ``tests/fakes/``.
 - ``usage``: ``ingest`` through the ingest service, ``roll_up``/``wait_until_foldable`` with the real aggregator,
   ``make_meter``
 - ``catalog``: meters, features, plans, rate cards (``token_plan``, ``cent_plan``, ``platform_fee``, ``quota``...)
+- ``catalog_as_code``: the example catalog file, ``write``, ``apply``/``apply_error`` (billing_apply), ``dump``
 - ``customers``: ``customer``, ``kong_air`` (a customer billed for its own subject)
 - ``invoicing``: ``monthly_close``, ``the_invoice``, November's invoice as the Stripe tests push it
 - ``api``: ``bearer``; ``forms``: reading admin forms as a browser does
 - ``shared``: ``built_once``, for data built once per class or module where tests only read it
 """
 
-from tests.builders.api import bearer
-from tests.builders.catalog import (
-    D,
-    ai_token_feature,
-    cent_plan,
-    graduated_out,
-    platform_fee,
-    quota,
-    sso_feature,
-    token_plan,
-    tokens_meter,
-)
-from tests.builders.customers import customer, kong_air
-from tests.builders.events import KONG_FIXTURES_FILE, api_request_event, body, kong_fixtures, llm_event, tokens
-from tests.builders.forms import Form, form_by_id, form_with_input, parse_forms
-from tests.builders.invoicing import (
-    AFTER_NOV,
-    STRIPE_BILLING_DETAILS,
-    monthly_close,
-    november_invoice,
-    seed_plan,
-    subscribe_with_november_usage,
-    the_invoice,
-)
-from tests.builders.moments import iso, utc
-from tests.builders.shared import built_once
-from tests.builders.usage import ingest, make_meter, roll_up, wait_until_foldable
-
-__all__ = [
-    "AFTER_NOV", "D", "KONG_FIXTURES_FILE", "STRIPE_BILLING_DETAILS", "Form", "ai_token_feature", "api_request_event",
-    "bearer", "body", "built_once", "cent_plan", "customer", "form_by_id", "form_with_input", "graduated_out",
-    "ingest", "iso", "kong_air", "kong_fixtures", "llm_event", "make_meter", "monthly_close", "november_invoice",
-    "parse_forms", "platform_fee", "quota", "roll_up", "seed_plan", "sso_feature", "subscribe_with_november_usage",
-    "the_invoice", "token_plan", "tokens", "tokens_meter", "utc", "wait_until_foldable",
-]
+# Every builder under one name; each module's __all__ says what it offers.
+from tests.builders.api import *  # noqa: F403
+from tests.builders.catalog import *  # noqa: F403
+from tests.builders.catalog_as_code import *  # noqa: F403
+from tests.builders.customers import *  # noqa: F403
+from tests.builders.events import *  # noqa: F403
+from tests.builders.forms import *  # noqa: F403
+from tests.builders.invoicing import *  # noqa: F403
+from tests.builders.moments import *  # noqa: F403
+from tests.builders.shared import *  # noqa: F403
+from tests.builders.usage import *  # noqa: F403

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["bearer"]
+
 
 def bearer(token: str) -> dict:
     """Client keyword arguments that send ``token`` as a Bearer token."""

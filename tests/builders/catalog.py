@@ -10,6 +10,11 @@ from catalog.services.plans import RateCardSpec, TierSpec, plan_create, plan_pub
 from metering.models import Meter
 from metering.services.meters import meter_create
 
+__all__ = [
+    "D", "tokens_meter", "ai_token_feature", "sso_feature", "token_plan", "cent_plan", "platform_fee", "quota",
+    "graduated_out",
+]
+
 D = Decimal
 
 

@@ -8,6 +8,8 @@ from customers.models import Customer
 from customers.services.customers import attribution_add, customer_create
 from tests.builders.moments import utc
 
+__all__ = ["SINCE", "customer", "kong_air"]
+
 NAMES = {"kong-air": "Kong Air"}
 SINCE = utc(2026, 1, 1)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from tests.builders.moments import iso
 
+__all__ = ["KONG_FIXTURES_FILE", "llm_event", "tokens", "api_request_event", "body", "kong_fixtures"]
+
 _counter = itertools.count(1)
 
 # The sample Kong events and the meters they recommend; ships in the repo (a copy of ../shared/fixtures/).

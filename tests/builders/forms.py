@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
+__all__ = ["Form", "parse_forms", "form_by_id", "form_with_input"]
+
 
 @dataclass
 class Form:

@@ -6,14 +6,19 @@ import datetime as dt
 
 from catalog.services.plans import RateCardSpec
 from customers.models import Customer
-from customers.services.subscriptions import subscription_create
-from invoicing.models import Invoice
+from customers.services.subscriptions import subscription_cancel, subscription_create
+from invoicing.models import CreditNote, Invoice
 from invoicing.services.close import close_cycles
 from tests.builders.catalog import D, ai_token_feature, platform_fee, token_plan
 from tests.builders.customers import kong_air
 from tests.builders.events import llm_event
 from tests.builders.moments import iso, utc
 from tests.builders.usage import ingest
+
+__all__ = [
+    "AFTER_NOV", "STRIPE_BILLING_DETAILS", "monthly_close", "the_invoice", "cancelled_in_december", "seed_plan",
+    "subscribe_with_november_usage", "november_invoice",
+]
 
 NOV, DEC = utc(2026, 11, 1), utc(2026, 12, 1)
 AFTER_NOV = DEC + dt.timedelta(hours=2)
@@ -33,6 +38,17 @@ def monthly_close(*months: dt.datetime) -> None:
 def the_invoice(cycle: int = 1) -> Invoice:
     """The one non-void invoice of ``cycle``."""
     return Invoice.objects.exclude(status="void").select_related("customer").get(cycle=cycle)
+
+
+def cancelled_in_december(day: int = 16) -> CreditNote:
+    """Kong Air on a plan with a 30.00 monthly platform fee in advance from November 1, closed through December's
+    fee (cycle 0: November's fee, cycle 1: December's), then cancelled on ``day`` December and closed: the unused
+    part of December's fee comes back as a credit note against cycle 1, returned."""
+    subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]), start=NOV)
+    monthly_close(NOV - dt.timedelta(hours=2), DEC)
+    subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, day))
+    close_cycles(now=utc(2026, 12, day, 2))
+    return CreditNote.objects.get()
 
 
 def seed_plan():

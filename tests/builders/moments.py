@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+__all__ = ["utc", "iso"]
+
 
 def utc(*args) -> dt.datetime:
     return dt.datetime(*args, tzinfo=dt.UTC)

@@ -10,8 +10,8 @@ outer transaction is rolled back when the group ends::
             yield build_thirty_customers()
 
 Only for plain ``db`` tests: a ``transaction=True`` test cannot run inside the outer transaction, so keep such tests
-out of the group (a class is the simplest boundary). Under pytest-xdist mark the class
-``@pytest.mark.xdist_group("<name>")`` so that one worker runs all of it and builds the data once.
+out of the group (a class is the simplest boundary). Under pytest-xdist each worker that runs tests of the class
+builds the data once for them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db import transaction
+
+__all__ = ["built_once"]
 
 
 @contextmanager

@@ -17,6 +17,8 @@ from metering.services.meters import meter_create
 from metering.services.rollups import activity_process_chunk, rollups_catch_up
 from metering.usage_sql import safe_high
 
+__all__ = ["ingest", "roll_up", "make_meter", "wait_until_foldable"]
+
 
 def ingest(events: list[dict], *, now: dt.datetime | None = None) -> None:
     rows = parse_events(json.dumps(events).encode(), "application/json", now=now or timezone.now())

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import io
 import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
-from django.core.management import CommandError, call_command
 
 from catalog.models import Feature, Plan, PriceTier, RateCard
 from catalog.services.plans import plan_archive, plan_new_version
@@ -20,10 +18,13 @@ from customers.services.customers import attribution_add, customer_create, custo
 from customers.services.subscriptions import SubscriptionError, subscription_cancel
 from metering.models import Meter
 from metering.services.meters import meter_update
+from tests.builders import CATALOG_EXAMPLE as FIXTURE
+from tests.builders import apply, apply_error, dump, write
+from tests.builders import catalog_example as example
 
 pytestmark = pytest.mark.django_db
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "catalog.yaml"
+
 UTC = dt.UTC
 
 
@@ -31,34 +32,6 @@ UTC = dt.UTC
 def _in_tmp(tmp_path, monkeypatch):
     """Files are written as ``catalog.yaml`` in a temporary directory, so messages start with that name."""
     monkeypatch.chdir(tmp_path)
-
-
-def example() -> dict:
-    return copy.deepcopy(yaml.safe_load(FIXTURE.read_text()))
-
-
-def write(doc_or_text: dict | str, name: str = "catalog.yaml") -> str:
-    text = doc_or_text if isinstance(doc_or_text, str) else yaml.safe_dump(doc_or_text, sort_keys=False)
-    Path(name).write_text(text)
-    return name
-
-
-def apply(name: str = "catalog.yaml", *args: str) -> str:
-    out = io.StringIO()
-    call_command("billing_apply", name, *args, stdout=out)
-    return out.getvalue()
-
-
-def apply_error(name: str = "catalog.yaml", *args: str) -> str:
-    with pytest.raises(CommandError) as info:
-        apply(name, *args)
-    return str(info.value)
-
-
-def dump(*args: str) -> str:
-    out = io.StringIO()
-    call_command("billing_dump", *args, stdout=out)
-    return out.getvalue()
 
 
 def snapshot() -> dict:

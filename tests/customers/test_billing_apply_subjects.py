@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
-import io
-from pathlib import Path
 
 import pytest
 import yaml
-from django.core.management import CommandError, call_command
 
 from customers.models import Customer, SubjectAttribution
 from customers.selectors import feature_usage
@@ -18,45 +14,19 @@ from customers.services.customers import attribution_add, attribution_end, custo
 from customers.services.subscriptions import subscription_create
 from invoicing.models import Invoice
 from invoicing.services.close import close_cycles
-from tests.builders import ai_token_feature, ingest, iso, llm_event, token_plan, utc
+from tests.builders import CATALOG_EXAMPLE as FIXTURE
+from tests.builders import ai_token_feature, apply, apply_error, dump, ingest, iso, llm_event, token_plan, utc, write
+from tests.builders import catalog_example as example
 
 pytestmark = pytest.mark.django_db
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "catalog.yaml"
+
 NOV, NOV20, DEC = utc(2026, 11, 1), utc(2026, 11, 20), utc(2026, 12, 1)
 
 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-
-def example() -> dict:
-    return copy.deepcopy(yaml.safe_load(FIXTURE.read_text()))
-
-
-def write(doc_or_text: dict | str, name: str = "catalog.yaml") -> str:
-    text = doc_or_text if isinstance(doc_or_text, str) else yaml.safe_dump(doc_or_text, sort_keys=False)
-    Path(name).write_text(text)
-    return name
-
-
-def apply(name: str = "catalog.yaml", *args: str) -> str:
-    out = io.StringIO()
-    call_command("billing_apply", name, *args, stdout=out)
-    return out.getvalue()
-
-
-def apply_error(name: str = "catalog.yaml") -> str:
-    with pytest.raises(CommandError) as info:
-        apply(name)
-    return str(info.value)
-
-
-def dump() -> str:
-    out = io.StringIO()
-    call_command("billing_dump", stdout=out)
-    return out.getvalue()
 
 
 def mappings() -> list[tuple]:

@@ -3,15 +3,12 @@ reconciliation page, cycle closes held by an error, each for the roles that may 
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 from django.contrib.auth.models import Group
 
-from customers.services.subscriptions import subscription_cancel, subscription_create
+from customers.services.subscriptions import subscription_create
 from invoicing.models import CreditNote, CycleClose, Invoice
-from invoicing.services.close import close_cycles
-from tests.builders import ingest, platform_fee, token_plan, utc
+from tests.builders import cancelled_in_december, ingest, utc
 from tests.invoicing.test_rerating import cent_plan, kong_air, monthly_close, tokens
 
 pytestmark = pytest.mark.django_db
@@ -20,12 +17,7 @@ NOV, DEC = utc(2026, 11, 1), utc(2026, 12, 1)
 
 @pytest.fixture
 def credited():
-    subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]),
-                                       start=NOV)
-    monthly_close(NOV - dt.timedelta(hours=2), DEC)
-    subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, 16))
-    close_cycles(now=utc(2026, 12, 16, 2))
-    return CreditNote.objects.get()
+    return cancelled_in_december()
 
 
 def staff(django_user_model, role: str):

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.services.plans import RateCardSpec, plan_create, plan_publish
-from customers.services.subscriptions import subscription_cancel, subscription_change_plan, subscription_create
+from customers.services.subscriptions import subscription_change_plan, subscription_create
 from invoicing.models import CreditNote, CycleClose, Invoice, InvoiceLine
 from invoicing.selectors.previews import invoice_preview
 from invoicing.selectors.reconcile import LATE_USAGE, OUTSIDE_LOOKBACK, VOIDED, reconcile
@@ -22,6 +22,7 @@ from tests.builders import (
     D,
     ai_token_feature,
     bearer,
+    cancelled_in_december,
     cent_plan,
     ingest,
     iso,
@@ -181,11 +182,7 @@ def test_a_usage_only_subscription_without_usage_gets_no_invoice(settings):
 
 
 def test_no_invoice_total_is_ever_negative_and_credits_become_credit_notes():
-    subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]),
-                                       start=NOV)
-    monthly_close(NOV - dt.timedelta(hours=2), DEC)  # cycle 0: November's fee; cycle 1: December's
-    subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, 6))  # 26 of 31 days unused
-    close_cycles(now=utc(2026, 12, 6, 2))
+    cancelled_in_december(day=6)  # 26 of December's 31 days unused
     assert Invoice.objects.filter(total__lt=0).count() == 0
     note = CreditNote.objects.get()
     assert note.invoice == Invoice.objects.get(cycle=1) and note.total == 2516  # 30.00 × 26/31 (Dec 6 – Jan 1)
@@ -227,12 +224,7 @@ def test_manual_credit_note_is_a_correction_that_the_next_close_does_not_bill_ba
 
 
 def test_voiding_an_invoice_voids_its_credit_notes():
-    subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]),
-                                       start=NOV)
-    monthly_close(NOV - dt.timedelta(hours=2), DEC)
-    subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, 16))
-    close_cycles(now=utc(2026, 12, 16, 2))
-    note = CreditNote.objects.get()
+    note = cancelled_in_december()
     invoice_void(invoice=note.invoice, reason="wrong")
     note.refresh_from_db()
     assert note.status == "void"
@@ -323,11 +315,7 @@ def test_unknown_or_hostile_invoice_ids(api, november, make_token, path):
 
 
 def test_credit_notes_api(api, make_token):
-    subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]),
-                                       start=NOV)
-    monthly_close(NOV - dt.timedelta(hours=2), DEC)
-    subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, 16))
-    close_cycles(now=utc(2026, 12, 16, 2))
+    cancelled_in_december()
     read = make_token("read")
     listing = api.get("/api/v1/credit-notes", {"customer": "kong-air"}, **bearer(read))
     assert listing.status_code == 200
