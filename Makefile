@@ -1,9 +1,12 @@
 # make run  — create .venv, install, migrate, seed, and run web + worker + beat (Ctrl-C stops all)
-# make test — create/update .venv and run the whole test suite on SQLite
+# make test — create/update .venv and run the whole test suite on SQLite, in parallel (pytest-xdist)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Workers: CPUs + 1 (conftest.py); tests go out one by one in the order conftest.py sorts them. XDIST= runs the
+# suite in one process (for pdb, or -s).
+XDIST ?= -n auto --dist loadgroup --no-loadscope-reorder
 
 .PHONY: run test lint typecheck bench-ingest bench-usage bench-close lock clean
 
@@ -16,8 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/python manage.py run_stack
 
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: every xdist worker and every subprocess a test
+# starts would otherwise compile the project and its assertion-rewritten tests again (__pycache__ is ignored by git).
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .

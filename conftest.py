@@ -1,6 +1,9 @@
-"""Project-wide pytest setup: hypothesis profiles and database-vendor markers."""
+"""Project-wide pytest setup: hypothesis profiles, database-vendor markers, and what parallel runs (pytest-xdist)
+need: one Redis database per worker (each worker also gets its own test database from pytest-django:
+test_<name>_gw0, ...), and the slow tests first."""
 
 import os
+import re
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -8,12 +11,74 @@ from hypothesis import HealthCheck, settings
 settings.register_profile(
     "dev", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-# CI: reproducible examples, still enough to find boundary bugs.
+# CI: reproducible examples, still enough to find boundary bugs (derandomize also turns the example database off).
 settings.register_profile(
     "ci", max_examples=150, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+def xdist_worker_number() -> int | None:
+    """0 for gw0, 1 for gw1, ...; None outside an xdist worker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker.removeprefix("gw")) if worker.startswith("gw") else None
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than CPUs. A good part of the suite's wall time is spent waiting (subprocesses
+    starting, a browser, HTTP fakes holding answers for timeouts), which the extra worker fills."""
+    return (os.cpu_count() or 1) + 1
+
+
+def redis_url_for_worker(url: str, worker: int) -> str:
+    """The Redis URL with the database index moved by the worker's number (gw0 keeps it, gw1 takes the next one,
+    modulo Redis's 16 databases), so parallel workers never share keys, queues or results."""
+    match = re.match(r"^(?P<base>rediss?://[^/?#]*)(?:/(?P<db>\d*))?(?P<rest>[?#].*)?$", url)
+    if not match:
+        return url
+    db = (int(match.group("db") or 0) + worker) % 16
+    return f"{match.group('base')}/{db}{match.group('rest') or ''}"
+
+
+def pytest_configure(config):
+    worker = xdist_worker_number()
+    url = os.environ.get("REDIS_URL")
+    if worker is None or not url:
+        return
+    from django.conf import settings as django_settings
+
+    from billing_site.celery import app
+
+    isolated = redis_url_for_worker(url, worker)
+    os.environ["REDIS_URL"] = isolated  # processes the tests start (a real Celery worker) inherit it
+    django_settings.REDIS_URL = isolated
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        if getattr(django_settings, name, None) == url:
+            setattr(django_settings, name, isolated)
+    cache = django_settings.CACHES["default"]
+    if cache.get("LOCATION") == url:
+        django_settings.CACHES = {**django_settings.CACHES, "default": {**cache, "LOCATION": isolated}}
+    app.conf.update(broker_url=django_settings.CELERY_BROKER_URL, result_backend=django_settings.CELERY_RESULT_BACKEND)
+
+
+def database_use(item) -> str:
+    """"db", "transactional" or "none", as pytest-django tells them apart when it orders the tests."""
+    marker = item.get_closest_marker("django_db")
+    fixtures = getattr(item, "fixturenames", ())
+    transactional = marker is not None and bool(
+        marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences") or marker.args[:1] == (True,))
+    if transactional or "transactional_db" in fixtures or "live_server" in fixtures:
+        return "transactional"
+    return "db" if marker is not None or "db" in fixtures else "none"
+
+
+# Under xdist (--dist loadgroup hands the tests out one by one, in this order), the slow tests start first within
+# each kind. Per worker the kinds keep pytest-django's order: tests in a rolled-back transaction before
+# transactional ones, whose flush empties what the migrations seeded (the beat entries). Tests without a database
+# may run anywhere, so the slow ones start the run. worksteal would not keep the order (a worker steals earlier
+# tests after running later ones).
+RUN_ORDER = {("none", True): 0, ("db", True): 1, ("db", False): 2, ("transactional", True): 3,
+             ("transactional", False): 4, ("none", False): 5}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,3 +92,5 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: runs in the CI PostgreSQL pass"))
         if "redis" in item.keywords and not has_redis:
             item.add_marker(pytest.mark.skip(reason="needs Redis: runs in the CI PostgreSQL + Redis pass"))
+    if xdist_worker_number() is not None:  # every worker sorts alike: xdist checks they collected the same list
+        items.sort(key=lambda item: RUN_ORDER[database_use(item), item.get_closest_marker("slow") is not None])

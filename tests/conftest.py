@@ -1,29 +1,23 @@
-"""Fixtures shared by the whole suite."""
+"""Fixtures shared by the whole suite. Builders (plain functions) live in ``tests/builders``; the fake Stripe
+server's fixtures are registered here from ``tests/fakes/stripe_fixtures.py``."""
 
 from __future__ import annotations
-
-import copy
-import json
-from pathlib import Path
 
 import pytest
 from rest_framework.test import APIClient
 
+from catalog.selectors import forget_cached_features
+from customers.selectors import forget_cached_entitlements
+from metering.selectors.tokens import forget_cached_tokens
 from metering.services.tokens import api_token_create
-
-# A copy of ../shared/fixtures/kong_events.json ships in the repo (CI clones may not have ../shared);
-# tests/metering/test_kong_fixtures.py checks the copy against the original when it is there.
-KONG_FIXTURES_FILE = Path(__file__).resolve().parent.parent / "metering" / "data" / "kong_events.json"
+from tests import builders
+from tests.fakes.stripe_fixtures import fake, fake_stripe, stripe_gateway  # noqa: F401 (fixtures, registered here)
 
 
 @pytest.fixture(autouse=True)
 def fresh_process_caches():
     """Per-process caches (tokens, features, entitlement rate cards) must not carry rows between tests, whose
     rolled-back ids the next test may reuse."""
-    from catalog.selectors import forget_cached_features
-    from customers.selectors import forget_cached_entitlements
-    from metering.selectors.tokens import forget_cached_tokens
-
     for forget in (forget_cached_tokens, forget_cached_features, forget_cached_entitlements):
         forget()
     yield
@@ -31,8 +25,8 @@ def fresh_process_caches():
 
 @pytest.fixture
 def kong_fixtures() -> dict:
-    """The sample Kong events and recommended meters (../shared/fixtures/kong_events.json)."""
-    return copy.deepcopy(json.loads(KONG_FIXTURES_FILE.read_text()))
+    """The sample Kong events and recommended meters (metering/data/kong_events.json), a fresh copy."""
+    return builders.kong_fixtures()
 
 
 @pytest.fixture
@@ -56,7 +50,3 @@ def read_token(make_token) -> str:
 @pytest.fixture
 def api(db) -> APIClient:
     return APIClient()
-
-
-def bearer(token: str) -> dict:
-    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}

@@ -27,19 +27,21 @@ def worker_env(tmp_path):
 
 
 def client_app(tmp_path) -> Celery:
-    """A Celery client wired to the same broker and result store as the worker under test."""
+    """A Celery client wired to the same broker and result store as the worker under test. Not the current app:
+    shared tasks of the tests that run after this one in the same process must still find the project's app."""
     redis_url = os.environ.get("REDIS_URL")
     if redis_url:
-        return Celery("client", broker=redis_url, backend=redis_url)
+        return Celery("client", broker=redis_url, backend=redis_url, set_as_current=False)
     celery_dir = tmp_path / "var" / "celery"
     results = celery_dir / "results"
     results.mkdir(parents=True, exist_ok=True)
     return Celery(
         "client", broker="filesystem://", backend=f"file://{results}",
-        broker_transport_options=filesystem_broker_options(celery_dir),
+        broker_transport_options=filesystem_broker_options(celery_dir), set_as_current=False,
     )
 
 
+@pytest.mark.slow
 def test_task_runs_through_a_real_worker(tmp_path, worker_env):
     queue = f"test-{uuid.uuid4().hex[:8]}"
     app = client_app(tmp_path)  # creates the broker folders before the worker starts

@@ -9,7 +9,11 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from billing_site.settings.base import BASE_DIR
+
+pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:

@@ -3,9 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 
 from billing_site.settings.base import BASE_DIR, database_from_url
+
+pytestmark = pytest.mark.slow  # Python subprocesses
 
 SAFE_KEY = "x7Qk2-very-long-random-production-secret-key-9fJ3mZ0pL5vB8nC1rT6yU4eW2qA"
 

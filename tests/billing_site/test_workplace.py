@@ -8,16 +8,14 @@ from django.contrib.auth.models import Group, User
 from billing_site.roles import role_permissions
 from common.models import JobRun
 from customers.models import Subscription
-from customers.services.customers import attribution_add, customer_create
+from customers.services.customers import customer_create
 from customers.services.subscriptions import subscription_create
 from invoicing.models import Invoice
 from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import invoice_mark_paid
 from invoicing.services.snapshots import record_unbilled_snapshot
 from metering.models import ApiToken, Meter
-from tests.catalog.factories import platform_fee, token_plan
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import built_once, ingest, iso, kong_air, llm_event, platform_fee, roll_up, token_plan, utc
 
 pytestmark = pytest.mark.django_db
 ROLES = ("Finance viewer", "Billing operator", "Billing admin")
@@ -33,8 +31,7 @@ def login_as(client, role: str):
 @pytest.fixture
 def world():
     plan = token_plan(extra=[platform_fee()])
-    air = customer_create(key="kong-air", name="Kong Air", currency="USD")
-    attribution_add(customer=air, subject="kong-air", start=utc(2026, 1, 1))
+    air = kong_air()
     subscription = subscription_create(customer=air, plan=plan, start=utc(2026, 10, 1))
     ingest([llm_event(tokens=1000, time=iso(utc(2026, 10, 5)))])
     close_cycles(now=utc(2026, 11, 1, 2))
@@ -127,7 +124,6 @@ def test_dashboard_figures_against_known_data(admin_client, world):
     Invoice.objects.filter(pk=world["invoice"].pk).update(sync_status="failed", sync_error="boom")
     ingest([llm_event(subject="stranger", time=None), {"specversion": "1.0", "id": "x1", "source": "s",
                                                        "type": "custom.unmetered", "subject": "kong-air"}])
-    from tests.metering.usage_helpers import roll_up
 
     roll_up()
     record_unbilled_snapshot()
@@ -155,23 +151,32 @@ def test_dashboard_figures_against_known_data(admin_client, world):
     assert "heartbeat</a>: succeeded" in page
 
 
-@pytest.mark.parametrize("url", [
-    "/admin/metering/event/", "/admin/metering/meter/", "/admin/catalog/plan/", "/admin/catalog/feature/",
-    "/admin/customers/customer/", "/admin/customers/subscription/", "/admin/invoicing/invoice/",
-    "/admin/customers/unbilledsubject/", "/admin/common/jobrun/", "/admin/",
-    "/admin/metering/eventtypeactivity/", "/admin/metering/subjectactivity/", "/admin/customers/kongconsumer/",
-    "/admin/metering/apitoken/", "/admin/invoicing/stripewebhookevent/",
-])
-def test_list_pages_run_a_bounded_number_of_queries(admin_client, url, django_assert_max_num_queries):
-    plan = token_plan(extra=[platform_fee()])
-    for n in range(30):
-        customer = customer_create(key=f"c{n}", name=f"C{n}", currency="USD", subjects=[f"s{n}"])
-        subscription_create(customer=customer, plan=plan, start=utc(2026, 10, 1))
-        ingest([llm_event(subject=f"s{n}", tokens=n + 1, time=iso(utc(2026, 10, 3)))])
-    close_cycles(now=utc(2026, 11, 1, 2))
-    assert Invoice.objects.count() == 60 and Subscription.objects.count() == 30
-    with django_assert_max_num_queries(25):
-        assert admin_client.get(url).status_code == 200
+@pytest.fixture(scope="class")
+def thirty_customers(django_db_setup, django_db_blocker):
+    """30 customers on one plan with usage, closed: 60 invoices. Built once for the class; the tests only read."""
+    with built_once(django_db_blocker):
+        plan = token_plan(extra=[platform_fee()])
+        for n in range(30):
+            customer = customer_create(key=f"c{n}", name=f"C{n}", currency="USD", subjects=[f"s{n}"])
+            subscription_create(customer=customer, plan=plan, start=utc(2026, 10, 1))
+            ingest([llm_event(subject=f"s{n}", tokens=n + 1, time=iso(utc(2026, 10, 3)))])
+        close_cycles(now=utc(2026, 11, 1, 2))
+        yield
+
+
+@pytest.mark.usefixtures("thirty_customers")
+class TestListPagesWithThirtyCustomers:
+    @pytest.mark.parametrize("url", [
+        "/admin/metering/event/", "/admin/metering/meter/", "/admin/catalog/plan/", "/admin/catalog/feature/",
+        "/admin/customers/customer/", "/admin/customers/subscription/", "/admin/invoicing/invoice/",
+        "/admin/customers/unbilledsubject/", "/admin/common/jobrun/", "/admin/",
+        "/admin/metering/eventtypeactivity/", "/admin/metering/subjectactivity/", "/admin/customers/kongconsumer/",
+        "/admin/metering/apitoken/", "/admin/invoicing/stripewebhookevent/",
+    ])
+    def test_list_pages_run_a_bounded_number_of_queries(self, admin_client, url, django_assert_max_num_queries):
+        assert Invoice.objects.count() == 60 and Subscription.objects.count() == 30
+        with django_assert_max_num_queries(25):
+            assert admin_client.get(url).status_code == 200
 
 
 def test_connect_a_gateway_creates_a_token_and_shows_the_plugin_configuration(admin_client):

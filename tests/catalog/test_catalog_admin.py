@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from catalog.models import Feature, Plan, RateCard
-from tests.catalog.factories import graduated_out, platform_fee, token_plan, tokens_meter
+from tests.builders import graduated_out, platform_fee, token_plan, tokens_meter
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 from catalog.models import Plan
 from catalog.money import normalize_currency
 from catalog.services.plans import PlanError, plan_create, plan_update_draft
-from tests.html_forms import admin_form_post
+from tests.builders import admin_form_post
 
 pytestmark = pytest.mark.django_db
 

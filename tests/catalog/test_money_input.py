@@ -16,8 +16,20 @@ from django.forms import DecimalField as FormDecimalField
 
 from catalog.models import Plan, PriceTier, RateCard
 from common.forms import DecimalTextField, DecimalTextInput, parse_plain_decimal, plain_decimal
-from tests.catalog.factories import graduated_out, platform_fee, token_plan
-from tests.html_forms import admin_form_data, admin_form_post, parse_forms
+from tests.builders import (
+    admin_form_data,
+    admin_form_post,
+    graduated_out,
+    ingest,
+    iso,
+    kong_air,
+    llm_event,
+    parse_forms,
+    platform_fee,
+    quota,
+    token_plan,
+    utc,
+)
 
 D = Decimal
 pytestmark = pytest.mark.django_db
@@ -207,16 +219,12 @@ def test_rendered_rate_card_forms_have_text_inputs_for_decimals(admin_client):
 @pytest.fixture
 def world():
     """One row of (nearly) every model with an admin, through the services."""
-    from customers.services.customers import attribution_add, customer_create
     from customers.services.subscriptions import subscription_create
     from invoicing.services.close import close_cycles
-    from tests.metering.helpers import llm_event
-    from tests.metering.usage_helpers import ingest, iso, utc
 
     plan = token_plan(extra=[platform_fee(), graduated_out()])
     token_plan(key="draft", publish=False, extra=[graduated_out()])
-    air = customer_create(key="kong-air", name="Kong Air", currency="USD")
-    attribution_add(customer=air, subject="kong-air", start=utc(2026, 1, 1))
+    air = kong_air()
     subscription_create(customer=air, plan=plan, start=utc(2026, 10, 1))
     ingest([llm_event(tokens=1000, time=iso(utc(2026, 10, 5)))])
     close_cycles(now=utc(2026, 11, 1, 2))
@@ -399,7 +407,6 @@ def test_the_forms_load_the_preview_script_and_show_the_saved_price(admin_client
 
 
 def test_decimals_on_the_plan_page_are_normalised(admin_client):
-    from tests.catalog.factories import quota
 
     plan = token_plan(publish=False, extra=[quota(), graduated_out()])
     page = admin_client.get(f"/admin/catalog/plan/{plan.pk}/change/").content.decode()

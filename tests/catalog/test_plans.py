@@ -19,9 +19,10 @@ from catalog.services.plans import (
     plan_replace_rate_cards,
     plan_update_draft,
 )
-from tests.catalog.factories import (
+from tests.builders import (
     D,
     ai_token_feature,
+    bearer,
     graduated_out,
     platform_fee,
     quota,
@@ -29,7 +30,6 @@ from tests.catalog.factories import (
     token_plan,
     tokens_meter,
 )
-from tests.conftest import bearer
 
 pytestmark = pytest.mark.django_db
 

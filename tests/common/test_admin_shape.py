@@ -23,9 +23,7 @@ from invoicing.models import CreditNote, CycleClose, Invoice
 from invoicing.services.lifecycle import invoice_mark_paid
 from metering.models import Event, Meter
 from tests.billing_site import test_workplace
-from tests.catalog.factories import tokens_meter
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest
+from tests.builders import ingest, llm_event, tokens_meter
 
 pytestmark = pytest.mark.django_db
 world = test_workplace.world  # the workplace's plan, customer, subscription and two issued invoices

@@ -20,9 +20,8 @@ from customers.services.customers import attribution_add, customer_create
 from customers.services.subscriptions import subscription_create
 from invoicing.models import Invoice
 from invoicing.services.close import close_cycles
-from tests.catalog.factories import token_plan
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests import builders
+from tests.builders import ingest, iso, llm_event, token_plan, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -78,9 +77,7 @@ def success_messages(response) -> list[str]:
 
 @pytest.fixture
 def kong_air():
-    air = customer_create(key="kong-air", name="Kong Air", currency="USD")
-    attribution_add(customer=air, subject="kong-air", start=NOV20)
-    return air
+    return builders.kong_air(since=NOV20)
 
 
 def test_the_start_of_a_mapping_is_editable_and_the_change_is_logged(admin_client, kong_air):

@@ -15,24 +15,17 @@ from django.utils import timezone
 from customers.models import SubjectAttribution, window_clip, window_covers
 from customers.selectors import entitlement_check, entitlement_value, feature_usage, subject_periods
 from customers.services.attributions import AttributionError, attribution_update
-from customers.services.customers import attribution_add, attribution_end, customer_create
+from customers.services.customers import attribution_add, attribution_end
 from customers.services.subscriptions import subscription_create
 from invoicing.models import Invoice
 from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import invoice_void
-from tests.catalog.factories import ai_token_feature, quota, token_plan
-from tests.conftest import bearer
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import ai_token_feature, bearer, customer, ingest, iso, llm_event, quota, token_plan, utc
 
 pytestmark = pytest.mark.django_db
 
 NOV, NOV10, NOV20, DEC = utc(2026, 11, 1), utc(2026, 11, 10), utc(2026, 11, 20), utc(2026, 12, 1)
 AFTER_NOV = DEC + dt.timedelta(hours=2)
-
-
-def customer(key="kong-air", name="Kong Air"):
-    return customer_create(key=key, name=name, currency="USD")
 
 
 def events(api, token) -> list[dict]:

@@ -18,10 +18,13 @@ from customers.services.customers import attribution_add, customer_create, custo
 from customers.services.subscriptions import SubscriptionError, subscription_cancel
 from metering.models import Meter
 from metering.services.meters import meter_update
-from tests.customers.billing_files import DELETE, EMPTY, FIXTURE, apply, apply_error, dump, example, snapshot, write
-from tests.customers.billing_files import change_at as _set
+from tests.builders import CATALOG_EXAMPLE as FIXTURE
+from tests.builders import DELETE, EMPTY, apply, apply_error, dump, snapshot, write
+from tests.builders import catalog_example as example
+from tests.builders import change_at as _set
 
 pytestmark = pytest.mark.django_db
+
 
 UTC = dt.UTC
 

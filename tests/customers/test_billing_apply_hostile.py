@@ -8,8 +8,10 @@ import datetime as dt
 import pytest
 from django.core.management import ManagementUtility
 
+from tests.builders import CATALOG_EXAMPLE as FIXTURE
+from tests.builders import EMPTY, apply, apply_error, change_at, snapshot, write
+from tests.builders import catalog_example as example
 from tests.common.hostile_yaml import alias_bomb
-from tests.customers.billing_files import EMPTY, FIXTURE, apply, apply_error, change_at, example, snapshot, write
 
 pytestmark = pytest.mark.django_db
 

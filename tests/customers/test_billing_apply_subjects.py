@@ -15,12 +15,12 @@ from customers.services.customers import attribution_add, attribution_end, custo
 from customers.services.subscriptions import subscription_create
 from invoicing.models import Invoice
 from invoicing.services.close import close_cycles
-from tests.catalog.factories import ai_token_feature, token_plan
-from tests.customers.billing_files import FIXTURE, apply, apply_error, dump, example, write
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import CATALOG_EXAMPLE as FIXTURE
+from tests.builders import ai_token_feature, apply, apply_error, dump, ingest, iso, llm_event, token_plan, utc, write
+from tests.builders import catalog_example as example
 
 pytestmark = pytest.mark.django_db
+
 
 NOV, NOV20, DEC = utc(2026, 11, 1), utc(2026, 11, 20), utc(2026, 12, 1)
 

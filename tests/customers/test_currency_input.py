@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from catalog.models import Plan
 from customers.models import Customer
 from customers.services.customers import CustomerError, customer_create, customer_update
-from tests.html_forms import admin_form_post
+from tests.builders import admin_form_post
 
 pytestmark = pytest.mark.django_db
 

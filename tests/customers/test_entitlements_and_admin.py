@@ -9,22 +9,17 @@ import pytest
 from django.utils import timezone
 
 from catalog.services.plans import RateCardSpec
-from customers.models import Customer, SubjectAttribution, Subscription
-from customers.services.customers import customer_create
+from customers.models import Customer, Subscription
 from customers.services.subscriptions import subscription_create
-from tests.catalog.factories import platform_fee, quota, sso_feature, token_plan
-from tests.conftest import bearer
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso
+from tests import builders
+from tests.builders import bearer, ingest, iso, llm_event, platform_fee, quota, roll_up, sso_feature, token_plan
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def kong_air():
-    air = customer_create(key="kong-air", name="Kong Air", currency="USD", subjects=["kong-air"])
-    SubjectAttribution.objects.filter(customer=air).update(start=timezone.now() - dt.timedelta(days=400))
-    return air
+    return builders.kong_air(since=timezone.now() - dt.timedelta(days=400))
 
 
 def subscribe(customer, **plan_kwargs):
@@ -164,7 +159,6 @@ def test_subscription_admin_create_confirm_cancel_change(admin_client, kong_air)
 
 @pytest.mark.django_db(transaction=True)
 def test_unbilled_subjects_list_and_include_action(admin_client, kong_air):
-    from tests.metering.usage_helpers import roll_up
 
     ingest([llm_event(subject="kong-air", time=None), llm_event(subject="new-consumer", time=None)])
     roll_up()

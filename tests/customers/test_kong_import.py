@@ -18,7 +18,7 @@ from customers.services.kong import ImportResult, kong_consumers_import
 from customers.tasks import import_kong_consumers
 from tests.fakes.kong_admin import INVALID_CREDENTIALS, KONNECT_PREFIX, FakeKongAdmin, closed_port_url, make_consumers
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # thousands of consumers through a fake Kong
 
 
 @pytest.fixture

@@ -24,15 +24,9 @@ from customers.services.subscriptions import (
     subscription_change_plan,
     subscription_create,
 )
-from tests.catalog.factories import ai_token_feature, platform_fee, token_plan
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import ai_token_feature, customer, ingest, iso, llm_event, platform_fee, token_plan, utc
 
 pytestmark = pytest.mark.django_db
-
-
-def customer(key="kong-air", **extra):
-    return customer_create(key=key, name=key.title(), currency="USD", **extra)
 
 
 def usage(subscription, start, end):

@@ -50,6 +50,7 @@ PASSWORD = "tutorial-pw-123456"
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (CI installs it)"),
 ]
 

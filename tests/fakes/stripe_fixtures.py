@@ -1,7 +1,9 @@
-"""pytest fixtures for the fake Stripe server.
+"""pytest fixtures for the fake Stripe server, registered for the whole suite in ``tests/conftest.py``:
 
-Register them in a conftest (``from tests.fakes.stripe_fixtures import fake_stripe, stripe_gateway``) or
-import them into a test module with ``# noqa: F401``.
+- ``fake_stripe``: a started fake Stripe server
+- ``stripe_gateway``: the production gateway pointed at it (no sleeping between attempts)
+- ``fake``: the fake with the settings and the invoice push's gateway pointed at it, as in production except the
+  client timeout (``fake.client_timeout``, 5 s; tests that inject timeouts shorten it before the push runs)
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ import pytest
 from celery import Task
 from celery.exceptions import Retry
 
+from invoicing.services import stripe_push
 from invoicing.stripe_gateway import StripeConfig, StripeGateway
 from tests.fakes.stripe_server import FakeStripeServer
+
+# Paths of the Stripe API, as the fake's request log matches them.
+CUSTOMERS = r"^/v1/customers$"
+INVOICES = r"^/v1/invoices$"
+ITEMS = r"^/v1/invoiceitems$"
+FINALIZE = r"^/v1/invoices/[^/]+/finalize$"
+VOID = r"^/v1/invoices/[^/]+/void$"
 
 
 def no_sleep(_seconds: float) -> None:
@@ -60,3 +70,22 @@ def fake_stripe() -> Iterator[FakeStripeServer]:
 @pytest.fixture
 def stripe_gateway(fake_stripe: FakeStripeServer) -> StripeGateway:
     return gateway_for(fake_stripe)
+
+
+def point_at_fake(settings, monkeypatch, fake: FakeStripeServer) -> FakeStripeServer:
+    """Settings and the invoice push's gateway pointed at ``fake``."""
+    settings.STRIPE_API_KEY = fake.api_key
+    settings.STRIPE_API_BASE = fake.url
+    settings.STRIPE_WEBHOOK_SECRET = fake.webhook_secret
+    settings.STRIPE_IDEMPOTENCY_PREFIX = ""
+    settings.INVOICE_ISSUE_ZERO_TOTAL = False
+    # StripeConfig.from_settings() cannot set the sleep or the timeout; everything else is as in production.
+    # Tests that inject timeouts shorten the client's timeout (short_timeout) before the push builds its gateway.
+    fake.client_timeout = 5.0
+    monkeypatch.setattr(stripe_push, "gateway", lambda: gateway_for(fake, timeout_seconds=fake.client_timeout))
+    return fake
+
+
+@pytest.fixture
+def fake(settings, monkeypatch, fake_stripe: FakeStripeServer) -> FakeStripeServer:
+    return point_at_fake(settings, monkeypatch, fake_stripe)

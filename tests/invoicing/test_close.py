@@ -16,9 +16,19 @@ from invoicing.services import close as close_module
 from invoicing.services import lifecycle as lifecycle_module
 from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import invoice_issue, invoice_reissue, invoice_void
-from tests.catalog.factories import D, ai_token_feature, graduated_out, platform_fee, token_plan
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import (
+    D,
+    ai_token_feature,
+    bearer,
+    graduated_out,
+    ingest,
+    kong_air,
+    platform_fee,
+    the_invoice,
+    token_plan,
+    tokens,
+    utc,
+)
 from tests.threads import run_in_threads
 
 pytestmark = pytest.mark.django_db
@@ -33,24 +43,8 @@ def zero_total_invoices_issued(settings):
     settings.INVOICE_ISSUE_ZERO_TOTAL = True
 
 
-def kong_air():
-    air = customer_create(key="kong-air", name="Kong Air", currency="USD")
-    from customers.services.customers import attribution_add
-
-    attribution_add(customer=air, subject="kong-air", start=utc(2026, 1, 1))
-    return air
-
-
-def tokens(n, at, kind="request", **extra):
-    return llm_event(tokens=n, kind=kind, time=iso(at), **extra)
-
-
 def lines_of(invoice):
     return [(line.kind, line.rate_card_key, line.quantity, line.amount) for line in invoice.lines.all()]
-
-
-def the_invoice(cycle=1):
-    return Invoice.objects.exclude(status="void").get(cycle=cycle)
 
 
 @pytest.mark.parametrize(
@@ -409,7 +403,6 @@ def test_invoices_stuck_in_syncing_are_pushed_again(settings, monkeypatch):
 
 
 def test_the_event_explorer_shows_which_invoice_billed_each_event(api, read_token, admin_client):
-    from tests.conftest import bearer
 
     subscription_create(customer=kong_air(), plan=token_plan(), start=NOV)
     ingest([tokens(500_000, utc(2026, 11, 3), event_id="on-time")], now=utc(2026, 11, 3))

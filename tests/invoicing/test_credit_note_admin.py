@@ -8,8 +8,7 @@ from django.contrib.auth.models import Group
 
 from customers.services.subscriptions import subscription_create
 from invoicing.models import CreditNote, CycleClose, Invoice
-from tests.invoicing.test_rerating import canceled_mid_december, cent_plan, kong_air, monthly_close, tokens
-from tests.metering.usage_helpers import ingest, utc
+from tests.builders import cancelled_in_december, cent_plan, ingest, kong_air, monthly_close, tokens, utc
 
 pytestmark = pytest.mark.django_db
 NOV, DEC = utc(2026, 11, 1), utc(2026, 12, 1)
@@ -17,7 +16,7 @@ NOV, DEC = utc(2026, 11, 1), utc(2026, 12, 1)
 
 @pytest.fixture
 def credited():
-    return canceled_mid_december()
+    return cancelled_in_december()
 
 
 def staff(django_user_model, role: str):

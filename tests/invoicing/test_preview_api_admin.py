@@ -9,14 +9,11 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from customers.services.customers import attribution_add, customer_create
+from customers.services.customers import customer_create
 from customers.services.subscriptions import subscription_create
 from invoicing.models import Invoice
 from invoicing.services.close import close_cycles
-from tests.catalog.factories import graduated_out, platform_fee, token_plan
-from tests.conftest import bearer
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import bearer, graduated_out, ingest, iso, kong_air, llm_event, platform_fee, token_plan, utc
 
 pytestmark = pytest.mark.django_db
 NOV, DEC = utc(2026, 11, 1), utc(2026, 12, 1)
@@ -30,8 +27,7 @@ def private_var_dir(settings, tmp_path):
 
 @pytest.fixture
 def subscribed():
-    air = customer_create(key="kong-air", name="Kong Air", currency="USD")
-    attribution_add(customer=air, subject="kong-air", start=utc(2026, 1, 1))
+    air = kong_air()
     subscription = subscription_create(customer=air, plan=token_plan(extra=[platform_fee(), graduated_out()]),
                                        start=NOV)
     ingest([llm_event(tokens=1_234_567, time=iso(utc(2026, 11, 3))),

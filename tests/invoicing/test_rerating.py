@@ -11,38 +11,31 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.services.plans import RateCardSpec, plan_create, plan_publish
-from customers.services.customers import attribution_add, customer_create
-from customers.services.subscriptions import subscription_cancel, subscription_change_plan, subscription_create
+from customers.services.subscriptions import subscription_change_plan, subscription_create
 from invoicing.models import CreditNote, CycleClose, Invoice, InvoiceLine
 from invoicing.selectors.previews import invoice_preview
 from invoicing.selectors.reconcile import LATE_USAGE, OUTSIDE_LOOKBACK, VOIDED, reconcile
 from invoicing.services.close import close_cycles
 from invoicing.services.credit_notes import CreditNoteError, credit_note_create, credit_note_void
 from invoicing.services.lifecycle import invoice_reissue, invoice_void
-from tests.catalog.factories import D, ai_token_feature, platform_fee, token_plan
-from tests.conftest import bearer
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import (
+    D,
+    ai_token_feature,
+    bearer,
+    cancelled_in_december,
+    cent_plan,
+    ingest,
+    iso,
+    kong_air,
+    monthly_close,
+    platform_fee,
+    token_plan,
+    tokens,
+    utc,
+)
 
 pytestmark = pytest.mark.django_db
 NOV, DEC, JAN = utc(2026, 11, 1), utc(2026, 12, 1), utc(2027, 1, 1)
-
-
-def kong_air(key="kong-air"):
-    customer = customer_create(key=key, name=key.title(), currency="USD")
-    attribution_add(customer=customer, subject=key, start=utc(2026, 1, 1))
-    return customer
-
-
-def tokens(n, at, *, subject="kong-air", **extra):
-    return llm_event(tokens=n, time=iso(at), subject=subject, **extra)
-
-
-def cent_plan(key="cents", **rate_card):
-    """ai-token at 1 cent per token (free quantity and spend limits as given)."""
-    ai_token_feature()
-    spec = RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D("0.01"), **rate_card)
-    return plan_publish(plan=plan_create(key=key, name=key, currency="USD", rate_cards=[spec]))
 
 
 def billed(customer=None) -> int:
@@ -51,11 +44,6 @@ def billed(customer=None) -> int:
     if customer is not None:
         lines, notes = lines.filter(invoice__customer=customer), notes.filter(customer=customer)
     return sum(lines.values_list("amount", flat=True)) - sum(notes.values_list("total", flat=True))
-
-
-def monthly_close(*months):
-    for month in months:
-        close_cycles(now=month + dt.timedelta(hours=2))
 
 
 # --- defect 1: late usage for a period ending long before the close was dropped ------------------------------------
@@ -196,11 +184,7 @@ def test_a_usage_only_subscription_without_usage_gets_no_invoice(settings):
 
 
 def test_no_invoice_total_is_ever_negative_and_credits_become_credit_notes():
-    subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]),
-                                       start=NOV)
-    monthly_close(NOV - dt.timedelta(hours=2), DEC)  # cycle 0: November's fee; cycle 1: December's
-    subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, 6))  # 26 of 31 days unused
-    close_cycles(now=utc(2026, 12, 6, 2))
+    cancelled_in_december(day=6)  # 26 of December's 31 days unused
     assert Invoice.objects.filter(total__lt=0).count() == 0
     note = CreditNote.objects.get()
     assert note.invoice == Invoice.objects.get(cycle=1) and note.total == 2516  # 30.00 × 26/31 (Dec 6 – Jan 1)
@@ -241,18 +225,8 @@ def test_manual_credit_note_is_a_correction_that_the_next_close_does_not_bill_ba
         credit_note_void(credit_note=note)
 
 
-def canceled_mid_december() -> CreditNote:
-    """A $30 monthly fee paid in advance for December, canceled on Dec 16: the close credits the unused half."""
-    subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]),
-                                       start=NOV)
-    monthly_close(NOV - dt.timedelta(hours=2), DEC)
-    subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, 16))
-    close_cycles(now=utc(2026, 12, 16, 2))
-    return CreditNote.objects.get()
-
-
 def test_voiding_an_invoice_voids_its_credit_notes():
-    note = canceled_mid_december()
+    note = cancelled_in_december()
     invoice_void(invoice=note.invoice, reason="wrong")
     note.refresh_from_db()
     assert note.status == "void"
@@ -343,11 +317,7 @@ def test_unknown_or_hostile_invoice_ids(api, november, make_token, path):
 
 
 def test_credit_notes_api(api, make_token):
-    subscription = subscription_create(customer=kong_air(), plan=token_plan(extra=[platform_fee("30.00")]),
-                                       start=NOV)
-    monthly_close(NOV - dt.timedelta(hours=2), DEC)
-    subscription_cancel(subscription=subscription, when="now", now=utc(2026, 12, 16))
-    close_cycles(now=utc(2026, 12, 16, 2))
+    cancelled_in_december()
     read = make_token("read")
     listing = api.get("/api/v1/credit-notes", {"customer": "kong-air"}, **bearer(read))
     assert listing.status_code == 200

@@ -36,9 +36,7 @@ from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from invoicing.selectors.reconcile import reconcile
 from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import ReissueError, invoice_mark_paid, invoice_reissue, invoice_void
-from tests.catalog.factories import D, ai_token_feature
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
+from tests.builders import D, ai_token_feature, ingest, iso, llm_event, utc
 
 START = utc(2026, 11, 1)
 HORIZON = dt.timedelta(days=70)  # the history stays within the 90-day lookback of its first period
@@ -220,6 +218,7 @@ def billed_by_hand(customer) -> dict[tuple, int]:
     return dict(billed)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_billed_equals_rated_after_any_history():
     run_state_machine_as_test(BillingHistory, settings=settings(

@@ -3,8 +3,6 @@ through the real stripe-python client, against the fake Stripe server: the push 
 its effect on the Stripe invoice, paid invoices (credit to the customer's balance), lost answers, waiting for the
 invoice's own push, permanent errors and "Retry Stripe sync", voids (also cascading from an invoice void), the task's
 retries, and the beat job that requeues stuck pushes."""
-# The fake's fixtures are imported by name, so test parameters "redefine" them:
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -13,7 +11,6 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from customers.services.customers import attribution_add, customer_create
 from customers.services.subscriptions import subscription_cancel, subscription_create
 from invoicing import tasks
 from invoicing.models import CreditNote, Invoice, InvoiceEvent
@@ -23,11 +20,11 @@ from invoicing.services.credit_notes import credit_note_create, credit_note_void
 from invoicing.services.lifecycle import invoice_void
 from invoicing.stripe_gateway import StripeRetryableError
 from invoicing.tasks import PUSH_RETRIES
-from tests.catalog.factories import platform_fee, token_plan
-from tests.fakes.stripe_fixtures import fake_stripe, gateway_for, run_as_worker  # noqa: F401
+from tests.builders import kong_air, platform_fee, token_plan, utc
+from tests.fakes.stripe_fixtures import gateway_for, run_as_worker
 from tests.fakes.stripe_server import FakeStripeServer
-from tests.metering.usage_helpers import utc
 
+pytestmark = pytest.mark.slow  # the fake Stripe server, timeouts held for real
 ATTEMPTS = 4  # StripeConfig.max_attempts: in-process attempts before the gateway gives up
 CLIENT_TIMEOUT = 0.2  # seconds; the fake holds a "timed out" answer longer than this
 CREDIT_NOTES = r"^/v1/credit_notes$"
@@ -42,24 +39,9 @@ CREDIT = 2067  # 31.00 × 20/30 of November unused
 # Setup
 
 
-@pytest.fixture
-def fake(settings, monkeypatch, fake_stripe) -> FakeStripeServer:
-    settings.STRIPE_API_KEY = fake_stripe.api_key
-    settings.STRIPE_API_BASE = fake_stripe.url
-    settings.STRIPE_WEBHOOK_SECRET = fake_stripe.webhook_secret
-    settings.STRIPE_IDEMPOTENCY_PREFIX = ""
-    settings.INVOICE_ISSUE_ZERO_TOTAL = False
-    fake_stripe.client_timeout = 5.0
-    monkeypatch.setattr(stripe_push, "gateway",
-                        lambda: gateway_for(fake_stripe, timeout_seconds=fake_stripe.client_timeout))
-    return fake_stripe
-
-
 def subscribe():
     """Kong Air on a plan with a 31.00 monthly platform fee in advance, from Oct 16 (anchor Oct 1)."""
-    customer = customer_create(key="kong-air", name="Kong Air", currency="USD", email="billing@kong-air.example",
-                               collection_method="send_invoice", days_until_due=30)
-    attribution_add(customer=customer, subject="kong-air", start=utc(2026, 1, 1))
+    customer = kong_air(email="billing@kong-air.example", collection_method="send_invoice", days_until_due=30)
     return subscription_create(customer=customer, plan=token_plan(extra=[platform_fee("31.00")]),
                                start=utc(2026, 10, 16), billing_anchor=utc(2026, 10, 1))
 

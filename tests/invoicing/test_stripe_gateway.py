@@ -1,6 +1,4 @@
 """The Stripe gateway, through the real stripe-python client, against the fake Stripe server."""
-# The fixtures are imported by name (until a conftest registers them), so test parameters "redefine" them:
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -26,7 +24,7 @@ from invoicing.stripe_gateway import (
     idempotency_key,
     is_sandbox,
 )
-from tests.fakes.stripe_fixtures import fake_stripe, fake_stripe_config, gateway_for, stripe_gateway  # noqa: F401
+from tests.fakes.stripe_fixtures import fake_stripe_config, gateway_for
 from tests.fakes.stripe_server import API_VERSION, FakeStripeServer, allowed_parameters, sign_webhook_payload
 
 JAN_1 = 1767225600  # 2026-01-01T00:00:00Z

@@ -1,8 +1,6 @@
 """Pushing issued invoices to Stripe (invoicing.services.stripe_push), through the real stripe-python client, against
 the fake Stripe server: every step, idempotency keys, retries after a failure at each step, permanent errors
 and the admin's "Retry Stripe sync", sandbox mode, and voiding."""
-# The fake's fixtures are imported by name, so test parameters "redefine" them:
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -12,10 +10,9 @@ import html
 
 import pytest
 
-from catalog.services.plans import RateCardSpec
 from customers.models import Customer
-from customers.services.customers import attribution_add, customer_create, customer_update
-from customers.services.subscriptions import subscription_cancel, subscription_create
+from customers.services.customers import customer_update
+from customers.services.subscriptions import subscription_cancel
 from invoicing.models import Invoice, InvoiceEvent
 from invoicing.services import stripe_push
 from invoicing.services.close import close_cycles
@@ -23,95 +20,23 @@ from invoicing.services.lifecycle import invoice_void
 from invoicing.stripe_gateway import StripeGateway, StripeRetryableError
 from invoicing.tasks import PUSH_RETRIES
 from invoicing.tasks import push_invoice as push_invoice_task
-from tests.catalog.factories import D, ai_token_feature, platform_fee, token_plan
-from tests.fakes.stripe_fixtures import fake_stripe, gateway_for, run_as_worker  # noqa: F401
+from tests.builders import ingest, iso, llm_event, november_invoice, subscribe_with_november_usage, the_invoice, utc
+from tests.fakes.stripe_fixtures import CUSTOMERS, FINALIZE, INVOICES, ITEMS, VOID, run_as_worker
 from tests.fakes.stripe_server import FakeStripeServer
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, utc
 
+pytestmark = pytest.mark.slow  # the fake Stripe server, timeouts held for real
 NOV, DEC = utc(2026, 11, 1), utc(2026, 12, 1)
 AFTER_NOV = DEC + dt.timedelta(hours=2)
 CANCEL_AT = utc(2026, 12, 11)
 ATTEMPTS = 4  # StripeConfig.max_attempts: in-process attempts before the gateway gives up
 CLIENT_TIMEOUT = 0.2  # seconds; the fake holds a "timed out" answer longer than this
 USAGE_DESCRIPTION = "ai-token — 1,234,567 tokens × $0.00002 (Nov 1 – Dec 1)"
-
-CUSTOMERS = r"^/v1/customers$"
-INVOICES = r"^/v1/invoices$"
-ITEMS = r"^/v1/invoiceitems$"
-FINALIZE = r"^/v1/invoices/[^/]+/finalize$"
-VOID = r"^/v1/invoices/[^/]+/void$"
+# The ``fake`` fixture (tests/fakes/stripe_fixtures.py): settings point at the fake Stripe server; the gateway is the
+# production one with a no-op sleep and a short timeout.
 
 
 # --------------------------------------------------------------------------------------------------
-# Setup: settings point at the fake; the gateway is the production one with a no-op sleep and a short timeout
-
-
-def point_at_fake(settings, monkeypatch, fake: FakeStripeServer) -> FakeStripeServer:
-    settings.STRIPE_API_KEY = fake.api_key
-    settings.STRIPE_API_BASE = fake.url
-    settings.STRIPE_WEBHOOK_SECRET = fake.webhook_secret
-    settings.STRIPE_IDEMPOTENCY_PREFIX = ""
-    # StripeConfig.from_settings() cannot set the sleep or the timeout; everything else is as in production.
-    # Tests that inject timeouts shorten the client's timeout (short_timeout) before the push builds its gateway.
-    fake.client_timeout = 5.0
-    monkeypatch.setattr(stripe_push, "gateway", lambda: gateway_for(fake, timeout_seconds=fake.client_timeout))
-    return fake
-
-
-@pytest.fixture
-def fake(settings, monkeypatch, fake_stripe) -> FakeStripeServer:
-    return point_at_fake(settings, monkeypatch, fake_stripe)
-
-
-def kong_air() -> Customer:
-    customer = customer_create(
-        key="kong-air",
-        name="Kong Air",
-        currency="USD",
-        email="billing@kong-air.example",
-        address_line1="1 Runway Rd",
-        city="Berlin",
-        postal_code="10115",
-        country="DE",
-        collection_method="send_invoice",
-        days_until_due=30,
-    )
-    attribution_add(customer=customer, subject="kong-air", start=utc(2026, 1, 1))
-    return customer
-
-
-def seed_plan():
-    """ai-token usage, ai-token-out usage (nobody uses it: a zero-amount line) and a platform fee in advance."""
-    ai_token_feature("ai-token-out", "response")
-    out = RateCardSpec(key="ai-token-out", feature="ai-token-out", price_type="unit", unit_amount=D("0.00001"))
-    return token_plan(extra=[out, platform_fee()])
-
-
-def subscribe_with_november_usage() -> Customer:
-    customer = kong_air()
-    subscription_create(customer=customer, plan=seed_plan(), start=NOV)
-    ingest([llm_event(tokens=1_234_567, time=iso(utc(2026, 11, 5)))])
-    return customer
-
-
-def the_invoice(cycle: int) -> Invoice:
-    return Invoice.objects.exclude(status="void").select_related("customer").get(cycle=cycle)
-
-
-def november_invoice() -> Invoice:
-    """Closes November (cycle 0: the opening fee, cycle 1: usage + zero line + December's fee), returns cycle 1.
-    In a plain ``db`` test the push queued on commit never runs: the tests call the push themselves."""
-    subscribe_with_november_usage()
-    close_cycles(now=AFTER_NOV)
-    invoice = the_invoice(1)
-    assert invoice.sync_status == "syncing"
-    assert [(line.rate_card_key, line.amount) for line in invoice.lines.all()] == [
-        ("ai-token", 2469),
-        ("ai-token-out", 0),
-        ("platform", 4900),
-    ]
-    return invoice
+# Helpers
 
 
 def ts(moment: dt.datetime) -> int:

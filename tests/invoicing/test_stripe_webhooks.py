@@ -1,7 +1,5 @@
 """``POST /stripe/webhooks``: signed Stripe events, stored once, each following our invoice where the lifecycle
 allows it. Invoices are pushed to the fake Stripe server first, so the events carry Stripe's real snapshots."""
-# The fake's fixtures are imported by name, so test parameters "redefine" them:
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -15,10 +13,9 @@ from django.utils import timezone
 
 from invoicing.models import Invoice, InvoiceEvent, StripeWebhookEvent
 from invoicing.services import stripe_push, stripe_webhooks
-from tests.fakes.stripe_fixtures import fake_stripe  # noqa: F401
+from tests.builders import november_invoice, utc
+from tests.fakes.stripe_fixtures import VOID
 from tests.fakes.stripe_server import FakeStripeServer, sign_webhook_payload
-from tests.invoicing.test_stripe_sync import VOID, fake, november_invoice  # noqa: F401
-from tests.metering.usage_helpers import utc
 
 URL = "/stripe/webhooks"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from metering.models import Event
-from tests.conftest import bearer
-from tests.metering.helpers import api_request_event, body, llm_event
+from tests.builders import api_request_event, bearer, body, llm_event
 
 pytestmark = pytest.mark.django_db
 

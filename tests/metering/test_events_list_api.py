@@ -7,8 +7,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from tests.conftest import bearer
-from tests.metering.helpers import body, llm_event
+from tests.builders import bearer, body, llm_event
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,7 @@ from django.core.management import CommandError, call_command
 from catalog.services.plans import plan_archive
 from metering.models import Meter
 from metering.services.meters import MeterFrozen, MeterValidationError, meter_update
-from tests.catalog.factories import ai_token_feature, token_plan, tokens_meter
-from tests.conftest import bearer
+from tests.builders import ai_token_feature, bearer, token_plan, tokens_meter
 
 pytestmark = pytest.mark.django_db
 

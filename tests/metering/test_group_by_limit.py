@@ -12,9 +12,7 @@ from django.core.management import CommandError, call_command
 
 from metering.meter_rules import MAX_GROUP_BY, validate_meter
 from metering.models import HourlyUsage, Meter
-from tests.conftest import bearer
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, make_meter, roll_up
+from tests.builders import bearer, ingest, llm_event, make_meter, roll_up
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,7 @@ from django.utils import timezone
 from metering.cloudevents import MAX_BATCH_EVENTS, MAX_BODY_BYTES, MAX_EVENT_BYTES
 from metering.models import ApiToken, Event
 from metering.services.tokens import api_token_revoke
-from tests.conftest import bearer
-from tests.metering.helpers import api_request_event, body, llm_event
+from tests.builders import api_request_event, bearer, body, llm_event
 
 pytestmark = pytest.mark.django_db
 

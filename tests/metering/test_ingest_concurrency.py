@@ -13,7 +13,7 @@ from django.db import connection
 
 from metering.models import Event
 from metering.services.tokens import api_token_create
-from tests.metering.helpers import llm_event
+from tests.builders import llm_event
 
 
 def post_batch(url: str, token: str, events: list[dict]) -> int:

@@ -6,8 +6,7 @@ import pytest
 
 from common.models import JobRun
 from metering.models import HourlyUsage, Meter
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, make_meter, roll_up, utc
+from tests.builders import ingest, iso, llm_event, make_meter, roll_up, utc
 
 
 @pytest.mark.django_db

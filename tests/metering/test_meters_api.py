@@ -7,9 +7,7 @@ import json
 import pytest
 
 from metering.models import Meter
-from tests.conftest import bearer
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, make_meter, roll_up, utc
+from tests.builders import bearer, ingest, iso, llm_event, make_meter, roll_up, utc
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from openmeter.models import Event as OpenMeterEvent
 
 from metering.models import Event
 from metering.services.tokens import api_token_create
-from tests.metering.helpers import llm_event
+from tests.builders import ingest, iso, llm_event, utc
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,7 +41,6 @@ def test_events_list(client):
 def test_meters_create_list_and_query_json(live_server):
     import datetime as dt
 
-    from tests.metering.usage_helpers import ingest, iso, utc
 
     _, token = api_token_create(name="om-admin", scopes=["read", "manage"])
     om = Client(endpoint=live_server.url, token=token)

@@ -16,8 +16,7 @@ from metering.models import HourlyUsage, Meter
 from metering.selectors.meters import meters_with_rollup_errors
 from metering.services import rollups
 from metering.tasks import process_usage, rebuild_usage
-from tests.metering.helpers import llm_event
-from tests.metering.usage_helpers import ingest, iso, make_meter, utc, wait_until_foldable
+from tests.builders import ingest, iso, llm_event, make_meter, utc, wait_until_foldable
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

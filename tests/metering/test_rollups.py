@@ -17,8 +17,7 @@ from metering.selectors.usage import meter_query, usage_total
 from metering.services import rollups
 from metering.services.ingest import events_ingest
 from metering.services.meters import meter_update
-from tests.metering.helpers import body, llm_event
-from tests.metering.usage_helpers import ingest, iso, make_meter, roll_up, utc, wait_until_foldable
+from tests.builders import body, ingest, iso, llm_event, make_meter, roll_up, utc, wait_until_foldable
 from tests.threads import run_in_threads
 
 NOV = (utc(2026, 11, 1), utc(2026, 12, 1))

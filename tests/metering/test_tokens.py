@@ -9,8 +9,7 @@ from django.core.management import CommandError, call_command
 
 from metering.models import ApiToken
 from metering.services.tokens import api_token_create, hash_token
-from tests.conftest import bearer
-from tests.metering.helpers import body, llm_event
+from tests.builders import bearer, body, llm_event
 
 pytestmark = pytest.mark.django_db
 

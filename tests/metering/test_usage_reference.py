@@ -22,9 +22,9 @@ from metering import jsonpath
 from metering.models import Event, HourlyUsage
 from metering.selectors.usage import GroupFilter, meter_query, usage_total_for_periods
 from metering.windows import floor_to_window, time_zone, windows
-from tests.metering.usage_helpers import ingest, iso, make_meter, roll_up, utc
+from tests.builders import ingest, iso, make_meter, roll_up, utc
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 BASE = utc(2026, 3, 27, 20, 0)  # spans the Europe/Berlin spring-forward night
 MISSING = object()

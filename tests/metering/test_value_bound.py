@@ -16,9 +16,7 @@ from metering import jsonpath
 from metering.models import HourlyUsage, Meter
 from metering.selectors.usage import meter_query, usage_total
 from metering.services.rollups import usage_process_all
-from tests.conftest import bearer
-from tests.metering.helpers import body, llm_event
-from tests.metering.usage_helpers import ingest, make_meter, roll_up, wait_until_foldable
+from tests.builders import bearer, body, ingest, llm_event, make_meter, roll_up, wait_until_foldable
 
 POISON = [1e30, -1e30, "1e400000", "NaN", "Infinity", "-Infinity", 10**18 + 1, "1e19", "-1000000000000001000.5",
           "1" * 101, "1e-1000"]

@@ -1,5 +1,6 @@
-"""Writing ``billing_apply`` files and running the commands, for the tests of catalog as code. The tests chdir
-to a temporary directory, so that messages start with the file's plain name (``catalog.yaml: …``)."""
+"""Catalog-as-code files and the commands that read and write them (``billing_apply``, ``billing_dump``). The
+files are written in the current directory: tests chdir to their ``tmp_path`` first, so messages start with the
+bare file name."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from catalog.models import Feature, Plan, PriceTier, RateCard
 from customers.models import Customer, SubjectAttribution, Subscription, SubscriptionEvent
 from metering.models import Meter
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "catalog.yaml"
+__all__ = ["CATALOG_EXAMPLE", "catalog_example", "write", "apply", "apply_error", "dump", "DELETE", "change_at",
+           "snapshot", "EMPTY"]
+
+# The example catalog: meters, features, plans, customers and subscriptions.
+CATALOG_EXAMPLE = Path(__file__).resolve().parents[1] / "customers" / "fixtures" / "catalog.yaml"
 
 
-def example() -> dict:
-    return copy.deepcopy(yaml.safe_load(FIXTURE.read_text()))
+def catalog_example() -> dict:
+    return copy.deepcopy(yaml.safe_load(CATALOG_EXAMPLE.read_text()))
 
 
 def write(doc_or_text: dict | str, name: str = "catalog.yaml") -> str:

@@ -1,4 +1,4 @@
-"""Helpers for usage tests: store events through the real ingest service, run the real aggregator."""
+"""Usage through the real pipeline: store events with the ingest service, fold them with the real aggregator."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
@@ -15,6 +16,9 @@ from metering.models import Event, Meter
 from metering.services.ingest import events_ingest
 from metering.services.meters import meter_create
 from metering.services.rollups import activity_process_chunk, rollups_catch_up
+from metering.usage_sql import safe_high
+
+__all__ = ["ingest", "roll_up", "make_meter", "wait_until_foldable"]
 
 
 def ingest(events: list[dict], *, now: dt.datetime | None = None) -> None:
@@ -22,9 +26,10 @@ def ingest(events: list[dict], *, now: dt.datetime | None = None) -> None:
     events_ingest(rows=rows, received_at=now or timezone.now())
 
 
-def roll_up(meter: Meter | None = None, max_events: int = 500_000, timeout: float = 20.0) -> None:
+def roll_up(meter: Meter | None = None, max_events: int = 500_000, timeout: float = 60.0) -> None:
     """Fold everything stored so far. On PostgreSQL the aggregator only takes transactions older than the
-    oldest one still running anywhere in the cluster, so wait for concurrent writers to move past ours."""
+    oldest one still running anywhere in the cluster, so wait for concurrent writers to move past ours (the other
+    xdist workers' tests run in the same cluster: the timeout leaves room for their longest transaction)."""
     meters = [meter] if meter else list(Meter.objects.all())
     newest = Event.objects.aggregate(newest=Max("ingest_tx"))["newest"]
     deadline = time.monotonic() + timeout
@@ -53,21 +58,8 @@ def make_meter(**overrides: Any) -> Meter:
     return meter_create(**fields)
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
-        microsecond: int = 0) -> dt.datetime:
-    return dt.datetime(year, month, day, hour, minute, second, microsecond, tzinfo=dt.UTC)
-
-
-def iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def wait_until_foldable(timeout: float = 20.0) -> None:
+def wait_until_foldable(timeout: float = 60.0) -> None:
     """Wait until every stored event is below the aggregator's safe bound (other writers on PostgreSQL)."""
-    from django.db import connection
-
-    from metering.usage_sql import safe_high
-
     newest = Event.objects.aggregate(newest=Max("ingest_tx"))["newest"] or 0
     deadline = time.monotonic() + timeout
     while True:

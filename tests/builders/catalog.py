@@ -1,4 +1,4 @@
-"""Catalog builders for tests, through the real services."""
+"""Meters, features, plans and rate cards, through the real services."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from catalog.services.features import feature_create
 from catalog.services.plans import RateCardSpec, TierSpec, plan_create, plan_publish
 from metering.models import Meter
 from metering.services.meters import meter_create
+
+__all__ = [
+    "D", "tokens_meter", "ai_token_feature", "sso_feature", "token_plan", "cent_plan", "platform_fee", "quota",
+    "graduated_out",
+]
 
 D = Decimal
 
@@ -40,6 +45,13 @@ def token_plan(*, key: str = "token", unit_amount: str = "0.00002", publish: boo
     plan = plan_create(key=key, name=key.capitalize(), currency=currency, billing_cadence=cadence,
                        rate_cards=rate_cards)
     return plan_publish(plan=plan) if publish else plan
+
+
+def cent_plan(key: str = "cents", **rate_card) -> Plan:
+    """ai-token at 1 cent per token (free quantity and spend limits as given)."""
+    ai_token_feature()
+    spec = RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D("0.01"), **rate_card)
+    return plan_publish(plan=plan_create(key=key, name=key, currency="USD", rate_cards=[spec]))
 
 
 def platform_fee(amount: str = "49.00") -> RateCardSpec:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+__all__ = ["Form", "parse_forms", "form_by_id", "form_with_input", "admin_form_data", "admin_form_post"]
+
 
 @dataclass
 class Form:
