@@ -101,3 +101,59 @@ def test_production_settings_pass_check_deploy(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+# --- hardened production defaults -----------------------------------------------------------------------------
+
+PRODUCTION_SETUP = (
+    "import os, django; os.environ['DJANGO_SETTINGS_MODULE']='billing_site.settings.production'; django.setup(); "
+    "from django.conf import settings as s; "
+    "print(s.DEBUG, s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_HSTS_PRELOAD)"
+)
+
+
+def production_env(tmp_path, **extra: str) -> dict:
+    return {"SECRET_KEY": SAFE_KEY, "ALLOWED_HOSTS": "billing.example.com",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/p.sqlite3", "VAR_DIR": str(tmp_path / "var"), **extra}
+
+
+@pytest.mark.parametrize(("key", "reason"), [
+    ("dev-only-insecure-secret-key-change-me-for-any-real-deployment", "it is the development default"),
+    ("django-insecure-" + "k3j4h5g6f7d8s9a0q1w2e3r4t5y6u7i8o9p0z1x2c3v4b5n6m7", "starts with 'django-insecure-'"),
+    ("Sh0rt-but-random-9fJ3mZ0pL5", "it has 27 characters, fewer than 50"),
+    ("ab" * 40, "it has 2 distinct characters, fewer than 5"),
+])
+def test_production_refuses_a_weak_secret_key(tmp_path, key, reason):
+    result = run_python(PRODUCTION_SETUP, production_env(tmp_path, SECRET_KEY=key))
+    assert result.returncode != 0
+    assert "SECRET_KEY is too weak for production" in result.stderr
+    assert reason in result.stderr
+    assert "get_random_secret_key" in result.stderr  # how to make a good one
+    assert key not in result.stderr  # the key itself is never printed
+
+
+def test_production_accepts_a_generated_secret_key(tmp_path):
+    from django.core.management.utils import get_random_secret_key
+
+    result = run_python(PRODUCTION_SETUP, production_env(tmp_path, SECRET_KEY=get_random_secret_key(), DEBUG="true"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "31536000", "True", "True"]  # DEBUG=true in the environment is ignored
+
+
+def test_production_refuses_hsts_preload_with_less_than_a_year(tmp_path):
+    result = run_python(PRODUCTION_SETUP, production_env(tmp_path, SECURE_HSTS_SECONDS=str(30 * 24 * 3600)))
+    assert result.returncode != 0
+    assert "SECURE_HSTS_PRELOAD needs SECURE_HSTS_SECONDS of at least 31536000 (a year); it is 2592000" in result.stderr
+
+
+def test_production_refuses_hsts_preload_without_subdomains(tmp_path):
+    result = run_python(PRODUCTION_SETUP, production_env(tmp_path, SECURE_HSTS_INCLUDE_SUBDOMAINS="false"))
+    assert result.returncode != 0
+    assert "SECURE_HSTS_PRELOAD needs SECURE_HSTS_INCLUDE_SUBDOMAINS=true" in result.stderr
+
+
+def test_a_short_hsts_max_age_is_allowed_without_preload(tmp_path):
+    result = run_python(PRODUCTION_SETUP, production_env(tmp_path, SECURE_HSTS_SECONDS="3600",
+                                                         SECURE_HSTS_PRELOAD="false"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "3600", "True", "False"]

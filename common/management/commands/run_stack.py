@@ -1,6 +1,8 @@
 """``make run``: migrate, seed, and run web server + Celery worker + beat together in the foreground.
 
-Ctrl-C (SIGINT) or SIGTERM stops all three; if one of them dies, the others are stopped too.
+Ctrl-C (SIGINT) or SIGTERM stops all three; if one of them dies, the others are stopped too. The three children get
+this command's own settings module explicitly (``manage.py``'s default is the development settings), since
+``celery -A billing_site`` and the WSGI/ASGI entry points default to the production settings.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Command(BaseCommand):
         }
         processes: dict[str, subprocess.Popen[bytes]] = {}
         stopping = False
+        child_env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE}
 
         def stop_all(signum: int | None = None, frame: FrameType | None = None) -> None:
             nonlocal stopping
@@ -59,7 +62,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop_all)
 
         for name, command in commands.items():
-            processes[name] = subprocess.Popen(command, cwd=settings.BASE_DIR)  # noqa: S603
+            processes[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, env=child_env)  # noqa: S603
         shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104
         self.stdout.write(self.style.SUCCESS(
             f"\nAdmin:  http://{shown_host}:{port}/admin/\n"
