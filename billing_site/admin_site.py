@@ -1,7 +1,8 @@
 """The admin as finance staff's workplace: navigation in the order of the seed flow, and a dashboard home.
 
 Navigation: Metering (events, meters, usage explorer) → Product catalog (features, plans) → Billing (customers,
-subscriptions, invoices) → Settings (API tokens, connect a gateway, Stripe, schedules, job runs, users).
+subscriptions, invoices) → Settings (API tokens, connect a gateway, Stripe, schedules, job runs, users, and for
+superusers the admin login lockout's attempts and logs).
 Only what the user may see is listed (Django's per-model permissions).
 """
 
@@ -62,6 +63,10 @@ SECTIONS: list[tuple[str, list[tuple[str, str] | Link]]] = [
             ("invoicing", "cycleclose"),
             ("auth", "user"),
             ("auth", "group"),
+            # The admin login lockout (django-axes): superusers only (billing_site/admin.py).
+            ("axes", "accessattempt"),
+            ("axes", "accessfailurelog"),
+            ("axes", "accesslog"),
         ],
     ),
 ]

@@ -7,9 +7,11 @@ the same code to PostgreSQL and Redis.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -22,7 +24,9 @@ if env_file.exists():
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-for-any-real-deployment")
+# The development default; production settings refuse it (and any other weak key).
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-secret-key-change-me-for-any-real-deployment"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -40,6 +44,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
+    "csp",
     "billing_site",
     "common",
     "metering",
@@ -51,12 +57,14 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into the lockout page
 ]
 
 # Widget templates may live in templates/ (e.g. the subject picker).
@@ -119,9 +127,33 @@ USE_I18N = True
 USE_TZ = True
 TIME_ZONE = "UTC"
 LOGIN_URL = "admin:login"
+# django-axes first: it refuses a login for a locked-out username + IP before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# --- Admin login lockout (django-axes) -------------------------------------------------------------
+# After AXES_FAILURE_LIMIT failed logins for one username from one client address, that pair is refused (429,
+# even with the right password) until AXES_COOLOFF_MINUTES have passed since its last failure. Other users,
+# and the same user from another address, are not affected. Superusers see the attempts in the admin
+# (Settings → Access attempts / Access failures / Access logs) and unlock a pair by deleting its attempt.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_VERBOSE = False  # no banner on every manage.py command
+AXES_ENABLE_ADMIN = False  # billing_site/admin.py registers its own views of them, for superusers only
+AXES_LOCKOUT_CALLABLE = "billing_site.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "billing_site.security.client_ip"
+# How many reverse proxies in front of the web server append to X-Forwarded-For. 0: the client address is
+# REMOTE_ADDR (a client-sent X-Forwarded-For is ignored); N: the N-th address from the right of X-Forwarded-For.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 # --- Static files ----------------------------------------------------------------------------------
 STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
@@ -211,6 +243,30 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# The OpenAPI schema (/api/schema/) and its docs (/api/docs/, /api/redoc/) need a staff session or a token with
+# the read scope; true publishes them to anyone.
+API_DOCS_PUBLIC = env.bool("API_DOCS_PUBLIC", default=False)
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------------
+# Scripts only from this site (no inline script anywhere, no eval); <style> elements only from files or with the
+# response's nonce; style="" attributes are allowed (server-rendered tables and SVG charts use them, and they
+# cannot run code). Nothing may frame the pages; forms post only here.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
 # --- Logging ---------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
@@ -218,7 +274,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 # --- Billing ---------------------------------------------------------------------------------------

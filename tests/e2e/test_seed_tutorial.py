@@ -47,6 +47,12 @@ LAUNCH_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "tutorial-pw-123456"
+# Every page reports what its Content-Security-Policy blocks, as the browser sees it (before any page script runs).
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => window.__cspViolations.push(
+  `${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile || location.href}:${e.lineNumber}`));
+"""
 
 pytestmark = [
     pytest.mark.e2e,
@@ -101,10 +107,27 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
         try:
-            page = browser.new_context(viewport=VIEWPORT).new_page()
+            context = browser.new_context(viewport=VIEWPORT)
+            context.add_init_script(RECORD_CSP_VIOLATIONS)
+            page = context.new_page()
             page.set_default_timeout(15_000)
             expect.set_options(timeout=15_000)
             server_errors: list[str] = []
+            csp_violations: list[str] = []
+
+            def record_csp_console(message) -> None:
+                if "Content Security Policy" in message.text:
+                    csp_violations.append(f"{page.url}: {message.text}")
+
+            def collect_csp_violations() -> None:
+                """The current page's violations, before it is left (each page starts a fresh list)."""
+                try:
+                    found = page.evaluate("window.__cspViolations || []")
+                except Exception:  # noqa: BLE001 - the page is navigating away; its console still reported them
+                    return
+                csp_violations.extend(f"{page.url}: {v}" for v in found)
+
+            page.on("console", record_csp_console)
 
             def record_server_error(response) -> None:
                 if response.status >= 500:
@@ -113,6 +136,7 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             page.on("response", record_server_error)
 
             def visit(url: str) -> None:
+                collect_csp_violations()
                 response = page.goto(url if url.startswith("http") else base + url)
                 answered = response.status if response is not None else "nothing"
                 assert response is not None and response.status < 400, f"GET {url} answered {answered}"
@@ -255,6 +279,7 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             shot("06-preview-invoice.png")
             visit(customer_url)
             expect(page.locator("#customer-preview")).to_contain_text("72.00")
+            expect(page.locator("svg[aria-label='usage chart']").first).to_be_visible()  # under the CSP too
             shot("04-customer.png")
 
             # 8. A month cannot pass in a test: cancel the subscription now (subscription → Cancel → Now).
@@ -296,6 +321,14 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             expect(page.locator("#card-billed-this-month")).to_contain_text("72.00 USD")
             expect(page.locator("#card-invoices")).to_contain_text("Issued: 1")
             shot("01-dashboard.png")
+
+            # The API docs (Swagger UI) for a staff session: the schema loads and the operations are listed.
+            visit("/api/docs/")
+            expect(page.locator("#swagger-ui .info .title")).to_contain_text("Billing back office API")
+            expect(page.locator("#swagger-ui .opblock-summary-path", has_text="/api/v1/meters").first).to_be_visible()
+            collect_csp_violations()
+            no_server_error()
+            assert not csp_violations, "Content-Security-Policy violations:\n" + "\n".join(csp_violations)
         finally:
             browser.close()
 
