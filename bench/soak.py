@@ -426,7 +426,7 @@ class Run:
     def server_exceptions(self) -> Counter[str]:
         """The exceptions in the output of every gunicorn of the run (Django's log of a 500, a worker's
         traceback): ``Type: first words`` → count."""
-        found: Counter[str] = Counter()
+        lines: list[tuple[str, str]] = []
         for server in [*self.dead_servers, *([self.server] if self.server else [])]:
             if server.output_path is None:
                 continue
@@ -434,8 +434,11 @@ class Run:
                 for text in server.output_path.read_text(errors="replace").splitlines():
                     match = EXCEPTION_LINE.match(text)
                     if match:
-                        found[f"{match[1]}: {match[2][:90]}"] += 1
-        return found
+                        lines.append((match[1], match[2]))
+        # A driver error Django wrapped appears twice (psycopg's, then Django's with the same message): once here.
+        wrapped = {message for kind, message in lines if kind.startswith("django.db.")}
+        return Counter(f"{kind}: {message[:110]}" for kind, message in lines
+                       if not (kind.startswith("psycopg.") and message in wrapped))
 
 
 class FaultInjector(threading.Thread):
