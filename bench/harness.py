@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -142,6 +143,154 @@ def llm_data_sql(*, request: str, api_request_id: str = "gen_random_uuid()::text
                'route_id', '0f1e2d3c-0000-4000-8000-000000000002')"""
 
 
+# --- a PostgreSQL cluster the benchmark may restart -----------------------------------------------------
+
+def postgres_bin_dir() -> Path:
+    """The newest installed PostgreSQL's programs: ``$PG_BIN``, /usr/lib/postgresql/<version>/bin, or the
+    directory of ``pg_ctl`` on the PATH."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                      key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()])
+    if versions:
+        return versions[-1]
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    raise RuntimeError("no PostgreSQL programs found (install postgresql, or set PG_BIN to the directory of pg_ctl)")
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster that a benchmark stops and restarts, never the one others use.
+
+    :meth:`throwaway` initialises a cluster in a temporary directory and starts it on a free loopback port
+    (as root, the server runs as the ``postgres`` OS user, as ``.ci/run`` does; initdb refuses root);
+    :meth:`cleanup` stops it and removes the directory. :meth:`existing` wraps a cluster the operator owns
+    (its ``pg_ctl`` and data directory): restarted, never initialised, stopped or removed.
+    """
+
+    def __init__(self, *, pg_ctl: Path, pgdata: Path, port: int, log_path: Path, os_user: str | None,
+                 tmp: Path | None = None) -> None:
+        self.pg_ctl = pg_ctl
+        self.pgdata = pgdata
+        self.port = port
+        self.log_path = log_path
+        self.os_user = os_user
+        self.tmp = tmp  # set: this object created the cluster and removes it
+
+    @classmethod
+    def throwaway(cls, *, settings: dict[str, str] | None = None, tmp_prefix: str = "bench_pg_") -> PostgresCluster:
+        """initdb (trust authentication, superuser ``postgres``) and start; ``settings`` are extra postgresql.conf
+        lines (values as written there: strings quoted). The server keeps PostgreSQL's durable defaults (fsync,
+        synchronous_commit) unless ``settings`` say otherwise."""
+        bin_dir = postgres_bin_dir()
+        os_user = None
+        if os.geteuid() == 0:
+            os_user = "postgres"
+            if subprocess.run(["id", "-u", os_user], capture_output=True, check=False).returncode != 0:
+                raise RuntimeError("running as root, the throwaway cluster runs as the OS user 'postgres', "
+                                   "which does not exist (create it, or run as an ordinary user)")
+        tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+        tmp.chmod(0o755)
+        (tmp / "data").mkdir()
+        (tmp / "sock").mkdir()
+        if os_user:
+            shutil.chown(tmp / "data", os_user)
+            shutil.chown(tmp / "sock", os_user)
+            shutil.chown(tmp, os_user)
+        port = free_port()
+        cluster = cls(pg_ctl=bin_dir / "pg_ctl", pgdata=tmp / "data", port=port, log_path=tmp / "postgres.log",
+                      os_user=os_user, tmp=tmp)
+        try:
+            cluster._run([str(bin_dir / "initdb"), "-D", str(cluster.pgdata), "-U", "postgres", "-A", "trust",
+                          "--no-sync", "-E", "UTF8", "--locale", "C"], timeout=300)
+            options = {"listen_addresses": "'127.0.0.1'", "port": str(port),
+                       "unix_socket_directories": f"'{tmp / 'sock'}'", "max_connections": "100",
+                       **(settings or {})}
+            # In postgresql.conf rather than on pg_ctl's command line, so that a plain start after a stop
+            # (an outage) brings back the same server.
+            with (cluster.pgdata / "postgresql.conf").open("a") as conf:
+                conf.write("\n# bench/harness.py PostgresCluster.throwaway\n")
+                conf.writelines(f"{key} = {value}\n" for key, value in options.items())
+            cluster.start()
+        except BaseException:
+            cluster.cleanup()
+            raise
+        return cluster
+
+    @classmethod
+    def existing(cls, *, pg_ctl: str, pgdata: str, port: int, os_user: str | None = None,
+                 log_path: str | None = None) -> PostgresCluster:
+        """The operator's cluster: ``pg_ctl -D pgdata`` (run as ``os_user`` through runuser when given) restarts
+        it; its server output after a restart goes to ``log_path`` (default ``<pgdata>/pg_ctl-bench.log``)."""
+        data = Path(pgdata)
+        if not (data / "postgresql.conf").exists() and not (data / "PG_VERSION").exists():
+            raise RuntimeError(f"{pgdata} is not a PostgreSQL data directory")
+        return cls(pg_ctl=Path(pg_ctl), pgdata=data, port=port, os_user=os_user,
+                   log_path=Path(log_path) if log_path else data / "pg_ctl-bench.log")
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, command: list[str], timeout: float = 120) -> str:
+        if self.os_user and self.os_user != _current_user():
+            command = ["runuser", "-u", self.os_user, "--", *command]
+        # stdin/stdout/stderr of the server started by pg_ctl are the log file (-l): nothing of ours is inherited.
+        result = subprocess.run(command, cwd=self.tmp or self.pgdata, capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+                               f"\n{self.log_tail()}")
+        return result.stdout
+
+    def _pg_ctl(self, action: str, *args: str, timeout: float = 120) -> str:
+        return self._run([str(self.pg_ctl), "-D", str(self.pgdata), "-l", str(self.log_path), "-w",
+                          "-t", str(int(timeout)), action, *args], timeout=timeout + 10)
+
+    def restart(self, mode: str) -> float:
+        """``pg_ctl restart -m mode`` (fast: roll back and disconnect; immediate: no shutdown checkpoint, crash
+        recovery at start), waiting until the server accepts connections again; returns the seconds it took."""
+        started = time.monotonic()
+        self._pg_ctl("restart", "-m", mode)
+        return time.monotonic() - started
+
+    def start(self) -> float:
+        started = time.monotonic()
+        self._pg_ctl("start")
+        return time.monotonic() - started
+
+    def stop(self, mode: str = "fast") -> float:
+        started = time.monotonic()
+        self._pg_ctl("stop", "-m", mode)
+        return time.monotonic() - started
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def cleanup(self, *, keep: bool = False) -> None:
+        """A throwaway cluster: stop it, and remove its directory unless ``keep``. An operator's: nothing."""
+        if self.tmp is None:
+            return
+        if self.postmaster_pid():
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self.stop("fast")
+        if not keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _current_user() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
 # --- the project's code, in this process or as manage.py ------------------------------------------------
 
 def server_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -195,6 +344,43 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets a process has open (``socket:[inode]`` in /proc/<pid>/fd)."""
+    inodes: set[int] = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return inodes
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def established_inodes(local_port: int) -> set[int]:
+    """Inodes of the ESTABLISHED TCP connections whose local port is ``local_port`` (on a server: the
+    connections it accepted), from /proc/net/tcp and tcp6."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+                    inodes.add(int(fields[9]))
+    return inodes
+
+
 def machine_cpu_times() -> tuple[float, float]:
     """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -211,17 +397,25 @@ class GunicornServer:
     its error log in a temporary directory. ``wait_ready`` waits for ``/healthz`` and every worker."""
 
     def __init__(self, *, env: dict[str, str], workers: int, options: list[str], app: str = "billing_site.wsgi",
-                 tmp_prefix: str = "bench_", stop_timeout: float = 30) -> None:
-        self.port = free_port()
+                 tmp_prefix: str = "bench_", stop_timeout: float = 30, port: int | None = None,
+                 keep_output: bool = False) -> None:
+        """``port``: bind this one (a restart on the same address; pass ``--reuse-port`` in ``options`` when
+        workers of a killed master may still hold it); ``keep_output``: the processes' stdout and stderr
+        (Django's log, tracebacks) go to ``output.log`` beside the error log instead of /dev/null."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.stop_timeout = stop_timeout
         self.tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
         self.log_path = self.tmp / "gunicorn.log"
+        self.output_path = self.tmp / "output.log" if keep_output else None
         self.command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{self.port}",
                         "--workers", str(workers), *options, "--error-logfile", str(self.log_path)]
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.STDOUT)
+        with self.output_path.open("ab") if self.output_path else contextlib.nullcontext() as output:
+            # the child keeps its own descriptor of the file
+            self.process = subprocess.Popen(self.command, cwd=ROOT, env=env,
+                                            stdout=output if output else subprocess.DEVNULL,
+                                            stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -245,13 +439,35 @@ class GunicornServer:
     def worker_pids(self) -> list[int]:
         return children_of(self.process.pid)
 
+    def busy_workers(self) -> list[int]:
+        """The workers holding an accepted client connection: handling a request right now."""
+        return [pid for pid in self.worker_pids() if socket_inodes(pid) & established_inodes(self.port)]
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text().splitlines()[-lines:])
         except OSError:
             return ""
 
-    def stop(self) -> None:
+    def output_tail(self, lines: int = 30) -> str:
+        """The end of the processes' own output (with ``keep_output``)."""
+        try:
+            return "\n".join(self.output_path.read_text(errors="replace").splitlines()[-lines:]) \
+                if self.output_path else ""
+        except OSError:
+            return ""
+
+    def kill(self) -> list[int]:
+        """``kill -9`` of the master (reaped here); returns its workers, now orphans: they serve what they
+        accepted and exit once they notice their parent is gone."""
+        workers = self.worker_pids()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        return workers
+
+    def stop_process(self) -> None:
+        """Stop gunicorn, keeping its logs (``stop`` removes them)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # graceful: workers finish their request
             try:
@@ -259,6 +475,9 @@ class GunicornServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def stop(self) -> None:
+        self.stop_process()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -114,7 +114,10 @@ def _write_postgresql(batch: list[EventRow], received_at: dt.datetime) -> int:
             )
             # Remember it only once committed: a rolled-back CREATE leaves no table behind.
             transaction.on_commit(lambda: _staging_ready.add(raw))
-        with cursor.cursor.copy(
+        # COPY goes through the driver's own cursor: Django's wrapper turns its errors into Django's (DataError
+        # for a number jsonb cannot hold → 400, OperationalError for a lost connection), as for every other
+        # statement here.
+        with connection.wrap_database_errors, cursor.cursor.copy(
             f"COPY {STAGING_TABLE} (source, event_id, type, subject, time, data) FROM STDIN"
         ) as copy:
             for row in batch:
