@@ -78,10 +78,12 @@ def test_jsonpath_error_says_what_is_supported(api, manage_token):
     assert "recursive descent" in message and "$.tokens" in message
 
 
-def test_duplicate_slug_is_400(api, manage_token):
+def test_duplicate_slug_is_409(api, manage_token):
     api.post("/api/v1/meters", TOKENS, format="json", **bearer(manage_token))
     response = api.post("/api/v1/meters", TOKENS, format="json", **bearer(manage_token))
-    assert "already exists" in problem(response, 400)["errors"][0]["message"]
+    body = problem(response, 409)
+    assert body["errors"] == [{"field": "slug", "message": 'a meter with slug "llm_tokens" already exists'}]
+    assert Meter.objects.count() == 1
 
 
 def test_slug_cannot_change(api, manage_token):
@@ -179,8 +181,6 @@ def test_query_defaults_from_to_first_usage(api, read_token, usage):
 @pytest.mark.parametrize("params, field", [
     ({"windowSize": "WEEK"}, "windowSize"),
     ({"windowTimeZone": "Mars/Olympus"}, "windowTimeZone"),
-    ({"from": "2026-11-03T10:00:00Z", "to": "2026-11-05T00:00:00Z", "windowSize": "DAY"}, "from"),
-    ({"from": "2026-11-03T00:00:00Z", "to": "2026-11-04T01:00:00Z", "windowSize": "DAY"}, "to"),
     ({"from": "2026-11-05T00:00:00Z", "to": "2026-11-03T00:00:00Z"}, "to"),
     ({"from": "last week"}, "from"),
     ({"groupBy": "colour"}, "groupBy"),
