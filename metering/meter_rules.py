@@ -80,21 +80,12 @@ def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, v
         errors["event_type"] = "event type must not contain NUL characters"
     if aggregation not in AGGREGATIONS:
         errors["aggregation"] = f"aggregation must be one of {', '.join(AGGREGATIONS)}"
-    value_property = value_property or ""
-    if aggregation == Meter.Aggregation.COUNT:
-        if value_property:
-            errors["value_property"] = "COUNT counts events: it takes no value property"
-    elif aggregation in AGGREGATIONS:
-        if not value_property:
-            errors["value_property"] = f"{aggregation} needs a value property (a JSONPath such as $.tokens)"
-        else:
-            try:
-                jsonpath.parse(value_property)
-            except JsonPathError as exc:
-                errors["value_property"] = str(exc)
-            else:
-                if len(value_property) > VALUE_PROPERTY_MAX:
-                    errors["value_property"] = f"value property must be at most {VALUE_PROPERTY_MAX} characters"
+    if value_property is not None and not isinstance(value_property, str):
+        errors["value_property"] = "value property must be text (a JSONPath such as $.tokens)"
+    else:
+        problem = _value_property_problem(aggregation, value_property or "")
+        if problem:
+            errors["value_property"] = problem
     if group_by is None:
         group_by = {}
     if not isinstance(group_by, dict):
@@ -115,6 +106,22 @@ def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, v
         if problems:
             errors["group_by"] = "; ".join(problems)
     return errors
+
+
+def _value_property_problem(aggregation: str, value_property: str) -> str | None:
+    if aggregation == Meter.Aggregation.COUNT:
+        return "COUNT counts events: it takes no value property" if value_property else None
+    if aggregation not in AGGREGATIONS:
+        return None
+    if not value_property:
+        return f"{aggregation} needs a value property (a JSONPath such as $.tokens)"
+    try:
+        jsonpath.parse(value_property)
+    except JsonPathError as exc:
+        return str(exc)
+    if len(value_property) > VALUE_PROPERTY_MAX:
+        return f"value property must be at most {VALUE_PROPERTY_MAX} characters"
+    return None
 
 
 def meter_definition(meter) -> MeterDefinition:

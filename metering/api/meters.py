@@ -154,18 +154,22 @@ ADVANCED_FILTERS = component("AdvancedMeterGroupByFilters", {
     "additionalProperties": _FILTER_OPERATORS,
 })
 _STRINGS = {"type": "array", "items": {"type": "string"}}
-_STRING_OR_LIST = {"oneOf": [{"type": "string"}, _STRINGS]}
+_STRING_OR_LIST = {"oneOf": [{"type": "string"}, _STRINGS, {"type": "null"}]}
 QUERY_RULES = (f"`to` must be after `from`; a query spans at most {MAX_WINDOWS:,} windows; `groupBy` and "
                "filter names must be group-bys of the meter (or `subject`); `filterCustomerId` names existing "
                "customers. `from`/`to` need not be aligned to the window size: the first and last windows are "
                "clipped to [from, to) (their `windowStart`/`windowEnd` are the clipped bounds).")
+def _OR_EMPTY(schema: dict) -> dict:  # noqa: N802 - reads like a type
+    return {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+
+
 METER_QUERY_BODY = component("MeterQueryRequest", {
     "type": "object",
-    "description": "The query parameters as a JSON object. " + QUERY_RULES,
+    "description": "The query parameters as a JSON object (null or empty text: as if absent). " + QUERY_RULES,
     "properties": {
-        "from": date_time(nullable=True), "to": date_time(nullable=True),
-        "windowSize": {"type": ["string", "null"], "enum": [*WINDOW_SIZES, None]},
-        "windowTimeZone": {"type": ["string", "null"], "enum": [*time_zone_names(), None]},
+        "from": _OR_EMPTY(date_time(nullable=True)), "to": _OR_EMPTY(date_time(nullable=True)),
+        "windowSize": {"type": ["string", "null"], "enum": [*WINDOW_SIZES, "", None]},
+        "windowTimeZone": {"type": ["string", "null"], "enum": [*time_zone_names(), "", None]},
         "subject": _STRING_OR_LIST, "filterCustomerId": _STRING_OR_LIST, "groupBy": _STRING_OR_LIST,
         "filterGroupBy": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
         "advancedMeterGroupByFilters": {"oneOf": [ADVANCED_FILTERS, {"type": "null"}]},
@@ -194,6 +198,7 @@ METER_QUERY_RESULT = component("MeterQueryResult", {
     },
 })
 optional_body("queryMeterPost")  # no body: the defaults of every parameter
+optional_body("updateMeter")  # no body: nothing changes
 QUERY_RESPONSES = {
     (200, "application/json"): OpenApiResponse(METER_QUERY_RESULT, description="Usage per window and group."),
     (200, "text/csv"): OpenApiResponse(
@@ -463,7 +468,9 @@ class MeterQueryView(APIView):
         body = request.data if isinstance(request.data, dict) else None
         if body is None:
             raise Problem(400, "Bad Request", "The body must be a JSON object of query parameters.")
-        filter_group_by = body.get("filterGroupBy") or {}
+        filter_group_by = body.get("filterGroupBy")
+        if filter_group_by is None:
+            filter_group_by = {}
         if not isinstance(filter_group_by, dict) or not all(isinstance(v, str) for v in filter_group_by.values()):
             raise _bad("filterGroupBy", "must be an object of group name → value (text)")
         return self._answer(request, id_or_slug, {

@@ -1,8 +1,8 @@
 """The OpenAPI description shared by every API module (drf-spectacular).
 
 - :class:`BearerTokenScheme` describes the Bearer-token authentication;
-- :class:`ProblemSerializer` is the RFC 9457 problem body every error answers with, and :func:`problems`
-  declares error responses as ``application/problem+json``;
+- ``Problem`` is the RFC 9457 problem body every error answers with, and :func:`problems` declares error
+  responses as ``application/problem+json``;
 - :func:`component` registers a raw JSON Schema as a named component (for request bodies a serializer cannot
   state exactly: ``additionalProperties: false``, ``oneOf``, ``propertyNames``), and :func:`ref` points at it;
 - :func:`postprocess` (``SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]``) adds those components and the errors
@@ -18,7 +18,6 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import serializers
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # No string the API stores may hold a NUL character (PostgreSQL cannot store it).
@@ -49,29 +48,6 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
         return {"type": "http", "scheme": "bearer", "description": "An API token created in the admin."}
 
 
-class ProblemErrorSerializer(serializers.Serializer):
-    index = serializers.IntegerField(required=False, allow_null=True,
-                                     help_text="The position of the event in a batch (ingest only).")
-    field = serializers.CharField(required=False, allow_null=True, help_text="The parameter or field at fault.")
-    message = serializers.CharField()
-
-
-class ProblemSerializer(serializers.Serializer):
-    """RFC 9457 problem details."""
-
-    type = serializers.CharField(help_text="`about:blank`")
-    title = serializers.CharField()
-    status = serializers.IntegerField()
-    detail = serializers.CharField(required=False)
-    errors = ProblemErrorSerializer(many=True, required=False)
-
-
-def problems(*codes: int) -> dict[tuple[int, str], OpenApiResponse]:
-    """``responses=`` entries for these status codes, each an ``application/problem+json`` problem."""
-    return {(code, PROBLEM_MEDIA_TYPE): OpenApiResponse(ProblemSerializer, description=PROBLEM_DESCRIPTIONS[code])
-            for code in codes}
-
-
 _COMPONENTS: dict[str, dict[str, Any]] = {}
 # Operations whose body may be left out (the others' bodies are marked required).
 _OPTIONAL_BODIES: set[str] = set()
@@ -93,6 +69,34 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+PROBLEM = component("Problem", {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "description": "`about:blank`"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {
+            "type": "object",
+            "required": ["message"],
+            "properties": {
+                "index": {"type": ["integer", "null"], "description": "The event's position in a batch (ingest)."},
+                "field": {"type": ["string", "null"], "description": "The parameter or field at fault."},
+                "message": {"type": "string"},
+            },
+        }},
+    },
+})
+
+
+def problems(*codes: int) -> dict[tuple[int, str], OpenApiResponse]:
+    """``responses=`` entries for these status codes, each an ``application/problem+json`` problem."""
+    return {(code, PROBLEM_MEDIA_TYPE): OpenApiResponse(PROBLEM, description=PROBLEM_DESCRIPTIONS[code])
+            for code in codes}
+
+
 def date_time(description: str = DATE_TIME_DESCRIPTION, *, nullable: bool = False) -> dict[str, Any]:
     return {"type": ["string", "null"] if nullable else "string", "format": "date-time", "description": description}
 
@@ -111,6 +115,13 @@ def postprocess(result: dict[str, Any], generator, request, public) -> dict[str,
                     parameter.pop("style", None)
                     parameter.pop("explode", None)
                     parameter["content"] = {media_type: {"schema": parameter.pop("schema")}}
+                elif parameter["in"] == "query" and parameter["schema"].get("type") in ("string", "integer"):
+                    # every handler reads an empty query parameter (`?to=`) as an absent one
+                    schema = parameter["schema"]
+                    parameter["schema"] = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+                    if "default" in schema:
+                        parameter["schema"]["default"] = schema.pop("default")
+                    parameter["description"] = (parameter.get("description", "") + " Empty: as if absent.").strip()
             if "requestBody" in operation:
                 operation["requestBody"]["required"] = operation.get("operationId") not in _OPTIONAL_BODIES
             responses = operation["responses"]
