@@ -10,7 +10,7 @@ import re
 import pytest
 from django.core.management import call_command
 from drf_spectacular.validation import validate_schema
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # drf-spectacular's dependency
 
 from metering import jsonpath
 from metering.windows import time_zone_names
