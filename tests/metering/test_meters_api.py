@@ -251,6 +251,7 @@ def windows_of(body):
     return [(r["windowStart"], r["windowEnd"], r["value"]) for r in body["data"]]
 
 
+@pytest.mark.django_db(transaction=True)  # the aggregator folds committed events only
 def test_unaligned_query_is_answered_with_clipped_windows(api, read_token, spring):
     response = query(api, read_token, **SPRING_QUERY)
     assert response.status_code == 200, response.content
