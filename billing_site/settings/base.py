@@ -209,7 +209,6 @@ SPECTACULAR_SETTINGS = {
     # 3.1: JSON Schema's propertyNames, null types and const say exactly what the handlers accept.
     "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "metering.api.schema.postprocess",
