@@ -4,8 +4,9 @@ Supported: a ``$`` root followed by any number of
 
 - ``.name``  — an object member; names are letters, digits, ``_`` and ``-``, not starting with a digit
   or ``-`` (``$.tokens``, ``$.usage.input_tokens``);
-- ``["name"]`` — an object member with any other characters (``$["x.y"]``);
-- ``[N]`` — an array element, N ≥ 0 (``$.choices[0].tokens``).
+- ``["name"]`` — an object member with any other characters (``$["x.y"]``); inside the quotes a ``"`` or
+  ``\\`` is escaped with a backslash (JSON's ``\\/ \\b \\f \\n \\r \\t`` too; no ``\\u`` escapes);
+- ``[N]`` — an array element, 0 ≤ N < 10^9 (``$.choices[0].tokens``).
 
 Anything else — wildcards (``*``), recursive descent (``..``), filters (``?()``), slices, negative
 indexes, unions — is rejected with a message saying what is supported.
@@ -23,9 +24,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 SUPPORTED = 'a "$" root followed by .name, ["name"] or [index] steps, e.g. $.tokens, $.usage.input, $.items[0]'
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_INDEX = re.compile(r"\[(\d+)\]")
-_QUOTED = re.compile(r'\[\s*"((?:[^"\\]|\\.)+)"\s*\]')
+_NAME_TEXT = r"[A-Za-z_][A-Za-z0-9_-]*"
+_QUOTED_TEXT = r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt])+'  # a JSON string's characters, without \u escapes
+_NAME = re.compile(_NAME_TEXT)
+_INDEX_TEXT = r"\[([0-9]{1,9})\]"  # at most 999,999,999: beyond any array an event holds
+_INDEX = re.compile(_INDEX_TEXT)
+_QUOTED = re.compile(r'\[\s*"(' + _QUOTED_TEXT + r')"\s*\]')
+# The whole grammar as one regular expression (valid in Python and ECMA-262): the OpenAPI schema's pattern.
+PATTERN = r'^\s*\$(?:\.' + _NAME_TEXT + r'|\[[0-9]{1,9}\]|\[\s*"' + _QUOTED_TEXT + r'"\s*\])+\s*$'
 
 # --- what a meter value is: ONE rule, used by the SQL (metering.usage_sql) and the Python explanation ------
 #

@@ -12,6 +12,9 @@ from .models import Meter
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 SLUG_MAX = 64
+NAME_MAX = 200  # Meter.name's column
+EVENT_TYPE_MAX = 255
+VALUE_PROPERTY_MAX = 255  # Meter.value_property's column
 GROUP_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_GROUP_NAMES = frozenset({"subject", "customer_id", "customerId"})
 AGGREGATIONS = tuple(Meter.Aggregation.values)
@@ -51,7 +54,7 @@ class MeterDefinition:
 
 
 def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, value_property: str | None,
-                   group_by: Any) -> dict[str, str]:
+                   group_by: Any, description: Any = "") -> dict[str, str]:
     """Field → message for every problem; empty when the meter is valid."""
     errors: dict[str, str] = {}
     if not isinstance(slug, str) or not SLUG_RE.match(slug):
@@ -61,24 +64,28 @@ def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, v
         errors["slug"] = f"slug must be at most {SLUG_MAX} characters"
     if not isinstance(name, str) or not name.strip():
         errors["name"] = "name is required"
+    elif len(name) > NAME_MAX:
+        errors["name"] = f"name must be at most {NAME_MAX} characters"
+    elif "\x00" in name:
+        errors["name"] = "name must not contain NUL characters"
+    if description is not None and not isinstance(description, str):
+        errors["description"] = "description must be text"
+    elif description and "\x00" in description:
+        errors["description"] = "description must not contain NUL characters"
     if not isinstance(event_type, str) or not event_type.strip():
         errors["event_type"] = "event type is required (the CloudEvent type, e.g. kong.llm_request)"
-    elif len(event_type) > 255:
-        errors["event_type"] = "event type must be at most 255 characters"
+    elif len(event_type) > EVENT_TYPE_MAX:
+        errors["event_type"] = f"event type must be at most {EVENT_TYPE_MAX} characters"
+    elif "\x00" in event_type:
+        errors["event_type"] = "event type must not contain NUL characters"
     if aggregation not in AGGREGATIONS:
         errors["aggregation"] = f"aggregation must be one of {', '.join(AGGREGATIONS)}"
-    value_property = value_property or ""
-    if aggregation == Meter.Aggregation.COUNT:
-        if value_property:
-            errors["value_property"] = "COUNT counts events: it takes no value property"
-    elif aggregation in AGGREGATIONS:
-        if not value_property:
-            errors["value_property"] = f"{aggregation} needs a value property (a JSONPath such as $.tokens)"
-        else:
-            try:
-                jsonpath.parse(value_property)
-            except JsonPathError as exc:
-                errors["value_property"] = str(exc)
+    if value_property is not None and not isinstance(value_property, str):
+        errors["value_property"] = "value property must be text (a JSONPath such as $.tokens)"
+    else:
+        problem = _value_property_problem(aggregation, value_property or "")
+        if problem:
+            errors["value_property"] = problem
     if group_by is None:
         group_by = {}
     if not isinstance(group_by, dict):
@@ -99,6 +106,22 @@ def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, v
         if problems:
             errors["group_by"] = "; ".join(problems)
     return errors
+
+
+def _value_property_problem(aggregation: str, value_property: str) -> str | None:
+    if aggregation == Meter.Aggregation.COUNT:
+        return "COUNT counts events: it takes no value property" if value_property else None
+    if aggregation not in AGGREGATIONS:
+        return None
+    if not value_property:
+        return f"{aggregation} needs a value property (a JSONPath such as $.tokens)"
+    try:
+        jsonpath.parse(value_property)
+    except JsonPathError as exc:
+        return str(exc)
+    if len(value_property) > VALUE_PROPERTY_MAX:
+        return f"value property must be at most {VALUE_PROPERTY_MAX} characters"
+    return None
 
 
 def meter_definition(meter) -> MeterDefinition:

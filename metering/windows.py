@@ -1,8 +1,13 @@
 """Query windows in a time zone (DST-correct), and their decomposition onto rollup granularities.
 
 A DAY window in Europe/Berlin is local midnight to local midnight: 23 hours on the spring-forward day,
-25 on the fall-back day. Window bounds are computed in Python with ``zoneinfo``, then each window is cut
-into pieces the database can answer from rollups:
+25 on the fall-back day. A query's ``from``/``to`` need not be aligned to the window size (like OpenMeter):
+the windows are the calendar windows of the time zone, the first and last clipped to ``[from, to)``, and
+each window's bounds are the clipped ones (``from=2026-03-27T00:00:00Z``, DAY in Europe/Berlin: the first
+window is 00:00Z–23:00Z, the Berlin day that started at 23:00Z the evening before, from ``from`` on).
+
+Window bounds are computed in Python with ``zoneinfo``, then each window is cut into pieces the database can
+answer from rollups:
 
 - whole UTC days → ``DailyUsage``;
 - whole UTC hours → ``HourlyUsage``;
@@ -12,13 +17,19 @@ into pieces the database can answer from rollups:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 WINDOW_SIZES = ("MINUTE", "HOUR", "DAY", "MONTH")
+MINUTE = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 MAX_WINDOWS = 50_000
+# The longest a window of each size can be (a DST change adds at most an hour; Lord Howe adds 30 minutes), so
+# ``span / longest`` windows are needed at least: far too many is refused before any is computed.
+LONGEST = {"MINUTE": MINUTE, "HOUR": HOUR + dt.timedelta(minutes=30), "DAY": DAY + HOUR,
+           "MONTH": dt.timedelta(days=31, hours=1)}
 
 
 class WindowError(ValueError):
@@ -27,9 +38,19 @@ class WindowError(ValueError):
         super().__init__(message)
 
 
+@functools.cache
+def time_zone_names() -> tuple[str, ...]:
+    """The IANA time zone names a query accepts (the OpenAPI schema's enum)."""
+    return tuple(sorted(available_timezones() | {"UTC"}))
+
+
 def time_zone(name: str | None) -> ZoneInfo:
+    """The zone of an IANA name (none or empty: UTC). Only the names of :func:`time_zone_names`: zoneinfo would
+    also open other files of the system's zoneinfo folder (``posixrules``, ``right/UTC``)."""
     if not name:
         return ZoneInfo("UTC")
+    if not isinstance(name, str) or name not in time_zone_names():
+        raise WindowError("windowTimeZone", f'"{name}" is not an IANA time zone (e.g. Europe/Berlin)')
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -41,7 +62,17 @@ def _localize(naive: dt.datetime, tz: ZoneInfo) -> dt.datetime:
 
 
 def floor_to_window(instant: dt.datetime, size: str, tz: ZoneInfo) -> dt.datetime:
-    """The start of the window (of ``size`` in ``tz``) that contains ``instant``, in UTC."""
+    """The start of the window (of ``size`` in ``tz``) that contains ``instant``, in UTC.
+
+    :class:`WindowError` when that start is not a representable instant (the first local days of year 1 in a
+    zone behind UTC)."""
+    try:
+        return _floor_to_window(instant, size, tz)
+    except (OverflowError, ValueError):
+        raise WindowError("from", f"{instant.isoformat()} is out of range for {size} windows in {tz.key}") from None
+
+
+def _floor_to_window(instant: dt.datetime, size: str, tz: ZoneInfo) -> dt.datetime:
     local = instant.astimezone(tz).replace(tzinfo=None)  # keeps ``fold`` for the repeated DST hour
     if size == "MINUTE":
         local = local.replace(second=0, microsecond=0)
@@ -58,6 +89,8 @@ def floor_to_window(instant: dt.datetime, size: str, tz: ZoneInfo) -> dt.datetim
 
 
 def next_window_start(start: dt.datetime, size: str, tz: ZoneInfo) -> dt.datetime:
+    """The start of the window after the one starting at ``start`` (an aligned start), in UTC; raises
+    ``OverflowError`` (or ``ValueError``) past year 9999."""
     local = start.astimezone(tz).replace(tzinfo=None)
     if size == "MINUTE":
         return start + dt.timedelta(minutes=1)
@@ -74,27 +107,32 @@ def next_window_start(start: dt.datetime, size: str, tz: ZoneInfo) -> dt.datetim
 def windows(
     start: dt.datetime, end: dt.datetime, size: str | None, tz: ZoneInfo
 ) -> list[tuple[dt.datetime, dt.datetime]]:
-    """The windows covering ``[start, end)``; both bounds must be aligned to the window size in ``tz``."""
+    """The windows covering ``[start, end)``: the calendar windows of ``size`` in ``tz``, the first and last
+    clipped to ``[start, end)``; one window ``(start, end)`` without a size."""
     if end <= start:
         raise WindowError("to", "to must be after from")
     if size is None:
         return [(start, end)]
     if size not in WINDOW_SIZES:
         raise WindowError("windowSize", f"windowSize must be one of {', '.join(WINDOW_SIZES)}")
-    for field, bound in (("from", start), ("to", end)):
-        if floor_to_window(bound, size, tz) != bound:
-            raise WindowError(field, f"{field} must be aligned to the window size ({size} in {tz.key}); "
-                                     f"e.g. {floor_to_window(bound, size, tz).astimezone(tz).isoformat()}")
-    result = []
-    cursor = start
+    if (end - start) // LONGEST[size] > MAX_WINDOWS:
+        raise _too_many()
+    result: list[tuple[dt.datetime, dt.datetime]] = []
+    cursor = floor_to_window(start, size, tz)
     while cursor < end:
-        nxt = next_window_start(cursor, size, tz)
-        result.append((cursor, min(nxt, end)))
+        try:
+            nxt = next_window_start(cursor, size, tz)
+        except (OverflowError, ValueError):  # the last window of year 9999
+            nxt = end
+        result.append((max(cursor, start), min(nxt, end)))
         cursor = nxt
         if len(result) > MAX_WINDOWS:
-            raise WindowError("windowSize", f"more than {MAX_WINDOWS:,} windows: use a larger windowSize "
-                                            "or a shorter range")
+            raise _too_many()
     return result
+
+
+def _too_many() -> WindowError:
+    return WindowError("windowSize", f"more than {MAX_WINDOWS:,} windows: use a larger windowSize or a shorter range")
 
 
 @dataclass(frozen=True)
@@ -110,7 +148,12 @@ class Piece:
 
 def _ceil(instant: dt.datetime, step: dt.timedelta) -> dt.datetime:
     floored = _floor(instant, step)
-    return floored if floored == instant else floored + step
+    if floored == instant:
+        return floored
+    try:
+        return floored + step
+    except OverflowError:  # in the last hour or day of year 9999: no whole one follows
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 def _floor(instant: dt.datetime, step: dt.timedelta) -> dt.datetime:

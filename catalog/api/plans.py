@@ -2,16 +2,82 @@
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.problems import Problem
+from metering.api.schema import component, date_time, problems
 
-from ..models import Plan
+from ..models import Plan, RateCard
 from ..selectors import plan_list
 from ..serializers import plan_json
+
+_DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$", "description": "An exact decimal, e.g. `0.000003`."}
+_CADENCE = {"type": "string", "enum": list(Plan.Cadence.values)}
+PRICE = component("Price", {
+    "type": "object",
+    "description": "`flat`: `amount` per period; `unit`: `unit_amount` per unit; `package`: `amount` per started "
+                   "`quantity_per_package`; `graduated`/`volume`: `tiers`.",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": [t for t in RateCard.PriceType.values if t]},
+        "amount": _DECIMAL,
+        "unit_amount": _DECIMAL,
+        "quantity_per_package": _DECIMAL,
+        "tiers": {"type": "array", "items": {
+            "type": "object", "required": ["up_to", "unit_amount"],
+            "properties": {"up_to": {**_DECIMAL, "type": ["string", "null"], "description": "null: the last tier."},
+                           "unit_amount": {**_DECIMAL, "type": ["string", "null"]},
+                           "flat_amount": _DECIMAL},
+        }},
+    },
+})
+ENTITLEMENT_TEMPLATE = component("EntitlementTemplate", {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": [t for t in RateCard.EntitlementType.values if t]},
+        "config": {"description": "static: any JSON."},
+        "limit": {**_DECIMAL, "type": ["string", "null"]},
+        "soft": {"type": "boolean"},
+        "usage_period": _CADENCE,
+    },
+})
+RATE_CARD = component("RateCard", {
+    "type": "object",
+    "required": ["key", "price"],
+    "properties": {
+        "key": {"type": "string"},
+        "name": {"type": "string"},
+        "feature": {"type": "string", "description": "The feature's key (absent: a plain fee)."},
+        "payment_term": {"type": "string", "enum": list(RateCard.PaymentTerm.values),
+                         "description": "Absent: in arrears."},
+        "free_quantity": _DECIMAL,
+        "minimum_spend": _DECIMAL,
+        "maximum_spend": _DECIMAL,
+        "price": {"oneOf": [PRICE, {"type": "null"}]},
+        "entitlement": ENTITLEMENT_TEMPLATE,
+    },
+})
+PLAN = component("Plan", {
+    "type": "object",
+    "required": ["id", "key", "version", "name", "description", "currency", "billingCadence", "status",
+                 "publishedAt", "archivedAt", "rateCards"],
+    "properties": {
+        "id": {"type": "string"},
+        "key": {"type": "string"},
+        "version": {"type": "integer", "minimum": 1},
+        "name": {"type": "string"},
+        "description": {"type": ["string", "null"]},
+        "currency": {"type": "string", "description": "ISO 4217 code."},
+        "billingCadence": _CADENCE,
+        "status": {"type": "string", "enum": list(Plan.Status.values)},
+        "publishedAt": date_time("", nullable=True),
+        "archivedAt": date_time("", nullable=True),
+        "rateCards": {"type": "array", "items": RATE_CARD},
+    },
+})
 
 
 class PlanListView(APIView):
@@ -19,8 +85,11 @@ class PlanListView(APIView):
 
     @extend_schema(
         operation_id="listPlans",
-        responses={200: OpenApiTypes.OBJECT},
-        parameters=[OpenApiParameter("key", str), OpenApiParameter("status", str)],
+        summary="List plans (every version)",
+        tags=["Catalog"],
+        responses={200: {"type": "array", "items": PLAN}, **problems(400)},
+        parameters=[OpenApiParameter("key", str, description="Only the versions of this plan."),
+                    OpenApiParameter("status", str, enum=list(Plan.Status.values))],
     )
     def get(self, request):
         status = request.query_params.get("status")

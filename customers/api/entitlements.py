@@ -5,22 +5,49 @@ from __future__ import annotations
 import msgspec
 from django.http import HttpResponse
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework.views import APIView
 
 from catalog.selectors import feature_by_key
 from common.problems import Problem
+from metering.api.schema import component, problems
 
 from ..selectors import customer_by_id_or_key, entitlement_check
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
+ENTITLEMENT_VALUE = component("EntitlementValue", {
+    "type": "object",
+    "description": "OpenMeter's entitlement value. Metered: `balance = max(limit - usage, 0)`, `overage = max(usage - "
+                   "limit, 0)`, access while `usage < limit` (always, with a soft limit). Static: `config` is the "
+                   "JSON configuration as text.",
+    "required": ["hasAccess"],
+    "properties": {
+        "hasAccess": {"type": "boolean"},
+        "balance": {"type": ["number", "null"]},
+        "usage": {"type": ["number", "null"]},
+        "overage": {"type": ["number", "null"]},
+        "config": {"type": "string"},
+    },
+    "example": {"hasAccess": True, "balance": 9880, "usage": 120, "overage": 0},
+})
+
 
 class EntitlementValueView(APIView):
     required_scopes = {"GET": "read"}
 
-    @extend_schema(operation_id="getCustomerEntitlementValue", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="getCustomerEntitlementValue",
+        summary="Check a customer's entitlement",
+        tags=["Entitlements"],
+        parameters=[
+            OpenApiParameter("id_or_key", str, OpenApiParameter.PATH, description="The customer's id or key.",
+                             examples=[OpenApiExample("key", value="kong-air")]),
+            OpenApiParameter("feature_key", str, OpenApiParameter.PATH, description="The feature's key.",
+                             examples=[OpenApiExample("key", value="ai-token")]),
+        ],
+        responses={200: ENTITLEMENT_VALUE, **problems(404)},
+    )
     def get(self, request, id_or_key: str, feature_key: str):
         feature = feature_by_key(feature_key)
         value = entitlement_check(id_or_key=id_or_key, feature=feature, at=timezone.now()) if feature else None

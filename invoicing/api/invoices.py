@@ -9,15 +9,15 @@ transition is 409 problem+json.
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.problems import Problem
 from metering.api.params import int_param
+from metering.api.schema import NO_NUL, component, date_time, optional_body, problems
 
-from ..models import Invoice
+from ..models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from ..selectors.invoices import (
     credit_note_by_id_or_number,
     credit_note_json,
@@ -32,6 +32,103 @@ from ..services.lifecycle import InvoiceTransitionError, ReissueError, invoice_r
 MAX_REASON = 2000
 WRITE = {"POST": "manage"}
 WRITE_PERMISSION = {"POST": "invoicing.issue_invoice"}
+
+# --- OpenAPI description (schema only) ---------------------------------------------------------------------
+
+_AMOUNT = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
+           "description": "Major units as an exact decimal string, e.g. `12.34`, `-0.05`, `5` (JPY)."}
+_DECIMAL = {**_AMOUNT, "description": "An exact decimal, e.g. `0.000003`."}
+_STAMP = date_time("", nullable=True)
+_SYNC_STATUS = {"type": "string", "enum": list(Invoice.SyncStatus.values)}
+INVOICE_LINE = component("InvoiceLine", {
+    "type": "object",
+    "required": ["kind", "rate_card", "name", "feature", "description", "quantity", "unit_price", "amount",
+                 "period_start", "period_end", "tiers"],
+    "properties": {
+        "kind": {"type": "string", "enum": list(InvoiceLine.Kind.values)},
+        "rate_card": {"type": "string", "description": "The rate card's key."},
+        "name": {"type": "string"},
+        "feature": {"type": ["string", "null"]},
+        "description": {"type": "string"},
+        "quantity": {**_DECIMAL, "type": ["string", "null"]},
+        "unit_price": {**_DECIMAL, "type": ["string", "null"]},
+        "amount": _AMOUNT,
+        "period_start": date_time(""),
+        "period_end": date_time(""),
+        "tiers": {"type": "array", "items": {"type": "object"}, "description": "Graduated and volume breakdowns."},
+    },
+})
+INVOICE = component("Invoice", {
+    "type": "object",
+    "required": ["id", "number", "status", "customer", "currency", "period_start", "period_end", "subtotal",
+                 "total", "issued_at", "due_at", "paid_at", "voided_at", "replaces", "stripe", "lines",
+                 "credit_notes"],
+    "properties": {
+        "id": {"type": "string"},
+        "number": {"type": ["string", "null"], "description": "null while a draft."},
+        "status": {"type": "string", "enum": list(Invoice.Status.values)},
+        "customer": {"type": "string", "description": "The customer's key."},
+        "currency": {"type": "string"},
+        "period_start": date_time(""),
+        "period_end": date_time(""),
+        "subtotal": _AMOUNT,
+        "total": _AMOUNT,
+        "issued_at": _STAMP, "due_at": _STAMP, "paid_at": _STAMP, "voided_at": _STAMP,
+        "replaces": {"type": ["string", "null"], "description": "The number of the voided invoice it corrects."},
+        "stripe": {"type": "object", "required": ["sync_status", "invoice_id", "hosted_invoice_url"], "properties": {
+            "sync_status": _SYNC_STATUS, "invoice_id": {"type": ["string", "null"]},
+            "hosted_invoice_url": {"type": ["string", "null"]}}},
+        "lines": {"type": "array", "items": INVOICE_LINE},
+        "credit_notes": {"type": "array", "items": {"type": "string"}, "description": "Their numbers."},
+    },
+})
+CREDIT_NOTE = component("CreditNote", {
+    "type": "object",
+    "required": ["id", "number", "status", "invoice", "customer", "currency", "total", "reason", "issued_at",
+                 "voided_at", "stripe", "lines"],
+    "properties": {
+        "id": {"type": "string"},
+        "number": {"type": "string"},
+        "status": {"type": "string", "enum": list(CreditNote.Status.values)},
+        "invoice": {"type": ["string", "null"], "description": "The number of the invoice it credits."},
+        "customer": {"type": "string"},
+        "currency": {"type": "string"},
+        "total": _AMOUNT,
+        "reason": {"type": "string"},
+        "issued_at": _STAMP, "voided_at": _STAMP,
+        "stripe": {"type": "object", "required": ["sync_status", "credit_note_id"], "properties": {
+            "sync_status": _SYNC_STATUS, "credit_note_id": {"type": ["string", "null"]}}},
+        "lines": {"type": "array", "items": {
+            "type": "object",
+            "required": ["kind", "rate_card", "description", "quantity", "amount", "period_start", "period_end"],
+            "properties": {
+                "kind": {"type": "string", "enum": list(CreditNoteLine.Kind.values)},
+                "rate_card": {"type": ["string", "null"]},
+                "description": {"type": "string"},
+                "quantity": {**_DECIMAL, "type": ["string", "null"]},
+                "amount": _AMOUNT,
+                "period_start": _STAMP, "period_end": _STAMP,
+            },
+        }},
+    },
+})
+_STATUS_NAME = "(?:" + "|".join(Invoice.Status.values) + ")"
+_ID = {"type": "string", "pattern": NO_NUL}
+INVOICE_ID = OpenApiParameter("invoice_id", _ID, OpenApiParameter.PATH, description="The invoice's id or number.",
+                              examples=[OpenApiExample("number", value="INV-2026-000001")])
+CREDIT_NOTE_ID = OpenApiParameter("credit_note_id", _ID, OpenApiParameter.PATH,
+                                  description="The credit note's id or number.",
+                                  examples=[OpenApiExample("number", value="CN-2026-000001")])
+CUSTOMER = OpenApiParameter("customer", _ID, description="Only this customer's (its key).")
+LIMIT = OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                         description="At most this many, newest first.")
+VOID_BODY = component("InvoiceVoid", {
+    "type": "object",
+    "properties": {"reason": {"type": "string", "maxLength": MAX_REASON, "pattern": NO_NUL,
+                              "description": "Why it is voided (kept in the log)."}},
+    "example": {"reason": "wrong price"},
+})
+optional_body("voidInvoice")
 
 
 def _no_nul(name: str, value: str | None) -> str | None:
@@ -53,8 +150,17 @@ class InvoiceListView(APIView):
 
     @extend_schema(
         operation_id="listInvoices",
-        responses={200: OpenApiTypes.OBJECT},
-        parameters=[OpenApiParameter("customer", str), OpenApiParameter("status", str), OpenApiParameter("limit", int)],
+        summary="List invoices",
+        tags=["Invoices"],
+        responses={200: {"type": "array", "items": INVOICE}, **problems(400)},
+        parameters=[
+            CUSTOMER,
+            OpenApiParameter("status", {"type": "array", "items": {
+                "type": "string", "pattern": f"^{_STATUS_NAME}?(?:,{_STATUS_NAME}?)*$"}}, explode=True,
+                description=f"Only these statuses ({', '.join(Invoice.Status.values)}): repeat the parameter or "
+                            "separate them with commas."),
+            LIMIT,
+        ],
     )
     def get(self, request):
         statuses = [s for value in request.query_params.getlist("status") for s in value.split(",") if s]
@@ -75,7 +181,8 @@ class InvoiceListView(APIView):
 class InvoiceDetailView(APIView):
     required_scopes = {"GET": "read"}
 
-    @extend_schema(operation_id="getInvoice", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="getInvoice", summary="Get an invoice", tags=["Invoices"], parameters=[INVOICE_ID],
+                   responses={200: INVOICE, **problems(400, 404)})
     def get(self, request, invoice_id: str):
         return Response(invoice_json(_invoice_or_404(invoice_id)))
 
@@ -84,7 +191,11 @@ class InvoiceVoidView(APIView):
     required_scopes = WRITE
     required_permissions = WRITE_PERMISSION
 
-    @extend_schema(operation_id="voidInvoice", request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="voidInvoice", summary="Void an invoice", tags=["Invoices"],
+                   description="Needs the `manage` scope, or a staff session allowed to issue invoices. 409 when "
+                               "the invoice cannot be voided (a draft, already void).",
+                   parameters=[INVOICE_ID], request={"application/json": VOID_BODY},
+                   responses={200: INVOICE, **problems(400, 404, 409)})
     def post(self, request, invoice_id: str):
         invoice = _invoice_or_404(invoice_id)
         body = request.data if isinstance(request.data, dict) else None
@@ -106,7 +217,12 @@ class InvoiceReissueView(APIView):
     required_scopes = WRITE
     required_permissions = WRITE_PERMISSION
 
-    @extend_schema(operation_id="reissueInvoice", request=None, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="reissueInvoice", summary="Reissue a voided invoice", tags=["Invoices"],
+                   description="A new invoice replacing a voided one. Needs the `manage` scope, or a staff session "
+                               "allowed to issue invoices. 409 unless the invoice is void and not yet replaced.",
+                   parameters=[INVOICE_ID], request=None,
+                   responses={201: OpenApiResponse(INVOICE, description="The new invoice."),
+                              **problems(400, 404, 409)})
     def post(self, request, invoice_id: str):
         invoice = _invoice_or_404(invoice_id)
         user = request.user if getattr(request.user, "is_authenticated", False) and request.auth is None else None
@@ -120,8 +236,9 @@ class InvoiceReissueView(APIView):
 class CreditNoteListView(APIView):
     required_scopes = {"GET": "read"}
 
-    @extend_schema(operation_id="listCreditNotes", responses={200: OpenApiTypes.OBJECT},
-                   parameters=[OpenApiParameter("customer", str), OpenApiParameter("limit", int)])
+    @extend_schema(operation_id="listCreditNotes", summary="List credit notes", tags=["Invoices"],
+                   responses={200: {"type": "array", "items": CREDIT_NOTE}, **problems(400)},
+                   parameters=[CUSTOMER, LIMIT])
     def get(self, request):
         limit = int_param(request.query_params, "limit", default=100, minimum=1, maximum=1000)
         customer = _no_nul("customer", request.query_params.get("customer"))
@@ -131,7 +248,8 @@ class CreditNoteListView(APIView):
 class CreditNoteDetailView(APIView):
     required_scopes = {"GET": "read"}
 
-    @extend_schema(operation_id="getCreditNote", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="getCreditNote", summary="Get a credit note", tags=["Invoices"],
+                   parameters=[CREDIT_NOTE_ID], responses={200: CREDIT_NOTE, **problems(400, 404)})
     def get(self, request, credit_note_id: str):
         note = credit_note_by_id_or_number(_no_nul("credit note", credit_note_id) or "")
         if note is None:

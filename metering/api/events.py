@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,7 +14,13 @@ from common.time import format_rfc3339
 
 from ..authentication import HasScope
 from ..cloudevents import (
+    MAX_BATCH_EVENTS,
     MAX_BODY_BYTES,
+    MAX_STRING_LENGTH,
+    MEDIA_BATCH,
+    MEDIA_JSON,
+    MEDIA_SINGLE,
+    REQUIRED_STRING_FIELDS,
     SUPPORTED_MEDIA_TYPES,
     CloudEventsError,
     media_type_of,
@@ -25,6 +31,54 @@ from ..enrichment import enrich_events
 from ..selectors.events import MAX_LIST_LIMIT, events_list
 from ..services.ingest import EventsNotStorable, events_ingest
 from .params import datetime_param, int_param
+from .schema import DATE_TIME_DESCRIPTION, NO_NUL, component, date_time, problems
+
+# --- OpenAPI description (schema only; the body is validated by metering.cloudevents) ---------------------
+
+_CLOUDEVENT_STRING = {"type": "string", "minLength": 1, "maxLength": MAX_STRING_LENGTH, "pattern": NO_NUL}
+CLOUD_EVENT = component("CloudEvent", {
+    "type": "object",
+    "description": "A CloudEvents 1.0 event. Other members (`datacontenttype`, extensions) are accepted and "
+                   "ignored. At most 64 KiB of JSON per event.",
+    "required": list(REQUIRED_STRING_FIELDS),
+    "properties": {
+        "id": {**_CLOUDEVENT_STRING, "description": "Unique per `source`: a repeat is accepted and ignored."},
+        "source": _CLOUDEVENT_STRING,
+        "specversion": {"type": "string", "enum": ["1.0"]},
+        "type": {**_CLOUDEVENT_STRING, "description": "The event type meters select, e.g. `kong.llm_request`."},
+        "subject": {**_CLOUDEVENT_STRING, "description": "Who used it, e.g. a Kong consumer."},
+        "time": date_time("When it happened (RFC 3339 with a UTC offset); missing or null: the time of receipt.",
+                          nullable=True),
+        "data": {"type": ["object", "null"], "description": "The payload meters read with JSONPath."},
+    },
+    "example": {"id": "5c10fade-1c9e-4d6c-8275-c52c36731d3c", "source": "kong", "specversion": "1.0",
+                "type": "kong.llm_request", "subject": "kong-air", "time": "2026-03-27T10:00:00Z",
+                "data": {"tokens": 120, "model": "gpt-4o", "provider": "openai", "type": "request"}},
+})
+_BATCH = {"type": "array", "items": CLOUD_EVENT, "maxItems": MAX_BATCH_EVENTS}
+INGEST_BODY = {
+    MEDIA_SINGLE: CLOUD_EVENT,
+    MEDIA_BATCH: _BATCH,
+    MEDIA_JSON: {"oneOf": [CLOUD_EVENT, _BATCH]},
+}
+INGESTED_EVENT = component("IngestedEvent", {
+    "type": "object",
+    "required": ["event", "ingestedAt", "storedAt", "validationError"],
+    "properties": {
+        "event": {**CLOUD_EVENT, "description": "The event as stored (its `time` in UTC)."},
+        "ingestedAt": date_time("When it was received."),
+        "storedAt": date_time("When it was stored (the same instant as `ingestedAt`)."),
+        "validationError": {"type": ["string", "null"],
+                            "description": "Why the event is not counted or billed, e.g. `no meter found for "
+                                           "event type: X`, `no customer found for event subject: Y`."},
+        "customerId": {"type": "string", "description": "The key of the customer the subject belongs to."},
+        "billedOn": {"type": "string", "description": "The number of the invoice that billed the event."},
+    },
+})
+
+
+def _date_time_parameter(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(name, OpenApiTypes.DATETIME, description=f"{description} {DATE_TIME_DESCRIPTION}")
 
 
 def read_body_limited(request) -> bytes:
@@ -47,8 +101,18 @@ class EventsView(APIView):
     parser_classes: list = []  # the body is parsed by metering.cloudevents, never by a DRF parser
     success_status = 204
 
-    @extend_schema(operation_id="ingestEvents", request={m: {"type": "object"} for m in SUPPORTED_MEDIA_TYPES},
-                   responses={204: None, 202: None})
+    @extend_schema(
+        operation_id="ingestEvents",
+        tags=["Events"],
+        summary="Ingest events",
+        description="One CloudEvent (`application/cloudevents+json`), a batch (`application/cloudevents-batch+json`) "
+                    "or either as `application/json` (`; charset=utf-8` accepted). A batch is all or nothing: any "
+                    "invalid event rejects it (400, `errors` naming each event's `index` and `field`). Needs the "
+                    "`ingest` scope.",
+        request=INGEST_BODY,
+        responses={204: OpenApiResponse(description="Stored (repeats of an (source, id) are ignored)."),
+                   **problems(400, 413, 415)},
+    )
     def post(self, request):
         media_type = media_type_of(request.META.get("CONTENT_TYPE"))
         if media_type is None:
@@ -70,11 +134,23 @@ class EventsView(APIView):
                           errors=[e.as_dict() for e in refusal.errors]) from None
         return Response(status=self.success_status)
 
-    @extend_schema(operation_id="listEvents", parameters=[
-        OpenApiParameter("from", str), OpenApiParameter("to", str), OpenApiParameter("subject", str),
-        OpenApiParameter("id", str), OpenApiParameter("ingestedAtFrom", str), OpenApiParameter("ingestedAtTo", str),
-        OpenApiParameter("limit", int),
-    ], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="listEvents",
+        tags=["Events"],
+        summary="List ingested events",
+        description="Newest first, with each event's problem (`validationError`). Needs the `read` scope.",
+        parameters=[
+            _date_time_parameter("from", "Events at or after this time (inclusive; default: 72 hours ago)."),
+            _date_time_parameter("to", "Events at or before this time (inclusive)."),
+            OpenApiParameter("subject", str, description="Part of the subject."),
+            OpenApiParameter("id", str, description="Part of the event id."),
+            _date_time_parameter("ingestedAtFrom", "Received at or after this time (inclusive)."),
+            _date_time_parameter("ingestedAtTo", "Received at or before this time (inclusive)."),
+            OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT,
+                                       "default": MAX_LIST_LIMIT}, description="At most this many events."),
+        ],
+        responses={200: {"type": "array", "items": INGESTED_EVENT}, **problems(400)},
+    )
     def get(self, request):
         params = request.query_params
         events = events_list(
@@ -105,8 +181,15 @@ class KongEventsView(EventsView):
     http_method_names = ["post", "options"]
     success_status = 202
 
-    @extend_schema(operation_id="ingestEventsKong", request={m: {"type": "object"} for m in SUPPORTED_MEDIA_TYPES},
-                   responses={202: None})
+    @extend_schema(
+        operation_id="ingestEventsKong",
+        tags=["Events"],
+        summary="Ingest events (Kong plugin layout)",
+        description="The same door as `POST /api/v1/events`, answering 202 (also at `/v3/openmeter/events`).",
+        request=INGEST_BODY,
+        responses={202: OpenApiResponse(description="Stored (repeats of an (source, id) are ignored)."),
+                   **problems(400, 413, 415)},
+    )
     def post(self, request):
         return super().post(request)
 

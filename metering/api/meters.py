@@ -13,7 +13,7 @@ import msgspec
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -23,19 +23,212 @@ from common.problems import Problem
 from common.time import format_rfc3339
 
 from ..enrichment import customer_subjects
+from ..jsonpath import PATTERN as JSONPATH_PATTERN
+from ..meter_rules import (
+    AGGREGATIONS,
+    EVENT_TYPE_MAX,
+    GROUP_NAME_RE,
+    MAX_GROUP_BY,
+    NAME_MAX,
+    RESERVED_GROUP_NAMES,
+    SLUG_MAX,
+    SLUG_RE,
+)
 from ..models import Meter
 from ..selectors.meters import meter_by_id_or_slug, meter_first_usage_time
 from ..selectors.usage import FILTER_OPERATORS, GroupFilter, UsageQueryError, meter_query
 from ..services.meters import (
     MeterFrozen,
     MeterInUse,
+    MeterSlugTaken,
     MeterValidationError,
     meter_create,
     meter_delete,
     meter_update,
 )
-from ..windows import WINDOW_SIZES, WindowError, floor_to_window, next_window_start, time_zone
+from ..windows import (
+    MAX_WINDOWS,
+    WINDOW_SIZES,
+    WindowError,
+    floor_to_window,
+    next_window_start,
+    time_zone,
+    time_zone_names,
+)
 from .params import parse_rfc3339
+from .schema import DATE_TIME_DESCRIPTION, JSON_CONTENT, NO_NUL, component, date_time, optional_body, problems
+
+# --- OpenAPI description (schema only: the handlers validate with metering.meter_rules) ----------------------
+
+_NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"  # some text, no NUL
+_VALUE_AGGREGATIONS = [a for a in AGGREGATIONS if a != Meter.Aggregation.COUNT]
+_JSONPATH = {"type": "string", "pattern": JSONPATH_PATTERN, "maxLength": 255,
+             "description": 'JSONPath into the event\'s `data`: `$` then `.name`, `["any name"]` or `[index]` '
+                            "steps, e.g. `$.tokens`, `$.usage.input_tokens`, `$.choices[0].tokens`."}
+_FIELDS = {
+    "slug": {"type": "string", "pattern": SLUG_RE.pattern, "maxLength": SLUG_MAX,
+             "description": "Lowercase words joined by single underscores; unique (409 when taken)."},
+    "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX, "pattern": _NOT_BLANK,
+             "description": "Display name (default: the slug)."},
+    "description": {"type": ["string", "null"], "pattern": NO_NUL},
+    "eventType": {"type": "string", "minLength": 1, "maxLength": EVENT_TYPE_MAX, "pattern": _NOT_BLANK,
+                  "description": "The CloudEvent `type` the meter counts, e.g. `kong.llm_request`."},
+    "groupBy": {
+        "type": ["object", "null"],
+        "description": f"Group name → JSONPath (at most {MAX_GROUP_BY}); names are letters, digits and `_`; "
+                       f"{', '.join(sorted(RESERVED_GROUP_NAMES))} are reserved.",
+        "maxProperties": MAX_GROUP_BY,
+        "propertyNames": {"pattern": GROUP_NAME_RE.pattern, "not": {"enum": sorted(RESERVED_GROUP_NAMES)}},
+        "additionalProperties": {"type": "string", "pattern": JSONPATH_PATTERN},
+        "example": {"model": "$.model", "type": "$.type"},
+    },
+    **{name: {"description": "Accepted and ignored (OpenMeter clients send it)."}
+       for name in ("id", "createdAt", "updatedAt", "metadata", "eventFrom")},
+}
+_COUNT = {"aggregation": {"type": "string", "enum": [Meter.Aggregation.COUNT]},
+          "valueProperty": {"enum": ["", None], "description": "COUNT counts events: no value property."}}
+_VALUE = {"aggregation": {"type": "string", "enum": _VALUE_AGGREGATIONS}, "valueProperty": _JSONPATH}
+
+
+def _meter_body(name: str, description: str, properties: dict, required: list[str]) -> dict:
+    return component(name, {"type": "object", "description": description, "properties": properties,
+                            "required": required, "additionalProperties": False})
+
+
+METER_CREATE = component("MeterCreate", {
+    "description": "A new meter: COUNT counts events; the other aggregations read `valueProperty`.",
+    "oneOf": [
+        _meter_body("MeterCreateCount", "A COUNT meter.", {**_FIELDS, **_COUNT}, ["slug", "eventType", "aggregation"]),
+        _meter_body("MeterCreateValue", "A meter of a value (SUM, UNIQUE_COUNT, AVG, MIN, MAX, LATEST).",
+                    {**_FIELDS, **_VALUE}, ["slug", "eventType", "aggregation", "valueProperty"]),
+    ],
+    "example": {"slug": "llm_tokens", "name": "AI Gateway Tokens", "eventType": "kong.llm_request",
+                "aggregation": "SUM", "valueProperty": "$.tokens",
+                "groupBy": {"model": "$.model", "provider": "$.provider", "type": "$.type"}},
+})
+_UPDATE_FIELDS = {k: v for k, v in _FIELDS.items() if k != "slug"}
+METER_UPDATE = component("MeterUpdate", {
+    "description": "The fields to change (others keep their values; the slug cannot change). `aggregation` and "
+                   "`valueProperty` go together: `valueProperty` only with `aggregation`, and an aggregation "
+                   "other than COUNT with its `valueProperty`. A changed definition rebuilds the meter's usage; "
+                   "a meter a published plan bills keeps its definition (409).",
+    "oneOf": [
+        _meter_body("MeterUpdateNames", "Name, description, event type or group-bys.", _UPDATE_FIELDS, []),
+        _meter_body("MeterUpdateCount", "Make it a COUNT meter.", {**_UPDATE_FIELDS, **_COUNT}, ["aggregation"]),
+        _meter_body("MeterUpdateValue", "Make it a meter of a value.", {**_UPDATE_FIELDS, **_VALUE},
+                    ["aggregation", "valueProperty"]),
+    ],
+    "example": {"name": "Tokens", "groupBy": {"model": "$.model", "provider": "$.provider", "type": "$.type"}},
+})
+METER = component("Meter", {
+    "type": "object",
+    "required": ["id", "slug", "name", "description", "aggregation", "eventType", "groupBy", "createdAt",
+                 "updatedAt"],
+    "properties": {
+        "id": {"type": "string"},
+        "slug": {"type": "string"},
+        "name": {"type": "string"},
+        "description": {"type": ["string", "null"]},
+        "aggregation": {"type": "string", "enum": list(AGGREGATIONS)},
+        "eventType": {"type": "string"},
+        "valueProperty": {"type": "string", "description": "Absent for COUNT."},
+        "groupBy": {"type": "object", "additionalProperties": {"type": "string"}},
+        "createdAt": date_time(""),
+        "updatedAt": date_time(""),
+    },
+})
+METER_ID = OpenApiParameter("id_or_slug", str, OpenApiParameter.PATH, description="The meter's id or slug.",
+                            examples=[OpenApiExample("slug", value="llm_tokens")])
+
+_FILTER_OPERATORS = {
+    "type": "object", "minProperties": 1, "additionalProperties": False,
+    "properties": {
+        "$eq": {"type": ["string", "number", "boolean"]}, "$ne": {"type": ["string", "number", "boolean"]},
+        "$in": {"type": "array", "minItems": 1}, "$nin": {"type": "array", "minItems": 1},
+    },
+}
+ADVANCED_FILTERS = component("AdvancedMeterGroupByFilters", {
+    "type": "object",
+    "description": 'Group name → operators: `{"model": {"$eq": "gpt-4o"}, "provider": {"$in": ["openai"]}}`; the '
+                   "names must be group-bys of the meter.",
+    "additionalProperties": _FILTER_OPERATORS,
+})
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_STRING_OR_LIST = {"oneOf": [{"type": "string"}, _STRINGS, {"type": "null"}]}
+QUERY_RULES = (f"`to` must be after `from`; a query spans at most {MAX_WINDOWS:,} windows; `groupBy` and "
+               "filter names must be group-bys of the meter (or `subject`); `filterCustomerId` names existing "
+               "customers. `from`/`to` need not be aligned to the window size: the first and last windows are "
+               "clipped to [from, to) (their `windowStart`/`windowEnd` are the clipped bounds).")
+def _OR_EMPTY(schema: dict) -> dict:  # noqa: N802 - reads like a type
+    return {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+
+
+METER_QUERY_BODY = component("MeterQueryRequest", {
+    "type": "object",
+    "description": "The query parameters as a JSON object (null or empty text: as if absent). " + QUERY_RULES,
+    "properties": {
+        "from": _OR_EMPTY(date_time(nullable=True)), "to": _OR_EMPTY(date_time(nullable=True)),
+        "windowSize": {"type": ["string", "null"], "enum": [*WINDOW_SIZES, "", None]},
+        "windowTimeZone": {"type": ["string", "null"], "enum": [*time_zone_names(), "", None]},
+        "subject": _STRING_OR_LIST, "filterCustomerId": _STRING_OR_LIST, "groupBy": _STRING_OR_LIST,
+        "filterGroupBy": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+        "advancedMeterGroupByFilters": {"oneOf": [ADVANCED_FILTERS, {"type": "null"}]},
+    },
+    "example": {"from": "2026-03-27T00:00:00Z", "to": "2026-03-30T00:00:00Z", "windowSize": "DAY",
+                "windowTimeZone": "Europe/Berlin", "groupBy": ["model"]},
+})
+METER_QUERY_RESULT = component("MeterQueryResult", {
+    "type": "object",
+    "required": ["from", "to", "windowSize", "data"],
+    "properties": {
+        "from": date_time("The start of the period (null when there is no usage and no `from`).", nullable=True),
+        "to": date_time("The end of the period."),
+        "windowSize": {"type": ["string", "null"], "enum": [*WINDOW_SIZES, None]},
+        "data": {"type": "array", "items": component("MeterQueryRow", {
+            "type": "object",
+            "required": ["value", "windowStart", "windowEnd", "subject", "groupBy"],
+            "properties": {
+                "value": {"type": "number"},
+                "windowStart": date_time("The window's start (or `from`, for the first window)."),
+                "windowEnd": date_time("The window's end (or `to`, for the last window)."),
+                "subject": {"type": ["string", "null"]},
+                "groupBy": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+            },
+        })},
+    },
+})
+optional_body("queryMeterPost")  # no body: the defaults of every parameter
+optional_body("updateMeter")  # no body: nothing changes
+QUERY_RESPONSES = {
+    (200, "application/json"): OpenApiResponse(METER_QUERY_RESULT, description="Usage per window and group."),
+    (200, "text/csv"): OpenApiResponse(
+        {"type": "string"},
+        description="With `Accept: text/csv` (or `?format=csv`): `window_start,window_end,subject,<group-bys>,value`."),
+    **problems(400, 404, 406),
+}
+QUERY_PARAMETERS = [
+    METER_ID,
+    OpenApiParameter("from", OpenApiTypes.DATETIME,
+                     description="Start, inclusive (default: the first usage). " + DATE_TIME_DESCRIPTION),
+    OpenApiParameter("to", OpenApiTypes.DATETIME, description="End, exclusive (default: now, or the end of its "
+                                                              "window). " + DATE_TIME_DESCRIPTION),
+    OpenApiParameter("windowSize", str, enum=list(WINDOW_SIZES),
+                     description="Usage per window of this size (none: one total per group)."),
+    OpenApiParameter("windowTimeZone", str, enum=time_zone_names(), default="UTC",
+                     description="IANA time zone of the windows: a Berlin DAY is 23 or 25 hours around DST."),
+    OpenApiParameter("subject", {"type": "array", "items": {"type": "string"}}, explode=True,
+                     description="Only these subjects (repeat the parameter); rows then carry the subject."),
+    OpenApiParameter("filterCustomerId", {"type": "array", "items": {"type": "string"}}, explode=True,
+                     description="Only the subjects of these customers (ids or keys; repeat the parameter)."),
+    OpenApiParameter("filterGroupBy", {"type": "object", "additionalProperties": {"type": "string"}},
+                     style="deepObject", explode=True,
+                     description="Equality filters: `filterGroupBy[model]=gpt-4o&filterGroupBy[type]=request`."),
+    OpenApiParameter("advancedMeterGroupByFilters", ADVANCED_FILTERS, extensions=JSON_CONTENT,
+                     description="Operator filters as one JSON object (`$eq`, `$ne`, `$in`, `$nin`)."),
+    OpenApiParameter("groupBy", {"type": "array", "items": {"type": "string"}}, explode=True,
+                     description="Group rows by these group-bys (`subject` allowed; repeat the parameter)."),
+]
+
 
 CAMEL = {"slug": "slug", "name": "name", "description": "description", "eventType": "event_type",
          "aggregation": "aggregation", "valueProperty": "value_property", "groupBy": "group_by"}
@@ -95,11 +288,14 @@ class MeterListView(APIView):
     required_scopes = {"GET": "read", "POST": "manage"}
     parser_classes = [JSONParser]
 
-    @extend_schema(operation_id="listMeters", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="listMeters", summary="List meters", tags=["Meters"],
+                   responses={200: {"type": "array", "items": METER}})
     def get(self, request):
         return Response([meter_json(meter) for meter in Meter.objects.order_by("slug")])
 
-    @extend_schema(operation_id="createMeter", request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="createMeter", summary="Create a meter", tags=["Meters"],
+                   description="Needs the `manage` scope (or a staff session with the permission).",
+                   request={"application/json": METER_CREATE}, responses={201: METER, **problems(400, 409)})
     def post(self, request):
         fields = meter_fields_from_body(request.data, creating=True)
         required = {"slug": "slug is required", "eventType": "eventType is required",
@@ -109,6 +305,9 @@ class MeterListView(APIView):
             raise validation_problem(missing)
         try:
             meter = meter_create(**fields)
+        except MeterSlugTaken as exc:
+            raise Problem(409, "Conflict", str(exc), errors=[{"field": "slug", "message": exc.errors["slug"]}]
+                          ) from None
         except MeterValidationError as exc:
             raise validation_problem(exc.errors) from None
         return Response(meter_json(meter), status=201)
@@ -118,16 +317,24 @@ class MeterDetailView(APIView):
     required_scopes = {"GET": "read", "PUT": "manage", "DELETE": "manage"}
     parser_classes = [JSONParser]
 
-    @extend_schema(operation_id="getMeter", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="getMeter", summary="Get a meter", tags=["Meters"], parameters=[METER_ID],
+                   responses={200: METER, **problems(404)})
     def get(self, request, id_or_slug: str):
         return Response(meter_json(get_meter(id_or_slug)))
 
-    @extend_schema(operation_id="updateMeter", request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="updateMeter", summary="Change a meter", tags=["Meters"], parameters=[METER_ID],
+                   description="Needs the `manage` scope (or a staff session with the permission).",
+                   request={"application/json": METER_UPDATE}, responses={200: METER, **problems(400, 404, 409)})
     def put(self, request, id_or_slug: str):
         meter = get_meter(id_or_slug)
         fields = meter_fields_from_body(request.data, creating=False)
         if "slug" in request.data and request.data["slug"] != meter.slug:
             raise validation_problem({"slug": "the slug of a meter cannot be changed"})
+        # aggregation and valueProperty go together, so a body means the same whatever the stored meter is
+        if "value_property" in fields and "aggregation" not in fields:
+            raise validation_problem({"value_property": "send valueProperty together with aggregation"})
+        if "aggregation" in fields:
+            fields.setdefault("value_property", "")
         try:
             meter = meter_update(meter=meter, **fields)
         except MeterFrozen as exc:  # what uses the meter holds it: not the request's shape, the catalog's state
@@ -136,7 +343,9 @@ class MeterDetailView(APIView):
             raise validation_problem(exc.errors) from None
         return Response(meter_json(meter))
 
-    @extend_schema(operation_id="deleteMeter", responses={204: None})
+    @extend_schema(operation_id="deleteMeter", summary="Delete a meter", tags=["Meters"], parameters=[METER_ID],
+                   description="409 while a feature uses the meter.",
+                   responses={204: OpenApiResponse(description="Deleted."), **problems(404, 409)})
     def delete(self, request, id_or_slug: str):
         meter = get_meter(id_or_slug)
         try:
@@ -201,12 +410,23 @@ def _bad(field: str, message: str) -> Problem:
     return Problem(400, "Invalid query parameter", f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
-def _as_list(value: Any) -> list[str]:
+def _optional_text(body: dict[str, Any], field: str) -> str | None:
+    """A text member of the POST query body (absent or null: None)."""
+    value = body.get(field)
+    if value is not None and not isinstance(value, str):
+        raise _bad(field, "must be text")
+    return value or None
+
+
+def _text_list(body: dict[str, Any], field: str) -> list[str]:
+    """A member of the POST query body that is one text or a list of texts."""
+    value = body.get(field)
     if value is None:
         return []
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return [str(value)]
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in values):
+        raise _bad(field, "must be text or a list of texts")
+    return values
 
 
 class CsvRenderer(BaseRenderer):
@@ -226,7 +446,8 @@ class MeterQueryView(APIView):
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer, CsvRenderer]
 
-    @extend_schema(operation_id="queryMeter", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="queryMeter", summary="Query a meter's usage", tags=["Meters"],
+                   description=QUERY_RULES, parameters=QUERY_PARAMETERS, responses=QUERY_RESPONSES)
     def get(self, request, id_or_slug: str):
         params = request.query_params
         bracketed = {key[len("filterGroupBy["):-1]: value for key, value in params.items()
@@ -240,21 +461,25 @@ class MeterQueryView(APIView):
             "groupBy": params.getlist("groupBy"),
         })
 
-    @extend_schema(operation_id="queryMeterPost", request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="queryMeterPost", summary="Query a meter's usage (JSON body)", tags=["Meters"],
+                   description=QUERY_RULES, parameters=[METER_ID], request={"application/json": METER_QUERY_BODY},
+                   responses=QUERY_RESPONSES)
     def post(self, request, id_or_slug: str):
         body = request.data if isinstance(request.data, dict) else None
         if body is None:
             raise Problem(400, "Bad Request", "The body must be a JSON object of query parameters.")
-        filter_group_by = body.get("filterGroupBy") or {}
-        if not isinstance(filter_group_by, dict):
-            raise _bad("filterGroupBy", "must be an object")
+        filter_group_by = body.get("filterGroupBy")
+        if filter_group_by is None:
+            filter_group_by = {}
+        if not isinstance(filter_group_by, dict) or not all(isinstance(v, str) for v in filter_group_by.values()):
+            raise _bad("filterGroupBy", "must be an object of group name → value (text)")
         return self._answer(request, id_or_slug, {
-            "from": body.get("from"), "to": body.get("to"), "windowSize": body.get("windowSize"),
-            "windowTimeZone": body.get("windowTimeZone"), "subject": _as_list(body.get("subject")),
-            "filterCustomerId": _as_list(body.get("filterCustomerId")),
-            "filterGroupBy": {str(k): str(v) for k, v in filter_group_by.items()},
+            "from": _optional_text(body, "from"), "to": _optional_text(body, "to"),
+            "windowSize": _optional_text(body, "windowSize"), "windowTimeZone": _optional_text(body, "windowTimeZone"),
+            "subject": _text_list(body, "subject"), "filterCustomerId": _text_list(body, "filterCustomerId"),
+            "filterGroupBy": dict(filter_group_by),
             "advancedMeterGroupByFilters": body.get("advancedMeterGroupByFilters"),
-            "groupBy": _as_list(body.get("groupBy")),
+            "groupBy": _text_list(body, "groupBy"),
         })
 
     def _answer(self, request, id_or_slug: str, query: dict[str, Any]):
@@ -268,10 +493,6 @@ class MeterQueryView(APIView):
             raise _bad(exc.field, str(exc)) from None
         start = parse_rfc3339("from", query["from"]) if query["from"] else None
         end = parse_rfc3339("to", query["to"]) if query["to"] else None
-        if end is None:
-            end = timezone.now()
-            if window_size and floor_to_window(end, window_size, tz) != end:
-                end = next_window_start(floor_to_window(end, window_size, tz), window_size, tz)
         subjects = list(query["subject"])
         if query["filterCustomerId"]:
             resolved = customer_subjects(query["filterCustomerId"])
@@ -284,9 +505,16 @@ class MeterQueryView(APIView):
         filters = [GroupFilter(k, "$eq", (v,)) for k, v in query["filterGroupBy"].items()]
         filters += _parse_advanced_filters(query["advancedMeterGroupByFilters"])
         data: list = []
-        if start is None:
-            first = meter_first_usage_time(meter)
-            start = (floor_to_window(first, window_size, tz) if window_size else first) if first else None
+        try:
+            if end is None:  # now, or the end of the window now is in
+                end = timezone.now()
+                if window_size and floor_to_window(end, window_size, tz) != end:
+                    end = next_window_start(floor_to_window(end, window_size, tz), window_size, tz)
+            if start is None:  # the start of the window of the first usage
+                first = meter_first_usage_time(meter)
+                start = (floor_to_window(first, window_size, tz) if window_size else first) if first else None
+        except WindowError as exc:
+            raise _bad(exc.field, str(exc)) from None
         if start is not None and start < end:
             try:
                 data = meter_query(meter=meter, start=start, end=end, window_size=window_size,
@@ -296,7 +524,7 @@ class MeterQueryView(APIView):
                 raise _bad(exc.field, str(exc)) from None
         elif start is not None:
             raise _bad("to", "to must be after from")
-        if "text/csv" in request.headers.get("Accept", ""):
+        if getattr(request, "accepted_renderer", None) is not None and request.accepted_renderer.format == "csv":
             return self._csv(meter, data, query["groupBy"])
         payload = {
             "from": format_rfc3339(start) if start else None,

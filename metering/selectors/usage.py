@@ -467,7 +467,9 @@ def meter_query(
     filters: Sequence[GroupFilter] = (),
     group_by_subject: bool | None = None,
 ) -> list[UsageRow]:
-    """OpenMeter's meter query: usage per window (DST-correct in ``window_time_zone``) and group."""
+    """OpenMeter's meter query: usage per window (DST-correct in ``window_time_zone``) and group. ``start`` and
+    ``end`` need not be aligned to the window size: the first and last windows are clipped to them (their rows
+    carry the clipped bounds), see :func:`metering.windows.windows`."""
     if window_size is not None and window_size not in WINDOW_SIZES:
         raise UsageQueryError("windowSize", f"windowSize must be one of {', '.join(WINDOW_SIZES)}")
     try:
@@ -527,7 +529,7 @@ def usage_series(
     window_time_zone: str | None = None,
     filters: dict[str, str] | None = None,
 ) -> list[UsageRow]:
-    """Per-window totals (for charts), windows must be aligned like the query API's."""
+    """Per-window totals (for charts); the first and last windows are clipped to ``[start, end)``."""
     return meter_query(meter=meter, start=start, end=end, window_size=window_size,
                        window_time_zone=window_time_zone, subjects=None if subjects is None else list(subjects),
                        filters=equality_filters(filters), group_by_subject=False)

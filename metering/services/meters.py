@@ -44,6 +44,10 @@ class MeterFrozen(MeterValidationError):
         return "; ".join(f"{', '.join(fields)}: {message}" for message, fields in by_message.items())
 
 
+class MeterSlugTaken(MeterValidationError):
+    """Another meter has the slug (the API answers 409)."""
+
+
 class MeterInUse(ValueError):
     pass
 
@@ -72,11 +76,11 @@ def meter_create(*, slug: str, name: str, event_type: str, aggregation: str, val
     fields = _normalized({"slug": slug, "name": name, "event_type": event_type, "aggregation": aggregation,
                           "value_property": value_property, "group_by": group_by, "description": description})
     errors = validate_meter(**{k: fields[k] for k in ("slug", "name", "event_type", "aggregation",
-                                                         "value_property", "group_by")})
-    if "slug" not in errors and Meter.objects.filter(slug=fields["slug"]).exists():
-        errors["slug"] = f'a meter with slug "{fields["slug"]}" already exists'
+                                                         "value_property", "group_by", "description")})
     if errors:
         raise MeterValidationError(errors)
+    if Meter.objects.filter(slug=fields["slug"]).exists():
+        raise MeterSlugTaken({"slug": f'a meter with slug "{fields["slug"]}" already exists'})
     meter = Meter.objects.create(**fields)
     _queue_rebuild(meter.pk)  # folds every existing event of its type into the new meter's rollups
     return meter
@@ -91,7 +95,7 @@ def meter_update_check(*, meter: Meter, **changes: Any) -> dict[str, Any]:
         raise MeterValidationError({field: f"{field} cannot be changed" for field in sorted(unknown)})
     merged = _normalized({**{f: getattr(meter, f) for f in ("slug", *EDITABLE_FIELDS)}, **changes})
     errors = validate_meter(**{k: merged[k] for k in ("slug", "name", "event_type", "aggregation",
-                                                         "value_property", "group_by")})
+                                                         "value_property", "group_by", "description")})
     if errors:
         raise MeterValidationError(errors)
     if any(merged[f] != getattr(meter, f) for f in DEFINITION_FIELDS):

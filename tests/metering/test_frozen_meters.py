@@ -129,7 +129,8 @@ def test_api_answers_409_naming_what_freezes_it(api, manage_token, frozen):
 
 def test_api_changes_a_meter_only_drafts_use(api, manage_token):
     token_plan(publish=False)
-    response = api.put("/api/v1/meters/llm_tokens", {"aggregation": "MAX"}, format="json", **bearer(manage_token))
+    response = api.put("/api/v1/meters/llm_tokens", {"aggregation": "MAX", "valueProperty": "$.tokens"},
+                       format="json", **bearer(manage_token))
     assert response.status_code == 200 and response.json()["aggregation"] == "MAX"
 
 

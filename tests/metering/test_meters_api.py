@@ -78,10 +78,12 @@ def test_jsonpath_error_says_what_is_supported(api, manage_token):
     assert "recursive descent" in message and "$.tokens" in message
 
 
-def test_duplicate_slug_is_400(api, manage_token):
+def test_duplicate_slug_is_409(api, manage_token):
     api.post("/api/v1/meters", TOKENS, format="json", **bearer(manage_token))
     response = api.post("/api/v1/meters", TOKENS, format="json", **bearer(manage_token))
-    assert "already exists" in problem(response, 400)["errors"][0]["message"]
+    body = problem(response, 409)
+    assert body["errors"] == [{"field": "slug", "message": 'a meter with slug "llm_tokens" already exists'}]
+    assert Meter.objects.count() == 1
 
 
 def test_slug_cannot_change(api, manage_token):
@@ -179,8 +181,6 @@ def test_query_defaults_from_to_first_usage(api, read_token, usage):
 @pytest.mark.parametrize("params, field", [
     ({"windowSize": "WEEK"}, "windowSize"),
     ({"windowTimeZone": "Mars/Olympus"}, "windowTimeZone"),
-    ({"from": "2026-11-03T10:00:00Z", "to": "2026-11-05T00:00:00Z", "windowSize": "DAY"}, "from"),
-    ({"from": "2026-11-03T00:00:00Z", "to": "2026-11-04T01:00:00Z", "windowSize": "DAY"}, "to"),
     ({"from": "2026-11-05T00:00:00Z", "to": "2026-11-03T00:00:00Z"}, "to"),
     ({"from": "last week"}, "from"),
     ({"groupBy": "colour"}, "groupBy"),
@@ -215,3 +215,124 @@ def test_unique_count_through_the_api(api, read_token, manage_token):
     data = query(api, read_token, slug="models_used", **{"from": "2026-11-01T00:00:00Z",
                                                          "to": "2026-12-01T00:00:00Z"}).json()["data"]
     assert [r["value"] for r in data] == [2]
+
+
+# --- unaligned from/to (answered like OpenMeter: windows clipped to [from, to)) ------------------------------
+
+
+@pytest.fixture
+def spring(db):
+    """Events around Berlin's spring-forward night (29 March 2026, 02:00 CET → 03:00 CEST)."""
+    meter = make_meter(group_by={"model": "$.model", "type": "$.type"})
+    ingest([llm_event(tokens=tokens, time=iso(at)) for tokens, at in [
+        (1, utc(2026, 3, 26, 23, 30)),   # Berlin 27 March 00:30: before `from`
+        (2, utc(2026, 3, 27, 0, 0)),     # exactly `from`
+        (4, utc(2026, 3, 27, 22, 59)),   # last minute of Berlin's 27 March
+        (8, utc(2026, 3, 27, 23, 0)),    # Berlin 28 March 00:00
+        (16, utc(2026, 3, 29, 21, 59)),  # last minute of the 23-hour 29 March
+        (32, utc(2026, 3, 29, 22, 0)),   # Berlin 30 March 00:00
+        (64, utc(2026, 3, 30, 11, 59)),  # just before `to`
+        (128, utc(2026, 3, 30, 12, 0)),  # exactly `to`: out
+    ]])
+    return meter
+
+
+SPRING_QUERY = {"from": "2026-03-27T00:00:00Z", "to": "2026-03-30T12:00:00Z", "windowSize": "DAY",
+                "windowTimeZone": "Europe/Berlin"}
+SPRING_ANSWER = [
+    ("2026-03-27T00:00:00Z", "2026-03-27T23:00:00Z", 6),
+    ("2026-03-27T23:00:00Z", "2026-03-28T23:00:00Z", 8),
+    ("2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z", 16),
+    ("2026-03-29T22:00:00Z", "2026-03-30T12:00:00Z", 96),
+]
+
+
+def windows_of(body):
+    return [(r["windowStart"], r["windowEnd"], r["value"]) for r in body["data"]]
+
+
+@pytest.mark.django_db(transaction=True)  # the aggregator folds committed events only
+def test_unaligned_query_is_answered_with_clipped_windows(api, read_token, spring):
+    response = query(api, read_token, **SPRING_QUERY)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["from"], body["to"]) == ("2026-03-27T00:00:00Z", "2026-03-30T12:00:00Z")
+    assert windows_of(body) == SPRING_ANSWER
+    post = api.post("/api/v1/meters/llm_tokens/query", SPRING_QUERY, format="json", **bearer(read_token))
+    assert windows_of(post.json()) == SPRING_ANSWER
+    roll_up(spring)  # the rollups (whole UTC hours and days) and the raw edges give the same answer
+    assert windows_of(query(api, read_token, **SPRING_QUERY).json()) == SPRING_ANSWER
+
+
+def test_unaligned_month_query(api, read_token, spring):
+    body = query(api, read_token, **{"from": "2026-03-27T00:00:00Z", "to": "2026-03-29T22:00:00Z",
+                                     "windowSize": "MONTH", "windowTimeZone": "Europe/Berlin"}).json()
+    assert windows_of(body) == [("2026-03-27T00:00:00Z", "2026-03-29T22:00:00Z", 30)]
+
+
+def test_unaligned_query_csv(api, read_token, spring):
+    response = api.get("/api/v1/meters/llm_tokens/query", {**SPRING_QUERY, "format": "csv"}, **bearer(read_token))
+    assert response["Content-Type"].startswith("text/csv")
+    assert response.content.decode().splitlines()[1:3] == [
+        "2026-03-27T00:00:00Z,2026-03-27T23:00:00Z,,6", "2026-03-27T23:00:00Z,2026-03-28T23:00:00Z,,8"]
+
+
+def test_query_out_of_calendar_range_is_400(api, read_token, spring):
+    body = problem(query(api, read_token, **{"from": "0001-01-01T01:00:00Z", "to": "0001-01-05T00:00:00Z",
+                                             "windowSize": "DAY", "windowTimeZone": "America/New_York"}), 400)
+    assert body["errors"][0]["field"] == "from"
+    assert query(api, read_token, **{"from": "9999-12-30T00:00:00Z", "to": "9999-12-31T23:00:00Z",
+                                     "windowSize": "MONTH"}).status_code == 200
+
+
+# --- what schemathesis found ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"filterGroupBy": False}, "filterGroupBy"),
+    ({"filterGroupBy": {"model": 5}}, "filterGroupBy"),
+    ({"from": 5}, "from"),
+    ({"windowTimeZone": ["UTC"]}, "windowTimeZone"),
+    ({"groupBy": [1]}, "groupBy"),
+    ({"subject": {"a": 1}}, "subject"),
+])
+def test_query_post_body_types_are_checked(api, read_token, usage, body, field):
+    response = api.post("/api/v1/meters/llm_tokens/query", body, format="json", **bearer(read_token))
+    assert problem(response, 400)["errors"][0]["field"] == field
+
+
+def test_query_post_nulls_are_absent(api, read_token, usage):
+    response = api.post("/api/v1/meters/llm_tokens/query", {
+        "from": "2026-11-01T00:00:00Z", "to": None, "groupBy": None, "subject": None, "filterGroupBy": None,
+        "windowSize": None, "windowTimeZone": None, "advancedMeterGroupByFilters": None}, format="json",
+        **bearer(read_token))
+    assert response.status_code == 200 and response.json()["data"][0]["value"] == 122
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"aggregation": "COUNT", "valueProperty": {}}, "valueProperty"),
+    ({"aggregation": "COUNT", "valueProperty": False}, "valueProperty"),
+    ({"valueProperty": "$.tokens"}, "valueProperty"),
+    ({"aggregation": "MAX"}, "valueProperty"),
+    ({"name": "x" * 201}, "name"),
+    ({"description": 5}, "description"),
+    ({"eventType": "a\x00b"}, "eventType"),
+    ({"aggregation": "SUM", "valueProperty": "$." + "a" * 300}, "valueProperty"),
+    ({"groupBy": {"model": '$["a\\q"]'}}, "groupBy"),
+    ({"groupBy": {"model": "$[1234567890]"}}, "groupBy"),
+])
+def test_meter_update_refusals(api, manage_token, body, field):
+    api.post("/api/v1/meters", TOKENS, format="json", **bearer(manage_token))
+    before = api.get("/api/v1/meters/llm_tokens", **bearer(manage_token)).json()
+    assert problem(api.put("/api/v1/meters/llm_tokens", body, format="json", **bearer(manage_token)), 400)[
+        "errors"][0]["field"] == field
+    assert api.get("/api/v1/meters/llm_tokens", **bearer(manage_token)).json() == before
+
+
+def test_meter_update_to_count_clears_the_value_property_and_no_body_changes_nothing(api, manage_token):
+    api.post("/api/v1/meters", TOKENS, format="json", **bearer(manage_token))
+    response = api.put("/api/v1/meters/llm_tokens", {"aggregation": "COUNT"}, format="json", **bearer(manage_token))
+    assert response.status_code == 200 and "valueProperty" not in response.json()
+    assert response.json()["aggregation"] == "COUNT"
+    unchanged = api.put("/api/v1/meters/llm_tokens", **bearer(manage_token))
+    assert unchanged.status_code == 200 and unchanged.json()["aggregation"] == "COUNT"
