@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 
 from django.core.exceptions import PermissionDenied
@@ -11,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from common.charts import bar_chart_svg
+from common.csv import csv_writer
 from common.time import format_rfc3339
 
 from ..forms import UsageExplorerForm
@@ -69,7 +69,7 @@ def usage_page(model_admin, request):
 def usage_csv(meter: Meter, rows, keys: list[str]) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{meter.slug}-usage.csv"'
-    writer = csv.writer(response)
+    writer = csv_writer(response)
     writer.writerow(["window_start", "window_end", "subject", *keys, "value"])
     for row in rows:
         writer.writerow([format_rfc3339(row.window_start), format_rfc3339(row.window_end), row.subject or "",

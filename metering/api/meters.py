@@ -4,7 +4,6 @@ delete) and ``/api/v1/meters/{idOrSlug}/query`` (GET and POST; JSON, or CSV on `
 from __future__ import annotations
 
 import ast
-import csv
 import io
 import json
 from typing import Any
@@ -14,11 +13,13 @@ from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.csv import csv_writer
+from common.json_body import JsonBodyError, decode_json, deeper_than
+from common.parsers import JsonBodyParser
 from common.problems import Problem
 from common.time import format_rfc3339
 
@@ -35,7 +36,7 @@ from ..services.meters import (
     meter_update,
 )
 from ..windows import WINDOW_SIZES, WindowError, floor_to_window, next_window_start, time_zone
-from .params import parse_rfc3339
+from .params import json_parameter, parse_rfc3339, query_bound
 
 CAMEL = {"slug": "slug", "name": "name", "description": "description", "eventType": "event_type",
          "aggregation": "aggregation", "valueProperty": "value_property", "groupBy": "group_by"}
@@ -93,7 +94,7 @@ def meter_fields_from_body(data: Any, *, creating: bool) -> dict[str, Any]:
 
 class MeterListView(APIView):
     required_scopes = {"GET": "read", "POST": "manage"}
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
 
     @extend_schema(operation_id="listMeters", responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
@@ -116,7 +117,7 @@ class MeterListView(APIView):
 
 class MeterDetailView(APIView):
     required_scopes = {"GET": "read", "PUT": "manage", "DELETE": "manage"}
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
 
     @extend_schema(operation_id="getMeter", responses={200: OpenApiTypes.OBJECT})
     def get(self, request, id_or_slug: str):
@@ -151,31 +152,46 @@ def _parse_filter_group_by(raw: dict[str, str], query_dict=None) -> dict[str, st
     OpenMeter's Python client sends)."""
     filters = dict(raw)
     if query_dict is not None and "filterGroupBy" in query_dict:
-        text = query_dict.get("filterGroupBy")
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            try:
-                parsed = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                raise Problem(400, "Invalid query parameter", "filterGroupBy must be filterGroupBy[key]=value "
-                              "or a JSON object", errors=[{"field": "filterGroupBy", "message": "not an object"}]
-                              ) from None
-        if not isinstance(parsed, dict):
-            raise Problem(400, "Invalid query parameter", "filterGroupBy must be an object",
-                          errors=[{"field": "filterGroupBy", "message": "not an object"}])
-        filters.update({str(k): str(v) for k, v in parsed.items()})
+        filters.update(_group_by_values(_object_parameter("filterGroupBy", query_dict.get("filterGroupBy"))))
     return filters
+
+
+def _object_parameter(name: str, text: str) -> Any:
+    """A JSON object in a query parameter, or a Python dict literal (``{'model': 'gpt-4o'}``, as OpenMeter's Python
+    client writes one); decoded under the request-body rules (nested at most 64 levels, no NUL)."""
+    try:
+        return decode_json(text)
+    except JsonBodyError as exc:
+        if "nested deeper" in str(exc) or not text.lstrip().startswith("{"):
+            raise _bad(name, f"must be {name}[key]=value or a JSON object: {exc}") from None
+    if deeper_than(text.replace("'", '"').encode(errors="replace")):
+        raise _bad(name, "nested too deep")
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise _bad(name, f"must be {name}[key]=value or a JSON object") from None
+    return parsed
+
+
+def _group_by_values(parsed: Any, name: str = "filterGroupBy") -> dict[str, str]:
+    """``{key: value}`` with text (or number, boolean) values, as strings."""
+    if not isinstance(parsed, dict):
+        raise _bad(name, "must be an object")
+    values: dict[str, str] = {}
+    for key, value in parsed.items():
+        if isinstance(value, dict | list | tuple | set) or value is None:
+            raise _bad(name, f"{key}: the value must be a string")
+        if "\x00" in str(key) or "\x00" in str(value):
+            raise _bad(name, f"{key}: must not contain NUL characters")
+        values[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+    return values
 
 
 def _parse_advanced_filters(value: Any) -> list[GroupFilter]:
     if value in (None, ""):
         return []
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise _bad("advancedMeterGroupByFilters", "must be a JSON object") from None
+        value = json_parameter("advancedMeterGroupByFilters", value)
     if not isinstance(value, dict):
         raise _bad("advancedMeterGroupByFilters", 'must be an object like {"model": {"$eq": "gpt-4o"}}')
     filters = []
@@ -223,7 +239,7 @@ class CsvRenderer(BaseRenderer):
 
 class MeterQueryView(APIView):
     required_scopes = {"GET": "read", "POST": "read"}
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
     renderer_classes = [JSONRenderer, CsvRenderer]
 
     @extend_schema(operation_id="queryMeter", responses={200: OpenApiTypes.OBJECT})
@@ -245,14 +261,14 @@ class MeterQueryView(APIView):
         body = request.data if isinstance(request.data, dict) else None
         if body is None:
             raise Problem(400, "Bad Request", "The body must be a JSON object of query parameters.")
-        filter_group_by = body.get("filterGroupBy") or {}
-        if not isinstance(filter_group_by, dict):
-            raise _bad("filterGroupBy", "must be an object")
+        for name in ("from", "to", "windowSize", "windowTimeZone"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                raise _bad(name, "must be a string")
         return self._answer(request, id_or_slug, {
             "from": body.get("from"), "to": body.get("to"), "windowSize": body.get("windowSize"),
             "windowTimeZone": body.get("windowTimeZone"), "subject": _as_list(body.get("subject")),
             "filterCustomerId": _as_list(body.get("filterCustomerId")),
-            "filterGroupBy": {str(k): str(v) for k, v in filter_group_by.items()},
+            "filterGroupBy": {} if body.get("filterGroupBy") is None else _group_by_values(body["filterGroupBy"]),
             "advancedMeterGroupByFilters": body.get("advancedMeterGroupByFilters"),
             "groupBy": _as_list(body.get("groupBy")),
         })
@@ -266,8 +282,8 @@ class MeterQueryView(APIView):
             tz = time_zone(query["windowTimeZone"])
         except WindowError as exc:
             raise _bad(exc.field, str(exc)) from None
-        start = parse_rfc3339("from", query["from"]) if query["from"] else None
-        end = parse_rfc3339("to", query["to"]) if query["to"] else None
+        start = query_bound("from", parse_rfc3339("from", query["from"])) if query["from"] else None
+        end = query_bound("to", parse_rfc3339("to", query["to"])) if query["to"] else None
         if end is None:
             end = timezone.now()
             if window_size and floor_to_window(end, window_size, tz) != end:
@@ -286,6 +302,8 @@ class MeterQueryView(APIView):
         data: list = []
         if start is None:
             first = meter_first_usage_time(meter)
+            if first is not None:
+                query_bound("from", first)  # events dated in year 1 need an explicit from
             start = (floor_to_window(first, window_size, tz) if window_size else first) if first else None
         if start is not None and start < end:
             try:
@@ -311,7 +329,7 @@ class MeterQueryView(APIView):
     def _csv(self, meter: Meter, data, group_by: list[str]) -> HttpResponse:
         keys = [key for key in dict.fromkeys(group_by) if key != "subject"]
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = csv_writer(buffer)
         writer.writerow(["window_start", "window_end", "subject", *keys, "value"])
         for row in data:
             writer.writerow([format_rfc3339(row.window_start), format_rfc3339(row.window_end), row.subject or "",
