@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.http import parse_header_parameters
 from rest_framework import exceptions
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
-from rest_framework.utils.mediatypes import _MediaType
 
 from .json_body import JsonBodyError, decode_json
 
@@ -34,7 +34,7 @@ class JsonBodyParser(BaseParser):
     renderer_class = JSONRenderer
 
     def parse(self, stream, media_type: str | None = None, parser_context: dict | None = None) -> Any:
-        charset = _MediaType(media_type or self.media_type).params.get("charset", "utf-8").strip('"').lower()
+        charset = parse_header_parameters(media_type or self.media_type)[1].get("charset", "utf-8").lower()
         if charset not in ("utf-8", "utf8"):
             raise exceptions.UnsupportedMediaType(
                 media_type, f"JSON bodies are UTF-8; charset={charset} is not supported.")

@@ -84,6 +84,15 @@ def meter_fields_from_body(data: Any, *, creating: bool) -> dict[str, Any]:
     unknown = sorted(set(data) - set(CAMEL) - {"id", "createdAt", "updatedAt", "metadata", "eventFrom"})
     if unknown:
         raise validation_problem(dict.fromkeys(unknown, "unknown field"))
+    wrong = {key: "must be a string" for key in ("slug", "name", "description", "eventType", "aggregation",
+                                                  "valueProperty")
+             if data.get(key) is not None and not isinstance(data[key], str)}
+    group_by = data.get("groupBy")
+    if group_by is not None and not (isinstance(group_by, dict)
+                                     and all(isinstance(path, str) for path in group_by.values())):
+        wrong["groupBy"] = 'must be an object of name → JSONPath, e.g. {"model": "$.model"}'
+    if wrong:
+        raise validation_problem({CAMEL[key]: message for key, message in wrong.items()})
     fields = {CAMEL[key]: value for key, value in data.items() if key in CAMEL}
     if not creating:
         fields.pop("slug", None)
@@ -203,8 +212,8 @@ def _parse_advanced_filters(value: Any) -> list[GroupFilter]:
                 raise _bad("advancedMeterGroupByFilters",
                            f"{key}: unsupported operator {operator}; supported: {', '.join(FILTER_OPERATORS)}")
             if operator in ("$in", "$nin"):
-                if not isinstance(operand, list) or not operand:
-                    raise _bad("advancedMeterGroupByFilters", f"{key}: {operator} needs a non-empty array")
+                if not isinstance(operand, list) or not operand or any(isinstance(v, dict | list) for v in operand):
+                    raise _bad("advancedMeterGroupByFilters", f"{key}: {operator} needs a non-empty array of strings")
                 filters.append(GroupFilter(key, operator, tuple(str(v) for v in operand)))
             else:
                 if isinstance(operand, dict | list) or operand is None:
@@ -217,12 +226,14 @@ def _bad(field: str, message: str) -> Problem:
     return Problem(400, "Invalid query parameter", f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
-def _as_list(value: Any) -> list[str]:
+def _as_list(value: Any, name: str) -> list[str]:
+    """A POST query field that is one string or a list of strings."""
     if value is None:
         return []
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return [str(value)]
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in values):
+        raise _bad(name, "must be a string or a list of strings")
+    return values
 
 
 class CsvRenderer(BaseRenderer):
@@ -266,11 +277,11 @@ class MeterQueryView(APIView):
                 raise _bad(name, "must be a string")
         return self._answer(request, id_or_slug, {
             "from": body.get("from"), "to": body.get("to"), "windowSize": body.get("windowSize"),
-            "windowTimeZone": body.get("windowTimeZone"), "subject": _as_list(body.get("subject")),
-            "filterCustomerId": _as_list(body.get("filterCustomerId")),
+            "windowTimeZone": body.get("windowTimeZone"), "subject": _as_list(body.get("subject"), "subject"),
+            "filterCustomerId": _as_list(body.get("filterCustomerId"), "filterCustomerId"),
             "filterGroupBy": {} if body.get("filterGroupBy") is None else _group_by_values(body["filterGroupBy"]),
             "advancedMeterGroupByFilters": body.get("advancedMeterGroupByFilters"),
-            "groupBy": _as_list(body.get("groupBy")),
+            "groupBy": _as_list(body.get("groupBy"), "groupBy"),
         })
 
     def _answer(self, request, id_or_slug: str, query: dict[str, Any]):

@@ -819,3 +819,28 @@ def test_the_invoice_csv_export_escapes_formulas(admin_client):
     rows = response.content.decode().splitlines()
     assert any(",'=1+2," in row for row in rows), rows
     assert not any(",=1+2," in row for row in rows)
+
+
+# --- wrongly typed meter and query bodies ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [
+    {"slug": 5, "eventType": [], "aggregation": {}},
+    {"slug": "a", "eventType": "x", "aggregation": "COUNT", "description": 5},
+    {"slug": "a", "eventType": "x", "aggregation": "COUNT", "name": ["a"]},
+    {"slug": "a", "eventType": "x", "aggregation": "SUM", "valueProperty": 5},
+    {"slug": "a", "eventType": "x", "aggregation": "COUNT", "groupBy": {"model": 5}},
+    {"slug": "a", "eventType": "x", "aggregation": "COUNT", "groupBy": ["$.model"]},
+])
+def test_wrongly_typed_meter_bodies_are_400_naming_the_field(api, token, body):
+    problem = assert_problem(api.post("/api/v1/meters", body, format="json", **bearer(token)), 400)
+    assert problem["errors"][0]["field"] in body
+    assert not Meter.objects.exists()
+
+
+@pytest.mark.parametrize("body", [{"subject": [{"a": 1}]}, {"groupBy": [1, 2]}, {"filterCustomerId": [None]},
+                                  {"subject": 5}, {"advancedMeterGroupByFilters": {"model": {"$in": [{"a": 1}]}}}])
+def test_wrongly_typed_query_lists_are_400(api, token, body):
+    make_meter()
+    problem = assert_problem(api.post("/api/v1/meters/llm_tokens/query", body, format="json", **bearer(token)), 400)
+    assert problem["errors"][0]["field"] == next(iter(body))
