@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from common.json_body import MAX_DEPTH, NOT_OPENERS, contains_nul, deeper_than, first_too_deep, utf8_error
-from common.time import TimeValueError
+from common.time import LATEST_INSTANT, TimeValueError
 from common.time import parse_rfc3339 as parse_time
 from common.type_names import json_type_name
 
@@ -190,6 +190,8 @@ def _fast_event(raw: bytes, now: dt.datetime, depth: int) -> EventRow | None:
         try:
             time = event.time.astimezone(dt.UTC)
         except OverflowError:  # year 0 or 10000 in UTC: the slow path names the field
+            return None
+        if time > LATEST_INSTANT:
             return None
     data_bytes = bytes(event.data)
     if data_bytes == b"null":

@@ -36,7 +36,18 @@ from invoicing.models import Invoice, StripeWebhookEvent
 from invoicing.services.close import close_cycles
 from metering.cloudevents import MAX_BODY_BYTES
 from metering.models import Event, Meter
-from tests.builders import AFTER_NOV, bearer, ingest, iso, llm_event, make_meter, subscribe_with_november_usage, utc
+from metering.selectors.usage import meter_query
+from tests.builders import (
+    AFTER_NOV,
+    bearer,
+    ingest,
+    iso,
+    llm_event,
+    make_meter,
+    roll_up,
+    subscribe_with_november_usage,
+    utc,
+)
 from tests.fakes.stripe_server import sign_webhook_payload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,7 +168,8 @@ def test_an_ignored_attribute_nested_too_deep_is_400(api, token):
 
 
 @pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
-                                  "0001-01-01T00:30:00+00:31", "9999-12-31T23:00:00-23:59"])
+                                  "0001-01-01T00:30:00+00:31", "9999-12-31T23:00:00-23:59",
+                                  "9999-12-31T23:59:59.9995Z"])  # past SQLite's last millisecond
 def test_a_time_outside_the_calendar_in_utc_is_400_naming_the_field(api, token, time):
     batch = [llm_event(), llm_event(time=time), llm_event()]
     problem = assert_problem(post_events(api, token, json.dumps(batch).encode()), 400)
@@ -166,11 +178,21 @@ def test_a_time_outside_the_calendar_in_utc_is_400_naming_the_field(api, token, 
     assert not Event.objects.exists()
 
 
-def test_the_calendars_edges_themselves_are_stored(api, token):
-    batch = [llm_event(time="0001-01-01T00:00:00Z"), llm_event(time="9999-12-31T23:59:59.999999Z"),
-             llm_event(time="0001-01-01T01:00:00+01:00")]
+@pytest.mark.django_db(transaction=True)
+def test_the_calendars_edges_themselves_are_stored_and_rolled_up(api, token):
+    """The first and last instants both databases hold: stored, and the aggregator folds them (on SQLite an
+    instant past 9999-12-31T23:59:59.999 has no hour bucket, which would stop the meter's rollups)."""
+    meter = make_meter()
+    batch = [llm_event(tokens=1, time="0001-01-01T00:00:00Z"), llm_event(tokens=2, time="9999-12-31T23:59:59.999Z"),
+             llm_event(tokens=4, time="0001-01-01T01:00:00+01:00")]
     assert post_events(api, token, json.dumps(batch).encode()).status_code == 204
-    assert sorted(Event.objects.values_list("time", flat=True))[0] == dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+    times = sorted(Event.objects.values_list("time", flat=True))
+    assert (times[0], times[-1]) == (dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+                                     dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC))
+    roll_up(meter)
+    rows = meter_query(meter=meter, start=dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+                       end=dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC))
+    assert [row.value for row in rows] == [7]
 
 
 # --- JSON bodies of the other endpoints (the DRF parser) --------------------------------------------------------
