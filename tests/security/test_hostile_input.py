@@ -607,15 +607,19 @@ def server_env(tmp: Path, database_url: str) -> dict[str, str]:
 
 
 class Gunicorn:
-    def __init__(self, env: dict[str, str], *options: str) -> None:
+    """``gunicorn billing_site.wsgi`` on a free loopback port (one worker), its output in ``log``."""
+
+    def __init__(self, env: dict[str, str], log: Path, *options: str) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen(  # noqa: S603 - the project's own server on loopback
-            [sys.executable, "-m", "gunicorn", "billing_site.wsgi", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", "1", "--timeout", "60", *options],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = log
+        with open(log, "wb") as output:
+            self.process = subprocess.Popen(  # noqa: S603 - the project's own server on loopback
+                [sys.executable, "-m", "gunicorn", "billing_site.wsgi", "--bind", f"127.0.0.1:{self.port}",
+                 "--workers", "1", "--timeout", "60", *options],
+                cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stderr.read().decode()[-3000:]
+            assert self.process.poll() is None, log.read_text(errors="replace")[-3000:]
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
@@ -656,7 +660,7 @@ def stored_events(db_file: Path) -> int:
                          ids=["sync", "gthread"])
 def test_gunicorn_reads_chunked_bodies(migrated, worker):
     db_file, env, token = migrated
-    server = Gunicorn(env, *worker)
+    server = Gunicorn(env, db_file.parent / f"gunicorn-{worker[1]}.log", *worker)
     try:
         before = stored_events(db_file)
         status, _, body = http_exchange(server.port, chunked_request(
@@ -681,11 +685,11 @@ def test_gunicorn_reads_chunked_bodies(migrated, worker):
 
 
 @pytest.mark.slow
-def test_gunicorn_answers_503_with_retry_after_while_the_database_is_down(tmp_path, migrated):
-    _, _, token = migrated
+def test_gunicorn_answers_503_with_retry_after_while_the_database_is_down(tmp_path):
+    token = "bbo_" + "x" * 43  # looks like a token; it cannot be checked while the database is down
     closed = free_port()  # nothing listens there: connections are refused
     env = server_env(tmp_path, f"postgres://postgres@127.0.0.1:{closed}/billing")
-    server = Gunicorn(env)
+    server = Gunicorn(env, tmp_path / "gunicorn.log")
     try:
         requests = [
             ("POST", "/api/v1/events", json.dumps(llm_event()).encode(), CE),
