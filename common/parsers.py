@@ -11,7 +11,8 @@ this module while ``rest_framework.views`` is being imported, which ``common.pro
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any
 
 from django.utils.http import parse_header_parameters
 from rest_framework import exceptions
@@ -33,8 +34,10 @@ class JsonBodyParser(BaseParser):
     media_type = "application/json"
     renderer_class = JSONRenderer
 
-    def parse(self, stream, media_type: str | None = None, parser_context: dict | None = None) -> Any:
-        charset = parse_header_parameters(media_type or self.media_type)[1].get("charset", "utf-8").lower()
+    def parse(self, stream: IO[Any] | None, media_type: str | None = None,
+              parser_context: Mapping[str, Any] | None = None) -> Any:
+        media_type = media_type or self.media_type
+        charset = parse_header_parameters(media_type)[1].get("charset", "utf-8").lower()
         if charset not in ("utf-8", "utf8"):
             raise exceptions.UnsupportedMediaType(
                 media_type, f"JSON bodies are UTF-8; charset={charset} is not supported.")
