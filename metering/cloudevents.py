@@ -8,11 +8,11 @@ Limits (answered before anything is stored):
 
 Validation of each event: ``id``, ``source``, ``specversion`` (``"1.0"``), ``type`` and ``subject`` are
 required non-empty strings of at most 255 characters; ``time`` is RFC 3339 with a UTC offset whose UTC
-instant lies within the years 1 to 9999 (missing → the time of receipt; stored in UTC); ``data`` is a JSON
-object, null or absent. No string may contain a NUL character (PostgreSQL cannot store it). The body is
-UTF-8 and nests at most 64 levels (:data:`common.json_body.MAX_DEPTH`; the batch's array is level 1). One
-invalid event rejects the whole batch, and every problem of every bad event is reported as
-``{index, field, message}``.
+instant lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z (:func:`common.time.parse_rfc3339`;
+missing → the time of receipt; stored in UTC); ``data`` is a JSON object, null or absent. No string may
+contain a NUL character (PostgreSQL cannot store it). The body is UTF-8 and nests at most 64 levels
+(:data:`common.json_body.MAX_DEPTH`; the batch's array is level 1). One invalid event rejects the whole
+batch, and every problem of every bad event is reported as ``{index, field, message}``.
 
 The fast path decodes each event with a msgspec Struct that keeps ``data`` as raw JSON bytes (stored
 as-is, never re-encoded); only an event that fails it goes through the slower path that explains every
@@ -231,7 +231,7 @@ def _explain_event(index: int, raw: bytes, depth: int = MAX_DEPTH) -> list[Field
         return [FieldError(index, None, f"the event is {len(raw):,} bytes; the limit is {MAX_EVENT_BYTES:,} bytes")]
     problem = utf8_error(raw)
     if problem is not None:
-        return [FieldError(index, None, f"the event is not UTF-8: {problem} of the event")]
+        return [FieldError(index, None, f"the event has {problem}")]
     if deeper_than(raw, depth):
         return [FieldError(index, None, f"the body nests deeper than {MAX_DEPTH} levels")]
     try:

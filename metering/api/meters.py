@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.csv import csv_writer
-from common.json_body import JsonBodyError, decode_json, deeper_than
+from common.json_body import MAX_DEPTH, JsonBodyError, decode_json, deeper_than
 from common.parsers import JsonBodyParser
 from common.problems import Problem
 from common.time import format_rfc3339
@@ -168,18 +168,17 @@ def _parse_filter_group_by(raw: dict[str, str], query_dict=None) -> dict[str, st
 def _object_parameter(name: str, text: str) -> Any:
     """A JSON object in a query parameter, or a Python dict literal (``{'model': 'gpt-4o'}``, as OpenMeter's Python
     client writes one); decoded under the request-body rules (nested at most 64 levels, no NUL)."""
+    if deeper_than(text.replace("'", '"').encode(errors="replace")):
+        raise _bad(name, f"nested deeper than {MAX_DEPTH} levels")
     try:
         return decode_json(text)
     except JsonBodyError as exc:
-        if "nested deeper" in str(exc) or not text.lstrip().startswith("{"):
+        if not text.lstrip().startswith("{"):
             raise _bad(name, f"must be {name}[key]=value or a JSON object: {exc}") from None
-    if deeper_than(text.replace("'", '"').encode(errors="replace")):
-        raise _bad(name, "nested too deep")
     try:
-        parsed = ast.literal_eval(text)
+        return ast.literal_eval(text)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         raise _bad(name, f"must be {name}[key]=value or a JSON object") from None
-    return parsed
 
 
 def _group_by_values(parsed: Any, name: str = "filterGroupBy") -> dict[str, str]:
