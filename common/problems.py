@@ -2,18 +2,39 @@
 
 DRF's exception handler is replaced by :func:`problem_exception_handler`; views raise :class:`Problem`
 for errors that carry extra members (e.g. ``errors: [{index, field, message}]`` for a bad batch).
+
+An outage of the database or of the broker (Redis) is not the client's fault nor a bug: it is answered
+503 with ``Retry-After`` (:func:`is_outage`), so gateways retry later instead of treating it as a failure
+(DRF views here; other views through :class:`common.middleware.OutageMiddleware`).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+RETRY_AFTER_SECONDS = 10
+
+logger = logging.getLogger(__name__)
+
+# Raised when a service is down or unreachable: the database (Django wraps every driver's connection errors in
+# these two), the Celery broker (kombu) and Redis used directly (a cache).
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 class Problem(exceptions.APIException):
@@ -39,6 +60,24 @@ def problem_json_response(status_code: int, title: str, detail: str = "", **extr
     return JsonResponse(
         problem_body(status_code, title, detail, **extra), status=status_code, content_type=PROBLEM_CONTENT_TYPE
     )
+
+
+def is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, OUTAGE_ERRORS)
+
+
+def outage_body(exc: BaseException) -> dict[str, Any]:
+    """The 503 problem for an outage (logged; the driver's message stays in the log, not in the answer)."""
+    logger.error("service unavailable: %s: %s", type(exc).__name__, exc)
+    return problem_body(503, "Service Unavailable",
+                        f"A service this request needs is unavailable; retry in {RETRY_AFTER_SECONDS} seconds.")
+
+
+def outage_response(exc: BaseException) -> HttpResponse:
+    """A plain Django 503 problem+json with ``Retry-After``, for views outside DRF."""
+    response = JsonResponse(outage_body(exc), status=503, content_type=PROBLEM_CONTENT_TYPE)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def _flatten_validation_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
@@ -77,6 +116,9 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, Problem):
         body = problem_body(exc.status_code, exc.title, str(exc.detail), **exc.extra)
         return Response(body, status=exc.status_code, content_type=PROBLEM_CONTENT_TYPE)
+    if is_outage(exc):
+        return Response(outage_body(exc), status=503, content_type=PROBLEM_CONTENT_TYPE,
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     response = exception_handler(exc, context)
     if response is None:
         return None  # unexpected errors: Django's 500 handling and logging

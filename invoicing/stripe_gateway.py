@@ -25,7 +25,6 @@ is an error, so no code path can reach Stripe by accident.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -50,6 +49,8 @@ from stripe.params import (
     InvoiceItemListParams,
     InvoiceVoidInvoiceParams,
 )
+
+from common.json_body import JsonBodyError, decode_json
 
 __all__ = [
     "CollectionMethod",
@@ -585,8 +586,10 @@ def construct_webhook_event(
     tolerance_seconds: int = 300,
 ) -> dict[str, Any]:
     """Verify a webhook's ``Stripe-Signature`` (HMAC-SHA256 over ``"{t}.{payload}"`` with the endpoint
-    secret, timestamp no older than ``tolerance_seconds``) and return the event as a plain dict
-    (``id``, ``type``, ``created``, ``data.object``...)."""
+    secret, timestamp ``t`` within ``tolerance_seconds`` of now, in either direction: a delivery dated in the
+    future is as suspect as a replayed old one) and return the event as a plain dict (``id``, ``type``,
+    ``created``, ``data.object``...). The payload is decoded under the request-body rules
+    (:func:`common.json_body.decode_json`: UTF-8, nested at most 64 levels)."""
     if not secret:
         raise WebhookSignatureError("No webhook secret is configured (STRIPE_WEBHOOK_SECRET)")
     if tolerance_seconds <= 0:
@@ -599,10 +602,13 @@ def construct_webhook_event(
         raise WebhookSignatureError(exc.user_message or str(exc)) from exc
     except UnicodeDecodeError as exc:
         raise WebhookSignatureError("Webhook payload is not UTF-8") from exc
+    signed_at = _signature_timestamp(signature_header)
+    if signed_at is None or signed_at > time.time() + tolerance_seconds:
+        raise WebhookSignatureError("Timestamp outside the tolerance zone (in the future)")
     try:
-        event = json.loads(payload)
-    except ValueError as exc:
-        raise WebhookSignatureError(f"Webhook payload is not JSON: {exc}") from exc
+        event = decode_json(payload)
+    except JsonBodyError as exc:
+        raise WebhookSignatureError(f"Webhook payload is not acceptable JSON: {exc}") from exc
     if not (
         isinstance(event, dict)
         and isinstance(event.get("id"), str)
@@ -611,6 +617,20 @@ def construct_webhook_event(
     ):
         raise WebhookSignatureError("Webhook payload is not a Stripe event (needs id, type and data)")
     return event
+
+
+def _signature_timestamp(header: str) -> int | None:
+    """The ``t=`` of a ``Stripe-Signature`` header (``t=1700000000,v1=...``): the latest when repeated (stripe-python
+    verifies with the last one); None when missing or one is not a number."""
+    stamps = []
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t":
+            value = value.strip()
+            if not (value.isascii() and value.isdigit() and len(value) <= 12):
+                return None
+            stamps.append(int(value))
+    return max(stamps) if stamps else None
 
 
 # --------------------------------------------------------------------------------------------------

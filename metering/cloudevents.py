@@ -7,10 +7,12 @@ Limits (answered before anything is stored):
 - one event at most ``MAX_EVENT_BYTES`` (64 KiB of JSON) → 400 naming the event
 
 Validation of each event: ``id``, ``source``, ``specversion`` (``"1.0"``), ``type`` and ``subject`` are
-required non-empty strings of at most 255 characters; ``time`` is RFC 3339 with a UTC offset (missing →
-the time of receipt; stored in UTC); ``data`` is a JSON object, null or absent. No string may contain a
-NUL character (PostgreSQL cannot store it). One invalid event rejects the whole batch, and every problem
-of every bad event is reported as ``{index, field, message}``.
+required non-empty strings of at most 255 characters; ``time`` is RFC 3339 with a UTC offset whose UTC
+instant lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z (:func:`common.time.parse_rfc3339`;
+missing → the time of receipt; stored in UTC); ``data`` is a JSON object, null or absent. No string may
+contain a NUL character (PostgreSQL cannot store it). The body is UTF-8 and nests at most 64 levels
+(:data:`common.json_body.MAX_DEPTH`; the batch's array is level 1). One invalid event rejects the whole
+batch, and every problem of every bad event is reported as ``{index, field, message}``.
 
 The fast path decodes each event with a msgspec Struct that keeps ``data`` as raw JSON bytes (stored
 as-is, never re-encoded); only an event that fails it goes through the slower path that explains every
@@ -25,6 +27,9 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from common.json_body import MAX_DEPTH, NOT_OPENERS, contains_nul, deeper_than, first_too_deep, utf8_error
+from common.time import LATEST_INSTANT, TimeValueError
+from common.time import parse_rfc3339 as parse_time
 from common.type_names import json_type_name
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -102,13 +107,19 @@ def parse_events(body: bytes, media_type: str, *, now: dt.datetime) -> list[Even
             FieldError(None, None, f"the body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,} bytes")
         ])
     first = body.lstrip()[:1]
+    body_is_utf8 = utf8_error(body) is None
+    raw_events: list[msgspec.Raw] | list[bytes]
     if media_type == MEDIA_SINGLE or (media_type == MEDIA_JSON and first == b"{"):
-        raw_events = [msgspec.Raw(body)]
+        raw_events = [body]
+        depth = MAX_DEPTH
     elif first == b"[":
         try:
             raw_events = _batch_decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise _malformed(exc) from exc
+        except RecursionError:  # nested far deeper than the limit: say where
+            raise _too_deep(body) from None
+        depth = MAX_DEPTH - 1  # the batch's array is the first level
     else:
         expected = "a JSON object" if media_type == MEDIA_SINGLE else (
             "a JSON array" if media_type == MEDIA_BATCH else "a JSON object or array"
@@ -128,15 +139,18 @@ def parse_events(body: bytes, media_type: str, *, now: dt.datetime) -> list[Even
     rows: list[EventRow] = []
     errors: list[FieldError] = []
     for index, raw in enumerate(raw_events):
-        row = _fast_event(raw, now)
+        event_bytes = raw if isinstance(raw, bytes) else bytes(raw)
+        row = _fast_event(event_bytes, now, depth) if body_is_utf8 else None
         if row is None:
-            problems = _explain_event(index, bytes(raw))
+            problems = _explain_event(index, event_bytes, depth)
             if problems:
                 errors.extend(problems)
                 continue
             # the fast path was only cautious (e.g. an escaped backslash before "u0000" inside a string)
-            row = _slow_event(bytes(raw), now)
+            row = _slow_event(event_bytes, now)
         rows.append(row)
+    if not errors and not body_is_utf8:  # invalid bytes outside every event (between them)
+        errors.append(FieldError(None, None, f"the body is not UTF-8: {utf8_error(body)}"))
     if errors:
         raise CloudEventsError(400, "Invalid events", errors)
     return rows
@@ -146,9 +160,18 @@ def _malformed(exc: msgspec.DecodeError) -> CloudEventsError:
     return CloudEventsError(400, "Malformed JSON", [FieldError(None, None, f"malformed JSON: {exc}")])
 
 
-def _fast_event(raw: msgspec.Raw, now: dt.datetime) -> EventRow | None:
+def _too_deep(body: bytes) -> CloudEventsError:
+    found = first_too_deep(body, MAX_DEPTH)
+    index = found[1] if found else None
+    where = f" (at byte {found[0]})" if found else ""
+    return CloudEventsError(400, "Invalid events", [
+        FieldError(index, None, f"the body nests deeper than {MAX_DEPTH} levels{where}")
+    ])
+
+
+def _fast_event(raw: bytes, now: dt.datetime, depth: int) -> EventRow | None:
     """The common case in ~1 µs; None means "let the slow path look" (it may still be valid)."""
-    if len(raw) > MAX_EVENT_BYTES:
+    if len(raw) > MAX_EVENT_BYTES or (len(raw.translate(None, NOT_OPENERS)) > depth and deeper_than(raw, depth)):
         return None
     try:
         event = _event_decoder.decode(raw)
@@ -164,7 +187,12 @@ def _fast_event(raw: msgspec.Raw, now: dt.datetime) -> EventRow | None:
     elif event.time.tzinfo is None:
         return None
     else:
-        time = event.time.astimezone(dt.UTC)
+        try:
+            time = event.time.astimezone(dt.UTC)
+        except OverflowError:  # year 0 or 10000 in UTC: the slow path names the field
+            return None
+        if time > LATEST_INSTANT:
+            return None
     data_bytes = bytes(event.data)
     if data_bytes == b"null":
         data = None
@@ -192,32 +220,26 @@ def _parse_time(value: Any) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        parsed = msgspec.json.decode(msgspec.json.encode(value), type=dt.datetime)
-    except msgspec.ValidationError:
+        return parse_time(value)
+    except TimeValueError:
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(dt.UTC)
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(v) for v in value)
-    return False
-
-
-def _explain_event(index: int, raw: bytes) -> list[FieldError]:
+def _explain_event(index: int, raw: bytes, depth: int = MAX_DEPTH) -> list[FieldError]:
     """Every problem of one event, in field order."""
     if len(raw) > MAX_EVENT_BYTES:
         return [FieldError(index, None, f"the event is {len(raw):,} bytes; the limit is {MAX_EVENT_BYTES:,} bytes")]
+    problem = utf8_error(raw)
+    if problem is not None:
+        return [FieldError(index, None, f"the event has {problem}")]
+    if deeper_than(raw, depth):
+        return [FieldError(index, None, f"the body nests deeper than {MAX_DEPTH} levels")]
     try:
         obj = _any_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         return [FieldError(index, None, f"malformed JSON: {exc}")]
+    except RecursionError:  # malformed strings hid brackets from the depth check
+        return [FieldError(index, None, f"the body nests deeper than {MAX_DEPTH} levels")]
     if not isinstance(obj, dict):
         return [FieldError(index, None, f"an event must be a JSON object, not {json_type_name(obj)}")]
     errors: list[FieldError] = []
@@ -239,15 +261,16 @@ def _explain_event(index: int, raw: bytes) -> list[FieldError]:
         value = obj["time"]
         if not isinstance(value, str):
             errors.append(FieldError(index, "time", f"time must be an RFC 3339 string, not {json_type_name(value)}"))
-        elif _parse_time(value) is None:
-            errors.append(FieldError(
-                index, "time", f'time "{value[:64]}" is not an RFC 3339 timestamp with a UTC offset'
-            ))
+        else:
+            try:
+                parse_time(value)
+            except TimeValueError as exc:
+                errors.append(FieldError(index, "time", f"time {exc}"))
     data = obj.get("data")
     if data is not None:
         if not isinstance(data, dict):
             errors.append(FieldError(index, "data", f"data must be a JSON object or null, not {json_type_name(data)}"))
-        elif _contains_nul(data):
+        elif contains_nul(data):
             errors.append(FieldError(index, "data", "data must not contain NUL characters (\\u0000)"))
     return errors
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -11,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from catalog.money import format_major
+from common.csv import csv_writer
 
 from ..models import CreditNote, Invoice
 
@@ -47,7 +46,7 @@ def invoices_csv(queryset) -> HttpResponse:
     """One row per invoice line, with its invoice's number, status, customer, period and total."""
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="invoices-{timezone.now():%Y%m%d-%H%M}.csv"'
-    writer = csv.writer(response)
+    writer = csv_writer(response)
     writer.writerow(CSV_COLUMNS)
     for invoice in queryset.select_related("customer").prefetch_related("lines"):
         for line in invoice.lines.all():

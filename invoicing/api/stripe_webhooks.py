@@ -17,7 +17,10 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 @csrf_exempt
 @require_POST
 def stripe_webhook(request: HttpRequest) -> HttpResponse:
-    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_WEBHOOK_BYTES:
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if not (length.isascii() and length.isdigit()):
+        return problem_json_response(400, "Bad Request", "Content-Length must be a number of bytes.")
+    if int(length) > MAX_WEBHOOK_BYTES:
         return problem_json_response(413, "Content Too Large", "Stripe events are far smaller than 1 MiB.")
     try:
         stored, new = webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature"))

@@ -4,7 +4,6 @@ delete) and ``/api/v1/meters/{idOrSlug}/query`` (GET and POST; JSON, or CSV on `
 from __future__ import annotations
 
 import ast
-import csv
 import io
 import json
 from typing import Any
@@ -14,11 +13,13 @@ from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.csv import csv_writer
+from common.json_body import MAX_DEPTH, JsonBodyError, decode_json, deeper_than
+from common.parsers import JsonBodyParser
 from common.problems import Problem
 from common.time import format_rfc3339
 
@@ -55,7 +56,7 @@ from ..windows import (
     time_zone,
     time_zone_names,
 )
-from .params import parse_rfc3339
+from .params import json_parameter, parse_rfc3339, query_bound
 from .schema import DATE_TIME_DESCRIPTION, JSON_CONTENT, NO_NUL, component, date_time, optional_body, problems
 
 # --- OpenAPI description (schema only: the handlers validate with metering.meter_rules) ----------------------
@@ -276,6 +277,15 @@ def meter_fields_from_body(data: Any, *, creating: bool) -> dict[str, Any]:
     unknown = sorted(set(data) - set(CAMEL) - {"id", "createdAt", "updatedAt", "metadata", "eventFrom"})
     if unknown:
         raise validation_problem(dict.fromkeys(unknown, "unknown field"))
+    wrong = {key: "must be a string" for key in ("slug", "name", "description", "eventType", "aggregation",
+                                                  "valueProperty")
+             if data.get(key) is not None and not isinstance(data[key], str)}
+    group_by = data.get("groupBy")
+    if group_by is not None and not (isinstance(group_by, dict)
+                                     and all(isinstance(path, str) for path in group_by.values())):
+        wrong["groupBy"] = 'must be an object of name → JSONPath, e.g. {"model": "$.model"}'
+    if wrong:
+        raise validation_problem({CAMEL[key]: message for key, message in wrong.items()})
     fields = {CAMEL[key]: value for key, value in data.items() if key in CAMEL}
     if not creating:
         fields.pop("slug", None)
@@ -286,7 +296,7 @@ def meter_fields_from_body(data: Any, *, creating: bool) -> dict[str, Any]:
 
 class MeterListView(APIView):
     required_scopes = {"GET": "read", "POST": "manage"}
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
 
     @extend_schema(operation_id="listMeters", summary="List meters", tags=["Meters"],
                    responses={200: {"type": "array", "items": METER}})
@@ -315,7 +325,7 @@ class MeterListView(APIView):
 
 class MeterDetailView(APIView):
     required_scopes = {"GET": "read", "PUT": "manage", "DELETE": "manage"}
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
 
     @extend_schema(operation_id="getMeter", summary="Get a meter", tags=["Meters"], parameters=[METER_ID],
                    responses={200: METER, **problems(404)})
@@ -360,31 +370,45 @@ def _parse_filter_group_by(raw: dict[str, str], query_dict=None) -> dict[str, st
     OpenMeter's Python client sends)."""
     filters = dict(raw)
     if query_dict is not None and "filterGroupBy" in query_dict:
-        text = query_dict.get("filterGroupBy")
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            try:
-                parsed = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                raise Problem(400, "Invalid query parameter", "filterGroupBy must be filterGroupBy[key]=value "
-                              "or a JSON object", errors=[{"field": "filterGroupBy", "message": "not an object"}]
-                              ) from None
-        if not isinstance(parsed, dict):
-            raise Problem(400, "Invalid query parameter", "filterGroupBy must be an object",
-                          errors=[{"field": "filterGroupBy", "message": "not an object"}])
-        filters.update({str(k): str(v) for k, v in parsed.items()})
+        filters.update(_group_by_values(_object_parameter("filterGroupBy", query_dict.get("filterGroupBy"))))
     return filters
+
+
+def _object_parameter(name: str, text: str) -> Any:
+    """A JSON object in a query parameter, or a Python dict literal (``{'model': 'gpt-4o'}``, as OpenMeter's Python
+    client writes one); decoded under the request-body rules (nested at most 64 levels, no NUL)."""
+    if deeper_than(text.replace("'", '"').encode(errors="replace")):
+        raise _bad(name, f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        return decode_json(text)
+    except JsonBodyError as exc:
+        if not text.lstrip().startswith("{"):
+            raise _bad(name, f"must be {name}[key]=value or a JSON object: {exc}") from None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise _bad(name, f"must be {name}[key]=value or a JSON object") from None
+
+
+def _group_by_values(parsed: Any, name: str = "filterGroupBy") -> dict[str, str]:
+    """``{key: value}`` with text (or number, boolean) values, as strings."""
+    if not isinstance(parsed, dict):
+        raise _bad(name, "must be an object")
+    values: dict[str, str] = {}
+    for key, value in parsed.items():
+        if isinstance(value, dict | list | tuple | set) or value is None:
+            raise _bad(name, f"{key}: the value must be a string")
+        if "\x00" in str(key) or "\x00" in str(value):
+            raise _bad(name, f"{key}: must not contain NUL characters")
+        values[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+    return values
 
 
 def _parse_advanced_filters(value: Any) -> list[GroupFilter]:
     if value in (None, ""):
         return []
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise _bad("advancedMeterGroupByFilters", "must be a JSON object") from None
+        value = json_parameter("advancedMeterGroupByFilters", value)
     if not isinstance(value, dict):
         raise _bad("advancedMeterGroupByFilters", 'must be an object like {"model": {"$eq": "gpt-4o"}}')
     filters = []
@@ -396,8 +420,8 @@ def _parse_advanced_filters(value: Any) -> list[GroupFilter]:
                 raise _bad("advancedMeterGroupByFilters",
                            f"{key}: unsupported operator {operator}; supported: {', '.join(FILTER_OPERATORS)}")
             if operator in ("$in", "$nin"):
-                if not isinstance(operand, list) or not operand:
-                    raise _bad("advancedMeterGroupByFilters", f"{key}: {operator} needs a non-empty array")
+                if not isinstance(operand, list) or not operand or any(isinstance(v, dict | list) for v in operand):
+                    raise _bad("advancedMeterGroupByFilters", f"{key}: {operator} needs a non-empty array of strings")
                 filters.append(GroupFilter(key, operator, tuple(str(v) for v in operand)))
             else:
                 if isinstance(operand, dict | list) or operand is None:
@@ -443,7 +467,7 @@ class CsvRenderer(BaseRenderer):
 
 class MeterQueryView(APIView):
     required_scopes = {"GET": "read", "POST": "read"}
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
     renderer_classes = [JSONRenderer, CsvRenderer]
 
     @extend_schema(operation_id="queryMeter", summary="Query a meter's usage", tags=["Meters"],
@@ -491,8 +515,8 @@ class MeterQueryView(APIView):
             tz = time_zone(query["windowTimeZone"])
         except WindowError as exc:
             raise _bad(exc.field, str(exc)) from None
-        start = parse_rfc3339("from", query["from"]) if query["from"] else None
-        end = parse_rfc3339("to", query["to"]) if query["to"] else None
+        start = query_bound("from", parse_rfc3339("from", query["from"])) if query["from"] else None
+        end = query_bound("to", parse_rfc3339("to", query["to"])) if query["to"] else None
         subjects = list(query["subject"])
         if query["filterCustomerId"]:
             resolved = customer_subjects(query["filterCustomerId"])
@@ -512,6 +536,8 @@ class MeterQueryView(APIView):
                     end = next_window_start(floor_to_window(end, window_size, tz), window_size, tz)
             if start is None:  # the start of the window of the first usage
                 first = meter_first_usage_time(meter)
+                if first is not None:
+                    query_bound("from", first)  # events dated in year 1 need an explicit from
                 start = (floor_to_window(first, window_size, tz) if window_size else first) if first else None
         except WindowError as exc:
             raise _bad(exc.field, str(exc)) from None
@@ -539,7 +565,7 @@ class MeterQueryView(APIView):
     def _csv(self, meter: Meter, data, group_by: list[str]) -> HttpResponse:
         keys = [key for key in dict.fromkeys(group_by) if key != "subject"]
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = csv_writer(buffer)
         writer.writerow(["window_start", "window_end", "subject", *keys, "value"])
         for row in data:
             writer.writerow([format_rfc3339(row.window_start), format_rfc3339(row.window_end), row.subject or "",

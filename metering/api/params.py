@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-import msgspec
-
+from common.json_body import JsonBodyError, decode_json
 from common.problems import Problem
+from common.time import TimeValueError
+from common.time import parse_rfc3339 as parse_time
+
+# A meter query's windows reach up to a month (and a time zone's offset, less than a day) beyond its bounds, on
+# either side; bounds inside this range keep every window within the years 1 to 9999 that datetime can hold,
+# whatever the windowSize and windowTimeZone.
+QUERY_EARLIEST = dt.datetime(1, 3, 1, tzinfo=dt.UTC)
+QUERY_LATEST = dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC)
 
 
 def bad_parameter(name: str, message: str) -> Problem:
@@ -15,13 +23,30 @@ def bad_parameter(name: str, message: str) -> Problem:
 
 
 def parse_rfc3339(name: str, value: str) -> dt.datetime:
+    """The parameter ``name`` as an aware UTC datetime (:func:`common.time.parse_rfc3339`), or a 400 naming it."""
+    if not isinstance(value, str):
+        raise bad_parameter(name, "must be an RFC 3339 date-time string")
     try:
-        parsed = msgspec.json.decode(msgspec.json.encode(value.strip()), type=dt.datetime)
-    except msgspec.ValidationError:
-        raise bad_parameter(name, f'"{value}" is not an RFC 3339 date-time') from None
-    if parsed.tzinfo is None:
-        raise bad_parameter(name, f'"{value}" needs a UTC offset (e.g. "Z" or "+02:00")')
-    return parsed.astimezone(dt.UTC)
+        return parse_time(value)
+    except TimeValueError as exc:
+        raise bad_parameter(name, str(exc)) from None
+
+
+def query_bound(name: str, instant: dt.datetime) -> dt.datetime:
+    """A meter query's ``from`` or ``to``, refused (400 naming it) where its windows could leave the calendar."""
+    if not QUERY_EARLIEST <= instant <= QUERY_LATEST:
+        raise bad_parameter(name, "a meter query must stay between 0001-03-01T00:00:00Z and 9999-12-31T23:59:59.999Z "
+                                  "(its windows, in any time zone, must fall within the years 1 to 9999)")
+    return instant
+
+
+def json_parameter(name: str, text: str) -> Any:
+    """A query parameter holding JSON (e.g. ``advancedMeterGroupByFilters``), decoded under the request-body
+    rules (:func:`common.json_body.decode_json`: nested at most 64 levels, no NUL), or a 400 naming it."""
+    try:
+        return decode_json(text)
+    except JsonBodyError as exc:
+        raise bad_parameter(name, str(exc)) from None
 
 
 def datetime_param(params, name: str) -> dt.datetime | None:
