@@ -13,6 +13,7 @@ from ..serializers import feature_json
 
 class FeatureListView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "catalog.feature"
 
     @extend_schema(
         operation_id="listFeatures",

@@ -16,6 +16,7 @@ from ..serializers import plan_json
 
 class PlanListView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "catalog.plan"
 
     @extend_schema(
         operation_id="listPlans",

@@ -19,6 +19,7 @@ _encoder = msgspec.json.Encoder(decimal_format="number")
 
 class EntitlementValueView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "customers.customer"
 
     @extend_schema(operation_id="getCustomerEntitlementValue", responses={200: OpenApiTypes.OBJECT})
     def get(self, request, id_or_key: str, feature_key: str):

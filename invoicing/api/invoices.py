@@ -50,6 +50,7 @@ def _invoice_or_404(invoice_id: str) -> Invoice:
 
 class InvoiceListView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "invoicing.invoice"
 
     @extend_schema(
         operation_id="listInvoices",
@@ -74,6 +75,7 @@ class InvoiceListView(APIView):
 
 class InvoiceDetailView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "invoicing.invoice"
 
     @extend_schema(operation_id="getInvoice", responses={200: OpenApiTypes.OBJECT})
     def get(self, request, invoice_id: str):
@@ -82,6 +84,7 @@ class InvoiceDetailView(APIView):
 
 class InvoiceVoidView(APIView):
     required_scopes = WRITE
+    permission_model = "invoicing.invoice"
     required_permissions = WRITE_PERMISSION
 
     @extend_schema(operation_id="voidInvoice", request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
@@ -104,6 +107,7 @@ class InvoiceVoidView(APIView):
 
 class InvoiceReissueView(APIView):
     required_scopes = WRITE
+    permission_model = "invoicing.invoice"
     required_permissions = WRITE_PERMISSION
 
     @extend_schema(operation_id="reissueInvoice", request=None, responses={201: OpenApiTypes.OBJECT})
@@ -119,6 +123,7 @@ class InvoiceReissueView(APIView):
 
 class CreditNoteListView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "invoicing.creditnote"
 
     @extend_schema(operation_id="listCreditNotes", responses={200: OpenApiTypes.OBJECT},
                    parameters=[OpenApiParameter("customer", str), OpenApiParameter("limit", int)])
@@ -130,6 +135,7 @@ class CreditNoteListView(APIView):
 
 class CreditNoteDetailView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "invoicing.creditnote"
 
     @extend_schema(operation_id="getCreditNote", responses={200: OpenApiTypes.OBJECT})
     def get(self, request, credit_note_id: str):

@@ -93,6 +93,7 @@ def meter_fields_from_body(data: Any, *, creating: bool) -> dict[str, Any]:
 
 class MeterListView(APIView):
     required_scopes = {"GET": "read", "POST": "manage"}
+    permission_model = "metering.meter"
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="listMeters", responses={200: OpenApiTypes.OBJECT})
@@ -116,6 +117,7 @@ class MeterListView(APIView):
 
 class MeterDetailView(APIView):
     required_scopes = {"GET": "read", "PUT": "manage", "DELETE": "manage"}
+    permission_model = "metering.meter"
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="getMeter", responses={200: OpenApiTypes.OBJECT})
@@ -222,7 +224,8 @@ class CsvRenderer(BaseRenderer):
 
 
 class MeterQueryView(APIView):
-    required_scopes = {"GET": "read", "POST": "read"}
+    required_scopes = {"GET": "read", "POST": "read"}  # the POST query reads: view_meter
+    permission_model = "metering.meter"
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer, CsvRenderer]
 
