@@ -50,6 +50,10 @@ class BatchOverRateLimit(exceptions.APIException):
     status_code = 413
 
 
+def _now() -> float:
+    return time.time()
+
+
 def _cache():
     return caches[getattr(settings, "API_THROTTLE_CACHE", "default")]
 
@@ -121,7 +125,7 @@ def auth_failure_record(request) -> None:
     limit = getattr(settings, "API_AUTH_FAILURES_PER_MINUTE", 20)
     if limit <= 0:
         return
-    now = time.time()
+    now = _now()
     window = int(now // AUTH_FAILURE_WINDOW_SECONDS)
     ip = client_ip(request)
     try:
@@ -150,7 +154,7 @@ def ingest_rate_charge(token: ApiToken | None, events: int) -> None:
         raise BatchOverRateLimit(f"This request carries {events:,} events; this token may post at most "
                                  f"{limit:,} events a second, {allowance:,} per {window_seconds} s window. "
                                  "Split the batch.")
-    now = time.time()
+    now = _now()
     window = int(now // window_seconds)
     key = f"api-ingest-rate:{token.token_hash}:{window}"
     try:
