@@ -24,6 +24,8 @@ Authorization (:class:`HasScope`), the same for every API view:
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from rest_framework import authentication, exceptions, permissions
 
 from .models import ApiToken
@@ -83,7 +85,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         return TokenPrincipal(token), token
 
     @staticmethod
-    def fail(request, message: str):
+    def fail(request, message: str) -> NoReturn:
         auth_failure_record(request)  # 429 instead, once this address failed too often
         raise exceptions.AuthenticationFailed(message)
 

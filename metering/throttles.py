@@ -13,7 +13,9 @@ Redis outage never stops ingest or authentication.
   429 with ``Retry-After``. A valid token is never counted or slowed (no cache access), even from that address.
 - **Ingest rate** (optional per token, ``ApiToken.ingest_rate_limit`` events per second): the events of a window
   of ``API_INGEST_RATE_WINDOW_SECONDS`` may add up to limit × window; a request whose events would go beyond it is
-  refused with 429 and ``Retry-After`` (and its events do not count). A token without a limit costs nothing.
+  refused with 429 and ``Retry-After`` (and its events do not count). Workers take the budget in slices (see
+  :class:`_Slices`), so a busy token costs a few cache round trips per window, not one per request. A token
+  without a limit costs nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import ipaddress
 import logging
 import math
+import threading
 import time
 
 from django.conf import settings
@@ -59,7 +62,8 @@ def _cache():
 
 
 def _window_add(key: str, amount: int, ttl: int) -> int:
-    """Add ``amount`` to the counter ``key`` (created with ``ttl`` seconds to live); the new count.
+    """Add ``amount`` to the counter ``key`` (created with ``ttl`` seconds to live); the new count (a fixed window:
+    the caller puts the window's number in the key).
 
     On Redis, one round trip (``SET NX EX`` and ``INCRBY`` pipelined); on other backends ``add`` then ``incr``.
     """
@@ -141,6 +145,44 @@ def auth_failure_record(request) -> None:
 
 # --- per-token ingest rate ---------------------------------------------------------------------------------------
 
+class _Slices:
+    """This process's unspent slices of tokens' window budgets: (counter key) → events still free to post.
+
+    A worker takes budget from the shared counter in slices of at least 1/``SLICES_PER_WINDOW`` of a window's
+    allowance, and spends them locally: a token posting at its limit costs about ``SLICES_PER_WINDOW`` cache round
+    trips per window per worker, whatever the number of requests. What a worker holds unspent when the window
+    ends is lost, so with N workers up to N/``SLICES_PER_WINDOW`` of a window may go unused (refused early).
+    """
+
+    def __init__(self) -> None:
+        self._free: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def spend(self, key: str, events: int) -> int:
+        """Take up to ``events`` from the slice of ``key``; how many are still missing."""
+        with self._lock:
+            free = self._free.get(key, 0)
+            taken = min(free, events)
+            if taken:
+                self._free[key] = free - taken
+            return events - taken
+
+    def give(self, key: str, events: int, *, window_suffix: str) -> None:
+        """Keep ``events`` for later requests; forget slices of windows that are over."""
+        with self._lock:
+            for old in [k for k in self._free if not k.endswith(window_suffix)]:
+                del self._free[old]
+            self._free[key] = self._free.get(key, 0) + events
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+
+
+SLICES_PER_WINDOW = 100
+_slices = _Slices()
+
+
 def ingest_rate_charge(token: ApiToken | None, events: int) -> None:
     """Charge ``events`` to the token's ingest rate; 429 when they would go beyond it (they are not counted
     then), 413 when one request carries more than a whole window allows. Tokens without a limit: nothing."""
@@ -156,15 +198,22 @@ def ingest_rate_charge(token: ApiToken | None, events: int) -> None:
                                  "Split the batch.")
     now = _now()
     window = int(now // window_seconds)
-    key = f"api-ingest-rate:{token.token_hash}:{window}"
+    suffix = f":{window}"
+    key = f"api-ingest-rate:{token.token_hash}{suffix}"
+    missing = _slices.spend(key, events)
+    if not missing:
+        return  # paid from this worker's slice: no cache round trip
     try:
-        count = _window_add(key, events, window_seconds + 1)
-        if count <= allowance:
-            return
-        _window_take_back(key, events)
+        # A slice for this and the next requests; when the window cannot give that much, just what is missing.
+        for take in dict.fromkeys((max(missing, allowance // SLICES_PER_WINDOW), missing)):
+            if _window_add(key, take, window_seconds + 1) <= allowance:
+                _slices.give(key, take - missing, window_suffix=suffix)
+                return
+            _window_take_back(key, take)
     except Exception:  # fail open: a cache outage must not stop ingest
         logger.warning("API ingest rate limit: the cache did not answer", exc_info=True)
         return
+    _slices.give(key, events - missing, window_suffix=suffix)  # what this worker had stays its own
     wait = (window + 1) * window_seconds - now
     raise Throttled(wait, f"This token may post {limit:,} events a second ({allowance:,} per {window_seconds} s "
                           f"window); this window is used up. Retry in {max(1, math.ceil(wait))} s.")

@@ -7,6 +7,7 @@ from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 
+from metering import throttles
 from tests.builders import built_once
 from tests.security.matrix import build_world
 
@@ -21,6 +22,7 @@ def world(django_db_setup, django_db_blocker):
 def fresh_throttles(settings):
     """The throttles count in the default cache; counts must not carry over between tests (the tests stop the
     throttles' clock, so their windows have the same keys). On Redis only the throttles' keys go."""
+    throttles._slices.clear()
     cache = caches[settings.API_THROTTLE_CACHE]
     if isinstance(cache, LocMemCache):
         cache.clear()

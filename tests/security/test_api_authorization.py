@@ -5,6 +5,7 @@ and hostile Authorization headers are a 401 problem+json (never a 5xx, never a d
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
@@ -129,7 +130,9 @@ def test_undeclared_views_and_methods_are_refused_even_to_superusers(make_token)
 def test_an_inactive_or_non_staff_user_object_is_refused():
     """HasScope itself: whatever authenticates a user who is not active staff, the answer is 403."""
     factory = APIRequestFactory()
-    for fields in ({"is_staff": True, "is_active": False, "is_superuser": True}, {"is_staff": False}):
+    variants: list[dict[str, Any]] = [{"is_staff": True, "is_active": False, "is_superuser": True},
+                                      {"is_staff": False}]
+    for fields in variants:
         user = User.objects.create_user(f"u{len(fields)}", password="pw-123456", **fields)
         request = factory.get("/x")
         force_authenticate(request, user=user)

@@ -191,6 +191,29 @@ def test_the_kong_paths_are_limited_too_and_tokens_have_their_own_budgets(clock)
     assert post(second, 10, "/v3/openmeter/events").status_code == 202
 
 
+def test_busy_tokens_take_their_budget_in_slices(clock, monkeypatch):
+    """One cache round trip buys a slice of 1/100 of the window; the next requests spend it in the worker."""
+    trips: list[int] = []
+    real = throttles._window_add
+
+    def counted(key: str, amount: int, ttl: int) -> int:
+        trips.append(amount)
+        return real(key, amount, ttl)
+
+    monkeypatch.setattr(throttles, "_window_add", counted)
+    token = limited(1000)  # 10,000 per window: slices of 100
+    for _ in range(100):
+        assert post(token, 1).status_code == 204
+    assert trips == [100]
+    assert post(token, 1).status_code == 204
+    assert trips == [100, 100]
+    assert post(token, 9_799).status_code == 204  # 99 from the slice, 9,700 more: 9,900 counted
+    assert post(token, 150).status_code == 429  # no slice of 100 left after 100 more, nor 150
+    assert post(token, 100).status_code == 204  # exactly what is left
+    assert post(token, 1).status_code == 429
+    assert Event.objects.count() == 10_000
+
+
 def test_tokens_without_a_limit_cost_nothing(clock, monkeypatch):
     def no_cache(*args, **kwargs):
         raise AssertionError("a token without a limit must not touch the cache")
