@@ -11,11 +11,14 @@ from typing import Any
 
 from django.contrib.auth.models import Group, User
 from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.views import APIView
 
 from customers.models import Subscription
 from customers.services.subscriptions import subscription_create
 from invoicing.models import CreditNote, Invoice
 from invoicing.services.lifecycle import invoice_void
+from metering.authentication import HasScope
 from metering.models import Event, Meter
 from metering.services.tokens import api_token_create
 from tests.builders import cancelled_in_december, kong_air, llm_event, make_meter, monthly_close
@@ -185,3 +188,19 @@ def api_call(client: Client, call: Api, world: dict, headers: dict[str, Any]):
     return client.generic(call.method, path_in(call.path, world), body or "", call.content_type, **headers)
 
 
+def api_views() -> dict[str, type[APIView]]:
+    """Route → view class of every DRF view of the project that uses the default permission (the API)."""
+    found: dict[str, type[APIView]] = {}
+
+    def walk(patterns, prefix: str) -> None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            elif isinstance(pattern, URLPattern):
+                cls = getattr(pattern.callback, "cls", None)
+                if cls is not None and issubclass(cls, APIView) and any(
+                        isinstance(permission, HasScope) for permission in cls().get_permissions()):
+                    found[prefix + str(pattern.pattern)] = cls
+
+    walk(get_resolver().url_patterns, "/")
+    return found

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.response import Response
 from rest_framework.test import APIClient, APIRequestFactory, force_authenticate
 from rest_framework.views import APIView
@@ -19,30 +18,12 @@ from catalog.api.features import FeatureListView
 from invoicing.api.invoices import InvoiceReissueView, InvoiceVoidView
 from metering.api.events import EventsView, KongEventsView
 from metering.api.meters import MeterDetailView, MeterListView, MeterQueryView
-from metering.authentication import HasScope, required_permission, required_scope
+from metering.authentication import required_permission, required_scope
 from metering.models import Meter
 from tests.builders import bearer
-from tests.security.matrix import ADMIN, MATRIX, PROBLEM, SESSIONS, api_call
+from tests.security.matrix import ADMIN, MATRIX, PROBLEM, SESSIONS, api_call, api_views
 
 pytestmark = pytest.mark.django_db
-
-
-def api_views() -> dict[str, type[APIView]]:
-    """Route → view class of every DRF view of the project that uses the default permission (the API)."""
-    found: dict[str, type[APIView]] = {}
-
-    def walk(patterns, prefix: str) -> None:
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                walk(pattern.url_patterns, prefix + str(pattern.pattern))
-            elif isinstance(pattern, URLPattern):
-                cls = getattr(pattern.callback, "cls", None)
-                if cls is not None and issubclass(cls, APIView) and any(
-                        isinstance(permission, HasScope) for permission in cls().get_permissions()):
-                    found[prefix + str(pattern.pattern)] = cls
-
-    walk(get_resolver().url_patterns, "/")
-    return found
 
 
 def test_every_api_view_declares_what_it_acts_on():

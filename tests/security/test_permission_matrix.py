@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.test import Client
+from django.urls import resolve
 
 from metering.models import Meter
 from tests.builders import bearer
@@ -27,8 +28,10 @@ from tests.security.matrix import (
     ROLES,
     SESSIONS,
     VIEWER,
+    Api,
     Row,
     api_call,
+    api_views,
     path_in,
 )
 
@@ -70,6 +73,9 @@ def test_the_matrix(world, db, row: Row, role: str):
         before = call.state(world) if call.state else None
         response = api_call(client, call, world, headers)
         what = f"{role}: {call.method} {call.path}"
+        if call.method == "GET":
+            head = api_call(client, Api("HEAD", call.path), world, headers)
+            assert head.status_code == response.status_code, f"{role}: HEAD {call.path} → {head.status_code}"
         if allowed:
             assert 200 <= response.status_code < 300, f"{what} → {response.status_code} {response.content[:300]!r}"
             if call.state:
@@ -114,6 +120,14 @@ def test_tokens_do_not_open_the_admin(world, db):
     for token in world["tokens"].values():
         response = client.get("/admin/metering/meter/", **bearer(token))
         assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_the_matrix_covers_every_endpoint_and_method():
+    covered = {(getattr(resolve(call.path.split("?")[0]).func, "cls", None), call.method)
+               for row in MATRIX for call in row.api}
+    implemented = {(cls, method.upper()) for cls in set(api_views().values()) for method in cls.http_method_names
+                   if method not in ("head", "options") and hasattr(cls, method)}
+    assert covered == implemented
 
 
 # --- README's table is this matrix --------------------------------------------------------------------------------
