@@ -5,6 +5,11 @@
   their subjects and Kong consumers, subscriptions, and invoice previews.
 - **Billing admin**: the operator's rights, plus issuing, voiding, marking paid or uncollectible, cycle closes,
   Stripe sync and webhooks, API tokens, schedules (periodic tasks) and job runs.
+
+The same permissions govern the JSON API for a logged-in staff user (``metering.authentication.HasScope``):
+``view_<model>`` to read, ``add_``/``change_``/``delete_<model>`` to write, ``invoicing.issue_invoice`` to void or
+reissue. Posting events is for API tokens only. README's "API access" section has the role × action matrix;
+``tests/security/test_permission_matrix.py`` walks it through the admin and the API.
 """
 
 from __future__ import annotations

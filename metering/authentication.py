@@ -1,17 +1,41 @@
-"""Bearer-token authentication and scope permissions for every API of the project.
+"""Bearer-token authentication and the one authorization rule of every API of the project.
 
-Missing, unknown or revoked token → 401; a token without the needed scope → 403 (both problem+json via
-the project's exception handler). Staff users logged in to the admin may use the read and manage APIs
-from the browser.
+Authentication: ``Authorization: Bearer <token>``. Missing, unknown, revoked or malformed token → 401
+problem+json; after ``API_AUTH_FAILURES_PER_MINUTE`` failures from one client IP within a minute → 429 with
+``Retry-After`` (see :mod:`metering.throttles`). A valid token is never counted or slowed.
+
+Authorization (:class:`HasScope`), the same for every API view:
+
+- Each view declares, per HTTP method it implements, the token scope it needs (``required_scopes``, e.g.
+  ``{"GET": "read", "POST": "manage"}``), and the model it acts on (``permission_model = "metering.meter"``).
+  Actions that are not a plain add/change/delete name their Django permission instead
+  (``required_permissions = {"POST": "invoicing.issue_invoice"}``).
+- An **API token** may do what its scopes say (scopes are not nested: ``manage`` does not include ``read``).
+- A **staff session** (a user logged in to the admin) may do exactly what that user's Django permissions allow
+  in the admin: ``view_<model>`` for a read (GET, HEAD, OPTIONS, and POSTs the view declares with the ``read``
+  scope, such as the meter query), ``add_``/``change_``/``delete_<model>`` for POST/PUT and PATCH/DELETE, or the
+  view's explicit permission. Inactive or non-staff users → 403.
+- Posting events (the ``ingest`` scope) is for tokens only, superusers included: usage is billed, so it comes only
+  from a named, revocable, rate-limited gateway token (the admin has no way to add events either), never from a
+  browser session, where a forged cross-site request or a mistaken click would create billable usage.
+- A method a view implements but does not declare is refused to everyone (fail closed); a method it does not
+  implement answers 405.
 """
 
 from __future__ import annotations
+
+from typing import NoReturn
 
 from rest_framework import authentication, exceptions, permissions
 
 from .models import ApiToken
 from .selectors.tokens import api_token_by_plain
 from .services.tokens import api_token_touch
+from .throttles import auth_failure_record
+
+TOKEN_MAX_LENGTH = 200  # ours are 47 characters; anything much longer is not a token of ours
+TOKEN_ONLY_SCOPES = frozenset({ApiToken.Scope.INGEST})
+SESSION_WRITE_ACTIONS = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
 
 
 class TokenPrincipal:
@@ -32,52 +56,101 @@ class TokenPrincipal:
         return self.username
 
 
+def looks_like_token(value: str) -> bool:
+    """Printable ASCII without spaces, of a sane length: anything else fails without a database lookup."""
+    return 0 < len(value) <= TOKEN_MAX_LENGTH and value.isascii() and value.isprintable() and " " not in value
+
+
 class BearerTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).decode("latin-1")
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
         if not header:
             return None
-        scheme, _, value = header.partition(" ")
+        scheme, _, value = str(header).partition(" ")
         if scheme.lower() != "bearer":
             return None  # e.g. Basic: leave it to other authenticators
         value = value.strip()
         if not value:
-            raise exceptions.AuthenticationFailed("The Authorization header has no token after 'Bearer'.")
+            self.fail(request, "The Authorization header has no token after 'Bearer'.")
+        if not looks_like_token(value):
+            self.fail(request, "Malformed API token.")
         token = api_token_by_plain(value)
         if token is None:
-            raise exceptions.AuthenticationFailed("Unknown or revoked API token.")
+            self.fail(request, "Unknown or revoked API token.")
         api_token_touch(token=token)
         return TokenPrincipal(token), token
+
+    @staticmethod
+    def fail(request, message: str) -> NoReturn:
+        auth_failure_record(request)  # 429 instead, once this address failed too often
+        raise exceptions.AuthenticationFailed(message)
 
     def authenticate_header(self, request) -> str:
         return self.keyword
 
 
-class HasScope(permissions.BasePermission):
-    """The view names the scope it needs per HTTP method in ``required_scopes`` (e.g. ``{"POST": "ingest"}``).
+def required_scope(view, method: str) -> str | None:
+    """The token scope ``method`` needs on ``view``: as declared; undeclared reads need ``read``; None for an
+    undeclared write (refused)."""
+    declared = getattr(view, "required_scopes", {}).get(method)
+    if declared is not None:
+        return declared
+    return ApiToken.Scope.READ if method in permissions.SAFE_METHODS else None
 
-    Methods not listed need ``read``. A staff session needs the Django permission the view names for the method
-    in ``required_permissions`` (e.g. ``{"POST": "invoicing.issue_invoice"}``), where it names one.
-    """
+
+def required_permission(view, method: str) -> str | None:
+    """The Django permission a staff session needs for ``method`` on ``view``; None when no session may do it
+    (token-only scopes, undeclared methods or models)."""
+    explicit = getattr(view, "required_permissions", {}).get(method)
+    if explicit:
+        return explicit
+    scope = required_scope(view, method)
+    model = getattr(view, "permission_model", "")
+    if scope is None or scope in TOKEN_ONLY_SCOPES or "." not in model:
+        return None
+    app_label, model_name = model.split(".", 1)
+    action = "view" if scope == ApiToken.Scope.READ or method in permissions.SAFE_METHODS else (
+        SESSION_WRITE_ACTIONS.get(method))
+    return f"{app_label}.{action}_{model_name}" if action else None
+
+
+def implements(view, method: str) -> bool:
+    return method.lower() in getattr(view, "http_method_names", ()) and hasattr(view, method.lower())
+
+
+class HasScope(permissions.BasePermission):
+    """The one rule: tokens by their scopes, staff sessions by the Django permission of the model the view acts
+    on (see the module's docstring)."""
 
     def has_permission(self, request, view) -> bool:
-        scope = getattr(view, "required_scopes", {}).get(request.method, ApiToken.Scope.READ)
+        method = request.method
         token = request.auth if isinstance(request.auth, ApiToken) else None
-        if token is not None:
-            if token.has_scope(scope):
-                return True
-            self.message = f"This token does not have the '{scope}' scope."
-            return False
         user = request.user
-        if user is None or not user.is_authenticated:
+        if token is None and (user is None or not user.is_authenticated):
             raise exceptions.NotAuthenticated("Send 'Authorization: Bearer <token>'.")
-        if user.is_active and user.is_staff:
-            permission = getattr(view, "required_permissions", {}).get(request.method)
-            if permission is None or user.has_perm(permission):
+        if not implements(view, method):
+            return True  # the view answers 405
+        scope = required_scope(view, method)
+        if token is not None:
+            if scope is not None and token.has_scope(scope):
                 return True
-            self.message = f"Your account does not have the permission {permission!r}."
+            self.message = (f"This token does not have the '{scope}' scope." if scope
+                            else f"{method} is not open to API tokens here.")
             return False
-        self.message = "Only staff users or API tokens may use this API."
+        if not (user.is_active and user.is_staff):
+            self.message = "Only active staff users or API tokens may use this API."
+            return False
+        permission = required_permission(view, method)
+        if permission is None:
+            self.message = ("Posting events needs an API token with the ingest scope; staff sessions cannot "
+                            "post events." if scope in TOKEN_ONLY_SCOPES
+                            else f"{method} is not open to staff sessions here.")
+            return False
+        if user.has_perm(permission):
+            return True
+        self.message = f"Your account does not have the permission {permission!r}."
         return False

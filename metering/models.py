@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from common.time import format_rfc3339
 
 CLOUDEVENT_STRING_MAX = 255
+INGEST_RATE_LIMIT_MAX = 10_000_000  # events per second; far beyond what one installation ingests
 
 
 class Event(models.Model):
@@ -80,6 +82,12 @@ class ApiToken(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    ingest_rate_limit = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(INGEST_RATE_LIMIT_MAX)],
+        verbose_name="ingest rate limit",
+        help_text="Events per second this token may post, counted per event (a batch of 1,000 counts 1,000) "
+                  "over short windows; beyond it ingest answers 429. Empty: no limit.",
     )
 
     class Meta:

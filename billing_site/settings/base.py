@@ -237,6 +237,14 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
+# API throttles (metering/throttles.py), counted in the "default" cache: shared by every worker on Redis; with
+# locmem (no REDIS_URL) each process counts alone. Failed Bearer authentications per client IP per minute before
+# 429 (0: off); proxies in front of the app whose X-Forwarded-For is trusted (0: REMOTE_ADDR only); the window
+# over which a token's ingest rate limit (events per second) is counted.
+API_AUTH_FAILURES_PER_MINUTE = env.int("API_AUTH_FAILURES_PER_MINUTE", default=20)
+API_TRUSTED_PROXIES = env.int("API_TRUSTED_PROXIES", default=0)
+API_INGEST_RATE_WINDOW_SECONDS = env.int("API_INGEST_RATE_WINDOW_SECONDS", default=10)
+API_THROTTLE_CACHE = "default"
 SPECTACULAR_SETTINGS = {
     "TITLE": "Billing back office API",
     "DESCRIPTION": "OpenMeter-compatible ingest, meters, usage, entitlements and invoices. Errors are "

@@ -29,6 +29,7 @@ FEATURE = component("Feature", {
 
 class FeatureListView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "catalog.feature"
 
     @extend_schema(
         operation_id="listFeatures",

@@ -82,6 +82,7 @@ PLAN = component("Plan", {
 
 class PlanListView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "catalog.plan"
 
     @extend_schema(
         operation_id="listPlans",

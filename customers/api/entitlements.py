@@ -35,6 +35,7 @@ ENTITLEMENT_VALUE = component("EntitlementValue", {
 
 class EntitlementValueView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "customers.customer"
 
     @extend_schema(
         operation_id="getCustomerEntitlementValue",

@@ -147,6 +147,7 @@ def _invoice_or_404(invoice_id: str) -> Invoice:
 
 class InvoiceListView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "invoicing.invoice"
 
     @extend_schema(
         operation_id="listInvoices",
@@ -180,6 +181,7 @@ class InvoiceListView(APIView):
 
 class InvoiceDetailView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "invoicing.invoice"
 
     @extend_schema(operation_id="getInvoice", summary="Get an invoice", tags=["Invoices"], parameters=[INVOICE_ID],
                    responses={200: INVOICE, **problems(400, 404)})
@@ -189,6 +191,7 @@ class InvoiceDetailView(APIView):
 
 class InvoiceVoidView(APIView):
     required_scopes = WRITE
+    permission_model = "invoicing.invoice"
     required_permissions = WRITE_PERMISSION
 
     @extend_schema(operation_id="voidInvoice", summary="Void an invoice", tags=["Invoices"],
@@ -215,6 +218,7 @@ class InvoiceVoidView(APIView):
 
 class InvoiceReissueView(APIView):
     required_scopes = WRITE
+    permission_model = "invoicing.invoice"
     required_permissions = WRITE_PERMISSION
 
     @extend_schema(operation_id="reissueInvoice", summary="Reissue a voided invoice", tags=["Invoices"],
@@ -235,6 +239,7 @@ class InvoiceReissueView(APIView):
 
 class CreditNoteListView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "invoicing.creditnote"
 
     @extend_schema(operation_id="listCreditNotes", summary="List credit notes", tags=["Invoices"],
                    responses={200: {"type": "array", "items": CREDIT_NOTE}, **problems(400)},
@@ -247,6 +252,7 @@ class CreditNoteListView(APIView):
 
 class CreditNoteDetailView(APIView):
     required_scopes = {"GET": "read"}
+    permission_model = "invoicing.creditnote"
 
     @extend_schema(operation_id="getCreditNote", summary="Get a credit note", tags=["Invoices"],
                    parameters=[CREDIT_NOTE_ID], responses={200: CREDIT_NOTE, **problems(400, 404)})

@@ -15,7 +15,7 @@ from .. import forms
 from ..meter_rules import KONG_PRESETS
 from ..models import ApiToken, Meter
 from ..services.meters import meter_create_from_preset
-from ..services.tokens import api_token_create, api_token_revoke
+from ..services.tokens import api_token_create, api_token_revoke, api_token_set_rate_limit
 
 REVOKE = ConfirmAction(
     name="revoke", label="Revoke", scope="bulk", permission="metering.delete_apitoken",
@@ -28,10 +28,12 @@ REVOKE = ConfirmAction(
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
-    """Tokens are never edited: the change form is read-only (``has_change_permission`` false); add and revoke
-    are what changes them."""
+    """A token's name and scopes never change: add and revoke are what changes tokens. The one thing editable
+    afterwards is the ingest rate limit (events per second, empty for none), so a noisy gateway can be slowed
+    without replacing its token; a revoked token is read-only."""
 
-    list_display = ("name", "prefix", "scope_list", "created_at", "created_by", "last_used_at", "status")
+    list_display = ("name", "prefix", "scope_list", "rate_limit", "created_at", "created_by", "last_used_at",
+                    "status")
     list_filter = ("revoked_at",)
     search_fields = ("name", "prefix")
     list_select_related = ("created_by",)
@@ -42,7 +44,9 @@ class ApiTokenAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
                        "revoked_by")
 
     def has_change_permission(self, request, obj=None):
-        return False
+        if obj is not None and obj.revoked_at is not None:
+            return False
+        return super().has_change_permission(request, obj)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -50,7 +54,8 @@ class ApiTokenAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fields(self, request, obj=None):
-        return ("name", "scopes") if obj is None else self.readonly_fields
+        return ("name", "scopes", "ingest_rate_limit") if obj is None else (*self.readonly_fields,
+                                                                            "ingest_rate_limit")
 
     def get_readonly_fields(self, request, obj=None):
         return () if obj is None else self.readonly_fields
@@ -86,9 +91,14 @@ class ApiTokenAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/metering/apitoken/connect.html", context)
 
     def save_model(self, request, obj, form, change):
+        if change:
+            with refusals():
+                api_token_set_rate_limit(token=obj, ingest_rate_limit=form.cleaned_data["ingest_rate_limit"])
+            return
         with refusals():
             token, plain = api_token_create(
-                name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"], created_by=request.user
+                name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"], created_by=request.user,
+                ingest_rate_limit=form.cleaned_data.get("ingest_rate_limit"),
             )
         obj.pk = token.pk
         obj.prefix = token.prefix
@@ -109,6 +119,10 @@ class ApiTokenAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
     @admin.display(description="scopes")
     def scope_list(self, obj: ApiToken) -> str:
         return ", ".join(obj.scopes)
+
+    @admin.display(description="rate limit")
+    def rate_limit(self, obj: ApiToken) -> str:
+        return f"{obj.ingest_rate_limit:,} events/s" if obj.ingest_rate_limit else "none"
 
     @admin.display(description="status")
     def status(self, obj: ApiToken) -> str:

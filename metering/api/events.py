@@ -30,6 +30,7 @@ from ..cloudevents import (
 from ..enrichment import enrich_events
 from ..selectors.events import MAX_LIST_LIMIT, events_list
 from ..services.ingest import EventsNotStorable, events_ingest
+from ..throttles import ingest_rate_charge
 from .params import datetime_param, int_param
 from .schema import DATE_TIME_DESCRIPTION, NO_NUL, component, date_time, problems
 
@@ -98,6 +99,7 @@ class EventsView(APIView):
 
     permission_classes = [HasScope]
     required_scopes = {"POST": "ingest", "GET": "read"}
+    permission_model = "metering.event"
     parser_classes: list = []  # the body is parsed by metering.cloudevents, never by a DRF parser
     success_status = 204
 
@@ -126,6 +128,7 @@ class EventsView(APIView):
             rows = parse_events(body, media_type, now=now)
         except CloudEventsError as exc:
             raise Problem(exc.status, exc.title, str(exc), errors=[e.as_dict() for e in exc.errors]) from None
+        ingest_rate_charge(request.auth, len(rows))  # 429 beyond the token's ingest rate limit, if it has one
         try:
             events_ingest(rows=rows, received_at=now)
         except EventsNotStorable:

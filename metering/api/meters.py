@@ -296,6 +296,7 @@ def meter_fields_from_body(data: Any, *, creating: bool) -> dict[str, Any]:
 
 class MeterListView(APIView):
     required_scopes = {"GET": "read", "POST": "manage"}
+    permission_model = "metering.meter"
     parser_classes = [JsonBodyParser]
 
     @extend_schema(operation_id="listMeters", summary="List meters", tags=["Meters"],
@@ -325,6 +326,7 @@ class MeterListView(APIView):
 
 class MeterDetailView(APIView):
     required_scopes = {"GET": "read", "PUT": "manage", "DELETE": "manage"}
+    permission_model = "metering.meter"
     parser_classes = [JsonBodyParser]
 
     @extend_schema(operation_id="getMeter", summary="Get a meter", tags=["Meters"], parameters=[METER_ID],
@@ -466,7 +468,8 @@ class CsvRenderer(BaseRenderer):
 
 
 class MeterQueryView(APIView):
-    required_scopes = {"GET": "read", "POST": "read"}
+    required_scopes = {"GET": "read", "POST": "read"}  # the POST query reads: view_meter
+    permission_model = "metering.meter"
     parser_classes = [JsonBodyParser]
     renderer_classes = [JSONRenderer, CsvRenderer]
 

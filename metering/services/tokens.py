@@ -1,4 +1,5 @@
-"""API tokens: create (the plain token is returned once, only its hash is kept) and revoke."""
+"""API tokens: create (the plain token is returned once, only its hash is kept), set the ingest rate limit, and
+revoke."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import secrets
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import ApiToken
+from ..models import INGEST_RATE_LIMIT_MAX, ApiToken
 from ..selectors.tokens import forget_token, hash_token
 
 TOKEN_PREFIX = "bbo_"  # noqa: S105 - a public marker, not a secret
@@ -19,8 +20,24 @@ class InvalidScope(ValueError):
     pass
 
 
-def api_token_create(*, name: str, scopes: list[str], created_by=None) -> tuple[ApiToken, str]:
+class InvalidRateLimit(ValueError):
+    pass
+
+
+def _checked_rate_limit(value: object) -> int | None:
+    """None (no limit) or whole events per second, 1 to ``INGEST_RATE_LIMIT_MAX``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INGEST_RATE_LIMIT_MAX:
+        raise InvalidRateLimit(f"The ingest rate limit must be a whole number of events per second from 1 to "
+                               f"{INGEST_RATE_LIMIT_MAX:,}, or empty for no limit.")
+    return value
+
+
+def api_token_create(*, name: str, scopes: list[str], created_by=None,
+                     ingest_rate_limit: int | None = None) -> tuple[ApiToken, str]:
     """Create a token; returns the row and the plain token, which is never stored or shown again."""
+    ingest_rate_limit = _checked_rate_limit(ingest_rate_limit)
     name = name.strip()
     if not name:
         raise ValueError("A token needs a name.")
@@ -36,8 +53,26 @@ def api_token_create(*, name: str, scopes: list[str], created_by=None) -> tuple[
         token_hash=hash_token(plain),
         scopes=sorted(set(scopes)),
         created_by=created_by,
+        ingest_rate_limit=ingest_rate_limit,
     )
     return token, plain
+
+
+@transaction.atomic
+def api_token_set_rate_limit(*, token: ApiToken, ingest_rate_limit: int | None) -> ApiToken:
+    """Change (or, with None, remove) a token's ingest rate limit. Web workers remember tokens for a few
+    seconds, so the new limit applies everywhere within ``TOKEN_CACHE_SECONDS``."""
+    ingest_rate_limit = _checked_rate_limit(ingest_rate_limit)
+    token = ApiToken.objects.select_for_update().get(pk=token.pk)
+    if token.revoked_at is not None:
+        raise InvalidRateLimit("This token is revoked; its rate limit no longer matters.")
+    if token.ingest_rate_limit != ingest_rate_limit:
+        token.ingest_rate_limit = ingest_rate_limit
+        token.save(update_fields=["ingest_rate_limit"])
+    forget_token(token.token_hash)
+    digest = token.token_hash
+    transaction.on_commit(lambda: forget_token(digest))
+    return token
 
 
 @transaction.atomic
