@@ -198,7 +198,6 @@ def test_records_nobody_edits_are_read_only_pages(admin_client, world, invoices)
     ingest([llm_event(event_id="e1", time=None)])
     pages = [f"/admin/invoicing/invoice/{invoice.pk}/change/",
              f"/admin/customers/subscription/{subscription.pk}/change/",
-             f"/admin/metering/apitoken/{token.pk}/change/",
              f"/admin/metering/event/{Event.objects.get(event_id='e1').pk}/change/",
              f"/admin/invoicing/cycleclose/{CycleClose.objects.filter(invoice=invoice).get().pk}/change/",
              f"/admin/common/jobrun/{JobRun.objects.create(kind='heartbeat').pk}/change/"]
@@ -207,6 +206,10 @@ def test_records_nobody_edits_are_read_only_pages(admin_client, world, invoices)
         assert page.status_code == 200, url
         assert 'name="_save"' not in page.content.decode(), url
         assert admin_client.post(url, {}).status_code == 403, url
+    # A token's only editable field is its ingest rate limit; its name, scopes and secret never change.
+    token_page = admin_client.get(f"/admin/metering/apitoken/{token.pk}/change/").content.decode()
+    assert 'name="ingest_rate_limit"' in token_page
+    assert not any(f'name="{field}"' in token_page for field in ("name", "scopes", "prefix"))
 
 
 # --- each model once, with the extensions of the apps above -------------------------------------------------
