@@ -145,7 +145,8 @@ _FILTER_OPERATORS = {
     "type": "object", "minProperties": 1, "additionalProperties": False,
     "properties": {
         "$eq": {"type": ["string", "number", "boolean"]}, "$ne": {"type": ["string", "number", "boolean"]},
-        "$in": {"type": "array", "minItems": 1}, "$nin": {"type": "array", "minItems": 1},
+        "$in": {"type": "array", "minItems": 1, "items": {"type": ["string", "number", "boolean"]}},
+        "$nin": {"type": "array", "minItems": 1, "items": {"type": ["string", "number", "boolean"]}},
     },
 }
 ADVANCED_FILTERS = component("AdvancedMeterGroupByFilters", {
@@ -422,7 +423,7 @@ def _parse_advanced_filters(value: Any) -> list[GroupFilter]:
                 raise _bad("advancedMeterGroupByFilters",
                            f"{key}: unsupported operator {operator}; supported: {', '.join(FILTER_OPERATORS)}")
             if operator in ("$in", "$nin"):
-                if not isinstance(operand, list) or not operand or any(isinstance(v, dict | list) for v in operand):
+                if not isinstance(operand, list) or not operand or any(isinstance(v, dict | list) or v is None for v in operand):
                     raise _bad("advancedMeterGroupByFilters", f"{key}: {operator} needs a non-empty array of strings")
                 filters.append(GroupFilter(key, operator, tuple(str(v) for v in operand)))
             else:

@@ -187,6 +187,7 @@ def test_query_defaults_from_to_first_usage(api, read_token, usage):
     ({"advancedMeterGroupByFilters": "{not json"}, "advancedMeterGroupByFilters"),
     ({"advancedMeterGroupByFilters": '{"model": {"$regex": "gpt"}}'}, "advancedMeterGroupByFilters"),
     ({"advancedMeterGroupByFilters": '{"model": {"$in": []}}'}, "advancedMeterGroupByFilters"),
+    ({"advancedMeterGroupByFilters": '{"model": {"$in": ["x", null]}}'}, "advancedMeterGroupByFilters"),
     ({"filterGroupBy": "[1,2]"}, "filterGroupBy"),
 ])
 def test_invalid_query_parameters_are_400(api, read_token, usage, params, field):
