@@ -423,7 +423,8 @@ def _parse_advanced_filters(value: Any) -> list[GroupFilter]:
                 raise _bad("advancedMeterGroupByFilters",
                            f"{key}: unsupported operator {operator}; supported: {', '.join(FILTER_OPERATORS)}")
             if operator in ("$in", "$nin"):
-                if not isinstance(operand, list) or not operand or any(isinstance(v, dict | list) or v is None for v in operand):
+                if not isinstance(operand, list) or not operand or any(
+                        isinstance(v, dict | list) or v is None for v in operand):
                     raise _bad("advancedMeterGroupByFilters", f"{key}: {operator} needs a non-empty array of strings")
                 filters.append(GroupFilter(key, operator, tuple(str(v) for v in operand)))
             else:
