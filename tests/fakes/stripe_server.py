@@ -749,7 +749,8 @@ class FakeStripeServer(LoopbackService):
     def _retrieve_account(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"id": self.account_id, "object": "account", "type": "standard", "country": "US",
                 "email": "billing@example.com", "charges_enabled": True, "details_submitted": True,
-                "business_profile": {"name": "Fake Stripe account"}, "settings": {"dashboard": {"display_name": "Fake"}}}
+                "business_profile": {"name": "Fake Stripe account"},
+                "settings": {"dashboard": {"display_name": "Fake"}}}
 
     def _retrieve_customer(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
         return copy.deepcopy(self._customer(id, param="id", status=404))
