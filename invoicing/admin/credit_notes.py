@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.urls import path
 
 from catalog.money import format_major
+from common.formatting import format_amount
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin
 from common.admin.utils import ViewOnlyAdminMixin
 
@@ -63,7 +64,7 @@ class CreditNoteLineInline(LineInline):
 
     @admin.display(description="amount credited")
     def amount_shown(self, line: CreditNoteLine) -> str:
-        return format_major(line.amount, line.credit_note.currency)
+        return format_amount(line.amount, line.credit_note.currency)
 
 
 @admin.register(CreditNote)
@@ -95,7 +96,7 @@ class CreditNoteAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="total", ordering="total")
     def total_shown(self, obj: CreditNote) -> str:
-        return format_major(obj.total, obj.currency)
+        return format_amount(obj.total, obj.currency)
 
     def get_urls(self):
         return [

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import path
 from django.utils.html import format_html
 
-from catalog.money import format_major
+from common.formatting import format_amount
 from common.admin.confirm import ConfirmActionMixin, confirm_bulk_action
 from common.admin.utils import ViewOnlyAdminMixin
 
@@ -87,11 +87,11 @@ class InvoiceAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="total", ordering="total")
     def total_shown(self, obj: Invoice) -> str:
-        return format_major(obj.total, obj.currency)
+        return format_amount(obj.total, obj.currency)
 
     @admin.display(description="subtotal")
     def subtotal_shown(self, obj: Invoice) -> str:
-        return format_major(obj.subtotal, obj.currency)
+        return format_amount(obj.subtotal, obj.currency)
 
     @admin.display(description="Stripe")
     def sync_shown(self, obj: Invoice) -> str:

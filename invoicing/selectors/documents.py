@@ -143,8 +143,13 @@ def _invoice_line(line: InvoiceLine, currency: str, locale: str) -> DocumentLine
     rate_card = line.rate_card
     name, feature = _names(rate_card, line.feature, line.rate_card_key)
     kind, detail = line.kind, ""
+    period = format_period(line.period_start, line.period_end, locale)
     K = InvoiceLine.Kind
-    if kind in (K.USAGE, K.LATE_USAGE, K.CREDIT) and rate_card is not None and rate_card.price_type != "flat":
+    usage_priced = rate_card is not None and rate_card.price_type != "flat"
+    if kind == K.CREDIT and not usage_priced:
+        # The line's period is the part that was used; what it credits runs from its end.
+        detail, period = f"Unused part of the fee, from {format_date(line.period_end, locale)}", ""
+    elif kind in (K.USAGE, K.LATE_USAGE, K.CREDIT) and usage_priced:
         detail = _quantity_text(rate_card, line.quantity, locale)
         if line.unit_price is not None and kind != K.CREDIT:
             detail += f" × {format_unit_price(line.unit_price, currency, locale)}"
@@ -152,28 +157,31 @@ def _invoice_line(line: InvoiceLine, currency: str, locale: str) -> DocumentLine
             detail = f"Late usage: {detail}"
         elif kind == K.CREDIT:
             detail = f"Usage rated lower than billed: {detail}"
-    elif kind in (K.FLAT_FEE, K.CREDIT):
-        if kind == K.CREDIT:
-            detail = "Unused part of the fee"
-        elif line.quantity != 1:
-            detail = f"Prorated: {format_quantity((line.quantity * 100).quantize(Decimal('0.01')), locale)}% " \
-                     "of the period"
+    elif kind == K.FLAT_FEE and line.quantity != 1:
+        share = format_quantity((line.quantity * 100).quantize(Decimal("0.01")), locale)
+        detail = f"Prorated: {share}% of the period"
     elif kind == K.MINIMUM_SPEND:
         detail = "Minimum spend top-up"
     elif kind == K.DISCOUNT:
         detail = "Maximum spend cap"
     return DocumentLine(name=name, feature=feature, detail=detail,
-                        breakdown=_tier_rows(line.tiers, currency, locale),
-                        period=format_period(line.period_start, line.period_end, locale),
+                        breakdown=_tier_rows(line.tiers, currency, locale), period=period,
                         amount=format_amount(line.amount, currency, locale))
 
 
 def _credit_line(line: CreditNoteLine, currency: str, locale: str) -> DocumentLine:
-    name, feature = _names(line.rate_card, line.rate_card.feature if line.rate_card else None, line.description)
-    detail = line.description if line.kind == CreditNoteLine.Kind.ADJUSTMENT or line.rate_card is None else \
-        line.get_kind_display()
-    period = format_period(line.period_start, line.period_end, locale) if line.period_start and line.period_end \
-        else ""
+    rate_card = line.rate_card
+    name, feature = _names(rate_card, rate_card.feature if rate_card else None, line.description)
+    has_period = line.period_start is not None and line.period_end is not None
+    period = format_period(line.period_start, line.period_end, locale) if has_period else ""  # type: ignore[arg-type]
+    if line.kind == CreditNoteLine.Kind.ADJUSTMENT or rate_card is None:
+        detail = line.description if rate_card is not None else ""
+    elif rate_card.price_type == "flat":
+        detail = f"Unused part of the fee, from {format_date(line.period_end, locale)}" if has_period else \
+            "Unused part of the fee"
+        period = ""
+    else:
+        detail = f"Usage rated lower than billed: {_quantity_text(rate_card, line.quantity, locale)}"
     return DocumentLine(name=name, feature=feature, detail=detail, breakdown=[], period=period,
                         amount=format_amount(line.amount, currency, locale))
 
@@ -213,7 +221,7 @@ def credit_note_document(note: CreditNote, company: CompanyProfile | None = None
     company = company or company_profile()
     locale, currency = company.locale, note.currency
     lines = [_credit_line(line, currency, locale)
-             for line in note.lines.select_related("rate_card__feature").order_by("position", "id")]
+             for line in note.lines.select_related("rate_card__feature__meter").order_by("position", "id")]
     facts = [
         ("Credit note number", note.number),
         ("Status", note.get_status_display()),
