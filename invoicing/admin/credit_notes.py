@@ -7,9 +7,9 @@ from django.contrib import admin
 from django.urls import path
 
 from catalog.money import format_major
-from common.formatting import format_amount
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin
 from common.admin.utils import ViewOnlyAdminMixin
+from common.formatting import format_amount
 
 from ..forms import CreditNoteForm, VoidReasonForm
 from ..models import CreditNote, CreditNoteLine, Invoice

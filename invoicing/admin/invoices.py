@@ -7,9 +7,9 @@ from django.contrib import admin
 from django.urls import path
 from django.utils.html import format_html
 
-from common.formatting import format_amount
 from common.admin.confirm import ConfirmActionMixin, confirm_bulk_action
 from common.admin.utils import ViewOnlyAdminMixin
+from common.formatting import format_amount
 
 from ..models import Invoice
 from ..stripe_gateway import is_sandbox
