@@ -3,6 +3,8 @@ account, webhook endpoint, last webhook, *Test connection*). Each is one row, ed
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
@@ -28,7 +30,7 @@ WEBHOOK_PATH = "/stripe/webhooks"
 class SingletonAdminMixin:
     """One row (pk 1): the list opens it, nothing is added or deleted."""
 
-    model: type
+    model: Any
     admin_site: admin.AdminSite
 
     def has_add_permission(self, request, obj=None) -> bool:

@@ -119,7 +119,7 @@ def _quantity_text(rate_card, quantity: Decimal, locale: str) -> str:
 
 
 def _tier_rows(tiers: list[dict[str, Any]], currency: str, locale: str) -> list[str]:
-    rows = []
+    rows: list[str] = []
     for tier in tiers or []:
         try:
             quantity, unit_amount = Decimal(tier["quantity"]), Decimal(tier["unit_amount"])

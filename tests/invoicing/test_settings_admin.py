@@ -61,7 +61,8 @@ def test_company_list_opens_the_one_page_and_saves(admin_client):
     assert response.status_code == 302, form_errors(response)
     company = CompanyProfile.objects.get()
     assert (company.pk, company.legal_name, company.locale, company.country) == (1, "Acme Billing Inc.", "de_DE", "US")
-    assert bytes(company.logo).startswith(b"\x89PNG") and company.logo_content_type == "image/png"
+    assert company.logo is not None and bytes(company.logo).startswith(b"\x89PNG")
+    assert company.logo_content_type == "image/png"
     page = admin_client.get(COMPANY_URL).content.decode()
     assert 'src="data:image/png;base64,' in page
     # Saving again without a file keeps the logo; a JPEG replaces it; "remove" removes it.
