@@ -124,14 +124,14 @@ def _tier_rows(tiers: list[dict[str, Any]], currency: str, locale: str) -> list[
         try:
             quantity, unit_amount = Decimal(tier["quantity"]), Decimal(tier["unit_amount"])
             flat = Decimal(tier.get("flat_amount") or 0)
+            up_to = None if tier.get("up_to") is None else Decimal(tier["up_to"])
         except (KeyError, TypeError, ArithmeticError):
             continue
         if not quantity and not flat:
             continue
-        up_to = tier.get("up_to")
         label = f"tier {tier.get('tier', len(rows) + 1)}"
         if up_to is not None:
-            label += f" (up to {format_quantity(Decimal(up_to), locale)})"
+            label += f" (up to {format_quantity(up_to, locale)})"
         text = f"{label}: {format_quantity(quantity, locale)} × {format_unit_price(unit_amount, currency, locale)}"
         if flat:
             text += f" + {format_unit_price(flat, currency, locale)}"
