@@ -212,3 +212,23 @@ def test_schema_declares_the_pdf_endpoints(admin_client, db):
             "application/pdf": {"schema": {"type": "string", "format": "binary"}}}
         for code in ("401", "403", "404"):
             assert list(get["responses"][code]["content"]) == [PROBLEM]
+
+
+def test_yen_invoice_with_a_graduated_price_shows_its_tiers(company):
+    from customers.services.subscriptions import subscription_create
+    from tests.builders import graduated_out, ingest, iso, kong_air, llm_event, token_plan, utc
+
+    company_profile_update(values={"locale": "en_US"})
+    customer = kong_air(currency="JPY", address_line1="1-1 Chiyoda", city="Chiyoda-ku", state="Tokyo",
+                        postal_code="100-0001", country="JP")
+    plan = token_plan(currency="JPY", unit_amount="0.5", extra=[graduated_out()])
+    subscription_create(customer=customer, plan=plan, start=utc(2026, 11, 1))
+    ingest([llm_event(tokens=1_500, time=iso(utc(2026, 11, 5))),
+            llm_event(tokens=2_001_000, kind="response", time=iso(utc(2026, 11, 6)))])
+    close_cycles(now=AFTER_NOV)
+    text = pdf_text(document_pdf(invoice_document(the_invoice(1))))
+    flat = " ".join(text.split())
+    assert "1,500 tokens × ¥0.5" in flat and "¥750" in flat
+    assert "tier 1 (up to 1,000,000): 999,000 × ¥0.00001" in flat, flat
+    assert "tier 2: 1,000,000 × ¥0.000008 + ¥2" in flat, flat
+    assert "1-1 Chiyoda Chiyoda-ku, Tokyo 100-0001 Japan" in flat
