@@ -295,6 +295,16 @@ PDF_RESPONSE = OpenApiResponse({"type": "string", "format": "binary"},
                                description="The document as PDF (`Content-Disposition: attachment`).")
 
 
+class PdfView(APIView):
+    renderer_classes = [PdfRenderer]
+
+    def options(self, request, *args, **kwargs):
+        """The metadata as JSON, labelled so (the PDF renderer only carries it)."""
+        response = super().options(request, *args, **kwargs)
+        response.content_type = "application/json"
+        return response
+
+
 def _pdf(document: Document) -> HttpResponse:
     try:
         content = document_pdf(document)
@@ -305,10 +315,9 @@ def _pdf(document: Document) -> HttpResponse:
     return response
 
 
-class InvoicePdfView(APIView):
+class InvoicePdfView(PdfView):
     required_scopes = {"GET": "read"}
     permission_model = "invoicing.invoice"
-    renderer_classes = [PdfRenderer]
 
     @extend_schema(operation_id="getInvoicePdf", summary="Download an invoice as PDF", tags=["Invoices"],
                    description="The invoice the customer receives (seller from Settings → Company), as PDF.",
@@ -319,10 +328,9 @@ class InvoicePdfView(APIView):
         return _pdf(invoice_document(invoice))
 
 
-class CreditNotePdfView(APIView):
+class CreditNotePdfView(PdfView):
     required_scopes = {"GET": "read"}
     permission_model = "invoicing.creditnote"
-    renderer_classes = [PdfRenderer]
 
     @extend_schema(operation_id="getCreditNotePdf", summary="Download a credit note as PDF", tags=["Invoices"],
                    description="The credit note the customer receives (seller from Settings → Company), as PDF.",

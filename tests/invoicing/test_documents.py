@@ -185,6 +185,16 @@ def test_api_pdf_for_a_staff_session_needs_view_invoice(invoice, django_user_mod
     assert client.get(f"/api/v1/invoices/{invoice.number}/pdf").status_code == 200
 
 
+def test_api_pdf_other_methods(db, read_token):
+    client = Client()
+    for method in ("post", "put", "delete", "patch"):
+        response = getattr(client, method)("/api/v1/invoices/1/pdf", **bearer(read_token))
+        assert response.status_code == 405 and response["Content-Type"] == PROBLEM
+    options = client.options("/api/v1/credit-notes/1/pdf", **bearer(read_token))
+    assert options.status_code == 200 and options["Content-Type"] == "application/json"
+    assert options.json()["renders"] == ["application/pdf"]
+
+
 def test_api_pdf_asked_as_json_is_406_problem(invoice, read_token):
     response = Client().get(f"/api/v1/invoices/{invoice.number}/pdf", HTTP_ACCEPT="application/json",
                             **bearer(read_token))
@@ -229,6 +239,8 @@ def test_yen_invoice_with_a_graduated_price_shows_its_tiers(company):
     text = pdf_text(document_pdf(invoice_document(the_invoice(1))))
     flat = " ".join(text.split())
     assert "1,500 tokens × ¥0.5" in flat and "¥750" in flat
-    assert "tier 1 (up to 1,000,000): 999,000 × ¥0.00001" in flat, flat
+    # 2,001,000 output tokens, the first 1,000 free: 1,000,000 in each tier (10 + 8 + the second tier's flat 2)
+    assert "2,000,000 tokens tier 1 (up to 1,000,000): 1,000,000 × ¥0.00001" in flat, flat
     assert "tier 2: 1,000,000 × ¥0.000008 + ¥2" in flat, flat
+    assert "Nov 1 – Nov 30, 2026 ¥20" in flat and "Total due ¥770" in flat
     assert "1-1 Chiyoda Chiyoda-ku, Tokyo 100-0001 Japan" in flat
