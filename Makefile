@@ -11,6 +11,7 @@ XDIST ?= -n auto --dist loadgroup --no-loadscope-reorder
 .PHONY: run test lint typecheck bench-ingest bench-usage bench-close lock clean
 
 $(STAMP): pyproject.toml constraints.txt
+	@bash .ci/pdf_libs
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"

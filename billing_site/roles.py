@@ -4,7 +4,7 @@
 - **Billing operator**: the viewer's reads, plus meters, the catalog (features, plans, rate cards), customers,
   their subjects and Kong consumers, subscriptions, and invoice previews.
 - **Billing admin**: the operator's rights, plus issuing, voiding, marking paid or uncollectible, cycle closes,
-  Stripe sync and webhooks, API tokens, schedules (periodic tasks) and job runs.
+  Stripe sync and webhooks, Settings → Company and Stripe, API tokens, schedules (periodic tasks) and job runs.
 
 The same permissions govern the JSON API for a logged-in staff user (``metering.authentication.HasScope``):
 ``view_<model>`` to read, ``add_``/``change_``/``delete_<model>`` to write, ``invoicing.issue_invoice`` to void or
@@ -33,6 +33,8 @@ ADMIN_MODELS = [
     ("django_celery_beat", "solarschedule"),
 ]
 ADMIN_VIEW_ONLY = [("common", "jobrun"), ("invoicing", "stripewebhookevent")]
+# Settings → Company and Settings → Stripe (one row each: viewed and changed, never added or deleted).
+ADMIN_SETTINGS = [("invoicing", "companyprofile"), ("invoicing", "stripesettings")]
 
 
 def role_permissions() -> dict[str, list[tuple[str, str]]]:
@@ -43,6 +45,7 @@ def role_permissions() -> dict[str, list[tuple[str, str]]]:
     admin = operator + [(app, f"{action}_{model}") for app, model in ADMIN_MODELS
                         for action in ("add", "change", "delete", "view")]
     admin += [(app, f"view_{model}") for app, model in ADMIN_VIEW_ONLY] + [("invoicing", "issue_invoice")]
+    admin += [(app, f"{action}_{model}") for app, model in ADMIN_SETTINGS for action in ("view", "change")]
     return {"Finance viewer": viewer, "Billing operator": operator, "Billing admin": admin}
 
 

@@ -4,7 +4,7 @@ Rules:
 
 * Stored amounts are integers in the currency's *minor unit* (cents for USD, yen for JPY, fils for KWD).
 * The number of decimals of the minor unit (the *exponent*) comes from Babel's CLDR data
-  (``babel.numbers.get_currency_precision``), never from a hand-written table: USD 2, JPY 0, KWD 3.
+  (``common.currency.minor_unit_exponent``), never from a hand-written table: USD 2, JPY 0, KWD 3.
 * Converting a major-unit ``Decimal`` to minor units rounds exactly once, with ``ROUND_HALF_UP``
   (ties go away from zero, so ``-0.005 USD`` becomes ``-1`` cent).
 * Currency codes are upper-case ISO 4217 codes as Babel knows them (``"USD"``; ``"usd"`` is unknown). What a
@@ -12,16 +12,17 @@ Rules:
   are always upper-case.
 * Floats are refused everywhere: pass ``Decimal`` (or ``int``) amounts.
 
-This module imports only the standard library and Babel, so it is usable outside Django.
+This module imports only the standard library, Babel and ``common.currency``, so it is usable outside Django.
 """
 
 from __future__ import annotations
 
 import decimal
 from decimal import ROUND_HALF_UP, Decimal
-from functools import lru_cache
 
-from babel.numbers import format_currency, get_currency_precision, is_currency
+from babel.numbers import format_currency
+
+from common.currency import UnknownCurrency, is_known_currency, minor_unit_exponent
 
 __all__ = [
     "UnknownCurrency",
@@ -39,18 +40,9 @@ _PRECISION = 60
 _LOCALE = "en_US"
 
 
-class UnknownCurrency(ValueError):
-    """Raised for a currency code that is not an ISO 4217 code known to Babel."""
-
-
 def _context() -> decimal.Context:
     """A private context so callers' contexts (precision, traps) do not change our results."""
     return decimal.Context(prec=_PRECISION, rounding=ROUND_HALF_UP, traps=[decimal.InvalidOperation])
-
-
-def is_known_currency(code: object) -> bool:
-    """Whether ``code`` is an upper-case ISO 4217 currency code known to Babel (``"USD"``, ``"JPY"``, ``"KWD"``)."""
-    return isinstance(code, str) and len(code) == 3 and code.isupper() and is_currency(code)
 
 
 def normalize_currency(code: object) -> str | None:
@@ -67,21 +59,6 @@ def normalize_currency(code: object) -> str | None:
         return None
     candidate = candidate.upper()
     return candidate if is_known_currency(candidate) else None
-
-
-@lru_cache(maxsize=512)
-def _exponent(code: str) -> int:
-    return get_currency_precision(code)
-
-
-def minor_unit_exponent(code: str) -> int:
-    """Number of decimals of the currency's minor unit, from Babel/CLDR: USD 2, JPY 0, KWD 3.
-
-    Raises ``UnknownCurrency`` for a code Babel does not know (Babel itself would silently answer 2).
-    """
-    if not is_known_currency(code):
-        raise UnknownCurrency(f"unknown currency code {code!r} (expected an upper-case ISO 4217 code such as 'USD')")
-    return _exponent(code)
 
 
 def _as_decimal(amount: object, what: str) -> Decimal:

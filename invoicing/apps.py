@@ -14,8 +14,11 @@ class InvoicingConfig(AppConfig):
         from .selectors.dashboard import dashboard
         from .selectors.enrichment import invoices_of_events
         from .selectors.guards import register_guards
+        from .selectors.settings import stored_stripe_keys
+        from .stripe_gateway import register_stored_keys
 
         register_event_enricher("invoicing", invoices_of_events, order=30)
         register_dashboard(dashboard)
         register_guards()
+        register_stored_keys(stored_stripe_keys)  # Stripe keys entered in Settings → Stripe
         admin_extensions.register()  # the customer, subscription and event pages' invoicing parts

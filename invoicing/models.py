@@ -271,3 +271,62 @@ class StripeWebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+# --- Settings (one row each) ----------------------------------------------------------------------------------
+
+LOGO_MAX_BYTES = 512 * 1024
+LOGO_CONTENT_TYPES = ("image/png", "image/jpeg")
+
+
+class CompanyProfile(models.Model):
+    """Settings → Company: the seller on every invoice and credit note (one row, pk 1; see
+    :mod:`invoicing.services.company`). The logo is kept in the database (PNG or JPEG, at most
+    :data:`LOGO_MAX_BYTES`), checked by its content, not its name."""
+
+    legal_name = models.CharField(max_length=200, blank=True)
+    street_line1 = models.CharField("street line 1", max_length=200, blank=True)
+    street_line2 = models.CharField("street line 2", max_length=200, blank=True)
+    postal_code = models.CharField(max_length=20, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    region = models.CharField(max_length=100, blank=True, help_text="State, province or prefecture.")
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2, e.g. US")
+    tax_id = models.CharField("tax ID", max_length=50, blank=True)
+    email = models.EmailField(blank=True, help_text="Where customers write about their invoices.")
+    logo = models.BinaryField(null=True, blank=True, editable=False)
+    logo_content_type = models.CharField(max_length=20, blank=True, editable=False)
+    payment_instructions = models.TextField(blank=True, max_length=2000,
+                                            help_text="Bank details or how to pay, printed on every invoice.")
+    invoice_footer = models.TextField(blank=True, max_length=1000,
+                                      help_text="Printed at the bottom of every invoice and credit note.")
+    locale = models.CharField(max_length=20, default="en_US",
+                              help_text="How amounts, numbers and dates are written: a locale such as en_US, de_DE.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "company"
+        verbose_name_plural = "company"
+
+    def __str__(self) -> str:
+        return self.legal_name or "Company"
+
+
+class StripeSettings(models.Model):
+    """Settings → Stripe: keys entered in the admin, encrypted (:mod:`common.crypto`); environment variables
+    win over them. Only the last four characters are ever shown. One row, pk 1."""
+
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_key_last4 = models.CharField(max_length=4, blank=True, editable=False)
+    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    webhook_secret_last4 = models.CharField(max_length=4, blank=True, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True, editable=False)
+    tested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    test_result = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "Stripe"
+        verbose_name_plural = "Stripe"
+
+    def __str__(self) -> str:
+        return "Stripe settings"

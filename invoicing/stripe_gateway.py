@@ -68,6 +68,9 @@ __all__ = [
     "construct_webhook_event",
     "idempotency_key",
     "is_sandbox",
+    "key_mode",
+    "register_stored_keys",
+    "StripeAccount",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,18 +122,46 @@ class StripeConfig:
 
     @classmethod
     def from_settings(cls) -> StripeConfig:
-        """Read ``STRIPE_API_KEY``, ``STRIPE_WEBHOOK_SECRET`` and ``STRIPE_API_BASE`` (all optional)."""
+        """Read ``STRIPE_API_KEY``, ``STRIPE_WEBHOOK_SECRET`` and ``STRIPE_API_BASE`` (all optional); a key the
+        environment leaves empty comes from the keys stored in Settings → Stripe (:func:`register_stored_keys`)."""
         from django.conf import settings
 
+        api_key = (getattr(settings, "STRIPE_API_KEY", "") or "").strip()
+        webhook_secret = (getattr(settings, "STRIPE_WEBHOOK_SECRET", "") or "").strip()
+        if (not api_key or not webhook_secret) and _stored_keys is not None:
+            stored_key, stored_secret = _stored_keys()
+            api_key, webhook_secret = api_key or stored_key, webhook_secret or stored_secret
         return cls(
-            api_key=(getattr(settings, "STRIPE_API_KEY", "") or "").strip(),
-            webhook_secret=(getattr(settings, "STRIPE_WEBHOOK_SECRET", "") or "").strip(),
+            api_key=api_key,
+            webhook_secret=webhook_secret,
             api_base=(getattr(settings, "STRIPE_API_BASE", "") or "").strip() or None,
         )
 
     @property
     def sandbox(self) -> bool:
         return not self.api_key.strip()
+
+
+# Keys entered in the admin (stored encrypted by invoicing): a function answering (api key, webhook secret), each
+# "" when not stored. Registered by InvoicingConfig.ready(); this module never reads the database itself.
+_stored_keys: Callable[[], tuple[str, str]] | None = None
+
+
+def register_stored_keys(provider: Callable[[], tuple[str, str]] | None) -> None:
+    global _stored_keys
+    _stored_keys = provider
+
+
+KeyMode = Literal["sandbox", "test", "live"]
+
+
+def key_mode(api_key: str) -> KeyMode:
+    """What a key reaches: ``live`` (``sk_live_``/``rk_live_``), ``test`` (any other key: ``sk_test_``,
+    ``rk_test_``), ``sandbox`` without a key (nothing leaves this system)."""
+    api_key = api_key.strip()
+    if not api_key:
+        return "sandbox"
+    return "live" if api_key.startswith(("sk_live_", "rk_live_")) else "test"
 
 
 def is_sandbox(config: StripeConfig | None = None) -> bool:
@@ -169,6 +200,17 @@ def idempotency_key(kind: str, *ids: object) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # Plain data handed back to callers
+
+
+@dataclass(frozen=True)
+class StripeAccount:
+    """The Stripe account a key belongs to."""
+
+    id: str
+    name: str
+    email: str
+    country: str
+    charges_enabled: bool
 
 
 @dataclass(frozen=True)
@@ -284,6 +326,19 @@ class StripeGateway:
             # `timeout` bounds the connect and each socket read of one attempt.
             http_client=stripe.RequestsClient(timeout=config.timeout_seconds),
         )
+
+    # -- account -----------------------------------------------------------------------------------
+
+    def retrieve_account(self) -> StripeAccount:
+        """The account of the API key (Settings → Stripe's *Test connection*); a bad key is a permanent error."""
+        account = self._call("retrieve_account", lambda: self._client.v1.accounts.retrieve_current())
+        profile = account.business_profile
+        settings_ = account.settings
+        dashboard = settings_.dashboard if settings_ is not None else None
+        name = (profile.name if profile is not None else None) or (
+            dashboard.display_name if dashboard is not None else None) or ""
+        return StripeAccount(id=account.id, name=name or "", email=account.email or "",
+                             country=account.country or "", charges_enabled=bool(account.charges_enabled))
 
     # -- customers ---------------------------------------------------------------------------------
 

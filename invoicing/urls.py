@@ -5,8 +5,10 @@ from django.urls import path
 from .api.invoices import (
     CreditNoteDetailView,
     CreditNoteListView,
+    CreditNotePdfView,
     InvoiceDetailView,
     InvoiceListView,
+    InvoicePdfView,
     InvoiceReissueView,
     InvoiceVoidView,
 )
@@ -15,9 +17,11 @@ from .api.stripe_webhooks import stripe_webhook
 urlpatterns = [
     path("api/v1/invoices", InvoiceListView.as_view(), name="invoices"),
     path("api/v1/invoices/<str:invoice_id>", InvoiceDetailView.as_view(), name="invoice"),
+    path("api/v1/invoices/<str:invoice_id>/pdf", InvoicePdfView.as_view(), name="invoice-pdf"),
     path("api/v1/invoices/<str:invoice_id>/void", InvoiceVoidView.as_view(), name="invoice-void"),
     path("api/v1/invoices/<str:invoice_id>/reissue", InvoiceReissueView.as_view(), name="invoice-reissue"),
     path("api/v1/credit-notes", CreditNoteListView.as_view(), name="credit-notes"),
     path("api/v1/credit-notes/<str:credit_note_id>", CreditNoteDetailView.as_view(), name="credit-note"),
+    path("api/v1/credit-notes/<str:credit_note_id>/pdf", CreditNotePdfView.as_view(), name="credit-note-pdf"),
     path("stripe/webhooks", stripe_webhook, name="stripe-webhooks"),
 ]

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from catalog.selectors import forget_cached_features
 from customers.selectors import forget_cached_entitlements
+from invoicing.selectors.settings import remember_no_stored_stripe_keys
 from metering.selectors.tokens import forget_cached_tokens
 from metering.services.tokens import api_token_create
 from tests import builders
@@ -20,6 +21,9 @@ def fresh_process_caches():
     rolled-back ids the next test may reuse."""
     for forget in (forget_cached_tokens, forget_cached_features, forget_cached_entitlements):
         forget()
+    # No Stripe keys stored in Settings → Stripe, known without a query (query counts stay as they were); the tests
+    # that store keys go through the service, which forgets this.
+    remember_no_stored_stripe_keys()
     yield
 
 

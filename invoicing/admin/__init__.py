@@ -4,4 +4,4 @@ cycles) through the one confirmation mechanism (:mod:`common.admin.confirm`); pr
 export and the reconciliation page. What invoicing shows on the customer, subscription and event pages it adds
 through :mod:`common.admin.extensions` (see :mod:`.extensions`)."""
 
-from . import credit_notes, cycles, invoices, stripe  # noqa: F401 - register the admins
+from . import credit_notes, cycles, invoices, settings, stripe  # noqa: F401 - register the admins

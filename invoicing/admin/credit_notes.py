@@ -9,13 +9,14 @@ from django.urls import path
 from catalog.money import format_major
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin
 from common.admin.utils import ViewOnlyAdminMixin
+from common.formatting import format_amount
 
 from ..forms import CreditNoteForm, VoidReasonForm
 from ..models import CreditNote, CreditNoteLine, Invoice
 from ..services.credit_notes import credit_note_create, credit_note_void, creditable_amounts
 from ..services.stripe_push import retry_credit_note_sync
 from .actions import ISSUE_PERMISSION
-from .documents import credit_note_document
+from .documents import credit_note_page
 from .inlines import LineInline
 
 
@@ -63,7 +64,7 @@ class CreditNoteLineInline(LineInline):
 
     @admin.display(description="amount credited")
     def amount_shown(self, line: CreditNoteLine) -> str:
-        return format_major(line.amount, line.credit_note.currency)
+        return format_amount(line.amount, line.credit_note.currency)
 
 
 @admin.register(CreditNote)
@@ -95,13 +96,17 @@ class CreditNoteAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="total", ordering="total")
     def total_shown(self, obj: CreditNote) -> str:
-        return format_major(obj.total, obj.currency)
+        return format_amount(obj.total, obj.currency)
 
     def get_urls(self):
         return [
             path("<int:pk>/print/", self.admin_site.admin_view(self.print_view), name="invoicing_creditnote_print"),
+            path("<int:pk>/pdf/", self.admin_site.admin_view(self.pdf_view), name="invoicing_creditnote_pdf"),
             *super().get_urls(),
         ]
 
     def print_view(self, request, pk: int):
-        return credit_note_document(self, request, pk)
+        return credit_note_page(self, request, pk)
+
+    def pdf_view(self, request, pk: int):
+        return credit_note_page(self, request, pk, pdf=True)

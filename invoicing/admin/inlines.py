@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.html import format_html_join
 
-from catalog.money import format_major
+from common.formatting import format_amount, format_period, format_quantity, format_unit_price
 
 from ..models import CreditNote, InvoiceEvent, InvoiceLine
 
@@ -28,11 +28,11 @@ class LineInline(ReadOnlyInline):
     def period(self, line) -> str:
         if line.period_start is None:
             return ""
-        return f"{line.period_start:%Y-%m-%d %H:%M} – {line.period_end:%Y-%m-%d %H:%M}"
+        return format_period(line.period_start, line.period_end)
 
     @admin.display(description="quantity")
     def quantity_shown(self, line) -> str:
-        return format(line.quantity.normalize(), "f")
+        return format_quantity(line.quantity)
 
 
 class InvoiceLineInline(LineInline):
@@ -46,11 +46,11 @@ class InvoiceLineInline(LineInline):
 
     @admin.display(description="unit price")
     def unit_price_shown(self, line: InvoiceLine) -> str:
-        return "" if line.unit_price is None else format(line.unit_price.normalize(), "f")
+        return "" if line.unit_price is None else format_unit_price(line.unit_price, line.invoice.currency)
 
     @admin.display(description="amount")
     def amount_shown(self, line: InvoiceLine) -> str:
-        return format_major(line.amount, line.invoice.currency)
+        return format_amount(line.amount, line.invoice.currency)
 
     @admin.display(description="tiers")
     def tier_breakdown(self, line: InvoiceLine) -> str:
@@ -84,4 +84,4 @@ class CreditNoteInline(ReadOnlyInline):
 
     @admin.display(description="total")
     def total_shown(self, note: CreditNote) -> str:
-        return format_major(note.total, note.currency)
+        return format_amount(note.total, note.currency)

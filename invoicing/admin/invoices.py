@@ -7,16 +7,16 @@ from django.contrib import admin
 from django.urls import path
 from django.utils.html import format_html
 
-from catalog.money import format_major
 from common.admin.confirm import ConfirmActionMixin, confirm_bulk_action
 from common.admin.utils import ViewOnlyAdminMixin
+from common.formatting import format_amount
 
 from ..models import Invoice
 from ..stripe_gateway import is_sandbox
 from .actions import ISSUE, MARK_PAID, MARK_UNCOLLECTIBLE, REISSUE, RETRY_SYNC, VOID
 from .credit_notes import CREDIT
 from .cycles import CLOSE
-from .documents import invoice_document, invoices_csv
+from .documents import invoice_page, invoices_csv
 from .inlines import CreditNoteInline, InvoiceEventInline, InvoiceLineInline
 from .previews import preview_page
 from .reconciliation import reconciliation_page
@@ -87,11 +87,11 @@ class InvoiceAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="total", ordering="total")
     def total_shown(self, obj: Invoice) -> str:
-        return format_major(obj.total, obj.currency)
+        return format_amount(obj.total, obj.currency)
 
     @admin.display(description="subtotal")
     def subtotal_shown(self, obj: Invoice) -> str:
-        return format_major(obj.subtotal, obj.currency)
+        return format_amount(obj.subtotal, obj.currency)
 
     @admin.display(description="Stripe")
     def sync_shown(self, obj: Invoice) -> str:
@@ -115,6 +115,7 @@ class InvoiceAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
         view = self.admin_site.admin_view
         return [
             path("<int:pk>/print/", view(self.print_view), name="invoicing_invoice_print"),
+            path("<int:pk>/pdf/", view(self.pdf_view), name="invoicing_invoice_pdf"),
             path("preview/customer/<int:customer_id>/", view(self.preview_view), name="invoicing_preview_customer"),
             path("preview/subscription/<int:subscription_id>/", view(self.preview_view),
                  name="invoicing_preview_subscription"),
@@ -129,7 +130,10 @@ class InvoiceAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "sandbox": is_sandbox()})
 
     def print_view(self, request, pk: int):
-        return invoice_document(self, request, pk)
+        return invoice_page(self, request, pk)
+
+    def pdf_view(self, request, pk: int):
+        return invoice_page(self, request, pk, pdf=True)
 
     def preview_view(self, request, customer_id: int | None = None, subscription_id: int | None = None):
         return preview_page(self, request, customer_id, subscription_id)

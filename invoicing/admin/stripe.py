@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin
+from django.urls import reverse
 
 from common.admin.utils import ViewOnlyAdminMixin, pretty_json
 
 from ..models import Invoice, StripeWebhookEvent
-from ..stripe_gateway import is_sandbox
+from ..stripe_gateway import StripeConfig
 
 
 @admin.register(StripeWebhookEvent)
@@ -26,10 +26,14 @@ class StripeWebhookEventAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
         return pretty_json(obj.payload)
 
     def changelist_view(self, request, extra_context=None):
+        config = StripeConfig.from_settings()  # the environment's keys, else those stored in Settings → Stripe
+        can_open_settings = request.user.has_perm("invoicing.view_stripesettings")
         extra_context = {
             **(extra_context or {}),
-            "sandbox": is_sandbox(),
-            "webhook_secret_set": bool(settings.STRIPE_WEBHOOK_SECRET),
+            "sandbox": config.sandbox,
+            "webhook_secret_set": bool(config.webhook_secret),
+            "stripe_settings_url": reverse("admin:invoicing_stripesettings_change", args=[1]) if can_open_settings
+            else "",
             "webhook_url": request.build_absolute_uri("/stripe/webhooks"),
             "failed": Invoice.objects.filter(sync_status=Invoice.SyncStatus.FAILED).count(),
         }

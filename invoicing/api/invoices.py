@@ -2,14 +2,20 @@
 
 ``GET /api/v1/invoices?customer=KEY&status=…``, ``GET /api/v1/invoices/{id or number}``,
 ``POST /api/v1/invoices/{id or number}/void`` (``{"reason": "..."}``), ``POST /api/v1/invoices/{id or number}/reissue``
-(201 with the new invoice), ``GET /api/v1/credit-notes?customer=KEY``, ``GET /api/v1/credit-notes/{id or number}``.
+(201 with the new invoice), ``GET /api/v1/credit-notes?customer=KEY``, ``GET /api/v1/credit-notes/{id or number}``,
+and the documents a customer receives as PDF: ``GET /api/v1/invoices/{id or number}/pdf``,
+``GET /api/v1/credit-notes/{id or number}/pdf``.
 Writes need the ``manage`` scope, or a staff session with the permission to issue invoices; an illegal
 transition is 409 problem+json.
 """
 
 from __future__ import annotations
 
+import json
+
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,6 +24,14 @@ from metering.api.params import int_param
 from metering.api.schema import NO_NUL, component, date_time, optional_body, problems
 
 from ..models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from ..selectors.documents import (
+    PDF_CONTENT_TYPE,
+    Document,
+    DocumentUnavailable,
+    credit_note_document,
+    document_pdf,
+    invoice_document,
+)
 from ..selectors.invoices import (
     credit_note_by_id_or_number,
     credit_note_json,
@@ -261,3 +275,69 @@ class CreditNoteDetailView(APIView):
         if note is None:
             raise Problem(404, "Not Found", f"No credit note {credit_note_id!r}.")
         return Response(credit_note_json(note))
+
+
+# --- The documents as PDF ------------------------------------------------------------------------------------
+
+class PdfRenderer(BaseRenderer):
+    """Lets ``Accept: application/pdf`` through content negotiation; the view writes the PDF itself and errors
+    stay problem+json."""
+
+    media_type = PDF_CONTENT_TYPE
+    format = "pdf"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data).encode() if data is not None else b""
+
+
+PDF_RESPONSE = OpenApiResponse({"type": "string", "format": "binary"},
+                               description="The document as PDF (`Content-Disposition: attachment`).")
+
+
+class PdfView(APIView):
+    renderer_classes = [PdfRenderer]
+
+    def options(self, request, *args, **kwargs):
+        """The metadata as JSON, labelled so (the PDF renderer only carries it)."""
+        response = super().options(request, *args, **kwargs)
+        response.content_type = "application/json"
+        return response
+
+
+def _pdf(document: Document) -> HttpResponse:
+    try:
+        content = document_pdf(document)
+    except DocumentUnavailable as exc:
+        raise Problem(503, "Service Unavailable", str(exc)) from exc
+    response = HttpResponse(content, content_type=PDF_CONTENT_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{document.filename}"'
+    return response
+
+
+class InvoicePdfView(PdfView):
+    required_scopes = {"GET": "read"}
+    permission_model = "invoicing.invoice"
+
+    @extend_schema(operation_id="getInvoicePdf", summary="Download an invoice as PDF", tags=["Invoices"],
+                   description="The invoice the customer receives (seller from Settings → Company), as PDF.",
+                   parameters=[INVOICE_ID],
+                   responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
+    def get(self, request, invoice_id: str):
+        invoice = _invoice_or_404(invoice_id)
+        return _pdf(invoice_document(invoice))
+
+
+class CreditNotePdfView(PdfView):
+    required_scopes = {"GET": "read"}
+    permission_model = "invoicing.creditnote"
+
+    @extend_schema(operation_id="getCreditNotePdf", summary="Download a credit note as PDF", tags=["Invoices"],
+                   description="The credit note the customer receives (seller from Settings → Company), as PDF.",
+                   parameters=[CREDIT_NOTE_ID],
+                   responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
+    def get(self, request, credit_note_id: str):
+        note = credit_note_by_id_or_number(_no_nul("credit note", credit_note_id) or "")
+        if note is None:
+            raise Problem(404, "Not Found", f"No credit note {credit_note_id!r}.")
+        return _pdf(credit_note_document(note))

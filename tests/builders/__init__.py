@@ -26,5 +26,6 @@ from tests.builders.events import *  # noqa: F403
 from tests.builders.forms import *  # noqa: F403
 from tests.builders.invoicing import *  # noqa: F403
 from tests.builders.moments import *  # noqa: F403
+from tests.builders.settings import *  # noqa: F403
 from tests.builders.shared import *  # noqa: F403
 from tests.builders.usage import *  # noqa: F403

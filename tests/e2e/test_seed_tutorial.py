@@ -305,7 +305,7 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             rows.first.locator("th a, td a").first.click()
             line = page.locator("#lines-group tbody tr", has_text="ai-token")
             expect(line.locator("td.field-quantity_shown")).to_have_text("72")
-            expect(line.locator("td.field-amount_shown")).to_have_text("72.00")
+            expect(line.locator("td.field-amount_shown")).to_have_text("$72.00")
             page.click("#invoice-issue")
             page.click("#confirm-issue")
             saved_ok()

@@ -334,6 +334,7 @@ def _route(method: str, path: str, params_class: type, handler: str, implemented
 
 
 ROUTES = (
+    _route("GET", "/v1/account", stripe_params.AccountRetrieveCurrentParams, "retrieve_account", ""),
     _route("POST", "/v1/customers", stripe_params.CustomerCreateParams, "create_customer",
            "name email address metadata description phone", needs_key=True),
     _route("GET", "/v1/customers/{id}", stripe_params.CustomerRetrieveParams, "retrieve_customer", ""),
@@ -418,6 +419,7 @@ class FakeStripeServer(LoopbackService):
         self.clock = clock
         self.api_key = "sk_test_fake_" + self._token(24)
         self.webhook_secret = "whsec_fake_" + self._token(32)
+        self.account_id = "acct_fake" + self._token(16)
         self.require_deterministic_keys = True
         self.client_timeout = 5.0  # the timeout of the clients tests build for this server (gateway_for)
         self.customers: dict[str, dict[str, Any]] = {}
@@ -743,6 +745,12 @@ class FakeStripeServer(LoopbackService):
         self.customers[customer_id] = customer
         self._event("customer.created", customer)
         return copy.deepcopy(customer)
+
+    def _retrieve_account(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"id": self.account_id, "object": "account", "type": "standard", "country": "US",
+                "email": "billing@example.com", "charges_enabled": True, "details_submitted": True,
+                "business_profile": {"name": "Fake Stripe account"},
+                "settings": {"dashboard": {"display_name": "Fake"}}}
 
     def _retrieve_customer(self, params: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
         return copy.deepcopy(self._customer(id, param="id", status=404))

@@ -126,11 +126,14 @@ MATRIX: tuple[Row, ...] = (
     Row("preview invoices", OPERATORS,
         admin=(Page("/admin/invoicing/invoice/preview/customer/{customer}/"),)),
     Row("read invoices", READERS,
-        api=(Api("GET", "/api/v1/invoices"), Api("GET", "/api/v1/invoices/{issued}")),
-        admin=(Page("/admin/invoicing/invoice/"), Page("/admin/invoicing/invoice/{issued}/change/"))),
+        api=(Api("GET", "/api/v1/invoices"), Api("GET", "/api/v1/invoices/{issued}"),
+             Api("GET", "/api/v1/invoices/{issued}/pdf")),
+        admin=(Page("/admin/invoicing/invoice/"), Page("/admin/invoicing/invoice/{issued}/change/"),
+               Page("/admin/invoicing/invoice/{issued}/pdf/"))),
     Row("read credit notes", READERS,
-        api=(Api("GET", "/api/v1/credit-notes"), Api("GET", "/api/v1/credit-notes/{credit_note}")),
-        admin=(Page("/admin/invoicing/creditnote/"),)),
+        api=(Api("GET", "/api/v1/credit-notes"), Api("GET", "/api/v1/credit-notes/{credit_note}"),
+             Api("GET", "/api/v1/credit-notes/{credit_note}/pdf")),
+        admin=(Page("/admin/invoicing/creditnote/"), Page("/admin/invoicing/creditnote/{credit_note}/pdf/"))),
     Row("void invoices", ISSUERS | {MANAGE},
         api=(Api("POST", "/api/v1/invoices/{issued}/void", {"reason": "matrix"}, state=_invoice("issued")),),
         admin=(Page("/admin/invoicing/invoice/{issued}/do/void/"),)),
@@ -203,7 +206,7 @@ def api_views() -> dict[str, type[APIView]]:
                     continue
                 permissions = cls().get_permissions()
                 # The schema and docs pages are not data: tests/billing_site/test_api_docs.py covers who reads them.
-                if any(isinstance(permission, HasScope) for permission in permissions) and not any(
+                if cls is not None and any(isinstance(permission, HasScope) for permission in permissions) and not any(
                         isinstance(permission, DocsAccess) for permission in permissions):
                     found[prefix + str(pattern.pattern)] = cls
 
