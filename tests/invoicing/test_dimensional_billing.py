@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from catalog.models import RateCard
-from catalog.services.plans import PriceRowSpec, price_rows_schedule
+from catalog.services.plans import price_rows_schedule
 from invoicing.models import InvoiceLine
 from invoicing.selectors.previews import invoice_preview
 from invoicing.services.close import close_cycles
