@@ -22,6 +22,7 @@ Semantics (what "apply" means for each kind):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -48,12 +49,14 @@ from metering.meter_rules import AGGREGATIONS, validate_meter
 from metering.models import Meter
 from metering.services.meters import MeterFrozen, MeterValidationError, meter_create, meter_update
 
+from .dimensional import DimensionalPrice, DimensionRow
 from .models import Feature, Plan, RateCard
 from .rules import (
     CADENCES,
     ENTITLEMENT_TYPES,
     PAYMENT_TERMS,
     PRICE_TYPES,
+    ROW_PRICE_TYPES,
     clean_currency,
     currency_problem,
     engine_price,
@@ -64,6 +67,7 @@ from .serializers import rate_card_json
 from .services.features import FeatureError, feature_create, feature_problems, feature_update
 from .services.plans import (
     PlanError,
+    PriceRowSpec,
     RateCardSpec,
     TierSpec,
     plan_create,
@@ -88,7 +92,9 @@ PRICE_FIELDS = {
     "graduated": ("type", "tiers"),
     "volume": ("type", "tiers"),
     "package": ("type", "amount", "quantity_per_package"),
+    "dimensional": ("type", "dimensions", "rows", "default"),
 }
+ROW_FIELDS = ("match", "price", "effective_from", "default")
 TIER_FIELDS = ("up_to", "unit_amount", "flat_amount")
 ENTITLEMENT_FIELDS = {
     "boolean": ("type",),
@@ -246,9 +252,52 @@ def _tiers_parse(p: Reader) -> list[TierSpec]:
     return parsed
 
 
+def _row_price_read(row: PriceRowSpec, kind: str, p: Reader) -> None:
+    holder = RateCardSpec(key="")
+    _price_read(holder, kind, p)
+    row.price_type, row.unit_amount, row.amount = kind, holder.unit_amount, holder.amount
+    row.quantity_per_package, row.tiers = holder.quantity_per_package, holder.tiers
+
+
+def _dimensional_read(spec: RateCardSpec, p: Reader) -> None:
+    """``dimensions: [model, type]``, ``rows: [{match, price, effective_from?}]``, ``default: price | null`` (a
+    scheduled version of the default is a row with ``default: true`` and no match)."""
+    dimensions = p.items("dimensions", required=True) or []
+    if not all(isinstance(name, str) and name and "\x00" not in name for name in dimensions):
+        p.fail("dimensions", "must be a list of group-by names, e.g. [model, type]")
+        dimensions = []
+    spec.dimensions = [str(name) for name in dimensions]
+    rows: list[PriceRowSpec] = []
+    for i, data in enumerate(p.items("rows") or []):
+        r = p.nested(f"rows[{i}]", data, ROW_FIELDS)
+        if not r.ok:
+            continue
+        row = PriceRowSpec(is_default=r.boolean("default"))
+        match = r.mapping("match")
+        if match not in (None, MISSING):
+            for name, value in match.items():
+                if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+                    r.fail(f"match.{name}", "must be a non-empty string")
+            row.match = {str(k): str(v) for k, v in match.items()}
+        elif not row.is_default:
+            r.fail("match", "is required (dimension → value; {} matches anything)")
+        row.effective_from = r.datetime("effective_from")
+        if not r.has("price") or r.raw("price") is None:
+            r.fail("price", "is required (a unit, graduated, volume or package price)")
+        _typed_section(r, "price", ROW_PRICE_TYPES, PRICE_FIELDS, partial(_row_price_read, row))
+        rows.append(row)
+    if p.raw("default", None) is not None:
+        default = PriceRowSpec(is_default=True)
+        _typed_section(p, "default", ROW_PRICE_TYPES, PRICE_FIELDS, partial(_row_price_read, default))
+        rows.append(default)
+    spec.rows = rows
+
+
 def _price_read(spec: RateCardSpec, kind: str, p: Reader) -> None:
     spec.price_type = kind
-    if kind == "flat":
+    if kind == "dimensional":
+        _dimensional_read(spec, p)
+    elif kind == "flat":
         spec.amount = p.decimal("amount", required=True)
     elif kind == "unit":
         spec.unit_amount = p.decimal("unit_amount", required=True)
@@ -350,11 +399,44 @@ def _normalized_spec(spec: RateCardSpec) -> RateCardSpec:
         entitlement_limit=spec.entitlement_limit if ent == "metered" else None,
         entitlement_soft=spec.entitlement_soft if ent == "metered" else False,
         entitlement_usage_period=spec.entitlement_usage_period if ent == "metered" else "",
+        dimensions=list(spec.dimensions) if kind == "dimensional" else [],
+        rows=_normalized_rows(spec.rows) if kind == "dimensional" else [],
     )
 
 
+def _normalized_rows(rows: list[PriceRowSpec]) -> list[PriceRowSpec]:
+    """Rows in order (the order ranks equally specific rows), then the default's versions by date (where the
+    default is listed means nothing)."""
+    never = dt.datetime.min.replace(tzinfo=dt.UTC)
+    defaults = sorted((row for row in rows if row.is_default), key=lambda row: row.effective_from or never)
+    return [_normalized_row(row) for row in rows if not row.is_default] + [_normalized_row(r) for r in defaults]
+
+
+def _normalized_row(row: PriceRowSpec) -> PriceRowSpec:
+    kind = row.price_type
+    return replace(row, amount=row.amount if kind == "package" else None,
+                   unit_amount=row.unit_amount if kind == "unit" else None,
+                   quantity_per_package=row.quantity_per_package if kind == "package" else None,
+                   tiers=list(row.tiers) if kind in ("graduated", "volume") else [])
+
+
+def spec_price(spec: RateCardSpec) -> Any:
+    """The pricing engine's price of a rate card spec (a dimensional table built from its rows)."""
+    if spec.price_type != "dimensional":
+        return engine_price(spec.price_type, amount=spec.amount, unit_amount=spec.unit_amount,
+                            quantity_per_package=spec.quantity_per_package,
+                            tiers=[(t.up_to, t.unit_amount, t.flat_amount) for t in spec.tiers])
+    rows = []
+    for row in spec.rows:
+        price = engine_price(row.price_type, amount=row.amount, unit_amount=row.unit_amount,
+                             quantity_per_package=row.quantity_per_package,
+                             tiers=[(t.up_to, t.unit_amount, t.flat_amount) for t in row.tiers])
+        rows.append(DimensionRow(tuple(sorted(row.match.items())), price, row.effective_from, row.is_default))
+    return DimensionalPrice(tuple(spec.dimensions), tuple(rows))
+
+
 def plan_state(plan: Plan) -> PlanState:
-    rate_cards = plan.rate_cards.select_related("feature").prefetch_related("tiers")
+    rate_cards = plan.rate_cards.select_related("feature").prefetch_related("tiers", "price_rows")
     return PlanState(plan.name, plan.description, plan.currency, plan.billing_cadence,
                      [_normalized_spec(rate_card_spec(rc)) for rc in rate_cards])
 
@@ -377,9 +459,7 @@ def _publish_problems(entry: PlanEntry, feature_metered: dict[str, bool]) -> lis
         found.append((f"{entry.where}.rate_cards", "a published plan needs at least one rate card"))
     for spec, where in zip(entry.state.rate_cards, entry.rate_card_wheres, strict=True):
         try:
-            price = engine_price(spec.price_type, amount=spec.amount, unit_amount=spec.unit_amount,
-                                 quantity_per_package=spec.quantity_per_package,
-                                 tiers=[(t.up_to, t.unit_amount, t.flat_amount) for t in spec.tiers])
+            price = spec_price(spec)
         except ValueError as exc:
             found.append((f"{where}.price", str(exc)))
             continue
@@ -485,7 +565,21 @@ def _feature_apply(problems: Problems, entry: FeatureEntry, lines: list[str]) ->
         raise problems.refused(entry.where, exc) from exc
 
 
+def _row_doc(row: PriceRowSpec) -> dict[str, Any]:
+    price = _price_doc(RateCardSpec(key="", price_type=row.price_type, amount=row.amount,
+                                    unit_amount=row.unit_amount, quantity_per_package=row.quantity_per_package,
+                                    tiers=row.tiers))
+    doc: dict[str, Any] = {"default": True} if row.is_default else {"match": dict(sorted(row.match.items()))}
+    doc["price"] = price
+    if row.effective_from is not None:
+        doc["effective_from"] = row.effective_from
+    return doc
+
+
 def _price_doc(spec: RateCardSpec) -> dict[str, Any] | None:
+    if spec.price_type == "dimensional":
+        return {"type": "dimensional", "dimensions": list(spec.dimensions),
+                "rows": [_row_doc(row) for row in spec.rows]}
     if spec.price_type == "flat":
         return {"type": "flat", "amount": spec.amount}
     if spec.price_type == "unit":
@@ -635,7 +729,8 @@ def feature_doc(feature: Feature) -> dict[str, Any]:
 
 
 def plan_doc(plan: Plan) -> dict[str, Any]:
-    rate_cards = [rate_card_json(rc) for rc in plan.rate_cards.select_related("feature").prefetch_related("tiers")]
+    rate_cards = [rate_card_json(rc) for rc in plan.rate_cards.select_related("feature")
+                  .prefetch_related("tiers", "price_rows")]
     for card in rate_cards:
         if card.get("entitlement") and "config" in card["entitlement"]:
             card["entitlement"]["config"] = sorted_json(card["entitlement"]["config"])
