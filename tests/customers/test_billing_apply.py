@@ -442,8 +442,8 @@ BAD_ENTRIES = [
      "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.unit_amount: must be a decimal number, not a "
      "boolean"),
     (_set("plans.0.rate_cards.0.price.type", "tiered"),
-     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.type: must be one of dimensional, flat, graduated, package, "
-     "unit, volume, not 'tiered'"),
+     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.type: must be one of dimensional, flat, "
+     "graduated, package, unit, volume, not 'tiered'"),
     (_set("plans.0.rate_cards.0.price.amount", "1"),
      "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.amount: unknown field (known: type, "
      "unit_amount)"),
