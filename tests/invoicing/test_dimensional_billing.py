@@ -3,6 +3,8 @@ a price change mid-period, free quantity and spend limits over the whole table, 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from catalog.models import RateCard
@@ -145,3 +147,41 @@ def test_late_usage_is_billed_per_row():
     late = {line.price_part: line for line in InvoiceLine.objects.filter(invoice__cycle=2, kind="late_usage")}
     assert (late["model=gpt-4o,type=request"].quantity, late["model=gpt-4o,type=request"].amount) == (D(400_000), 100)
     assert late["model=gpt-4o,type=response"].amount == 100
+
+
+def test_unpriced_usage_is_shown_on_the_dashboard_in_the_event_explorer_and_by_reconcile(admin_client, api,
+                                                                                        read_token):
+    import io
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from invoicing.services.snapshots import record_unbilled_snapshot
+    from tests.builders import bearer, llm_event
+
+    now = timezone.now()
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    from customers.services.subscriptions import subscription_create
+
+    subscription_create(customer=kong_air(), plan=llm_plan(), start=start, billing_anchor="calendar")
+    ingest([llm_event(event_id="priced", tokens=100, model="gpt-4o", time=None),
+            llm_event(event_id="unpriced", tokens=42, model="gpt-5", kind="response", time=None)])
+
+    run = record_unbilled_snapshot()  # the dashboard card reads the beat's preview snapshot
+    assert run.result["unpriced"] == {"groups": 1, "items": [
+        {"customer": "kong-air", "rate_card": "llm", "warning": "no price for model=gpt-5, type=response",
+         "quantity": "42"}]}
+    page = admin_client.get("/admin/").content.decode()
+    card = page[page.index('id="card-unpriced"'):]
+    assert "kong-air / llm: no price for model=gpt-5, type=response (42)" in card[:2000]
+
+    items = {i["event"]["id"]: i["validationError"] for i in api.get("/api/v1/events", **bearer(read_token)).json()}
+    assert items["unpriced"] == "no price for model=gpt-5, type=response (rate card llm of plan llm)"
+    assert items["priced"] is None
+
+    close_at = (start + dt.timedelta(days=40)).replace(day=1) + dt.timedelta(hours=2)
+    close_cycles(now=close_at)
+    out = io.StringIO()
+    call_command("billing_reconcile", "--now", close_at.isoformat(), stdout=out)
+    assert "UNPRICED no price for model=gpt-5, type=response: 42" in out.getvalue()
+    assert "1 unpriced usage group(s) (not billed)" in out.getvalue()
