@@ -50,7 +50,7 @@ from metering.models import Meter
 from metering.services.meters import MeterFrozen, MeterValidationError, meter_create, meter_update
 
 from .dimensional import DimensionalPrice, DimensionRow
-from .models import Feature, Plan, RateCard
+from .models import Feature, ModelCost, Plan, RateCard
 from .rules import (
     CADENCES,
     ENTITLEMENT_TYPES,
@@ -63,7 +63,7 @@ from .rules import (
     key_problem,
     rate_card_problems,
 )
-from .serializers import rate_card_json
+from .serializers import decimal_text, rate_card_json
 from .services.features import FeatureError, feature_create, feature_problems, feature_update
 from .services.plans import (
     PlanError,
@@ -151,7 +151,19 @@ class PlanEntry:
 
 
 @dataclass
+class CostEntry:
+    where: str
+    provider: str
+    model: str
+    token_type: str
+    cost_per_token: Decimal
+    currency: str
+    source: str
+
+
+@dataclass
 class CatalogSpec:
+    costs: list[CostEntry] = field(default_factory=list)
     meters: list[MeterEntry] = field(default_factory=list)
     features: list[FeatureEntry] = field(default_factory=list)
     plans: list[PlanEntry] = field(default_factory=list)
@@ -380,7 +392,30 @@ def catalog_parse(*, problems: Problems, document: dict) -> CatalogSpec:
     check_duplicates(problems, spec.meters, lambda e: e.slug, "slug")
     check_duplicates(problems, spec.features, lambda e: e.key, "key")
     check_duplicates(problems, spec.plans, lambda e: e.key, "key")
+    spec.costs = parse_entries(problems, document, "costs", _cost_parse,
+                               label=lambda i, data: entry_label("costs", i, data, "model"))
+    check_duplicates(problems, spec.costs, lambda e: (e.provider, e.model, e.token_type), "provider, model and "
+                                                                                          "token_type")
     return spec
+
+
+COST_FIELDS = ("provider", "model", "token_type", "cost_per_token", "currency", "source")
+
+
+def _cost_parse(problems: Problems, where: str, data: Any) -> CostEntry | None:
+    """One row of the cost table: what a model costs us per token of a type (USD unless ``currency``)."""
+    r = CatalogReader(problems, where, data, COST_FIELDS)
+    provider = r.text("provider", required=True, max_length=_max_length(ModelCost, "provider"))
+    model = r.text("model", required=True, max_length=_max_length(ModelCost, "model"))
+    token_type = r.text("token_type", required=True, max_length=_max_length(ModelCost, "token_type"))
+    cost = r.decimal("cost_per_token", required=True)
+    if cost is not None and cost < 0:
+        r.fail("cost_per_token", "must not be negative")
+    currency = r.text("currency", default="USD", check=currency_check) or "USD"
+    source = r.text("source", default="", max_length=_max_length(ModelCost, "source")) or ""
+    if not r.ok or cost is None:
+        return None
+    return CostEntry(where, provider, model, token_type, cost, str(clean_currency(currency)), source)
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -700,8 +735,31 @@ def _plan_apply(problems: Problems, entry: PlanEntry, lines: list[str]) -> None:
         raise problems.refused(entry.where, exc) from exc
 
 
+def _cost_apply(entry: CostEntry, lines: list[str]) -> None:
+    current = ModelCost.objects.filter(provider=entry.provider, model=entry.model,
+                                       token_type=entry.token_type).first()
+    label = f"cost {entry.provider}/{entry.model} {entry.token_type}"
+    wanted = {"cost_per_token": entry.cost_per_token, "currency": entry.currency, "source": entry.source}
+    if current is None:
+        lines.append(f"create {label}")
+        ModelCost.objects.create(provider=entry.provider, model=entry.model, token_type=entry.token_type, **wanted)
+        return
+    changed = {name: value for name, value in wanted.items() if getattr(current, name) != value}
+    if changed:
+        def shown(value: Any) -> Any:
+            return decimal_text(value) if isinstance(value, Decimal) else value
+
+        lines.append(f"update {label}: " + ", ".join(f"{name} {shown(getattr(current, name))} -> {shown(value)}"
+                                                     for name, value in changed.items()))
+        for name, value in changed.items():
+            setattr(current, name, value)
+        current.save()
+
+
 def catalog_apply(*, problems: Problems, spec: CatalogSpec, lines: list[str]) -> None:
     """Create or change what differs, in dependency order; the caller holds the transaction."""
+    for cost in spec.costs:
+        _cost_apply(cost, lines)
     for meter in spec.meters:
         _meter_apply(problems, meter, lines)
     for feature in spec.features:
@@ -747,8 +805,19 @@ def catalog_dump() -> dict[str, list[dict[str, Any]]]:
     latest: dict[str, Plan] = {}
     for plan in Plan.objects.order_by("key", "-version"):
         latest.setdefault(plan.key, plan)
-    return {
+    document: dict[str, list[dict[str, Any]]] = {
         "meters": [meter_doc(m) for m in Meter.objects.order_by("slug")],
         "features": [feature_doc(f) for f in Feature.objects.select_related("meter").order_by("key")],
         "plans": [plan_doc(p) for p in latest.values() if p.status != Plan.Status.ARCHIVED],
     }
+    costs = [cost_doc(c) for c in ModelCost.objects.order_by("provider", "model", "token_type")]
+    if costs:  # the cost table (what models cost us; margins), apart from prices
+        document["costs"] = costs
+    return document
+
+
+def cost_doc(cost: ModelCost) -> dict[str, Any]:
+    return without_empty({
+        "provider": cost.provider, "model": cost.model, "token_type": cost.token_type,
+        "cost_per_token": decimal_text(cost.cost_per_token), "currency": cost.currency, "source": cost.source,
+    }, optional=("source",))

@@ -101,3 +101,40 @@ def test_bad_tables_are_refused_and_nothing_is_written(old, new, expected):
     message = apply_error(write(CATALOG.replace(old, new, 1)))
     assert expected in message
     assert not Plan.objects.exists()
+
+
+COSTS = """
+costs:
+  - {provider: openai, model: gpt-4o, token_type: request, cost_per_token: "0.0000025", source: genai-prices}
+  - {provider: openai, model: gpt-4o, token_type: response, cost_per_token: "0.00001"}
+"""
+
+
+def test_the_cost_table_round_trips():
+    from catalog.models import ModelCost
+
+    out = apply(write(CATALOG + COSTS))
+    assert "create cost openai/gpt-4o request" in out
+    assert ModelCost.objects.get(token_type="request").cost_per_token == Decimal("0.0000025")
+    text = dump()
+    assert yaml.safe_load(text)["costs"] == [
+        {"provider": "openai", "model": "gpt-4o", "token_type": "request", "cost_per_token": "0.0000025",
+         "currency": "USD", "source": "genai-prices"},
+        {"provider": "openai", "model": "gpt-4o", "token_type": "response", "cost_per_token": "0.00001",
+         "currency": "USD"}]
+    assert apply(write(text, "dump.yaml")) == "No changes.\n"
+    changed = apply(write(CATALOG + COSTS.replace('"0.00001"', '"0.000012"')))
+    assert changed.startswith("update cost openai/gpt-4o response: cost_per_token 0.00001 -> 0.000012")
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ('cost_per_token: "0.0000025"', 'cost_per_token: "-1"', "must not be negative"),
+    ("token_type: request", "token_type: null", "token_type"),
+    ("provider: openai, model: gpt-4o, token_type: response", "provider: openai, model: gpt-4o, token_type: request",
+     "duplicate"),
+])
+def test_bad_costs_are_refused(old, new, expected):
+    from catalog.models import ModelCost
+
+    assert expected in apply_error(write(CATALOG + COSTS.replace(old, new, 1)))
+    assert not ModelCost.objects.exists()
