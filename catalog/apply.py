@@ -466,6 +466,8 @@ def spec_price(spec: RateCardSpec) -> Any:
         price = engine_price(row.price_type, amount=row.amount, unit_amount=row.unit_amount,
                              quantity_per_package=row.quantity_per_package,
                              tiers=[(t.up_to, t.unit_amount, t.flat_amount) for t in row.tiers])
+        if price is None:
+            raise ValueError("a price row needs a price type")
         rows.append(DimensionRow(tuple(sorted(row.match.items())), price, row.effective_from, row.is_default))
     return DimensionalPrice(tuple(spec.dimensions), tuple(rows))
 

@@ -219,7 +219,7 @@ def features_usage(requests: list[UsageRequest]) -> dict[tuple, Any]:
     return results
 
 
-def _usage_batch(meter, keys: list[str], batch: list, results: dict[tuple, Decimal]) -> None:
+def _usage_batch(meter, keys: list[str], batch: list, results: dict[tuple, Any]) -> None:
     pieces, bounds, subjects = [], [], set()
     for position, (request, periods) in enumerate(batch):
         bounds.append((request.start, request.end))
@@ -232,7 +232,7 @@ def _usage_batch(meter, keys: list[str], batch: list, results: dict[tuple, Decim
         filters = request.feature.meter_group_by_filters or {}
         if all(row.group_by.get(name) == str(value) for name, value in filters.items()):
             if request.dimensions:
-                groups = results[request.key]
+                groups: dict[GroupValues, Decimal] = results[request.key]
                 values = tuple(row.group_by.get(name) for name in request.dimensions)
                 groups[values] = groups.get(values, Decimal(0)) + row.value
             else:

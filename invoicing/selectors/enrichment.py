@@ -108,7 +108,7 @@ def unpriced_events(events: list[Any]) -> dict[int, dict[str, str]]:
 def _unpriced(rate_card: RateCard, event: Any) -> str | None:
     feature = rate_card.feature
     meter = feature.meter if feature is not None else None
-    if meter is None or meter.event_type != event.type:
+    if feature is None or meter is None or meter.event_type != event.type:
         return None
     definition = meter_definition(meter)
     values = {name: group_value(path, event.data) for name, path in definition.group_by.items()}

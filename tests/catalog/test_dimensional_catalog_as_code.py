@@ -63,7 +63,8 @@ def test_apply_reads_the_table_as_rows():
     assert rows[0].unit_amount == Decimal("0.0000025")
     assert rows[3].tiers[1] == {"up_to": None, "unit_amount": "0.000008", "flat_amount": "2"}
     assert rows[4].effective_from == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
-    assert (rows[5].price_type, rows[5].amount, rows[5].quantity_per_package) == ("package", 1, 100000)
+    assert (rows[5].price_type, rows[5].amount, rows[5].quantity_per_package) == ("package", Decimal(1),
+                                                                                  Decimal(100000))
 
 
 def test_dump_writes_the_issue_keys_and_applying_it_changes_nothing():

@@ -269,10 +269,10 @@ def billed_by_hand(customer) -> dict[tuple, int]:
             billed[(*key, line.price_part)] += line.amount
     for note_line in CreditNoteLine.objects.filter(credit_note__customer=customer, credit_note__status="issued",
                                                    kind="rerating"):
-        key = (note_line.subscription_id, note_line.rate_card_key, note_line.period_start)
-        billed[key] -= note_line.amount
-        if note_line.rate_card.price_type == "dimensional":
-            billed[(*key, note_line.price_part)] -= note_line.amount
+        note_key = (note_line.subscription_id, note_line.rate_card_key, note_line.period_start)
+        billed[note_key] -= note_line.amount
+        if note_line.rate_card is not None and note_line.rate_card.price_type == "dimensional":
+            billed[(*note_key, note_line.price_part)] -= note_line.amount
     return {key: amount for key, amount in billed.items() if len(key) == 3 or amount}
 
 
