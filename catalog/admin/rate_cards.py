@@ -67,6 +67,13 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
     def has_module_permission(self, request):
         return False  # reached from the plan page
 
+    def get_inlines(self, request, obj):
+        """Tiers for graduated and volume prices; the table's rows for a dimensional price (choose the price type
+        and save, then add rows)."""
+        if obj is not None and obj.price_type == RateCard.PriceType.DIMENSIONAL:
+            return [PriceRowInline]
+        return [PriceTierInline]
+
     @admin.display(description="price")
     def price_preview(self, obj: RateCard | None) -> str:
         return rate_card_price_text(obj)
