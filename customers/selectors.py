@@ -487,8 +487,8 @@ def subscription_review(
             billed = (f"in-advance fees; usage after the grace period, from {format_instant(p.end + grace)}")
         else:
             billed = "in-advance fees" + (" (prorated)" if p.is_partial else "") + "; usage when the period ends"
-        usage = [(card.key, found.get((None, card.usage_feature.pk, p.start, min(p.end, now)), Decimal(0)))
-                 for card in cards]
+        usage = [(card.key, found.get(UsageRequest(draft, card.usage_feature, p.start, min(p.end, now)).key,
+                                      Decimal(0))) for card in cards]
         shown.append(ReviewPeriod(number, p, billed, usage))
     if ended:
         warning = (f"The start is in the past: {ended} period{'s' if ended != 1 else ''} before today will be billed "
