@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 
 from common.fields import PreciseDecimalField
 from common.forms import DecimalTextField, parse_plain_decimal
+from common.yaml_reader.values import nested_problem
 
 from .charges import price_row_price
 from .models import Feature, Plan, PriceRow, RateCard
@@ -96,6 +97,9 @@ class RateCardForm(forms.ModelForm):
         for problem in problems:
             self.add_error(None, problem)
         dimensions = data.get("dimensions") or []
+        if nested_problem(dimensions):
+            self.add_error("dimensions", str(nested_problem(dimensions)))
+            dimensions = data["dimensions"] = []
         if price_type == "dimensional":
             group_by = (feature.meter.group_by or {}) if feature is not None and feature.meter is not None else {}
             if not isinstance(dimensions, list) or not dimensions or not all(isinstance(d, str) for d in dimensions):
@@ -121,6 +125,13 @@ class PriceRowForm(forms.ModelForm):
     def clean(self):
         super().clean()
         data = self.cleaned_data
+        for name in ("match", "tiers"):
+            problem = nested_problem(data.get(name))
+            if problem:
+                self.add_error(name, problem)
+                data[name] = {} if name == "match" else []
+        if self.errors:
+            return data
         match = data.get("match") or {}
         if not isinstance(match, dict) or not all(isinstance(v, str) and v for v in match.values()):
             self.add_error("match", 'an object of dimension → non-empty value, e.g. {"model": "gpt-4o"}')

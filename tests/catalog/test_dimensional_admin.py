@@ -58,3 +58,14 @@ def test_what_would_this_cost_prices_the_quantity_per_row(admin_client):
     assert "model=gpt-4o,type=request" in html and "2.50" in html  # 1,000,000 × 0.0000025
     assert "model=gpt-4o,type=response" in html and "10.00" in html
     assert "default" in html and "each row alone" in html
+
+
+def test_nul_in_a_row_is_a_form_error(admin_client):
+    rate_card = _draft_card()
+    url = f"/admin/catalog/ratecard/{rate_card.pk}/change/"
+    data = admin_form_data(admin_client, url, "ratecard_form")
+    data["price_rows-0-match"] = '{"model": "gpt\\u0000-4o"}'
+    data["price_rows-1-tiers"] = '[{"up_to\\u0000": null}]'
+    response = admin_client.post(url, data)
+    assert response.status_code == 200 and "NUL" in response.content.decode()
+    assert PriceRow.objects.get(rate_card=rate_card, position=0).match == {"model": "gpt-4o", "type": "request"}
