@@ -27,6 +27,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import lru_cache
 
 from .money import minor_unit_exponent, to_major, to_minor
 from .pricing import (
@@ -147,8 +148,17 @@ def validate_dimensional(price: object) -> list[str]:
     return problems
 
 
+@lru_cache(maxsize=256)
+def _table_problems(price: DimensionalPrice) -> tuple[str, ...]:
+    """Validation of a table, once per table (a close prices the same few tables for every customer)."""
+    return tuple(validate_dimensional(price))
+
+
 def _require_valid(price: DimensionalPrice) -> None:
-    problems = validate_dimensional(price)
+    try:
+        problems = _table_problems(price)
+    except TypeError:  # an unhashable (hence invalid) value somewhere in the table
+        problems = tuple(validate_dimensional(price))
     if problems:
         raise PricingError(*problems)
 

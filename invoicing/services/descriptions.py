@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from functools import lru_cache
 
 from catalog.display import plain_number, unit_label
 from catalog.models import RateCard
@@ -84,6 +85,12 @@ def dimensions_label(dimensions: dict[str, str] | None) -> str:
                       for name, value in dimensions.items()) or "any"
 
 
+@lru_cache(maxsize=4096)
+def _unit_price_text(unit_price: Decimal, currency: str) -> str:
+    """A row's unit price as shown (the same few prices repeat on every invoice of a close: format them once)."""
+    return format_money(unit_price, currency)
+
+
 def part_usage_description(rate_card: RateCard, dimensions: dict[str, str] | None, quantity: Decimal,
                            unit_price: Decimal | None, currency: str, start: dt.datetime, end: dt.datetime,
                            *, late: bool = False) -> str:
@@ -91,7 +98,7 @@ def part_usage_description(rate_card: RateCard, dimensions: dict[str, str] | Non
     Dec 1)``; ``start``/``end`` are the stretch of the period the row version was in effect."""
     units = f"{plain_number(quantity)} {unit_label(rate_card)}"
     if unit_price is not None:
-        units += f" × {format_money(unit_price, currency)}"
+        units += f" × {_unit_price_text(unit_price, currency)}"
     what = "late usage: " if late else ""
     return f"{rate_card.display_name} — {dimensions_label(dimensions)}: {what}{units} ({period_label(start, end)})"
 
