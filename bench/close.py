@@ -40,6 +40,11 @@ of the stored month-end invoices and lines (numbers, quantities, amounts, descri
 mean equal invoices, so a change to the close can be checked against an earlier run. ``--runs N`` closes N times (the
 month-end close is reset in between) and details the median run.
 
+``--dimensional-rows 20`` replaces the usage rate cards by ONE dimensional rate card (feature ``llm-tokens``, the
+whole meter) priced by a table of 20 rows keyed by model and type (a row per model × type of the events, one of
+them graduated, the rest for models without traffic; free quantity and a minimum spend over the table): every
+invoice then has a line per row with usage.
+
 To check that queries per invoice are constant, run it at two plan sizes (``--rate-cards 3`` and ``6``) and two
 customer counts (``--customers 1000`` and ``10000``) and compare the ``queries per invoice`` lines.
 ``--py-spy FILE`` records the child with py-spy (speedscope JSON).
