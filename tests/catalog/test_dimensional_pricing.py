@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
 
@@ -92,6 +93,7 @@ def test_free_quantity_is_spread_in_row_order_and_limits_prorate():
 
 def test_negative_or_float_usage_is_refused():
     prices = table(DimensionRow(GPT_IN, UnitPrice(D(1))))
-    for quantity in (D(-1), 1.5):
+    quantities: tuple[Any, ...] = (D(-1), 1.5)
+    for quantity in quantities:
         with pytest.raises(PricingError):
             price_dimensional(price=prices, usage=[UsageGroup(T0, T1, GPT_IN, quantity)], currency="USD")
