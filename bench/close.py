@@ -40,6 +40,11 @@ of the stored month-end invoices and lines (numbers, quantities, amounts, descri
 mean equal invoices, so a change to the close can be checked against an earlier run. ``--runs N`` closes N times (the
 month-end close is reset in between) and details the median run.
 
+``--dimensional-rows 20`` replaces the usage rate cards by ONE dimensional rate card (feature ``llm-tokens``, the
+whole meter) priced by a table of 20 rows keyed by model and type (a row per model × type of the events, one of
+them graduated, the rest for models without traffic; free quantity and a minimum spend over the table): every
+invoice then has a line per row with usage.
+
 To check that queries per invoice are constant, run it at two plan sizes (``--rate-cards 3`` and ``6``) and two
 customer counts (``--customers 1000`` and ``10000``) and compare the ``queries per invoice`` lines.
 ``--py-spy FILE`` records the child with py-spy (speedscope JSON).
@@ -157,7 +162,30 @@ def load_events(url: str, *, customers: int, per_customer: int, start: dt.dateti
     return total
 
 
-def seed_catalog(rate_cards: int):
+def dimensional_card(rows: int):
+    """One rate card on the whole meter priced by a table of ``rows`` rows keyed by model and type: a row per
+    model × type of the events (one graduated), the rest for models without traffic; free quantity and a minimum
+    spend over the whole table."""
+    from catalog.services.plans import PriceRowSpec, RateCardSpec, TierSpec
+
+    specs = []
+    for i, (model, kind) in enumerate((model, kind) for model, _ in MODELS for kind in ("request", "response")):
+        if i == 1:
+            specs.append(PriceRowSpec(match={"model": model, "type": kind}, price_type="graduated",
+                                      tiers=[TierSpec(Decimal(1_000_000), Decimal("0.00001")),
+                                             TierSpec(None, Decimal("0.000008"), Decimal("2.00"))]))
+        else:
+            specs.append(PriceRowSpec(match={"model": model, "type": kind}, price_type="unit",
+                                      unit_amount=Decimal("0.000001") * (i + 1)))
+    for i in range(rows - len(specs)):
+        specs.append(PriceRowSpec(match={"model": f"idle-model-{i}"}, price_type="unit",
+                                  unit_amount=Decimal("0.000003")))
+    return RateCardSpec(key="llm", name="LLM tokens", feature="llm-tokens", price_type="dimensional",
+                        dimensions=["model", "type"], rows=specs[:rows], free_quantity=Decimal(1000),
+                        minimum_spend=Decimal("5.00"))
+
+
+def seed_catalog(rate_cards: int, dimensional_rows: int = 0):
     """The meter, the features and the published plan ``token``."""
     from catalog.services.features import feature_create
     from catalog.services.plans import RateCardSpec, TierSpec, plan_create, plan_publish
@@ -180,6 +208,9 @@ def seed_catalog(rate_cards: int):
         key = f"ai-{re.sub(r'[^a-z0-9]+', '-', model)}-{kind[:3]}"
         feature_create(key=key, name=key, meter=meter, filters={"model": model, "type": kind})
         specs.append(RateCardSpec(key=key, feature=key, price_type="unit", unit_amount=Decimal("0.000001")))
+    if dimensional_rows:  # the table instead of the usage rate cards
+        feature_create(key="llm-tokens", name="LLM tokens", meter=meter)
+        specs = [dimensional_card(dimensional_rows)]
     specs += [
         RateCardSpec(key="platform", name="Platform fee", price_type="flat", amount=Decimal("49.00"),
                      payment_term="in_advance"),
@@ -216,9 +247,11 @@ def seed(args, url: str, month_start: dt.datetime, month_end: dt.datetime) -> No
     from metering.services.rollups import rollups_catch_up
 
     started = time.monotonic()
-    meter, plan = seed_catalog(args.rate_cards)
-    log(f"  plan {plan.key} v{plan.version}: {plan.rate_cards.count()} rate cards "
-        f"({args.rate_cards} usage rate cards on meter {meter.slug})")
+    meter, plan = seed_catalog(args.rate_cards, args.dimensional_rows)
+    usage_cards = (f"1 dimensional rate card of {args.dimensional_rows} rows" if args.dimensional_rows
+                   else f"{args.rate_cards} usage rate cards")
+    log(f"  plan {plan.key} v{plan.version}: {plan.rate_cards.count()} rate cards ({usage_cards} on meter "
+        f"{meter.slug})")
     seed_customers(plan, args.customers, month_start)
     log(f"  customers, subjects and subscriptions in {time.monotonic() - started:.0f} s")
 
@@ -383,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-cards", type=int, default=2,
                         help=f"usage rate cards on the llm_tokens meter (2..{MAX_RATE_CARDS}); the plan also has a "
                              "platform fee and a metered entitlement")
+    parser.add_argument("--dimensional-rows", type=int, default=0,
+                        help="instead of the usage rate cards, one dimensional rate card (model × type) with this "
+                             f"many rows ({2 * len(MODELS)}..200; e.g. 20)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--keep", action="store_true",
                         help="keep the database, and reuse one seeded with the same sizes (the month-end close is "
@@ -405,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args)
     if not 2 <= args.rate_cards <= MAX_RATE_CARDS or args.customers < 1 or args.events_per_customer < 1:
         parser.error(f"need 2 <= --rate-cards <= {MAX_RATE_CARDS}, --customers >= 1, --events-per-customer >= 1")
+    if args.dimensional_rows and not 2 * len(MODELS) <= args.dimensional_rows <= 200:
+        parser.error(f"need {2 * len(MODELS)} <= --dimensional-rows <= 200")
 
     today = dt.datetime.now(dt.UTC)
     this_month = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -412,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     close_at = this_month + dt.timedelta(hours=2)
     meta = {"customers": args.customers, "events_per_customer": args.events_per_customer,
             "rate_cards": args.rate_cards, "month": month_start.isoformat()}
+    if args.dimensional_rows:
+        meta["dimensional_rows"] = args.dimensional_rows
 
     errors: list[str] = []
     results: list[dict] = []

@@ -35,11 +35,12 @@ SECTIONS: list[tuple[str, list[tuple[str, str] | Link]]] = [
             ("metering", "event"),
             ("metering", "meter"),
             Link("Usage explorer", "admin:metering_meter_usage", "metering.view_meter"),
+            Link("Margins", "admin:invoicing_margins", "invoicing.view_invoice"),
             ("metering", "subjectactivity"),
             ("metering", "eventtypeactivity"),
         ],
     ),
-    ("Product catalog", [("catalog", "feature"), ("catalog", "plan")]),
+    ("Product catalog", [("catalog", "feature"), ("catalog", "plan"), ("catalog", "modelcost")]),
     (
         "Billing",
         [
@@ -70,7 +71,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str] | Link]]] = [
         ],
     ),
 ]
-HIDDEN = {("catalog", "ratecard"), ("catalog", "pricetier")}
+HIDDEN = {("catalog", "ratecard"), ("catalog", "pricetier"), ("catalog", "pricerow")}
 
 
 class BillingAdminSite(admin.AdminSite):

@@ -22,6 +22,7 @@ Semantics (what "apply" means for each kind):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -48,22 +49,25 @@ from metering.meter_rules import AGGREGATIONS, validate_meter
 from metering.models import Meter
 from metering.services.meters import MeterFrozen, MeterValidationError, meter_create, meter_update
 
-from .models import Feature, Plan, RateCard
+from .dimensional import DimensionalPrice, DimensionRow
+from .models import Feature, ModelCost, Plan, RateCard
 from .rules import (
     CADENCES,
     ENTITLEMENT_TYPES,
     PAYMENT_TERMS,
     PRICE_TYPES,
+    ROW_PRICE_TYPES,
     clean_currency,
     currency_problem,
     engine_price,
     key_problem,
     rate_card_problems,
 )
-from .serializers import rate_card_json
+from .serializers import decimal_text, rate_card_json
 from .services.features import FeatureError, feature_create, feature_problems, feature_update
 from .services.plans import (
     PlanError,
+    PriceRowSpec,
     RateCardSpec,
     TierSpec,
     plan_create,
@@ -88,7 +92,9 @@ PRICE_FIELDS = {
     "graduated": ("type", "tiers"),
     "volume": ("type", "tiers"),
     "package": ("type", "amount", "quantity_per_package"),
+    "dimensional": ("type", "dimensions", "rows", "default"),
 }
+ROW_FIELDS = ("match", "price", "effective_from", "default")
 TIER_FIELDS = ("up_to", "unit_amount", "flat_amount")
 ENTITLEMENT_FIELDS = {
     "boolean": ("type",),
@@ -145,7 +151,19 @@ class PlanEntry:
 
 
 @dataclass
+class CostEntry:
+    where: str
+    provider: str
+    model: str
+    token_type: str
+    cost_per_token: Decimal
+    currency: str
+    source: str
+
+
+@dataclass
 class CatalogSpec:
+    costs: list[CostEntry] = field(default_factory=list)
     meters: list[MeterEntry] = field(default_factory=list)
     features: list[FeatureEntry] = field(default_factory=list)
     plans: list[PlanEntry] = field(default_factory=list)
@@ -246,9 +264,52 @@ def _tiers_parse(p: Reader) -> list[TierSpec]:
     return parsed
 
 
+def _row_price_read(row: PriceRowSpec, kind: str, p: Reader) -> None:
+    holder = RateCardSpec(key="")
+    _price_read(holder, kind, p)
+    row.price_type, row.unit_amount, row.amount = kind, holder.unit_amount, holder.amount
+    row.quantity_per_package, row.tiers = holder.quantity_per_package, holder.tiers
+
+
+def _dimensional_read(spec: RateCardSpec, p: Reader) -> None:
+    """``dimensions: [model, type]``, ``rows: [{match, price, effective_from?}]``, ``default: price | null`` (a
+    scheduled version of the default is a row with ``default: true`` and no match)."""
+    dimensions = p.items("dimensions", required=True) or []
+    if not all(isinstance(name, str) and name and "\x00" not in name for name in dimensions):
+        p.fail("dimensions", "must be a list of group-by names, e.g. [model, type]")
+        dimensions = []
+    spec.dimensions = [str(name) for name in dimensions]
+    rows: list[PriceRowSpec] = []
+    for i, data in enumerate(p.items("rows") or []):
+        r = p.nested(f"rows[{i}]", data, ROW_FIELDS)
+        if not r.ok:
+            continue
+        row = PriceRowSpec(is_default=r.boolean("default"))
+        match = r.mapping("match")
+        if match not in (None, MISSING):
+            for name, value in match.items():
+                if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+                    r.fail(f"match.{name}", "must be a non-empty string")
+            row.match = {str(k): str(v) for k, v in match.items()}
+        elif not row.is_default:
+            r.fail("match", "is required (dimension → value; {} matches anything)")
+        row.effective_from = r.datetime("effective_from")
+        if not r.has("price") or r.raw("price") is None:
+            r.fail("price", "is required (a unit, graduated, volume or package price)")
+        _typed_section(r, "price", ROW_PRICE_TYPES, PRICE_FIELDS, partial(_row_price_read, row))
+        rows.append(row)
+    if p.raw("default", None) is not None:
+        default = PriceRowSpec(is_default=True)
+        _typed_section(p, "default", ROW_PRICE_TYPES, PRICE_FIELDS, partial(_row_price_read, default))
+        rows.append(default)
+    spec.rows = rows
+
+
 def _price_read(spec: RateCardSpec, kind: str, p: Reader) -> None:
     spec.price_type = kind
-    if kind == "flat":
+    if kind == "dimensional":
+        _dimensional_read(spec, p)
+    elif kind == "flat":
         spec.amount = p.decimal("amount", required=True)
     elif kind == "unit":
         spec.unit_amount = p.decimal("unit_amount", required=True)
@@ -331,7 +392,30 @@ def catalog_parse(*, problems: Problems, document: dict) -> CatalogSpec:
     check_duplicates(problems, spec.meters, lambda e: e.slug, "slug")
     check_duplicates(problems, spec.features, lambda e: e.key, "key")
     check_duplicates(problems, spec.plans, lambda e: e.key, "key")
+    spec.costs = parse_entries(problems, document, "costs", _cost_parse,
+                               label=lambda i, data: entry_label("costs", i, data, "model"))
+    check_duplicates(problems, spec.costs, lambda e: (e.provider, e.model, e.token_type), "provider, model and "
+                                                                                          "token_type")
     return spec
+
+
+COST_FIELDS = ("provider", "model", "token_type", "cost_per_token", "currency", "source")
+
+
+def _cost_parse(problems: Problems, where: str, data: Any) -> CostEntry | None:
+    """One row of the cost table: what a model costs us per token of a type (USD unless ``currency``)."""
+    r = CatalogReader(problems, where, data, COST_FIELDS)
+    provider = r.text("provider", required=True, max_length=_max_length(ModelCost, "provider"))
+    model = r.text("model", required=True, max_length=_max_length(ModelCost, "model"))
+    token_type = r.text("token_type", required=True, max_length=_max_length(ModelCost, "token_type"))
+    cost = r.decimal("cost_per_token", required=True)
+    if cost is not None and cost < 0:
+        r.fail("cost_per_token", "must not be negative")
+    currency = r.text("currency", default="USD", check=currency_check) or "USD"
+    source = r.text("source", default="", max_length=_max_length(ModelCost, "source")) or ""
+    if not r.ok or cost is None:
+        return None
+    return CostEntry(where, provider, model, token_type, cost, str(clean_currency(currency)), source)
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -350,11 +434,46 @@ def _normalized_spec(spec: RateCardSpec) -> RateCardSpec:
         entitlement_limit=spec.entitlement_limit if ent == "metered" else None,
         entitlement_soft=spec.entitlement_soft if ent == "metered" else False,
         entitlement_usage_period=spec.entitlement_usage_period if ent == "metered" else "",
+        dimensions=list(spec.dimensions) if kind == "dimensional" else [],
+        rows=_normalized_rows(spec.rows) if kind == "dimensional" else [],
     )
 
 
+def _normalized_rows(rows: list[PriceRowSpec]) -> list[PriceRowSpec]:
+    """Rows in order (the order ranks equally specific rows), then the default's versions by date (where the
+    default is listed means nothing)."""
+    never = dt.datetime.min.replace(tzinfo=dt.UTC)
+    defaults = sorted((row for row in rows if row.is_default), key=lambda row: row.effective_from or never)
+    return [_normalized_row(row) for row in rows if not row.is_default] + [_normalized_row(r) for r in defaults]
+
+
+def _normalized_row(row: PriceRowSpec) -> PriceRowSpec:
+    kind = row.price_type
+    return replace(row, amount=row.amount if kind == "package" else None,
+                   unit_amount=row.unit_amount if kind == "unit" else None,
+                   quantity_per_package=row.quantity_per_package if kind == "package" else None,
+                   tiers=list(row.tiers) if kind in ("graduated", "volume") else [])
+
+
+def spec_price(spec: RateCardSpec) -> Any:
+    """The pricing engine's price of a rate card spec (a dimensional table built from its rows)."""
+    if spec.price_type != "dimensional":
+        return engine_price(spec.price_type, amount=spec.amount, unit_amount=spec.unit_amount,
+                            quantity_per_package=spec.quantity_per_package,
+                            tiers=[(t.up_to, t.unit_amount, t.flat_amount) for t in spec.tiers])
+    rows = []
+    for row in spec.rows:
+        price = engine_price(row.price_type, amount=row.amount, unit_amount=row.unit_amount,
+                             quantity_per_package=row.quantity_per_package,
+                             tiers=[(t.up_to, t.unit_amount, t.flat_amount) for t in row.tiers])
+        if price is None:
+            raise ValueError("a price row needs a price type")
+        rows.append(DimensionRow(tuple(sorted(row.match.items())), price, row.effective_from, row.is_default))
+    return DimensionalPrice(tuple(spec.dimensions), tuple(rows))
+
+
 def plan_state(plan: Plan) -> PlanState:
-    rate_cards = plan.rate_cards.select_related("feature").prefetch_related("tiers")
+    rate_cards = plan.rate_cards.select_related("feature").prefetch_related("tiers", "price_rows")
     return PlanState(plan.name, plan.description, plan.currency, plan.billing_cadence,
                      [_normalized_spec(rate_card_spec(rc)) for rc in rate_cards])
 
@@ -377,9 +496,7 @@ def _publish_problems(entry: PlanEntry, feature_metered: dict[str, bool]) -> lis
         found.append((f"{entry.where}.rate_cards", "a published plan needs at least one rate card"))
     for spec, where in zip(entry.state.rate_cards, entry.rate_card_wheres, strict=True):
         try:
-            price = engine_price(spec.price_type, amount=spec.amount, unit_amount=spec.unit_amount,
-                                 quantity_per_package=spec.quantity_per_package,
-                                 tiers=[(t.up_to, t.unit_amount, t.flat_amount) for t in spec.tiers])
+            price = spec_price(spec)
         except ValueError as exc:
             found.append((f"{where}.price", str(exc)))
             continue
@@ -485,7 +602,21 @@ def _feature_apply(problems: Problems, entry: FeatureEntry, lines: list[str]) ->
         raise problems.refused(entry.where, exc) from exc
 
 
+def _row_doc(row: PriceRowSpec) -> dict[str, Any]:
+    price = _price_doc(RateCardSpec(key="", price_type=row.price_type, amount=row.amount,
+                                    unit_amount=row.unit_amount, quantity_per_package=row.quantity_per_package,
+                                    tiers=row.tiers))
+    doc: dict[str, Any] = {"default": True} if row.is_default else {"match": dict(sorted(row.match.items()))}
+    doc["price"] = price
+    if row.effective_from is not None:
+        doc["effective_from"] = row.effective_from
+    return doc
+
+
 def _price_doc(spec: RateCardSpec) -> dict[str, Any] | None:
+    if spec.price_type == "dimensional":
+        return {"type": "dimensional", "dimensions": list(spec.dimensions),
+                "rows": [_row_doc(row) for row in spec.rows]}
     if spec.price_type == "flat":
         return {"type": "flat", "amount": spec.amount}
     if spec.price_type == "unit":
@@ -606,8 +737,31 @@ def _plan_apply(problems: Problems, entry: PlanEntry, lines: list[str]) -> None:
         raise problems.refused(entry.where, exc) from exc
 
 
+def _cost_apply(entry: CostEntry, lines: list[str]) -> None:
+    current = ModelCost.objects.filter(provider=entry.provider, model=entry.model,
+                                       token_type=entry.token_type).first()
+    label = f"cost {entry.provider}/{entry.model} {entry.token_type}"
+    wanted = {"cost_per_token": entry.cost_per_token, "currency": entry.currency, "source": entry.source}
+    if current is None:
+        lines.append(f"create {label}")
+        ModelCost.objects.create(provider=entry.provider, model=entry.model, token_type=entry.token_type, **wanted)
+        return
+    changed = {name: value for name, value in wanted.items() if getattr(current, name) != value}
+    if changed:
+        def shown(value: Any) -> Any:
+            return decimal_text(value) if isinstance(value, Decimal) else value
+
+        lines.append(f"update {label}: " + ", ".join(f"{name} {shown(getattr(current, name))} -> {shown(value)}"
+                                                     for name, value in changed.items()))
+        for name, value in changed.items():
+            setattr(current, name, value)
+        current.save()
+
+
 def catalog_apply(*, problems: Problems, spec: CatalogSpec, lines: list[str]) -> None:
     """Create or change what differs, in dependency order; the caller holds the transaction."""
+    for cost in spec.costs:
+        _cost_apply(cost, lines)
     for meter in spec.meters:
         _meter_apply(problems, meter, lines)
     for feature in spec.features:
@@ -635,7 +789,8 @@ def feature_doc(feature: Feature) -> dict[str, Any]:
 
 
 def plan_doc(plan: Plan) -> dict[str, Any]:
-    rate_cards = [rate_card_json(rc) for rc in plan.rate_cards.select_related("feature").prefetch_related("tiers")]
+    rate_cards = [rate_card_json(rc) for rc in plan.rate_cards.select_related("feature")
+                  .prefetch_related("tiers", "price_rows")]
     for card in rate_cards:
         if card.get("entitlement") and "config" in card["entitlement"]:
             card["entitlement"]["config"] = sorted_json(card["entitlement"]["config"])
@@ -652,8 +807,19 @@ def catalog_dump() -> dict[str, list[dict[str, Any]]]:
     latest: dict[str, Plan] = {}
     for plan in Plan.objects.order_by("key", "-version"):
         latest.setdefault(plan.key, plan)
-    return {
+    document: dict[str, list[dict[str, Any]]] = {
         "meters": [meter_doc(m) for m in Meter.objects.order_by("slug")],
         "features": [feature_doc(f) for f in Feature.objects.select_related("meter").order_by("key")],
         "plans": [plan_doc(p) for p in latest.values() if p.status != Plan.Status.ARCHIVED],
     }
+    costs = [cost_doc(c) for c in ModelCost.objects.order_by("provider", "model", "token_type")]
+    if costs:  # the cost table (what models cost us; margins), apart from prices
+        document["costs"] = costs
+    return document
+
+
+def cost_doc(cost: ModelCost) -> dict[str, Any]:
+    return without_empty({
+        "provider": cost.provider, "model": cost.model, "token_type": cost.token_type,
+        "cost_per_token": decimal_text(cost.cost_per_token), "currency": cost.currency, "source": cost.source,
+    }, optional=("source",))

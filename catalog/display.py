@@ -149,6 +149,15 @@ def price_summary(
         if tiers is None:
             tiers = rate_card.tiers.all() if rate_card.pk else []
         text = _tiers_text(kind, list(tiers), money, unit)
+    elif kind == PriceType.DIMENSIONAL:
+        rows = list(rate_card.price_rows.all()) if rate_card.pk else []
+        named = sum(1 for row in rows if not row.is_default)
+        default = any(row.is_default for row in rows)
+        scheduled = sum(1 for row in rows if row.effective_from is not None)
+        keyed = ", ".join(rate_card.dimensions or []) or "?"
+        text = (f"price table by {keyed}: {named} row(s)" + (" and a default" if default else ", no default "
+                                                             "(unmatched usage is unpriced)")
+                + (f", {scheduled} scheduled" if scheduled else ""))
     else:
         return f"unknown price type {kind!r}"
     if rate_card.free_quantity:

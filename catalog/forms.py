@@ -11,8 +11,11 @@ from django.core.exceptions import ValidationError
 
 from common.fields import PreciseDecimalField
 from common.forms import DecimalTextField, parse_plain_decimal
+from common.yaml_reader.values import nested_problem
 
-from .models import Feature, Plan, RateCard
+from .charges import price_row_price
+from .models import Feature, Plan, PriceRow, RateCard
+from .pricing import validate_price
 from .rules import clean_currency, currency_problem, engine_price, feature_filter_problems, rate_card_problems
 
 
@@ -46,6 +49,7 @@ class RateCardForm(forms.ModelForm):
             "name",
             "feature",
             "price_type",
+            "dimensions",
             "amount",
             "unit_amount",
             "quantity_per_package",
@@ -90,6 +94,57 @@ class RateCardForm(forms.ModelForm):
             else placeholder,
             entitlement_config=data.get("entitlement_config"),
         )
+        for problem in problems:
+            self.add_error(None, problem)
+        dimensions = data.get("dimensions") or []
+        if nested_problem(dimensions):
+            self.add_error("dimensions", str(nested_problem(dimensions)))
+            dimensions = data["dimensions"] = []
+        if price_type == "dimensional":
+            group_by = (feature.meter.group_by or {}) if feature is not None and feature.meter is not None else {}
+            if not isinstance(dimensions, list) or not dimensions or not all(isinstance(d, str) for d in dimensions):
+                self.add_error("dimensions", 'a list of the meter\'s group-by names, e.g. ["model", "type"]')
+            else:
+                unknown = [d for d in dimensions if d not in group_by]
+                if unknown:
+                    self.add_error("dimensions", f"not group-bys of the meter: {', '.join(unknown)} (known: "
+                                                 f"{', '.join(sorted(group_by)) or 'none'})")
+        elif dimensions:
+            self.add_error("dimensions", "only a dimensional price has dimensions")
+        return data
+
+
+class PriceRowForm(forms.ModelForm):
+    """One row of a dimensional table, checked as the pricing engine will read it."""
+
+    class Meta:
+        model = PriceRow
+        fields = ("position", "match", "is_default", "effective_from", "price_type", "unit_amount", "amount",
+                  "quantity_per_package", "tiers")
+
+    def clean(self):
+        super().clean()
+        data = self.cleaned_data
+        for name in ("match", "tiers"):
+            problem = nested_problem(data.get(name))
+            if problem:
+                self.add_error(name, problem)
+                data[name] = {} if name == "match" else []
+        if self.errors:
+            return data
+        match = data.get("match") or {}
+        if not isinstance(match, dict) or not all(isinstance(v, str) and v for v in match.values()):
+            self.add_error("match", 'an object of dimension → non-empty value, e.g. {"model": "gpt-4o"}')
+        elif data.get("is_default") and match:
+            self.add_error("match", "the default row has no match")
+        if self.errors:
+            return data
+        row = PriceRow(**{name: data.get(name) for name in ("price_type", "unit_amount", "amount",
+                                                            "quantity_per_package")}, tiers=data.get("tiers") or [])
+        try:
+            problems = validate_price(price_row_price(row))
+        except ValueError as exc:
+            problems = [str(exc)]
         for problem in problems:
             self.add_error(None, problem)
         return data

@@ -85,6 +85,7 @@ class RateCard(models.Model):
         GRADUATED = "graduated", "Graduated tiers"
         VOLUME = "volume", "Volume tiers"
         PACKAGE = "package", "Package"
+        DIMENSIONAL = "dimensional", "Dimensional (a price table by model, type…)"
 
     class PaymentTerm(models.TextChoices):
         IN_ADVANCE = "in_advance", "In advance"
@@ -109,6 +110,10 @@ class RateCard(models.Model):
     minimum_spend = PreciseDecimalField(null=True, blank=True, help_text="Per period; topped up with a line.")
     maximum_spend = PreciseDecimalField(null=True, blank=True, help_text="Per period; capped with a discount.")
     free_quantity = PreciseDecimalField(null=True, blank=True, help_text="Units per period not charged.")
+    dimensions = models.JSONField(
+        default=list, blank=True,
+        help_text='Dimensional price: the meter group-by values the table is keyed by, e.g. ["model", "type"].',
+    )
     entitlement_type = models.CharField(max_length=16, choices=EntitlementType.choices, blank=True, default="")
     entitlement_config = models.JSONField(null=True, blank=True, help_text="Static entitlement: any JSON.")
     entitlement_limit = PreciseDecimalField(null=True, blank=True, help_text="Metered entitlement: limit per period.")
@@ -154,3 +159,58 @@ class PriceTier(models.Model):
 
     def __str__(self) -> str:
         return f"up to {plain_decimal(self.up_to) if self.up_to is not None else '∞'}"
+
+
+class PriceRow(models.Model):
+    """One row of a dimensional price table: a match on some of the rate card's dimensions (missing: any value),
+    or the default, and a usage price. ``effective_from`` schedules a new version of a row (same match) inside a
+    published plan version; before it the earlier version (if any) prices the usage."""
+
+    class RowPriceType(models.TextChoices):
+        UNIT = "unit", "Per unit"
+        GRADUATED = "graduated", "Graduated tiers"
+        VOLUME = "volume", "Volume tiers"
+        PACKAGE = "package", "Package"
+
+    rate_card = models.ForeignKey(RateCard, on_delete=models.CASCADE, related_name="price_rows")
+    position = models.PositiveIntegerField(default=0)
+    match = models.JSONField(default=dict, blank=True, help_text='e.g. {"model": "gpt-4o", "type": "request"}')
+    is_default = models.BooleanField(default=False, help_text="Prices usage no row matches.")
+    effective_from = models.DateTimeField(null=True, blank=True, help_text="Empty: from the plan's start.")
+    price_type = models.CharField(max_length=16, choices=RowPriceType.choices, default=RowPriceType.UNIT)
+    unit_amount = PreciseDecimalField(null=True, blank=True)
+    amount = PreciseDecimalField(null=True, blank=True, help_text="The price of one package.")
+    quantity_per_package = PreciseDecimalField(null=True, blank=True)
+    tiers = models.JSONField(
+        default=list, blank=True,
+        help_text='Graduated/volume: [{"up_to": "1000" or null, "unit_amount": "0.1", "flat_amount": "0"}, …]',
+    )
+
+    class Meta:
+        ordering = ["rate_card", "position", "id"]
+
+    def __str__(self) -> str:
+        if self.is_default:
+            return "default"
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.match.items())) or "any"
+
+
+class ModelCost(models.Model):
+    """What one model costs us per token, by token type (the cost table, kept apart from prices): filled from the
+    genai-prices data by ``llm_prices import``, read by the margin report."""
+
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=200)
+    token_type = models.CharField(max_length=32, help_text="request, response, cache_read, cache_write…")
+    cost_per_token = PreciseDecimalField()
+    currency = models.CharField(max_length=3, default="USD")
+    source = models.CharField(max_length=100, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider", "model", "token_type"]
+        constraints = [models.UniqueConstraint(fields=["provider", "model", "token_type"],
+                                               name="catalog_modelcost_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model} {self.token_type}"

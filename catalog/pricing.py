@@ -48,6 +48,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from catalog.money import minor_unit_exponent, to_major, to_minor
 
@@ -192,6 +193,12 @@ class PriceLine:
     amount: int
     tiers: tuple[TierCharge, ...] = ()
     free_quantity_applied: Decimal = _ZERO
+    # Dimensional prices (catalog.dimensional): the row version billed, its match, the stretch of the period it
+    # covered, and the quantity it matched before free quantity.
+    part: str = ""
+    dimensions: tuple[tuple[str, str], ...] = ()
+    effective: tuple[Any, Any] | None = None
+    rated_quantity: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,7 @@ class RateCardCharge:
 
     lines: tuple[PriceLine, ...]
     total: int
+    unpriced: tuple[Any, ...] = ()  # dimensional prices: catalog.dimensional.UnpricedUsage
 
 
 # ------------------------------------------------------------------------------------------------------ validation

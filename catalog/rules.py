@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from dateutil.relativedelta import relativedelta
 
+from .dimensional import DimensionalPrice, validate_dimensional
 from .models import Plan, RateCard
 from .money import is_known_currency, normalize_currency
 from .pricing import (
@@ -36,6 +37,7 @@ CADENCES: dict[str, relativedelta] = {
 }
 # Plain strings (the choices' values), as the stored fields and the catalog files hold them.
 PRICE_TYPES = frozenset(PriceType.values) - {PriceType.NONE.value}
+ROW_PRICE_TYPES = frozenset({"unit", "graduated", "volume", "package"})  # what a dimensional row may use
 USAGE_PRICES = PRICE_TYPES - {PriceType.FLAT.value}
 ENTITLEMENT_TYPES = frozenset(EntitlementType.values) - {EntitlementType.NONE.value}
 PAYMENT_TERMS = frozenset(PaymentTerm.values)
@@ -89,6 +91,29 @@ def feature_filter_problems(filters: object, meter_group_by: dict | None) -> lis
     return problems
 
 
+def row_tiers(tiers: object) -> list[tuple[Decimal | None, Decimal, Decimal]]:
+    """A price row's stored tiers (``[{"up_to", "unit_amount", "flat_amount"}]``, numbers as strings) as
+    :func:`engine_price` takes them. Raises ``ValueError`` for anything else."""
+    if not isinstance(tiers, list):
+        raise ValueError("tiers must be a list")
+    out = []
+    for tier in tiers:
+        if not isinstance(tier, dict):
+            raise ValueError("each tier must be an object with up_to, unit_amount, flat_amount")
+        up_to = tier.get("up_to")
+        try:
+            out.append((None if up_to is None else Decimal(str(up_to)), Decimal(str(tier.get("unit_amount", "0"))),
+                        Decimal(str(tier.get("flat_amount", "0")))))
+        except ArithmeticError:
+            raise ValueError(f"tier numbers must be decimals, not {tier!r}") from None
+    return out
+
+
+def tiers_json(tiers: list[tuple[Decimal | None, Decimal, Decimal]]) -> list[dict[str, str | None]]:
+    return [{"up_to": None if up_to is None else format(up_to, "f"), "unit_amount": format(unit, "f"),
+             "flat_amount": format(flat, "f")} for up_to, unit, flat in tiers]
+
+
 def engine_price(
     price_type: str,
     *,
@@ -111,6 +136,8 @@ def engine_price(
         return GraduatedPrice(tier_objects)
     if price_type == PriceType.VOLUME:
         return VolumePrice(tier_objects)
+    if price_type == PriceType.DIMENSIONAL:
+        raise ValueError("a dimensional price is built from its rows (catalog.charges.dimensional_price)")
     raise ValueError(f"unknown price type {price_type!r}")
 
 
@@ -118,7 +145,7 @@ def rate_card_problems(
     *,
     key: str,
     price_type: str,
-    price: Price | None,
+    price: Price | DimensionalPrice | None,
     has_feature: bool,
     feature_metered: bool,
     payment_term: str,
@@ -134,7 +161,11 @@ def rate_card_problems(
     prefix = f"rate card {key}: "
     if price_type and price_type not in PRICE_TYPES:
         problems.append(f"{prefix}unknown price type {price_type!r}")
-    if price is not None:
+    if isinstance(price, DimensionalPrice):
+        problems.extend(prefix + p for p in validate_dimensional(price))
+        if not price.rows:
+            problems.append(prefix + "a dimensional price needs at least one row or a default")
+    elif price is not None:
         fields = (
             ("amount", getattr(price, "amount", 0)),
             ("unit amount", getattr(price, "unit_amount", 0)),

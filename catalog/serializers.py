@@ -7,7 +7,8 @@ from typing import Any
 
 from common.time import format_rfc3339
 
-from .models import Feature, Plan, RateCard
+from .models import Feature, Plan, PriceRow, RateCard
+from .rules import row_tiers
 
 
 def decimal_text(value: Decimal | None) -> str | None:
@@ -30,10 +31,45 @@ def feature_json(feature: Feature) -> dict[str, Any]:
     }
 
 
+def row_price_json(row: PriceRow) -> dict[str, Any]:
+    kind = row.price_type
+    if kind == "unit":
+        return {"type": kind, "unit_amount": decimal_text(row.unit_amount)}
+    if kind == "package":
+        return {"type": kind, "amount": decimal_text(row.amount),
+                "quantity_per_package": decimal_text(row.quantity_per_package)}
+    tiers = []
+    for up_to, unit, flat in row_tiers(row.tiers):
+        item: dict[str, Any] = {"up_to": decimal_text(up_to), "unit_amount": decimal_text(unit)}
+        if flat:
+            item["flat_amount"] = decimal_text(flat)
+        tiers.append(item)
+    return {"type": kind, "tiers": tiers}
+
+
+def dimensional_json(rate_card: RateCard) -> dict[str, Any]:
+    """``{type: dimensional, dimensions, rows: [{match, price, effective_from?}], default}``: the default
+    without a date is ``default``; a scheduled version of the default is a row with ``default: true``."""
+    rows: list[dict[str, Any]] = []
+    default = None
+    for row in rate_card.price_rows.all():
+        if row.is_default and row.effective_from is None:
+            default = row_price_json(row)
+            continue
+        item: dict[str, Any] = {"default": True} if row.is_default else {"match": dict(sorted(row.match.items()))}
+        item["price"] = row_price_json(row)
+        if row.effective_from is not None:
+            item["effective_from"] = format_rfc3339(row.effective_from)
+        rows.append(item)
+    return {"type": "dimensional", "dimensions": list(rate_card.dimensions or []), "rows": rows, "default": default}
+
+
 def price_json(rate_card: RateCard) -> dict[str, Any] | None:
     kind = rate_card.price_type
     if not kind:
         return None
+    if kind == RateCard.PriceType.DIMENSIONAL:
+        return dimensional_json(rate_card)
     if kind == RateCard.PriceType.FLAT:
         return {"type": kind, "amount": decimal_text(rate_card.amount)}
     if kind == RateCard.PriceType.UNIT:

@@ -83,7 +83,7 @@ from .services.subscriptions import SubscriptionError, _overlapping, subscriptio
 
 __all__ = ["ApplyResult", "billing_apply", "billing_dump", "billing_dump_text"]
 
-TOP_LEVEL = ("meters", "features", "plans", "customers", "subscriptions")
+TOP_LEVEL = ("meters", "features", "plans", "customers", "subscriptions", "costs")
 CUSTOMER_TEXT_FIELDS = (
     "email", "address_line1", "address_line2", "city", "state", "postal_code", "country", "tax_id",
 )

@@ -123,33 +123,74 @@ def feature_usage(*, subscription: Subscription, feature: Feature, start: dt.dat
     )
 
 
+GroupValues = tuple[str | None, ...]  # a usage group's values, in the order of the request's dimensions
+
+
+def feature_usage_grouped(*, subscription: Subscription, feature: Feature, dimensions: tuple[str, ...],
+                          start: dt.datetime, end: dt.datetime) -> dict[GroupValues, Decimal]:
+    """:func:`feature_usage` split by the values of some of the meter's group-bys (a dimensional price's table
+    keys): ``{(value of dimensions[0], …): usage}``, a missing value as None. Exact for every aggregation."""
+    if feature.meter_id is None or feature.meter is None:
+        return {}
+    start = max(start, subscription.start)
+    if subscription.cancel_at is not None:
+        end = min(end, subscription.cancel_at)
+    if start >= end:
+        return {}
+    periods = subject_periods(subscription.customer, start, end)
+    pieces = [piece for subject, a, b in periods if a < b for piece in decompose(0, a, b, subject)]
+    if not pieces:
+        return {}
+    rows = usage_rows(meter=feature.meter, pieces=pieces, window_bounds=[(start, end)],
+                      group_by=list(dict.fromkeys([*dimensions, *(feature.meter_group_by_filters or {})])),
+                      subjects=sorted({s for s, _, _ in periods}))
+    return _grouped_rows(rows, feature, dimensions)
+
+
+def _grouped_rows(rows: list, feature: Feature, dimensions: tuple[str, ...]) -> dict[GroupValues, Decimal]:
+    """Sum rows (one window) by the dimensions' values, keeping those the feature's filters match."""
+    filters = feature.meter_group_by_filters or {}
+    out: dict[GroupValues, Decimal] = {}
+    for row in rows:
+        if all(row.group_by.get(name) == str(value) for name, value in filters.items()):
+            values = tuple(row.group_by.get(name) for name in dimensions)
+            out[values] = out.get(values, Decimal(0)) + row.value
+    return out
+
+
 @dataclass(frozen=True)
 class UsageRequest:
     subscription: Subscription
     feature: Feature
     start: dt.datetime
     end: dt.datetime
+    dimensions: tuple[str, ...] = ()  # non-empty: the usage split by these group-by values
 
     @property
     def key(self) -> tuple:
-        return (self.subscription.pk, self.feature.pk, self.start, self.end)
+        return (self.subscription.pk, self.feature.pk, self.start, self.end, self.dimensions)
 
 
 ADDITIVE = frozenset({"SUM", "COUNT"})
 MAX_BATCH_PIECES = 3000
 
 
-def features_usage(requests: list[UsageRequest]) -> dict[tuple, Decimal]:
+def features_usage(requests: list[UsageRequest]) -> dict[tuple, Any]:
     """:func:`feature_usage` for many subscriptions, features and periods at once (a cycle close's chunk):
-    one statement per meter for SUM and COUNT meters, grouped by window and by the features' filter keys, and
-    each feature's value summed from the groups its filters match. Other aggregations are not additive over
-    groups, so they take one statement per request. Returns ``{request.key: usage}``."""
-    results: dict[tuple, Decimal] = {}
+    one statement per meter for SUM and COUNT meters, grouped by window and by the features' filter keys and the
+    requests' dimensions, and each feature's value summed from the groups its filters match. Other aggregations
+    are not additive over groups, so they take one statement per request. Returns ``{request.key: usage}``: a
+    ``Decimal``, or for a request with ``dimensions`` a ``{GroupValues: Decimal}`` (:func:`feature_usage_grouped`)."""
+    results: dict[tuple, Any] = {}
     by_meter: dict[int, list[UsageRequest]] = {}
     for request in requests:
         feature = request.feature
         if feature.meter is None:
-            results[request.key] = Decimal(0)
+            results[request.key] = {} if request.dimensions else Decimal(0)
+        elif request.dimensions and feature.meter.aggregation not in ADDITIVE:
+            results[request.key] = feature_usage_grouped(subscription=request.subscription, feature=feature,
+                                                         dimensions=request.dimensions, start=request.start,
+                                                         end=request.end)
         elif feature.meter.aggregation in ADDITIVE:
             by_meter.setdefault(feature.meter.pk, []).append(request)
         else:
@@ -157,11 +198,11 @@ def features_usage(requests: list[UsageRequest]) -> dict[tuple, Decimal]:
                                                  start=request.start, end=request.end)
     for meter_requests in by_meter.values():
         meter = meter_requests[0].feature.meter
-        keys = sorted({k for r in meter_requests for k in (r.feature.meter_group_by_filters or {})})
+        keys = sorted({k for r in meter_requests for k in (*(r.feature.meter_group_by_filters or {}), *r.dimensions)})
         batch: list[tuple[UsageRequest, list]] = []
         pieces_in_batch = 0
         for request in meter_requests:
-            results[request.key] = Decimal(0)
+            results[request.key] = {} if request.dimensions else Decimal(0)
             subscription = request.subscription
             start = max(request.start, subscription.start)
             end = request.end if subscription.cancel_at is None else min(request.end, subscription.cancel_at)
@@ -178,7 +219,7 @@ def features_usage(requests: list[UsageRequest]) -> dict[tuple, Decimal]:
     return results
 
 
-def _usage_batch(meter, keys: list[str], batch: list, results: dict[tuple, Decimal]) -> None:
+def _usage_batch(meter, keys: list[str], batch: list, results: dict[tuple, Any]) -> None:
     pieces, bounds, subjects = [], [], set()
     for position, (request, periods) in enumerate(batch):
         bounds.append((request.start, request.end))
@@ -190,7 +231,12 @@ def _usage_batch(meter, keys: list[str], batch: list, results: dict[tuple, Decim
         request = batch[row.index][0]
         filters = request.feature.meter_group_by_filters or {}
         if all(row.group_by.get(name) == str(value) for name, value in filters.items()):
-            results[request.key] += row.value
+            if request.dimensions:
+                groups: dict[GroupValues, Decimal] = results[request.key]
+                values = tuple(row.group_by.get(name) for name in request.dimensions)
+                groups[values] = groups.get(values, Decimal(0)) + row.value
+            else:
+                results[request.key] += row.value
 
 
 def active_subscriptions(customer: Customer, at: dt.datetime) -> QuerySet[Subscription]:
@@ -441,8 +487,8 @@ def subscription_review(
             billed = (f"in-advance fees; usage after the grace period, from {format_instant(p.end + grace)}")
         else:
             billed = "in-advance fees" + (" (prorated)" if p.is_partial else "") + "; usage when the period ends"
-        usage = [(card.key, found.get((None, card.usage_feature.pk, p.start, min(p.end, now)), Decimal(0)))
-                 for card in cards]
+        usage = [(card.key, found.get(UsageRequest(draft, card.usage_feature, p.start, min(p.end, now)).key,
+                                      Decimal(0))) for card in cards]
         shown.append(ReviewPeriod(number, p, billed, usage))
     if ended:
         warning = (f"The start is in the past: {ended} period{'s' if ended != 1 else ''} before today will be billed "

@@ -12,12 +12,13 @@ class InvoicingConfig(AppConfig):
         from . import checks  # noqa: F401 - registers the system checks
         from .admin import extensions as admin_extensions
         from .selectors.dashboard import dashboard
-        from .selectors.enrichment import invoices_of_events
+        from .selectors.enrichment import invoices_of_events, unpriced_events
         from .selectors.guards import register_guards
         from .selectors.settings import stored_stripe_keys
         from .stripe_gateway import register_stored_keys
 
         register_event_enricher("invoicing", invoices_of_events, order=30)
+        register_event_enricher("invoicing-unpriced", unpriced_events, order=25)
         register_dashboard(dashboard)
         register_guards()
         register_stored_keys(stored_stripe_keys)  # Stripe keys entered in Settings → Stripe

@@ -115,6 +115,10 @@ class InvoiceLine(models.Model):
         null=True, blank=True, help_text="Usage lines: the period's whole usage when this line was rated."
     )
     stripe_item_id = models.CharField(max_length=64, blank=True, help_text="Set once pushed to Stripe.")
+    # Dimensional prices: the row version this line bills (re-rating compares rated and billed per part; "" for
+    # the rate card as a whole) and the row's match, e.g. {"model": "gpt-4o", "type": "request"}.
+    price_part = models.CharField(max_length=500, blank=True, default="")
+    dimensions = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["invoice", "position", "id"]
@@ -210,6 +214,7 @@ class CreditNoteLine(models.Model):
     period_end = models.DateTimeField(null=True, blank=True)
     quantity = PreciseDecimalField(default=1)
     amount = models.BigIntegerField(help_text="Minor units credited; positive.")
+    price_part = models.CharField(max_length=500, blank=True, default="", help_text="Dimensional price: the row.")
 
     class Meta:
         ordering = ["credit_note", "position", "id"]

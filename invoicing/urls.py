@@ -12,6 +12,7 @@ from .api.invoices import (
     InvoiceReissueView,
     InvoiceVoidView,
 )
+from .api.margins import MarginListView
 from .api.stripe_webhooks import stripe_webhook
 
 urlpatterns = [
@@ -21,6 +22,7 @@ urlpatterns = [
     path("api/v1/invoices/<str:invoice_id>/void", InvoiceVoidView.as_view(), name="invoice-void"),
     path("api/v1/invoices/<str:invoice_id>/reissue", InvoiceReissueView.as_view(), name="invoice-reissue"),
     path("api/v1/credit-notes", CreditNoteListView.as_view(), name="credit-notes"),
+    path("api/v1/margins", MarginListView.as_view(), name="margins"),
     path("api/v1/credit-notes/<str:credit_note_id>", CreditNoteDetailView.as_view(), name="credit-note"),
     path("api/v1/credit-notes/<str:credit_note_id>/pdf", CreditNotePdfView.as_view(), name="credit-note-pdf"),
     path("stripe/webhooks", stripe_webhook, name="stripe-webhooks"),

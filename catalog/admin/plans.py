@@ -70,7 +70,7 @@ def entitlement_summary(rate_card: RateCard) -> str:
 
 
 RATE_CARD_FIELDSETS: _FieldsetSpec = (
-    (None, {"fields": (("key", "name"), "feature", ("price_type", "payment_term"),
+    (None, {"fields": (("key", "name"), "feature", ("price_type", "payment_term"), "dimensions",
                        ("amount", "unit_amount", "quantity_per_package"),
                        ("free_quantity", "minimum_spend", "maximum_spend"), "price_preview")}),
     ("Entitlement", {"fields": (("entitlement_type", "entitlement_limit", "entitlement_soft",

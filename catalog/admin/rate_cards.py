@@ -9,15 +9,32 @@ from django.contrib import admin
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path
+from django.utils import timezone
 
-from ..charges import charge_rate_card
+from ..charges import charge_rate_card, dimensional_price, is_dimensional
+from ..dimensional import rows_in_effect
 from ..display import plain_number, price_summary
-from ..forms import CostForm, PricePreviewForm, RateCardForm, preview_tiers
-from ..models import PriceTier, RateCard
+from ..forms import CostForm, PricePreviewForm, PriceRowForm, RateCardForm, preview_tiers
+from ..models import PriceRow, PriceTier, RateCard
 from ..money import to_major
-from ..pricing import PricingError
+from ..pricing import PricingError, price_rate_card
 from .drafts import PlanDraftOnly, rate_card_price_text
 from .plans import RATE_CARD_FIELDSETS
+
+
+class PriceRowInline(PlanDraftOnly, admin.TabularInline):
+    """The rows of a dimensional price table: add or remove rows, each with its own usage price type."""
+
+    model = PriceRow
+    form = PriceRowForm
+    extra = 0
+    fields = ("position", "match", "is_default", "effective_from", "price_type", "unit_amount", "amount",
+              "quantity_per_package", "tiers")
+    verbose_name = "price table row"
+    verbose_name_plural = "price table (dimensional price): most specific match wins, then the first listed"
+
+    def _plan_of(self, obj):
+        return obj.plan
 
 
 class PriceTierInline(PlanDraftOnly, admin.TabularInline):
@@ -32,7 +49,7 @@ class PriceTierInline(PlanDraftOnly, admin.TabularInline):
 @admin.register(RateCard)
 class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
     form = RateCardForm
-    inlines = [PriceTierInline]
+    inlines = [PriceTierInline, PriceRowInline]
     list_display = ("key", "plan", "feature", "price_type", "payment_term", "entitlement_type")
     list_select_related = ("plan", "feature")
     list_filter = ("price_type", "payment_term", "plan__status")
@@ -49,6 +66,13 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
 
     def has_module_permission(self, request):
         return False  # reached from the plan page
+
+    def get_inlines(self, request, obj):
+        """Tiers for graduated and volume prices; the table's rows for a dimensional price (choose the price type
+        and save, then add rows)."""
+        if obj is not None and obj.price_type == RateCard.PriceType.DIMENSIONAL:
+            return [PriceRowInline]
+        return [PriceTierInline]
 
     @admin.display(description="price")
     def price_preview(self, obj: RateCard | None) -> str:
@@ -116,6 +140,8 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
         if not rate_card.price_type:
             return "this rate card has no price"
         currency = rate_card.plan.currency
+        if is_dimensional(rate_card):
+            return RateCardAdmin._cost_per_row(rate_card, quantity, currency)
         try:
             charge = charge_rate_card(rate_card, quantity=quantity, currency=currency)
         except (PricingError, InvalidOperation, ValueError) as exc:
@@ -138,3 +164,23 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
             "total": to_major(charge.total, currency),
             "currency": currency,
         }
+
+    @staticmethod
+    def _cost_per_row(rate_card: RateCard, quantity: Decimal, currency: str):
+        """A dimensional table: what ``quantity`` costs under each row in effect now, each row alone (the free
+        quantity and the spend limits apply to the whole table, so they are left out here)."""
+        try:
+            table = dimensional_price(rate_card)
+            lines = []
+            for _, row in rows_in_effect(table, timezone.now()):
+                line = price_rate_card(price=row.price, quantity=quantity, currency=currency).lines[0]
+                lines.append({"kind": "default" if row.is_default else row.identity,
+                              "quantity": plain_number(line.quantity),
+                              "unit_price": "" if line.unit_price is None else plain_number(line.unit_price),
+                              "amount": to_major(line.amount, currency),
+                              "tiers": "; ".join(f"{plain_number(t.quantity)} × {plain_number(t.unit_amount)}"
+                                                 + (f" + {plain_number(t.flat_amount)}" if t.flat_amount else "")
+                                                 for t in line.tiers)})
+        except (PricingError, InvalidOperation, ValueError) as exc:
+            return f"cannot price this table yet: {exc}"
+        return {"lines": lines, "total": "each row alone", "currency": currency}

@@ -15,22 +15,49 @@ from ..serializers import plan_json
 
 _DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$", "description": "An exact decimal, e.g. `0.000003`."}
 _CADENCE = {"type": "string", "enum": list(Plan.Cadence.values)}
+_TIERS = {"type": "array", "items": {
+    "type": "object", "required": ["up_to", "unit_amount"],
+    "properties": {"up_to": {**_DECIMAL, "type": ["string", "null"], "description": "null: the last tier."},
+                   "unit_amount": {**_DECIMAL, "type": ["string", "null"]},
+                   "flat_amount": _DECIMAL},
+}}
+ROW_PRICE = component("RowPrice", {
+    "type": "object",
+    "description": "A usage price of a dimensional table's row: `unit`, `graduated`, `volume` or `package`.",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": ["unit", "graduated", "volume", "package"]},
+        "amount": _DECIMAL,
+        "unit_amount": _DECIMAL,
+        "quantity_per_package": _DECIMAL,
+        "tiers": _TIERS,
+    },
+})
 PRICE = component("Price", {
     "type": "object",
     "description": "`flat`: `amount` per period; `unit`: `unit_amount` per unit; `package`: `amount` per started "
-                   "`quantity_per_package`; `graduated`/`volume`: `tiers`.",
+                   "`quantity_per_package`; `graduated`/`volume`: `tiers`; `dimensional`: a table of `rows` keyed "
+                   "by some of the meter's group-by values (`dimensions`), the most specific `match` winning, "
+                   "`default` for the rest (null: unpriced).",
     "required": ["type"],
     "properties": {
         "type": {"type": "string", "enum": [t for t in RateCard.PriceType.values if t]},
         "amount": _DECIMAL,
         "unit_amount": _DECIMAL,
         "quantity_per_package": _DECIMAL,
-        "tiers": {"type": "array", "items": {
-            "type": "object", "required": ["up_to", "unit_amount"],
-            "properties": {"up_to": {**_DECIMAL, "type": ["string", "null"], "description": "null: the last tier."},
-                           "unit_amount": {**_DECIMAL, "type": ["string", "null"]},
-                           "flat_amount": _DECIMAL},
+        "tiers": _TIERS,
+        "dimensions": {"type": "array", "items": {"type": "string"}},
+        "rows": {"type": "array", "items": {
+            "type": "object", "required": ["price"],
+            "properties": {
+                "match": {"type": "object", "additionalProperties": {"type": "string"},
+                          "description": "Dimension → value; a dimension left out matches any value."},
+                "default": {"type": "boolean", "description": "A scheduled version of the default price."},
+                "price": ROW_PRICE,
+                "effective_from": date_time("A scheduled version of the row takes effect then."),
+            },
         }},
+        "default": {"oneOf": [ROW_PRICE, {"type": "null"}]},
     },
 })
 ENTITLEMENT_TEMPLATE = component("EntitlementTemplate", {

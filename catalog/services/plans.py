@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -17,9 +18,10 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from ..charges import rate_card_price
-from ..models import Feature, Plan, PriceTier, RateCard
-from ..rules import CADENCES, clean_currency, currency_problem, key_problem, rate_card_problems
+from ..charges import dimensional_price, rate_card_price
+from ..dimensional import validate_dimensional
+from ..models import Feature, Plan, PriceRow, PriceTier, RateCard
+from ..rules import CADENCES, clean_currency, currency_problem, key_problem, rate_card_problems, row_tiers, tiers_json
 
 
 class PlanError(ValueError):
@@ -33,6 +35,21 @@ class TierSpec:
     up_to: Decimal | None
     unit_amount: Decimal = Decimal(0)
     flat_amount: Decimal = Decimal(0)
+
+
+@dataclass
+class PriceRowSpec:
+    """One row of a dimensional table as data: ``match`` (dimension → value; empty with ``is_default``), a usage
+    price, and an optional ``effective_from`` (a scheduled version of the row)."""
+
+    match: dict[str, str] = field(default_factory=dict)
+    price_type: str = "unit"
+    unit_amount: Decimal | None = None
+    amount: Decimal | None = None
+    quantity_per_package: Decimal | None = None
+    tiers: list[TierSpec] = field(default_factory=list)
+    effective_from: dt.datetime | None = None
+    is_default: bool = False
 
 
 @dataclass
@@ -56,6 +73,8 @@ class RateCardSpec:
     entitlement_limit: Decimal | None = None
     entitlement_soft: bool = False
     entitlement_usage_period: str = ""
+    dimensions: list[str] = field(default_factory=list)
+    rows: list[PriceRowSpec] = field(default_factory=list)
 
 
 def plan_problems(plan: Plan) -> list[str]:
@@ -64,7 +83,8 @@ def plan_problems(plan: Plan) -> list[str]:
     problems += [p for p in (key_problem(plan.key, "plan key"), currency_problem(plan.currency)) if p]
     if plan.billing_cadence not in CADENCES:
         problems.append(f"billing cadence must be one of {', '.join(CADENCES)}")
-    rate_cards = list(plan.rate_cards.select_related("feature", "feature__meter").prefetch_related("tiers"))
+    rate_cards = list(plan.rate_cards.select_related("feature", "feature__meter")
+                      .prefetch_related("tiers", "price_rows"))
     if not rate_cards:
         problems.append("a plan needs at least one rate card")
     for rate_card in rate_cards:
@@ -92,6 +112,13 @@ def plan_problems(plan: Plan) -> list[str]:
                 entitlement_config=rate_card.entitlement_config,
             )
         )
+        if rate_card.price_type == RateCard.PriceType.DIMENSIONAL and rate_card.feature is not None:
+            meter = rate_card.feature.meter
+            known = set(meter.group_by or {}) if meter is not None else set()
+            for name in rate_card.dimensions or []:
+                if name not in known:
+                    problems.append(f'rate card {rate_card.key}: dimension "{name}" is not a group-by of the meter '
+                                    f"(known: {', '.join(sorted(known)) or 'none'})")
     return problems
 
 
@@ -188,7 +215,9 @@ def plan_replace_rate_cards(*, plan: Plan, rate_cards: list[RateCardSpec]) -> Pl
             entitlement_limit=spec.entitlement_limit,
             entitlement_soft=spec.entitlement_soft,
             entitlement_usage_period=spec.entitlement_usage_period,
+            dimensions=list(spec.dimensions),
         )
+        PriceRow.objects.bulk_create([price_row_model(rate_card, i, row) for i, row in enumerate(spec.rows)])
         PriceTier.objects.bulk_create(
             [
                 PriceTier(
@@ -242,7 +271,47 @@ def rate_card_spec(rate_card: RateCard) -> RateCardSpec:
         entitlement_limit=rate_card.entitlement_limit,
         entitlement_soft=rate_card.entitlement_soft,
         entitlement_usage_period=rate_card.entitlement_usage_period,
+        dimensions=list(rate_card.dimensions or []),
+        rows=[price_row_spec(row) for row in rate_card.price_rows.all()],
     )
+
+
+def price_row_model(rate_card: RateCard, position: int, spec: PriceRowSpec) -> PriceRow:
+    return PriceRow(
+        rate_card=rate_card, position=position, match=dict(spec.match), is_default=spec.is_default,
+        effective_from=spec.effective_from, price_type=spec.price_type, unit_amount=spec.unit_amount,
+        amount=spec.amount, quantity_per_package=spec.quantity_per_package,
+        tiers=tiers_json([(t.up_to, t.unit_amount, t.flat_amount) for t in spec.tiers]))
+
+
+def price_row_spec(row: PriceRow) -> PriceRowSpec:
+    from_json = row_tiers(row.tiers)
+    return PriceRowSpec(
+        match=dict(row.match or {}), price_type=row.price_type, unit_amount=row.unit_amount, amount=row.amount,
+        quantity_per_package=row.quantity_per_package, tiers=[TierSpec(*t) for t in from_json],
+        effective_from=row.effective_from, is_default=row.is_default)
+
+
+@transaction.atomic
+def price_rows_schedule(*, rate_card: RateCard, rows: list[PriceRowSpec], now: dt.datetime) -> list[PriceRow]:
+    """Add scheduled versions of rows to a dimensional table, also of a published plan version: each must take
+    effect after ``now`` (what was billed, or is being used now, never changes). Appended after the table's rows."""
+    rate_card = RateCard.objects.select_related("plan").select_for_update().get(pk=rate_card.pk)
+    problems = []
+    if rate_card.price_type != RateCard.PriceType.DIMENSIONAL:
+        problems.append(f"rate card {rate_card.key} does not have a dimensional price")
+    for index, spec in enumerate(rows, start=1):
+        if spec.effective_from is None or spec.effective_from <= now:
+            problems.append(f"scheduled row {index}: effective_from must be in the future")
+    if problems:
+        raise PlanError(problems)
+    start = rate_card.price_rows.count()
+    created = PriceRow.objects.bulk_create([price_row_model(rate_card, start + i, s) for i, s in enumerate(rows)])
+    rate_card = RateCard.objects.prefetch_related("price_rows").get(pk=rate_card.pk)
+    table_problems = validate_dimensional(dimensional_price(rate_card))
+    if table_problems:
+        raise PlanError([f"rate card {rate_card.key}: {p}" for p in table_problems])
+    return created
 
 
 @transaction.atomic
@@ -251,7 +320,8 @@ def plan_new_version(*, plan: Plan) -> Plan:
     existing = Plan.objects.filter(key=plan.key, status=Plan.Status.DRAFT).first()
     if existing is not None:
         return existing
-    rate_cards = [rate_card_spec(rc) for rc in plan.rate_cards.select_related("feature").prefetch_related("tiers")]
+    rate_cards = [rate_card_spec(rc) for rc in plan.rate_cards.select_related("feature")
+                  .prefetch_related("tiers", "price_rows")]
     draft = Plan.objects.create(
         key=plan.key,
         version=_next_version(plan.key),

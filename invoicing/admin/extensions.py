@@ -35,9 +35,11 @@ def invoice_preview_panel(customer: Customer) -> str:
     if not body["lines"]:
         return "Nothing to bill: no active subscription."
     rows = ((line["rate_card"], line["description"], line["amount"]) for line in body["lines"])
+    warnings = ((u["rate_card"], u["warning"], u["quantity"]) for u in body.get("unpriced", []))
     return format_html(
-        '<table id="customer-preview"><tr><th>rate card</th><th>line</th><th style="text-align:right">{}</th></tr>'
+        '{}<table id="customer-preview"><tr><th>rate card</th><th>line</th><th style="text-align:right">{}</th></tr>'
         '{}<tr><th colspan="2">total</th><th style="text-align:right">{}</th></tr></table>',
+        format_html_join("", '<p class="unpriced"><strong>{}: {}</strong> — {} not billed</p>', warnings),
         body["currency"],
         format_html_join("", '<tr><td>{}</td><td>{}</td><td style="text-align:right">{}</td></tr>', rows),
         body["total"],

@@ -18,6 +18,7 @@ from .credit_notes import CREDIT
 from .cycles import CLOSE
 from .documents import invoice_page, invoices_csv
 from .inlines import CreditNoteInline, InvoiceEventInline, InvoiceLineInline
+from .margins import margins_page
 from .previews import preview_page
 from .reconciliation import reconciliation_page
 
@@ -120,6 +121,7 @@ class InvoiceAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
             path("preview/subscription/<int:subscription_id>/", view(self.preview_view),
                  name="invoicing_preview_subscription"),
             path("reconciliation/", view(self.reconciliation_view), name="invoicing_reconciliation"),
+            path("margins/", view(self.margins_view), name="invoicing_margins"),
             *super().get_urls(),
         ]
 
@@ -140,3 +142,6 @@ class InvoiceAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
 
     def reconciliation_view(self, request):
         return reconciliation_page(self, request)
+
+    def margins_view(self, request):
+        return margins_page(self, request)

@@ -70,6 +70,9 @@ INVOICE_LINE = component("InvoiceLine", {
         "period_start": date_time(""),
         "period_end": date_time(""),
         "tiers": {"type": "array", "items": {"type": "object"}, "description": "Graduated and volume breakdowns."},
+        "dimensions": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
+                       "description": "Dimensional prices: the matched row, e.g. `{\"model\": \"gpt-4o\", "
+                                      "\"type\": \"request\"}`; null for the default row and other prices."},
     },
 })
 INVOICE = component("Invoice", {

@@ -48,11 +48,22 @@ def _billed(start: dt.datetime, end: dt.datetime) -> list[dict[str, str]]:
     ]
 
 
+UNPRICED_LISTED = 20
+
+
 def unbilled_snapshot(*, now: dt.datetime | None = None) -> dict[str, str]:
     """Preview totals of every active subscription, per currency: usage so far this period not yet invoiced.
     Run by beat; the dashboard shows the latest result."""
+    return preview_snapshot(now=now)[0]
+
+
+def preview_snapshot(*, now: dt.datetime | None = None) -> tuple[dict[str, str], dict[str, Any]]:
+    """:func:`unbilled_snapshot`'s totals, and the usage no row of a dimensional price prices (unpriced: not
+    billed), counted and the first of it listed: ``{"groups": n, "items": [{customer, rate_card, warning,
+    quantity}]}``."""
     now = now or timezone.now()
     totals: dict[str, int] = defaultdict(int)
+    unpriced: dict[str, Any] = {"groups": 0, "items": []}
     customers_seen = set()
     for subscription in (
         Subscription.objects.filter(start__lte=now).select_related("customer", "plan").iterator(chunk_size=500)
@@ -62,7 +73,12 @@ def unbilled_snapshot(*, now: dt.datetime | None = None) -> dict[str, str]:
         customers_seen.add(subscription.customer_id)
         preview = invoice_preview(customer=subscription.customer, at=now)
         totals[preview.currency] += preview.total
-    return {currency: format_major(total, currency) for currency, total in sorted(totals.items())}
+        for item in preview.unpriced:
+            unpriced["groups"] += 1
+            if len(unpriced["items"]) < UNPRICED_LISTED:
+                unpriced["items"].append({"customer": subscription.customer.key, "rate_card": item.rate_card.key,
+                                          "warning": item.usage.label, "quantity": format(item.usage.quantity, "f")})
+    return {currency: format_major(total, currency) for currency, total in sorted(totals.items())}, unpriced
 
 
 def dashboard(user) -> dict[str, Any]:
@@ -95,6 +111,7 @@ def dashboard(user) -> dict[str, Any]:
         snapshot = JobRun.objects.filter(kind="unbilled_snapshot", status=JobRun.Status.SUCCEEDED).first()
         figures["unbilled"] = snapshot.result.get("totals", {}) if snapshot else None
         figures["unbilled_at"] = snapshot.finished_at if snapshot else None
+        figures["unpriced"] = (snapshot.result or {}).get("unpriced") if snapshot else None
         figures["unbilled_url"] = _url("admin:customers_customer_changelist")
     if can("customers.view_unbilledsubject"):
         unattributed = unattributed_subjects().aggregate(subjects=Count("id"), events=Sum("event_count"))

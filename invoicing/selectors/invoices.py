@@ -40,6 +40,7 @@ def line_json(line, currency: str) -> dict[str, Any]:
         "period_start": format_rfc3339(line.period_start),
         "period_end": format_rfc3339(line.period_end),
         "tiers": line.tiers or [],
+        "dimensions": line.dimensions,
     }
 
 
@@ -56,6 +57,10 @@ def preview_json(preview: Preview) -> dict[str, Any]:
     }
     if preview.credits:
         body["credit_notes"] = [line_json(line, currency) for line in preview.credits]
+    if preview.unpriced:  # usage no row of a dimensional price prices: not billed, shown
+        body["unpriced"] = [{"rate_card": u.rate_card.key, "period_start": _stamp(u.period.start),
+                             "quantity": format(u.usage.quantity, "f"), "warning": u.usage.label,
+                             "dimensions": dict(u.usage.values)} for u in preview.unpriced]
     return body
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from customers.models import Customer
 from customers.selectors import active_subscriptions
 
 from ..services.cycles import cycle_at
-from ..services.lines import DraftLine, cycle_lines, split_credits
+from ..services.lines import DraftLine, Unpriced, cycle_bill, split_credits
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Preview:
     period_end: dt.datetime | None
     lines: list[DraftLine]
     credits: list[DraftLine]  # credits too large for the invoice: they will be issued as credit notes
+    unpriced: list[Unpriced] = field(default_factory=list)  # usage no row of a dimensional price prices
 
     @property
     def total(self) -> int:
@@ -33,17 +34,20 @@ def invoice_preview(*, customer: Customer, at: dt.datetime) -> Preview:
     A customer with several subscriptions gets their lines together; the period spans them."""
     lines: list[DraftLine] = []
     credits: list[DraftLine] = []
+    unpriced: list[Unpriced] = []
     starts, ends = [], []
     for subscription in active_subscriptions(customer, at).select_related("previous__plan", "next"):
         cycle = cycle_at(subscription, at)
         if cycle is None:
             continue
-        invoice_lines, credit_lines = split_credits(cycle_lines(subscription, cycle, usage_until=at, now=at))
+        bill = cycle_bill(subscription, cycle, usage_until=at, now=at)
+        invoice_lines, credit_lines = split_credits(bill.lines)
+        unpriced += bill.unpriced
         lines += invoice_lines
         credits += credit_lines
         starts.append(cycle.invoice_period.start)
         ends.append(cycle.invoice_period.end)
     return Preview(customer, customer.currency, min(starts) if starts else None, max(ends) if ends else None,
-                   lines, credits)
+                   lines, credits, unpriced)
 
 

@@ -17,7 +17,8 @@ from decimal import Decimal
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from catalog.charges import charge_rate_card
+from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
+from catalog.dimensional import UsageGroup, effective_segments
 from customers.models import Subscription
 from customers.selectors import UsageRequest, features_usage, subject_periods
 from metering.models import Event
@@ -45,6 +46,7 @@ class ReconcileRow:
     rated: int
     billed: int
     reason: str = ""
+    unpriced: tuple[str, ...] = ()  # dimensional prices: usage no row prices, e.g. "no price for model=gpt-5: 42"
 
     @property
     def difference(self) -> int:
@@ -119,21 +121,36 @@ def reconcile(*, now: dt.datetime | None = None, customer_key: str | None = None
                  for slot in subscription_slots(subscription, until=now, context=context)
                  if slot.owner in done and (since is None or slot.period.end > since)]
         requests = [UsageRequest(slot.subscription, slot.rate_card.usage_feature, slot.period.start, slot.period.end)
-                    for slot in slots if is_usage_priced(slot.rate_card)]
+                    for slot in slots if is_usage_priced(slot.rate_card) and not is_dimensional(slot.rate_card)]
+        requests += [UsageRequest(slot.subscription, slot.rate_card.usage_feature, a, b,
+                                  dimensional_price(slot.rate_card).dimensions)
+                     for slot in slots if is_dimensional(slot.rate_card)
+                     for a, b in effective_segments(dimensional_price(slot.rate_card), slot.period.start,
+                                                    slot.period.end)]
         usage = features_usage(requests)
         last_close: dict[int, LastClose] = {}
         for slot in slots:
             subscription, rate_card, period = slot.subscription, slot.rate_card, slot.period
             currency = subscription.plan.currency
             quantity = None
-            if is_usage_priced(rate_card):
-                quantity = usage[(subscription.pk, rate_card.usage_feature.pk, period.start, period.end)]
-            rated = charge_rate_card(rate_card, quantity=quantity or Decimal(0), currency=currency,
-                                     proration=period.fraction).total
+            groups = None
+            if is_dimensional(rate_card):
+                table = dimensional_price(rate_card)
+                groups = [UsageGroup(a, b, tuple(zip(table.dimensions, values, strict=True)), q)
+                          for a, b in effective_segments(table, period.start, period.end)
+                          for values, q in usage[(subscription.pk, rate_card.usage_feature.pk, a, b,
+                                                  table.dimensions)].items()]
+                quantity = sum((group.quantity for group in groups), Decimal(0))
+            elif is_usage_priced(rate_card):
+                quantity = usage[(subscription.pk, rate_card.usage_feature.pk, period.start, period.end, ())]
+            charge = charge_rate_card(rate_card, quantity=quantity or Decimal(0), currency=currency,
+                                      proration=period.fraction, usage_groups=groups)
+            rated = charge.total
             entry = billed.get((subscription.pk, rate_card.key, period.start))
             row = ReconcileRow(subscription.customer.key, subscription.pk,
                                f"{subscription.plan.key} v{subscription.plan.version}", rate_card.key, period.start,
-                               period.end, currency, quantity, rated, entry.amount if entry else 0)
+                               period.end, currency, quantity, rated, entry.amount if entry else 0,
+                               unpriced=tuple(f"{u.label}: {u.quantity}" for u in charge.unpriced))
             if row.difference:
                 if subscription.pk not in last_close:
                     last_close[subscription.pk] = _last_close(subscription)

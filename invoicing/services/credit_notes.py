@@ -122,6 +122,7 @@ def credit_note_issue(*, invoice: Invoice, lines: list[CreditDraftLine], reason:
             period_end=item.line.period_end if item.line else None,
             quantity=item.line.quantity if item.line else 1,
             amount=item.amount,
+            price_part=item.line.part if item.line else "",
         )
         for position, item in enumerate(lines)
     ])

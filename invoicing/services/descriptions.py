@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from functools import lru_cache
 
 from catalog.display import plain_number, unit_label
 from catalog.models import RateCard
@@ -70,3 +71,37 @@ def fee_adjustment_description(rate_card: RateCard, start: dt.datetime, end: dt.
 
 def unused_fee_description(rate_card: RateCard, unused_from: dt.datetime, unused_to: dt.datetime) -> str:
     return f"Unused {rate_card.display_name} ({period_label(unused_from, unused_to)})"
+
+
+TOKEN_TYPE_LABELS = {"request": "input", "response": "output", "cache_read": "cache read",
+                     "cache_write": "cache write", "reasoning": "reasoning"}
+
+
+def dimensions_label(dimensions: dict[str, str] | None) -> str:
+    """``gpt-4o · input`` for a row matching {model: gpt-4o, type: request}; ``other`` for the default row."""
+    if dimensions is None:
+        return "other"
+    return " · ".join(TOKEN_TYPE_LABELS.get(value, value) if name == "type" else value
+                      for name, value in dimensions.items()) or "any"
+
+
+@lru_cache(maxsize=4096)
+def _unit_price_text(unit_price: Decimal, currency: str) -> str:
+    """A row's unit price as shown (the same few prices repeat on every invoice of a close: format them once)."""
+    return format_money(unit_price, currency)
+
+
+def part_usage_description(rate_card: RateCard, dimensions: dict[str, str] | None, quantity: Decimal,
+                           unit_price: Decimal | None, currency: str, start: dt.datetime, end: dt.datetime,
+                           *, late: bool = False) -> str:
+    """A dimensional rate card's row line: ``LLM tokens — gpt-4o · input: 1,000 tokens × $0.0000025 (Nov 1 –
+    Dec 1)``; ``start``/``end`` are the stretch of the period the row version was in effect."""
+    units = f"{plain_number(quantity)} {unit_label(rate_card)}"
+    if unit_price is not None:
+        units += f" × {_unit_price_text(unit_price, currency)}"
+    what = "late usage: " if late else ""
+    return f"{rate_card.display_name} — {dimensions_label(dimensions)}: {what}{units} ({period_label(start, end)})"
+
+
+def spend_limit_adjustment_description(rate_card: RateCard, start: dt.datetime, end: dt.datetime) -> str:
+    return f"{rate_card.display_name} — minimum/maximum spend adjustment ({period_label(start, end)})"

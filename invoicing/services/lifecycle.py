@@ -136,6 +136,8 @@ def invoice_create(
             tiers=line.tiers,
             amount=line.amount,
             rated_quantity=line.rated_quantity,
+            price_part=line.part,
+            dimensions=line.dimensions,
         )
         for position, line in enumerate(lines)
     ])

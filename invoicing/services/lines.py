@@ -29,14 +29,21 @@ from typing import Any
 from django.db.models import Case, Count, F, Max, Q, Value, When
 from django.db.models.functions import Cast
 
-from catalog.charges import charge_rate_card
+from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
+from catalog.dimensional import DEFAULT_PART, UnpricedUsage, UsageGroup, effective_segments
 from catalog.models import Feature, Plan, RateCard
 from catalog.pricing import PriceLine
 from catalog.rules import USAGE_PRICES, cadence_delta
 from common.fields import PreciseDecimalField
 from customers.models import Subscription
 from customers.periods import Period
-from customers.selectors import UsageRequest, feature_usage, features_usage
+from customers.selectors import (
+    GroupValues,
+    UsageRequest,
+    feature_usage,
+    feature_usage_grouped,
+    features_usage,
+)
 
 from ..models import CreditNote, CreditNoteLine, CycleClose, Invoice, InvoiceLine
 from . import descriptions
@@ -69,6 +76,8 @@ class DraftLine:
     amount: int
     tiers: list[dict[str, Any]] = field(default_factory=list)
     rated_quantity: Decimal | None = None
+    part: str = ""  # dimensional prices: the row version billed ("" for the rate card as a whole)
+    dimensions: dict[str, str] | None = None  # dimensional prices: the row's match
 
     @property
     def item_key(self) -> ItemKey:
@@ -84,6 +93,7 @@ class Billed:
     usage_quantity: Decimal = Decimal(0)  # usage billed so far (usage-priced), for the description of a delta
     lines: int = 0
     by_invoice: dict[int, int] = field(default_factory=dict)  # invoice id → its net amount for the item
+    parts: dict[str, Billed] = field(default_factory=dict)  # the same per price part (dimensional prices)
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,7 @@ class BillingContext:
 
     def __init__(self) -> None:
         self._rate_cards: dict[int, list[RateCard]] = {}
-        self._usage: dict[tuple, Decimal] = {}
+        self._usage: dict[tuple, Any] = {}
         self._recording: list[UsageRequest] | None = None
         self.usage_read_at: dt.datetime | None = None
         self.fresh_usage = False
@@ -144,7 +154,7 @@ class BillingContext:
     def rate_cards(self, plan: Plan) -> list[RateCard]:
         if plan.pk not in self._rate_cards or plan.status == Plan.Status.DRAFT:
             self._rate_cards[plan.pk] = list(
-                plan.rate_cards.select_related("feature", "feature__meter").prefetch_related("tiers"))
+                plan.rate_cards.select_related("feature", "feature__meter").prefetch_related("tiers", "price_rows"))
         return self._rate_cards[plan.pk]
 
     def usage(self, subscription: Subscription, feature: Feature, start: dt.datetime, end: dt.datetime) -> Decimal:
@@ -155,6 +165,17 @@ class BillingContext:
         if not self.fresh_usage and request.key in self._usage:
             return self._usage[request.key]
         return feature_usage(subscription=subscription, feature=feature, start=start, end=end)
+
+    def usage_groups(self, subscription: Subscription, feature: Feature, dimensions: tuple[str, ...],
+                     start: dt.datetime, end: dt.datetime) -> dict[GroupValues, Decimal]:
+        request = UsageRequest(subscription, feature, start, end, dimensions)
+        if self._recording is not None:
+            self._recording.append(request)
+            return {}
+        if not self.fresh_usage and request.key in self._usage:
+            return self._usage[request.key]
+        return feature_usage_grouped(subscription=subscription, feature=feature, dimensions=dimensions,
+                                     start=start, end=end)
 
     def prepare(self, work: list[tuple[Subscription, Cycle]], *, now: dt.datetime, read_at: dt.datetime) -> None:
         """Batch the usage reads of these cycles, and read which cycles of their subscriptions are closed."""
@@ -174,7 +195,9 @@ class BillingContext:
             for subscription, cycle in work:
                 try:
                     for item in cycle_items(subscription, cycle, now=now, done=None, context=self):
-                        if is_usage_priced(item.rate_card):
+                        if is_dimensional(item.rate_card):
+                            dimensional_usage(self, item)
+                        elif is_usage_priced(item.rate_card):
                             self.usage(item.subscription, item.rate_card.usage_feature, item.period.start,
                                        item.usage_end)
                 except Exception:  # noqa: BLE001, S112 - the real close of this cycle reports it
@@ -184,6 +207,20 @@ class BillingContext:
             self._recording = None
         self.usage_read_at = read_at
         self._usage.update(features_usage(requests))
+
+
+def dimensional_usage(context: BillingContext, item: Item) -> list[UsageGroup]:
+    """The item's usage split by its rate card's dimensions, one read per effective segment of its table."""
+    rate_card, period = item.rate_card, item.period
+    if period.end <= period.start or item.usage_end <= period.start:
+        return []
+    table = dimensional_price(rate_card)
+    groups = []
+    for start, end in effective_segments(table, period.start, item.usage_end):
+        usage = context.usage_groups(item.subscription, rate_card.usage_feature, table.dimensions, start, end)
+        for values, quantity in sorted(usage.items(), key=lambda kv: [v or "" for v in kv[0]]):
+            groups.append(UsageGroup(start, end, tuple(zip(table.dimensions, values, strict=True)), quantity))
+    return groups
 
 
 @dataclass(frozen=True)
@@ -307,7 +344,7 @@ def billed_items(subscriptions: list[Subscription], *, starting_after: dt.dateti
         lines = lines.filter(period_start__gt=starting_after)
         credits = credits.filter(period_start__gt=starting_after)
     columns = ("subscription_id", "rate_card_key", "period_start", "row_kind", "amount", "quantity", "rated",
-               "billed_by", "written_at")
+               "billed_by", "written_at", "price_part")
     lines = lines.annotate(row_kind=F("kind"), rated=F("rated_quantity"), billed_by=F("invoice_id"),
                            written_at=F("invoice__created_at"))
     credits = credits.annotate(
@@ -315,31 +352,37 @@ def billed_items(subscriptions: list[Subscription], *, starting_after: dt.dateti
         rated=Cast(Value(None), PreciseDecimalField()), billed_by=F("credit_note__invoice_id"),
         written_at=F("credit_note__created_at"))
     rows = lines.order_by().values_list(*columns).union(credits.order_by().values_list(*columns), all=True)
-    for subscription_id, rate_card_key, period_start, kind, amount, quantity, rated, invoice_id, created in rows:
-        entry = billed[(subscription_id, rate_card_key, period_start)]
+    for subscription_id, rate_card_key, period_start, kind, amount, quantity, rated, invoice_id, created, part in rows:
+        item_entry = billed[(subscription_id, rate_card_key, period_start)]
         newest = created if newest is None or created > newest else newest
-        if kind in (CREDITED_FEE, CREDITED_USAGE):  # a re-rating credit note's line: it unbills
-            entry.amount -= amount
-            entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) - amount
-            if kind == CREDITED_FEE:
-                entry.quantity -= quantity
-            else:
-                entry.usage_quantity -= quantity
-            continue
-        entry.amount += amount
-        entry.lines += 1
-        entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) + amount
-        if kind == InvoiceLine.Kind.FLAT_FEE:
-            entry.quantity += quantity
-        elif kind == InvoiceLine.Kind.CREDIT and rated is None:
-            entry.quantity -= quantity
-        elif kind == InvoiceLine.Kind.USAGE:
-            entry.usage_quantity += rated if rated is not None else quantity
-        elif kind == InvoiceLine.Kind.LATE_USAGE:
-            entry.usage_quantity += quantity
-        elif kind == InvoiceLine.Kind.CREDIT:
-            entry.usage_quantity -= quantity
+        for entry in (item_entry, item_entry.parts.setdefault(part or "", Billed())):
+            _count_billed(entry, kind, amount, quantity, rated, invoice_id)
     return dict(billed), newest
+
+
+def _count_billed(entry: Billed, kind: str, amount: int, quantity: Decimal, rated: Decimal | None,
+                  invoice_id: int) -> None:
+    if kind in (CREDITED_FEE, CREDITED_USAGE):  # a re-rating credit note's line: it unbills
+        entry.amount -= amount
+        entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) - amount
+        if kind == CREDITED_FEE:
+            entry.quantity -= quantity
+        else:
+            entry.usage_quantity -= quantity
+        return
+    entry.amount += amount
+    entry.lines += 1
+    entry.by_invoice[invoice_id] = entry.by_invoice.get(invoice_id, 0) + amount
+    if kind == InvoiceLine.Kind.FLAT_FEE:
+        entry.quantity += quantity
+    elif kind == InvoiceLine.Kind.CREDIT and rated is None:
+        entry.quantity -= quantity
+    elif kind == InvoiceLine.Kind.USAGE:
+        entry.usage_quantity += rated if rated is not None else quantity
+    elif kind == InvoiceLine.Kind.LATE_USAGE:
+        entry.usage_quantity += quantity
+    elif kind == InvoiceLine.Kind.CREDIT:
+        entry.usage_quantity -= quantity
 
 
 def _tiers_json(line: PriceLine) -> list[dict[str, Any]]:
@@ -363,6 +406,15 @@ def _priced_lines(item: Item, charge_lines: tuple[PriceLine, ...], currency: str
     lines = []
     for line in charge_lines:
         kind = KIND_BY_ENGINE[line.kind]
+        if line.part:
+            dimensions = part_dimensions(line.part)
+            start, end = line.effective or (period.start, period.end)
+            text = descriptions.part_usage_description(rate_card, dimensions, line.quantity, line.unit_price,
+                                                       currency, start, end)
+            lines.append(DraftLine(kind, item.subscription, rate_card, text, period.start, period.end,
+                                   line.quantity, line.unit_price, line.amount, _tiers_json(line),
+                                   line.rated_quantity, part=line.part, dimensions=dimensions))
+            continue
         if kind == InvoiceLine.Kind.USAGE:
             text = descriptions.usage_description(rate_card, line.quantity, currency, period.start, period.end)
         elif kind == InvoiceLine.Kind.FLAT_FEE:
@@ -411,6 +463,69 @@ def _delta_line(item: Item, delta: int, billed: Billed, rated_fraction: Decimal,
         period.start, period.end, difference, rate_card.amount, delta)
 
 
+def part_dimensions(part: str) -> dict[str, str] | None:
+    """A price part's match (``model=gpt-4o,type=request@2026-03-01T00:00:00Z`` → {model: gpt-4o, type: request});
+    None for the default row."""
+    identity = part.split("@", 1)[0]
+    if identity == DEFAULT_PART:
+        return None
+    return dict(pair.split("=", 1) for pair in identity.split(",") if "=" in pair)
+
+
+def _part_deltas(item: Item, charge_lines: tuple[PriceLine, ...], before: Billed, currency: str) -> list[DraftLine]:
+    """A dimensional item billed before: per part (row version, or "" for the minimum/maximum spend), a line
+    bringing what was billed to what is rated now. The parts' deltas sum to the item's."""
+    rate_card, period = item.rate_card, item.period
+    rated: dict[str, tuple[int, Decimal, PriceLine | None]] = {}
+    for line in charge_lines:
+        amount, usage, usage_line = rated.get(line.part, (0, Decimal(0), None))
+        if line.part:
+            usage, usage_line = usage + (line.rated_quantity or Decimal(0)), line
+        rated[line.part] = (amount + line.amount, usage, usage_line)
+    parts = list(rated) + sorted(part for part in before.parts if part not in rated)
+    lines = []
+    for part in parts:
+        amount, usage, usage_line = rated.get(part, (0, Decimal(0), None))
+        billed = before.parts.get(part, Billed())
+        delta = amount - billed.amount
+        if not delta:
+            continue
+        if not part:
+            kind = InvoiceLine.Kind.MINIMUM_SPEND if delta > 0 else InvoiceLine.Kind.CREDIT
+            text = descriptions.spend_limit_adjustment_description(rate_card, period.start, period.end)
+            lines.append(DraftLine(kind, item.subscription, rate_card, text, period.start, period.end,
+                                   Decimal(1) if delta > 0 else Decimal(0), None, delta))
+            continue
+        dimensions = part_dimensions(part)
+        unit_price = usage_line.unit_price if usage_line is not None else None
+        added = max(usage - billed.usage_quantity, Decimal(0))
+        if delta > 0:
+            late = not item.own
+            text = descriptions.part_usage_description(rate_card, dimensions, added, unit_price, currency,
+                                                       period.start, period.end, late=late)
+            lines.append(DraftLine(InvoiceLine.Kind.LATE_USAGE if late else InvoiceLine.Kind.USAGE,
+                                   item.subscription, rate_card, text, period.start, period.end, added, unit_price,
+                                   delta, rated_quantity=usage if late else added, part=part,
+                                   dimensions=dimensions))
+        else:
+            text = (f"{descriptions.usage_correction_description(rate_card, period.start, period.end)} — "
+                    f"{descriptions.dimensions_label(dimensions)}")
+            lines.append(DraftLine(InvoiceLine.Kind.CREDIT, item.subscription, rate_card, text, period.start,
+                                   period.end, max(billed.usage_quantity - usage, Decimal(0)), None, delta,
+                                   rated_quantity=usage, part=part, dimensions=dimensions))
+    return lines
+
+
+@dataclass(frozen=True)
+class Unpriced:
+    """Usage of an item that no row of its dimensional price (and no default) prices: not billed, shown."""
+
+    subscription: Subscription
+    rate_card: RateCard
+    period: Period
+    usage: UnpricedUsage
+
+
 @dataclass
 class CycleBill:
     """What one cycle bills: its lines, and what was billed before for the items it looked at."""
@@ -418,6 +533,7 @@ class CycleBill:
     lines: list[DraftLine]
     billed: dict[ItemKey, Billed]
     newest_billing: dt.datetime | None
+    unpriced: list[Unpriced] = field(default_factory=list)
 
 
 def cycle_bill(
@@ -445,12 +561,25 @@ def cycle_bill(
     done = context.done if context.done is not None else done_cycles(chain)
     if context.usage_read_at is not None and newest is not None and newest >= context.usage_read_at:
         context.fresh_usage = True  # another close billed this customer after the batch read its usage
+    unpriced: list[Unpriced] = []
     try:
         lines: list[DraftLine] = []
         for item in cycle_items(subscription, cycle, now=now, done=done, usage_until=usage_until, context=context,
                                 also=also, billed_keys=frozenset(billed)):
             rate_card, period = item.rate_card, item.period
             exists = period.end > period.start
+            if is_dimensional(rate_card):
+                charge = charge_rate_card(rate_card, quantity=Decimal(0), currency=currency,
+                                          proration=period.fraction if exists else Decimal(0),
+                                          usage_groups=dimensional_usage(context, item))
+                unpriced += [Unpriced(item.subscription, rate_card, period, u) for u in charge.unpriced]
+                before = billed.get(item.key)
+                if before is None or before.lines == 0:
+                    if item.own or charge.total != 0:
+                        lines += _priced_lines(item, charge.lines, currency, None)
+                else:
+                    lines += _part_deltas(item, charge.lines, before, currency)
+                continue
             usage = None
             if is_usage_priced(rate_card):
                 usage = (context.usage(item.subscription, rate_card.usage_feature, period.start, item.usage_end)
@@ -468,7 +597,7 @@ def cycle_bill(
                                          currency))
     finally:
         context.fresh_usage = False
-    return CycleBill(lines, billed, newest)
+    return CycleBill(lines, billed, newest, unpriced)
 
 
 def cycle_lines(subscription: Subscription, cycle: Cycle, *, now: dt.datetime,

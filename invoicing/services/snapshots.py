@@ -6,13 +6,15 @@ from __future__ import annotations
 from common.jobs import tracked_job
 from common.models import JobRun
 
-from ..selectors.dashboard import unbilled_snapshot
+from ..selectors.dashboard import preview_snapshot
 
 
 def record_unbilled_snapshot(*, trigger: str = JobRun.Trigger.BEAT) -> JobRun:
     with tracked_job(kind="unbilled_snapshot", trigger=trigger) as run:
-        result = unbilled_snapshot()
-        run.result = {"totals": result}
+        result, unpriced = preview_snapshot()
+        run.result = {"totals": result, "unpriced": unpriced}
         run.message = ", ".join(f"{amount} {currency}" for currency, amount in result.items()) or "nothing unbilled"
+        if unpriced["groups"]:
+            run.message += f"; {unpriced['groups']} unpriced usage group(s)"
     run.refresh_from_db()
     return run

@@ -6,13 +6,13 @@ from decimal import Decimal
 
 from catalog.models import Feature, Plan
 from catalog.services.features import feature_create
-from catalog.services.plans import RateCardSpec, TierSpec, plan_create, plan_publish
+from catalog.services.plans import PriceRowSpec, RateCardSpec, TierSpec, plan_create, plan_publish
 from metering.models import Meter
 from metering.services.meters import meter_create
 
 __all__ = [
     "D", "tokens_meter", "ai_token_feature", "sso_feature", "token_plan", "cent_plan", "platform_fee", "quota",
-    "graduated_out",
+    "graduated_out", "llm_tokens_feature", "unit_row", "llm_table", "llm_plan",
 ]
 
 D = Decimal
@@ -69,3 +69,32 @@ def graduated_out() -> RateCardSpec:
     return RateCardSpec(key="ai-token-out", feature="ai-token-out", price_type="graduated", free_quantity=D(1000),
                         minimum_spend=D("5.00"),
                         tiers=[TierSpec(D(1_000_000), D("0.00001")), TierSpec(None, D("0.000008"), D("2.00"))])
+
+
+def llm_tokens_feature(key: str = "llm-tokens") -> Feature:
+    """The whole llm_tokens meter (no filters): what a dimensional rate card prices by model and type."""
+    existing = Feature.objects.filter(key=key).first()
+    return existing or feature_create(key=key, name="LLM tokens", meter=tokens_meter())
+
+
+def unit_row(unit_amount: str, effective_from=None, **match: str) -> PriceRowSpec:
+    return PriceRowSpec(match=match, price_type="unit", unit_amount=D(unit_amount), effective_from=effective_from)
+
+
+def llm_table(*, default: str | None = None, **fields) -> RateCardSpec:
+    """The issue's example table: gpt-4o input / output, gpt-4o-mini any type; ``default`` prices the rest."""
+    llm_tokens_feature()
+    rows = [unit_row("0.0000025", model="gpt-4o", type="request"), unit_row("0.00001", model="gpt-4o",
+                                                                             type="response"),
+            unit_row("0.00000015", model="gpt-4o-mini")]
+    if default is not None:
+        rows.append(PriceRowSpec(is_default=True, price_type="unit", unit_amount=D(default)))
+    spec = RateCardSpec(key="llm", name="LLM tokens", feature="llm-tokens", price_type="dimensional",
+                        dimensions=["model", "type"], rows=rows)
+    for name, value in fields.items():
+        setattr(spec, name, value)
+    return spec
+
+
+def llm_plan(key: str = "llm", **table) -> Plan:
+    return plan_publish(plan=plan_create(key=key, name="LLM", currency="USD", rate_cards=[llm_table(**table)]))

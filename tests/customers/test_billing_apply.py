@@ -410,7 +410,7 @@ BAD_ENTRIES = [
     (_set("plans.0.rate_cards.2.entitlement.limit", "lots"),
      "catalog.yaml: plans[0] (token) rate_cards[2] (ai-quota).entitlement.limit: must be a decimal number"),
     (_set("plan", []), "catalog.yaml: plan: unknown top-level key (known: meters, features, plans, customers, "
-                       "subscriptions)"),
+                       "subscriptions, costs)"),
     (_set("meters.0.agregation", "SUM"), "catalog.yaml: meters[0] (llm_tokens).agregation: unknown field"),
     (_set("customers.0.name", 42), "catalog.yaml: customers[0] (kong-air).name: must be a string, not a number "
                                    "(put it in quotes)"),
@@ -442,8 +442,8 @@ BAD_ENTRIES = [
      "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.unit_amount: must be a decimal number, not a "
      "boolean"),
     (_set("plans.0.rate_cards.0.price.type", "tiered"),
-     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.type: must be one of flat, graduated, package, "
-     "unit, volume, not 'tiered'"),
+     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.type: must be one of dimensional, flat, "
+     "graduated, package, unit, volume, not 'tiered'"),
     (_set("plans.0.rate_cards.0.price.amount", "1"),
      "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.amount: unknown field (known: type, "
      "unit_amount)"),

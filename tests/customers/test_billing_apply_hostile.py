@@ -82,7 +82,8 @@ WRONG_TYPES = [  # one per level: section, entry, field, nested mapping, nested 
     ("plans.0.rate_cards.0", ["ai-token"], f"{ENTRY}[0]: must be a mapping of fields, not a list"),
     ("plans.0.rate_cards.0.price", [1], f"{ENTRY}[0] (ai-token).price: must be a mapping of fields, not a list"),
     ("plans.0.rate_cards.0.price.type", ["unit"],
-     f"{ENTRY}[0] (ai-token).price.type: must be one of flat, graduated, package, unit, volume, not ['unit']"),
+     f"{ENTRY}[0] (ai-token).price.type: must be one of dimensional, flat, graduated, package, unit, volume, "
+     "not ['unit']"),
     ("plans.0.rate_cards.4.price.tiers", {"up_to": 1}, f"{ENTRY}[4] (ai-token-out).price.tiers: must be a list, "
                                                        "not a mapping"),
     ("plans.0.rate_cards.4.price.tiers.0", "1000000",

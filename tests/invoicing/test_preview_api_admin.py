@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -171,7 +172,14 @@ def test_demo_data_is_idempotent():
     from customers.models import Subscription
 
     assert Plan.objects.get(key="token").rate_cards.get().unit_amount == 1
-    assert Subscription.objects.get().customer.key == "kong-air"
+    assert {s.customer.key: s.plan.key for s in Subscription.objects.all()} == {"kong-air": "token",
+                                                                               "acme": "ai-gateway"}
+    # the AI gateway: one rate card priced per model and token type, from genai-prices at cost + 20%
+    table = {(r.match["model"], r.match["type"]): r.unit_amount
+             for r in Plan.objects.get(key="ai-gateway").rate_cards.get(key="llm").price_rows.all()}
+    assert table[("gpt-4o", "request")] == Decimal("0.000003") and table[("gpt-4o", "response")] == Decimal(
+        "0.000012")
+    assert len(table) == 6
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,6 +1,7 @@
 """The re-rating rule as a property: over random histories — usage on time and late, closes at random times,
 voids, reissues, payments, plan changes and cancellations — after a final close every subscription, rate card
-and closed period is billed exactly its rated amount (non-void invoices less re-rating credit notes), no invoice
+and closed period is billed exactly its rated amount (non-void invoices less re-rating credit notes), also per
+row of a dimensional price (per model × token type, with a price change scheduled mid-history), no invoice
 total is negative and every credit note is positive. Runs on SQLite and, in CI, on PostgreSQL."""
 
 from __future__ import annotations
@@ -25,22 +26,45 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from catalog.charges import charge_rate_card
-from catalog.services.plans import RateCardSpec, TierSpec, plan_create, plan_publish
+from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
+from catalog.dimensional import UsageGroup, effective_segments
+from catalog.services.plans import PriceRowSpec, RateCardSpec, TierSpec, plan_create, plan_publish
 from customers.models import Subscription
 from customers.periods import periods_between
-from customers.selectors import feature_usage
+from customers.selectors import feature_usage, feature_usage_grouped
 from customers.services.customers import attribution_add, customer_create
 from customers.services.subscriptions import subscription_cancel, subscription_change_plan, subscription_create
 from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from invoicing.selectors.reconcile import reconcile
 from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import ReissueError, invoice_mark_paid, invoice_reissue, invoice_void
-from tests.builders import D, ai_token_feature, ingest, iso, llm_event, utc
+from tests.builders import D, ai_token_feature, ingest, iso, llm_event, llm_tokens_feature, unit_row, utc
 
 START = utc(2026, 11, 1)
 HORIZON = dt.timedelta(days=70)  # the history stays within the 90-day lookback of its first period
 _ids = itertools.count()
+
+
+MODELS = ["gpt-4o", "gpt-4o-mini", "o3", "gpt-5"]  # gpt-5 is priced by the default on Pro, unpriced on Basic
+
+
+def _llm_table(*, default: bool, **limits) -> RateCardSpec:
+    """Per model and token type: unit, graduated and package rows, a price change mid-history, maybe a default."""
+    llm_tokens_feature()
+    rows = [
+        unit_row("0.003", model="gpt-4o", type="request"),
+        PriceRowSpec(match={"model": "gpt-4o", "type": "response"}, price_type="graduated",
+                     tiers=[TierSpec(D(300), D("0.01")), TierSpec(None, D("0.004"), D("0.50"))]),
+        PriceRowSpec(match={"model": "gpt-4o-mini"}, price_type="package", amount=D("0.70"),
+                     quantity_per_package=D(400)),
+        PriceRowSpec(match={"type": "response"}, price_type="volume",
+                     tiers=[TierSpec(D(500), D("0.002")), TierSpec(None, D("0.001"))]),
+        unit_row("0.0045", effective_from=START + dt.timedelta(days=23, hours=5), model="gpt-4o", type="request"),
+    ]
+    if default:
+        rows.append(PriceRowSpec(is_default=True, price_type="unit", unit_amount=D("0.0013")))
+    return RateCardSpec(key="llm", name="LLM tokens", feature="llm-tokens", price_type="dimensional",
+                        dimensions=["model", "type"], rows=rows, **limits)
 
 
 def _plans():
@@ -51,6 +75,7 @@ def _plans():
                      free_quantity=D(50), maximum_spend=D("40.00")),
         RateCardSpec(key="platform", name="Platform", price_type="flat", amount=D("30.00"),
                      payment_term="in_advance"),
+        _llm_table(default=False, free_quantity=D(200), maximum_spend=D("9.00")),
     ]))
     pro = plan_publish(plan=plan_create(key="pro", name="Pro", currency="USD", rate_cards=[
         RateCardSpec(key="ai-token", feature="ai-token", price_type="graduated", minimum_spend=D("5.00"),
@@ -61,6 +86,7 @@ def _plans():
                      payment_term="in_arrears"),
         RateCardSpec(key="platform", name="Platform", price_type="flat", amount=D("90.00"),
                      payment_term="in_advance"),
+        _llm_table(default=True, minimum_spend=D("4.00")),
     ]))
     return basic, pro
 
@@ -102,11 +128,21 @@ class BillingHistory(RuleBasedStateMachine):
             self.close()
 
     @rule(tokens=st.integers(1, 1500), back_hours=st.one_of(st.integers(0, 48), st.integers(0, 60 * 24)),
-          kind=st.sampled_from(["request", "response"]))
-    def usage_arrives(self, tokens, back_hours, kind):
+          kind=st.sampled_from(["request", "response"]), model=st.sampled_from(MODELS))
+    def usage_arrives(self, tokens, back_hours, kind, model):
         """On time (back_hours small) or late, possibly for a period already invoiced."""
         happened = max(START - dt.timedelta(days=2), self.clock - dt.timedelta(hours=back_hours))
-        ingest([llm_event(tokens=tokens, kind=kind, time=iso(happened), event_id=f"e{next(_ids)}")], now=self.clock)
+        ingest([llm_event(tokens=tokens, kind=kind, model=model, time=iso(happened), event_id=f"e{next(_ids)}")],
+               now=self.clock)
+
+    @rule(burst=st.lists(st.tuples(st.integers(1, 900), st.integers(0, 40 * 24),
+                                    st.sampled_from(["request", "response"]), st.sampled_from(MODELS)),
+                          min_size=2, max_size=6))
+    def traffic(self, burst):
+        """Several calls to several models at once, some of them late."""
+        ingest([llm_event(tokens=tokens, kind=kind, model=model, event_id=f"e{next(_ids)}",
+                          time=iso(max(START - dt.timedelta(days=2), self.clock - dt.timedelta(hours=back))))
+                for tokens, back, kind, model in burst], now=self.clock)
 
     @rule()
     def close(self):
@@ -169,7 +205,7 @@ class BillingHistory(RuleBasedStateMachine):
         cutoff = final - dt.timedelta(days=django_settings.INVOICE_LATE_USAGE_LOOKBACK_DAYS)
         expected, ends = rated_by_hand(self.customer, final)
         actual = billed_by_hand(self.customer)
-        within = {key for key in set(expected) | set(actual) if ends.get(key, key[2]) > cutoff}
+        within = {key for key in set(expected) | set(actual) if ends.get(key[:3], key[2]) > cutoff}
         assert {k: actual.get(k, 0) for k in within} == {k: expected.get(k, 0) for k in within}
         rows = list(reconcile(now=final))
         wrong = [(r.subscription_id, r.rate_card, r.period_start, r.rated, r.billed, r.reason)
@@ -182,6 +218,9 @@ class BillingHistory(RuleBasedStateMachine):
         event(f"credit lines on invoices: {min(InvoiceLine.objects.filter(kind='credit').count(), 3)}")
         event(f"subscriptions: {Subscription.objects.count()}")
         event(f"voids: {min(Invoice.objects.filter(status='void').count(), 3)}")
+        row_lines = InvoiceLine.objects.exclude(price_part="")
+        event(f"row versions billed: {min(row_lines.values('price_part').distinct().count(), 5)}")
+        event(f"row re-rated: {row_lines.filter(kind__in=('late_usage', 'credit')).exists()}")
 
 
 def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[tuple, dt.datetime]]:
@@ -199,23 +238,42 @@ def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[
                 if not advance and period.end + grace > final:
                     continue
                 quantity = D(0)
-                if rate_card.price_type != "flat":
+                groups = None
+                if is_dimensional(rate_card):
+                    table = dimensional_price(rate_card)
+                    groups = [UsageGroup(a, b, tuple(zip(table.dimensions, values, strict=True)), q)
+                              for a, b in effective_segments(table, period.start, period.end)
+                              for values, q in feature_usage_grouped(
+                                  subscription=subscription, feature=rate_card.usage_feature,
+                                  dimensions=table.dimensions, start=a, end=b).items()]
+                elif rate_card.price_type != "flat":
                     quantity = feature_usage(subscription=subscription, feature=rate_card.usage_feature,
                                              start=period.start, end=period.end)
-                charge = charge_rate_card(rate_card, quantity=quantity, currency="USD", proration=period.fraction)
-                rated[(subscription.pk, rate_card.key, period.start)] = charge.total
-                ends[(subscription.pk, rate_card.key, period.start)] = period.end
+                charge = charge_rate_card(rate_card, quantity=quantity, currency="USD", proration=period.fraction,
+                                          usage_groups=groups)
+                key = (subscription.pk, rate_card.key, period.start)
+                rated[key] = charge.total
+                ends[key] = period.end
+                if groups is not None:  # and per row version ("" : the spend limits of the whole table)
+                    for line in charge.lines:
+                        rated[(*key, line.part)] = rated.get((*key, line.part), 0) + line.amount
     return rated, ends
 
 
 def billed_by_hand(customer) -> dict[tuple, int]:
     billed: dict[tuple, int] = defaultdict(int)
     for line in InvoiceLine.objects.filter(invoice__customer=customer).exclude(invoice__status="void"):
-        billed[(line.subscription_id, line.rate_card_key, line.period_start)] += line.amount
+        key = (line.subscription_id, line.rate_card_key, line.period_start)
+        billed[key] += line.amount
+        if line.rate_card.price_type == "dimensional":
+            billed[(*key, line.price_part)] += line.amount
     for note_line in CreditNoteLine.objects.filter(credit_note__customer=customer, credit_note__status="issued",
                                                    kind="rerating"):
-        billed[(note_line.subscription_id, note_line.rate_card_key, note_line.period_start)] -= note_line.amount
-    return dict(billed)
+        note_key = (note_line.subscription_id, note_line.rate_card_key, note_line.period_start)
+        billed[note_key] -= note_line.amount
+        if note_line.rate_card is not None and note_line.rate_card.price_type == "dimensional":
+            billed[(*note_key, note_line.price_part)] -= note_line.amount
+    return {key: amount for key, amount in billed.items() if len(key) == 3 or amount}
 
 
 @pytest.mark.slow

@@ -51,9 +51,14 @@ class Command(BaseCommand):
             raise CommandError(str(exc.detail)) from exc
         except (ValueError, OverflowError) as exc:
             raise CommandError(f"--since: {exc}") from exc
-        periods = differences = unexplained = 0
+        periods = differences = unexplained = unpriced = 0
         for row in reconcile(now=moment, customer_key=customer, since=start):
             periods += 1
+            for label in row.unpriced:  # never billed: shown whatever the difference
+                unpriced += 1
+                self.stdout.write(f"{row.customer:<20} sub {row.subscription_id:<6} {row.plan:<16} {row.rate_card:<20} "
+                                  f"{row.period_start:%Y-%m-%d %H:%M} – {row.period_end:%Y-%m-%d %H:%M}  "
+                                  f"UNPRICED {label}")
             if not row.difference and not options["all"]:
                 continue
             differences += bool(row.difference)
@@ -67,6 +72,6 @@ class Command(BaseCommand):
                 + (f"  ({row.reason})" if row.difference else "")
             )
         self.stdout.write(f"{periods:,} closed periods, {differences:,} with a difference, "
-                          f"{unexplained:,} unexplained.")
+                          f"{unexplained:,} unexplained, {unpriced:,} unpriced usage group(s) (not billed).")
         if unexplained:
             raise CommandError(f"{unexplained} difference(s) nothing explains: the re-rating rule is broken.")
