@@ -56,6 +56,7 @@ EVENTS_PATH = "/api/v1/events"
 MEDIA_BATCH = "application/cloudevents-batch+json"
 MEDIA_SINGLE = "application/cloudevents+json"
 COPY_TABLE = "bench_ingest_copy"
+DEDUP_TABLE = "bench_ingest_dedup"
 COPY_COLUMNS = ("source", "event_id", "type", "subject", "time", "data", "ingested_at", "ingest_tx")
 SOURCE = "kong-gateway"
 CONSUMERS = 1000
@@ -66,8 +67,9 @@ TARGETS = {
     "batch_rate": 15_000,  # events/s, empty table
     "big_rate": 10_000,  # events/s, 10M rows
     "copy_ratio": 0.5,  # ingest rate / raw COPY rate
+    "dedup_ratio": 0.8,  # ingest rate / the dedup floor's rate
     "p99_ms": 150,  # batch latency
-    "single_rate": 1_000,  # single-event POSTs/s
+    "single_rate": 2_000,  # single-event POSTs/s
     "rss_mib": 250,  # per web worker
 }
 
@@ -191,6 +193,12 @@ class EventPool:
         prefix = SOURCE.encode() + b"\t"
         tails = self._slice(self.copy_tails, rng, n)
         return b"".join(prefix + id_ + tail + end for id_, tail in zip(new_ids(n), tails, strict=True))
+
+    def staging_rows(self, rng: random.Random, n: int) -> bytes:
+        """COPY text rows of (source, event_id, type, subject, time, data): what a staging table takes."""
+        prefix = SOURCE.encode() + b"\t"
+        tails = self._slice(self.copy_tails, rng, n)
+        return b"".join(prefix + id_ + tail[:-1] + b"\n" for id_, tail in zip(new_ids(n), tails, strict=True))
 
 
 def new_ids(n: int) -> list[bytes]:
@@ -475,14 +483,32 @@ def run_http_phase(name: str, *, url: str, token: str, pool: EventPool, clients:
 
 
 def run_copy_phase(*, database_url: str, pool: EventPool, clients: int, seconds: float, batch: int,
-                   cpu: CpuMeter) -> Phase:
-    phase = Phase("raw COPY")
+                   cpu: CpuMeter, dedup: bool = False) -> Phase:
+    """Prebuilt COPY text rows, ``batch`` a transaction, from ``clients`` connections, into a fresh
+    ``(LIKE metering_event INCLUDING ALL)`` table (its unique ``(source, event_id)`` and ``(type, subject, time)``
+    indexes included).
+
+    ``dedup=False``: the raw ``COPY`` straight into it (what the hardware takes). ``dedup=True``: the floor any
+    deduplicating ingest pays: ``COPY`` into a temporary table (``ON COMMIT DELETE ROWS``), then
+    ``INSERT … SELECT … ORDER BY source, event_id ON CONFLICT (source, event_id) DO NOTHING``, one transaction
+    per batch, as the service did before it learnt better."""
+    table = DEDUP_TABLE if dedup else COPY_TABLE
+    phase = Phase("dedup floor (COPY to temp + INSERT … ON CONFLICT)" if dedup else "raw COPY")
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(COPY_TABLE)))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
         conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-            sql.Identifier(COPY_TABLE), sql.Identifier(EVENT_TABLE)))
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(COPY_TABLE), sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS)))
+            sql.Identifier(table), sql.Identifier(EVENT_TABLE)))
+    if dedup:
+        copy_sql = sql.SQL("COPY bench_staging ({}) FROM STDIN").format(
+            sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS[:6])))
+        insert_sql = sql.SQL(
+            "INSERT INTO {} ({}) SELECT source, event_id, type, subject, time, data, %s, "
+            "pg_current_xact_id()::text::bigint FROM bench_staging ORDER BY source, event_id "
+            "ON CONFLICT (source, event_id) DO NOTHING").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS)))
+    else:
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS)))
     lock = threading.Lock()
     ready = threading.Barrier(clients + 1)  # all connected
     done = threading.Barrier(clients + 1)  # all finished, connections still open (their CPU still readable)
@@ -495,9 +521,14 @@ def run_copy_phase(*, database_url: str, pool: EventPool, clients: int, seconds:
         conn = None
         try:
             conn = psycopg.connect(database_url)
+            if dedup:
+                with conn.transaction():
+                    conn.execute("CREATE TEMPORARY TABLE bench_staging (source text, event_id text, type text, "
+                                 "subject text, time timestamptz, data jsonb) ON COMMIT DELETE ROWS")
         except psycopg.Error as exc:
             with lock:
                 phase.add_error(f"connect: {exc}")
+            conn = None
         ready.wait()
         go.wait()
         latencies: list[float] = []
@@ -505,12 +536,15 @@ def run_copy_phase(*, database_url: str, pool: EventPool, clients: int, seconds:
         tx = index * 10_000_000
         while conn is not None and time.monotonic() < shared["deadline"]:
             tx += 1
-            now = dt.datetime.now(dt.UTC).isoformat().encode()
-            data = pool.copy_rows(rng, batch, now, tx)
+            now = dt.datetime.now(dt.UTC)
+            data = pool.staging_rows(rng, batch) if dedup else pool.copy_rows(rng, batch, now.isoformat().encode(), tx)
             started = time.perf_counter()
             try:
-                with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                    copy.write(data)
+                with conn.transaction(), conn.cursor() as cur:
+                    with cur.copy(copy_sql) as copy:
+                        copy.write(data)
+                    if dedup:
+                        cur.execute(insert_sql, [now])
             except psycopg.Error as exc:
                 with lock:
                     phase.add_error(f"COPY: {exc}")
@@ -682,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-seconds", type=float, default=10, help="length of the single-event phase")
     parser.add_argument("--clients", type=int, default=4, help="concurrent connections")
     parser.add_argument("--batch", type=int, default=1000, help="events per batch (and rows per COPY transaction)")
+    parser.add_argument("--copy-connections", type=int, default=2,
+                        help="connections of the raw COPY and the dedup floor")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
@@ -693,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pid", type=int, help="with --url: the gunicorn master pid, to read worker RSS")
     parser.add_argument("--big", action="store_true", help="also load the events table to --big-rows and measure")
     parser.add_argument("--big-rows", type=int, default=10_000_000)
-    parser.add_argument("--skip", action="append", default=[], choices=["batch", "single", "copy"],
+    parser.add_argument("--skip", action="append", default=[], choices=["batch", "single", "copy", "dedup"],
                         help="skip a step (for experiments); repeatable")
     parser.add_argument("--quiet-wait", type=float, default=120, metavar="SECONDS",
                         help="before each step, wait up to this long for other load to drop below 25%% of a core "
@@ -782,14 +818,18 @@ def main(argv: list[str] | None = None) -> int:
             phases["batch"] = http_phase(f"1. batches of {args.batch}", args.batch, args.seconds)
         if "single" not in args.skip:
             phases["single"] = http_phase("2. single events", None, args.single_seconds)
-        if "copy" not in args.skip:
-            log(f"4. raw COPY: {args.clients} connections, {args.batch} rows per transaction, {args.seconds:.0f} s …")
-            phases["copy"] = measured(lambda: run_copy_phase(database_url=args.database_url, pool=pool,
-                                                             clients=args.clients, seconds=args.seconds,
-                                                             batch=args.batch, cpu=cpu), "rows")
+        for key, dedup in (("copy", False), ("dedup", True)):
+            if key in args.skip:
+                continue
+            log(f"{'4. dedup floor (COPY to a temporary table + INSERT … ON CONFLICT)' if dedup else '3. raw COPY'}: "
+                f"{args.copy_connections} connections, {args.batch} rows per transaction, {args.seconds:.0f} s …")
+            phases[key] = measured(lambda dedup=dedup: run_copy_phase(
+                database_url=args.database_url, pool=pool, clients=args.copy_connections, seconds=args.seconds,
+                batch=args.batch, cpu=cpu, dedup=dedup), "rows")
             if not args.keep:
                 with psycopg.connect(args.database_url, autocommit=True) as conn:
-                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(COPY_TABLE)))
+                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+                        sql.Identifier(DEDUP_TABLE if dedup else COPY_TABLE)))
         if args.big:
             log(f"5. loading {EVENT_TABLE} to {args.big_rows:,} rows (server-side generate_series) …")
             big_timings = load_big(args.database_url, args.big_rows, log)
@@ -817,23 +857,41 @@ def main(argv: list[str] | None = None) -> int:
         if phase.error_count:
             errors.append(f"{phase.name}: {phase.error_count} errors, first: {phase.errors[0]}")
 
-    batch, single, copy, big = (phases.get(k) for k in ("batch", "single", "copy", "big"))
+    batch, single, copy, dedup, big = (phases.get(k) for k in ("batch", "single", "copy", "dedup", "big"))
     peaks = dict(sampler.peak) if sampler else {}
     rss = max(peaks.values()) if peaks else None
     ratio = batch.rate / copy.rate if batch and copy and copy.rate else None
+    dedup_ratio = batch.rate / dedup.rate if batch and dedup and dedup.rate else None
+
+    def worker_cpu(phase: Phase | None, unit: str) -> str:
+        if not phase or not phase.cpu or not phase.rate:
+            return "-"
+        per = 1e4 / phase.rate  # % of a core → µs per unit
+        return f"{phase.cpu['workers'] * per:.1f} µs per {unit} (postgres {phase.cpu['postgres'] * per:.1f} µs)"
     lines = [
         ("batch ingest, empty table", f"{batch.rate:,.0f} events/s" if batch else "-",
          f">= {TARGETS['batch_rate']:,} events/s", batch.rate >= TARGETS["batch_rate"] if batch else None),
         ("batch latency p50 / p99",
          f"{batch.percentile(0.5):.0f} / {batch.percentile(0.99):.0f} ms" if batch else "-",
          f"p99 <= {TARGETS['p99_ms']} ms", batch.percentile(0.99) <= TARGETS["p99_ms"] if batch else None),
-        ("raw COPY, same rows", f"{copy.rate:,.0f} rows/s" if copy else "-", "(reference)", None),
+        ("batch worker CPU", worker_cpu(batch, "event"), "", None),
+        (f"raw COPY, {args.copy_connections} connections", f"{copy.rate:,.0f} rows/s" if copy else "-",
+         "(reference)", None),
+        ("  COPY p50 / p99 per batch", f"{copy.percentile(0.5):.0f} / {copy.percentile(0.99):.0f} ms" if copy else "-",
+         "", None),
+        (f"dedup floor, {args.copy_connections} connections", f"{dedup.rate:,.0f} rows/s" if dedup else "-",
+         "(reference)", None),
+        ("  floor p50 / p99 per batch",
+         f"{dedup.percentile(0.5):.0f} / {dedup.percentile(0.99):.0f} ms" if dedup else "-", "", None),
         ("ingest / raw COPY", f"{ratio:.2f}" if ratio is not None else "-", f">= {TARGETS['copy_ratio']}",
          ratio >= TARGETS["copy_ratio"] if ratio is not None else None),
+        ("ingest / dedup floor", f"{dedup_ratio:.2f}" if dedup_ratio is not None else "-",
+         f">= {TARGETS['dedup_ratio']}", dedup_ratio >= TARGETS["dedup_ratio"] if dedup_ratio is not None else None),
         ("single-event POSTs", f"{single.request_rate:,.0f} POSTs/s" if single else "-",
          f">= {TARGETS['single_rate']:,} POSTs/s", single.request_rate >= TARGETS["single_rate"] if single else None),
         ("single-event p50 / p99",
          f"{single.percentile(0.5):.1f} / {single.percentile(0.99):.1f} ms" if single else "-", "", None),
+        ("single-event worker CPU", worker_cpu(single, "POST"), "", None),
         ("peak RSS per web worker",
          (f"{rss:.0f} MiB (" + ", ".join(f"{v:.0f}" for v in peaks.values()) + ")") if rss else "-",
          f"<= {TARGETS['rss_mib']} MiB", rss <= TARGETS["rss_mib"] if rss else None),
