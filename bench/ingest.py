@@ -38,6 +38,7 @@ import http.client
 import math
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -737,6 +738,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noisy-retries", type=int, default=1,
                         help="repeat a step this many times at most when other load disturbed it")
     parser.add_argument("--keep", action="store_true", help="keep the database (it is dropped otherwise)")
+    parser.add_argument("--rate-limit", type=int, default=0,
+                        help="create the ingest token with this rate limit (events/s; 0: none), so that the "
+                             "per-token limiter's cost is measured too")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="record py-spy flame graphs of the workers during steps 1 and 2: PREFIX-batch.svg, "
+                             "PREFIX-single.svg (needs py-spy; figures of a profiled run are lower)")
     args = parser.parse_args(argv)
     if args.url and not args.token:
         parser.error("--url needs --token")
@@ -766,7 +773,9 @@ def main(argv: list[str] | None = None) -> int:
             harness.recreate_database(args.database_url)
             created_database = True
             harness.manage(env, "migrate", "--no-input", "-v", "0")
-            token = harness.manage(env, "create_api_token", "bench", "--scope", "ingest").strip().splitlines()[-1]
+            token_args = ["--rate-limit", str(args.rate_limit)] if args.rate_limit else []
+            token = harness.manage(env, "create_api_token", "bench", "--scope", "ingest",
+                                   *token_args).strip().splitlines()[-1]
             server = Server(env=env, workers=args.workers, worker_class=args.worker_class, threads=args.threads,
                             app=args.app, extra=tuple(args.gunicorn_arg))
             server.wait_ready()
@@ -810,9 +819,20 @@ def main(argv: list[str] | None = None) -> int:
 
         def http_phase(name: str, batch: int | None, seconds: float) -> Phase:
             log(f"{name}: {args.clients} clients, {seconds:.0f} s …")
-            return measured(lambda: run_http_phase(name, url=url, token=token, pool=pool, clients=args.clients,
-                                                   seconds=seconds, batch=batch, cpu=cpu),
-                            "events" if batch else "POSTs")
+            profiler = None
+            if args.profile and master_pid:
+                out = f"{args.profile}-{'batch' if batch else 'single'}.svg"
+                profiler = subprocess.Popen(  # noqa: S603 - our own arguments
+                    [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--subprocesses",
+                     "--rate", "200", "--duration", str(int(seconds)), "--pid", str(master_pid), "-o", out],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            phase = measured(lambda: run_http_phase(name, url=url, token=token, pool=pool, clients=args.clients,
+                                                    seconds=seconds, batch=batch, cpu=cpu),
+                             "events" if batch else "POSTs")
+            if profiler:
+                profiler.wait(timeout=60)
+                log(f"  flame graph: {out}")
+            return phase
 
         if "batch" not in args.skip:
             phases["batch"] = http_phase(f"1. batches of {args.batch}", args.batch, args.seconds)
