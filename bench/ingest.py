@@ -741,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-limit", type=int, default=0,
                         help="create the ingest token with this rate limit (events/s; 0: none), so that the "
                              "per-token limiter's cost is measured too")
+    parser.add_argument("--profile-format", default="flamegraph", choices=["flamegraph", "raw"],
+                        help="py-spy's output: an SVG flame graph, or collapsed stacks (raw, .txt)")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="record py-spy flame graphs of the workers during steps 1 and 2: PREFIX-batch.svg, "
                              "PREFIX-single.svg (needs py-spy; figures of a profiled run are lower)")
@@ -821,10 +823,12 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name}: {args.clients} clients, {seconds:.0f} s …")
             profiler = None
             if args.profile and master_pid:
-                out = f"{args.profile}-{'batch' if batch else 'single'}.svg"
+                raw = args.profile_format == "raw"
+                out = f"{args.profile}-{'batch' if batch else 'single'}.{'txt' if raw else 'svg'}"
                 profiler = subprocess.Popen(  # noqa: S603 - our own arguments
                     [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--subprocesses",
-                     "--rate", "200", "--duration", str(int(seconds)), "--pid", str(master_pid), "-o", out],
+                     "--rate", "200", "--duration", str(int(seconds)), "--pid", str(master_pid), "-o", out,
+                     "--format", args.profile_format],
                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             phase = measured(lambda: run_http_phase(name, url=url, token=token, pool=pool, clients=args.clients,
                                                     seconds=seconds, batch=batch, cpu=cpu),
