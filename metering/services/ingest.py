@@ -33,6 +33,7 @@ import time
 import weakref
 from dataclasses import dataclass
 
+import psycopg
 from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
 
 from ..cloudevents import EventBatch, EventRow
@@ -142,21 +143,9 @@ def _write_postgresql(batch: EventBatch, received_at: dt.datetime, *, dedup: boo
     """Write ``batch`` in the current transaction: a small batch as one INSERT … ON CONFLICT; a larger one by
     a COPY straight into the events table (``dedup=False``: an IntegrityError when an event is already stored) or
     through the staging table (``dedup=True``)."""
+    if len(batch) <= SMALL_BATCH:
+        return _insert_small(batch.rows, received_at)
     with connection.cursor() as cursor:
-        if len(batch) <= SMALL_BATCH:
-            rows = batch.rows
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb)"] * len(rows))
-            params: list = []
-            for row in sorted(rows, key=lambda r: (r.source, r.event_id)):
-                params.extend(row)
-            cursor.execute(
-                f"INSERT INTO {EVENT_TABLE} ({_COLUMNS}) "  # noqa: S608 - constants only
-                f"SELECT v.*, %s, pg_current_xact_id()::text::bigint FROM (VALUES {values}) "
-                "AS v(source, event_id, type, subject, time, data) "
-                "ON CONFLICT (source, event_id) DO NOTHING",
-                [received_at, *params],
-            )
-            return cursor.rowcount
         lines = sorted(batch.lines)
         if not dedup:
             cursor.execute("SELECT pg_current_xact_id()::text::bigint")
@@ -191,6 +180,29 @@ def _write_postgresql(batch: EventBatch, received_at: dt.datetime, *, dedup: boo
             [received_at],
         )
         # The staging rows vanish at COMMIT (ON COMMIT DELETE ROWS) or with a ROLLBACK.
+        return cursor.rowcount
+
+
+def _small_insert_sql(n: int) -> str:
+    row = "(%s, %s, %s, %s, %s, %s::jsonb, %s, pg_current_xact_id()::text::bigint)"
+    return (f"INSERT INTO {EVENT_TABLE} ({_COLUMNS}) VALUES {', '.join([row] * n)} "  # noqa: S608 - constants only
+            "ON CONFLICT (source, event_id) DO NOTHING")
+
+
+_SMALL_INSERT_SQL = [_small_insert_sql(n) for n in range(SMALL_BATCH + 1)]
+
+
+def _insert_small(rows: list[EventRow], received_at: dt.datetime) -> int:
+    """One ``INSERT … VALUES … ON CONFLICT DO NOTHING`` (rows in (source, id) order), as a prepared statement
+    with server-side parameters: a single-event POST does not make PostgreSQL parse and plan it again. (Django's
+    cursors bind parameters client-side, so they never prepare.)"""
+    params: list = []
+    for row in sorted(rows, key=lambda r: (r.source, r.event_id)):
+        params.extend(row)
+        params.append(received_at)
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_SMALL_INSERT_SQL[len(rows)], params, prepare=True)
         return cursor.rowcount
 
 
