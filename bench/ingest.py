@@ -720,8 +720,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copy-connections", type=int, default=2,
                         help="connections of the raw COPY and the dedup floor")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
-    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
+    parser.add_argument("--worker-class", default="gthread",
+                        help="gunicorn worker class: gthread (production's, the default), sync, "
+                             "uvicorn.workers.UvicornWorker (with --app billing_site.asgi)")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (gthread)")
     parser.add_argument("--app", default="billing_site.wsgi", help="WSGI app for gunicorn (experiments)")
     parser.add_argument("--gunicorn-arg", action="append", default=[], metavar="ARG",
                         help="extra gunicorn argument, e.g. --gunicorn-arg=--pythonpath=/tmp/exp (repeatable)")
