@@ -889,6 +889,20 @@ def main(argv: list[str] | None = None) -> int:
     ratio = batch.rate / copy.rate if batch and copy and copy.rate else None
     dedup_ratio = batch.rate / dedup.rate if batch and dedup and dedup.rate else None
 
+    def cpu_ratios(http: Phase | None, *references: Phase | None) -> str:
+        """The ratios the rates would have if each path had the machine to itself: CPU per event of the
+        reference (PostgreSQL + client) over the HTTP path's (workers + PostgreSQL + client). Steadier than the
+        rates when other processes take a varying share of the CPU."""
+        def per_event(phase: Phase | None) -> float | None:
+            if not phase or not phase.cpu or not phase.rate:
+                return None
+            return (phase.cpu["workers"] + phase.cpu["postgres"] + phase.cpu["client"]) / phase.rate
+        mine = per_event(http)
+        theirs = [per_event(ref) for ref in references]
+        if mine is None or None in theirs:
+            return "-"
+        return " / ".join(f"{ref / mine:.2f}" for ref in theirs if ref is not None)
+
     def worker_cpu(phase: Phase | None, unit: str) -> str:
         if not phase or not phase.cpu or not phase.rate:
             return "-"
@@ -913,6 +927,7 @@ def main(argv: list[str] | None = None) -> int:
          ratio >= TARGETS["copy_ratio"] if ratio is not None else None),
         ("ingest / dedup floor", f"{dedup_ratio:.2f}" if dedup_ratio is not None else "-",
          f">= {TARGETS['dedup_ratio']}", dedup_ratio >= TARGETS["dedup_ratio"] if dedup_ratio is not None else None),
+        ("  by CPU per event (shared machine)", cpu_ratios(batch, copy, dedup), "", None),
         ("single-event POSTs", f"{single.request_rate:,.0f} POSTs/s" if single else "-",
          f">= {TARGETS['single_rate']:,} POSTs/s", single.request_rate >= TARGETS["single_rate"] if single else None),
         ("single-event p50 / p99",
