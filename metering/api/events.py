@@ -25,6 +25,7 @@ from ..cloudevents import (
     CloudEventsError,
     media_type_of,
     parse_batch,
+    parse_events,
     unstorable_data,
 )
 from ..enrichment import enrich_events
@@ -132,7 +133,8 @@ class EventsView(APIView):
         try:
             events_ingest(rows=batch, received_at=now)
         except EventsNotStorable:
-            refusal = unstorable_data(batch.rows)
+            # Rare: the per-event path's rows, one per event of the body, so that the errors' indexes are the body's.
+            refusal = unstorable_data(parse_events(body, media_type, now=now))
             raise Problem(refusal.status, refusal.title, str(refusal),
                           errors=[e.as_dict() for e in refusal.errors]) from None
         return Response(status=self.success_status)

@@ -172,3 +172,16 @@ def test_a_batch_over_the_api_is_stored_once_when_posted_twice(api, ingest_token
         response = api.generic("POST", "/api/v1/events", body, content_type=MEDIA_BATCH, **bearer(ingest_token))
         assert response.status_code == 204, response.content
     assert Event.objects.count() == SMALL_BATCH + 20
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_an_unstorable_number_after_a_repeated_id_is_named_by_its_index_in_the_body(api, ingest_token):
+    events = kong_batch(SMALL_BATCH + 3)
+    events.insert(1, dict(events[0]))  # a repeat: the batch stores one event fewer than it holds
+    body = json.dumps(events).replace('"tokens": 34', '"tokens": 1e400000').encode()
+    assert b"1e400000" in body
+    response = api.generic("POST", "/api/v1/events", body, content_type=MEDIA_BATCH, **bearer(ingest_token))
+    assert response.status_code == 400, response.content
+    assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [(len(events) - 1, "data")]
+    assert Event.objects.count() == 0
