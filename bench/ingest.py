@@ -1,29 +1,38 @@
-"""Ingest benchmark: CloudEvents batches and single events against gunicorn + PostgreSQL, beside a raw COPY.
+"""Ingest benchmark: the HTTP path (CloudEvents batches and single events against gunicorn + PostgreSQL) beside
+what the same database takes without it, a raw COPY and the deduplicating floor, in one run.
 
 Run from the project root with the project's virtualenv::
 
-    .venv/bin/python bench/ingest.py                 # fresh database bench_ingest, own gunicorn, ~2-4 min
-    .venv/bin/python bench/ingest.py --big           # + load 10M events, measure again (~+4 min)
+    .venv/bin/python bench/ingest.py                 # fresh database bench_ingest, own gunicorn, ~3 min
+    .venv/bin/python bench/ingest.py --big           # + load 10M events, measure again (~+5 min)
+    .venv/bin/python bench/ingest.py --profile bench/profiles/after   # + py-spy flame graphs of the workers
     .venv/bin/python bench/ingest.py --url http://127.0.0.1:8000 --token bbo_… \\
         --database-url postgres://postgres@127.0.0.1:5433/billing_copy   # an already running server
 
 Without ``--url`` it drops and re-creates the database of ``--database-url`` (never ``billing`` or a
-``test_*`` database), migrates it, creates an ingest token, starts ``gunicorn billing_site.wsgi`` with
-``--workers`` workers (``DEBUG=false``) and stops it at the end. Steps:
+``test_*`` database), migrates it, creates an ingest token (``--rate-limit``: with a per-token ingest rate
+limit, so that the limiter's cost is measured too), starts ``gunicorn billing_site.wsgi`` with ``--workers``
+workers of ``--worker-class`` (gthread with ``--threads`` 4 by default, production's; ``DEBUG=false``) and stops
+it at the end. Steps:
 
 1. batches of ``--batch`` Kong-shaped events (``application/cloudevents-batch+json``) from ``--clients``
    concurrent keep-alive connections for ``--seconds``: events/s, p50/p99 batch latency;
 2. single events (``application/cloudevents+json``) the same way for ``--single-seconds``: POSTs/s, p50/p99;
-3. peak RSS of each gunicorn worker (``VmRSS``), sampled all along;
-4. raw ``COPY`` of the same rows, ``--batch`` rows per transaction, ``--clients`` connections, into a bare
-   ``(LIKE metering_event INCLUDING ALL)`` table: rows/s and the ingest/COPY ratio;
+   all along, the peak RSS of each gunicorn worker (``VmRSS``);
+3. raw ``COPY`` of prebuilt rows, ``--batch`` rows per transaction, ``--copy-connections`` (2) connections, into
+   a fresh ``(LIKE metering_event INCLUDING ALL)`` table: rows/s, p50/p99 per batch;
+4. the dedup floor: the same rows ``COPY``'d to a temporary table, then ``INSERT … SELECT … ORDER BY source,
+   event_id ON CONFLICT (source, event_id) DO NOTHING`` into another fresh copy of the table, one transaction
+   per batch, ``--copy-connections`` connections;
 5. with ``--big``: load ``metering_event`` to ``--big-rows`` rows server-side (generate_series), VACUUM
    ANALYZE, and repeat step 1.
 
-Each step prints, besides its rate and latency, the CPU it used per event (gunicorn workers, the PostgreSQL
-processes of the benchmark database, this client, everything else) and the cluster's WAL per event. Client
-and server share the machine; before each step the script waits (``--quiet-wait``) for other load to settle,
-and repeats a step that other processes disturbed (``--noisy-retries``), keeping the quietest attempt.
+The table gives the HTTP path's ratio to steps 3 and 4, by rate and by CPU per event (what each path costs the
+machine: steadier when other processes share it), and the workers' CPU per event and per POST. Each step prints,
+besides its rate and latency, the CPU it used per event (gunicorn workers, the PostgreSQL processes of the
+benchmark database, this client, everything else) and the cluster's WAL per event. Client and server share
+the machine; before each step the script waits (``--quiet-wait``) for other load to settle, and repeats a step
+that other processes disturbed (``--noisy-retries``), keeping the quietest attempt.
 
 Exit status: 1 on errors (any non-2xx answer, a transport failure, a server that will not start), 0
 otherwise, whether or not the targets are met.
