@@ -72,16 +72,18 @@ def events_ingest(*, rows: list[EventRow] | EventBatch, received_at: dt.datetime
         return IngestResult(received=batch.received, stored=0)
     postgres = connection.vendor == "postgresql"
     reused = postgres and _skip_health_check()
+    raw = connection.connection
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             return IngestResult(received=batch.received, stored=_write(batch, received_at, postgres=postgres))
         except DataError as exc:  # PostgreSQL: the data holds a number jsonb cannot (e.g. 1e400000); rolled back
             raise EventsNotStorable(str(exc).strip().splitlines()[0] if str(exc).strip() else "data error") from exc
         except OperationalError as exc:
-            if attempt == 1 and reused and not _connection_alive():
+            if attempt == 1 and reused and _lost(raw):
                 # The persistent connection died while idle (server restart, idle timeout): a new one, once.
                 logger.warning("ingest: the database connection was dead (%s); reconnecting", exc)
-                connection.close()
+                if connection.connection is raw:
+                    connection.close()
                 continue
             # Deadlock or serialization failure: the transaction was rolled back, so retrying is safe.
             if attempt == MAX_ATTEMPTS or not _is_retryable(exc):
@@ -120,11 +122,9 @@ def _skip_health_check() -> bool:
     return True
 
 
-def _connection_alive() -> bool:
-    try:
-        return connection.connection is not None and connection.is_usable()
-    except Exception:  # noqa: BLE001 - a connection that cannot say is not alive
-        return False
+def _lost(raw) -> bool:
+    """Whether the driver's connection ``raw`` is lost (Django may already have closed and replaced it)."""
+    return raw is not None and (raw.closed or raw.broken)
 
 
 def _is_retryable(exc: DatabaseError) -> bool:

@@ -185,3 +185,22 @@ def test_an_unstorable_number_after_a_repeated_id_is_named_by_its_index_in_the_b
     assert response.status_code == 400, response.content
     assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [(len(events) - 1, "data")]
     assert Event.objects.count() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("size", [1, SMALL_BATCH + 1])
+def test_a_persistent_connection_that_died_while_idle_is_replaced_without_a_health_check_query(size):
+    import psycopg
+
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    connection.close_if_unusable_or_obsolete()  # what Django does between requests: the next query would SELECT 1
+    settings_dict = connection.get_connection_params()
+    with psycopg.connect(**settings_dict, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    now = timezone.now()
+    batch = parse_batch(json.dumps(kong_batch(size)).encode(), MEDIA_BATCH, now=now)
+    assert events_ingest(rows=batch, received_at=now).stored == size
+    assert connection.connection.info.backend_pid != pid
+    assert Event.objects.count() == size
