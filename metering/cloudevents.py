@@ -279,7 +279,7 @@ def _fast_batch(body: bytes, media_type: str, now: dt.datetime) -> EventBatch | 
         firsts: dict[tuple[str, str], int] = {}
         for index, event in enumerate(events):
             firsts.setdefault((event.source, event.id), index)
-        chosen = sorted(firsts.values())
+        chosen: list[int] | range = sorted(firsts.values())
     else:
         chosen = range(len(events))
     lines: list[bytes] = []

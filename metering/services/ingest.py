@@ -32,6 +32,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
@@ -116,9 +117,10 @@ def _write(batch: EventBatch, received_at: dt.datetime, *, postgres: bool) -> in
 def _skip_health_check() -> bool:
     """Mark this request's health check as done (see the module's docstring); whether the connection is one
     reused from an earlier request (whose death ingest then handles itself)."""
-    if connection.connection is None or not connection.health_check_enabled or connection.health_check_done:
+    wrapper: Any = connection  # health_check_* are attributes of Django's database wrapper (Django ≥ 4.1), unstubbed
+    if wrapper.connection is None or not wrapper.health_check_enabled or wrapper.health_check_done:
         return False
-    connection.health_check_done = True
+    wrapper.health_check_done = True
     return True
 
 
