@@ -19,7 +19,8 @@ The run:
 
 1. the database is created and migrated, the Kong preset meters ``llm_tokens`` (SUM ``$.tokens``) and
    ``api_requests`` (COUNT) are created and an ingest token issued, through the services;
-   ``gunicorn billing_site.wsgi`` starts (``--workers`` sync workers, ``--reuse-port``);
+   ``gunicorn billing_site.wsgi`` starts (``--workers`` workers of ``--worker-class``, gthread by default as in
+   production, ``--reuse-port``);
 2. ``--clients`` threads post ``--events`` unique Kong-shaped events (``metering/data/kong_events.json``'s
    templates: per AI call one ``kong.api_request`` and two ``kong.llm_request``, ids unique per run), paced
    to take about ``--duration`` seconds, in batches of 1 to ``--batch`` events (a quarter of them at most 32
@@ -370,7 +371,7 @@ class Gateway(threading.Thread):
 # The run: server, faults, aggregator
 # --------------------------------------------------------------------------------------------------
 
-GUNICORN_OPTIONS = ["--worker-class", "sync", "--timeout", "30", "--graceful-timeout", "10", "--reuse-port"]
+GUNICORN_OPTIONS = ["--timeout", "30", "--graceful-timeout", "10", "--reuse-port"]
 
 
 @dataclass
@@ -414,7 +415,8 @@ class Run:
         log(f"  error: {message}")
 
     def start_server(self) -> None:
-        server = harness.GunicornServer(env=self.env, workers=self.args.workers, options=GUNICORN_OPTIONS,
+        options = ["--worker-class", self.args.worker_class, "--threads", str(self.args.threads), *GUNICORN_OPTIONS]
+        server = harness.GunicornServer(env=self.env, workers=self.args.workers, options=options,
                                         tmp_prefix="bench_soak_", port=self.port or None, keep_output=True)
         self.server = server
         self.port = server.port
@@ -795,7 +797,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default=DEFAULT_FAULTS,
                         help=f"comma-separated, injected at even intervals; kinds: {', '.join(FAULT_KINDS)}")
     parser.add_argument("--outage", type=float, default=5, help="seconds PostgreSQL stays down in a pg-outage")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (production's: gthread)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (gthread)")
     parser.add_argument("--aggregate-every", type=float, default=2, help="seconds between aggregator rounds")
     parser.add_argument("--timeout", type=float, default=60, help="client timeout per request, seconds")
     parser.add_argument("--database-url", help="with --pg-ctl/--pgdata: the database to (re-)create in that cluster")
@@ -886,7 +890,8 @@ def main(argv: list[str] | None = None) -> int:
                   ledger=ledger)
         run.start_server()
         assert run.server is not None
-        log(f"gunicorn: {args.workers} sync workers on {run.server.url} (pid {run.server.process.pid})")
+        log(f"gunicorn: {args.workers} {args.worker_class} workers (threads {args.threads}) on {run.server.url} "
+            f"(pid {run.server.process.pid})")
         log(f"posting {args.events:,} events from {args.clients} clients over ~{args.duration:g} s "
             f"({run.events_per_second:,.0f} events/s), batches up to {args.batch}, duplicate share "
             f"{args.duplicate_share:g}; faults: {', '.join(schedule)}")
@@ -966,7 +971,7 @@ def report(args: argparse.Namespace, schedule: list[str], pg_desc: str, run: Run
     print("=" * 100)
     print(f"FAULT SOAK  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  events={args.events:,} clients={args.clients} "
           f"batch={args.batch} duplicate-share={args.duplicate_share:g} seed={args.seed} cpus={os.cpu_count()}")
-    print(f"postgres: {pg_desc or '-'}; gunicorn: {args.workers} sync workers")
+    print(f"postgres: {pg_desc or '-'}; gunicorn: {args.workers} {args.worker_class} workers (threads {args.threads})")
     print("-" * 100)
 
     def line(label: str, value: object) -> None:

@@ -24,6 +24,7 @@ from ..cloudevents import (
     SUPPORTED_MEDIA_TYPES,
     CloudEventsError,
     media_type_of,
+    parse_batch,
     parse_events,
     unstorable_data,
 )
@@ -125,14 +126,15 @@ class EventsView(APIView):
         body = read_body_limited(request)
         now = timezone.now()
         try:
-            rows = parse_events(body, media_type, now=now)
+            batch = parse_batch(body, media_type, now=now)
         except CloudEventsError as exc:
             raise Problem(exc.status, exc.title, str(exc), errors=[e.as_dict() for e in exc.errors]) from None
-        ingest_rate_charge(request.auth, len(rows))  # 429 beyond the token's ingest rate limit, if it has one
+        ingest_rate_charge(request.auth, batch.received)  # 429 beyond the token's ingest rate limit, if it has one
         try:
-            events_ingest(rows=rows, received_at=now)
+            events_ingest(rows=batch, received_at=now)
         except EventsNotStorable:
-            refusal = unstorable_data(rows)
+            # Rare: the per-event path's rows, one per event of the body, so that the errors' indexes are the body's.
+            refusal = unstorable_data(parse_events(body, media_type, now=now))
             raise Problem(refusal.status, refusal.title, str(refusal),
                           errors=[e.as_dict() for e in refusal.errors]) from None
         return Response(status=self.success_status)

@@ -49,7 +49,7 @@ def test_a_connection_lost_during_the_copy_is_djangos_operational_error(monkeypa
     def lost(self, row):
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(psycopg.Copy, "write_row", lost)
+    monkeypatch.setattr(psycopg.Copy, "write", lost)
     now = timezone.now()
     body = json.dumps([llm_event(event_id=f"e-{i}", tokens=1, time=None) for i in range(BIG)]).encode()
     rows = parse_events(body, MEDIA_BATCH, now=now)
