@@ -83,6 +83,7 @@ def _dispatch_after_commit() -> None:
         return
 
     def dispatch() -> None:
+        dispatch.notifications_dispatch = False  # type: ignore[attr-defined]
         enqueue("notifications.dispatch")
 
     dispatch.notifications_dispatch = True  # type: ignore[attr-defined]
