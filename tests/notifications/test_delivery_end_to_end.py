@@ -68,11 +68,10 @@ def test_nothing_is_recorded_or_sent_for_a_rolled_back_change(receiver, django_c
     receiver.secret = endpoint_create(url=receiver.url).secret
     plan = token_plan()
     globex = customer("globex")
-    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
-        with transaction.atomic():
-            subscription_create(customer=globex, plan=plan, start=utc(2026, 11, 1))
-            assert OutboxEvent.objects.count() == 1  # written in the same transaction ...
-            raise RuntimeError("the change fails after the event was announced")
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError), transaction.atomic():
+        subscription_create(customer=globex, plan=plan, start=utc(2026, 11, 1))
+        assert OutboxEvent.objects.count() == 1  # written in the same transaction ...
+        raise RuntimeError("the change fails after the event was announced")
     drain_with_beat()
     assert OutboxEvent.objects.count() == 0  # ... and gone with it
     assert receiver.requests == []
