@@ -44,6 +44,8 @@ SEND_PERMISSION = "notifications.send_test_event"
 
 
 class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=1000, assume_scheme="https",
+                         help_text="https:// (http:// only when WEBHOOKS_ALLOW_HTTP is set); a public host.")
     event_types = forms.MultipleChoiceField(
         choices=[(name, name) for name in SUBSCRIBABLE], required=False, widget=forms.CheckboxSelectMultiple,
         help_text="None checked: every event type.")

@@ -27,7 +27,7 @@ from ..services.endpoints import (
     endpoint_update,
 )
 
-MANAGE = {"GET": "manage", "POST": "manage", "PUT": "manage", "DELETE": "manage"}
+MANAGE = dict.fromkeys(("GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE"), "manage")
 FIELDS = {"url", "event_types", "description", "enabled"}
 MAX_ID_DIGITS = 18
 
