@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -36,7 +37,8 @@ def portal_wait(request, token: str = "") -> int:
     try:
         counts = [_count(f"portal:ip:{client_ip(request)}:{window}")]
         if token:
-            counts.append(_count(f"portal:link:{token[-43:]}:{window}"))
+            digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:32]
+            counts.append(_count(f"portal:link:{digest}:{window}"))
     except Exception:  # fail open
         logger.warning("portal throttle: the cache did not answer", exc_info=True)
         return 0
