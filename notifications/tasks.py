@@ -11,10 +11,6 @@ from .services.alerts import alerts_evaluate, endpoints_disable_stale, usage_sur
 from .services.deliveries import delivery_drain
 from .services.outbox import outbox_dispatch, pending_queues
 
-# Celery's own retry scheduling: the countdown is the backoff the delivery recorded (next_attempt_at), so the
-# retried task finds it due; beat's sweep re-queues anything a lost message left behind.
-DELIVERY_RETRIES = {"max_retries": None}
-
 
 @shared_task(name="notifications.dispatch", time_limit=300, soft_time_limit=270, ignore_result=True)
 def dispatch() -> int:
@@ -26,9 +22,11 @@ def dispatch() -> int:
 
 
 @shared_task(name="notifications.deliver", bind=True, time_limit=900, soft_time_limit=870, ignore_result=True,
-             **DELIVERY_RETRIES)
+             max_retries=None)
 def deliver(self, endpoint_id: int | None, recipient: str = "", customer_key: str = "") -> str:
-    """Send one queue's deliveries in order; a retryable failure retries this task after the recorded backoff."""
+    """Send one queue's deliveries in order. A retryable failure is retried by Celery (``self.retry``) after the
+    backoff the delivery recorded (``next_attempt_at``, Celery's exponential formula), so the retried task finds it
+    due; beat's sweep re-queues anything a lost message left behind. Eager (tests): beat's sweep does it."""
     outcome = delivery_drain(endpoint_id=endpoint_id, recipient=recipient, customer_key=customer_key)
     if outcome.status == "retry" and outcome.retry_in is not None and not self.request.is_eager:
         raise self.retry(countdown=outcome.retry_in)

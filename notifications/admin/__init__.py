@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from catalog.models import RateCard
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin, confirm_bulk_action
 from common.admin.refusals import ServiceErrorsMixin, refusals
 from customers.models import Customer
@@ -266,7 +267,7 @@ class EmailTemplateForm(forms.ModelForm):
         fields = ("key", "subject", "body")
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         for field in ("subject", "body"):
             text = data.get(field) or ""
             if "\x00" in text:
@@ -296,7 +297,9 @@ class UsageAlertRuleForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["thresholds"] = ", ".join(str(t) for t in self.instance.thresholds)
-        self.fields["rate_card"].queryset = self.fields["rate_card"].queryset.filter(entitlement_type="metered")
+        rate_card = self.fields["rate_card"]
+        assert isinstance(rate_card, forms.ModelChoiceField)
+        rate_card.queryset = RateCard.objects.filter(entitlement_type="metered")
 
     def clean_thresholds(self):
         text = self.cleaned_data["thresholds"]
@@ -324,7 +327,7 @@ class CustomerNotificationSettingsAdmin(admin.ModelAdmin):
     autocomplete_fields = ("customer",)
 
 
-class PortalShareMixin:
+class PortalShareMixin(admin.ModelAdmin):
     """"Share portal link" on a customer: a POST makes the link and shows it once."""
 
     def get_urls(self):
@@ -357,7 +360,7 @@ REVOKE = ConfirmAction(
 
 
 @admin.register(PortalLink)
-class PortalLinkAdmin(PortalShareMixin, ConfirmActionMixin, admin.ModelAdmin):
+class PortalLinkAdmin(ConfirmActionMixin, PortalShareMixin):
     list_display = ("customer", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at")
     list_filter = ("revoked_at",)
     search_fields = ("customer__key", "customer__name")

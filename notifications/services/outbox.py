@@ -125,7 +125,8 @@ def outbox_dispatch(*, limit: int = DISPATCH_BATCH) -> list[tuple[int | None, st
         customer_ids = {event.customer.pk for event in events if event.customer is not None}
         preferences = {p.customer_id: p for p in CustomerNotificationSettings.objects.filter(
             customer_id__in=customer_ids)}
-        rows, queues = [], set()
+        rows: list[Delivery] = []
+        queues: set[tuple[int | None, str, str]] = set()
         for event in events:
             for endpoint in endpoints:
                 if endpoint.wants(event.type):

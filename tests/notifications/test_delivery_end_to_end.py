@@ -146,6 +146,7 @@ def test_retries_stop_after_the_configured_attempts_with_backoff(receiver, setti
     delivery = Delivery.objects.get()
     waits, now = [], timezone.now()
     while delivery.status == "pending":
+        assert delivery.next_attempt_at is not None
         waits.append((delivery.next_attempt_at - now).total_seconds())
         now = delivery.next_attempt_at
         delivery_drain(endpoint_id=delivery.endpoint_id, customer_key="globex", now=now)

@@ -48,7 +48,7 @@ def test_issued_invoices_and_credit_notes_are_emailed_with_their_pdf(settings):
     assert name == f"{note.number}.pdf" and mimetype == "application/pdf" and content.startswith(b"%PDF")
     logged = Delivery.objects.filter(channel="email", status="delivered")
     assert logged.count() == len(mail.outbox)
-    assert logged.first().attempt_log.get().response_code == 250
+    assert logged.earliest("pk").attempt_log.get().response_code == 250
 
 
 def test_a_customer_who_prefers_stripes_emails_gets_none_and_templates_are_editable():
@@ -79,7 +79,9 @@ def test_adding_an_endpoint_in_the_admin_shows_the_secret_once(superuser_client)
     response = superuser_client.post("/admin/notifications/webhookendpoint/add/", {
         "url": PUBLIC, "description": "product", "event_types": ["invoice.issued"], "enabled": "on"})
     assert response.status_code == 200
-    secret = re.search(r'value="(whsec_[^"]+)"', response.content.decode()).group(1)
+    found = re.search(r'value="(whsec_[^"]+)"', response.content.decode())
+    assert found is not None
+    secret = found.group(1)
     endpoint = WebhookEndpoint.objects.get()
     assert endpoint.secret == secret and endpoint.event_types == ["invoice.issued"]
     page = superuser_client.get(f"/admin/notifications/webhookendpoint/{endpoint.pk}/change/").content.decode()
@@ -96,9 +98,13 @@ def test_a_refused_url_is_a_form_error(superuser_client):
 def test_rotate_and_send_test_event_from_the_admin(superuser_client, monkeypatch):
     from notifications import transport
 
-    sent = []
-    monkeypatch.setattr(transport, "post", lambda url, headers, body, timeout: sent.append(headers) or
-                        transport.Response(200, "ok", "", 1))
+    sent: list[dict[str, str]] = []
+
+    def receive(url: str, headers: dict[str, str], body: str, timeout: float) -> transport.Response:
+        sent.append(headers)
+        return transport.Response(200, "ok", "", 1)
+
+    monkeypatch.setattr(transport, "post", receive)
     endpoint = endpoint_create(url=PUBLIC).endpoint
     old = endpoint.secret
     page = superuser_client.get(f"/admin/notifications/webhookendpoint/{endpoint.pk}/do/rotate/")
@@ -128,7 +134,9 @@ def test_share_a_portal_link_from_the_customer_page_and_revoke_it(superuser_clie
     page = superuser_client.get(f"/admin/customers/customer/{customer.pk}/change/").content.decode()
     assert "Share portal link" in page and "alerts that fired" in page.lower()
     shared = superuser_client.post(f"/admin/notifications/portallink/share/{customer.pk}/").content.decode()
-    url = re.search(r'value="(http://testserver/portal/[^"]+)"', shared).group(1)
+    found = re.search(r'value="(http://testserver/portal/[^"]+)"', shared)
+    assert found is not None
+    url = found.group(1)
     client = Client()
     assert client.get(url).status_code == 200
     link = PortalLink.objects.get()

@@ -25,10 +25,10 @@ def two_customers():
     """Kong Air (invoices, a credit note) and Globex (its own invoices) on the same plan."""
     cancelled_in_december()
     globex = kong_air("globex", "Globex Corp")
-    plan = Invoice.objects.filter(customer__key="kong-air").first().subscription.plan
+    plan = Invoice.objects.filter(customer__key="kong-air").get(cycle=0).subscription.plan
     subscription_create(customer=globex, plan=plan, start=NOV)
     monthly_close(NOV, DEC)
-    air = Invoice.objects.filter(customer__key="kong-air").first().customer
+    air = Invoice.objects.filter(customer__key="kong-air").get(cycle=0).customer
     return air, globex
 
 
@@ -45,8 +45,8 @@ def test_the_page_shows_this_customers_data_only(two_customers):
     mine = Invoice.objects.filter(customer=air).exclude(status="draft")
     theirs = Invoice.objects.filter(customer=globex).exclude(status="draft")
     assert mine and theirs
-    assert all(i.number in page for i in mine)
-    assert not any(i.number in page for i in theirs)
+    assert all(str(i.number) in page for i in mine)
+    assert not any(str(i.number) in page for i in theirs)
     assert "Globex" not in page
     assert CreditNote.objects.get().number in page
     assert "<script" not in page  # no script at all, so nothing the CSP would have to allow
@@ -58,12 +58,12 @@ def test_the_page_shows_this_customers_data_only(two_customers):
 def test_another_customers_invoice_and_credit_note_are_not_reachable_by_id(two_customers):
     air, globex = two_customers
     token = portal_link_create(customer=globex).token
-    theirs = Invoice.objects.filter(customer=air).exclude(status="draft").first()
+    theirs = Invoice.objects.filter(customer=air).exclude(status="draft").earliest("pk")
     note = CreditNote.objects.get()  # Kong Air's
     client = Client()
     assert client.get(f"/portal/{token}/invoices/{theirs.pk}.pdf").status_code == 404
     assert client.get(f"/portal/{token}/credit-notes/{note.pk}.pdf").status_code == 404
-    own = Invoice.objects.filter(customer=globex).exclude(status="draft").first()
+    own = Invoice.objects.filter(customer=globex).exclude(status="draft").earliest("pk")
     pdf = client.get(f"/portal/{token}/invoices/{own.pk}.pdf")
     assert pdf.status_code == 200 and pdf["Content-Type"] == "application/pdf"
     assert pdf.content.startswith(b"%PDF")
