@@ -95,7 +95,7 @@ def _send_webhook(delivery: Delivery, now: dt.datetime) -> tuple[dict[str, str],
 @transaction.atomic
 def _record(delivery_id: int, *, now: dt.datetime, headers: dict[str, str], body: str,
             response: transport.Response) -> Outcome:
-    delivery = Delivery.objects.select_for_update().select_related("endpoint").get(pk=delivery_id)
+    delivery = Delivery.objects.select_for_update(of=("self",)).select_related("endpoint").get(pk=delivery_id)
     delivery.attempts += 1
     safe_headers = {k: v for k, v in headers.items() if k != "webhook-signature"}
     DeliveryAttempt.objects.create(delivery=delivery, request_headers=safe_headers, request_body=body[:20000],

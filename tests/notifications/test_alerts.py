@@ -42,7 +42,7 @@ def thresholds_fired(**filters) -> list[int]:
                   .values_list("threshold", flat=True))
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the aggregator folds committed events only (on PostgreSQL)
 def test_each_threshold_fires_once_per_period_as_usage_crosses_it():
     buyer, subscription = quota_customer()
     use(400)
@@ -65,7 +65,7 @@ def test_each_threshold_fires_once_per_period_as_usage_crosses_it():
     assert alert.period_start == dt.datetime.fromisoformat(data["period"]["from"])
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the aggregator folds committed events only (on PostgreSQL)
 def test_a_rule_replaces_the_default_thresholds_and_can_turn_them_off():
     buyer, subscription = quota_customer()
     rate_card = subscription.plan.rate_cards.get(key="ai-quota")
@@ -80,7 +80,7 @@ def test_a_rule_replaces_the_default_thresholds_and_can_turn_them_off():
     assert alerts_evaluate() == 0
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the aggregator folds committed events only (on PostgreSQL)
 def test_only_customers_with_recent_usage_are_evaluated():
     air, _ = quota_customer("kong-air")
     quota_customer("globex")
@@ -91,7 +91,7 @@ def test_only_customers_with_recent_usage_are_evaluated():
     assert customers_with_recent_usage(now=later, recent_minutes=10) == []
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the aggregator folds committed events only (on PostgreSQL)
 def test_a_spend_alert_fires_once_per_period_when_the_preview_passes_the_amount():
     buyer, _ = quota_customer()
     CustomerNotificationSettings.objects.create(customer=buyer, spend_alert_amount=1)  # 0.01 USD
@@ -104,7 +104,7 @@ def test_a_spend_alert_fires_once_per_period_when_the_preview_passes_the_amount(
     assert FiredAlert.objects.filter(kind="spend").count() == 1
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the aggregator folds committed events only (on PostgreSQL)
 def test_usage_from_a_subject_nobody_includes_is_announced_once_a_day():
     ingest([llm_event(subject="stranger", time=stamp(timezone.now() - dt.timedelta(minutes=1)))])
     roll_up()

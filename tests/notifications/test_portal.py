@@ -144,7 +144,8 @@ def test_the_json_api_takes_the_portal_token_and_nothing_else(two_customers, mak
     assert client.post("/api/v1/portal/usage", **bearer(token)).status_code in (403, 405)
 
 
-def test_usage_against_the_limit_is_shown_with_a_chart(db):
+@pytest.mark.django_db(transaction=True)  # the aggregator folds committed events only (on PostgreSQL)
+def test_usage_against_the_limit_is_shown_with_a_chart():
     from customers.services.customers import attribution_add
     from tests.builders import customer, ingest, llm_event, quota, roll_up, token_plan
 
