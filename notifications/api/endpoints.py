@@ -32,7 +32,7 @@ FIELDS = {"url", "event_types", "description", "enabled"}
 MAX_ID_DIGITS = 18
 
 _PROPERTIES: dict[str, Any] = {
-    "url": {"type": "string", "maxLength": 1000, "pattern": NO_NUL,
+    "url": {"type": "string", "maxLength": 1000, "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^\u0000\s]+$",
             "description": "https:// (http:// only with WEBHOOKS_ALLOW_HTTP); a host that resolves to public "
                            "addresses only (unless WEBHOOKS_ALLOW_PRIVATE_NETWORKS)."},
     "event_types": {"type": "array", "items": {"type": "string", "enum": SUBSCRIBABLE},
