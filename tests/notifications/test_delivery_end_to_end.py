@@ -15,7 +15,7 @@ from notifications import tasks, transport
 from notifications.models import Delivery, OutboxEvent
 from notifications.services.deliveries import delivery_drain
 from notifications.services.endpoints import endpoint_create
-from notifications.services.outbox import pending_queues
+from notifications.services.outbox import outbox_dispatch, pending_queues
 from tests.builders import cancelled_in_december, customer, token_plan
 from tests.builders.moments import utc
 
@@ -154,3 +154,29 @@ def test_retries_stop_after_the_configured_attempts_with_backoff(receiver, setti
     assert delivery.status == "failed" and delivery.attempts == 8
     assert [round(w) for w in waits] == [700, 1400, 2800, 5600, 11200, 22400, 43200]
     assert 20 * 3600 < sum(waits) < 30 * 3600  # about a day
+
+
+def test_the_worker_task_retries_after_the_recorded_backoff(receiver, settings, monkeypatch):
+    """On a worker (not eager), a retryable answer makes the task retry itself through Celery, with the countdown
+    the delivery recorded as its next attempt."""
+    settings.WEBHOOK_RETRY_BACKOFF_SECONDS = 700
+    receiver.secret = endpoint_create(url=receiver.url).secret
+    receiver.answers = [503]
+    subscription_create(customer=customer("globex"), plan=token_plan(), start=utc(2026, 11, 1))
+    outbox_dispatch()
+    delivery = Delivery.objects.get()
+    retried = {}
+
+    class Retry(Exception):
+        pass
+
+    def retry(**options):
+        retried.update(options)
+        return Retry()
+
+    monkeypatch.setattr(tasks.deliver, "retry", retry)
+    with pytest.raises(Retry):
+        tasks.deliver.run(delivery.endpoint_id, "", "globex")
+    delivery.refresh_from_db()
+    assert delivery.attempts == 1 and delivery.next_attempt_at is not None
+    assert retried["countdown"] == pytest.approx(700, abs=1)
