@@ -21,16 +21,21 @@ VIEW_MODELS = [
     ("customers", "kongconsumer"), ("customers", "unbilledsubject"), ("customers", "subscriptionevent"),
     ("invoicing", "invoice"), ("invoicing", "invoiceline"), ("invoicing", "invoiceevent"),
     ("invoicing", "creditnote"), ("invoicing", "creditnoteline"), ("invoicing", "cycleclose"),
+    ("notifications", "webhookendpoint"), ("notifications", "outboxevent"), ("notifications", "delivery"),
+    ("notifications", "deliveryattempt"), ("notifications", "firedalert"),
+    ("notifications", "customernotificationsettings"), ("notifications", "usagealertrule"),
+    ("notifications", "emailtemplate"), ("notifications", "portallink"),
 ]
 OPERATOR_MODELS = [
     ("metering", "meter"), ("catalog", "feature"), ("catalog", "plan"), ("catalog", "ratecard"),
     ("catalog", "pricetier"), ("customers", "customer"), ("customers", "subscription"),
     ("customers", "subjectattribution"), ("customers", "kongconsumer"),
+    ("notifications", "customernotificationsettings"), ("notifications", "usagealertrule"),
 ]
 ADMIN_MODELS = [
     ("metering", "apitoken"), ("django_celery_beat", "periodictask"), ("django_celery_beat", "intervalschedule"),
     ("django_celery_beat", "crontabschedule"), ("django_celery_beat", "clockedschedule"),
-    ("django_celery_beat", "solarschedule"),
+    ("django_celery_beat", "solarschedule"), ("notifications", "webhookendpoint"), ("notifications", "emailtemplate"),
 ]
 ADMIN_VIEW_ONLY = [("common", "jobrun"), ("invoicing", "stripewebhookevent")]
 # Settings → Company and Settings → Stripe (one row each: viewed and changed, never added or deleted).
@@ -42,10 +47,12 @@ def role_permissions() -> dict[str, list[tuple[str, str]]]:
     viewer = [(app, f"view_{model}") for app, model in VIEW_MODELS]
     operator = viewer + [(app, f"{action}_{model}") for app, model in OPERATOR_MODELS
                          for action in ("add", "change", "delete")] + [("invoicing", "preview_invoice")]
+    operator += [("notifications", "share_portal_link")]
     admin = operator + [(app, f"{action}_{model}") for app, model in ADMIN_MODELS
                         for action in ("add", "change", "delete", "view")]
     admin += [(app, f"view_{model}") for app, model in ADMIN_VIEW_ONLY] + [("invoicing", "issue_invoice")]
     admin += [(app, f"{action}_{model}") for app, model in ADMIN_SETTINGS for action in ("view", "change")]
+    admin += [("notifications", "send_test_event")]
     return {"Finance viewer": viewer, "Billing operator": operator, "Billing admin": admin}
 
 

@@ -20,6 +20,7 @@ urlpatterns = [
     path("", include("catalog.urls")),
     path("", include("customers.urls")),
     path("", include("invoicing.urls")),
+    path("", include("notifications.urls")),
 ]
 
 handler404 = "common.views.not_found"

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "catalog",
     "customers",
     "invoicing",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -323,3 +324,22 @@ STRIPE_IDEMPOTENCY_PREFIX = env.str("STRIPE_IDEMPOTENCY_PREFIX", default="")
 # Secrets stored in the database (Stripe keys entered in Settings → Stripe) are encrypted with a key derived from
 # this, or from SECRET_KEY when it is empty (common/crypto.py).
 FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
+
+# --- Notifications (outbound webhooks, alerts, emails, customer portal) -------------------------------------
+BILLING_FROM_EMAIL = env.str("BILLING_FROM_EMAIL", default="billing@localhost")
+DEFAULT_FROM_EMAIL = BILLING_FROM_EMAIL
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# Webhook URLs: https only unless WEBHOOKS_ALLOW_HTTP; loopback/private/link-local hosts refused unless allowed.
+WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=False)
+WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", default=False)
+WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
+# 8 attempts; waits of 700 s × 2^n (capped at 12 h): the last attempt about 24 h after the first.
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_RETRY_BACKOFF_SECONDS = env.int("WEBHOOK_RETRY_BACKOFF_SECONDS", default=700)
+WEBHOOK_RETRY_BACKOFF_MAX_SECONDS = env.int("WEBHOOK_RETRY_BACKOFF_MAX_SECONDS", default=12 * 3600)
+WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=5)
+WEBHOOK_SECRET_ROTATION_HOURS = env.int("WEBHOOK_SECRET_ROTATION_HOURS", default=24)
+ENTITLEMENT_ALERT_THRESHOLDS = env.list("ENTITLEMENT_ALERT_THRESHOLDS", cast=int, default=[50, 80, 100])
+ALERTS_RECENT_USAGE_MINUTES = env.int("ALERTS_RECENT_USAGE_MINUTES", default=10)
+PORTAL_LINK_DAYS = env.int("PORTAL_LINK_DAYS", default=30)
+PORTAL_REQUESTS_PER_MINUTE = env.int("PORTAL_REQUESTS_PER_MINUTE", default=60)

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import Plan
+from common.announcements import announce
 
 from ..models import Customer, Subscription, SubscriptionEvent
 from ..periods import anchor_for, period_at
@@ -18,7 +19,14 @@ class SubscriptionError(ValueError):
 
 
 def _log(subscription: Subscription, action: str, detail: str, actor: str = "") -> None:
+    """Append to the subscription's log and announce it (``common.announcements``): a subscription that replaces
+    another (a plan change) is ``subscription.changed``."""
     SubscriptionEvent.objects.create(subscription=subscription, action=action, detail=detail, actor=actor)
+    if action == "created":
+        announce("subscription.changed" if subscription.previous_id else "subscription.created",
+                 subscription=subscription)
+    elif action == "canceled":
+        announce("subscription.canceled", subscription=subscription)
 
 
 def _overlapping(

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from common.announcements import announce
 from common.queue import enqueue_on_commit
 from customers.models import Customer, Subscription
 
@@ -149,6 +150,7 @@ def invoice_create(
         events.append(InvoiceEvent(invoice=invoice, action="issued", actor=actor, actor_label=label,
                                    detail=f"number {invoice.number}"))
         schedule_push(invoice)
+        announce("invoice.issued", invoice=invoice)
     InvoiceEvent.objects.bulk_create(events)
     return invoice
 

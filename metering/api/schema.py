@@ -55,6 +55,15 @@ _OPTIONAL_BODIES: set[str] = set()
 JSON_CONTENT = {"x-content": "application/json"}
 
 
+# The OpenAPI ``webhooks`` section (calls this service makes to receivers), filled by the app that sends them.
+_WEBHOOKS: dict[str, Any] = {}
+
+
+def register_webhooks(webhooks: dict[str, Any]) -> None:
+    """Add ``{name: path item}`` entries to the document's ``webhooks`` section."""
+    _WEBHOOKS.update(webhooks)
+
+
 def optional_body(operation_id: str) -> None:
     _OPTIONAL_BODIES.add(operation_id)
 
@@ -131,4 +140,6 @@ def postprocess(result: dict[str, Any], generator, request, public) -> dict[str,
                     "content": {PROBLEM_MEDIA_TYPE: {"schema": ref("Problem")}},
                 })
             operation["responses"] = dict(sorted(responses.items()))
+    if _WEBHOOKS:
+        result["webhooks"] = dict(sorted(_WEBHOOKS.items()))
     return result

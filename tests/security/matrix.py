@@ -22,6 +22,8 @@ from invoicing.services.lifecycle import invoice_void
 from metering.authentication import HasScope
 from metering.models import Event, Meter
 from metering.services.tokens import api_token_create
+from notifications.models import WebhookEndpoint
+from notifications.services.endpoints import endpoint_create
 from tests.builders import cancelled_in_december, kong_air, llm_event, make_meter, monthly_close
 from tests.builders.moments import utc
 
@@ -35,6 +37,7 @@ OPERATORS = frozenset({OPERATOR, ADMIN, SUPERUSER})
 ISSUERS = frozenset({ADMIN, SUPERUSER})
 PROBLEM = "application/problem+json"
 NOV, DEC = utc(2026, 11, 1), utc(2026, 12, 1)
+PUBLIC_HOOK = "https://93.184.215.14/hooks"  # a public address literal: no DNS lookup in the SSRF check
 
 
 def event(n: int) -> str:
@@ -76,6 +79,10 @@ def _meter(slug: str) -> Callable[[dict], Any]:
 
 def _invoice(key: str) -> Callable[[dict], Any]:
     return lambda world: (Invoice.objects.get(pk=world[key]).status, Invoice.objects.count())
+
+
+def _webhooks(world: dict) -> Any:
+    return list(WebhookEndpoint.objects.order_by("pk").values_list("url", "description", "enabled"))
 
 
 def _events(world: dict) -> int:
@@ -150,6 +157,17 @@ MATRIX: tuple[Row, ...] = (
                Page("/admin/metering/apitoken/connect/"))),
     Row("settings: schedules (periodic tasks)", ISSUERS,
         admin=(Page("/admin/django_celery_beat/periodictask/"),)),
+    Row("read webhook endpoints and their delivery log", READERS - {READ} | {MANAGE},
+        api=(Api("GET", "/api/v1/webhook-endpoints"), Api("GET", "/api/v1/webhook-endpoints/{webhook}")),
+        admin=(Page("/admin/notifications/webhookendpoint/"), Page("/admin/notifications/delivery/"))),
+    Row("manage webhook endpoints (create, change, delete)", ISSUERS | {MANAGE},
+        api=(Api("POST", "/api/v1/webhook-endpoints", {"url": f"{PUBLIC_HOOK}/new"}, state=_webhooks),
+             Api("PUT", "/api/v1/webhook-endpoints/{webhook}", {"url": f"{PUBLIC_HOOK}/a", "description": "changed"},
+                 state=_webhooks),
+             Api("DELETE", "/api/v1/webhook-endpoints/{spare_webhook}", state=_webhooks)),
+        admin=(Page("/admin/notifications/webhookendpoint/add/"),)),
+    Row("share customer portal links", OPERATORS,
+        admin=(Page("/admin/notifications/portallink/share/{customer}/"),)),
     Row("operations: job runs, Stripe webhook events", ISSUERS,
         admin=(Page("/admin/common/jobrun/"), Page("/admin/invoicing/stripewebhookevent/"))),
 )
@@ -170,13 +188,15 @@ def build_world() -> dict:
     invoice_void(invoice=to_void, label="matrix", reason="to reissue")
     make_meter(slug="spare", name="Spare", event_type="spare.event", aggregation="COUNT", value_property="",
                group_by={})
+    webhook = endpoint_create(url=f"{PUBLIC_HOOK}/a", description="matrix").endpoint
+    spare_webhook = endpoint_create(url=f"{PUBLIC_HOOK}/spare").endpoint
     users = {role: _staff(role) for role in (VIEWER, OPERATOR, ADMIN)}
     users[SUPERUSER] = User.objects.create_superuser("root", password="pw-123456")
     tokens = {role: api_token_create(name=role, scopes=[scope])[1] for role, scope in TOKEN_SCOPES.items()}
     return {
         "users": users, "tokens": tokens, "customer": globex.pk, "plan": plan.pk, "issued": issued.pk,
         "voided": to_void.pk, "credit_note": CreditNote.objects.get().pk,
-        "spare_meter": Meter.objects.get(slug="spare").pk,
+        "spare_meter": Meter.objects.get(slug="spare").pk, "webhook": webhook.pk, "spare_webhook": spare_webhook.pk,
     }
 
 
