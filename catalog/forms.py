@@ -11,22 +11,30 @@ from django.core.exceptions import ValidationError
 
 from common.fields import PreciseDecimalField
 from common.forms import DecimalTextField, parse_plain_decimal
+from common.key_value import KeyValueField
+from metering.models import Meter
+from metering.selectors.events import recent_group_values
 
 from .models import Feature, Plan, RateCard
 from .rules import clean_currency, currency_problem, engine_price, feature_filter_problems, rate_card_problems
 
 
 class FeatureForm(forms.ModelForm):
-    meter_group_by_filters = forms.JSONField(
-        required=False,
-        initial=dict,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text='Equality on the meter\'s group-by values, e.g. {"provider": "openai", "type": "request"}.',
+    meter_group_by_filters = KeyValueField(
+        label="Meter group-by filters", key_label="group-by name", value_label="equals",
+        help_text="Only usage whose group-by value equals the given one, e.g. provider = openai, type = request. "
+                  "The suggestions are the meters' group-by names and the values seen in recent events.",
     )
 
     class Meta:
         model = Feature
         fields = ("key", "name", "meter", "meter_group_by_filters")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        meter = self.instance.meter if self.instance.pk and self.instance.meter_id else None
+        self.fields["meter_group_by_filters"].widget.suggestions = lambda: recent_group_values(
+            [meter] if meter is not None else Meter.objects.all()[:50])
 
     def clean(self):
         super().clean()

@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from catalog.models import Plan
 from catalog.rules import clean_currency
+from common.key_value import KeyValueField
 
 from .models import Customer, KongConsumer, SubjectAttribution
-from .selectors import kong_consumer_of, unattributed_subjects
+from .selectors import kong_consumer_of, metadata_seen, unattributed_subjects
 from .services.attributions import AttributionChange, attribution_changes_problems
 from .services.customers import CUSTOMER_FIELDS, customer_problems
 
@@ -41,11 +42,19 @@ class SubjectPickerWidget(forms.TextInput):
 
 
 class CustomerForm(forms.ModelForm):
-    metadata = forms.JSONField(required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+    metadata = KeyValueField(
+        key_label="key", value_label="value",
+        help_text="Your own notes as key → value (e.g. crm_id → 4711); the suggestions are other customers' keys "
+                  "and values.")
 
     class Meta:
         model = Customer
         fields = ("key", *CUSTOMER_FIELDS)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "metadata" in self.fields:
+            self.fields["metadata"].widget.suggestions = metadata_seen
 
     def clean_currency(self):
         return clean_currency(self.cleaned_data.get("currency"))  # usd → USD; unknown codes: clean() names them
