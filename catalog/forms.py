@@ -3,11 +3,13 @@ the catalog's rules (``catalog.rules``), so a save the services would refuse is 
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import cast
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.models import BaseInlineFormSet
 
 from common.fields import PreciseDecimalField
 from common.forms import DecimalTextField, parse_plain_decimal
@@ -16,7 +18,29 @@ from metering.models import Meter
 from metering.selectors.events import recent_group_values
 
 from .models import Feature, Plan, RateCard
-from .rules import clean_currency, currency_problem, engine_price, feature_filter_problems, rate_card_problems
+from .pricing import validate_price
+from .rules import (
+    ENTITLEMENT_FIELDS,
+    PRICE_FIELDS,
+    clean_currency,
+    currency_problem,
+    engine_price,
+    feature_filter_problems,
+    rate_card_problems,
+)
+
+# The fields whose presence depends on the price type or the entitlement type (rules.PRICE_FIELDS / ENTITLEMENT_FIELDS)
+PRICE_DEPENDENT = ("amount", "unit_amount", "quantity_per_package", "free_quantity", "minimum_spend", "maximum_spend")
+ENTITLEMENT_DEPENDENT = ("entitlement_limit", "entitlement_usage_period", "entitlement_config")
+
+
+class OptionalJSONField(forms.JSONField):
+    """A JSON field whose empty value shows as an empty box, not ``null``."""
+
+    def prepare_value(self, value):
+        if value is None:
+            return ""
+        return super().prepare_value(value)
 
 
 class FeatureForm(forms.ModelForm):
@@ -67,10 +91,45 @@ class RateCardForm(forms.ModelForm):
             "entitlement_usage_period",
             "entitlement_config",
         )
+        field_classes = {"entitlement_config": OptionalJSONField}
+        widgets = {"entitlement_config": forms.Textarea(attrs={"rows": 3, "cols": 60})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Which fields each type uses, for catalog/rate_card_form.js (shows only those): one table, in catalog.rules.
+        fields = self.fields  # a read-only page (published plan) has none of them
+        if "price_type" in fields:
+            fields["price_type"].widget.attrs["data-fields"] = json.dumps(PRICE_FIELDS)
+        if "entitlement_type" in fields:
+            fields["entitlement_type"].widget.attrs["data-fields"] = json.dumps(ENTITLEMENT_FIELDS)
+        if "payment_term" in fields:
+            fields["payment_term"].required = False  # only a flat fee has one; usage is billed in arrears
+
+    def clean_payment_term(self):
+        return self.cleaned_data.get("payment_term") or RateCard.PaymentTerm.IN_ARREARS
+
+    def _not_applicable(self, data) -> None:
+        """A value in a field the chosen price or entitlement type does not use is a mistake, not ignored."""
+        price_type = data.get("price_type") or ""
+        entitlement_type = data.get("entitlement_type") or ""
+        price_label = dict(RateCard.PriceType.choices).get(price_type, price_type) if price_type else "no price"
+        used = PRICE_FIELDS.get(price_type, ())
+        for name in PRICE_DEPENDENT:
+            if name not in used and data.get(name) is not None and name not in self.errors:
+                self.add_error(name, f"Does not apply to {str(price_label).lower()}: leave it empty.")
+        if price_type != RateCard.PriceType.FLAT and data.get("payment_term") == RateCard.PaymentTerm.IN_ADVANCE:
+            self.add_error("payment_term", "Only a flat fee is billed in advance; usage is billed in arrears.")
+        entitlement_used = ENTITLEMENT_FIELDS.get(entitlement_type, ())
+        for name in ENTITLEMENT_DEPENDENT:
+            if name not in entitlement_used and data.get(name) not in (None, "") and name not in self.errors:
+                self.add_error(name, "Does not apply to this entitlement type: leave it empty.")
+        if "entitlement_soft" not in entitlement_used and data.get("entitlement_soft"):
+            self.add_error("entitlement_soft", "Only a metered entitlement has a soft limit.")
 
     def clean(self):
         super().clean()
         data = self.cleaned_data
+        self._not_applicable(data)
         feature = data.get("feature")
         price_type = data.get("price_type") or ""
         placeholder = Decimal(1)  # tiers are checked on publish, on the plan page
@@ -101,6 +160,44 @@ class RateCardForm(forms.ModelForm):
         for problem in problems:
             self.add_error(None, problem)
         return data
+
+
+MAX_TIERS = 100
+
+
+class PriceTierFormSet(BaseInlineFormSet):
+    """The tier table of a graduated or volume rate card: rows in the order shown (their positions follow it),
+    at most ``MAX_TIERS``, checked by the pricing engine's own rule (ascending bounds, only the last one open,
+    nothing negative) when the rate card's price type is tiered."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        price_type = self.data.get("price_type", self.instance.price_type if self.instance else "")
+        rows = self.rows()
+        if price_type not in ("graduated", "volume") or not rows:
+            return
+        tiers = [(form.cleaned_data.get("up_to"), form.cleaned_data.get("unit_amount") or Decimal(0),
+                  form.cleaned_data.get("flat_amount") or Decimal(0)) for form in rows]
+        problems = validate_price(engine_price(price_type, tiers=tiers))
+        if problems:
+            raise ValidationError([problem.replace("up_to", "“up to”") for problem in problems])
+
+    def rows(self) -> list[forms.Form]:
+        """The rows kept (not deleted, not left empty), in the order shown."""
+        return [form for form in self.forms
+                if getattr(form, "cleaned_data", None) and not form.cleaned_data.get("DELETE")
+                and (form.instance.pk or form.has_changed())]
+
+    def save(self, commit: bool = True):
+        saved = super().save(commit)
+        if commit:
+            for position, form in enumerate(self.rows()):
+                if form.instance.pk and form.instance.position != position:
+                    type(form.instance).objects.filter(pk=form.instance.pk).update(position=position)
+                    form.instance.position = position
+        return saved
 
 
 class PlanForm(forms.ModelForm):

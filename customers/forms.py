@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from catalog.models import Plan
 from catalog.rules import clean_currency
+from common.forms import DateTimePickerField
 from common.key_value import KeyValueField
 
 from .models import Customer, KongConsumer, SubjectAttribution
@@ -139,11 +140,11 @@ class SubscriptionCreateForm(forms.Form):
         queryset=Plan.objects.filter(status=Plan.Status.PUBLISHED).order_by("key"),
         help_text="Published plan versions only.",
     )
-    start = forms.DateTimeField(
+    start = DateTimePickerField(
         initial=timezone.now, help_text="UTC. May be in the future; usage before it is never billed."
     )
     anchor = forms.ChoiceField(choices=ANCHORS, initial="start", widget=forms.RadioSelect)
-    custom_anchor = forms.DateTimeField(required=False, help_text="UTC, with 'Custom anchor'.")
+    custom_anchor = DateTimePickerField(required=False, help_text="UTC, with 'Custom anchor'.")
 
     def clean(self):
         super().clean()

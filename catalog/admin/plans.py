@@ -69,13 +69,25 @@ def entitlement_summary(rate_card: RateCard) -> str:
     return "—"
 
 
+# One field a line where the price type decides (catalog/static/catalog/rate_card_form.js shows only the chosen
+# type's fields, from catalog.rules.PRICE_FIELDS); free quantity and spend limits folded under "More".
 RATE_CARD_FIELDSETS: _FieldsetSpec = (
-    (None, {"fields": (("key", "name"), "feature", ("price_type", "payment_term"),
-                       ("amount", "unit_amount", "quantity_per_package"),
-                       ("free_quantity", "minimum_spend", "maximum_spend"), "price_preview")}),
-    ("Entitlement", {"fields": (("entitlement_type", "entitlement_limit", "entitlement_soft",
-                                 "entitlement_usage_period"), "entitlement_config")}),
+    (None, {"fields": (("key", "name"), "feature", "price_type", "payment_term", "amount", "unit_amount",
+                       "quantity_per_package", "tiers_shown", "price_preview")}),
+    ("More: free quantity, minimum and maximum spend", {
+        "fields": ("free_quantity", ("minimum_spend", "maximum_spend")), "classes": ("collapse", "rate-card-more")}),
+    ("Entitlement", {"fields": ("entitlement_type", "entitlement_limit", "entitlement_soft",
+                                "entitlement_usage_period", "entitlement_config")}),
 )
+
+
+def tiers_text(rate_card: RateCard | None) -> str:
+    """On the plan page, a tiered rate card's tiers are edited on its own page (a table of rows)."""
+    if rate_card is None or not rate_card.pk:
+        return "Save the plan, then open the rate card (“Change”) to fill in its tier table."
+    url = reverse("admin:catalog_ratecard_change", args=[rate_card.pk])
+    count = rate_card.tiers.count()
+    return format_html('{} tier(s). <a href="{}#tiers-group" class="edit-tiers">Edit the tier table</a>', count, url)
 
 
 class RateCardInline(PlanDraftOnly, admin.StackedInline):
@@ -84,10 +96,18 @@ class RateCardInline(PlanDraftOnly, admin.StackedInline):
     extra = 0
     show_change_link = True
     fieldsets = RATE_CARD_FIELDSETS
-    readonly_fields = ("price_preview",)
+    readonly_fields = ("price_preview", "tiers_shown")
+
+    class Media:
+        js = ("catalog/rate_card_form.js",)
+        css = {"all": ("billing/admin.css",)}
 
     def _plan_of(self, obj):
         return obj
+
+    @admin.display(description="tiers")
+    def tiers_shown(self, obj: RateCard | None) -> str:
+        return tiers_text(obj)
 
     @admin.display(description="price")
     def price_preview(self, obj: RateCard | None) -> str:
