@@ -37,6 +37,15 @@ def plain_decimal(value: Decimal) -> str:
     return "0" if text in ("-0", "+0", "") else text
 
 
+def plain_number(value: Decimal) -> str:
+    """``1000000`` → ``1,000,000``; ``0.5`` → ``0.5`` (no trailing zeros, no exponent, no rounding)."""
+    text = plain_decimal(value)
+    whole, _, fraction = text.partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    whole = f"{int(whole.lstrip('-') or '0'):,}"
+    return sign + whole + (f".{fraction}" if fraction else "")
+
+
 def parse_plain_decimal(text: object) -> Decimal:
     """Read a decimal typed by a person; raise ``ValidationError`` naming what to type instead.
 

@@ -3,16 +3,20 @@ job run (previewing every customer is too slow for a page view)."""
 
 from __future__ import annotations
 
+from catalog.money import format_major
 from common.jobs import tracked_job
 from common.models import JobRun
+from common.money import format_money
 
 from ..selectors.dashboard import unbilled_snapshot
 
 
 def record_unbilled_snapshot(*, trigger: str = JobRun.Trigger.BEAT) -> JobRun:
     with tracked_job(kind="unbilled_snapshot", trigger=trigger) as run:
-        result = unbilled_snapshot()
-        run.result = {"totals": result}
-        run.message = ", ".join(f"{amount} {currency}" for currency, amount in result.items()) or "nothing unbilled"
+        minor = unbilled_snapshot()
+        run.result = {"totals": {currency: format_major(total, currency) for currency, total in minor.items()},
+                      "minor": minor}
+        run.message = ", ".join(format_money(total, currency) for currency, total in minor.items())
+        run.message = run.message or "nothing unbilled"
     run.refresh_from_db()
     return run
