@@ -142,7 +142,7 @@ MATRIX: tuple[Row, ...] = (
     Row("API tokens (create, rate limits, revoke)", ISSUERS,
         admin=(Page("/admin/metering/apitoken/"), Page("/admin/metering/apitoken/add/"),
                Page("/admin/metering/apitoken/connect/"))),
-    Row("settings: schedules (periodic tasks)", ISSUERS,
+    Row("operations: schedules (periodic tasks)", frozenset({SUPERUSER}),
         admin=(Page("/admin/django_celery_beat/periodictask/"),)),
     Row("operations: job runs, Stripe webhook events", ISSUERS,
         admin=(Page("/admin/common/jobrun/"), Page("/admin/invoicing/stripewebhookevent/"))),
