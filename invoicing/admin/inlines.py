@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.utils.html import format_html_join
 
 from catalog.money import format_major
+from common.time import actor_label, period_label
 
 from ..models import CreditNote, InvoiceEvent, InvoiceLine
 
@@ -28,7 +29,7 @@ class LineInline(ReadOnlyInline):
     def period(self, line) -> str:
         if line.period_start is None:
             return ""
-        return f"{line.period_start:%Y-%m-%d %H:%M} – {line.period_end:%Y-%m-%d %H:%M}"
+        return period_label(line.period_start, line.period_end)
 
     @admin.display(description="quantity")
     def quantity_shown(self, line) -> str:
@@ -67,8 +68,19 @@ class InvoiceLineInline(LineInline):
 class InvoiceEventInline(ReadOnlyInline):
     model = InvoiceEvent
     verbose_name_plural = "log (who did what, when)"
-    fields = ("at", "action", "actor_label", "detail")
+    fields = ("at", "action", "by", "detail")
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+    @admin.display(description="by")
+    def by(self, event: InvoiceEvent) -> str:
+        """The person's name for an admin action, "scheduled close" for beat."""
+        actor = event.actor
+        if actor is None:
+            return actor_label(event.actor_label)
+        return actor_label(event.actor_label, full_name=actor.get_full_name(), username=actor.get_username())
 
 
 class CreditNoteInline(ReadOnlyInline):
