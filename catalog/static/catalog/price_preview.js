@@ -56,7 +56,7 @@
     var params = new URLSearchParams();
     FIELDS.forEach(function (name) {
       var element = field(container, prefix + name);
-      if (element) {
+      if (element && !element.disabled) { // a field the chosen price type does not use is disabled: not a value
         params.append(name, element.value);
       }
     });
