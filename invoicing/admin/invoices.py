@@ -70,7 +70,8 @@ class InvoiceAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
                        "replaces", "sync_status", "sync_error", "stripe_invoice_id", "stripe_number", "stripe_link",
                        "stripe_status")
     fieldsets = (
-        (None, {"fields": (("number", "status"), ("customer", "subscription", "cycle"), ("period_start", "period_end"),
+        (None, {"fields": (("number", "status"), ("customer", "subscription"), "cycle_shown",
+                           ("period_start", "period_end"),
                            ("currency", "subtotal_shown", "total_shown"), ("issued_at", "due_at", "paid_at",
                                                                            "voided_at"), "replaces")}),
         ("Stripe", {"fields": (("sync_status", "stripe_status"), "sync_error", ("stripe_invoice_id", "stripe_number"),

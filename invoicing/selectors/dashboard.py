@@ -206,7 +206,7 @@ def dashboard(user) -> dict[str, Any]:
         figures["invalid_values"] = unreadable_events(since=since)
         figures["invalid_values_url"] = _url("admin:metering_event_changelist", within="30d")
         figures["usage_by_day"] = [
-            {"meter": item["meter"], "unit": item["unit"],
+            {"meter": item["meter"], "unit": item["unit"], "points": item["points"],
              "url": _url("admin:metering_meter_usage") + "?" + urlencode({"meter": item["meter"].pk}),
              "chart": bar_chart_svg(item["points"], unit=f" {item['unit']}", height=130,
                                     label=f"{item['meter'].name} per day")}
