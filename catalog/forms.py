@@ -184,7 +184,7 @@ class PriceTierFormSet(BaseInlineFormSet):
         if problems:
             raise ValidationError([problem.replace("up_to", "“up to”") for problem in problems])
 
-    def rows(self) -> list[forms.Form]:
+    def rows(self) -> list[forms.ModelForm]:
         """The rows kept (not deleted, not left empty), in the order shown."""
         return [form for form in self.forms
                 if getattr(form, "cleaned_data", None) and not form.cleaned_data.get("DELETE")

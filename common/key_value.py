@@ -133,7 +133,7 @@ class KeyValueField(forms.Field):
             else:
                 result[key] = text
         if len(result) > MAX_PAIRS:
-            errors.append(self.error_messages["too_many"])
+            errors.append(str(self.error_messages["too_many"]))
         if errors:
             raise ValidationError(errors, code="invalid")
         return result

@@ -48,7 +48,7 @@ def _billed_url(month: dt.datetime, **params: Any) -> str:
 def _billed(start: dt.datetime, end: dt.datetime, currencies: list[str]) -> list[dict[str, Any]]:
     """Billed (issued, paid or uncollectible) invoices issued in ``[start, end)``, one row per currency in use
     (a currency without invoices shows its zero), each linking to those invoices."""
-    rows = {
+    rows: dict[str, Any] = {
         r["currency"]: r
         for r in Invoice.objects.filter(status__in=BILLED, issued_at__gte=start, issued_at__lt=end)
         .values("currency")
