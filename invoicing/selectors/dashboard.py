@@ -183,7 +183,8 @@ def dashboard(user) -> dict[str, Any]:
         figures["sync_failures"] = Invoice.objects.filter(sync_status=Invoice.SyncStatus.FAILED).count()
         figures["sync_failures_url"] = _url("admin:invoicing_invoice_changelist", sync_status__exact="failed")
         figures["held_cycles"] = CycleClose.objects.exclude(error="").filter(state=CycleClose.State.CLAIMED).count()
-        figures["held_cycles_url"] = _url("admin:invoicing_cycleclose_changelist", error__isempty="0")
+        figures["held_cycles_url"] = _url("admin:invoicing_cycleclose_changelist", error__isempty="0",
+                                           state__exact=CycleClose.State.CLAIMED)
         snapshot = JobRun.objects.filter(kind="unbilled_snapshot", status=JobRun.Status.SUCCEEDED).first()
         figures["unbilled"] = _unbilled_rows(snapshot.result or {}) if snapshot else None
         figures["unbilled_at"] = snapshot.finished_at if snapshot else None
@@ -200,7 +201,7 @@ def dashboard(user) -> dict[str, Any]:
         )
         figures["unmetered_types"] = unmetered["types"] or 0
         figures["unmetered_events"] = unmetered["events"] or 0
-        figures["unmetered_url"] = _url("admin:metering_eventtypeactivity_changelist")
+        figures["unmetered_url"] = _url("admin:metering_eventtypeactivity_changelist", metered="no")
     if can("metering.view_meter"):
         since = (now - dt.timedelta(days=30)).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         figures["invalid_values"] = unreadable_events(since=since)

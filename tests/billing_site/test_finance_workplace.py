@@ -110,6 +110,18 @@ def test_each_money_row_links_to_exactly_its_invoices(admin_client, books):
     assert [invoice.total for invoice in shown] == [12345]
 
 
+def test_problem_cards_link_to_their_filtered_lists(admin_client):
+    tokens_meter()
+    ingest([llm_event(time=None), {"specversion": "1.0", "id": "u1", "source": "s", "type": "custom.unmetered",
+                                   "subject": "kong-air"}])
+    roll_up()
+    figures = admin_client.get("/admin/").context["dashboard"]
+    listed = admin_client.get(figures["unmetered_url"]).context["cl"].result_list
+    assert [row.type for row in listed] == ["custom.unmetered"]
+    assert admin_client.get(figures["held_cycles_url"]).status_code == 200
+    assert admin_client.get(figures["invalid_values_url"]).status_code == 200
+
+
 def test_billed_by_month_has_twelve_months_per_currency(books):
     series = billed_by_month(now=books["now"])
     assert set(series) == {"USD", "EUR", "JPY"}

@@ -125,6 +125,8 @@ def build_a_graduated_plan(page, expect, visit, saved_ok, shot) -> None:
     expect(page.locator(f"{card}entitlement_limit")).to_be_visible()
     expect(inline.locator(".form-row.field-entitlement_config")).to_be_hidden()
     page.fill(f"{card}entitlement_limit", "1000000")
+    expect(inline.locator(".field-price_preview .readonly")).to_have_text(
+        "graduated (no tiers yet) (minimum USD 5.00 per month)")
     shot("10-rate-card-graduated.png")
     page.click("input[name=_continue]")
     saved_ok()
