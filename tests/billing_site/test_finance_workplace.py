@@ -110,6 +110,7 @@ def test_each_money_row_links_to_exactly_its_invoices(admin_client, books):
     assert [invoice.total for invoice in shown] == [12345]
 
 
+@pytest.mark.django_db(transaction=True)  # the aggregator reads committed events (PostgreSQL)
 def test_problem_cards_link_to_their_filtered_lists(admin_client):
     tokens_meter()
     ingest([llm_event(time=None), {"specversion": "1.0", "id": "u1", "source": "s", "type": "custom.unmetered",
@@ -132,6 +133,7 @@ def test_billed_by_month_has_twelve_months_per_currency(books):
     assert sorted((row["key"], row["minor"]) for row in top) == [("acme", 12345), ("cirrus", 7700)]
 
 
+@pytest.mark.django_db(transaction=True)  # the aggregator reads committed events (PostgreSQL)
 def test_an_event_unreadable_for_two_meters_counts_once(admin_client):
     tokens_meter()
     meter_create(slug="tokens_again", name="Tokens again", event_type="kong.llm_request", aggregation="SUM",
