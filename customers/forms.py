@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlparse
 
@@ -59,6 +60,17 @@ class CustomerForm(forms.ModelForm):
 
     def clean_currency(self):
         return clean_currency(self.cleaned_data.get("currency"))  # usd → USD; unknown codes: clean() names them
+
+    def clean_metadata(self):
+        """Rows hold text; a value stored as a number, list or object (through the API) shows as its JSON and is
+        kept as it was when that text comes back unchanged."""
+        value = self.cleaned_data.get("metadata") or {}
+        stored = self.instance.metadata if self.instance.pk and isinstance(self.instance.metadata, dict) else {}
+        return {
+            key: stored[key] if key in stored and not isinstance(stored[key], str)
+            and text == json.dumps(stored[key]) else text
+            for key, text in value.items()
+        }
 
     def clean(self):
         super().clean()

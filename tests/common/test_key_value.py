@@ -12,7 +12,7 @@ from catalog.models import Feature
 from common.key_value import MAX_PAIRS, KeyValueField, KeyValueWidget
 from customers.models import Customer
 from metering.models import Meter
-from tests.builders import admin_form_data, customer, ingest, llm_event, tokens_meter
+from tests.builders import admin_form_data, customer, form_by_id, ingest, llm_event, tokens_meter
 
 
 def _rows(name: str, pairs: list[tuple[str, str]]) -> QueryDict:
@@ -158,3 +158,23 @@ def test_customer_metadata_rows(admin_client):
     air.refresh_from_db()
     assert air.metadata == {"crm_id": "42", "tier": "gold"}
     assert Customer.objects.get(pk=other.pk).metadata == {"crm_id": "4711"}
+
+
+@pytest.mark.django_db
+def test_metadata_values_that_are_not_text_survive_an_edit(admin_client):
+    air = customer("kong-air", metadata={"seats": 5, "tags": ["a", "b"], "note": "x"})
+    url = f"/admin/customers/customer/{air.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'value="[&quot;a&quot;, &quot;b&quot;]"' in page
+    form = form_by_id(page, "customer_form")
+    post = QueryDict(mutable=True)
+    for element in form.inputs:
+        name = element.get("name")
+        if not name or element.get("type") in ("submit", "button") or (
+                element.get("type") in ("checkbox", "radio") and "checked" not in element):
+            continue
+        post.appendlist(name, element.get("value", ""))
+    post["_save"] = "Save"
+    assert admin_client.post(url, post.urlencode(), content_type="application/x-www-form-urlencoded").status_code == 302
+    air.refresh_from_db()
+    assert air.metadata == {"seats": 5, "tags": ["a", "b"], "note": "x"}

@@ -87,6 +87,7 @@ def post_gateway_events(base_url: str, token: str, events: list[dict]) -> int:
 
 
 LIST_PAGES = [
+    "/admin/",  # the dashboard's cards and charts
     "/admin/metering/event/", "/admin/metering/meter/", "/admin/metering/subjectactivity/",
     "/admin/metering/eventtypeactivity/", "/admin/catalog/feature/", "/admin/catalog/plan/",
     "/admin/customers/customer/", "/admin/customers/subscription/", "/admin/invoicing/invoice/",
