@@ -418,6 +418,15 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             shot("07-invoice-issued.png")
             facts["number"] = number
 
+            # Meters → Rebuild usage (a confirmed job, run eagerly here as beat's aggregator would): the daily
+            # rollups behind the dashboard's usage chart.
+            visit("/admin/metering/meter/")
+            page.locator("#result_list tr", has_text="llm_tokens").locator("input.action-select").check()
+            page.select_option("select[name=action]", "rebuild_usage")
+            page.click("button[name=index], input[name=index]")
+            page.click("#confirm-rebuild")
+            no_server_error()
+
             # Back on the dashboard: this month's billing.
             visit("/admin/")
             expect(page.locator("#card-billed-this-month")).to_contain_text("$72.00")
@@ -425,6 +434,8 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             expect(page.locator("#chart-billed-usd svg")).to_be_visible()
             expect(page.locator("#card-top-customers")).to_contain_text("Kong Air")
             expect(page.locator("#card-top-customers")).to_contain_text("$72.00")
+            expect(page.locator(".usage-chart svg").first).to_be_visible()
+            expect(page.locator(".usage-chart").first).to_contain_text("AI Gateway Tokens: tokens per day")
             shot("01-dashboard.png")
             # The menu of a Billing admin: no scheduler internals (those are under Operations, for superusers).
             expect(page.locator("#content-related, #nav-sidebar, #content").first).not_to_contain_text("Crontabs")
