@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from itertools import zip_longest
 from typing import cast
 
 from django import forms
@@ -12,12 +13,12 @@ from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 
 from common.fields import PreciseDecimalField
-from common.forms import DecimalTextField, parse_plain_decimal
+from common.forms import DecimalTextField, parse_plain_decimal, plain_decimal
 from common.key_value import KeyValueField
 from metering.models import Meter
 from metering.selectors.events import recent_group_values
 
-from .models import Feature, Plan, RateCard
+from .models import Feature, Plan, PriceTier, RateCard
 from .pricing import validate_price
 from .rules import (
     ENTITLEMENT_FIELDS,
@@ -198,6 +199,104 @@ class PriceTierFormSet(BaseInlineFormSet):
                     type(form.instance).objects.filter(pk=form.instance.pk).update(position=position)
                     form.instance.position = position
         return saved
+
+
+class TierTableWidget(forms.Widget):
+    """The tier table inside a rate card of the plan page: rows of up to / unit amount / flat amount with add and
+    remove buttons (``static/billing/key-value.js``). Posts ``<name>-up_to``, ``-unit_amount``, ``-flat_amount``
+    repeated; nothing posted (the table hidden for a price without tiers) leaves the tiers as they are."""
+
+    template_name = "admin/catalog/widgets/tier_table.html"
+    COLUMNS = ("up_to", "unit_amount", "flat_amount")
+
+    class Media:
+        js = ("billing/key-value.js",)
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        rows = [tuple("" if cell is None else (plain_decimal(cell) if isinstance(cell, Decimal) else str(cell))
+                      for cell in row) for row in (value or [])]
+        context["widget"]["rows"] = rows + [("", "", "")]
+        return context
+
+    def format_value(self, value):
+        return value
+
+    def value_from_datadict(self, data, files, name):
+        if not any(f"{name}-{column}" in data for column in self.COLUMNS):
+            return None
+        columns = [data.getlist(f"{name}-{column}") for column in self.COLUMNS]
+        return list(zip_longest(*columns, fillvalue=""))
+
+    def value_omitted_from_data(self, data, files, name):
+        return not any(f"{name}-{column}" in data for column in self.COLUMNS)
+
+
+class TierTableField(forms.Field):
+    """Tiers typed in a :class:`TierTableWidget`: ``None`` (not posted: unchanged) or a list of ``(up_to,
+    unit_amount, flat_amount)`` in the order shown; empty rows skipped; each cell read like every decimal."""
+
+    widget = TierTableWidget
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        if value is None or isinstance(value, str):
+            return None
+        if len(value) > MAX_TIERS + 1:
+            raise ValidationError(f"At most {MAX_TIERS} tiers.", code="too_many")
+        tiers, errors = [], []
+        for number, row in enumerate(value, start=1):
+            cells = [str(cell) for cell in row]
+            if not any(cell.strip() for cell in cells):
+                continue
+            parsed = []
+            for cell, label in zip(cells, ("up to", "unit amount", "flat amount"), strict=True):
+                try:
+                    parsed.append(parse_plain_decimal(cell) if cell.strip() else None)
+                except ValidationError as exc:
+                    errors.append(f"tier {number}, {label}: {' '.join(exc.messages)}")
+                    parsed.append(None)
+            up_to, unit, flat = parsed
+            tiers.append((up_to, unit if unit is not None else Decimal(0), flat if flat is not None else Decimal(0)))
+        if errors:
+            raise ValidationError(errors)
+        return tiers
+
+
+class PlanRateCardForm(RateCardForm):
+    """A rate card on the plan page: the rate card form plus its tier table."""
+
+    tiers = TierTableField(label="Tiers", help_text="One row per tier, ascending; the last one without “up to”.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["tiers"].initial = [(t.up_to, t.unit_amount, t.flat_amount)
+                                            for t in self.instance.tiers.order_by("position", "id")]
+
+    def clean(self):
+        data = super().clean()
+        tiers = data.get("tiers")
+        price_type = data.get("price_type") or ""
+        if tiers and price_type in ("graduated", "volume"):
+            for problem in validate_price(engine_price(price_type, tiers=tiers)):
+                self.add_error("tiers", problem.replace("up_to", "“up to”"))
+        return data
+
+    def save(self, commit=True):
+        rate_card = super().save(commit)
+        tiers = self.cleaned_data.get("tiers")
+        if commit and tiers is not None and rate_card.price_type in ("graduated", "volume"):
+            stored = [(t.up_to, t.unit_amount, t.flat_amount) for t in rate_card.tiers.order_by("position", "id")]
+            if stored != tiers:
+                rate_card.tiers.all().delete()
+                rate_card.tiers.bulk_create([
+                    PriceTier(rate_card=rate_card, position=i, up_to=up_to, unit_amount=unit, flat_amount=flat)
+                    for i, (up_to, unit, flat) in enumerate(tiers)])
+        return rate_card
 
 
 class PlanForm(forms.ModelForm):

@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin, Outcome, confirm_bulk_action
 
 from ..display import plain_number, price_summary
-from ..forms import PlanForm, RateCardForm
+from ..forms import PlanForm, PlanRateCardForm
 from ..models import Plan, RateCard
 from ..services.plans import plan_archive, plan_new_version, plan_problems, plan_publish
 from .drafts import PlanDraftOnly, rate_card_price_text
@@ -90,13 +90,26 @@ def tiers_text(rate_card: RateCard | None) -> str:
     return format_html('{} tier(s). <a href="{}#tiers-group" class="edit-tiers">Edit the tier table</a>', count, url)
 
 
+def _with_tier_table(fieldsets: _FieldsetSpec) -> _FieldsetSpec:
+    """The rate card fieldsets with the editable tier table in place of the tiers note."""
+    first_title, first = fieldsets[0]
+    fields = tuple("tiers" if name == "tiers_shown" else name for name in first["fields"])
+    return ((first_title, {**first, "fields": fields}), *fieldsets[1:])
+
+
 class RateCardInline(PlanDraftOnly, admin.StackedInline):
     model = RateCard
-    form = RateCardForm
+    form = PlanRateCardForm
     extra = 0
     show_change_link = True
-    fieldsets = RATE_CARD_FIELDSETS
+    fieldsets = _with_tier_table(RATE_CARD_FIELDSETS)
     readonly_fields = ("price_preview", "tiers_shown")
+
+    def get_fieldsets(self, request, obj=None):
+        """Drafts edit their tiers in the table; published versions show them as a sentence."""
+        if obj is not None and not obj.is_editable:
+            return RATE_CARD_FIELDSETS
+        return super().get_fieldsets(request, obj)
 
     class Media:
         js = ("catalog/rate_card_form.js",)

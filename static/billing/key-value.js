@@ -27,6 +27,7 @@
       var row = emptyRow(box);
       body.appendChild(row);
       row.querySelector("input").focus();
+      box.dispatchEvent(new Event("input", {bubbles: true})); // live previews read the rows again
     } else if (target.classList.contains("key-value-remove")) {
       event.preventDefault();
       var current = target.closest("tr");
@@ -35,6 +36,7 @@
       } else {
         Array.prototype.forEach.call(current.querySelectorAll("input"), function (input) { input.value = ""; });
       }
+      box.dispatchEvent(new Event("input", {bubbles: true}));
     }
   });
 })();

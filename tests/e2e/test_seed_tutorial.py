@@ -99,7 +99,8 @@ LIST_PAGES = [
 
 def build_a_graduated_plan(page, expect, visit, saved_ok, shot) -> None:
     """Plan "Tokens, tiered": one graduated rate card for ai-token (first 1,000 tokens at 0.01, then 0.005), its
-    tier table filled on the rate card's page (rows added and one removed), then published."""
+    tier table filled on the plan page (rows added and one removed), checked again on the rate card's own page
+    (a row added and removed there too), then published."""
     visit("/admin/catalog/plan/add/")
     page.fill("#id_key", "token-tiers")
     page.fill("#id_name", "Tokens, tiered")
@@ -112,10 +113,23 @@ def build_a_graduated_plan(page, expect, visit, saved_ok, shot) -> None:
     page.select_option(f"{card}feature", label="ai-token")
     page.select_option(f"{card}price_type", "graduated")
     inline = page.locator("#rate_cards-0")
-    # Graduated: the tier table (on the rate card's page), no amount, no unit amount, no package size.
-    expect(inline.locator(".form-row.field-tiers_shown")).to_be_visible()
+    # Graduated: a tier table, no amount, no unit amount, no package size, no payment term.
+    table = inline.locator(".form-row.field-tiers")
+    expect(table).to_be_visible()
     for hidden in ("amount", "unit_amount", "quantity_per_package", "payment_term"):
         expect(inline.locator(f".form-row.field-{hidden}")).to_be_hidden()
+    rows = table.locator("tr.key-value-row")
+    expect(rows).to_have_count(1)
+    table.locator(".key-value-add").click()
+    table.locator(".key-value-add").click()
+    expect(rows).to_have_count(3)
+    rows.nth(2).locator(".key-value-remove").click()  # one row too many: removed
+    expect(rows).to_have_count(2)
+    rows.nth(0).locator("input[name$=tiers-up_to]").fill("1000")
+    rows.nth(0).locator("input[name$=tiers-unit_amount]").fill("0.01")
+    rows.nth(1).locator("input[name$=tiers-unit_amount]").fill("0.005")
+    preview = inline.locator(".field-price_preview .readonly")
+    expect(preview).to_contain_text("graduated: first 1,000 tokens at USD 0.01, then USD 0.005 per token above 1,000")
     # Free quantity and spend limits are folded under "More".
     expect(page.locator(f"{card}free_quantity")).to_be_hidden()
     inline.locator("details summary", has_text="More").click()
@@ -126,40 +140,30 @@ def build_a_graduated_plan(page, expect, visit, saved_ok, shot) -> None:
     expect(page.locator(f"{card}entitlement_limit")).to_be_visible()
     expect(inline.locator(".form-row.field-entitlement_config")).to_be_hidden()
     page.fill(f"{card}entitlement_limit", "1000000")
-    expect(inline.locator(".field-price_preview .readonly")).to_have_text(
-        "graduated (no tiers yet) (minimum USD 5.00 per month)")
+    expect(preview).to_contain_text("(minimum USD 5.00 per month)")
     shot("10-rate-card-graduated.png")
     page.click("input[name=_continue]")
     saved_ok()
-    expect(page.locator(".field-problems")).to_contain_text("ai-token-tiers")  # no tiers yet: not publishable
+    expect(page.locator(".field-problems")).to_contain_text("Ready to publish.")
     plan_url = page.url
 
-    page.locator("#rate_cards-0 a.edit-tiers").click()
+    # The rate card's own page has the same tiers in its table; a row added there and removed again.
+    page.locator("#rate_cards-0 a.inlinechangelink").click()
     tiers = page.locator("#tiers-group")
     expect(tiers).to_be_visible()
-    add = tiers.locator(".add-row a")
-    for _ in range(3):
-        add.click()
-    rows = tiers.locator("tr.form-row.dynamic-tiers")
-    expect(rows).to_have_count(3)
-    rows.nth(2).locator("a.inline-deletelink").click()  # one row too many: removed
-    expect(rows).to_have_count(2)
-    page.fill("#id_tiers-0-up_to", "1000")
-    page.fill("#id_tiers-0-unit_amount", "0.01")
-    page.fill("#id_tiers-0-flat_amount", "0")
-    page.fill("#id_tiers-1-unit_amount", "0.005")
-    page.fill("#id_tiers-1-flat_amount", "0")
-    preview = page.locator(".field-price_preview .readonly").first
-    expect(preview).to_contain_text("graduated: first 1,000 tokens at USD 0.01")
-    expect(preview).to_contain_text("then USD 0.005 per token above 1,000")
+    expect(page.locator("#id_tiers-0-up_to")).to_have_value("1000")
+    expect(page.locator("#id_tiers-1-unit_amount")).to_have_value("0.005")
+    tiers.locator(".add-row a").click()
+    expect(tiers.locator("tr.form-row.dynamic-tiers")).to_have_count(3)
+    tiers.locator("tr.form-row.dynamic-tiers").nth(2).locator("a.inline-deletelink").click()
+    expect(tiers.locator("tr.form-row.dynamic-tiers")).to_have_count(2)
+    own_preview = page.locator(".field-price_preview .readonly").first
+    expect(own_preview).to_contain_text("graduated: first 1,000 tokens at USD 0.01")
     shot("11-tier-table.png")
     page.click("input[name=_continue]")
     saved_ok()
-    expect(page.locator("#id_tiers-0-up_to")).to_have_value("1000")
-    expect(page.locator("#id_tiers-1-unit_amount")).to_have_value("0.005")
 
     page.goto(plan_url)
-    expect(page.locator(".field-problems")).to_contain_text("Ready to publish.")
     page.click("#publish-plan")
     page.click("#confirm-publish")
     saved_ok()
