@@ -7,6 +7,7 @@ import json
 from decimal import Decimal as D
 
 import pytest
+from django.http import QueryDict
 
 from catalog.models import Feature, Plan, PriceTier, RateCard
 from catalog.rules import ENTITLEMENT_FIELDS, PRICE_FIELDS
@@ -237,3 +238,65 @@ def test_pickers_show_names(admin_client):
     Feature.objects.filter(key="ai-token").update(name="AI tokens")
     page = admin_client.get(f"/admin/catalog/plan/{Plan.objects.get().pk}/change/").content.decode()
     assert ">AI tokens (ai-token)</option>" in page
+
+
+# ------------------------------------------------------------------------------- the plan page's tier table
+
+
+def _plan_post(client, plan: Plan, rows: list[tuple[str, str, str]] | None, **changes: str):
+    url = f"/admin/catalog/plan/{plan.pk}/change/"
+    data = admin_form_data(client, url, "plan_form", **changes)
+    index = next(i for i in range(5) if data.get(f"rate_cards-{i}-key") == "ai-token-out")
+    prefix = f"rate_cards-{index}-tiers"
+    post = QueryDict(mutable=True)
+    for key, value in data.items():
+        if not key.startswith(prefix + "-"):
+            post[key] = value
+    if rows is not None:
+        for up_to, unit, flat in rows:
+            post.appendlist(f"{prefix}-up_to", up_to)
+            post.appendlist(f"{prefix}-unit_amount", unit)
+            post.appendlist(f"{prefix}-flat_amount", flat)
+    return client.post(url, post.urlencode(), content_type="application/x-www-form-urlencoded"), index
+
+
+def _inline_errors(response, index: int) -> str:
+    assert response.status_code == 200, "the plan should have been refused"
+    (inline,) = response.context["inline_admin_formsets"]
+    return " ".join(str(e) for e in inline.formset.forms[index].errors.get("tiers", []))
+
+
+def test_the_plan_page_saves_its_tier_table_in_the_order_shown(admin_client, tiered):
+    response, _ = _plan_post(admin_client, tiered.plan, [("500", "0.02", "0"), ("", "", ""), ("", "0.01", "1")])
+    assert response.status_code == 302
+    assert _tiers(tiered) == [(D(500), D("0.02"), D(0)), (None, D("0.01"), D(1))]
+
+
+def test_the_plan_page_renders_the_tiers_and_leaves_them_when_nothing_is_posted(admin_client, tiered):
+    before = _tiers(tiered)
+    page = admin_client.get(f"/admin/catalog/plan/{tiered.plan_id}/change/").content.decode()
+    assert 'value="1000000"' in page and 'value="0.000008"' in page
+    response, _ = _plan_post(admin_client, tiered.plan, None)  # the table hidden (disabled): nothing posted
+    assert response.status_code == 302
+    assert _tiers(tiered) == before
+
+
+@pytest.mark.parametrize("rows, expected", [
+    ([("1000", "0.1", "0"), ("100", "0.05", "0"), ("", "0.01", "0")], "ascending"),
+    ([("1000", "-0.1", "0"), ("", "0.01", "0")], "negative"),
+    ([("1\x00000", "0.1", "0"), ("", "0.01", "0")], "NUL"),
+    ([("1,000", "0.1", "0"), ("", "0.01", "0")], "thousand separators"),
+    ([(str(n + 1), "0.1", "0") for n in range(150)], "At most 100 tiers"),
+])
+def test_hostile_tier_tables_on_the_plan_page_are_form_errors(admin_client, tiered, rows, expected):
+    before = _tiers(tiered)
+    response, index = _plan_post(admin_client, tiered.plan, rows)
+    assert expected in _inline_errors(response, index)
+    assert _tiers(tiered) == before
+
+
+def test_a_published_plan_shows_its_tiers_as_a_sentence(admin_client):
+    plan = token_plan(extra=[graduated_out()])
+    page = admin_client.get(f"/admin/catalog/plan/{plan.pk}/change/").content.decode()
+    assert "tier-table" not in page and "PriceTier.None" not in page
+    assert "Edit the tier table" in page
