@@ -71,14 +71,20 @@ def entitlement_summary(rate_card: RateCard) -> str:
 
 # One field a line where the price type decides (catalog/static/catalog/rate_card_form.js shows only the chosen
 # type's fields, from catalog.rules.PRICE_FIELDS); free quantity and spend limits folded under "More".
-RATE_CARD_FIELDSETS: _FieldsetSpec = (
-    (None, {"fields": (("key", "name"), "feature", "price_type", "payment_term", "amount", "unit_amount",
-                       "quantity_per_package", "tiers_shown", "price_preview")}),
-    ("More: free quantity, minimum and maximum spend", {
-        "fields": ("free_quantity", ("minimum_spend", "maximum_spend")), "classes": ("collapse", "rate-card-more")}),
-    ("Entitlement", {"fields": ("entitlement_type", "entitlement_limit", "entitlement_soft",
-                                "entitlement_usage_period", "entitlement_config")}),
-)
+def _rate_card_fieldsets(tiers: str) -> _FieldsetSpec:
+    """``tiers``: the editable tier table (``tiers``, the plan page's drafts) or the sentence (``tiers_shown``)."""
+    return (
+        (None, {"fields": (("key", "name"), "feature", "price_type", "payment_term", "amount", "unit_amount",
+                           "quantity_per_package", tiers, "price_preview")}),
+        ("More: free quantity, minimum and maximum spend", {
+            "fields": ("free_quantity", ("minimum_spend", "maximum_spend")),
+            "classes": ("collapse", "rate-card-more")}),
+        ("Entitlement", {"fields": ("entitlement_type", "entitlement_limit", "entitlement_soft",
+                                    "entitlement_usage_period", "entitlement_config")}),
+    )
+
+
+RATE_CARD_FIELDSETS = _rate_card_fieldsets("tiers_shown")
 
 
 def tiers_text(rate_card: RateCard | None) -> str:
@@ -90,19 +96,12 @@ def tiers_text(rate_card: RateCard | None) -> str:
     return format_html('{} tier(s). <a href="{}#tiers-group" class="edit-tiers">Edit the tier table</a>', count, url)
 
 
-def _with_tier_table(fieldsets: _FieldsetSpec) -> _FieldsetSpec:
-    """The rate card fieldsets with the editable tier table in place of the tiers note."""
-    first_title, first = fieldsets[0]
-    fields = tuple("tiers" if name == "tiers_shown" else name for name in first["fields"])
-    return ((first_title, {**first, "fields": fields}), *fieldsets[1:])
-
-
 class RateCardInline(PlanDraftOnly, admin.StackedInline):
     model = RateCard
     form = PlanRateCardForm
     extra = 0
     show_change_link = True
-    fieldsets = _with_tier_table(RATE_CARD_FIELDSETS)
+    fieldsets = _rate_card_fieldsets("tiers")
     readonly_fields = ("price_preview", "tiers_shown")
 
     def get_fieldsets(self, request, obj=None):
