@@ -1,9 +1,10 @@
 """The admin as finance staff's workplace: navigation in the order of the seed flow, and a dashboard home.
 
 Navigation: Metering (events, meters, usage explorer) → Product catalog (features, plans) → Billing (customers,
-subscriptions, invoices) → Settings (API tokens, connect a gateway, Stripe, schedules, job runs, users, and for
-superusers the admin login lockout's attempts and logs).
-Only what the user may see is listed (Django's per-model permissions).
+subscriptions, invoices) → Settings (API tokens, connect a gateway, Stripe, job runs, users, and for superusers
+the admin login lockout's attempts and logs) → Operations (superusers only: the scheduler's periodic tasks and
+schedules).
+Only what the user may see is listed (Django's per-model permissions; Operations also needs a superuser).
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ SECTIONS: list[tuple[str, list[tuple[str, str] | Link]]] = [
             ("metering", "apitoken"),
             Link("Connect a gateway", "admin:metering_apitoken_connect", "metering.add_apitoken"),
             ("invoicing", "stripewebhookevent"),
-            ("django_celery_beat", "periodictask"),
             ("common", "jobrun"),
             ("invoicing", "cycleclose"),
             ("auth", "user"),
@@ -70,7 +70,18 @@ SECTIONS: list[tuple[str, list[tuple[str, str] | Link]]] = [
             ("axes", "accesslog"),
         ],
     ),
+    (
+        "Operations",
+        [
+            ("django_celery_beat", "periodictask"),
+            ("django_celery_beat", "clockedschedule"),
+            ("django_celery_beat", "crontabschedule"),
+            ("django_celery_beat", "intervalschedule"),
+            ("django_celery_beat", "solarschedule"),
+        ],
+    ),
 ]
+SUPERUSER_SECTIONS = {"Operations"}  # shown to superusers only, whatever permissions a group grants
 HIDDEN = {("catalog", "ratecard"), ("catalog", "pricetier"), ("catalog", "pricerow")}
 
 
@@ -88,6 +99,9 @@ class BillingAdminSite(admin.AdminSite):
         placed: set[tuple[str, str]] = set()
         sections: list[dict[str, Any]] = []
         for title, entries in SECTIONS:
+            if title in SUPERUSER_SECTIONS and not request.user.is_superuser:
+                placed.update(entry for entry in entries if not isinstance(entry, Link))
+                continue
             items: list[dict[str, Any]] = []
             for entry in entries:
                 if isinstance(entry, Link):

@@ -4,7 +4,11 @@
 - **Billing operator**: the viewer's reads, plus meters, the catalog (features, plans, rate cards), customers,
   their subjects and Kong consumers, subscriptions, and invoice previews.
 - **Billing admin**: the operator's rights, plus issuing, voiding, marking paid or uncollectible, cycle closes,
-  Stripe sync and webhooks, Settings → Company and Stripe, API tokens, schedules (periodic tasks) and job runs.
+  Stripe sync and webhooks, Settings → Company and Stripe, API tokens, webhook endpoints, email templates and job
+  runs.
+
+The scheduler's internals (django-celery-beat's periodic tasks and schedules) are for superusers only: the admin
+shows them under *Operations*, and no role has their permissions.
 
 The same permissions govern the JSON API for a logged-in staff user (``metering.authentication.HasScope``):
 ``view_<model>`` to read, ``add_``/``change_``/``delete_<model>`` to write, ``invoicing.issue_invoice`` to void or
@@ -32,11 +36,7 @@ OPERATOR_MODELS = [
     ("customers", "subjectattribution"), ("customers", "kongconsumer"),
     ("notifications", "customernotificationsettings"), ("notifications", "usagealertrule"),
 ]
-ADMIN_MODELS = [
-    ("metering", "apitoken"), ("django_celery_beat", "periodictask"), ("django_celery_beat", "intervalschedule"),
-    ("django_celery_beat", "crontabschedule"), ("django_celery_beat", "clockedschedule"),
-    ("django_celery_beat", "solarschedule"), ("notifications", "webhookendpoint"), ("notifications", "emailtemplate"),
-]
+ADMIN_MODELS = [("metering", "apitoken"), ("notifications", "webhookendpoint"), ("notifications", "emailtemplate")]
 ADMIN_VIEW_ONLY = [("common", "jobrun"), ("invoicing", "stripewebhookevent")]
 # Settings → Company and Settings → Stripe (one row each: viewed and changed, never added or deleted).
 ADMIN_SETTINGS = [("invoicing", "companyprofile"), ("invoicing", "stripesettings")]

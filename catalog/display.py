@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from common.forms import plain_decimal
+from common.forms import plain_number
 
 from .models import Plan, RateCard
 from .money import UnknownCurrency, minor_unit_exponent
@@ -23,15 +23,6 @@ Cadence = Plan.Cadence
 CADENCE_WORDS: dict[str, str] = {Cadence.DAILY: "day", Cadence.WEEKLY: "week", Cadence.MONTHLY: "month",
                  Cadence.QUARTERLY: "quarter", Cadence.YEARLY: "year"}
 _UNSET: Any = object()
-
-
-def plain_number(value: Decimal) -> str:
-    """``1000000`` → ``1,000,000``; ``0.5`` → ``0.5`` (no trailing zeros, no exponent, no rounding)."""
-    text = plain_decimal(value)
-    whole, _, fraction = text.partition(".")
-    sign = "-" if whole.startswith("-") else ""
-    whole = f"{int(whole.lstrip('-') or '0'):,}"
-    return sign + whole + (f".{fraction}" if fraction else "")
 
 
 def money_text(amount: Decimal | None, currency: str) -> str:

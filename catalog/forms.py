@@ -3,33 +3,65 @@ the catalog's rules (``catalog.rules``), so a save the services would refuse is 
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from itertools import zip_longest
 from typing import cast
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.models import BaseInlineFormSet
 
 from common.fields import PreciseDecimalField
-from common.forms import DecimalTextField, parse_plain_decimal
+from common.forms import DecimalTextField, parse_plain_decimal, plain_decimal
+from common.key_value import KeyValueField
 from common.yaml_reader.values import nested_problem
+from metering.models import Meter
+from metering.selectors.events import recent_group_values
 
 from .charges import price_row_price
-from .models import Feature, Plan, PriceRow, RateCard
+from .models import Feature, Plan, PriceRow, PriceTier, RateCard
 from .pricing import validate_price
-from .rules import clean_currency, currency_problem, engine_price, feature_filter_problems, rate_card_problems
+from .rules import (
+    ENTITLEMENT_FIELDS,
+    PRICE_FIELDS,
+    clean_currency,
+    currency_problem,
+    engine_price,
+    feature_filter_problems,
+    rate_card_problems,
+)
+
+# The fields whose presence depends on the price type or the entitlement type (rules.PRICE_FIELDS / ENTITLEMENT_FIELDS)
+PRICE_DEPENDENT = ("amount", "unit_amount", "quantity_per_package", "free_quantity", "minimum_spend", "maximum_spend")
+ENTITLEMENT_DEPENDENT = ("entitlement_limit", "entitlement_usage_period", "entitlement_config")
+
+
+class OptionalJSONField(forms.JSONField):
+    """A JSON field whose empty value shows as an empty box, not ``null``."""
+
+    def prepare_value(self, value):
+        if value is None:
+            return ""
+        return super().prepare_value(value)
 
 
 class FeatureForm(forms.ModelForm):
-    meter_group_by_filters = forms.JSONField(
-        required=False,
-        initial=dict,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text='Equality on the meter\'s group-by values, e.g. {"provider": "openai", "type": "request"}.',
+    meter_group_by_filters = KeyValueField(
+        label="Meter group-by filters", key_label="group-by name", value_label="equals",
+        help_text="Only usage whose group-by value equals the given one, e.g. provider = openai, type = request. "
+                  "The suggestions are the meters' group-by names and the values seen in recent events.",
     )
 
     class Meta:
         model = Feature
         fields = ("key", "name", "meter", "meter_group_by_filters")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        meter = self.instance.meter if self.instance.pk and self.instance.meter_id else None
+        self.fields["meter_group_by_filters"].widget.suggestions = lambda: recent_group_values(
+            [meter] if meter is not None else Meter.objects.all()[:50])
 
     def clean(self):
         super().clean()
@@ -63,10 +95,45 @@ class RateCardForm(forms.ModelForm):
             "entitlement_usage_period",
             "entitlement_config",
         )
+        field_classes = {"entitlement_config": OptionalJSONField}
+        widgets = {"entitlement_config": forms.Textarea(attrs={"rows": 3, "cols": 60})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Which fields each type uses, for catalog/rate_card_form.js (shows only those): one table, in catalog.rules.
+        fields = self.fields  # a read-only page (published plan) has none of them
+        if "price_type" in fields:
+            fields["price_type"].widget.attrs["data-fields"] = json.dumps(PRICE_FIELDS)
+        if "entitlement_type" in fields:
+            fields["entitlement_type"].widget.attrs["data-fields"] = json.dumps(ENTITLEMENT_FIELDS)
+        if "payment_term" in fields:
+            fields["payment_term"].required = False  # only a flat fee has one; usage is billed in arrears
+
+    def clean_payment_term(self):
+        return self.cleaned_data.get("payment_term") or RateCard.PaymentTerm.IN_ARREARS
+
+    def _not_applicable(self, data) -> None:
+        """A value in a field the chosen price or entitlement type does not use is a mistake, not ignored."""
+        price_type = data.get("price_type") or ""
+        entitlement_type = data.get("entitlement_type") or ""
+        price_label = dict(RateCard.PriceType.choices).get(price_type, price_type) if price_type else "no price"
+        used = PRICE_FIELDS.get(price_type, ())
+        for name in PRICE_DEPENDENT:
+            if name not in used and data.get(name) is not None and name not in self.errors:
+                self.add_error(name, f"Does not apply to {str(price_label).lower()}: leave it empty.")
+        if price_type != RateCard.PriceType.FLAT and data.get("payment_term") == RateCard.PaymentTerm.IN_ADVANCE:
+            self.add_error("payment_term", "Only a flat fee is billed in advance; usage is billed in arrears.")
+        entitlement_used = ENTITLEMENT_FIELDS.get(entitlement_type, ())
+        for name in ENTITLEMENT_DEPENDENT:
+            if name not in entitlement_used and data.get(name) not in (None, "") and name not in self.errors:
+                self.add_error(name, "Does not apply to this entitlement type: leave it empty.")
+        if "entitlement_soft" not in entitlement_used and data.get("entitlement_soft"):
+            self.add_error("entitlement_soft", "Only a metered entitlement has a soft limit.")
 
     def clean(self):
         super().clean()
         data = self.cleaned_data
+        self._not_applicable(data)
         feature = data.get("feature")
         price_type = data.get("price_type") or ""
         placeholder = Decimal(1)  # tiers are checked on publish, on the plan page
@@ -148,6 +215,142 @@ class PriceRowForm(forms.ModelForm):
         for problem in problems:
             self.add_error(None, problem)
         return data
+
+
+MAX_TIERS = 100
+
+
+class PriceTierFormSet(BaseInlineFormSet):
+    """The tier table of a graduated or volume rate card: rows in the order shown (their positions follow it),
+    at most ``MAX_TIERS``, checked by the pricing engine's own rule (ascending bounds, only the last one open,
+    nothing negative) when the rate card's price type is tiered."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        price_type = self.data.get("price_type", self.instance.price_type if self.instance else "")
+        rows = self.rows()
+        if price_type not in ("graduated", "volume") or not rows:
+            return
+        tiers = [(form.cleaned_data.get("up_to"), form.cleaned_data.get("unit_amount") or Decimal(0),
+                  form.cleaned_data.get("flat_amount") or Decimal(0)) for form in rows]
+        problems = validate_price(engine_price(price_type, tiers=tiers))
+        if problems:
+            raise ValidationError([problem.replace("up_to", "“up to”") for problem in problems])
+
+    def rows(self) -> list[forms.ModelForm]:
+        """The rows kept (not deleted, not left empty), in the order shown."""
+        return [form for form in self.forms
+                if getattr(form, "cleaned_data", None) and not form.cleaned_data.get("DELETE")
+                and (form.instance.pk or form.has_changed())]
+
+    def save(self, commit: bool = True):
+        saved = super().save(commit)
+        if commit:
+            for position, form in enumerate(self.rows()):
+                if form.instance.pk and form.instance.position != position:
+                    type(form.instance).objects.filter(pk=form.instance.pk).update(position=position)
+                    form.instance.position = position
+        return saved
+
+
+class TierTableWidget(forms.Widget):
+    """The tier table inside a rate card of the plan page: rows of up to / unit amount / flat amount with add and
+    remove buttons (``static/billing/key-value.js``). Posts ``<name>-up_to``, ``-unit_amount``, ``-flat_amount``
+    repeated; nothing posted (the table hidden for a price without tiers) leaves the tiers as they are."""
+
+    template_name = "admin/catalog/widgets/tier_table.html"
+    COLUMNS = ("up_to", "unit_amount", "flat_amount")
+
+    class Media:
+        js = ("billing/key-value.js",)
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        rows = [tuple("" if cell is None else (plain_decimal(cell) if isinstance(cell, Decimal) else str(cell))
+                      for cell in row) for row in (value or [])]
+        context["widget"]["rows"] = rows + [("", "", "")]
+        return context
+
+    def format_value(self, value):
+        return value
+
+    def value_from_datadict(self, data, files, name):
+        if not any(f"{name}-{column}" in data for column in self.COLUMNS):
+            return None
+        columns = [data.getlist(f"{name}-{column}") for column in self.COLUMNS]
+        return list(zip_longest(*columns, fillvalue=""))
+
+    def value_omitted_from_data(self, data, files, name):
+        return not any(f"{name}-{column}" in data for column in self.COLUMNS)
+
+
+class TierTableField(forms.Field):
+    """Tiers typed in a :class:`TierTableWidget`: ``None`` (not posted: unchanged) or a list of ``(up_to,
+    unit_amount, flat_amount)`` in the order shown; empty rows skipped; each cell read like every decimal."""
+
+    widget = TierTableWidget
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        if value is None or isinstance(value, str):
+            return None
+        if len(value) > MAX_TIERS + 1:
+            raise ValidationError(f"At most {MAX_TIERS} tiers.", code="too_many")
+        tiers, errors = [], []
+        for number, row in enumerate(value, start=1):
+            cells = [str(cell) for cell in row]
+            if not any(cell.strip() for cell in cells):
+                continue
+            parsed = []
+            for cell, label in zip(cells, ("up to", "unit amount", "flat amount"), strict=True):
+                try:
+                    parsed.append(parse_plain_decimal(cell) if cell.strip() else None)
+                except ValidationError as exc:
+                    errors.append(f"tier {number}, {label}: {' '.join(exc.messages)}")
+                    parsed.append(None)
+            up_to, unit, flat = parsed
+            tiers.append((up_to, unit if unit is not None else Decimal(0), flat if flat is not None else Decimal(0)))
+        if errors:
+            raise ValidationError(errors)
+        return tiers
+
+
+class PlanRateCardForm(RateCardForm):
+    """A rate card on the plan page: the rate card form plus its tier table."""
+
+    tiers = TierTableField(label="Tiers", help_text="One row per tier, ascending; the last one without “up to”.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["tiers"].initial = [(t.up_to, t.unit_amount, t.flat_amount)
+                                            for t in self.instance.tiers.order_by("position", "id")]
+
+    def clean(self):
+        data = super().clean()
+        tiers = data.get("tiers")
+        price_type = data.get("price_type") or ""
+        if tiers and price_type in ("graduated", "volume"):
+            for problem in validate_price(engine_price(price_type, tiers=tiers)):
+                self.add_error("tiers", problem.replace("up_to", "“up to”"))
+        return data
+
+    def save(self, commit=True):
+        rate_card = super().save(commit)
+        tiers = self.cleaned_data.get("tiers")
+        if commit and tiers is not None and rate_card.price_type in ("graduated", "volume"):
+            stored = [(t.up_to, t.unit_amount, t.flat_amount) for t in rate_card.tiers.order_by("position", "id")]
+            if stored != tiers:
+                rate_card.tiers.all().delete()
+                rate_card.tiers.bulk_create([
+                    PriceTier(rate_card=rate_card, position=i, up_to=up_to, unit_amount=unit, flat_amount=flat)
+                    for i, (up_to, unit, flat) in enumerate(tiers)])
+        return rate_card
 
 
 class PlanForm(forms.ModelForm):

@@ -35,7 +35,8 @@ class Feature(models.Model):
         ordering = ["key"]
 
     def __str__(self) -> str:
-        return self.key
+        """What pickers and lists show: the name people gave it, with the key beside it."""
+        return f"{self.name} ({self.key})" if self.name and self.name != self.key else self.key
 
 
 class Plan(models.Model):

@@ -41,6 +41,24 @@ ROW_PRICE_TYPES = frozenset({"unit", "graduated", "volume", "package"})  # what 
 USAGE_PRICES = PRICE_TYPES - {PriceType.FLAT.value}
 ENTITLEMENT_TYPES = frozenset(EntitlementType.values) - {EntitlementType.NONE.value}
 PAYMENT_TERMS = frozenset(PaymentTerm.values)
+# Which fields each price type and entitlement type uses (the rate card form shows only these and refuses values
+# in the others). ``tiers`` is the tier table; free quantity applies to usage prices, the spend limits to any price.
+PRICE_FIELDS: dict[str, tuple[str, ...]] = {
+    PriceType.NONE.value: (),
+    PriceType.FLAT.value: ("amount", "payment_term", "minimum_spend", "maximum_spend"),
+    PriceType.UNIT.value: ("unit_amount", "free_quantity", "minimum_spend", "maximum_spend"),
+    PriceType.GRADUATED.value: ("tiers", "free_quantity", "minimum_spend", "maximum_spend"),
+    PriceType.VOLUME.value: ("tiers", "free_quantity", "minimum_spend", "maximum_spend"),
+    PriceType.PACKAGE.value: ("amount", "quantity_per_package", "free_quantity", "minimum_spend", "maximum_spend"),
+    # A dimensional price's table of rows is edited on the rate card's own page (catalog/admin/rate_cards.py).
+    PriceType.DIMENSIONAL.value: ("dimensions", "free_quantity", "minimum_spend", "maximum_spend"),
+}
+ENTITLEMENT_FIELDS: dict[str, tuple[str, ...]] = {
+    EntitlementType.NONE.value: (),
+    EntitlementType.BOOLEAN.value: (),
+    EntitlementType.STATIC.value: ("entitlement_config",),
+    EntitlementType.METERED.value: ("entitlement_limit", "entitlement_soft", "entitlement_usage_period"),
+}
 
 
 def cadence_delta(cadence: str) -> relativedelta:

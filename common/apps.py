@@ -6,3 +6,8 @@ class CommonConfig(AppConfig):
 
     name = "common"
     verbose_name = "Operations"
+
+    def ready(self) -> None:
+        from .admin.display import install
+
+        install()  # decimals in the admin shown plain (0.00001), in one place

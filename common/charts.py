@@ -9,7 +9,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 
 def bar_chart_svg(points: list[tuple[str, Decimal]], *, width: int = 720, height: int = 180,
-                  limit: Decimal | None = None, limit_label: str = "limit", unit: str = "") -> SafeString:
+                  limit: Decimal | None = None, limit_label: str = "limit", unit: str = "",
+                  label: str = "usage chart") -> SafeString:
     """Bars for ``(label, value)`` points; an optional dashed horizontal line for a limit."""
     if not points:
         return mark_safe('<p class="help">No usage in this range.</p>')  # noqa: S308 - constant markup
@@ -48,10 +49,11 @@ def bar_chart_svg(points: list[tuple[str, Decimal]], *, width: int = 720, height
             f"{limit:,}",
         )
     return format_html(
-        '<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" role="img" aria-label="usage chart" '
-        'style="background:#fff;border:1px solid #eee">'
+        '<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" '
+        'aria-label="{}" class="chart" style="background:#fff;border:1px solid #eee">'
         '<text x="4" y="{}" font-size="10" fill="#666">{}</text><text x="4" y="{}" font-size="10" fill="#666">0</text>'
         '<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#ccc"/>{}{}{}</svg>',
-        width, height, margin_top + 8, f"{top:,}", margin_top + plot_height, margin_left, width - 8,
+        width, height, width, height, label, margin_top + 8, f"{top:,}", margin_top + plot_height, margin_left,
+        width - 8,
         margin_top + plot_height, margin_top + plot_height, bars, labels, limit_svg,
     )

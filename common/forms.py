@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import forms
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.core.exceptions import ValidationError
 
 PLAIN_DECIMAL_RE = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
@@ -34,6 +35,15 @@ def plain_decimal(value: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "+0", "") else text
+
+
+def plain_number(value: Decimal) -> str:
+    """``1000000`` → ``1,000,000``; ``0.5`` → ``0.5`` (no trailing zeros, no exponent, no rounding)."""
+    text = plain_decimal(value)
+    whole, _, fraction = text.partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    whole = f"{int(whole.lstrip('-') or '0'):,}"
+    return sign + whole + (f".{fraction}" if fraction else "")
 
 
 def parse_plain_decimal(text: object) -> Decimal:
@@ -126,3 +136,21 @@ class DecimalTextField(forms.DecimalField):
         attrs = super().widget_attrs(widget)
         attrs.pop("step", None)  # only number inputs have a step
         return attrs
+
+
+class DateTimePickerWidget(AdminSplitDateTime):
+    """The admin's own date and time pickers (calendar and clock) for a form outside a model admin; a post that
+    carries the whole value in one field (``start=2026-11-01 00:00:00``, scripts and older forms) is read too."""
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        if f"{name}_0" not in data and f"{name}_1" not in data and name in data:
+            text = str(data.get(name) or "").strip().replace("T", " ", 1)
+            date, _, time = text.partition(" ")
+            return [date, time or "00:00:00"] if date else ["", ""]
+        return super().value_from_datadict(data, files, name)
+
+
+class DateTimePickerField(forms.SplitDateTimeField):
+    """A date and a time, with the admin's pickers (``DateTimePickerWidget``)."""
+
+    widget = DateTimePickerWidget

@@ -6,6 +6,8 @@ import datetime as dt
 
 import msgspec
 
+from .formatting import format_period
+
 
 def format_rfc3339(value: dt.datetime) -> str:
     """UTC, ``Z`` suffix, microseconds only when present."""
@@ -47,3 +49,35 @@ def parse_rfc3339(value: str) -> dt.datetime:
         raise TimeValueError(f'"{value[:64]}" is outside the representable range '
                              "(0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z)") from None
     return instant
+
+
+def _moment_text(value: dt.datetime, *, with_year: bool) -> str:
+    text = f"{value:%b} {value.day}"
+    if with_year:
+        text += f", {value.year}"
+    if (value.hour, value.minute, value.second, value.microsecond) != (0, 0, 0, 0):
+        text += f" {value:%H:%M}"
+    return text
+
+
+def period_label(start: dt.datetime, end: dt.datetime) -> str:
+    """A half-open period ``[start, end)`` as people read it, inclusive and in UTC: ``Nov 1 – Nov 30, 2026``,
+    ``Dec 1, 2026 – Jan 31, 2027``, ``Nov 1, 2026`` (one day); a period cut mid-day shows its times
+    (``Nov 1 – Nov 29, 2026 08:31``). Whole days end on the day before ``end``."""
+    start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    midnight = (end.hour, end.minute, end.second, end.microsecond) == (0, 0, 0, 0)
+    if midnight and start.time() == dt.time(0):
+        return format_period(start, end, "en_US")  # whole days read as the documents write them
+    last = end - dt.timedelta(days=1) if midnight else end
+    if midnight and last.date() == start.date() and start.time() == dt.time(0):
+        return _moment_text(start, with_year=True)
+    same_year = start.year == last.year
+    return f"{_moment_text(start, with_year=not same_year)} – {_moment_text(last, with_year=True)}"
+
+
+def actor_label(label: str, *, full_name: str = "", username: str = "") -> str:
+    """Who did something, as the log shows it: the person's name for an admin action, "scheduled close" for beat
+    (stored labels "beat"/"scheduled close"), else the stored label."""
+    if full_name.strip() or username:
+        return full_name.strip() or username
+    return {"beat": "scheduled close", "system": "the system"}.get(label, label)

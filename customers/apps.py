@@ -3,7 +3,7 @@ from django.apps import AppConfig
 
 class CustomersConfig(AppConfig):
     name = "customers"
-    verbose_name = "Billing — customers"
+    verbose_name = "Billing"
 
     def ready(self) -> None:
         from metering.enrichment import register_customer_subject_resolver, register_event_enricher

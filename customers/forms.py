@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlparse
 
@@ -12,9 +13,11 @@ from django.utils import timezone
 
 from catalog.models import Plan
 from catalog.rules import clean_currency
+from common.forms import DateTimePickerField
+from common.key_value import KeyValueField
 
 from .models import Customer, KongConsumer, SubjectAttribution
-from .selectors import kong_consumer_of, unattributed_subjects
+from .selectors import kong_consumer_of, metadata_seen, unattributed_subjects
 from .services.attributions import AttributionChange, attribution_changes_problems
 from .services.customers import CUSTOMER_FIELDS, customer_problems
 
@@ -41,14 +44,33 @@ class SubjectPickerWidget(forms.TextInput):
 
 
 class CustomerForm(forms.ModelForm):
-    metadata = forms.JSONField(required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+    metadata = KeyValueField(
+        key_label="key", value_label="value",
+        help_text="Your own notes as key → value (e.g. crm_id → 4711); the suggestions are other customers' keys "
+                  "and values.")
 
     class Meta:
         model = Customer
         fields = ("key", *CUSTOMER_FIELDS)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "metadata" in self.fields:
+            self.fields["metadata"].widget.suggestions = metadata_seen
+
     def clean_currency(self):
         return clean_currency(self.cleaned_data.get("currency"))  # usd → USD; unknown codes: clean() names them
+
+    def clean_metadata(self):
+        """Rows hold text; a value stored as a number, list or object (through the API) shows as its JSON and is
+        kept as it was when that text comes back unchanged."""
+        value = self.cleaned_data.get("metadata") or {}
+        stored = self.instance.metadata if self.instance.pk and isinstance(self.instance.metadata, dict) else {}
+        return {
+            key: stored[key] if key in stored and not isinstance(stored[key], str)
+            and text == json.dumps(stored[key]) else text
+            for key, text in value.items()
+        }
 
     def clean(self):
         super().clean()
@@ -130,11 +152,11 @@ class SubscriptionCreateForm(forms.Form):
         queryset=Plan.objects.filter(status=Plan.Status.PUBLISHED).order_by("key"),
         help_text="Published plan versions only.",
     )
-    start = forms.DateTimeField(
+    start = DateTimePickerField(
         initial=timezone.now, help_text="UTC. May be in the future; usage before it is never billed."
     )
     anchor = forms.ChoiceField(choices=ANCHORS, initial="start", widget=forms.RadioSelect)
-    custom_anchor = forms.DateTimeField(required=False, help_text="UTC, with 'Custom anchor'.")
+    custom_anchor = DateTimePickerField(required=False, help_text="UTC, with 'Custom anchor'.")
 
     def clean(self):
         super().clean()

@@ -533,3 +533,17 @@ def plan_change_proration(*, subscription: Subscription, new_plan: Plan, at: dt.
                 )
             )
     return lines
+
+
+def metadata_seen(*, sample: int = 500, limit: int = 200) -> tuple[list[str], list[str]]:
+    """Keys and (text) values of the most recently changed customers' metadata: what the metadata rows offer."""
+    keys: set[str] = set()
+    values: set[str] = set()
+    for metadata in Customer.objects.order_by("-id").values_list("metadata", flat=True)[:sample]:
+        if not isinstance(metadata, dict):
+            continue
+        for key, value in metadata.items():
+            keys.add(str(key))
+            if isinstance(value, str) and len(value) <= 200:
+                values.add(value)
+    return sorted(keys)[:limit], sorted(values)[:limit]

@@ -3,7 +3,7 @@ from django.apps import AppConfig
 
 class InvoicingConfig(AppConfig):
     name = "invoicing"
-    verbose_name = "Billing — invoices"
+    verbose_name = "Billing"
 
     def ready(self) -> None:
         from common.dashboard import register_dashboard

@@ -2,8 +2,11 @@
 
 from django import forms
 
+from common.key_value import KeyValueField
+
 from .meter_rules import validate_meter
 from .models import ApiToken, Meter
+from .selectors.events import recent_data_keys
 from .services.meters import MeterValidationError, meter_update_check
 from .windows import WindowError, time_zone
 
@@ -22,9 +25,10 @@ class ApiTokenCreateForm(forms.ModelForm):
 class MeterForm(forms.ModelForm):
     """Admin form for meters: validation comes from metering.meter_rules, saving from the meter services."""
 
-    group_by = forms.JSONField(
-        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
-        help_text='Group-by name → JSONPath, e.g. {"model": "$.model", "provider": "$.provider"}.',
+    group_by = KeyValueField(
+        key_label="group-by name", value_label="JSONPath",
+        help_text="One row per group-by: a name and the JSONPath of its value, e.g. model → $.model. The "
+                  "suggestions are the keys of recent events' data.",
     )
 
     class Meta:
@@ -35,6 +39,16 @@ class MeterForm(forms.ModelForm):
             "event_type": "The CloudEvent type to count, e.g. kong.llm_request.",
             "value_property": "JSONPath of the number to aggregate (not for COUNT): $.a, $.a.b, $.a[0].",
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        event_type = self.instance.event_type if self.instance.pk else None
+        self.fields["group_by"].widget.suggestions = lambda: self._suggestions(event_type)
+
+    @staticmethod
+    def _suggestions(event_type: str | None) -> tuple[list[str], list[str]]:
+        keys = recent_data_keys(event_type=event_type)
+        return keys, [f"$.{key}" for key in keys]
 
     def clean(self):
         super().clean()

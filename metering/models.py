@@ -145,7 +145,8 @@ class Meter(models.Model):
         ordering = ["slug"]
 
     def __str__(self) -> str:
-        return self.slug
+        """What pickers and lists show: the name people gave it, with the slug beside it."""
+        return f"{self.name} ({self.slug})" if self.name and self.name != self.slug else self.slug
 
 
 class UsageSeries(models.Model):

@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin, Outcome, confirm_bulk_action
 
 from ..display import plain_number, price_summary
-from ..forms import PlanForm, RateCardForm
+from ..forms import PlanForm, PlanRateCardForm
 from ..models import Plan, RateCard
 from ..services.plans import plan_archive, plan_new_version, plan_problems, plan_publish
 from .drafts import PlanDraftOnly, rate_card_price_text
@@ -69,25 +69,57 @@ def entitlement_summary(rate_card: RateCard) -> str:
     return "—"
 
 
-RATE_CARD_FIELDSETS: _FieldsetSpec = (
-    (None, {"fields": (("key", "name"), "feature", ("price_type", "payment_term"), "dimensions",
-                       ("amount", "unit_amount", "quantity_per_package"),
-                       ("free_quantity", "minimum_spend", "maximum_spend"), "price_preview")}),
-    ("Entitlement", {"fields": (("entitlement_type", "entitlement_limit", "entitlement_soft",
-                                 "entitlement_usage_period"), "entitlement_config")}),
-)
+# One field a line where the price type decides (catalog/static/catalog/rate_card_form.js shows only the chosen
+# type's fields, from catalog.rules.PRICE_FIELDS); free quantity and spend limits folded under "More".
+def _rate_card_fieldsets(tiers: str) -> _FieldsetSpec:
+    """``tiers``: the editable tier table (``tiers``, the plan page's drafts) or the sentence (``tiers_shown``)."""
+    return (
+        (None, {"fields": (("key", "name"), "feature", "price_type", "payment_term", "dimensions", "amount",
+                           "unit_amount", "quantity_per_package", tiers, "price_preview")}),
+        ("More: free quantity, minimum and maximum spend", {
+            "fields": ("free_quantity", ("minimum_spend", "maximum_spend")),
+            "classes": ("collapse", "rate-card-more")}),
+        ("Entitlement", {"fields": ("entitlement_type", "entitlement_limit", "entitlement_soft",
+                                    "entitlement_usage_period", "entitlement_config")}),
+    )
+
+
+RATE_CARD_FIELDSETS = _rate_card_fieldsets("tiers_shown")
+
+
+def tiers_text(rate_card: RateCard | None) -> str:
+    """On the plan page, a tiered rate card's tiers are edited on its own page (a table of rows)."""
+    if rate_card is None or not rate_card.pk:
+        return "Save the plan, then open the rate card (“Change”) to fill in its tier table."
+    url = reverse("admin:catalog_ratecard_change", args=[rate_card.pk])
+    count = rate_card.tiers.count()
+    return format_html('{} tier(s). <a href="{}#tiers-group" class="edit-tiers">Edit the tier table</a>', count, url)
 
 
 class RateCardInline(PlanDraftOnly, admin.StackedInline):
     model = RateCard
-    form = RateCardForm
+    form = PlanRateCardForm
     extra = 0
     show_change_link = True
-    fieldsets = RATE_CARD_FIELDSETS
-    readonly_fields = ("price_preview",)
+    fieldsets = _rate_card_fieldsets("tiers")
+    readonly_fields = ("price_preview", "tiers_shown")
+
+    def get_fieldsets(self, request, obj=None):
+        """Drafts edit their tiers in the table; published versions show them as a sentence."""
+        if obj is not None and not obj.is_editable:
+            return RATE_CARD_FIELDSETS
+        return super().get_fieldsets(request, obj)
+
+    class Media:
+        js = ("catalog/rate_card_form.js",)
+        css = {"all": ("billing/admin.css",)}
 
     def _plan_of(self, obj):
         return obj
+
+    @admin.display(description="tiers")
+    def tiers_shown(self, obj: RateCard | None) -> str:
+        return tiers_text(obj)
 
     @admin.display(description="price")
     def price_preview(self, obj: RateCard | None) -> str:

@@ -14,7 +14,15 @@ from django.utils import timezone
 from ..charges import charge_rate_card, dimensional_price, is_dimensional
 from ..dimensional import rows_in_effect
 from ..display import plain_number, price_summary
-from ..forms import CostForm, PricePreviewForm, PriceRowForm, RateCardForm, preview_tiers
+from ..forms import (
+    MAX_TIERS,
+    CostForm,
+    PricePreviewForm,
+    PriceRowForm,
+    PriceTierFormSet,
+    RateCardForm,
+    preview_tiers,
+)
 from ..models import PriceRow, PriceTier, RateCard
 from ..money import to_major
 from ..pricing import PricingError, price_rate_card
@@ -39,8 +47,17 @@ class PriceRowInline(PlanDraftOnly, admin.TabularInline):
 
 class PriceTierInline(PlanDraftOnly, admin.TabularInline):
     model = PriceTier
+    formset = PriceTierFormSet
     extra = 0
-    fields = ("position", "up_to", "unit_amount", "flat_amount")
+    verbose_name = "tier"
+    verbose_name_plural = "tiers"
+    fields = ("up_to", "unit_amount", "flat_amount")  # the rows' order is their position
+    max_num = MAX_TIERS
+
+    def get_formset(self, request, obj=None, **kwargs):
+        kwargs.setdefault("validate_max", True)
+        kwargs.setdefault("absolute_max", MAX_TIERS * 2)  # a post of 1,000 rows is refused, not read
+        return super().get_formset(request, obj, **kwargs)
 
     def _plan_of(self, obj):
         return obj.plan
@@ -55,11 +72,16 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
     list_filter = ("price_type", "payment_term", "plan__status")
     search_fields = ("key", "plan__key")
     change_form_template = "admin/catalog/ratecard/change_form.html"
-    readonly_fields = ("price_preview",)
+    readonly_fields = ("price_preview", "tiers_shown")
     fieldsets = RATE_CARD_FIELDSETS
 
     class Media:
-        js = ("catalog/price_preview.js",)
+        js = ("catalog/price_preview.js", "catalog/rate_card_form.js")
+        css = {"all": ("billing/admin.css",)}
+
+    @admin.display(description="tiers")
+    def tiers_shown(self, obj: RateCard | None) -> str:
+        return "In the table “Tiers” below: one row per tier, ascending; the last row without “up to”."
 
     def _plan_of(self, obj):
         return obj.plan

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.utils.html import format_html_join
 
 from common.formatting import format_amount, format_period, format_quantity, format_unit_price
+from common.time import actor_label
 
 from ..models import CreditNote, InvoiceEvent, InvoiceLine
 
@@ -67,8 +68,19 @@ class InvoiceLineInline(LineInline):
 class InvoiceEventInline(ReadOnlyInline):
     model = InvoiceEvent
     verbose_name_plural = "log (who did what, when)"
-    fields = ("at", "action", "actor_label", "detail")
+    fields = ("at", "action", "by", "detail")
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+    @admin.display(description="by")
+    def by(self, event: InvoiceEvent) -> str:
+        """The person's name for an admin action, "scheduled close" for beat."""
+        actor = event.actor
+        if actor is None:
+            return actor_label(event.actor_label)
+        return actor_label(event.actor_label, full_name=actor.get_full_name(), username=actor.get_username())
 
 
 class CreditNoteInline(ReadOnlyInline):

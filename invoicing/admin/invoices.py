@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from common.admin.confirm import ConfirmActionMixin, confirm_bulk_action
 from common.admin.utils import ViewOnlyAdminMixin
 from common.formatting import format_amount
+from common.time import period_label
 
 from ..models import Invoice
 from ..stripe_gateway import is_sandbox
@@ -65,12 +66,13 @@ class InvoiceAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
     mark_paid = confirm_bulk_action("mark_paid", "Mark selected invoices paid")
     mark_uncollectible = confirm_bulk_action("mark_uncollectible", "Mark selected invoices uncollectible")
     actions = ["issue_invoices", "void_invoices", "mark_paid", "mark_uncollectible", "export_csv"]
-    readonly_fields = ("number", "status", "customer", "subscription", "cycle", "currency", "period_start",
+    readonly_fields = ("number", "status", "customer", "subscription", "cycle_shown", "currency", "period_start",
                        "period_end", "subtotal_shown", "total_shown", "issued_at", "due_at", "paid_at", "voided_at",
                        "replaces", "sync_status", "sync_error", "stripe_invoice_id", "stripe_number", "stripe_link",
                        "stripe_status")
     fieldsets = (
-        (None, {"fields": (("number", "status"), ("customer", "subscription", "cycle"), ("period_start", "period_end"),
+        (None, {"fields": (("number", "status"), ("customer", "subscription"), "cycle_shown",
+                           ("period_start", "period_end"),
                            ("currency", "subtotal_shown", "total_shown"), ("issued_at", "due_at", "paid_at",
                                                                            "voided_at"), "replaces")}),
         ("Stripe", {"fields": (("sync_status", "stripe_status"), "sync_error", ("stripe_invoice_id", "stripe_number"),
@@ -84,7 +86,13 @@ class InvoiceAdmin(ConfirmActionMixin, ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="period", ordering="period_start")
     def period_shown(self, obj: Invoice) -> str:
-        return f"{obj.period_start:%Y-%m-%d} – {obj.period_end:%Y-%m-%d}"
+        return period_label(obj.period_start, obj.period_end)
+
+    @admin.display(description="billing period")
+    def cycle_shown(self, obj: Invoice) -> str:
+        """The cycle as the period it bills (the boundary number stays in the data, not on the page)."""
+        label = period_label(obj.period_start, obj.period_end)
+        return f"{label} (opening)" if obj.cycle == 0 else label
 
     @admin.display(description="total", ordering="total")
     def total_shown(self, obj: Invoice) -> str:

@@ -3,17 +3,21 @@ job run (previewing every customer is too slow for a page view)."""
 
 from __future__ import annotations
 
+from catalog.money import format_major
 from common.jobs import tracked_job
 from common.models import JobRun
+from common.money import format_money
 
 from ..selectors.dashboard import preview_snapshot
 
 
 def record_unbilled_snapshot(*, trigger: str = JobRun.Trigger.BEAT) -> JobRun:
     with tracked_job(kind="unbilled_snapshot", trigger=trigger) as run:
-        result, unpriced = preview_snapshot()
-        run.result = {"totals": result, "unpriced": unpriced}
-        run.message = ", ".join(f"{amount} {currency}" for currency, amount in result.items()) or "nothing unbilled"
+        minor, unpriced = preview_snapshot()
+        run.result = {"totals": {currency: format_major(total, currency) for currency, total in minor.items()},
+                      "minor": minor, "unpriced": unpriced}
+        run.message = ", ".join(format_money(total, currency) for currency, total in minor.items())
+        run.message = run.message or "nothing unbilled"
         if unpriced["groups"]:
             run.message += f"; {unpriced['groups']} unpriced usage group(s)"
     run.refresh_from_db()

@@ -35,10 +35,29 @@ class MetersOfTypesChangeList(ChangeList):
             item.meter_slugs = slugs.get(item.type, [])
 
 
+class MeteredFilter(admin.SimpleListFilter):
+    """Event types with or without a meter (the dashboard's "Events no meter counts" links to ``metered=no``)."""
+
+    title = "counted by a meter"
+    parameter_name = "metered"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No: not billed")]
+
+    def queryset(self, request, queryset):
+        metered = Meter.objects.values("event_type")
+        if self.value() == "yes":
+            return queryset.filter(type__in=metered)
+        if self.value() == "no":
+            return queryset.exclude(type__in=metered)
+        return queryset
+
+
 @admin.register(EventTypeActivity)
 class EventTypeActivityAdmin(SubjectActivityAdmin):
     list_display = ("type", "event_count", "last_seen", "meters")
     search_fields = ("type",)
+    list_filter = (MeteredFilter,)
 
     def get_changelist(self, request, **kwargs):
         return MetersOfTypesChangeList

@@ -6,6 +6,7 @@ import datetime as dt
 
 from django.db.models import QuerySet
 
+from ..jsonpath import JsonPathError, group_value, parse
 from ..models import Event
 
 DEFAULT_LIST_WINDOW = dt.timedelta(hours=72)
@@ -47,3 +48,47 @@ def event_types_seen(*, now: dt.datetime, days: int = 30) -> list[str]:
     return list(
         Event.objects.filter(time__gte=since).order_by("type").values_list("type", flat=True).distinct()[:200]
     )
+
+
+RECENT_EVENTS_SAMPLED = 500
+SUGGESTIONS_MAX = 200
+
+
+def recent_data_keys(*, event_type: str | None = None, sample: int = RECENT_EVENTS_SAMPLED) -> list[str]:
+    """The top-level ``data`` keys of the most recent events (of ``event_type``, or any): what a meter may group
+    by, offered as ``$.key`` beside the key. A bounded read (the newest ``sample`` events)."""
+    events = Event.objects.order_by("-id")
+    if event_type:
+        events = events.filter(type=event_type)
+    keys: set[str] = set()
+    for data in events.values_list("data", flat=True)[:sample]:
+        if isinstance(data, dict):
+            keys.update(str(k) for k in data)
+        if len(keys) >= SUGGESTIONS_MAX:
+            break
+    return sorted(keys)[:SUGGESTIONS_MAX]
+
+
+def recent_group_values(meters, *, sample: int = RECENT_EVENTS_SAMPLED) -> tuple[list[str], list[str]]:
+    """The group-by names of ``meters`` and the values their JSONPaths find in the most recent events of each
+    meter's event type (feature filters offer them)."""
+    names: set[str] = set()
+    values: set[str] = set()
+    for meter in meters:
+        paths = {}
+        for name, path in (meter.group_by or {}).items():
+            names.add(str(name))
+            try:
+                paths[name] = parse(path)
+            except JsonPathError:
+                continue
+        if not paths:
+            continue
+        for data in Event.objects.filter(type=meter.event_type).order_by("-id").values_list("data", flat=True)[:sample]:
+            for parsed in paths.values():
+                found = group_value(parsed, data)
+                if found is not None and len(found) <= 200:
+                    values.add(found)
+            if len(values) >= SUGGESTIONS_MAX:
+                break
+    return sorted(names)[:SUGGESTIONS_MAX], sorted(values)[:SUGGESTIONS_MAX]

@@ -47,8 +47,8 @@ def test_the_roles_exist_with_exactly_their_permissions():
     assert viewer < operator < admin
     assert all(codename.startswith("view_") for _, codename in viewer)
     assert ("invoicing", "preview_invoice") in operator and ("invoicing", "issue_invoice") not in operator
-    assert {("invoicing", "issue_invoice"), ("metering", "add_apitoken"),
-            ("django_celery_beat", "change_periodictask")} <= admin
+    assert {("invoicing", "issue_invoice"), ("metering", "add_apitoken")} <= admin
+    assert not any(app == "django_celery_beat" for app, _ in admin)  # the scheduler: superusers only
 
 
 @pytest.mark.parametrize("role, expected", [
@@ -57,7 +57,7 @@ def test_the_roles_exist_with_exactly_their_permissions():
     ("Billing operator", {"view_invoice": 200, "preview": 200, "plan_publish": 200, "issue": 302, "tokens": 403,
                           "connect": 302, "subscription_add": 200, "cancel": 200, "schedules": 403, "usage": 200}),
     ("Billing admin", {"view_invoice": 200, "preview": 200, "plan_publish": 200, "issue": 200, "tokens": 200,
-                       "connect": 200, "subscription_add": 200, "cancel": 200, "schedules": 200, "usage": 200}),
+                       "connect": 200, "subscription_add": 200, "cancel": 200, "schedules": 403, "usage": 200}),
 ])
 def test_each_role_reaches_only_its_actions(client, world, role, expected):
     login_as(client, role)
@@ -135,9 +135,9 @@ def test_dashboard_figures_against_known_data(admin_client, world):
     page = admin_client.get("/admin/").content.decode()
     this_month = page[page.index('id="card-billed-this-month"'):page.index('id="card-billed-last-month"')]
     # opening invoice 49.00 + cycle 1: 1000 tokens × 0.00002 = 0.02 and the next fee 49.00
-    assert "98.02 USD" in this_month and "2 invoice(s)" in this_month
+    assert "$98.02" in this_month and "2 invoice(s)" in this_month
     last_month = page[page.index('id="card-billed-last-month"'):page.index('id="card-unbilled"')]
-    assert '<div class="figure">0</div>' in last_month
+    assert ">$0.00</a>" in last_month and "0 invoice(s)" in last_month  # the zero of the currency in use
     assert 'href="/admin/invoicing/invoice/?status__exact=paid">Paid: 1</a>' in page
     assert 'href="/admin/invoicing/invoice/?sync_status__exact=failed"' in page
     failures = page[page.index('id="card-sync-failures"'):page.index('id="card-sync-failures"') + 400]
@@ -147,7 +147,7 @@ def test_dashboard_figures_against_known_data(admin_client, world):
     unmetered = page[page.index('id="card-unmetered"'):page.index('id="card-unmetered"') + 400]
     assert '<div class="figure alert">1</div>' in unmetered
     unbilled = page[page.index('id="card-unbilled"'):page.index('id="card-unbilled"') + 400]
-    assert "USD" in unbilled
+    assert "$" in unbilled
     assert "heartbeat</a>: succeeded" in page
 
 

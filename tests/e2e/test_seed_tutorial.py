@@ -86,6 +86,91 @@ def post_gateway_events(base_url: str, token: str, events: list[dict]) -> int:
         return response.status
 
 
+LIST_PAGES = [
+    "/admin/",  # the dashboard's cards and charts
+    "/admin/metering/event/", "/admin/metering/meter/", "/admin/metering/subjectactivity/",
+    "/admin/metering/eventtypeactivity/", "/admin/catalog/feature/", "/admin/catalog/plan/",
+    "/admin/customers/customer/", "/admin/customers/subscription/", "/admin/invoicing/invoice/",
+    "/admin/invoicing/creditnote/", "/admin/customers/unbilledsubject/", "/admin/customers/kongconsumer/",
+    "/admin/metering/apitoken/", "/admin/invoicing/stripewebhookevent/", "/admin/common/jobrun/",
+    "/admin/invoicing/cycleclose/",
+]
+
+
+def build_a_graduated_plan(page, expect, visit, saved_ok, shot) -> None:
+    """Plan "Tokens, tiered": one graduated rate card for ai-token (first 1,000 tokens at 0.01, then 0.005), its
+    tier table filled on the plan page (rows added and one removed), checked again on the rate card's own page
+    (a row added and removed there too), then published."""
+    visit("/admin/catalog/plan/add/")
+    page.fill("#id_key", "token-tiers")
+    page.fill("#id_name", "Tokens, tiered")
+    page.fill("#id_currency", "USD")
+    page.select_option("#id_billing_cadence", "P1M")
+    page.locator("#rate_cards-group .add-row a").click()
+    card = "#id_rate_cards-0-"
+    page.fill(f"{card}key", "ai-token-tiers")
+    page.fill(f"{card}name", "AI tokens, tiered")
+    page.select_option(f"{card}feature", label="ai-token")
+    page.select_option(f"{card}price_type", "graduated")
+    inline = page.locator("#rate_cards-0")
+    # Graduated: a tier table, no amount, no unit amount, no package size, no payment term.
+    table = inline.locator(".form-row.field-tiers")
+    expect(table).to_be_visible()
+    for hidden in ("amount", "unit_amount", "quantity_per_package", "payment_term"):
+        expect(inline.locator(f".form-row.field-{hidden}")).to_be_hidden()
+    rows = table.locator("tr.key-value-row")
+    expect(rows).to_have_count(1)
+    table.locator(".key-value-add").click()
+    table.locator(".key-value-add").click()
+    expect(rows).to_have_count(3)
+    rows.nth(2).locator(".key-value-remove").click()  # one row too many: removed
+    expect(rows).to_have_count(2)
+    rows.nth(0).locator("input[name$=tiers-up_to]").fill("1000")
+    rows.nth(0).locator("input[name$=tiers-unit_amount]").fill("0.01")
+    rows.nth(1).locator("input[name$=tiers-unit_amount]").fill("0.005")
+    preview = inline.locator(".field-price_preview .readonly")
+    expect(preview).to_contain_text("graduated: first 1,000 tokens at USD 0.01, then USD 0.005 per token above 1,000")
+    # Free quantity and spend limits are folded under "More".
+    expect(page.locator(f"{card}free_quantity")).to_be_hidden()
+    inline.locator("details summary", has_text="More").click()
+    expect(page.locator(f"{card}free_quantity")).to_be_visible()
+    page.fill(f"{card}minimum_spend", "5")
+    # Entitlement fields only for the chosen type: a metered limit shows its limit, not a JSON config.
+    page.select_option(f"{card}entitlement_type", "metered")
+    expect(page.locator(f"{card}entitlement_limit")).to_be_visible()
+    expect(inline.locator(".form-row.field-entitlement_config")).to_be_hidden()
+    page.fill(f"{card}entitlement_limit", "1000000")
+    expect(preview).to_contain_text("(minimum USD 5.00 per month)")
+    shot("10-rate-card-graduated.png")
+    page.click("input[name=_continue]")
+    saved_ok()
+    expect(page.locator(".field-problems")).to_contain_text("Ready to publish.")
+    plan_url = page.url
+
+    # The rate card's own page has the same tiers in its table; a row added there and removed again.
+    page.locator("#rate_cards-0 a.inlinechangelink").click()
+    tiers = page.locator("#tiers-group")
+    expect(tiers).to_be_visible()
+    expect(page.locator("#id_tiers-0-up_to")).to_have_value("1000")
+    expect(page.locator("#id_tiers-1-unit_amount")).to_have_value("0.005")
+    tiers.locator(".add-row a").click()
+    expect(tiers.locator("tr.form-row.dynamic-tiers")).to_have_count(3)
+    tiers.locator("tr.form-row.dynamic-tiers").nth(2).locator("a.inline-deletelink").click()
+    expect(tiers.locator("tr.form-row.dynamic-tiers")).to_have_count(2)
+    own_preview = page.locator(".field-price_preview .readonly").first
+    expect(own_preview).to_contain_text("graduated: first 1,000 tokens at USD 0.01")
+    shot("11-tier-table.png")
+    page.click("input[name=_continue]")
+    saved_ok()
+
+    page.goto(plan_url)
+    page.click("#publish-plan")
+    page.click("#confirm-publish")
+    saved_ok()
+    expect(page.locator(".field-pricing")).to_contain_text("graduated: first 1,000 tokens at USD 0.01")
+    expect(page.locator(".field-pricing")).to_contain_text("minimum USD 5.00 per month")
+
+
 @pytest.mark.django_db(transaction=True)  # the live server thread must see what each request commits
 def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settings, tmp_path):
     from playwright.sync_api import expect, sync_playwright
@@ -171,12 +256,25 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             saved_ok()
             expect(page.locator("ul.messagelist")).to_contain_text("Meter llm_tokens added from the Kong preset")
 
-            # 2. Feature ai-token: the meter filtered to provider=openai, type=request (a JSON textarea).
+            # 2. Feature ai-token: the meter (picked by its name) filtered to provider=openai, type=request, typed
+            #    into key/value rows (a row added with "Add a row", an extra one removed again).
             visit("/admin/catalog/feature/add/")
             page.fill("#id_key", "ai-token")
             page.fill("#id_name", "ai-token")
-            page.select_option("#id_meter", label="llm_tokens")
-            page.fill("#id_meter_group_by_filters", '{"provider": "openai", "type": "request"}')
+            page.select_option("#id_meter", label="AI Gateway Tokens (llm_tokens)")
+            filter_keys = page.locator("input[name=meter_group_by_filters-key]")
+            filter_values = page.locator("input[name=meter_group_by_filters-value]")
+            expect(filter_keys).to_have_count(1)
+            filter_keys.nth(0).fill("provider")
+            filter_values.nth(0).fill("openai")
+            page.click(".field-meter_group_by_filters .key-value-add")
+            page.click(".field-meter_group_by_filters .key-value-add")
+            expect(filter_keys).to_have_count(3)
+            page.locator(".field-meter_group_by_filters .key-value-remove").nth(2).click()
+            expect(filter_keys).to_have_count(2)
+            filter_keys.nth(1).fill("type")
+            filter_values.nth(1).fill("request")
+            shot("09-feature-filters.png")
             page.click("input[name=_save]")
             saved_ok()
             filters = page.locator("#result_list tr", has_text="ai-token").locator("td.field-filters")
@@ -197,6 +295,11 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             page.fill(f"{card}name", "ai-token")
             page.select_option(f"{card}feature", label="ai-token")
             page.select_option(f"{card}price_type", "unit")
+            # The form fits the price: a unit price shows its unit amount, not a flat amount or a tier table.
+            expect(page.locator("#rate_cards-0 .form-row.field-unit_amount")).to_be_visible()
+            expect(page.locator("#rate_cards-0 .form-row.field-amount")).to_be_hidden()
+            expect(page.locator("#rate_cards-0 .form-row.field-payment_term")).to_be_hidden()
+            expect(page.locator("#rate_cards-0 .form-row.field-entitlement_config")).to_be_hidden()
             # Decimals are text boxes: a decimal comma is shown as a mistake at once (live preview), never saved
             # as another number; the preview reads the price as a sentence.
             expect(page.locator(f"{card}unit_amount")).to_have_attribute("type", "text")
@@ -244,7 +347,10 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             page.get_by_role("link", name="Add subscription").click()
             expect(page.locator("#id_customer option:checked")).to_have_text("Kong Air (kong-air)")
             page.select_option("#id_plan", label="Token v1 (published)")
-            page.fill("#id_start", month_start.strftime("%Y-%m-%d %H:%M:%S"))
+            # The admin's own date and time pickers (a calendar and a clock beside each box).
+            expect(page.locator(".field-start .datetimeshortcuts").first).to_be_visible()
+            page.fill("#id_start_0", month_start.strftime("%Y-%m-%d"))
+            page.fill("#id_start_1", "00:00:00")
             page.check("input[name=anchor][value=calendar]")
             page.click("#review-subscription")
             expect(page.locator("#confirm-subscription")).to_be_visible()
@@ -316,11 +422,37 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
             shot("07-invoice-issued.png")
             facts["number"] = number
 
+            # Meters → Rebuild usage (a confirmed job, run eagerly here as beat's aggregator would): the daily
+            # rollups behind the dashboard's usage chart.
+            visit("/admin/metering/meter/")
+            page.locator("#result_list tr", has_text="llm_tokens").locator("input.action-select").check()
+            page.select_option("select[name=action]", "rebuild_usage")
+            page.click("button[name=index], input[name=index]")
+            page.click("#confirm-rebuild")
+            no_server_error()
+
             # Back on the dashboard: this month's billing.
             visit("/admin/")
-            expect(page.locator("#card-billed-this-month")).to_contain_text("72.00 USD")
+            expect(page.locator("#card-billed-this-month")).to_contain_text("$72.00")
             expect(page.locator("#card-invoices")).to_contain_text("Issued: 1")
+            expect(page.locator("#chart-billed-usd svg")).to_be_visible()
+            expect(page.locator("#card-top-customers")).to_contain_text("Kong Air")
+            expect(page.locator("#card-top-customers")).to_contain_text("$72.00")
+            expect(page.locator(".usage-chart svg").first).to_be_visible()
+            expect(page.locator(".usage-chart").first).to_contain_text("AI Gateway Tokens: tokens per day")
             shot("01-dashboard.png")
+            # The menu of a Billing admin: no scheduler internals (those are under Operations, for superusers).
+            expect(page.locator("#content-related, #nav-sidebar, #content").first).not_to_contain_text("Crontabs")
+
+            # A second plan from scratch: graduated tiers through the new forms.
+            build_a_graduated_plan(page, expect, visit, saved_ok, shot)
+
+            # No list overflows at 1280 px: ids and numbers stay on one line, long text is cut.
+            for url in LIST_PAGES:
+                visit(url)
+                width = page.evaluate("document.scrollingElement.scrollWidth")
+                assert width <= VIEWPORT["width"], f"{url} is {width} px wide at {VIEWPORT['width']} px"
+            no_server_error()
 
             # The API docs (Swagger UI) for a staff session: the schema loads and the operations are listed.
             visit("/api/docs/")

@@ -155,7 +155,7 @@ MATRIX: tuple[Row, ...] = (
     Row("API tokens (create, rate limits, revoke)", ISSUERS,
         admin=(Page("/admin/metering/apitoken/"), Page("/admin/metering/apitoken/add/"),
                Page("/admin/metering/apitoken/connect/"))),
-    Row("settings: schedules (periodic tasks)", ISSUERS,
+    Row("operations: schedules (periodic tasks)", frozenset({SUPERUSER}),
         admin=(Page("/admin/django_celery_beat/periodictask/"),)),
     Row("read webhook endpoints and their delivery log", READERS - {READ} | {MANAGE},
         api=(Api("GET", "/api/v1/webhook-endpoints"), Api("GET", "/api/v1/webhook-endpoints/{webhook}")),

@@ -56,7 +56,7 @@
     var params = new URLSearchParams();
     FIELDS.forEach(function (name) {
       var element = field(container, prefix + name);
-      if (element) {
+      if (element && !element.disabled) { // a field the chosen price type does not use is disabled: not a value
         params.append(name, element.value);
       }
     });
@@ -85,6 +85,23 @@
     } else {
       var id = field(container, prefix + "id");
       params.append("rate_card", id ? id.value : "");
+      // The plan page's tier table (catalog.forms.TierTableWidget), when the price type shows it.
+      var table = container.querySelector(".field-tiers .tier-table");
+      if (table && !table.closest("[hidden]")) {
+        params.append("tiers", "1");
+        Array.prototype.forEach.call(table.querySelectorAll("tr.key-value-row"), function (row) {
+          var cells = ["up_to", "unit_amount", "flat_amount"].map(function (name) {
+            var element = row.querySelector('[name="' + prefix + "tiers-" + name + '"]');
+            return element ? element.value : "";
+          });
+          if (!cells[0].trim() && !cells[1].trim() && !cells[2].trim()) {
+            return;
+          }
+          params.append("tier_up_to", cells[0]);
+          params.append("tier_unit_amount", cells[1]);
+          params.append("tier_flat_amount", cells[2]);
+        });
+      }
     }
     return params;
   }
