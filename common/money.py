@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .formatting import format_amount
+from .currency import UnknownCurrency
+from .formatting import DEFAULT_LOCALE, UnknownLocale, format_amount, normalize_locale
 
 
 def format_money(amount_minor: int, currency: str, locale: str = "en_US") -> str:
@@ -18,6 +19,10 @@ def format_money(amount_minor: int, currency: str, locale: str = "en_US") -> str
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
         raise TypeError(f"amount_minor must be an int, not {type(amount_minor).__name__}")
     try:
+        locale = normalize_locale(locale)
+    except UnknownLocale:
+        locale = DEFAULT_LOCALE
+    try:
         return format_amount(amount_minor, currency, locale)
-    except (ValueError, TypeError, LookupError):
+    except UnknownCurrency:
         return f"{Decimal(amount_minor).scaleb(-2):,.2f} {currency}"
