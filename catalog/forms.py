@@ -57,6 +57,8 @@ class RateCardForm(forms.ModelForm):
             "entitlement_limit",
             "entitlement_soft",
             "entitlement_usage_period",
+            "entitlement_credits",
+            "credit_grant",
             "entitlement_config",
         )
 

@@ -68,6 +68,8 @@ def entitlement_json(rate_card: RateCard) -> dict[str, Any] | None:
     }
     if rate_card.entitlement_usage_period:
         body["usage_period"] = rate_card.entitlement_usage_period
+    if rate_card.entitlement_credits:
+        body["credits"] = rate_card.entitlement_credits
     return body
 
 

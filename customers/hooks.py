@@ -32,3 +32,22 @@ def attribution_change_refusals(
     if (attribution.start, attribution.end) == (new_start, new_end):
         return []
     return [problem for guard in _attribution_change_guards if (problem := guard(attribution, new_start, new_end))]
+
+
+# --- prepaid credits, for the entitlement check ------------------------------------------------------------
+# ``credits`` sits above ``customers``: it registers ``provider(customer_id, at) -> (balance, available,
+# currency)`` (minor units) here, so a ``credit_only`` or ``credit_then_invoice`` entitlement can read them.
+
+CreditProvider = Callable[[int, dt.datetime], "tuple[int, int, str] | None"]
+_credit_providers: list[CreditProvider] = []
+
+
+def register_credit_provider(provider: CreditProvider) -> None:
+    _credit_providers[:] = [provider]
+
+
+def credit_state(customer_id: int, at: dt.datetime) -> tuple[int, int, str] | None:
+    """(balance, available, currency) of the customer's prepaid credits; None when no credits app is installed."""
+    if not _credit_providers:
+        return None
+    return _credit_providers[0](customer_id, at)

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "metering",
     "catalog",
     "customers",
+    "credits",
     "invoicing",
 ]
 

@@ -74,7 +74,8 @@ RATE_CARD_FIELDSETS: _FieldsetSpec = (
                        ("amount", "unit_amount", "quantity_per_package"),
                        ("free_quantity", "minimum_spend", "maximum_spend"), "price_preview")}),
     ("Entitlement", {"fields": (("entitlement_type", "entitlement_limit", "entitlement_soft",
-                                 "entitlement_usage_period"), "entitlement_config")}),
+                                 "entitlement_usage_period"), "entitlement_credits", "entitlement_config")}),
+    ("Credits", {"fields": ("credit_grant",), "classes": ("collapse",)}),
 )
 
 

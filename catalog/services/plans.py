@@ -19,7 +19,14 @@ from django.utils import timezone
 
 from ..charges import rate_card_price
 from ..models import Feature, Plan, PriceTier, RateCard
-from ..rules import CADENCES, clean_currency, currency_problem, key_problem, rate_card_problems
+from ..rules import (
+    CADENCES,
+    clean_currency,
+    credit_problems,
+    currency_problem,
+    key_problem,
+    rate_card_problems,
+)
 
 
 class PlanError(ValueError):
@@ -56,6 +63,8 @@ class RateCardSpec:
     entitlement_limit: Decimal | None = None
     entitlement_soft: bool = False
     entitlement_usage_period: str = ""
+    entitlement_credits: str = ""
+    credit_grant: dict | None = None
 
 
 def plan_problems(plan: Plan) -> list[str]:
@@ -92,6 +101,9 @@ def plan_problems(plan: Plan) -> list[str]:
                 entitlement_config=rate_card.entitlement_config,
             )
         )
+        problems.extend(credit_problems(key=rate_card.key, entitlement_type=rate_card.entitlement_type,
+                                        entitlement_credits=rate_card.entitlement_credits,
+                                        credit_grant=rate_card.credit_grant, currency=plan.currency))
     return problems
 
 
@@ -188,6 +200,8 @@ def plan_replace_rate_cards(*, plan: Plan, rate_cards: list[RateCardSpec]) -> Pl
             entitlement_limit=spec.entitlement_limit,
             entitlement_soft=spec.entitlement_soft,
             entitlement_usage_period=spec.entitlement_usage_period,
+            entitlement_credits=spec.entitlement_credits,
+            credit_grant=spec.credit_grant,
         )
         PriceTier.objects.bulk_create(
             [
@@ -242,6 +256,8 @@ def rate_card_spec(rate_card: RateCard) -> RateCardSpec:
         entitlement_limit=rate_card.entitlement_limit,
         entitlement_soft=rate_card.entitlement_soft,
         entitlement_usage_period=rate_card.entitlement_usage_period,
+        entitlement_credits=rate_card.entitlement_credits,
+        credit_grant=rate_card.credit_grant,
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from customers.models import Customer
 from customers.selectors import active_subscriptions
 
+from ..services.credits import CreditsLine, invoice_credits
 from ..services.cycles import cycle_at
 from ..services.lines import DraftLine, cycle_lines, split_credits
 
@@ -18,7 +19,7 @@ class Preview:
     currency: str
     period_start: dt.datetime | None
     period_end: dt.datetime | None
-    lines: list[DraftLine]
+    lines: list[DraftLine | CreditsLine]  # priced lines, then the prepaid credits that would pay them
     credits: list[DraftLine]  # credits too large for the invoice: they will be issued as credit notes
 
     @property
@@ -34,7 +35,8 @@ def invoice_preview(*, customer: Customer, at: dt.datetime) -> Preview:
     lines: list[DraftLine] = []
     credits: list[DraftLine] = []
     starts, ends = [], []
-    for subscription in active_subscriptions(customer, at).select_related("previous__plan", "next"):
+    subscriptions = list(active_subscriptions(customer, at).select_related("previous__plan", "next"))
+    for subscription in subscriptions:
         cycle = cycle_at(subscription, at)
         if cycle is None:
             continue
@@ -43,7 +45,10 @@ def invoice_preview(*, customer: Customer, at: dt.datetime) -> Preview:
         credits += credit_lines
         starts.append(cycle.invoice_period.start)
         ends.append(cycle.invoice_period.end)
-    return Preview(customer, customer.currency, min(starts) if starts else None, max(ends) if ends else None,
-                   lines, credits)
+    start, end = min(starts) if starts else None, max(ends) if ends else None
+    applied: list[CreditsLine] = []
+    if lines and start is not None and end is not None:
+        applied = invoice_credits(subscriptions[0], lines, now=at, period_start=start, period_end=end)
+    return Preview(customer, customer.currency, start, end, [*lines, *applied], credits)
 
 
