@@ -4,7 +4,8 @@
 - **Billing operator**: the viewer's reads, plus meters, the catalog (features, plans, rate cards), customers,
   their subjects and Kong consumers, subscriptions, and invoice previews.
 - **Billing admin**: the operator's rights, plus issuing, voiding, marking paid or uncollectible, cycle closes,
-  Stripe sync and webhooks, API tokens, schedules (periodic tasks) and job runs.
+  Stripe sync and webhooks, API tokens, schedules (periodic tasks) and job runs, and prepaid credits (grant,
+  adjust, void grants; auto top-ups).
 
 The same permissions govern the JSON API for a logged-in staff user (``metering.authentication.HasScope``):
 ``view_<model>`` to read, ``add_``/``change_``/``delete_<model>`` to write, ``invoicing.issue_invoice`` to void or
@@ -21,6 +22,7 @@ VIEW_MODELS = [
     ("customers", "kongconsumer"), ("customers", "unbilledsubject"), ("customers", "subscriptionevent"),
     ("invoicing", "invoice"), ("invoicing", "invoiceline"), ("invoicing", "invoiceevent"),
     ("invoicing", "creditnote"), ("invoicing", "creditnoteline"), ("invoicing", "cycleclose"),
+    ("credits", "creditgrant"), ("credits", "ledgerentry"), ("credits", "autotopup"),
 ]
 OPERATOR_MODELS = [
     ("metering", "meter"), ("catalog", "feature"), ("catalog", "plan"), ("catalog", "ratecard"),
@@ -43,6 +45,8 @@ def role_permissions() -> dict[str, list[tuple[str, str]]]:
     admin = operator + [(app, f"{action}_{model}") for app, model in ADMIN_MODELS
                         for action in ("add", "change", "delete", "view")]
     admin += [(app, f"view_{model}") for app, model in ADMIN_VIEW_ONLY] + [("invoicing", "issue_invoice")]
+    admin += [("credits", "manage_credits")] + [("credits", f"{action}_autotopup") for action in ("add", "change",
+                                                                                                "delete")]
     return {"Finance viewer": viewer, "Billing operator": operator, "Billing admin": admin}
 
 
