@@ -22,7 +22,7 @@ from common.problems import Problem
 from customers.models import Customer
 from customers.selectors import as_row_id, customer_by_id_or_key
 from metering.api.params import parse_rfc3339
-from metering.api.schema import NO_NUL, component, date_time, problems
+from metering.api.schema import NO_NUL, component, date_time, optional_body, problems
 
 from ..models import CreditGrant
 from ..selectors import customer_credits, grant_json, grant_states
@@ -97,6 +97,7 @@ GRANT_BODY = component("CreditGrantCreate", {
     },
     "example": {"amount": "20.00", "priority": 10, "source": "promotional", "description": "$20 free"},
 })
+optional_body("voidCreditGrant")
 VOID_BODY = component("CreditGrantVoid", {
     "type": "object",
     "additionalProperties": False,
@@ -238,7 +239,7 @@ class GrantVoidView(APIView):
         grant = CreditGrant.objects.filter(pk=number, customer=customer).first() if number is not None else None
         if grant is None:
             raise Problem(404, "Not Found", f"No grant {grant_id!r} of this customer.")
-        body = request.data if isinstance(request.data, dict) else {} if not request.body else None
+        body = request.data if isinstance(request.data, dict) else None
         if body is None:
             raise Problem(400, "Invalid body", 'send a JSON object such as {"reason": "duplicate"}')
         unknown = sorted(str(name) for name in body if name != "reason")
