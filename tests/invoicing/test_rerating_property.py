@@ -27,6 +27,8 @@ from hypothesis.stateful import (
 
 from catalog.charges import charge_rate_card
 from catalog.services.plans import RateCardSpec, TierSpec, plan_create, plan_publish
+from credits.selectors import grant_states, ledger_balance
+from credits.services.grants import grant_create
 from customers.models import Subscription
 from customers.periods import periods_between
 from customers.selectors import feature_usage
@@ -126,6 +128,14 @@ class BillingHistory(RuleBasedStateMachine):
             with contextlib.suppress(ReissueError):  # already reissued, or nothing missing: nothing written
                 invoice_reissue(invoice=data.draw(st.sampled_from(voided)), now=self.clock)
 
+    @rule(amount=st.integers(1, 6000), priority=st.integers(0, 2), lasts=st.one_of(st.none(), st.integers(1, 40)),
+          for_tokens=st.booleans())
+    def credits_granted(self, amount, priority, lasts, for_tokens):
+        """Prepaid credits pay invoices at close; they never change what a period counts as billed."""
+        grant_create(customer=self.customer, amount=amount, priority=priority, effective_at=self.clock,
+                     expires_at=None if lasts is None else self.clock + dt.timedelta(days=lasts),
+                     applies_to=["ai-token"] if for_tokens else [], now=self.clock)
+
     @rule(data=st.data())
     def customer_pays(self, data):
         issued = list(Invoice.objects.filter(status="issued").order_by("pk"))
@@ -151,6 +161,9 @@ class BillingHistory(RuleBasedStateMachine):
     def never_negative(self):
         assert not Invoice.objects.filter(total__lt=0).exists()
         assert not CreditNote.objects.filter(total__lte=0).exists()
+        if hasattr(self, "customer"):
+            assert ledger_balance(self.customer.pk) >= 0
+            assert all(state.remaining >= 0 for state in grant_states(self.customer.pk))
 
     def teardown(self):
         try:
@@ -182,6 +195,7 @@ class BillingHistory(RuleBasedStateMachine):
         event(f"credit lines on invoices: {min(InvoiceLine.objects.filter(kind='credit').count(), 3)}")
         event(f"subscriptions: {Subscription.objects.count()}")
         event(f"voids: {min(Invoice.objects.filter(status='void').count(), 3)}")
+        event(f"credits applied: {min(InvoiceLine.objects.filter(kind='credits_applied').count(), 3)}")
 
 
 def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[tuple, dt.datetime]]:
@@ -210,7 +224,8 @@ def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[
 
 def billed_by_hand(customer) -> dict[tuple, int]:
     billed: dict[tuple, int] = defaultdict(int)
-    for line in InvoiceLine.objects.filter(invoice__customer=customer).exclude(invoice__status="void"):
+    for line in (InvoiceLine.objects.filter(invoice__customer=customer).exclude(invoice__status="void")
+                 .exclude(kind="credits_applied")):  # credits pay what was billed; they do not unbill it
         billed[(line.subscription_id, line.rate_card_key, line.period_start)] += line.amount
     for note_line in CreditNoteLine.objects.filter(credit_note__customer=customer, credit_note__status="issued",
                                                    kind="rerating"):
