@@ -31,9 +31,14 @@ class GrantState:
     available: bool  # its credits are granted (a purchase is paid)
 
     def usable_at(self, at: dt.datetime) -> bool:
+        """Whether its credits can be spent at ``at`` (the live balance, the gateway)."""
+        return self.payable_at(at) and (self.grant.expires_at is None or self.grant.expires_at > at)
+
+    def payable_at(self, at: dt.datetime) -> bool:
+        """Whether a close at ``at`` may burn it for some line (whose period it must overlap, see :func:`covers`):
+        granted, something left (the expiry job has not written it off), not void, effective."""
         grant = self.grant
-        return (self.available and self.remaining > 0 and grant.voided_at is None and grant.effective_at <= at
-                and (grant.expires_at is None or grant.expires_at > at))
+        return self.available and self.remaining > 0 and grant.voided_at is None and grant.effective_at <= at
 
 
 def burn_order(state: GrantState) -> tuple:
@@ -54,6 +59,11 @@ def grant_states(customer_id: int) -> list[GrantState]:
 
 def usable_grants(customer_id: int, at: dt.datetime) -> list[GrantState]:
     return [state for state in grant_states(customer_id) if state.usable_at(at)]
+
+
+def payable_grants(customer_id: int, at: dt.datetime) -> list[GrantState]:
+    """The grants a close at ``at`` may burn (each still only for lines whose period it covers), in burn order."""
+    return [state for state in grant_states(customer_id) if state.payable_at(at)]
 
 
 def balance_at(states: Sequence[GrantState], at: dt.datetime) -> int:
@@ -79,10 +89,13 @@ def ledger_entries(customer_id: int | None = None) -> QuerySet[LedgerEntry]:
 
 @dataclass(frozen=True)
 class Payable:
-    """An invoice line credits may pay: its feature (None for a plain fee) and amount (minor units)."""
+    """An invoice line credits may pay: its feature (None for a plain fee), amount (minor units) and the period it
+    bills (None: the moment of the close)."""
 
     feature_key: str | None
     amount: int
+    period_start: dt.datetime | None = None
+    period_end: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -97,24 +110,35 @@ def applies(grant: CreditGrant, feature_key: str | None) -> bool:
     return not grant.applies_to or feature_key in grant.applies_to
 
 
+def covers(grant: CreditGrant, payable: Payable, at: dt.datetime) -> bool:
+    """A grant pays for a line whose period overlaps its validity: "$10 of free usage in November" (effective
+    November 1, expiring December 1) pays November's usage at the close on December 1 plus the grace period."""
+    start = payable.period_start or at
+    end = payable.period_end or at
+    if end <= start:
+        end = start + dt.timedelta(microseconds=1)
+    return grant.effective_at < end and (grant.expires_at is None or grant.expires_at > start)
+
+
 def credits_plan(states: Sequence[GrantState], payables: Sequence[Payable], *, at: dt.datetime) -> list[CreditUse]:
-    """Which grants pay which part of these lines: grants in burn order, each paying the eligible lines not yet
-    paid, never more than it has left nor more than the lines' net total (an invoice never goes below zero: credit
-    lines of the same invoice reduce what can be paid)."""
+    """Which grants pay which part of these lines: grants in burn order, each paying the eligible lines (its
+    features, a period it covers) not yet paid, never more than it has left nor more than the lines' net total (an
+    invoice never goes below zero: credit lines of the same invoice reduce what can be paid)."""
     cap = max(sum(p.amount for p in payables), 0)
     unpaid = [max(p.amount, 0) for p in payables]
     uses: list[CreditUse] = []
     for state in states:
         if cap <= 0:
             break
-        if not state.usable_at(at):
+        if not state.payable_at(at):
             continue
         left = min(state.remaining, cap)
         used = 0
         for index, payable in enumerate(payables):
             if left <= 0:
                 break
-            if unpaid[index] <= 0 or not applies(state.grant, payable.feature_key):
+            if (unpaid[index] <= 0 or not applies(state.grant, payable.feature_key)
+                    or not covers(state.grant, payable, at)):
                 continue
             paid = min(unpaid[index], left)
             unpaid[index] -= paid

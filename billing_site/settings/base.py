@@ -315,6 +315,11 @@ INVOICE_ISSUE_ZERO_TOTAL = env.bool("INVOICE_ISSUE_ZERO_TOTAL", default=False)
 INVOICE_LATE_USAGE_LOOKBACK_DAYS = env.int("INVOICE_LATE_USAGE_LOOKBACK_DAYS", default=90)
 INVOICE_CLOSE_CHUNK_SIZE = env.int("INVOICE_CLOSE_CHUNK_SIZE", default=500)
 
+# --- Prepaid credits -------------------------------------------------------------------------------
+# A grant's remainder is written off this long after its expiry (the close of the period it covered, at the
+# period's end plus the grace period, may still burn it for that period's usage).
+CREDITS_EXPIRY_DELAY_SECONDS = env.int("CREDITS_EXPIRY_DELAY_SECONDS", default=INVOICE_GRACE_PERIOD_SECONDS + 3600)
+
 # --- Stripe ----------------------------------------------------------------------------------------
 # Without STRIPE_API_KEY the system runs in sandbox mode: invoices stay local.
 STRIPE_API_KEY = env.str("STRIPE_API_KEY", default="")

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
@@ -185,12 +186,18 @@ def grant_adjust(*, grant: CreditGrant, amount: int, reason: str, actor: User | 
                                       actor_label=_label(actor, label), reason=reason.strip()[:MAX_REASON])
 
 
+def expiry_delay() -> dt.timedelta:
+    """How long after its expiry a grant's remainder is written off: the close of the period it covered (at the
+    period's end plus the collection grace period) may still burn it for that period's usage."""
+    return dt.timedelta(seconds=settings.CREDITS_EXPIRY_DELAY_SECONDS)
+
+
 def grants_expire(*, now: dt.datetime | None = None) -> int:
-    """The beat job: an ``expiry`` entry for the remainder of every grant past its expiry, once (a grant with
-    nothing left gets none). Returns how many entries were written."""
+    """The beat job: an ``expiry`` entry (at the grant's expiry) for the remainder of every grant whose expiry
+    is :func:`expiry_delay` past, once (a grant with nothing left gets none). Returns how many were written."""
     now = now or timezone.now()
     written = 0
-    candidates = (CreditGrant.objects.filter(expires_at__lte=now, voided_at__isnull=True)
+    candidates = (CreditGrant.objects.filter(expires_at__lte=now - expiry_delay(), voided_at__isnull=True)
                   .annotate(left=Sum("entries__amount")).filter(left__gt=0)
                   .values_list("pk", "customer_id"))
     for grant_id, customer_id in list(candidates):

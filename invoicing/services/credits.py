@@ -17,7 +17,7 @@ from typing import Any
 
 from catalog.money import format_major
 from credits.models import CreditGrant
-from credits.selectors import Payable, credits_plan, usable_grants
+from credits.selectors import Payable, credits_plan, payable_grants
 from customers.models import Subscription
 
 from ..models import InvoiceLine
@@ -56,7 +56,7 @@ def invoice_credits(subscription: Subscription, lines: Sequence[DraftLine], *, n
     if not lines:
         return []
     payables = [Payable(line.rate_card.feature.key if line.rate_card.feature_id and line.rate_card.feature else None,
-                        line.amount) for line in lines]
-    uses = credits_plan(usable_grants(subscription.customer_id, now), payables, at=now)
+                        line.amount, line.period_start, line.period_end) for line in lines]
+    uses = credits_plan(payable_grants(subscription.customer_id, now), payables, at=now)
     return [CreditsLine(subscription, use.grant, credits_description(use.grant, use.amount), period_start,
                         period_end, -use.amount) for use in uses]

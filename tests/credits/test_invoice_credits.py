@@ -105,14 +105,29 @@ def test_credits_never_take_an_invoice_below_zero_and_a_grant_burns_partly():
     assert customer_balance(air.pk, AFTER_NOV) == 4000
 
 
-def test_grants_not_yet_effective_expired_or_void_pay_nothing():
+def test_grants_not_yet_effective_expired_before_the_period_or_void_pay_nothing():
     air, _ = november()
     grant(air, 500, effective_at=utc(2026, 12, 5))
-    grant(air, 500, effective_at=utc(2026, 10, 1), expires_at=utc(2026, 11, 20))
+    grant(air, 500, effective_at=utc(2026, 10, 1), expires_at=NOV)  # October's: ended before November began
     voided = grant(air, 500, effective_at=NOV)
     grant_void(grant=voided, reason="mistake", now=NOV + dt.timedelta(days=1))
     close_cycles(now=AFTER_NOV)
     assert credits_lines(Invoice.objects.get(cycle=1)) == []
+
+
+def test_a_grant_pays_the_usage_of_the_period_it_covered_at_the_close_after_its_expiry():
+    """"$10 of free usage in November" expires December 1; the close at December 1 plus the grace period still
+    burns it for November's usage, and the expiry job writes off the rest only after that."""
+    air, _ = november(used=700)
+    monthly = grant(air, 1000, effective_at=NOV, expires_at=DEC, source="recurring")
+    assert grants_expire(now=DEC + dt.timedelta(minutes=30)) == 0  # too early: November's close has not run
+    close_cycles(now=AFTER_NOV)
+    assert credits_lines(Invoice.objects.get(cycle=1)) == [(monthly.pk, -700)]
+    assert grants_expire(now=DEC + dt.timedelta(hours=3)) == 1
+    assert grants_expire(now=DEC + dt.timedelta(hours=4)) == 0  # once
+    kinds = list(LedgerEntry.objects.filter(grant=monthly).order_by("pk").values_list("kind", "amount", "at"))
+    assert kinds == [("grant", 1000, NOV), ("burn", -700, AFTER_NOV), ("expiry", -300, DEC)]
+    assert customer_balance(air.pk, DEC + dt.timedelta(hours=4)) == 0
 
 
 def test_a_void_returns_the_burns_and_a_reissue_burns_again():
@@ -161,7 +176,7 @@ def test_credits_lines_are_never_counted_as_billed():
 def test_late_usage_is_paid_by_credits_the_same_way():
     air, _ = november()
     close_cycles(now=AFTER_NOV)  # no credits yet: $10 invoiced
-    credit = grant(air, 10_000, effective_at=DEC)
+    credit = grant(air, 10_000, effective_at=NOV, now=AFTER_NOV)  # granted after the close, covering November
     ingest([tokens(500, utc(2026, 11, 20))])  # late: after November's close
     ingest([tokens(200, utc(2026, 12, 7))])
     close_cycles(now=JAN + dt.timedelta(hours=2))
