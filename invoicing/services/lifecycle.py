@@ -304,6 +304,8 @@ def invoice_reissue(*, invoice: Invoice, actor: User | None = None, label: str =
     )
     if invoice.status != S.VOID:
         raise ReissueError(f"invoice {invoice} is {invoice.status}: only a voided invoice can be reissued")
+    if invoice.subscription is None or invoice.cycle is None:
+        raise ReissueError(f"invoice {invoice} bought credits: buy them again instead of reissuing it")
     if invoice.replaced_by.exclude(status=S.VOID).exists():
         raise ReissueError(f"invoice {invoice} was already reissued")
     if Invoice.objects.filter(subscription=invoice.subscription, cycle=invoice.cycle).exclude(status=S.VOID).exists():

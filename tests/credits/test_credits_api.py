@@ -129,7 +129,8 @@ def test_unknown_customers_and_grants_are_404(api, manage_token, read_token):
 def test_a_void_body_must_be_an_object_with_a_reason_only(api, manage_token):
     acme = customer("acme")
     credit = grant(acme, 100, effective_at=utc(2026, 1, 1))
-    for body in ({"reason": 5}, {"why": "x"}, [], {"reason": "x" * 501}):
+    bodies: list = [{"reason": 5}, {"why": "x"}, [], {"reason": "x" * 501}]
+    for body in bodies:
         response = post(api, f"/api/v1/customers/acme/credits/grants/{credit.pk}/void", body, manage_token)
         assert response.status_code == 400, body
     credit.refresh_from_db()

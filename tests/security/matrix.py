@@ -215,7 +215,7 @@ def api_views() -> dict[str, type[APIView]]:
                 cls = getattr(pattern.callback, "cls", None)
                 permissions = cls().get_permissions() if cls is not None and issubclass(cls, APIView) else []
                 # The schema and docs pages are not data: tests/billing_site/test_api_docs.py covers who reads them.
-                if any(isinstance(permission, HasScope) for permission in permissions) and not any(
+                if cls is not None and any(isinstance(permission, HasScope) for permission in permissions) and not any(
                         isinstance(permission, DocsAccess) for permission in permissions):
                     found[prefix + str(pattern.pattern)] = cls
 
