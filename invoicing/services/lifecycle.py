@@ -22,6 +22,7 @@ from common.queue import enqueue_on_commit
 from credits.models import CreditGrant
 from credits.selectors import CreditUse
 from credits.services.burns import credits_burn, credits_return
+from credits.services.grants import grant_activate, grant_void
 from customers.models import Customer, Subscription
 
 from ..models import CreditNote, CycleClose, Invoice, InvoiceEvent, InvoiceLine
@@ -218,6 +219,8 @@ def invoice_void(*, invoice: Invoice, actor: User | None = None, label: str = ""
     invoice_log(invoice, "voided", actor=actor, label=label, detail=reason)
     credits_return(customer_id=invoice.customer_id, invoice_id=invoice.pk, actor=actor, label=label,
                    reason=f"invoice {invoice} voided", now=invoice.voided_at)
+    for bought in CreditGrant.objects.filter(purchase_invoice_id=invoice.pk, voided_at__isnull=True):
+        grant_void(grant=bought, reason=f"its top-up invoice {invoice} was voided", actor=actor, label=label)
     for credit_note in invoice.credit_notes.filter(status=CreditNote.Status.ISSUED):
         credit_note_void(credit_note=credit_note, actor=actor, label=label, reason=f"invoice {invoice} voided")
     if was_issued and not is_sandbox() and invoice.stripe_invoice_id:
@@ -235,6 +238,8 @@ def invoice_mark_paid(
     invoice.status, invoice.paid_at = S.PAID, paid_at or timezone.now()
     invoice.save(update_fields=["status", "paid_at"])
     invoice_log(invoice, "paid", actor=actor, label=label, detail=detail)
+    for bought in CreditGrant.objects.filter(purchase_invoice_id=invoice.pk):  # credit top-ups: now available
+        grant_activate(grant=bought, actor=actor, label=label or "payment", now=invoice.paid_at)
     return invoice
 
 
