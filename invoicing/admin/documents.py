@@ -34,7 +34,8 @@ def _document(model_admin, request, document, template: str, **context):
 def invoice_document(model_admin, request, pk: int):
     invoice = get_object_or_404(Invoice.objects.select_related("customer", "subscription__plan"), pk=pk)
     return _document(model_admin, request, invoice, "invoicing/invoice.html", invoice=invoice,
-                     seller="Billing back office")
+                     seller="Billing back office", subtotal=format_major(invoice.subtotal, invoice.currency),
+                     credits_applied=format_major(invoice.total - invoice.subtotal, invoice.currency))
 
 
 def credit_note_document(model_admin, request, pk: int):
