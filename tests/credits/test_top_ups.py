@@ -114,9 +114,8 @@ def test_two_concurrent_closes_crossing_the_threshold_buy_once():
     """Two subscriptions of one customer close at once in two runs: each burns 300 of 1,200 credits; the first
     crossing the 1,000 threshold buys the top-up, the other finds it (unpaid) and buys nothing."""
     air = kong_air()
-    plan = cent_plan()
-    subscription_create(customer=air, plan=plan, start=NOV)
-    subscription_create(customer=air, plan=plan, start=NOV)
+    subscription_create(customer=air, plan=cent_plan(), start=NOV)
+    subscription_create(customer=air, plan=cent_plan("cents-too"), start=NOV)
     ingest([tokens(300, utc(2026, 11, 5))])  # billed on both subscriptions: 300 each
     grant(air, 1200, effective_at=NOV)
     auto(air, max_per_period=5)
