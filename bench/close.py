@@ -20,7 +20,7 @@ in-memory broker, no Stripe key so invoices stay local):
   metered entitlement (``plan_create`` + ``plan_publish``);
 - ``--customers`` customers (``customer_create``), each including one Kong subject ``consumer:<uuid>``
   (``attribution_add``) and subscribed from the 1st of last month with the calendar anchor (with ``--credits``,
-  two prepaid credit grants each, $5 at priority 10 expiring and $3 without expiry, which the close applies)
+  two prepaid credit grants each, $60 at priority 10 expiring and $40 without expiry, which the closes apply)
   (``subscription_create``); their opening cycle (cycle 0, the in-advance fee) is closed right away with
   ``close_cycles(now=<the 1st>)``, as the beat does when a subscription starts;
 - ``--events-per-customer`` ``kong.llm_request`` events per subject over that month, server-side
@@ -207,10 +207,10 @@ def seed_customers(plan, customers: int, start: dt.datetime, credits: bool = Fal
                 customer = customer_create(key=f"bench-{i:06d}", name=f"Bench customer {i}", currency="USD")
                 attribution_add(customer=customer, subject=subject_of(i), start=start)
                 subscription_create(customer=customer, plan=plan, start=start, billing_anchor="calendar")
-                if credits:  # two grants each: $5 (priority 10, expiring), $3 (no expiry)
-                    grant_create(customer=customer, amount=500, priority=10, effective_at=start, now=start,
+                if credits:  # two grants each: $60 (priority 10, expiring), $40 (no expiry)
+                    grant_create(customer=customer, amount=6000, priority=10, effective_at=start, now=start,
                                  expires_at=start + dt.timedelta(days=120), source="promotional")
-                    grant_create(customer=customer, amount=300, effective_at=start, now=start)
+                    grant_create(customer=customer, amount=4000, effective_at=start, now=start)
         done = min(customers, lo + SEED_BATCH)
         if done % 5000 == 0 or done == customers:
             log(f"  {done:,} customers ({time.monotonic() - started:.0f} s)")

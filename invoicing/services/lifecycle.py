@@ -127,7 +127,7 @@ def invoice_create(
     if issue_at is not None:
         stamp_issued(invoice, issue_at)
     invoice.save(force_insert=True)
-    InvoiceLine.objects.bulk_create([
+    rows = InvoiceLine.objects.bulk_create([
         InvoiceLine(
             invoice=invoice,
             subscription=line.subscription,
@@ -153,10 +153,9 @@ def invoice_create(
                     quantity=line.quantity, amount=line.amount)
         for position, line in enumerate(credits)
     ])
-    if credits:
-        credit_rows = invoice.lines.filter(kind=InvoiceLine.Kind.CREDITS_APPLIED).order_by("position")
+    if credits:  # the burns name the "Credits applied" lines (bulk_create returned their ids)
         credits_burn(customer_id=invoice.customer_id, uses=[CreditUse(line.grant, -line.amount) for line in credits],
-                     invoice_id=invoice.pk, line_ids=list(credit_rows.values_list("pk", flat=True)),
+                     invoice_id=invoice.pk, line_ids=[row.pk for row in rows[len(lines):]],
                      at=now or issue_at or timezone.now(), label=label or "close")
     label = label or (actor.get_username() if actor else "system")
     drafted = f"cycle {cycle.index} of subscription {subscription.pk}" + (f"; reissue of {replaces}" if replaces
