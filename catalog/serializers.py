@@ -89,6 +89,8 @@ def rate_card_json(rate_card: RateCard) -> dict[str, Any]:
     entitlement = entitlement_json(rate_card)
     if entitlement is not None:
         body["entitlement"] = entitlement
+    if rate_card.credit_grant:
+        body["credit_grant"] = rate_card.credit_grant
     return body
 
 
