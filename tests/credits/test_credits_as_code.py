@@ -58,3 +58,43 @@ def test_an_unknown_credit_mode_is_an_error(tmp_path, monkeypatch):
     message = apply_error(write(with_credits(catalog_example(), mode="credit_maybe")))
     assert "credit_maybe" in message or "credits" in message
     assert not Plan.objects.exists()
+
+
+def test_customer_grants_are_applied_once_and_dumped(tmp_path, monkeypatch):
+    from credits.models import CreditGrant
+
+    monkeypatch.chdir(tmp_path)
+    doc = catalog_example()
+    key = doc["customers"][0]["key"]
+    doc["credit_grants"] = [{"customer": key, "amount": "20.00", "effective_at": "2026-11-01T00:00:00Z",
+                             "priority": 10, "source": "promotional", "description": "$20 free"}]
+    out = apply(write(doc))
+    assert "grant credits to" in out
+    grant_row = CreditGrant.objects.get()
+    assert (grant_row.amount, grant_row.priority, grant_row.source) == (2000, 10, "promotional")
+    again = apply(write(doc))
+    assert "grant credits" not in again and CreditGrant.objects.count() == 1
+    dumped = yaml.safe_load(dump())
+    assert dumped["credit_grants"] == doc["credit_grants"]
+    assert "grant credits" not in apply(write(dumped))
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"amount": "0", "effective_at": "2026-11-01T00:00:00Z"}, "more than zero"),
+    ({"amount": "1.001", "effective_at": "2026-11-01T00:00:00Z"}, "more decimals"),
+    ({"amount": "5", "effective_at": "2026-11-01T00:00:00Z", "expires_at": "2026-10-01T00:00:00Z"}, "after"),
+    ({"amount": "5", "effective_at": "2026-11-01T00:00:00Z", "applies_to": ["nope"]}, "unknown feature"),
+    ({"amount": "5"}, "effective_at"),
+    ({"amount": "5", "effective_at": "2026-11-01T00:00:00Z", "source": "recurring"}, "source"),
+    ({"amount": "5", "effective_at": "2026-11-01T00:00:00Z", "customer": "nobody"}, "unknown customer"),
+])
+def test_bad_customer_grants_are_errors_and_nothing_is_applied(tmp_path, monkeypatch, entry, words):
+    from credits.models import CreditGrant
+    from customers.models import Customer
+
+    monkeypatch.chdir(tmp_path)
+    doc = catalog_example()
+    doc["credit_grants"] = [{"customer": doc["customers"][0]["key"], **entry}]
+    message = apply_error(write(doc))
+    assert words in message
+    assert not CreditGrant.objects.exists() and not Customer.objects.exists()
