@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
@@ -16,6 +17,7 @@ from catalog.charges import charge_rate_card
 from catalog.models import RateCard
 from catalog.money import to_major
 from catalog.rules import USAGE_PRICES
+from common.caches import ProcessCache
 from common.time import format_rfc3339
 from customers.models import Customer
 from customers.selectors import active_subscriptions, feature_usage, subscription_period_at
@@ -243,11 +245,25 @@ _BALANCE_SQL = """
 """
 
 
+# The gateway asks constantly: each process re-rates a customer's pending usage at most every few seconds (the
+# balance itself is read on every check).
+_PENDING: ProcessCache[tuple[int, str]] = ProcessCache(maxsize=50_000, ttl=settings.CREDITS_PENDING_USAGE_CACHE_SECONDS)
+
+
+def forget_cached_pending_usage() -> None:
+    _PENDING.clear()
+
+
 def gateway_credits(customer_id: int, at: dt.datetime) -> tuple[int, int, str] | None:
     """(balance, available, currency) in minor units for the entitlement check, registered into customers."""
     stamp = db_datetime(at)
     with connection.cursor() as cursor:
         cursor.execute(_BALANCE_SQL, [customer_id, stamp, stamp])
         balance = int(cursor.fetchone()[0] or 0)
-    customer = Customer.objects.get(pk=customer_id)
-    return balance, balance - pending_usage(customer, at), customer.currency
+    cached = _PENDING.get(customer_id)
+    if cached is None:
+        customer = Customer.objects.get(pk=customer_id)
+        cached = (pending_usage(customer, at), customer.currency)
+        _PENDING.set(customer_id, cached)
+    pending, currency = cached
+    return balance, balance - pending, currency

@@ -319,6 +319,8 @@ INVOICE_CLOSE_CHUNK_SIZE = env.int("INVOICE_CLOSE_CHUNK_SIZE", default=500)
 # A grant's remainder is written off this long after its expiry (the close of the period it covered, at the
 # period's end plus the grace period, may still burn it for that period's usage).
 CREDITS_EXPIRY_DELAY_SECONDS = env.int("CREDITS_EXPIRY_DELAY_SECONDS", default=INVOICE_GRACE_PERIOD_SECONDS + 3600)
+# The entitlement check re-rates a customer's pending usage (for creditAvailable) at most this often per process.
+CREDITS_PENDING_USAGE_CACHE_SECONDS = env.float("CREDITS_PENDING_USAGE_CACHE_SECONDS", default=2.0)
 
 # --- Stripe ----------------------------------------------------------------------------------------
 # Without STRIPE_API_KEY the system runs in sandbox mode: invoices stay local.
