@@ -173,6 +173,8 @@ def parse_grant_body(body: dict[str, Any], customer: Customer) -> dict[str, Any]
     if currency is not None and (not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency)):
         raise _invalid("currency", "must be an upper-case ISO 4217 code")
     priority = body.get("priority", 100)
+    if isinstance(priority, float) and priority.is_integer() and 0 <= priority <= MAX_PRIORITY:
+        priority = int(priority)  # JSON Schema's integer: 10.0 is 10
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
         raise _invalid("priority", f"must be a whole number from 0 to {MAX_PRIORITY}")
     effective_at = body.get("effective_at")

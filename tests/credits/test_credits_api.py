@@ -89,6 +89,7 @@ def test_create_a_grant_and_void_it(api, manage_token, read_token):
     ({"amount": "5.00", "priority": -1}, "priority"),
     ({"amount": "5.00", "priority": True}, "priority"),
     ({"amount": "5.00", "priority": 2**40}, "priority"),
+    ({"amount": "5.00", "priority": 1.5}, "priority"),
     ({"amount": "5.00", "source": "recurring"}, "source"),
     ({"amount": "5.00", "source": "gift"}, "source"),
     ({"amount": "5.00", "effective_at": "yesterday"}, "effective_at"),
@@ -135,6 +136,12 @@ def test_a_void_body_must_be_an_object_with_a_reason_only(api, manage_token):
         assert response.status_code == 400, body
     credit.refresh_from_db()
     assert credit.voided_at is None
+
+
+def test_an_integral_number_is_an_integer_priority(api, manage_token):
+    customer("acme")
+    created = post(api, "/api/v1/customers/acme/credits/grants", {"amount": "1.00", "priority": 7.0}, manage_token)
+    assert created.status_code == 201 and created.json()["priority"] == 7
 
 
 def test_jpy_amounts_have_no_decimals(api, manage_token):
