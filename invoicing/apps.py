@@ -7,6 +7,7 @@ class InvoicingConfig(AppConfig):
 
     def ready(self) -> None:
         from common.dashboard import register_dashboard
+        from credits.hooks import register_purchase
         from metering.enrichment import register_event_enricher
 
         from . import checks  # noqa: F401 - registers the system checks
@@ -14,8 +15,10 @@ class InvoicingConfig(AppConfig):
         from .selectors.dashboard import dashboard
         from .selectors.enrichment import invoices_of_events
         from .selectors.guards import register_guards
+        from .services.top_ups import credits_buy
 
         register_event_enricher("invoicing", invoices_of_events, order=30)
         register_dashboard(dashboard)
         register_guards()
+        register_purchase(credits_buy)  # a "purchased" grant (API, admin) is a top-up billed on its own invoice
         admin_extensions.register()  # the customer, subscription and event pages' invoicing parts

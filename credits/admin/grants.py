@@ -16,7 +16,7 @@ from common.admin.confirm import ConfirmAction, ConfirmActionMixin
 from ..forms import AdjustForm, GrantForm, GrantVoidForm
 from ..models import AutoTopUp, CreditGrant
 from ..selectors import GrantState, grant_states, grant_status
-from ..services.grants import CreditError, grant_adjust, grant_create, grant_void
+from ..services.grants import CreditError, grant_adjust, grant_bought_or_created, grant_void
 
 MANAGE_PERMISSION = "credits.manage_credits"
 
@@ -124,10 +124,11 @@ class CreditGrantAdmin(ConfirmActionMixin, admin.ModelAdmin):
             return
         data = form.cleaned_data
         try:
-            grant = grant_create(customer=data["customer"], amount=data["amount"], priority=data["priority"],
-                                 effective_at=data["effective_at"], expires_at=data.get("expires_at"),
-                                 applies_to=data.get("features") or [], source=data["source"],
-                                 description=data.get("description") or "", actor=request.user)
+            grant = grant_bought_or_created(
+                customer=data["customer"], amount=data["amount"], priority=data["priority"],
+                effective_at=data["effective_at"], expires_at=data.get("expires_at"),
+                applies_to=data.get("features") or [], source=data["source"], available_immediately=False,
+                description=data.get("description") or "", actor=request.user)
         except CreditError as exc:  # checked by the form already; a race (a feature deleted) lands here
             self.message_user(request, str(exc), messages.ERROR)
             raise

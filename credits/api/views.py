@@ -26,13 +26,14 @@ from metering.api.schema import NO_NUL, component, date_time, optional_body, pro
 
 from ..models import CreditGrant
 from ..selectors import customer_credits, grant_json, grant_states
-from ..services.grants import CreditError, grant_create, grant_void
+from ..services.grants import CreditError, grant_bought_or_created, grant_void
 
 READ = {"GET": "read"}
 WRITE = {"POST": "manage"}
 WRITE_PERMISSION = {"POST": "credits.manage_credits"}
 AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,3})?$")
-GRANT_FIELDS = ("amount", "currency", "priority", "effective_at", "expires_at", "applies_to", "source", "description")
+GRANT_FIELDS = ("amount", "currency", "priority", "effective_at", "expires_at", "applies_to", "source", "description",
+                "available")
 MAX_FEATURES = 100
 MAX_DESCRIPTION = 500
 MAX_PRIORITY = 2**31 - 1
@@ -94,6 +95,10 @@ GRANT_BODY = component("CreditGrantCreate", {
         "source": {"type": "string", "enum": [s for s in CreditGrant.Source.values if s != "recurring"],
                    "description": "Default `manual`."},
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION, "pattern": NO_NUL},
+        "available": {"type": "string", "enum": ["immediately", "on_payment"],
+                      "description": "`purchased` only: a top-up is billed on its own invoice (a *Credit top-up* "
+                                     "line); its credits are available when that invoice is paid (`on_payment`, "
+                                     "the default) or at once (`immediately`)."},
     },
     "example": {"amount": "20.00", "priority": 10, "source": "promotional", "description": "$20 free"},
 })
@@ -186,6 +191,9 @@ def parse_grant_body(body: dict[str, Any], customer: Customer) -> dict[str, Any]
     source = body.get("source", CreditGrant.Source.MANUAL)
     if source not in CreditGrant.Source.values or source == CreditGrant.Source.RECURRING:
         raise _invalid("source", "must be promotional, purchased or manual")
+    available = body.get("available", "on_payment")
+    if available not in ("immediately", "on_payment"):
+        raise _invalid("available", "must be immediately or on_payment")
     return {
         "amount": to_minor(amount, customer.currency),
         "currency": currency,
@@ -195,6 +203,7 @@ def parse_grant_body(body: dict[str, Any], customer: Customer) -> dict[str, Any]
         "applies_to": applies_to,
         "source": source,
         "description": _text(body, "description", maximum=MAX_DESCRIPTION) or "",
+        "available": available == "immediately",
     }
 
 
@@ -210,15 +219,18 @@ class CustomerGrantsView(APIView):
 
     @extend_schema(operation_id="createCreditGrant", summary="Grant prepaid credits", tags=["Credits"],
                    description="Needs the `manage` scope, or a staff session allowed to manage credits. The credits "
-                               "are available at once (from `effective_at`).",
+                               "are available from `effective_at`; a `purchased` grant is a top-up billed on its "
+                               "own invoice, available when it is paid (or at once with `available: immediately`).",
                    parameters=[CUSTOMER], request={"application/json": GRANT_BODY},
                    responses={201: OpenApiResponse(GRANT, description="The grant."), **problems(400, 404)})
     def post(self, request, id_or_key: str):
         customer = _customer(id_or_key)
         fields = parse_grant_body(_body(request), customer)
         user = _actor(request)
+        available = fields.pop("available")
         try:
-            grant = grant_create(customer=customer, actor=user, label="" if user else "api", **fields)
+            grant = grant_bought_or_created(customer=customer, actor=user, label="" if user else "api",
+                                            available_immediately=available, **fields)
         except CreditError as exc:
             raise Problem(400, "Invalid body", str(exc),
                           errors=[{"field": name, "message": text} for name, text in exc.errors.items()]) from exc

@@ -14,6 +14,7 @@ from django.utils import timezone
 from catalog.models import Feature
 from customers.models import Customer
 
+from ..hooks import purchase_handler
 from ..models import CreditGrant, LedgerEntry
 
 if TYPE_CHECKING:
@@ -111,6 +112,28 @@ def grant_create(
     if available:
         _write_grant_entry(grant, actor=actor, label=label, at=effective_at)
     return grant
+
+
+def grant_bought_or_created(*, customer: Customer, amount: int, source: str = CreditGrant.Source.MANUAL,
+                            available_immediately: bool = False, currency: str | None = None,
+                            effective_at: dt.datetime | None = None, priority: int = 100,
+                            expires_at: dt.datetime | None = None, applies_to: Sequence[str] = (),
+                            description: str = "", actor: User | None = None, label: str = "") -> CreditGrant:
+    """A grant typed by staff or sent to the API: a ``purchased`` one is a top-up billed by the registered
+    purchase handler (invoicing: its own invoice, available when paid or at once); any other is granted as is."""
+    buy = purchase_handler()
+    if source == CreditGrant.Source.PURCHASED and buy is not None:
+        errors = grant_problems(customer=customer, amount=amount, currency=currency,
+                                effective_at=effective_at or timezone.now(), expires_at=expires_at,
+                                applies_to=applies_to, source=source)
+        if errors:
+            raise CreditError(errors)
+        return buy(customer=customer, amount=amount, available_immediately=available_immediately, priority=priority,
+                   expires_at=expires_at, applies_to=list(applies_to), description=description, actor=actor,
+                   label=label)
+    return grant_create(customer=customer, amount=amount, currency=currency, priority=priority,
+                        effective_at=effective_at, expires_at=expires_at, applies_to=applies_to, source=source,
+                        description=description, actor=actor, label=label)
 
 
 def _write_grant_entry(grant: CreditGrant, *, actor: User | None, label: str, at: dt.datetime) -> None:

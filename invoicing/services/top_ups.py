@@ -13,7 +13,7 @@ Checked after each close of the customer's cycles and by a beat job between cycl
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -33,16 +33,17 @@ if TYPE_CHECKING:
 
 @transaction.atomic
 def credits_top_up(*, customer: Customer, amount: int, available_immediately: bool = False, priority: int = 100,
-                   expires_at: dt.datetime | None = None, description: str = "", actor: User | None = None,
-                   label: str = "", now: dt.datetime | None = None) -> tuple[CreditGrant, Invoice]:
+                   expires_at: dt.datetime | None = None, applies_to: list[str] | None = None,
+                   description: str = "", actor: User | None = None, label: str = "",
+                   now: dt.datetime | None = None) -> tuple[CreditGrant, Invoice]:
     """Buy ``amount`` minor units of credits: the grant and its issued invoice (pushed to Stripe as any invoice).
     Raises :class:`credits.services.grants.CreditError` for a bad amount or expiry (nothing written)."""
     now = now or timezone.now()
     lock_customer_billing(customer.pk)
     text = description or "Credit top-up"
     grant = grant_create(customer=customer, amount=amount, priority=priority, effective_at=now, expires_at=expires_at,
-                         source=CreditGrant.Source.PURCHASED, description=text, available=available_immediately,
-                         actor=actor, label=label, now=now)
+                         applies_to=applies_to or [], source=CreditGrant.Source.PURCHASED, description=text,
+                         available=available_immediately, actor=actor, label=label, now=now)
     invoice = Invoice(customer=customer, subscription=None, cycle=None, currency=customer.currency,
                       period_start=now, period_end=now, subtotal=amount, total=amount)
     stamp_issued(invoice, now)
@@ -108,3 +109,8 @@ def auto_top_ups(*, now: dt.datetime | None = None) -> int:
         if auto_top_up(customer_id=customer_id, now=now) is not None:
             bought += 1
     return bought
+
+
+def credits_buy(**kwargs: Any) -> CreditGrant:
+    """The purchase handler registered into ``credits.hooks``: a top-up, returning its grant."""
+    return credits_top_up(**kwargs)[0]

@@ -47,13 +47,13 @@ def test_create_a_grant_and_void_it(api, manage_token, read_token):
     ai_token_feature()
     customer("acme")
     response = post(api, "/api/v1/customers/acme/credits/grants",
-                    {"amount": "12.50", "priority": 5, "applies_to": ["ai-token"], "source": "purchased",
+                    {"amount": "12.50", "priority": 5, "applies_to": ["ai-token"], "source": "promotional",
                      "effective_at": "2026-01-01T00:00:00Z", "expires_at": "2027-01-01T00:00:00Z",
                      "description": "top-up"}, manage_token)
     assert response.status_code == 201, response.content
     created = response.json()
     assert (created["amount"], created["remaining"], created["priority"], created["applies_to"],
-            created["source"], created["expires_at"]) == ("12.50", "12.50", 5, ["ai-token"], "purchased",
+            created["source"], created["expires_at"]) == ("12.50", "12.50", 5, ["ai-token"], "promotional",
                                                           "2027-01-01T00:00:00Z")
     grant_row = CreditGrant.objects.get()
     assert (grant_row.amount, grant_row.created_by_label) == (1250, "api")
@@ -142,6 +142,22 @@ def test_an_integral_number_is_an_integer_priority(api, manage_token):
     customer("acme")
     created = post(api, "/api/v1/customers/acme/credits/grants", {"amount": "1.00", "priority": 7.0}, manage_token)
     assert created.status_code == 201 and created.json()["priority"] == 7
+
+
+def test_a_purchased_grant_is_a_top_up_billed_on_its_own_invoice(api, manage_token):
+    from invoicing.models import Invoice
+
+    customer("acme")
+    later = post(api, "/api/v1/customers/acme/credits/grants", {"amount": "100.00", "source": "purchased"},
+                 manage_token)
+    assert later.status_code == 201 and later.json()["status"] == "pending"
+    now = post(api, "/api/v1/customers/acme/credits/grants",
+               {"amount": "50.00", "source": "purchased", "available": "immediately"}, manage_token)
+    assert now.status_code == 201 and now.json()["status"] == "active"
+    invoices = Invoice.objects.filter(subscription__isnull=True).order_by("pk")
+    assert [(i.total, i.lines.get().kind) for i in invoices] == [(10000, "credit_top_up"), (5000, "credit_top_up")]
+    assert post(api, "/api/v1/customers/acme/credits/grants", {"amount": "1.00", "available": "later"},
+                manage_token).status_code == 400
 
 
 def test_jpy_amounts_have_no_decimals(api, manage_token):
