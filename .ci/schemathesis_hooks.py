@@ -1,10 +1,12 @@
 """schemathesis hooks of the CI run (.ci/schemathesis.toml, loaded with ``PYTHONPATH=.ci``).
 
 One hook, narrow on purpose: a webhook endpoint's URL must resolve to public addresses only (the SSRF check: a
-refusal naming the url is a data rule); and a few rules of the meter query depend on the data or on two parameters
-at once, which JSON Schema cannot state (the operation's description states them): ``to`` after ``from``, at most 50,000
-windows, group-by names of that meter, customers that exist. A *valid-looking* query refused for exactly one of
-those rules (a 400 whose problem names the rule) is not a schema lie, so that positive-data failure is dropped.
+refusal naming the url is a data rule); and a few rules of the meter query (and of a credit grant) depend on the
+data or on two parameters at once, which JSON Schema cannot state (the operation's description states them): ``to``
+after ``from``, at most 50,000 windows, group-by names of that meter, customers that exist (a grant: more than zero,
+the customer's currency and its decimals, an expiry after the effective time, features that exist). A
+*valid-looking* request refused only for those rules (a 400 whose problem names each) is not a schema lie, so that
+positive-data failure is dropped.
 Every other failure of every check is kept.
 """
 
@@ -17,12 +19,23 @@ import schemathesis
 QUERY_OPERATIONS = {"GET /api/v1/meters/{id_or_slug}/query", "POST /api/v1/meters/{id_or_slug}/query"}
 # A webhook URL must resolve, and only to public addresses (SSRF): no schema can say which hosts do.
 WEBHOOK_OPERATIONS = {"POST /api/v1/webhook-endpoints", "PUT /api/v1/webhook-endpoints/{endpoint_id}"}
+GRANT_OPERATIONS = {"POST /api/v1/customers/{id_or_key}/credits/grants"}
 # (field, words of the message) of each rule a schema cannot express
 DATA_RULES = (
     ("to", "to must be after from"),
     ("windowSize", "windows: use a larger windowSize"),
     ("filterCustomerId", "unknown customer(s)"),
     ("groupBy", "is not a group-by of meter"),
+)
+# A credit grant's rules that depend on the customer or on two fields (the operation's schema description states
+# them): more than zero, no more decimals than the customer's currency, the customer's currency, an expiry after
+# the effective time, features that exist.
+GRANT_RULES = (
+    ("amount", "must be more than zero"),
+    ("amount", "has more decimals than"),
+    ("currency", "the customer is billed in"),
+    ("expires_at", "the expiry must be after the effective time"),
+    ("applies_to", "unknown feature"),
 )
 
 
@@ -32,10 +45,10 @@ def _names_a_data_rule(body: bytes, rules=DATA_RULES) -> bool:
     except ValueError:
         return False
     errors = problem.get("errors") if isinstance(problem, dict) else None
-    if not isinstance(errors, list) or len(errors) != 1 or not isinstance(errors[0], dict):
+    if not isinstance(errors, list) or not errors or not all(isinstance(error, dict) for error in errors):
         return False
-    field, message = errors[0].get("field"), str(errors[0].get("message", ""))
-    return any(field == rule_field and words in message for rule_field, words in rules)
+    return all(any(error.get("field") == rule_field and words in str(error.get("message", ""))
+                   for rule_field, words in rules) for error in errors)
 
 
 @schemathesis.hook
@@ -46,4 +59,6 @@ def filter_failure(context, failure, case, response) -> bool:
         return not _names_a_data_rule(response.content)
     if rejected_positive and case.operation.label in WEBHOOK_OPERATIONS and response.status_code == 400:
         return not _names_a_data_rule(response.content, (("url", ""),))
+    if rejected_positive and case.operation.label in GRANT_OPERATIONS and response.status_code == 400:
+        return not _names_a_data_rule(response.content, GRANT_RULES)
     return True

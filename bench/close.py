@@ -19,7 +19,8 @@ in-memory broker, no Stripe key so invoices stay local):
   minimum spend for ai-token-out, one unit rate card per extra feature, a flat in-advance platform fee and a
   metered entitlement (``plan_create`` + ``plan_publish``);
 - ``--customers`` customers (``customer_create``), each including one Kong subject ``consumer:<uuid>``
-  (``attribution_add``) and subscribed from the 1st of last month with the calendar anchor
+  (``attribution_add``) and subscribed from the 1st of last month with the calendar anchor (with ``--credits``,
+  two prepaid credit grants each, $60 at priority 10 expiring and $40 without expiry, which the closes apply)
   (``subscription_create``); their opening cycle (cycle 0, the in-advance fee) is closed right away with
   ``close_cycles(now=<the 1st>)``, as the beat does when a subscription starts;
 - ``--events-per-customer`` ``kong.llm_request`` events per subject over that month, server-side
@@ -114,6 +115,7 @@ def reset_month_end_close(url: str) -> int:
     with psycopg.connect(url) as conn, conn.transaction():
         doomed = "SELECT id FROM invoicing_invoice WHERE cycle >= 1"
         conn.execute(f"DELETE FROM invoicing_invoiceevent WHERE invoice_id IN ({doomed})")  # noqa: S608
+        conn.execute(f"DELETE FROM credits_ledgerentry WHERE invoice_id IN ({doomed})")  # noqa: S608
         conn.execute(f"DELETE FROM invoicing_invoiceline WHERE invoice_id IN ({doomed})")  # noqa: S608
         conn.execute("DELETE FROM invoicing_cycleclose WHERE cycle >= 1")
         deleted = conn.execute("DELETE FROM invoicing_invoice WHERE cycle >= 1").rowcount
@@ -222,9 +224,10 @@ def seed_catalog(rate_cards: int, dimensional_rows: int = 0):
     return meter, plan
 
 
-def seed_customers(plan, customers: int, start: dt.datetime) -> None:
+def seed_customers(plan, customers: int, start: dt.datetime, credits: bool = False) -> None:
     from django.db import transaction
 
+    from credits.services.grants import grant_create
     from customers.services.customers import attribution_add, customer_create
     from customers.services.subscriptions import subscription_create
 
@@ -235,6 +238,10 @@ def seed_customers(plan, customers: int, start: dt.datetime) -> None:
                 customer = customer_create(key=f"bench-{i:06d}", name=f"Bench customer {i}", currency="USD")
                 attribution_add(customer=customer, subject=subject_of(i), start=start)
                 subscription_create(customer=customer, plan=plan, start=start, billing_anchor="calendar")
+                if credits:  # two grants each: $60 (priority 10, expiring), $40 (no expiry)
+                    grant_create(customer=customer, amount=6000, priority=10, effective_at=start, now=start,
+                                 expires_at=start + dt.timedelta(days=120), source="promotional")
+                    grant_create(customer=customer, amount=4000, effective_at=start, now=start)
         done = min(customers, lo + SEED_BATCH)
         if done % 5000 == 0 or done == customers:
             log(f"  {done:,} customers ({time.monotonic() - started:.0f} s)")
@@ -252,7 +259,7 @@ def seed(args, url: str, month_start: dt.datetime, month_end: dt.datetime) -> No
                    else f"{args.rate_cards} usage rate cards")
     log(f"  plan {plan.key} v{plan.version}: {plan.rate_cards.count()} rate cards ({usage_cards} on meter "
         f"{meter.slug})")
-    seed_customers(plan, args.customers, month_start)
+    seed_customers(plan, args.customers, month_start, credits=args.credits)
     log(f"  customers, subjects and subscriptions in {time.monotonic() - started:.0f} s")
 
     step = time.monotonic()
@@ -419,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dimensional-rows", type=int, default=0,
                         help="instead of the usage rate cards, one dimensional rate card (model × type) with this "
                              f"many rows ({2 * len(MODELS)}..200; e.g. 20)")
+    parser.add_argument("--credits", action="store_true",
+                        help="give every customer two prepaid credit grants (the close applies them)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--keep", action="store_true",
                         help="keep the database, and reuse one seeded with the same sizes (the month-end close is "
@@ -449,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     month_start = (this_month - dt.timedelta(days=1)).replace(day=1)
     close_at = this_month + dt.timedelta(hours=2)
     meta = {"customers": args.customers, "events_per_customer": args.events_per_customer,
-            "rate_cards": args.rate_cards, "month": month_start.isoformat()}
+            "rate_cards": args.rate_cards, "month": month_start.isoformat(), "credits": args.credits}
     if args.dimensional_rows:
         meta["dimensional_rows"] = args.dimensional_rows
 

@@ -4,8 +4,8 @@
 - **Billing operator**: the viewer's reads, plus meters, the catalog (features, plans, rate cards), customers,
   their subjects and Kong consumers, subscriptions, and invoice previews.
 - **Billing admin**: the operator's rights, plus issuing, voiding, marking paid or uncollectible, cycle closes,
-  Stripe sync and webhooks, Settings → Company and Stripe, API tokens, webhook endpoints, email templates and job
-  runs.
+  Stripe sync and webhooks, Settings → Company and Stripe, API tokens, webhook endpoints, email templates, job
+  runs, and prepaid credits (grant, adjust, void grants; auto top-ups).
 
 The scheduler's internals (django-celery-beat's periodic tasks and schedules) are for superusers only: the admin
 shows them under *Operations*, and no role has their permissions.
@@ -29,6 +29,7 @@ VIEW_MODELS = [
     ("notifications", "deliveryattempt"), ("notifications", "firedalert"),
     ("notifications", "customernotificationsettings"), ("notifications", "usagealertrule"),
     ("notifications", "emailtemplate"), ("notifications", "portallink"),
+    ("credits", "creditgrant"), ("credits", "ledgerentry"), ("credits", "autotopup"),
 ]
 OPERATOR_MODELS = [
     ("metering", "meter"), ("catalog", "feature"), ("catalog", "plan"), ("catalog", "ratecard"),
@@ -53,6 +54,8 @@ def role_permissions() -> dict[str, list[tuple[str, str]]]:
     admin += [(app, f"view_{model}") for app, model in ADMIN_VIEW_ONLY] + [("invoicing", "issue_invoice")]
     admin += [(app, f"{action}_{model}") for app, model in ADMIN_SETTINGS for action in ("view", "change")]
     admin += [("notifications", "send_test_event")]
+    admin += [("credits", "manage_credits")] + [("credits", f"{action}_autotopup") for action in ("add", "change",
+                                                                                                "delete")]
     return {"Finance viewer": viewer, "Billing operator": operator, "Billing admin": admin}
 
 

@@ -19,6 +19,7 @@ urlpatterns = [
     path("", include("metering.urls")),
     path("", include("catalog.urls")),
     path("", include("customers.urls")),
+    path("", include("credits.urls")),
     path("", include("invoicing.urls")),
     path("", include("notifications.urls")),
 ]

@@ -53,11 +53,13 @@ from .dimensional import DimensionalPrice, DimensionRow
 from .models import Feature, ModelCost, Plan, RateCard
 from .rules import (
     CADENCES,
+    CREDIT_MODES,
     ENTITLEMENT_TYPES,
     PAYMENT_TERMS,
     PRICE_TYPES,
     ROW_PRICE_TYPES,
     clean_currency,
+    credit_grant_problems,
     currency_problem,
     engine_price,
     key_problem,
@@ -84,7 +86,7 @@ PLAN_STATUSES = ("published", "draft")
 IN_ARREARS = str(RateCard.PaymentTerm.IN_ARREARS.value)
 RATE_CARD_FIELDS = (
     "key", "name", "feature", "price", "payment_term", "free_quantity", "minimum_spend", "maximum_spend",
-    "entitlement",
+    "entitlement", "credit_grant",
 )
 PRICE_FIELDS = {
     "flat": ("type", "amount"),
@@ -99,7 +101,7 @@ TIER_FIELDS = ("up_to", "unit_amount", "flat_amount")
 ENTITLEMENT_FIELDS = {
     "boolean": ("type",),
     "static": ("type", "config"),
-    "metered": ("type", "limit", "soft", "usage_period"),
+    "metered": ("type", "limit", "soft", "usage_period", "credits"),
 }
 
 
@@ -332,6 +334,7 @@ def _entitlement_read(spec: RateCardSpec, kind: str, e: Reader) -> None:
         spec.entitlement_limit = e.decimal("limit", required=True)
         spec.entitlement_soft = e.boolean("soft")
         spec.entitlement_usage_period = e.text("usage_period", default="", choices=CADENCES) or ""
+        spec.entitlement_credits = e.text("credits", default="", choices=CREDIT_MODES) or ""
 
 
 def _rate_card_parse(problems: Problems, where: str, data: Any) -> RateCardSpec:
@@ -346,6 +349,14 @@ def _rate_card_parse(problems: Problems, where: str, data: Any) -> RateCardSpec:
     spec.maximum_spend = r.decimal("maximum_spend")
     _typed_section(r, "price", PRICE_TYPES, PRICE_FIELDS, partial(_price_read, spec))
     _typed_section(r, "entitlement", ENTITLEMENT_TYPES, ENTITLEMENT_FIELDS, partial(_entitlement_read, spec))
+    if r.has("credit_grant"):
+        grant = r.mapping("credit_grant")
+        if isinstance(grant, dict):
+            grant = {name: format(value, "f") if isinstance(value, Decimal) else value
+                     for name, value in grant.items()}
+            for problem in credit_grant_problems(grant, ""):
+                r.fail("credit_grant", problem.removeprefix("credit_grant: "))
+            spec.credit_grant = grant
     return spec
 
 
@@ -436,6 +447,7 @@ def _normalized_spec(spec: RateCardSpec) -> RateCardSpec:
         entitlement_usage_period=spec.entitlement_usage_period if ent == "metered" else "",
         dimensions=list(spec.dimensions) if kind == "dimensional" else [],
         rows=_normalized_rows(spec.rows) if kind == "dimensional" else [],
+        entitlement_credits=spec.entitlement_credits if ent == "metered" else "",
     )
 
 
@@ -631,8 +643,11 @@ def _price_doc(spec: RateCardSpec) -> dict[str, Any] | None:
 
 def _entitlement_doc(spec: RateCardSpec) -> dict[str, Any] | None:
     if spec.entitlement_type == "metered":
-        return {"type": "metered", "limit": spec.entitlement_limit, "soft": spec.entitlement_soft,
-                "usage_period": spec.entitlement_usage_period or None}
+        doc = {"type": "metered", "limit": spec.entitlement_limit, "soft": spec.entitlement_soft,
+               "usage_period": spec.entitlement_usage_period or None}
+        if spec.entitlement_credits:
+            doc["credits"] = spec.entitlement_credits
+        return doc
     if spec.entitlement_type == "static":
         return {"type": "static", "config": spec.entitlement_config}
     return {"type": spec.entitlement_type} if spec.entitlement_type else None
@@ -644,6 +659,7 @@ def rate_card_doc(spec: RateCardSpec) -> dict[str, Any]:
         "name": spec.name or None, "feature": spec.feature, "payment_term": spec.payment_term,
         "free_quantity": spec.free_quantity, "minimum_spend": spec.minimum_spend,
         "maximum_spend": spec.maximum_spend, "price": _price_doc(spec), "entitlement": _entitlement_doc(spec),
+        **({"credit_grant": spec.credit_grant} if spec.credit_grant else {}),
     }
 
 

@@ -93,6 +93,8 @@ class RateCardForm(forms.ModelForm):
             "entitlement_limit",
             "entitlement_soft",
             "entitlement_usage_period",
+            "entitlement_credits",
+            "credit_grant",
             "entitlement_config",
         )
         field_classes = {"entitlement_config": OptionalJSONField}

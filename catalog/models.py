@@ -98,6 +98,11 @@ class RateCard(models.Model):
         STATIC = "static", "Static (JSON config)"
         METERED = "metered", "Metered (limit per usage period)"
 
+    class CreditMode(models.TextChoices):
+        NONE = "", "No credits"
+        CREDIT_ONLY = "credit_only", "Credit only (access while credits are available)"
+        CREDIT_THEN_INVOICE = "credit_then_invoice", "Credit then invoice (access always; credits first)"
+
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="rate_cards")
     position = models.PositiveIntegerField(default=0)
     key = models.CharField(max_length=KEY_MAX)
@@ -126,6 +131,13 @@ class RateCard(models.Model):
         default="",
         help_text="Metered entitlement reset period; empty: the billing period.",
     )
+    entitlement_credits = models.CharField(
+        max_length=24, choices=CreditMode.choices, blank=True, default="",
+        help_text="Metered entitlement: how prepaid credits decide access.")
+    credit_grant = models.JSONField(
+        null=True, blank=True,
+        help_text='Recurring credits granted each period: {"amount": "10.00", "every": "P1M", '
+                  '"expires_after": "P1M", "priority": 10}.')
 
     class Meta:
         ordering = ["plan", "position", "id"]

@@ -9,7 +9,7 @@ from dateutil.relativedelta import relativedelta
 
 from .dimensional import DimensionalPrice, validate_dimensional
 from .models import Plan, RateCard
-from .money import is_known_currency, normalize_currency
+from .money import is_known_currency, minor_unit_exponent, normalize_currency
 from .pricing import (
     FlatPrice,
     GraduatedPrice,
@@ -57,8 +57,10 @@ ENTITLEMENT_FIELDS: dict[str, tuple[str, ...]] = {
     EntitlementType.NONE.value: (),
     EntitlementType.BOOLEAN.value: (),
     EntitlementType.STATIC.value: ("entitlement_config",),
-    EntitlementType.METERED.value: ("entitlement_limit", "entitlement_soft", "entitlement_usage_period"),
+    EntitlementType.METERED.value: ("entitlement_limit", "entitlement_soft", "entitlement_usage_period",
+                                     "entitlement_credits"),
 }
+CREDIT_MODES = sorted(set(RateCard.CreditMode.values) - {""})
 
 
 def cadence_delta(cadence: str) -> relativedelta:
@@ -227,3 +229,51 @@ def rate_card_problems(
     if not price_type and not entitlement_type:
         problems.append(prefix + "needs a price, an entitlement, or both")
     return problems
+
+
+CREDIT_GRANT_FIELDS = ("amount", "every", "expires_after", "priority")
+
+
+def credit_grant_problems(value: object, currency: str) -> list[str]:
+    """A recurring credit grant on a rate card: ``{"amount": "10.00", "every": "P1M", "expires_after": "P1M",
+    "priority": 10}`` (amount in major units of the plan's currency, more than zero and exact in its minor unit;
+    ``every`` and ``expires_after`` cadences; priority a whole number from 0)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return ["credit_grant must be a mapping with amount, every, expires_after and priority"]
+    problems = [f"credit_grant: unknown field {name!r}" for name in value if name not in CREDIT_GRANT_FIELDS]
+    amount = value.get("amount")
+    try:
+        decimal_amount = Decimal(str(amount)) if isinstance(amount, str | int | Decimal) and not isinstance(
+            amount, bool) else None
+    except ArithmeticError:
+        decimal_amount = None
+    if decimal_amount is None or not decimal_amount.is_finite() or decimal_amount <= 0:
+        problems.append("credit_grant: amount must be a decimal more than zero, e.g. \"10.00\"")
+    elif is_known_currency(currency) and decimal_amount != decimal_amount.quantize(
+            Decimal(1).scaleb(-minor_unit_exponent(currency))):
+        problems.append(f"credit_grant: amount has more decimals than {currency} has")
+    elif decimal_amount >= Decimal(10) ** 15:
+        problems.append("credit_grant: amount is too large")
+    if value.get("every", "P1M") not in CADENCES:
+        problems.append(f"credit_grant: every must be one of {', '.join(CADENCES)}")
+    expires_after = value.get("expires_after")
+    if expires_after is not None and expires_after not in CADENCES:
+        problems.append(f"credit_grant: expires_after must be one of {', '.join(CADENCES)} or empty")
+    priority = value.get("priority", 100)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 2**31 - 1:
+        problems.append("credit_grant: priority must be a whole number from 0")
+    return problems
+
+
+def credit_problems(*, key: str, entitlement_type: str, entitlement_credits: str, credit_grant: object,
+                    currency: str) -> list[str]:
+    """Credits on a rate card: a credit mode needs a metered entitlement; a recurring grant must be well formed."""
+    prefix = f"rate card {key}: "
+    problems: list[str] = []
+    if entitlement_credits and entitlement_credits not in RateCard.CreditMode.values:
+        problems.append(prefix + f"unknown credit mode {entitlement_credits!r}")
+    elif entitlement_credits and entitlement_type != EntitlementType.METERED:
+        problems.append(prefix + "credit_only and credit_then_invoice need a metered entitlement")
+    return problems + [prefix + p for p in credit_grant_problems(credit_grant, currency)]

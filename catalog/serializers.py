@@ -104,6 +104,8 @@ def entitlement_json(rate_card: RateCard) -> dict[str, Any] | None:
     }
     if rate_card.entitlement_usage_period:
         body["usage_period"] = rate_card.entitlement_usage_period
+    if rate_card.entitlement_credits:
+        body["credits"] = rate_card.entitlement_credits
     return body
 
 
@@ -123,6 +125,8 @@ def rate_card_json(rate_card: RateCard) -> dict[str, Any]:
     entitlement = entitlement_json(rate_card)
     if entitlement is not None:
         body["entitlement"] = entitlement
+    if rate_card.credit_grant:
+        body["credit_grant"] = rate_card.credit_grant
     return body
 
 

@@ -62,6 +62,7 @@ from common.yaml_reader import (
     changed_fields,
     changes_text,
     check_duplicates,
+    entry_list,
     load_mapping,
     parse_entries,
     show,
@@ -69,6 +70,7 @@ from common.yaml_reader import (
     without_empty,
 )
 
+from .hooks import apply_sections
 from .models import Customer, SubjectAttribution, Subscription, windows_overlap
 from .selectors import attribution_default_start, kong_consumer_of
 from .services.attributions import (
@@ -557,13 +559,18 @@ def billing_apply(*, text: str, filename: str, dry_run: bool = False, now: dt.da
     is applied then.
     """
     problems = Problems(filename)
-    spec = _parse(problems, load_mapping(text, filename, keys=TOP_LEVEL))
+    sections = apply_sections()
+    document = load_mapping(text, filename, keys=(*TOP_LEVEL, *(section.name for section in sections)))
+    spec = _parse(problems, document)
     now = now or timezone.now()
     lines: list[str] = []
     try:
         with transaction.atomic():
             _validate(problems, spec)
             lines = _apply(problems, spec, now)
+            for section in sections:  # e.g. credit_grants, from the credits app
+                section.apply(problems, entry_list(problems, document, section.name), lines, now)
+            problems.raise_if_any()
             if dry_run:
                 raise _DryRun
     except _DryRun:
@@ -628,6 +635,10 @@ def billing_dump(*, now: dt.datetime | None = None) -> dict[str, list[dict[str, 
     subjects = _subjects_dump()
     document["customers"] = [_customer_doc(c, subjects.get(c.pk, [])) for c in Customer.objects.order_by("key")]
     document["subscriptions"] = _subscriptions_dump(now or timezone.now())
+    for section in apply_sections():
+        entries = section.dump()
+        if entries:
+            document[section.name] = entries
     return document
 
 

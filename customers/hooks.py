@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .models import SubjectAttribution
@@ -32,3 +33,47 @@ def attribution_change_refusals(
     if (attribution.start, attribution.end) == (new_start, new_end):
         return []
     return [problem for guard in _attribution_change_guards if (problem := guard(attribution, new_start, new_end))]
+
+
+# --- prepaid credits, for the entitlement check ------------------------------------------------------------
+# ``credits`` sits above ``customers``: it registers ``provider(customer_id, at) -> (balance, available,
+# currency)`` (minor units) here, so a ``credit_only`` or ``credit_then_invoice`` entitlement can read them.
+
+CreditProvider = Callable[[int, dt.datetime], "tuple[int, int, str] | None"]
+_credit_providers: list[CreditProvider] = []
+
+
+def register_credit_provider(provider: CreditProvider) -> None:
+    _credit_providers[:] = [provider]
+
+
+def credit_state(customer_id: int, at: dt.datetime) -> tuple[int, int, str] | None:
+    """(balance, available, currency) of the customer's prepaid credits; None when no credits app is installed."""
+    if not _credit_providers:
+        return None
+    return _credit_providers[0](customer_id, at)
+
+
+
+# --- more sections of catalog as code --------------------------------------------------------------------------
+# ``billing_apply`` / ``billing_dump`` belong to customers; a higher app (credits: ``credit_grants``) adds a top-level
+# section: ``apply(problems, entries, lines, now)`` checks and applies its entries inside the apply's transaction,
+# after customers and subscriptions (problems it adds roll everything back); ``dump()`` returns its entries.
+
+
+@dataclass(frozen=True)
+class ApplySection:
+    name: str
+    apply: Callable[[Any, list, list[str], dt.datetime], None]
+    dump: Callable[[], list[dict[str, Any]]]
+
+
+_apply_sections: dict[str, ApplySection] = {}
+
+
+def register_apply_section(section: ApplySection) -> None:
+    _apply_sections[section.name] = section
+
+
+def apply_sections() -> list[ApplySection]:
+    return list(_apply_sections.values())

@@ -22,6 +22,7 @@ from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
 from metering.windows import decompose
 
+from .hooks import credit_state
 from .models import Customer, KongConsumer, SubjectAttribution, Subscription, format_instant, window_clip
 from .periods import Period, anchor_for, period_at, periods_between
 
@@ -260,12 +261,18 @@ class EntitlementValue:
     period_start: dt.datetime | None = None
     period_end: dt.datetime | None = None
     soft: bool = False
+    credits: str = ""  # the metered entitlement's credit mode (credit_only, credit_then_invoice)
+    credit_balance: Decimal | None = None  # major units of the customer's currency
+    credit_available: Decimal | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """OpenMeter's entitlement value shape."""
+        """OpenMeter's entitlement value shape (with ``creditBalance`` and ``creditAvailable`` when prepaid
+        credits decide access)."""
         body: dict[str, Any] = {"hasAccess": self.has_access}
         if self.kind == EntitlementType.METERED:
             body.update({"balance": self.balance, "usage": self.usage, "overage": self.overage})
+            if self.credits:
+                body.update({"creditBalance": self.credit_balance, "creditAvailable": self.credit_available})
         if self.kind == EntitlementType.STATIC:
             body["config"] = json.dumps(self.config)
         return body
@@ -352,10 +359,22 @@ def _value_of(grants: list[Grant], feature: Feature, at: dt.datetime) -> Entitle
         end = period.end if grant.cancel_at is None else min(period.end, grant.cancel_at)
         usage = _customer_usage(grant.customer_id, feature, start, end)
         limit = rate_card.entitlement_limit or Decimal(0)
-        return EntitlementValue(rate_card.entitlement_soft or usage < limit, EntitlementType.METERED,
+        access = rate_card.entitlement_soft or usage < limit
+        mode, credit_balance, credit_available = rate_card.entitlement_credits, None, None
+        if mode:
+            state = credit_state(grant.customer_id, at)
+            if state is not None:
+                balance, available, currency = state
+                credit_balance, credit_available = to_major(balance, currency), to_major(available, currency)
+            if mode == RateCard.CreditMode.CREDIT_ONLY:
+                access = access and credit_available is not None and credit_available > 0
+            else:  # credit_then_invoice: credits pay first, the invoice the rest; access always
+                access = True
+        return EntitlementValue(access, EntitlementType.METERED,
                                 balance=max(limit - usage, Decimal(0)), usage=usage,
                                 overage=max(usage - limit, Decimal(0)), limit=limit, period_start=period.start,
-                                period_end=period.end, soft=rate_card.entitlement_soft)
+                                period_end=period.end, soft=rate_card.entitlement_soft, credits=mode,
+                                credit_balance=credit_balance, credit_available=credit_available)
     if EntitlementType.STATIC in by_kind:
         static_card = by_kind[EntitlementType.STATIC][1]
         return EntitlementValue(True, EntitlementType.STATIC, config=static_card.entitlement_config)

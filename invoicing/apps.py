@@ -7,6 +7,7 @@ class InvoicingConfig(AppConfig):
 
     def ready(self) -> None:
         from common.dashboard import register_dashboard
+        from credits.hooks import register_purchase
         from metering.enrichment import register_event_enricher
 
         from . import checks  # noqa: F401 - registers the system checks
@@ -15,6 +16,7 @@ class InvoicingConfig(AppConfig):
         from .selectors.enrichment import invoices_of_events, unpriced_events
         from .selectors.guards import register_guards
         from .selectors.settings import stored_stripe_keys
+        from .services.top_ups import credits_buy
         from .stripe_gateway import register_stored_keys
 
         register_event_enricher("invoicing", invoices_of_events, order=30)
@@ -22,4 +24,5 @@ class InvoicingConfig(AppConfig):
         register_dashboard(dashboard)
         register_guards()
         register_stored_keys(stored_stripe_keys)  # Stripe keys entered in Settings → Stripe
+        register_purchase(credits_buy)  # a "purchased" grant (API, admin) is a top-up billed on its own invoice
         admin_extensions.register()  # the customer, subscription and event pages' invoicing parts

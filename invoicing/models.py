@@ -16,6 +16,7 @@ from django.db.models import Q
 
 from catalog.models import Feature, RateCard
 from common.fields import PreciseDecimalField
+from credits.models import CreditGrant
 from customers.models import Customer, Subscription
 
 
@@ -35,8 +36,11 @@ class Invoice(models.Model):
         FAILED = "failed", "Failed"
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
-    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="invoices")
-    cycle = models.PositiveIntegerField(help_text="Boundary k of the subscription this invoice closes.")
+    # None on a credit top-up's own invoice (credits bought between cycles).
+    subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="invoices")
+    cycle = models.PositiveIntegerField(null=True, blank=True,
+                                        help_text="Boundary k of the subscription this invoice closes.")
     currency = models.CharField(max_length=3)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
@@ -94,16 +98,22 @@ class InvoiceLine(models.Model):
         DISCOUNT = "discount", "Discount (maximum spend)"
         LATE_USAGE = "late_usage", "Late usage"
         CREDIT = "credit", "Credit (unused fee or lower usage)"
+        CREDITS_APPLIED = "credits_applied", "Credits applied (prepaid)"
+        CREDIT_TOP_UP = "credit_top_up", "Credit top-up (purchase)"
 
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
     # The subscription whose rate card and period this line bills: usually the invoice's, or the subscription a
     # plan change replaced (its last usage and unused fees are billed on the new subscription's invoice).
-    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="+")
+    # None on a credit top-up line (a purchase of prepaid credits, billed to no subscription).
+    subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     position = models.PositiveIntegerField(default=0)
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    rate_card = models.ForeignKey(RateCard, on_delete=models.PROTECT, related_name="+")
-    rate_card_key = models.CharField(max_length=64)
+    # None on a "Credits applied" line: prepaid credits of ``grant`` paying lines of the invoice (negative amount;
+    # never counted as billed by the re-rating rule).
+    rate_card = models.ForeignKey(RateCard, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    rate_card_key = models.CharField(max_length=64, blank=True)
     feature = models.ForeignKey(Feature, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    grant = models.ForeignKey(CreditGrant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     description = models.CharField(max_length=500)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()

@@ -26,6 +26,7 @@ from .services.stripe_push import (
     void_credit_note_in_stripe,
     void_in_stripe,
 )
+from .services.top_ups import auto_top_ups
 from .stripe_gateway import StripeRetryableError
 
 PUSH_RETRIES = 8
@@ -43,6 +44,15 @@ def stripe_task(name: str, *, time_limit: int) -> Callable[[Callable[..., None]]
 def last_attempt_gives_up(task: Task[Any, Any], give_up: Callable[[str], None]) -> AbstractContextManager[None]:
     """Around a Stripe task's body: on its last attempt a temporary Stripe error calls ``give_up(message)``."""
     return give_up_on_last_attempt(task, (StripeRetryableError,), lambda exc: give_up(str(exc)))
+
+
+@shared_task(name="invoicing.auto_top_ups", time_limit=1800, soft_time_limit=1740, ignore_result=True)
+def buy_auto_top_ups() -> str:
+    """Beat: buy the auto top-up of every customer whose live credits fell below its threshold between cycles."""
+    with tracked_job(kind="auto_top_ups", trigger=JobRun.Trigger.BEAT) as run:
+        bought = auto_top_ups(now=timezone.now())
+        run.message = f"{bought} auto top-ups bought"
+    return run.message
 
 
 @shared_task(name="invoicing.close_cycles", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60, ignore_result=True)

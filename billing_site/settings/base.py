@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "metering",
     "catalog",
     "customers",
+    "credits",
     "invoicing",
     "notifications",
 ]
@@ -314,6 +315,13 @@ INVOICE_ISSUE_ZERO_TOTAL = env.bool("INVOICE_ISSUE_ZERO_TOTAL", default=False)
 # How far back late-arriving usage is looked for (periods already invoiced).
 INVOICE_LATE_USAGE_LOOKBACK_DAYS = env.int("INVOICE_LATE_USAGE_LOOKBACK_DAYS", default=90)
 INVOICE_CLOSE_CHUNK_SIZE = env.int("INVOICE_CLOSE_CHUNK_SIZE", default=500)
+
+# --- Prepaid credits -------------------------------------------------------------------------------
+# A grant's remainder is written off this long after its expiry (the close of the period it covered, at the
+# period's end plus the grace period, may still burn it for that period's usage).
+CREDITS_EXPIRY_DELAY_SECONDS = env.int("CREDITS_EXPIRY_DELAY_SECONDS", default=INVOICE_GRACE_PERIOD_SECONDS + 3600)
+# The entitlement check re-rates a customer's pending usage (for creditAvailable) at most this often per process.
+CREDITS_PENDING_USAGE_CACHE_SECONDS = env.float("CREDITS_PENDING_USAGE_CACHE_SECONDS", default=2.0)
 
 # --- Stripe ----------------------------------------------------------------------------------------
 # Without STRIPE_API_KEY the system runs in sandbox mode: invoices stay local.

@@ -80,7 +80,8 @@ def _rate_card_fieldsets(tiers: str) -> _FieldsetSpec:
             "fields": ("free_quantity", ("minimum_spend", "maximum_spend")),
             "classes": ("collapse", "rate-card-more")}),
         ("Entitlement", {"fields": ("entitlement_type", "entitlement_limit", "entitlement_soft",
-                                    "entitlement_usage_period", "entitlement_config")}),
+                                    "entitlement_usage_period", "entitlement_credits", "entitlement_config")}),
+        ("Credits", {"fields": ("credit_grant",), "classes": ("collapse",)}),
     )
 
 

@@ -69,6 +69,8 @@ ENTITLEMENT_TEMPLATE = component("EntitlementTemplate", {
         "limit": {**_DECIMAL, "type": ["string", "null"]},
         "soft": {"type": "boolean"},
         "usage_period": _CADENCE,
+        "credits": {"type": "string", "enum": [m for m in RateCard.CreditMode.values if m],
+                    "description": "metered: prepaid credits decide access (absent: they do not)."},
     },
 })
 RATE_CARD = component("RateCard", {
@@ -85,6 +87,9 @@ RATE_CARD = component("RateCard", {
         "maximum_spend": _DECIMAL,
         "price": {"oneOf": [PRICE, {"type": "null"}]},
         "entitlement": ENTITLEMENT_TEMPLATE,
+        "credit_grant": {"type": "object", "description": "Recurring prepaid credits each period, e.g. "
+                                                          '`{"amount": "10.00", "every": "P1M", '
+                                                          '"expires_after": "P1M", "priority": 10}`.'},
     },
 })
 PLAN = component("Plan", {

@@ -21,7 +21,16 @@ from django.utils import timezone
 from ..charges import dimensional_price, rate_card_price
 from ..dimensional import validate_dimensional
 from ..models import Feature, Plan, PriceRow, PriceTier, RateCard
-from ..rules import CADENCES, clean_currency, currency_problem, key_problem, rate_card_problems, row_tiers, tiers_json
+from ..rules import (
+    CADENCES,
+    clean_currency,
+    credit_problems,
+    currency_problem,
+    key_problem,
+    rate_card_problems,
+    row_tiers,
+    tiers_json,
+)
 
 
 class PlanError(ValueError):
@@ -75,6 +84,8 @@ class RateCardSpec:
     entitlement_usage_period: str = ""
     dimensions: list[str] = field(default_factory=list)
     rows: list[PriceRowSpec] = field(default_factory=list)
+    entitlement_credits: str = ""
+    credit_grant: dict | None = None
 
 
 def plan_problems(plan: Plan) -> list[str]:
@@ -119,6 +130,9 @@ def plan_problems(plan: Plan) -> list[str]:
                 if name not in known:
                     problems.append(f'rate card {rate_card.key}: dimension "{name}" is not a group-by of the meter '
                                     f"(known: {', '.join(sorted(known)) or 'none'})")
+        problems.extend(credit_problems(key=rate_card.key, entitlement_type=rate_card.entitlement_type,
+                                        entitlement_credits=rate_card.entitlement_credits,
+                                        credit_grant=rate_card.credit_grant, currency=plan.currency))
     return problems
 
 
@@ -216,6 +230,8 @@ def plan_replace_rate_cards(*, plan: Plan, rate_cards: list[RateCardSpec]) -> Pl
             entitlement_soft=spec.entitlement_soft,
             entitlement_usage_period=spec.entitlement_usage_period,
             dimensions=list(spec.dimensions),
+            entitlement_credits=spec.entitlement_credits,
+            credit_grant=spec.credit_grant,
         )
         PriceRow.objects.bulk_create([price_row_model(rate_card, i, row) for i, row in enumerate(spec.rows)])
         PriceTier.objects.bulk_create(
@@ -273,6 +289,8 @@ def rate_card_spec(rate_card: RateCard) -> RateCardSpec:
         entitlement_usage_period=rate_card.entitlement_usage_period,
         dimensions=list(rate_card.dimensions or []),
         rows=[price_row_spec(row) for row in rate_card.price_rows.all()],
+        entitlement_credits=rate_card.entitlement_credits,
+        credit_grant=rate_card.credit_grant,
     )
 
 

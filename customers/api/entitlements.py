@@ -28,6 +28,13 @@ ENTITLEMENT_VALUE = component("EntitlementValue", {
         "usage": {"type": ["number", "null"]},
         "overage": {"type": ["number", "null"]},
         "config": {"type": "string"},
+        "creditBalance": {"type": ["number", "null"],
+                          "description": "Metered entitlements with a credit mode (`credit_only`, "
+                                         "`credit_then_invoice`): the customer's prepaid credit balance, in major "
+                                         "units of its currency."},
+        "creditAvailable": {"type": ["number", "null"],
+                            "description": "The balance less the current period's rated usage not yet invoiced; "
+                                           "`credit_only` grants access while it is above zero."},
     },
     "example": {"hasAccess": True, "balance": 9880, "usage": 120, "overage": 0},
 })

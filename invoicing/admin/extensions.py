@@ -34,7 +34,7 @@ def invoice_preview_panel(customer: Customer) -> str:
     body = preview_json(invoice_preview(customer=customer, at=timezone.now()))
     if not body["lines"]:
         return "Nothing to bill: no active subscription."
-    rows = ((line["rate_card"], line["description"], line["amount"]) for line in body["lines"])
+    rows = ((line["rate_card"] or line["name"], line["description"], line["amount"]) for line in body["lines"])
     warnings = ((u["rate_card"], u["warning"], u["quantity"]) for u in body.get("unpriced", []))
     return format_html(
         '{}<table id="customer-preview"><tr><th>rate card</th><th>line</th><th style="text-align:right">{}</th></tr>'

@@ -60,7 +60,8 @@ INVOICE_LINE = component("InvoiceLine", {
                  "period_start", "period_end", "tiers"],
     "properties": {
         "kind": {"type": "string", "enum": list(InvoiceLine.Kind.values)},
-        "rate_card": {"type": "string", "description": "The rate card's key."},
+        "rate_card": {"type": ["string", "null"], "description": "The rate card's key (null on a credits line)."},
+        "grant": {"type": "string", "description": "`credits_applied` lines: the credit grant paying (its id)."},
         "name": {"type": "string"},
         "feature": {"type": ["string", "null"]},
         "description": {"type": "string"},

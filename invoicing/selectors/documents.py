@@ -195,8 +195,9 @@ def invoice_document(invoice: Invoice, company: CompanyProfile | None = None) ->
     lines = [_invoice_line(line, currency, locale)
              for line in invoice.lines.select_related(*_LINE_RELATED).order_by("position", "id")]
     totals = []
-    if invoice.subtotal != invoice.total:
+    if invoice.subtotal != invoice.total:  # prepaid credits paid part of it ("Credits applied" lines)
         totals.append(("Subtotal", format_amount(invoice.subtotal, currency, locale)))
+        totals.append(("Prepaid credits applied", format_amount(invoice.total - invoice.subtotal, currency, locale)))
     totals.append(("Total due" if invoice.status in (Invoice.Status.ISSUED, Invoice.Status.DRAFT) else "Total",
                    format_amount(invoice.total, currency, locale)))
     facts = [
@@ -205,7 +206,7 @@ def invoice_document(invoice: Invoice, company: CompanyProfile | None = None) ->
         ("Issued", format_date(invoice.issued_at, locale) or "—"),
         ("Due", format_date(invoice.due_at, locale) or "—"),
         ("Billing period", format_period(invoice.period_start, invoice.period_end, locale)),
-        ("Plan", invoice.subscription.plan.name),
+        ("Plan", invoice.subscription.plan.name if invoice.subscription is not None else "Prepaid credits"),
     ]
     if invoice.replaces_id and invoice.replaces is not None:
         facts.append(("Replaces", str(invoice.replaces)))

@@ -26,8 +26,24 @@ def _stamp(value) -> str | None:
 
 
 def line_json(line, currency: str) -> dict[str, Any]:
-    """One invoice line (stored, or drafted by a preview) in the API's shape."""
+    """One invoice line (stored, or drafted by a preview) in the API's shape; a "Credits applied" line has no rate
+    card and names its grant."""
     rate_card = line.rate_card
+    if rate_card is None:
+        return {
+            "kind": line.kind,
+            "rate_card": None,
+            "name": "Credits applied",
+            "feature": None,
+            "grant": str(line.grant_id if isinstance(line, InvoiceLine) else line.grant.pk),
+            "description": line.description,
+            "quantity": _decimal(line.quantity),
+            "unit_price": None,
+            "amount": format_major(line.amount, currency),
+            "period_start": format_rfc3339(line.period_start),
+            "period_end": format_rfc3339(line.period_end),
+            "tiers": [],
+        }
     return {
         "kind": line.kind,
         "rate_card": rate_card.key,

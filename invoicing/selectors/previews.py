@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from customers.models import Customer
 from customers.selectors import active_subscriptions
 
+from ..services.credits import CreditsLine, invoice_credits
 from ..services.cycles import cycle_at
 from ..services.lines import DraftLine, Unpriced, cycle_bill, split_credits
 
@@ -18,7 +19,7 @@ class Preview:
     currency: str
     period_start: dt.datetime | None
     period_end: dt.datetime | None
-    lines: list[DraftLine]
+    lines: list[DraftLine | CreditsLine]  # priced lines, then the prepaid credits that would pay them
     credits: list[DraftLine]  # credits too large for the invoice: they will be issued as credit notes
     unpriced: list[Unpriced] = field(default_factory=list)  # usage no row of a dimensional price prices
 
@@ -36,7 +37,8 @@ def invoice_preview(*, customer: Customer, at: dt.datetime) -> Preview:
     credits: list[DraftLine] = []
     unpriced: list[Unpriced] = []
     starts, ends = [], []
-    for subscription in active_subscriptions(customer, at).select_related("previous__plan", "next"):
+    subscriptions = list(active_subscriptions(customer, at).select_related("previous__plan", "next"))
+    for subscription in subscriptions:
         cycle = cycle_at(subscription, at)
         if cycle is None:
             continue
@@ -47,7 +49,11 @@ def invoice_preview(*, customer: Customer, at: dt.datetime) -> Preview:
         credits += credit_lines
         starts.append(cycle.invoice_period.start)
         ends.append(cycle.invoice_period.end)
-    return Preview(customer, customer.currency, min(starts) if starts else None, max(ends) if ends else None,
-                   lines, credits, unpriced)
+    start, end = min(starts) if starts else None, max(ends) if ends else None
+    applied: list[CreditsLine] = []
+    if lines and start is not None and end is not None:
+        applied = invoice_credits(subscriptions[0], lines, now=at, period_start=start, period_end=end)
+    return Preview(customer, customer.currency, start, end, [*lines, *applied], credits,
+                   unpriced)
 
 

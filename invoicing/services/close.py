@@ -37,6 +37,7 @@ from ..models import CycleClose, Invoice
 from .cycles import Cycle, due_cycles
 from .lifecycle import bill_cycle, issue_locked
 from .lines import BillingContext, Fingerprint, cycle_bill
+from .top_ups import auto_top_up
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -107,16 +108,19 @@ _CLAIM_SQL = """
            (SELECT COALESCE(MAX(i.id), 0) FROM invoicing_invoice i WHERE i.customer_id = c.id),
            (SELECT COUNT(*) FROM invoicing_invoice i WHERE i.customer_id = c.id AND i.status = 'void'),
            (SELECT COALESCE(MAX(n.id), 0) FROM invoicing_creditnote n WHERE n.customer_id = c.id),
-           (SELECT COUNT(*) FROM invoicing_creditnote n WHERE n.customer_id = c.id AND n.status = 'void')
+           (SELECT COUNT(*) FROM invoicing_creditnote n WHERE n.customer_id = c.id AND n.status = 'void'),
+           EXISTS (SELECT 1 FROM credits_creditgrant g WHERE g.customer_id = c.id),
+           EXISTS (SELECT 1 FROM credits_autotopup a WHERE a.customer_id = c.id AND a.enabled)
     FROM customers_customer c
     JOIN invoicing_cycleclose cc ON cc.subscription_id = %s AND cc.cycle = %s
     WHERE c.id = %s
 """
 
 
-def _claim(subscription: Subscription, cycle: Cycle) -> tuple[str, int | None, Fingerprint] | None:
+def _claim(subscription: Subscription, cycle: Cycle) -> tuple[str, int | None, Fingerprint, bool, bool] | None:
     """Inside a transaction: lock the customer's billing and the cycle's row in one statement (None when another
-    close holds either: this run leaves the cycle to it); the row's state and the customer's billing fingerprint."""
+    close holds either: this run leaves the cycle to it); the row's state, the customer's billing fingerprint, and
+    whether it has prepaid credit grants and an auto top-up (so a customer without them costs no query for them)."""
     sql = _CLAIM_SQL
     if connection.vendor == "postgresql":
         sql += " FOR UPDATE OF c, cc SKIP LOCKED"
@@ -125,8 +129,9 @@ def _claim(subscription: Subscription, cycle: Cycle) -> tuple[str, int | None, F
         row = cursor.fetchone()
     if row is None:
         return None
-    state, invoice_id, *fingerprint = row
-    return state, invoice_id, (fingerprint[0], fingerprint[1], fingerprint[2], fingerprint[3])
+    state, invoice_id, *fingerprint, has_grants, tops_up = row
+    return (state, invoice_id, (fingerprint[0], fingerprint[1], fingerprint[2], fingerprint[3]), bool(has_grants),
+            bool(tops_up))
 
 
 def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.datetime, report: CloseReport,
@@ -136,7 +141,7 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
         if claim is None:
             report.skipped += 1
             return
-        state, invoice_id, fingerprint = claim
+        state, invoice_id, fingerprint, has_grants, tops_up = claim
         if state in DONE_STATES:
             return
         row = CycleClose.objects.filter(subscription=subscription, cycle=cycle.index)
@@ -151,7 +156,8 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
         bill = cycle_bill(subscription, cycle, now=now, context=context, fingerprint=fingerprint)
         report.cycles += 1
         invoice, credit_notes = bill_cycle(subscription=subscription, cycle=cycle, lines=bill.lines,
-                                           billed=bill.billed, now=now, actor=actor, label=label)
+                                           billed=bill.billed, now=now, actor=actor, label=label,
+                                           has_grants=has_grants)
         report.credit_notes += len(credit_notes)
         review_until = None
         if invoice is None:
@@ -168,6 +174,8 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
             report.issued += 1
         row.update(invoice=invoice, state=state, review_until=review_until, closed_at=now, error="", failed_at=None,
                    updated_at=timezone.now())
+        if tops_up:  # the credits this close burnt may cross the customer's auto top-up threshold
+            auto_top_up(customer_id=subscription.customer_id, now=now, label=label)
     if context is not None and context.done is not None:
         context.done.add((subscription.pk, cycle.index))
 

@@ -15,16 +15,21 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from common.announcements import announce
 from common.queue import enqueue_on_commit
+from credits.models import CreditGrant
+from credits.selectors import CreditUse
+from credits.services.burns import credits_burn, credits_return
+from credits.services.grants import grant_activate, grant_void
 from customers.models import Customer, Subscription
 
 from ..models import CreditNote, CycleClose, Invoice, InvoiceEvent, InvoiceLine
 from ..stripe_gateway import is_sandbox
 from .credit_notes import allocate_credits, credit_note_issue, credit_note_void
+from .credits import CreditsLine, invoice_credits
 from .cycles import Cycle, subscription_cycles
 from .lines import Billed, DraftLine, ItemKey, cycle_bill, split_credits
 from .log import invoice_log
@@ -98,12 +103,15 @@ def check_fits(lines: Sequence[DraftLine]) -> None:
 def invoice_create(
     *, subscription: Subscription, cycle: Cycle, lines: Sequence[DraftLine], replaces: Invoice | None = None,
     issue_at: dt.datetime | None = None, actor: User | None = None, label: str = "",
+    credits: Sequence[CreditsLine] = (), now: dt.datetime | None = None,
 ) -> Invoice:
-    """Inside the caller's transaction: the invoice of a cycle with its lines and totals, logged — a draft, or
-    with ``issue_at`` issued (numbered) as it is inserted, so a close writes each row once."""
+    """Inside the caller's transaction (customer locked): the invoice of a cycle with its lines and totals, logged
+    — a draft, or with ``issue_at`` issued (numbered) as it is inserted, so a close writes each row once. Its
+    ``credits`` ("Credits applied" lines) are burnt from their grants in the same transaction."""
     check_fits(lines)
     period = cycle.invoice_period
-    total = sum(line.amount for line in lines)
+    subtotal = sum(line.amount for line in lines)
+    total = subtotal + sum(line.amount for line in credits)
     if issue_at is not None and total < 0:
         raise InvoiceTransitionError(f"a negative invoice ({total}) is never issued")
     invoice = Invoice(
@@ -114,13 +122,13 @@ def invoice_create(
         period_start=period.start,
         period_end=period.end,
         replaces=replaces,
-        subtotal=total,
+        subtotal=subtotal,
         total=total,
     )
     if issue_at is not None:
         stamp_issued(invoice, issue_at)
     invoice.save(force_insert=True)
-    InvoiceLine.objects.bulk_create([
+    rows = InvoiceLine.objects.bulk_create([
         InvoiceLine(
             invoice=invoice,
             subscription=line.subscription,
@@ -141,7 +149,17 @@ def invoice_create(
             dimensions=line.dimensions,
         )
         for position, line in enumerate(lines)
+    ] + [
+        InvoiceLine(invoice=invoice, subscription=line.subscription, position=len(lines) + position,
+                    kind=InvoiceLine.Kind.CREDITS_APPLIED, rate_card=None, rate_card_key="", grant=line.grant,
+                    description=line.description[:500], period_start=line.period_start, period_end=line.period_end,
+                    quantity=line.quantity, amount=line.amount)
+        for position, line in enumerate(credits)
     ])
+    if credits:  # the burns name the "Credits applied" lines (bulk_create returned their ids)
+        credits_burn(customer_id=invoice.customer_id, uses=[CreditUse(line.grant, -line.amount) for line in credits],
+                     invoice_id=invoice.pk, line_ids=[row.pk for row in rows[len(lines):]],
+                     at=now or issue_at or timezone.now(), label=label or "close")
     label = label or (actor.get_username() if actor else "system")
     drafted = f"cycle {cycle.index} of subscription {subscription.pk}" + (f"; reissue of {replaces}" if replaces
                                                                           else "")
@@ -167,10 +185,12 @@ def _require(invoice: Invoice, target: str) -> None:
 def issue_locked(invoice: Invoice, *, now: dt.datetime, actor: User | None = None, label: str = "") -> Invoice:
     """Inside the caller's transaction, the invoice row locked: issue a draft."""
     _require(invoice, S.ISSUED)
-    totals = invoice.lines.aggregate(total=Sum("amount"))["total"] or 0
-    if totals < 0:
-        raise InvoiceTransitionError(f"invoice {invoice} totals {totals}: a negative invoice is never issued")
-    invoice.subtotal = invoice.total = totals
+    totals = invoice.lines.aggregate(
+        total=Sum("amount"), credits=Sum("amount", filter=Q(kind=InvoiceLine.Kind.CREDITS_APPLIED)))
+    total, credits = totals["total"] or 0, totals["credits"] or 0
+    if total < 0:
+        raise InvoiceTransitionError(f"invoice {invoice} totals {total}: a negative invoice is never issued")
+    invoice.subtotal, invoice.total = total - credits, total
     stamp_issued(invoice, now)
     invoice.save(update_fields=["subtotal", "total", "number", "status", "issued_at", "due_at", "sync_status",
                                 "sync_error"])
@@ -200,6 +220,10 @@ def invoice_void(*, invoice: Invoice, actor: User | None = None, label: str = ""
     invoice.status, invoice.voided_at = S.VOID, timezone.now()
     invoice.save(update_fields=["status", "voided_at"])
     invoice_log(invoice, "voided", actor=actor, label=label, detail=reason)
+    credits_return(customer_id=invoice.customer_id, invoice_id=invoice.pk, actor=actor, label=label,
+                   reason=f"invoice {invoice} voided", now=invoice.voided_at)
+    for bought in CreditGrant.objects.filter(purchase_invoice_id=invoice.pk, voided_at__isnull=True):
+        grant_void(grant=bought, reason=f"its top-up invoice {invoice} was voided", actor=actor, label=label)
     for credit_note in invoice.credit_notes.filter(status=CreditNote.Status.ISSUED):
         credit_note_void(credit_note=credit_note, actor=actor, label=label, reason=f"invoice {invoice} voided")
     if was_issued and not is_sandbox() and invoice.stripe_invoice_id:
@@ -217,6 +241,8 @@ def invoice_mark_paid(
     invoice.status, invoice.paid_at = S.PAID, paid_at or timezone.now()
     invoice.save(update_fields=["status", "paid_at"])
     invoice_log(invoice, "paid", actor=actor, label=label, detail=detail)
+    for bought in CreditGrant.objects.filter(purchase_invoice_id=invoice.pk):  # credit top-ups: now available
+        grant_activate(grant=bought, actor=actor, label=label or "payment", now=invoice.paid_at)
     return invoice
 
 
@@ -234,11 +260,13 @@ def invoice_mark_uncollectible(*, invoice: Invoice, actor: User | None = None, l
 def bill_cycle(
     *, subscription: Subscription, cycle: Cycle, lines: list[DraftLine], billed: dict[ItemKey, Billed],
     now: dt.datetime,
-    replaces: Invoice | None = None, actor: User | None = None, label: str = "",
+    replaces: Invoice | None = None, actor: User | None = None, label: str = "", has_grants: bool | None = None,
 ) -> tuple[Invoice | None, list[CreditNote]]:
     """Inside the caller's transaction (customer locked): store what a cycle bills — the invoice (a draft held
-    for review when ``INVOICE_DRAFT_REVIEW_HOURS`` > 0, else issued) unless it has no non-zero line, and the
-    credit notes for credits the invoice cannot carry without going negative."""
+    for review when ``INVOICE_DRAFT_REVIEW_HOURS`` > 0, else issued) unless it has no non-zero line, with the
+    prepaid credits that pay it (burnt with it), and the credit notes for credits the invoice cannot carry
+    without going negative. ``has_grants``: whether the customer has any credit grant, when the caller read it
+    (None: look)."""
     invoice_lines, credit_lines = split_credits(lines)
     check_fits(lines)
     credit_notes: list[CreditNote] = []
@@ -256,8 +284,13 @@ def bill_cycle(
     if not invoice_lines or not (has_money or settings.INVOICE_ISSUE_ZERO_TOTAL):
         return None, credit_notes
     issue_at = now if settings.INVOICE_DRAFT_REVIEW_HOURS <= 0 else None
+    if has_grants is None:
+        has_grants = CreditGrant.objects.filter(customer_id=subscription.customer_id).exists()
+    period = cycle.invoice_period
+    credits = invoice_credits(subscription, invoice_lines, now=now, period_start=period.start,
+                              period_end=period.end) if has_grants else []
     invoice = invoice_create(subscription=subscription, cycle=cycle, lines=invoice_lines, replaces=replaces,
-                             issue_at=issue_at, actor=actor, label=label)
+                             issue_at=issue_at, actor=actor, label=label, credits=credits, now=now)
     return invoice, credit_notes
 
 
@@ -279,6 +312,8 @@ def invoice_reissue(*, invoice: Invoice, actor: User | None = None, label: str =
     )
     if invoice.status != S.VOID:
         raise ReissueError(f"invoice {invoice} is {invoice.status}: only a voided invoice can be reissued")
+    if invoice.subscription is None or invoice.cycle is None:
+        raise ReissueError(f"invoice {invoice} bought credits: buy them again instead of reissuing it")
     if invoice.replaced_by.exclude(status=S.VOID).exists():
         raise ReissueError(f"invoice {invoice} was already reissued")
     if Invoice.objects.filter(subscription=invoice.subscription, cycle=invoice.cycle).exclude(status=S.VOID).exists():

@@ -337,7 +337,8 @@ def billed_items(subscriptions: list[Subscription], *, starting_after: dt.dateti
     ids = [s.pk for s in subscriptions]
     billed: dict[ItemKey, Billed] = defaultdict(Billed)
     newest: dt.datetime | None = None
-    lines = InvoiceLine.objects.filter(subscription_id__in=ids, invoice__status__in=BILLED_STATUSES)
+    lines = InvoiceLine.objects.filter(subscription_id__in=ids, invoice__status__in=BILLED_STATUSES).exclude(
+        kind=InvoiceLine.Kind.CREDITS_APPLIED)  # prepaid credits pay what was billed; they do not unbill it
     credits = CreditNoteLine.objects.filter(subscription_id__in=ids, kind=CreditNoteLine.Kind.RERATING,
                                             credit_note__status=CreditNote.Status.ISSUED)
     if starting_after is not None:

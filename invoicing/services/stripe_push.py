@@ -160,6 +160,7 @@ def push_invoice_to_stripe(invoice_id: int) -> Invoice:
                             "invoice_line_id": str(line.pk),
                             "invoice_id": str(invoice.pk),
                             "rate_card": line.rate_card_key,
+                            **({"credit_grant": str(line.grant_id)} if line.grant_id else {}),
                         },
                         period_start=int(line.period_start.timestamp()),
                         period_end=int(line.period_end.timestamp()),

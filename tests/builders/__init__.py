@@ -12,6 +12,7 @@ Kong's Admin API) in ``tests/fakes/``.
 - ``catalog``: meters, features, plans, rate cards (``token_plan``, ``cent_plan``, ``platform_fee``, ``quota``...)
 - ``catalog_as_code``: the example catalog file, ``write``, ``apply``/``apply_error`` (billing_apply), ``dump``
 - ``customers``: ``customer``, ``kong_air`` (a customer billed for its own subject)
+- ``credits``: ``grant`` (prepaid credits through ``grant_create``)
 - ``invoicing``: ``monthly_close``, ``the_invoice``, November's invoice as the Stripe tests push it
 - ``api``: ``bearer``; ``forms``: reading admin forms as a browser does
 - ``shared``: ``built_once``, for data built once per class or module where tests only read it
@@ -21,6 +22,7 @@ Kong's Admin API) in ``tests/fakes/``.
 from tests.builders.api import *  # noqa: F403
 from tests.builders.catalog import *  # noqa: F403
 from tests.builders.catalog_as_code import *  # noqa: F403
+from tests.builders.credits import *  # noqa: F403
 from tests.builders.customers import *  # noqa: F403
 from tests.builders.events import *  # noqa: F403
 from tests.builders.forms import *  # noqa: F403

@@ -410,7 +410,7 @@ BAD_ENTRIES = [
     (_set("plans.0.rate_cards.2.entitlement.limit", "lots"),
      "catalog.yaml: plans[0] (token) rate_cards[2] (ai-quota).entitlement.limit: must be a decimal number"),
     (_set("plan", []), "catalog.yaml: plan: unknown top-level key (known: meters, features, plans, customers, "
-                       "subscriptions, costs)"),
+                       "subscriptions, costs, credit_grants)"),
     (_set("meters.0.agregation", "SUM"), "catalog.yaml: meters[0] (llm_tokens).agregation: unknown field"),
     (_set("customers.0.name", 42), "catalog.yaml: customers[0] (kong-air).name: must be a string, not a number "
                                    "(put it in quotes)"),

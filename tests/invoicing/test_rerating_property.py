@@ -29,6 +29,8 @@ from hypothesis.stateful import (
 from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
 from catalog.dimensional import UsageGroup, effective_segments
 from catalog.services.plans import PriceRowSpec, RateCardSpec, TierSpec, plan_create, plan_publish
+from credits.selectors import grant_states, ledger_balance
+from credits.services.grants import grant_create
 from customers.models import Subscription
 from customers.periods import periods_between
 from customers.selectors import feature_usage, feature_usage_grouped
@@ -162,6 +164,14 @@ class BillingHistory(RuleBasedStateMachine):
             with contextlib.suppress(ReissueError):  # already reissued, or nothing missing: nothing written
                 invoice_reissue(invoice=data.draw(st.sampled_from(voided)), now=self.clock)
 
+    @rule(amount=st.integers(1, 6000), priority=st.integers(0, 2), lasts=st.one_of(st.none(), st.integers(1, 40)),
+          for_tokens=st.booleans())
+    def credits_granted(self, amount, priority, lasts, for_tokens):
+        """Prepaid credits pay invoices at close; they never change what a period counts as billed."""
+        grant_create(customer=self.customer, amount=amount, priority=priority, effective_at=self.clock,
+                     expires_at=None if lasts is None else self.clock + dt.timedelta(days=lasts),
+                     applies_to=["ai-token"] if for_tokens else [], now=self.clock)
+
     @rule(data=st.data())
     def customer_pays(self, data):
         issued = list(Invoice.objects.filter(status="issued").order_by("pk"))
@@ -187,6 +197,9 @@ class BillingHistory(RuleBasedStateMachine):
     def never_negative(self):
         assert not Invoice.objects.filter(total__lt=0).exists()
         assert not CreditNote.objects.filter(total__lte=0).exists()
+        if hasattr(self, "customer"):
+            assert ledger_balance(self.customer.pk) >= 0
+            assert all(state.remaining >= 0 for state in grant_states(self.customer.pk))
 
     def teardown(self):
         try:
@@ -221,6 +234,7 @@ class BillingHistory(RuleBasedStateMachine):
         row_lines = InvoiceLine.objects.exclude(price_part="")
         event(f"row versions billed: {min(row_lines.values('price_part').distinct().count(), 5)}")
         event(f"row re-rated: {row_lines.filter(kind__in=('late_usage', 'credit')).exists()}")
+        event(f"credits applied: {min(InvoiceLine.objects.filter(kind='credits_applied').count(), 3)}")
 
 
 def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[tuple, dt.datetime]]:
@@ -262,7 +276,8 @@ def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[
 
 def billed_by_hand(customer) -> dict[tuple, int]:
     billed: dict[tuple, int] = defaultdict(int)
-    for line in InvoiceLine.objects.filter(invoice__customer=customer).exclude(invoice__status="void"):
+    for line in (InvoiceLine.objects.filter(invoice__customer=customer).exclude(invoice__status="void")
+                 .exclude(kind="credits_applied")):  # credits pay what was billed; they do not unbill it
         key = (line.subscription_id, line.rate_card_key, line.period_start)
         billed[key] += line.amount
         if line.rate_card.price_type == "dimensional":

@@ -60,6 +60,7 @@ def november_fee_invoice() -> Invoice:
 def cancel_with_credit_note(invoice: Invoice) -> CreditNote:
     """Cancel on Nov 11: the final cycle owes more credit than it bills, so a credit note against November's
     invoice (see test_close.py::test_in_advance_fee_prorated_for_a_mid_period_start_and_a_cancellation)."""
+    assert invoice.subscription is not None
     subscription_cancel(subscription=invoice.subscription, when="now", now=CANCEL_AT)
     close_cycles(now=CANCEL_AT + dt.timedelta(hours=2))
     note = CreditNote.objects.get()

@@ -15,6 +15,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.views import APIView
 
 from billing_site.api_docs import DocsAccess
+from credits.models import CreditGrant
 from customers.models import Subscription
 from customers.services.subscriptions import subscription_create
 from invoicing.models import CreditNote, Invoice
@@ -24,7 +25,7 @@ from metering.models import Event, Meter
 from metering.services.tokens import api_token_create
 from notifications.models import WebhookEndpoint
 from notifications.services.endpoints import endpoint_create
-from tests.builders import cancelled_in_december, kong_air, llm_event, make_meter, monthly_close
+from tests.builders import cancelled_in_december, grant, kong_air, llm_event, make_meter, monthly_close
 from tests.builders.moments import utc
 
 VIEWER, OPERATOR, ADMIN, SUPERUSER = "Finance viewer", "Billing operator", "Billing admin", "superuser"
@@ -85,6 +86,10 @@ def _webhooks(world: dict) -> Any:
     return list(WebhookEndpoint.objects.order_by("pk").values_list("url", "description", "enabled"))
 
 
+def _grants(world: dict) -> Any:
+    return list(CreditGrant.objects.order_by("pk").values_list("pk", "voided_at"))
+
+
 def _events(world: dict) -> int:
     return Event.objects.count()
 
@@ -130,6 +135,14 @@ MATRIX: tuple[Row, ...] = (
         admin=(Page("/admin/customers/customer/add/"),)),
     Row("edit subscriptions", OPERATORS,
         admin=(Page("/admin/customers/subscription/add/"),)),
+    Row("read prepaid credits", READERS,
+        api=(Api("GET", "/api/v1/customers/globex/credits"),),
+        admin=(Page("/admin/credits/creditgrant/"), Page("/admin/credits/ledgerentry/"))),
+    Row("grant, adjust and void prepaid credits", ISSUERS | {MANAGE},
+        api=(Api("POST", "/api/v1/customers/globex/credits/grants", {"amount": "5.00"}, state=_grants),
+             Api("POST", "/api/v1/customers/globex/credits/grants/{grant}/void", {"reason": "matrix"},
+                 state=_grants)),
+        admin=(Page("/admin/credits/creditgrant/add/"), Page("/admin/credits/creditgrant/{grant}/do/adjust/"))),
     Row("preview invoices", OPERATORS,
         admin=(Page("/admin/invoicing/invoice/preview/customer/{customer}/"),)),
     Row("read invoices", READERS,
@@ -186,6 +199,7 @@ def build_world() -> dict:
     globex_invoices = Invoice.objects.filter(customer=globex).order_by("cycle")
     issued, to_void = globex_invoices.get(cycle=1), globex_invoices.get(cycle=0)
     invoice_void(invoice=to_void, label="matrix", reason="to reissue")
+    credit = grant(globex, 2000, effective_at=DEC, description="matrix credits")
     make_meter(slug="spare", name="Spare", event_type="spare.event", aggregation="COUNT", value_property="",
                group_by={})
     webhook = endpoint_create(url=f"{PUBLIC_HOOK}/a", description="matrix").endpoint
@@ -197,6 +211,7 @@ def build_world() -> dict:
         "users": users, "tokens": tokens, "customer": globex.pk, "plan": plan.pk, "issued": issued.pk,
         "voided": to_void.pk, "credit_note": CreditNote.objects.get().pk,
         "spare_meter": Meter.objects.get(slug="spare").pk, "webhook": webhook.pk, "spare_webhook": spare_webhook.pk,
+        "grant": credit.pk,
     }
 
 

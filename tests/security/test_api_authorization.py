@@ -35,7 +35,9 @@ def test_every_api_view_declares_what_it_acts_on():
             "/api/v1/invoices/<str:invoice_id>/reissue", "/api/v1/invoices/<str:invoice_id>/pdf",
             "/api/v1/credit-notes", "/api/v1/credit-notes/<str:credit_note_id>",
             "/api/v1/credit-notes/<str:credit_note_id>/pdf", "/api/v1/margins", "/api/v1/webhook-endpoints",
-            "/api/v1/webhook-endpoints/<str:endpoint_id>"} == set(views)
+            "/api/v1/webhook-endpoints/<str:endpoint_id>", "/api/v1/customers/<str:id_or_key>/credits",
+            "/api/v1/customers/<str:id_or_key>/credits/grants",
+            "/api/v1/customers/<str:id_or_key>/credits/grants/<str:grant_id>/void"} == set(views)
     for route, cls in views.items():
         view = cls()
         methods = [m.upper() for m in cls.http_method_names if m not in ("options", "head") and hasattr(cls, m)]

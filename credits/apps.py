@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+
+
+class CreditsConfig(AppConfig):
+    name = "credits"
+    verbose_name = "Billing — prepaid credits"
+
+    def ready(self) -> None:
+        from customers.hooks import ApplySection, register_apply_section, register_credit_provider
+
+        from .admin import extensions as admin_extensions
+        from .apply import SECTION, credit_grants_apply, credit_grants_dump
+        from .selectors import gateway_credits
+
+        register_credit_provider(gateway_credits)
+        admin_extensions.register()  # the customer page's balance, grants and buttons
+        register_apply_section(ApplySection(SECTION, credit_grants_apply, credit_grants_dump))

@@ -1,0 +1,80 @@
+"""Credits at the gateway: a ``credit_only`` metered entitlement gives access while ``available > 0`` (checked at
+the boundary), ``credit_then_invoice`` always; both answer ``creditBalance`` and ``creditAvailable``."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from catalog.rules import credit_problems
+from catalog.services.plans import RateCardSpec
+from credits.services.grants import grant_void
+from customers.services.subscriptions import subscription_create
+from tests import builders
+from tests.builders import D, bearer, grant, ingest, iso, llm_event, token_plan
+
+pytestmark = pytest.mark.django_db
+
+
+def gated(mode: str, *, limit: str = "1000000", soft: bool = True) -> RateCardSpec:
+    return RateCardSpec(key="ai-quota", feature="ai-token", entitlement_type="metered", entitlement_limit=D(limit),
+                        entitlement_soft=soft, entitlement_credits=mode)
+
+
+def setup(mode: str, used: int, **card):
+    air = builders.kong_air(since=timezone.now() - dt.timedelta(days=400))
+    start = timezone.now() - dt.timedelta(days=1)
+    subscription = subscription_create(customer=air, plan=token_plan(unit_amount="0.01", extra=[gated(mode, **card)]),
+                                       start=start)
+    if used:
+        ingest([llm_event(tokens=used, time=iso(max(subscription.start, timezone.now() - dt.timedelta(hours=1))))])
+    credit = grant(air, 1000, effective_at=start - dt.timedelta(days=1))  # $10.00 = 1,000 tokens at 1 cent
+    return air, credit
+
+
+def value(api, token):
+    response = api.get("/api/v1/customers/kong-air/entitlements/ai-token/value", **bearer(token))
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.mark.parametrize("used, access, available", [
+    (0, True, 10), (999, True, 0.01), (1000, False, 0), (1001, False, -0.01), (5000, False, -40)])
+def test_credit_only_gives_access_while_credits_are_available(api, read_token, used, access, available):
+    setup("credit_only", used)
+    body = value(api, read_token)
+    assert (body["hasAccess"], body["creditBalance"], body["creditAvailable"]) == (access, 10, available)
+
+
+def test_credit_only_without_credits_or_after_a_void_has_no_access(api, read_token):
+    _, credit = setup("credit_only", 0)
+    assert value(api, read_token)["hasAccess"] is True
+    grant_void(grant=credit, reason="refund")
+    body = value(api, read_token)
+    assert (body["hasAccess"], body["creditBalance"], body["creditAvailable"]) == (False, 0, 0)
+
+
+def test_credit_only_keeps_a_hard_limit(api, read_token):
+    setup("credit_only", 600, limit="500", soft=False)
+    assert value(api, read_token)["hasAccess"] is False
+
+
+def test_credit_then_invoice_always_gives_access(api, read_token):
+    setup("credit_then_invoice", 5000, limit="500", soft=False)
+    body = value(api, read_token)
+    assert (body["hasAccess"], body["creditBalance"], body["creditAvailable"]) == (True, 10, -40)
+
+
+def test_an_entitlement_without_a_credit_mode_answers_as_before(api, read_token):
+    setup("", 100)
+    assert value(api, read_token) == {"hasAccess": True, "balance": 999900, "usage": 100, "overage": 0}
+
+
+def test_a_credit_mode_needs_a_metered_entitlement():
+    assert credit_problems(key="x", entitlement_type="boolean", entitlement_credits="credit_only", credit_grant=None,
+                           currency="USD") == ["rate card x: credit_only and credit_then_invoice need a metered "
+                                               "entitlement"]
+    assert credit_problems(key="x", entitlement_type="metered", entitlement_credits="credit_only", credit_grant=None,
+                           currency="USD") == []
