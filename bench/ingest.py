@@ -903,11 +903,11 @@ def main(argv: list[str] | None = None) -> int:
         if phase.error_count:
             errors.append(f"{phase.name}: {phase.error_count} errors, first: {phase.errors[0]}")
 
-    batch, single, copy, dedup, big = (phases.get(k) for k in ("batch", "single", "copy", "dedup", "big"))
+    batch, single, copy, dedup_phase, big = (phases.get(k) for k in ("batch", "single", "copy", "dedup", "big"))
     peaks = dict(sampler.peak) if sampler else {}
     rss = max(peaks.values()) if peaks else None
     ratio = batch.rate / copy.rate if batch and copy and copy.rate else None
-    dedup_ratio = batch.rate / dedup.rate if batch and dedup and dedup.rate else None
+    dedup_ratio = batch.rate / dedup_phase.rate if batch and dedup_phase and dedup_phase.rate else None
 
     def cpu_ratios(http: Phase | None, *references: Phase | None) -> str:
         """The ratios the rates would have if each path had the machine to itself: CPU per event of the
@@ -939,15 +939,16 @@ def main(argv: list[str] | None = None) -> int:
          "(reference)", None),
         ("  COPY p50 / p99 per batch", f"{copy.percentile(0.5):.0f} / {copy.percentile(0.99):.0f} ms" if copy else "-",
          "", None),
-        (f"dedup floor, {args.copy_connections} connections", f"{dedup.rate:,.0f} rows/s" if dedup else "-",
+        (f"dedup floor, {args.copy_connections} connections", f"{dedup_phase.rate:,.0f} rows/s" if dedup_phase else "-",
          "(reference)", None),
         ("  floor p50 / p99 per batch",
-         f"{dedup.percentile(0.5):.0f} / {dedup.percentile(0.99):.0f} ms" if dedup else "-", "", None),
+         f"{dedup_phase.percentile(0.5):.0f} / {dedup_phase.percentile(0.99):.0f} ms" if dedup_phase else "-",
+         "", None),
         ("ingest / raw COPY", f"{ratio:.2f}" if ratio is not None else "-", f">= {TARGETS['copy_ratio']}",
          ratio >= TARGETS["copy_ratio"] if ratio is not None else None),
         ("ingest / dedup floor", f"{dedup_ratio:.2f}" if dedup_ratio is not None else "-",
          f">= {TARGETS['dedup_ratio']}", dedup_ratio >= TARGETS["dedup_ratio"] if dedup_ratio is not None else None),
-        ("  by CPU per event (shared machine)", cpu_ratios(batch, copy, dedup), "", None),
+        ("  by CPU per event (shared machine)", cpu_ratios(batch, copy, dedup_phase), "", None),
         ("single-event POSTs", f"{single.request_rate:,.0f} POSTs/s" if single else "-",
          f">= {TARGETS['single_rate']:,} POSTs/s", single.request_rate >= TARGETS["single_rate"] if single else None),
         ("single-event p50 / p99",
@@ -975,8 +976,8 @@ def main(argv: list[str] | None = None) -> int:
           f"batch={args.batch} seconds={args.seconds:g} cpus={os.cpu_count()}")
     print(f"server: {server_desc or '-'}")
     print("-" * 100)
-    for label, value, target, ok in lines:
-        print(f"{mark(ok) if target else '    '}  {label:<34} {value:<34} {target}")
+    for label, shown, target, ok in lines:
+        print(f"{mark(ok) if target else '    '}  {label:<34} {shown:<34} {target}")
     if big_timings:
         print(f"      {args.big_rows / 1e6:g}M load: insert {big_timings.get('insert_s', 0):.0f} s, "
               f"indexes {big_timings.get('index_s', 0):.0f} s, vacuum analyze {big_timings.get('vacuum_s', 0):.0f} s")

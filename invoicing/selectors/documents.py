@@ -145,6 +145,9 @@ def _invoice_line(line: InvoiceLine, currency: str, locale: str) -> DocumentLine
     kind, detail = line.kind, ""
     period = format_period(line.period_start, line.period_end, locale)
     K = InvoiceLine.Kind
+    if kind in (K.CREDITS_APPLIED, K.CREDIT_TOP_UP):  # prepaid credits: no rate card; the line says what it is
+        return DocumentLine(name=line.description, feature="", detail="", breakdown=[], period=period,
+                            amount=format_amount(line.amount, currency, locale))
     usage_priced = rate_card is not None and rate_card.price_type != "flat"
     if kind == K.CREDIT and not usage_priced:
         # The line's period is the part that was used; what it credits runs from its end.

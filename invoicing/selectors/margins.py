@@ -28,6 +28,7 @@ from customers.models import Customer, Subscription
 from customers.selectors import UsageRequest, active_subscriptions, features_usage
 
 from ..models import CreditNote, CreditNoteLine, InvoiceLine
+from ..services.credits import CreditsLine
 from ..services.lines import BILLED_STATUSES, part_dimensions
 from .previews import invoice_preview
 
@@ -117,6 +118,8 @@ def margin_report(*, start: dt.datetime, end: dt.datetime, now: dt.datetime, gro
         lines = lines.filter(invoice__customer__key=customer_key)
         credits = credits.filter(credit_note__customer__key=customer_key)
     for line in lines:
+        if line.subscription is None or line.rate_card is None:  # dimensional lines always have both
+            continue
         item = _Item(line.subscription, line.rate_card, line.period_start, line.period_end,
                      min(line.period_end, now))
         items.setdefault((line.subscription_id, line.rate_card_id, line.period_start), item)
@@ -143,7 +146,8 @@ def margin_report(*, start: dt.datetime, end: dt.datetime, now: dt.datetime, gro
                 continue
             preview = invoice_preview(customer=customer, at=now)
             for draft in preview.lines:
-                if draft.rate_card.price_type != RateCard.PriceType.DIMENSIONAL or draft.period_start >= end:
+                if (isinstance(draft, CreditsLine) or draft.rate_card.price_type != RateCard.PriceType.DIMENSIONAL
+                        or draft.period_start >= end):
                     continue
                 item = _Item(draft.subscription, draft.rate_card, draft.period_start, draft.period_end,
                              min(draft.period_end, now))

@@ -44,9 +44,10 @@ class CreditDraftLine:
 
 
 def creditable_amounts(invoice_ids: list[int]) -> dict[int, int]:
-    """Invoice id → what it has left to credit (its total less its issued credit notes), for issued ones."""
+    """Invoice id → what it has left to credit, for issued ones: what it billed (its subtotal: prepaid credits may
+    have paid part of it) less its issued credit notes. A re-rating credit reverses a charge whoever paid it."""
     invoices = dict(Invoice.objects.filter(pk__in=invoice_ids, status__in=CREDITABLE_STATUSES)
-                    .values_list("pk", "total"))
+                    .values_list("pk", "subtotal"))
     credited = dict(CreditNote.objects.filter(invoice_id__in=invoices, status=CreditNote.Status.ISSUED)
                     .values("invoice_id").annotate(total=Sum("total")).values_list("invoice_id", "total"))
     return {pk: total - (credited.get(pk) or 0) for pk, total in invoices.items()}

@@ -280,7 +280,7 @@ def billed_by_hand(customer) -> dict[tuple, int]:
                  .exclude(kind="credits_applied")):  # credits pay what was billed; they do not unbill it
         key = (line.subscription_id, line.rate_card_key, line.period_start)
         billed[key] += line.amount
-        if line.rate_card.price_type == "dimensional":
+        if line.rate_card is not None and line.rate_card.price_type == "dimensional":
             billed[(*key, line.price_part)] += line.amount
     for note_line in CreditNoteLine.objects.filter(credit_note__customer=customer, credit_note__status="issued",
                                                    kind="rerating"):

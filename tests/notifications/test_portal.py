@@ -25,7 +25,9 @@ def two_customers():
     """Kong Air (invoices, a credit note) and Globex (its own invoices) on the same plan."""
     cancelled_in_december()
     globex = kong_air("globex", "Globex Corp")
-    plan = Invoice.objects.filter(customer__key="kong-air").get(cycle=0).subscription.plan
+    subscription = Invoice.objects.filter(customer__key="kong-air").get(cycle=0).subscription
+    assert subscription is not None
+    plan = subscription.plan
     subscription_create(customer=globex, plan=plan, start=NOV)
     monthly_close(NOV, DEC)
     air = Invoice.objects.filter(customer__key="kong-air").get(cycle=0).customer
