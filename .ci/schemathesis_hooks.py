@@ -20,6 +20,9 @@ QUERY_OPERATIONS = {"GET /api/v1/meters/{id_or_slug}/query", "POST /api/v1/meter
 # A webhook URL must resolve, and only to public addresses (SSRF): no schema can say which hosts do.
 WEBHOOK_OPERATIONS = {"POST /api/v1/webhook-endpoints", "PUT /api/v1/webhook-endpoints/{endpoint_id}"}
 GRANT_OPERATIONS = {"POST /api/v1/customers/{id_or_key}/credits/grants"}
+# The margin report's range: ``to`` after ``from`` (two parameters at once).
+MARGIN_OPERATIONS = {"GET /api/v1/margins"}
+MARGIN_RULES = (("to", "must be after from"),)
 # (field, words of the message) of each rule a schema cannot express
 DATA_RULES = (
     ("to", "to must be after from"),
@@ -59,6 +62,8 @@ def filter_failure(context, failure, case, response) -> bool:
         return not _names_a_data_rule(response.content)
     if rejected_positive and case.operation.label in WEBHOOK_OPERATIONS and response.status_code == 400:
         return not _names_a_data_rule(response.content, (("url", ""),))
+    if rejected_positive and case.operation.label in MARGIN_OPERATIONS and response.status_code == 400:
+        return not _names_a_data_rule(response.content, MARGIN_RULES)
     if rejected_positive and case.operation.label in GRANT_OPERATIONS and response.status_code == 400:
         return not _names_a_data_rule(response.content, GRANT_RULES)
     return True

@@ -83,7 +83,7 @@ class MarginListView(APIView):
             OpenApiParameter("from", {"type": "string", "format": "date-time", "pattern": NO_NUL}, required=True,
                              description="Periods starting at or after this time."),
             OpenApiParameter("to", {"type": "string", "format": "date-time", "pattern": NO_NUL}, required=True,
-                             description="Periods starting before this time."),
+                             description="Periods starting before this time; must be after `from`."),
             OpenApiParameter("groupBy", {"type": "string", "enum": list(GROUPS)},
                              description="Sum over models (`customer`) or over customers (`model`)."),
             OpenApiParameter("customer", {"type": "string", "pattern": NO_NUL},
