@@ -17,6 +17,9 @@ from metering.api.schema import NO_NUL, component, date_time, problems
 
 from ..selectors.margins import GROUPS, MarginRow, margin_report
 
+# Both ends of the range are required RFC 3339 times: the shortest is 20 characters ("2026-01-01T00:00:00Z").
+RANGE_TIME = {"type": "string", "format": "date-time", "minLength": 20, "pattern": NO_NUL}
+
 _AMOUNT = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
            "description": "Major units as an exact decimal string, e.g. `12.34`."}
 MARGIN_ROW = component("MarginRow", {
@@ -80,9 +83,9 @@ class MarginListView(APIView):
                     "table, per customer × model × period whose period starts in [from, to).",
         tags=["Invoices"],
         parameters=[
-            OpenApiParameter("from", {"type": "string", "format": "date-time", "pattern": NO_NUL}, required=True,
+            OpenApiParameter("from", RANGE_TIME, required=True,
                              description="Periods starting at or after this time."),
-            OpenApiParameter("to", {"type": "string", "format": "date-time", "pattern": NO_NUL}, required=True,
+            OpenApiParameter("to", RANGE_TIME, required=True,
                              description="Periods starting before this time; must be after `from`."),
             OpenApiParameter("groupBy", {"type": "string", "enum": list(GROUPS)},
                              description="Sum over models (`customer`) or over customers (`model`)."),
