@@ -124,8 +124,9 @@ def postprocess(result: dict[str, Any], generator, request, public) -> dict[str,
                     parameter.pop("style", None)
                     parameter.pop("explode", None)
                     parameter["content"] = {media_type: {"schema": parameter.pop("schema")}}
-                elif parameter["in"] == "query" and parameter["schema"].get("type") in ("string", "integer"):
-                    # every handler reads an empty query parameter (`?to=`) as an absent one
+                elif (parameter["in"] == "query" and parameter["schema"].get("type") in ("string", "integer")
+                      and not parameter.get("required")):
+                    # every handler reads an empty query parameter (`?to=`) as an absent one (a required one: 400)
                     schema = parameter["schema"]
                     parameter["schema"] = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
                     if "default" in schema:
