@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from catalog.models import RateCard
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin, confirm_bulk_action
 from common.admin.refusals import ServiceErrorsMixin, refusals
+from common.admin.utils import ViewOnlyAdminMixin
 from customers.models import Customer
 
 from ..event_types import SUBSCRIBABLE
@@ -218,21 +219,12 @@ class DeliveryAdmin(ConfirmActionMixin, admin.ModelAdmin):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
+class OutboxEventAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("uid", "type", "customer_key", "occurred_at", "dispatched_at", "test")
     list_filter = ("type", "test")
     search_fields = ("uid", "customer_key")
     readonly_fields = ("uid", "type", "customer", "customer_key", "data", "occurred_at", "dispatched_at", "test",
                        "delivery_list")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="deliveries")
     def delivery_list(self, obj: OutboxEvent) -> str:
@@ -242,7 +234,7 @@ class OutboxEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(FiredAlert)
-class FiredAlertAdmin(admin.ModelAdmin):
+class FiredAlertAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("kind", "customer", "rate_card", "key", "threshold", "value", "limit", "period_start",
                     "fired_at")
     list_filter = ("kind",)
@@ -250,15 +242,6 @@ class FiredAlertAdmin(admin.ModelAdmin):
     list_select_related = ("customer", "rate_card")
     readonly_fields = ("kind", "customer", "subscription", "rate_card", "key", "period_start", "period_end",
                        "threshold", "value", "limit", "fired_at", "event")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class EmailTemplateForm(forms.ModelForm):
