@@ -16,12 +16,14 @@ Steps:
    (``manage.py migrate`` with ``DJANGO_SETTINGS_MODULE=billing_site.settings.local DEBUG=false``). With
    ``--keep`` an existing database seeded with the same ``--customers``/``--events`` is reused as it is, and
    the database is kept at the end (dropped otherwise);
-2. seeding through the services: the ``llm_tokens`` meter (Kong preset), three features (``openai-tokens`` on
-   the meter with the filter ``provider = openai``, ``ai-gateway`` boolean, ``model-access`` static), a
-   published plan ``pro`` (unit price per token + metered entitlement limit 500,000 hard, boolean, static),
-   ``--customers`` customers each including two subjects (``consumer:<uuid>`` and ``user-<n>``, as a Kong
-   consumer) and subscribed since 35-60 days (half anchored on the calendar month, half on their start
-   instant, so half of the billing periods start mid-hour);
+2. seeding through the services: the ``llm_tokens`` meter (Kong preset), four features (``openai-tokens`` on
+   the meter with the filter ``provider = openai``, ``ai-gateway`` boolean, ``model-access`` static,
+   ``anthropic-tokens`` on the meter with ``provider = anthropic``), a published plan ``pro`` (unit price per
+   token + metered entitlement limit 500,000 hard, boolean, static, and a ``credit_only`` metered entitlement that
+   answers from the customer's live credits), ``--customers`` customers, each with a USD 50 credit grant and two
+   subjects (``consumer:<uuid>`` and ``user-<n>``, as a Kong consumer), subscribed since 35-60
+   days (half anchored on the calendar month, half on their start instant, so half of the billing periods start
+   mid-hour);
 3. ``--events`` Kong events over the last 30 days inserted server-side (``INSERT … SELECT generate_series``,
    secondary indexes dropped and rebuilt around it): 70 % ``kong.llm_request`` (5 models, 3 providers), 30 %
    ``kong.api_request``; customers skewed (floor(customers × random()²): customer 0 has ≈ 3 % of
@@ -35,7 +37,7 @@ Steps:
 6. for each ``--worker-class`` (default: sync, then gthread): ``gunicorn billing_site.wsgi`` with
    ``--workers`` workers, then an open-loop load: requests scheduled at exactly ``--rate`` per second for
    ``--warmup`` + ``--seconds`` seconds, random customers (skewed like their traffic: the busy ones ask
-   more), features (metered / boolean / static, one third each) and idOrKey (key, 10 % numeric id), sent by
+   more), features (metered / boolean / static / credits, a quarter each) and idOrKey (key, 10 % numeric id), sent by
    ``--concurrency`` threads over keep-alive connections (a GET is retried once on a fresh connection when
    the server closed an idle one, as HTTP client pools do). Latency is measured from the scheduled send
    time, so a slow server cannot slow the client down and hide its queue (coordinated omission); when
@@ -79,7 +81,9 @@ from harness import CONTROL_PLANE, DAYS, EVENT_TABLE, METER_SLUG, MODELS, ROOT, 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5433/bench_entitlements"
 VALUE_PATH = "/api/v1/customers/{}/entitlements/{}/value"
 SEED_TABLE = "bench_entitlements_seed"
-FEATURES = {"metered": "openai-tokens", "boolean": "ai-gateway", "static": "model-access"}
+FEATURES = {"metered": "openai-tokens", "boolean": "ai-gateway", "static": "model-access",
+            "credits": "anthropic-tokens"}
+CREDIT_GRANT = 5_000  # minor units (USD 50.00) granted to every customer, read by the credit_only entitlement
 LIMIT = Decimal(500_000)
 INSERT_ROWS = 250_000
 TARGET_P99_MS = 20.0
@@ -182,6 +186,7 @@ def seed(args, now: dt.datetime) -> None:
 
     from catalog.services.features import feature_create
     from catalog.services.plans import RateCardSpec, plan_create, plan_publish
+    from credits.services.grants import grant_create
     from customers.services.customers import attribution_add, customer_create
     from customers.services.subscriptions import subscription_create
     from metering.meter_rules import KONG_PRESETS
@@ -195,6 +200,8 @@ def seed(args, now: dt.datetime) -> None:
         feature_create(key=FEATURES["metered"], name="OpenAI tokens", meter=meter, filters={"provider": "openai"})
         feature_create(key=FEATURES["boolean"], name="AI gateway")
         feature_create(key=FEATURES["static"], name="Model access")
+        feature_create(key=FEATURES["credits"], name="Anthropic tokens", meter=meter,
+                       filters={"provider": "anthropic"})
         plan = plan_create(key="pro", name="Pro", currency="USD", billing_cadence="P1M", rate_cards=[
             RateCardSpec(key="openai-tokens", name="OpenAI tokens", feature=FEATURES["metered"], price_type="unit",
                          unit_amount=Decimal("0.00002"), entitlement_type="metered", entitlement_limit=LIMIT,
@@ -204,6 +211,10 @@ def seed(args, now: dt.datetime) -> None:
             RateCardSpec(key="model-access", name="Model access", feature=FEATURES["static"],
                          entitlement_type="static", entitlement_config={"models": [m for m, _ in MODELS[:2]],
                                                                         "rpm": 600}),
+            # Prepaid: access while the live credits (balance − this period's usage not invoiced) stay positive.
+            RateCardSpec(key="anthropic-tokens", name="Anthropic tokens", feature=FEATURES["credits"],
+                         price_type="unit", unit_amount=Decimal("0.00001"), entitlement_type="metered",
+                         entitlement_limit=LIMIT, entitlement_soft=False, entitlement_credits="credit_only"),
         ])
         plan = plan_publish(plan=plan)
         for n in range(args.customers):
@@ -215,7 +226,9 @@ def seed(args, now: dt.datetime) -> None:
                 attribution_add(customer=customer, subject=subject, start=start)
             subscription_create(customer=customer, plan=plan, start=start,
                                 billing_anchor="calendar" if n % 2 == 0 else None, actor="bench")
-    log(f"  meter, 3 features, plan pro v{plan.version}, {args.customers:,} customers with subscriptions "
+            grant_create(customer=customer, amount=CREDIT_GRANT, effective_at=start, description="bench credits",
+                         label="bench", now=start)
+    log(f"  meter, 4 features, plan pro v{plan.version}, {args.customers:,} customers with subscriptions "
         f"through the services in {time.monotonic() - started:.0f} s")
 
     started = time.monotonic()
