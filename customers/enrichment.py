@@ -7,16 +7,14 @@ import datetime as dt
 from django.db.models import Q
 
 from .models import Customer, SubjectAttribution
+from .selectors import attributions_of_subjects
 
 
 def customer_of_events(events: list) -> dict[int, dict[str, str]]:
     """The events-list enricher of the customers layer (one query per page of events): the customer whose
     mapping covers the event; for a subject that some customer includes, but not at the event's time, which
     customer includes it and when (``subject kong-air is included by Kong Air from 2026-11-20``)."""
-    subjects = {event.subject for event in events}
-    attributions: dict[str, list[SubjectAttribution]] = {}
-    for attribution in SubjectAttribution.objects.filter(subject__in=subjects).select_related("customer"):
-        attributions.setdefault(attribution.subject, []).append(attribution)
+    attributions = attributions_of_subjects({event.subject for event in events}, with_customer=True)
     result: dict[int, dict[str, str]] = {}
     for event in events:
         mappings = attributions.get(event.subject, [])

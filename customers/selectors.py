@@ -49,6 +49,29 @@ def customer_by_id_or_key(value: str) -> Customer | None:
     return customer
 
 
+def attributions_of_subjects(subjects: set[str], *, with_customer: bool = False) -> dict[str, list[SubjectAttribution]]:
+    """Every attribution window of each subject (one query), for matching a page of events to customers."""
+    rows = SubjectAttribution.objects.filter(subject__in=subjects)
+    if with_customer:
+        rows = rows.select_related("customer")
+    windows: dict[str, list[SubjectAttribution]] = {}
+    for attribution in rows:
+        windows.setdefault(attribution.subject, []).append(attribution)
+    return windows
+
+
+def customer_ids_of_events(events: list[Any]) -> dict[int, int]:
+    """Event pk → id of the customer whose attribution covers the event's subject at its time (one query); events
+    of subjects nobody includes then are left out."""
+    windows = attributions_of_subjects({event.subject for event in events})
+    owners: dict[int, int] = {}
+    for event in events:
+        match = next((a for a in windows.get(event.subject, []) if a.covers(event.time)), None)
+        if match is not None:
+            owners[event.pk] = match.customer_id
+    return owners
+
+
 def subject_periods(
     customer: Customer, start: dt.datetime, end: dt.datetime
 ) -> list[tuple[str, dt.datetime, dt.datetime]]:

@@ -16,7 +16,8 @@ from django.db.models import Prefetch, Q
 from catalog.charges import dimensional_price
 from catalog.dimensional import UnpricedUsage, resolve_row, rows_in_effect
 from catalog.models import RateCard
-from customers.models import SubjectAttribution, Subscription
+from customers.models import Subscription
+from customers.selectors import customer_ids_of_events
 from metering.jsonpath import group_value
 from metering.meter_rules import meter_definition
 
@@ -28,15 +29,7 @@ BILLING_KINDS = (InvoiceLine.Kind.USAGE, InvoiceLine.Kind.LATE_USAGE)
 def invoices_of_events(events: list[Any]) -> dict[int, dict[str, str | None]]:
     if not events:
         return {}
-    subjects = {event.subject for event in events}
-    owners: dict[str, list[SubjectAttribution]] = {}
-    for attribution in SubjectAttribution.objects.filter(subject__in=subjects):
-        owners.setdefault(attribution.subject, []).append(attribution)
-    customer_of: dict[int, int] = {}
-    for event in events:
-        match = next((a for a in owners.get(event.subject, []) if a.covers(event.time)), None)
-        if match is not None:
-            customer_of[event.pk] = match.customer_id
+    customer_of = customer_ids_of_events(events)
     if not customer_of:
         return {}
     times = [event.time for event in events if event.pk in customer_of]
@@ -74,14 +67,7 @@ def unpriced_events(events: list[Any]) -> dict[int, dict[str, str]]:
     cards and rows, per page of events."""
     if not events:
         return {}
-    owners: dict[str, list[SubjectAttribution]] = {}
-    for attribution in SubjectAttribution.objects.filter(subject__in={event.subject for event in events}):
-        owners.setdefault(attribution.subject, []).append(attribution)
-    customer_of = {}
-    for event in events:
-        match = next((a for a in owners.get(event.subject, []) if a.covers(event.time)), None)
-        if match is not None:
-            customer_of[event.pk] = match.customer_id
+    customer_of = customer_ids_of_events(events)
     if not customer_of:
         return {}
     cards = RateCard.objects.filter(price_type=RateCard.PriceType.DIMENSIONAL).select_related(
