@@ -24,6 +24,7 @@ from ..selectors.portal import (
     portal_credit_notes,
     portal_invoice,
     portal_invoices,
+    portal_page_credits,
     portal_usage,
 )
 from ..services.portal import portal_link_resolve
@@ -75,6 +76,7 @@ def portal_page(request, token: str):
     return _headers(TemplateResponse(request, "notifications/portal/page.html", {
         "customer": customer, "token": token, "features": features, "preview": preview, "invoices": invoices,
         "credit_notes": notes, "alerts": customer_alerts(customer), "expires_at": link.expires_at,
+        "credits": portal_page_credits(customer, now=now),
     }))
 
 

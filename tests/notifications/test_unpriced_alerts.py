@@ -170,3 +170,22 @@ def test_the_beat_job_announces_recent_unpriced_usage_to_a_verifying_receiver(re
     assert data["key"] == "llm@v1/llm/model=gpt-5,type=response"
     assert (data["customer"], data["quantity"], data["date"]) == ("kong-air", "42", now.date().isoformat())
     assert receiver.accepted() == [OutboxEvent.objects.get(type="usage.unpriced").uid]
+
+
+@pytest.mark.django_db
+def test_the_payload_matches_the_documented_webhook_schema(make_token):
+    from django.test import Client
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # drf-spectacular's dependency
+
+    from tests.builders import bearer
+
+    schema = Client().get("/api/schema/", {"format": "json"}, **bearer(make_token("read"))).json()
+    body = schema["webhooks"]["usage.unpriced"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    validator = Draft202012Validator(body["properties"]["data"], format_checker=Draft202012Validator.FORMAT_CHECKER)
+    air = _subscribe()
+    ingest([tokens(3, utc(2026, 11, 3, 10), "request", model="gpt-5"), tokens(4, utc(2026, 11, 3, 10), "response",
+                                                                            model=None)])
+    assert _evaluate(air) == 2
+    for data in _announced():
+        assert not list(validator.iter_errors(data)), data
+    assert not validator.is_valid({**_announced()[0], "quantity": 3})
