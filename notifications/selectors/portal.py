@@ -101,8 +101,14 @@ def portal_credit_note(customer: Customer, credit_note_id: str) -> CreditNote | 
                                                                            pk=int(credit_note_id)).first()
 
 
-def customer_alerts(customer: Customer, limit: int = 50) -> list[FiredAlert]:
-    return list(FiredAlert.objects.filter(customer=customer).select_related("rate_card", "rate_card__feature")
+CUSTOMER_FACING_ALERTS = (FiredAlert.Kind.ENTITLEMENT, FiredAlert.Kind.SPEND)  # not: unpriced usage (internal)
+
+
+def customer_alerts(customer: Customer, limit: int = 50, *, kinds: tuple[str, ...] | None = None) -> list[FiredAlert]:
+    alerts = FiredAlert.objects.filter(customer=customer)
+    if kinds is not None:
+        alerts = alerts.filter(kind__in=kinds)
+    return list(alerts.select_related("rate_card", "rate_card__feature")
                 [:limit])
 
 

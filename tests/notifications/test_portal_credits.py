@@ -23,6 +23,13 @@ from tests.builders import bearer, grant, ingest, kong_air, llm_event, token_pla
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _no_portal_rate_limit(settings):
+    """These requests are not about the rate limit: they must not use up this process's per-address budget (a
+    cache shared by the tests of the minute) that the rate-limit tests count on."""
+    settings.PORTAL_REQUESTS_PER_MINUTE = 0
+
+
 @pytest.fixture
 def customers_with_credits():
     """Kong Air: 100,000 tokens used this period ($2.00 pending) and two grants; Globex: one grant of its own."""

@@ -5,6 +5,7 @@ through the outbox; priced and default-priced usage, and customers without that 
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -20,6 +21,13 @@ from tests.builders import ingest, kong_air, llm_plan, roll_up, token_plan, toke
 NOV = utc(2026, 11, 1)
 DAY = utc(2026, 11, 3, 12)
 KEY = "llm@v1/llm/model=gpt-5,type=request"
+
+
+@pytest.fixture(autouse=True)
+def _no_portal_rate_limit(settings):
+    """These requests are not about the rate limit: they must not use up this process's per-address budget (a
+    cache shared by the tests of the minute) that the rate-limit tests count on."""
+    settings.PORTAL_REQUESTS_PER_MINUTE = 0
 
 
 def _subscribe(key: str = "kong-air", plan=None, **table):
@@ -57,7 +65,8 @@ def test_an_unpriced_model_is_announced_once_per_key_per_day_and_again_the_next_
         "period": {"from": "2026-11-03T00:00:00Z", "to": "2026-11-03T12:00:00Z"}, "date": "2026-11-03",
     }
     alert = FiredAlert.objects.get(kind="unpriced", key=KEY)
-    assert (alert.customer, alert.rate_card.key, alert.value) == (air, "llm", 500)
+    assert alert.customer == air and alert.rate_card is not None and alert.rate_card.key == "llm"
+    assert alert.value == Decimal(500)
     assert OutboxEvent.objects.get(data__key=KEY).customer_key == "kong-air"
 
     next_day = utc(2026, 11, 4, 12)
@@ -189,3 +198,19 @@ def test_the_payload_matches_the_documented_webhook_schema(make_token):
     for data in _announced():
         assert not list(validator.iter_errors(data)), data
     assert not validator.is_valid({**_announced()[0], "quantity": 3})
+
+
+@pytest.mark.django_db
+def test_staff_see_the_alert_on_the_customer_page_and_the_customer_does_not_in_the_portal(admin_client):
+    from django.test import Client
+
+    from notifications.services.portal import portal_link_create
+
+    air = _subscribe()
+    ingest([tokens(3, utc(2026, 11, 3, 10), "request", model="gpt-5")])
+    assert _evaluate(air) == 1
+    page = admin_client.get(f"/admin/customers/customer/{air.pk}/change/").content.decode()
+    table = page.split('id="fired-alerts"', 1)[1].split("</table>", 1)[0]
+    assert "Unpriced usage" in table and KEY in table
+    portal = Client().get(f"/portal/{portal_link_create(customer=air).token}/").content.decode()
+    assert "Unpriced usage" not in portal and "gpt-5" not in portal.split('id="alerts"', 1)[1]
