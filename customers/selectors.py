@@ -154,21 +154,38 @@ def feature_usage_grouped(*, subscription: Subscription, feature: Feature, dimen
                           start: dt.datetime, end: dt.datetime) -> dict[GroupValues, Decimal]:
     """:func:`feature_usage` split by the values of some of the meter's group-bys (a dimensional price's table
     keys): ``{(value of dimensions[0], …): usage}``, a missing value as None. Exact for every aggregation."""
+    return _grouped_rows(_feature_rows(subscription, feature, dimensions, start, end), feature, dimensions)
+
+
+def feature_usage_grouped_by_subject(*, subscription: Subscription, feature: Feature, dimensions: tuple[str, ...],
+                                     start: dt.datetime, end: dt.datetime) -> dict[str, dict[GroupValues, Decimal]]:
+    """:func:`feature_usage_grouped` per subject of the customer: ``{subject: {values: usage}}`` (which subject
+    sent which usage, e.g. for an alert naming it)."""
+    rows = _feature_rows(subscription, feature, dimensions, start, end, by_subject=True)
+    by_subject: dict[str, list] = {}
+    for row in rows:
+        by_subject.setdefault(row.subject or "", []).append(row)
+    return {subject: _grouped_rows(found, feature, dimensions) for subject, found in sorted(by_subject.items())}
+
+
+def _feature_rows(subscription: Subscription, feature: Feature, dimensions: tuple[str, ...], start: dt.datetime,
+                  end: dt.datetime, *, by_subject: bool = False) -> list:
+    """The usage rows of the feature's meter for ``[start, end)``, clipped to the subscription and to each subject's
+    attribution window, grouped by the dimensions and the feature's filter keys (and the subject)."""
     if feature.meter_id is None or feature.meter is None:
-        return {}
+        return []
     start = max(start, subscription.start)
     if subscription.cancel_at is not None:
         end = min(end, subscription.cancel_at)
     if start >= end:
-        return {}
+        return []
     periods = subject_periods(subscription.customer, start, end)
     pieces = [piece for subject, a, b in periods if a < b for piece in decompose(0, a, b, subject)]
     if not pieces:
-        return {}
-    rows = usage_rows(meter=feature.meter, pieces=pieces, window_bounds=[(start, end)],
+        return []
+    return usage_rows(meter=feature.meter, pieces=pieces, window_bounds=[(start, end)],
                       group_by=list(dict.fromkeys([*dimensions, *(feature.meter_group_by_filters or {})])),
-                      subjects=sorted({s for s, _, _ in periods}))
-    return _grouped_rows(rows, feature, dimensions)
+                      group_by_subject=by_subject, subjects=sorted({s for s, _, _ in periods}))
 
 
 def _grouped_rows(rows: list, feature: Feature, dimensions: tuple[str, ...]) -> dict[GroupValues, Decimal]:

@@ -68,10 +68,33 @@ EVENT_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
     "credits.low": ("A customer's credit balance fell below its threshold.",
                     _obj(["customer", "available", "threshold"],
                          {"customer": _STR, "available": _AMOUNT, "threshold": _AMOUNT})),
-    "usage.unpriced": ("Usage arrived for a model (a dimension value) that no price row matches: it is not "
-                       "billed. Once per model per day.",
-                       _obj(["meter", "model", "date"], {"meter": _STR, "model": _STR,
-                                                         "date": {"type": "string", "format": "date"}})),
+    "usage.unpriced": (
+        "A customer used, today (UTC), a model (dimension values of a dimensional rate card) that no price row and no "
+        "default prices: it is not billed. Once per `key` per UTC day, whichever customer used it first that day; "
+        "found within about a minute of the usage arriving. `key` is `<plan key>@v<version>/<rate card key>/"
+        "<dimension>=<value>,…` (e.g. `ai@v3/llm/model=gpt-5,type=request`, `(none)` for a missing value): the "
+        "table to add a row to, and that row's match.",
+        _obj(["key", "customer", "subject", "subjects", "plan", "plan_version", "rate_card", "feature", "meter",
+              "model", "dimensions", "quantity", "warning", "period", "date"],
+             {"key": _STR, "customer": {**_STR, "description": "The customer's key."},
+              "subject": {**_NSTR, "description": "A subject of the customer that sent the usage (the first of "
+                                                  "`subjects`)."},
+              "subjects": {"type": "array", "items": _STR, "maxItems": 20,
+                           "description": "The customer's subjects that sent it in `period` (at most 20)."},
+              "plan": _STR, "plan_version": {"type": "integer"}, "rate_card": _STR,
+              "feature": {**_STR, "description": "The rate card's feature key."},
+              "meter": {**_NSTR, "description": "The feature's meter slug."},
+              "model": {**_NSTR, "description": "The `model` dimension's value (null: none, or no such dimension)."},
+              "dimensions": {"type": "object", "additionalProperties": _NSTR,
+                             "description": "The usage's value of each dimension of the table, e.g. "
+                                            "`{\"model\": \"gpt-5\", \"type\": \"request\"}` (null: the event "
+                                            "had none)."},
+              "quantity": {**_DECIMAL, "description": "The customer's unpriced usage of it in `period`."},
+              "warning": {**_STR, "description": "As the invoice preview shows it: `no price for model=gpt-5, "
+                                                 "type=request`."},
+              "period": {**PERIOD, "description": "What `quantity` counts: from the start of the UTC day (or of "
+                                                  "the subscription) until the evaluation."},
+              "date": {"type": "string", "format": "date", "description": "The UTC day it is announced for."}})),
     "usage.unattributed": ("Usage arrived from a subject that no customer includes: nobody is billed for it. "
                            "Once per subject per day.",
                            _obj(["subject", "date"], {"subject": _STR, "date": {"type": "string", "format": "date"}})),

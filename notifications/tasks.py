@@ -7,7 +7,12 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from .services.alerts import alerts_evaluate, endpoints_disable_stale, usage_surprises_evaluate
+from .services.alerts import (
+    alerts_evaluate,
+    endpoints_disable_stale,
+    usage_surprises_evaluate,
+    usage_unpriced_evaluate,
+)
 from .services.deliveries import delivery_drain
 from .services.outbox import outbox_dispatch, pending_queues
 
@@ -47,6 +52,8 @@ def sweep() -> int:
 @shared_task(name="notifications.evaluate_alerts", time_limit=300, soft_time_limit=270, ignore_result=True)
 def evaluate_alerts() -> int:
     """Beat, every minute: usage thresholds and spend alerts of customers whose subjects sent usage lately, and
-    usage that nothing bills."""
-    fired = alerts_evaluate(now=timezone.now(), recent_minutes=settings.ALERTS_RECENT_USAGE_MINUTES)
+    usage that nothing bills (from subjects no customer includes, of models no price row prices)."""
+    recent = settings.ALERTS_RECENT_USAGE_MINUTES
+    fired = alerts_evaluate(now=timezone.now(), recent_minutes=recent)
+    fired += usage_unpriced_evaluate(now=timezone.now(), recent_minutes=recent)
     return fired + usage_surprises_evaluate(now=timezone.now())

@@ -211,15 +211,25 @@ class BillingContext:
 
 def dimensional_usage(context: BillingContext, item: Item) -> list[UsageGroup]:
     """The item's usage split by its rate card's dimensions, one read per effective segment of its table."""
-    rate_card, period = item.rate_card, item.period
-    if period.end <= period.start or item.usage_end <= period.start:
+    if item.period.end <= item.period.start:
+        return []
+    return dimensional_usage_between(context, item.subscription, item.rate_card, item.period.start, item.usage_end)
+
+
+def dimensional_usage_between(context: BillingContext, subscription: Subscription, rate_card: RateCard,
+                              start: dt.datetime, end: dt.datetime) -> list[UsageGroup]:
+    """A dimensional rate card's usage by a subscription in ``[start, end)``, split by the table's dimensions, one
+    read per effective segment of the table (what :func:`charge_rate_card` prices, rows in effect per segment)."""
+    if end <= start:
         return []
     table = dimensional_price(rate_card)
     groups = []
-    for start, end in effective_segments(table, period.start, item.usage_end):
-        usage = context.usage_groups(item.subscription, rate_card.usage_feature, table.dimensions, start, end)
+    for segment_start, segment_end in effective_segments(table, start, end):
+        usage = context.usage_groups(subscription, rate_card.usage_feature, table.dimensions, segment_start,
+                                     segment_end)
         for values, quantity in sorted(usage.items(), key=lambda kv: [v or "" for v in kv[0]]):
-            groups.append(UsageGroup(start, end, tuple(zip(table.dimensions, values, strict=True)), quantity))
+            groups.append(UsageGroup(segment_start, segment_end, tuple(zip(table.dimensions, values, strict=True)),
+                                     quantity))
     return groups
 
 

@@ -29,11 +29,14 @@ def fired_alerts(customer: Customer) -> str:
     if not alerts:
         return "No usage or spend alert has fired."
     rows = ((a.get_kind_display(), a.rate_card.feature.key if a.rate_card and a.rate_card.feature else
-             (a.rate_card.key if a.rate_card else ""), f"{a.threshold.normalize():f}", f"{a.value.normalize():f}",
+             (a.rate_card.key if a.rate_card else ""),
+             a.key if a.kind == a.Kind.UNPRICED else f"{a.threshold.normalize():f}",  # unpriced: which row is missing
+             f"{a.value.normalize():f}",
              f"{a.period_start:%Y-%m-%d} – {a.period_end:%Y-%m-%d}", f"{a.fired_at:%Y-%m-%d %H:%M} UTC")
             for a in alerts)
     return format_html(
-        '<table id="fired-alerts"><tr><th>alert</th><th>feature</th><th>threshold</th><th>value</th><th>period</th>'
+        '<table id="fired-alerts"><tr><th>alert</th><th>feature</th><th>threshold or key</th><th>value</th>'
+        "<th>period</th>"
         "<th>fired</th></tr>{}</table>",
         format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows))
 

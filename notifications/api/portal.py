@@ -10,6 +10,7 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from credits.api.views import CUSTOMER_CREDITS
 from metering.api.schema import component, date_time, problems
 from metering.throttles import Throttled
 
@@ -24,7 +25,8 @@ _DECIMAL = {"type": ["string", "null"], "description": "An exact decimal."}
 _AMOUNT = {"type": "string", "description": "Major units as an exact decimal string."}
 PORTAL_USAGE = component("PortalUsage", {
     "type": "object",
-    "required": ["customer", "generated_at", "features", "credit_balance", "preview", "invoices", "credit_notes"],
+    "required": ["customer", "generated_at", "features", "credit_balance", "credits", "preview", "invoices",
+                 "credit_notes"],
     "properties": {
         "customer": {"type": "object", "required": ["key", "name", "currency"], "properties": {
             "key": {"type": "string"}, "name": {"type": "string"}, "currency": {"type": "string"}}},
@@ -40,7 +42,13 @@ PORTAL_USAGE = component("PortalUsage", {
                           "items": {"type": "object", "required": ["date", "usage"], "properties": {
                               "date": {"type": "string", "format": "date"}, "usage": _DECIMAL}}},
             }}},
-        "credit_balance": {"type": ["string", "null"], "description": "Prepaid credits left (null: none)."},
+        "credit_balance": {"type": ["string", "null"],
+                           "description": "Prepaid credits left: `credits.balance` (null: the customer never had "
+                                          "credits)."},
+        "credits": {"oneOf": [CUSTOMER_CREDITS, {"type": "null"}],
+                    "description": "The customer's prepaid credits, as `GET /api/v1/customers/{idOrKey}/credits` "
+                                   "answers them: balance, pending usage, available and every grant with what is "
+                                   "left of it and its expiry. Null for a customer who never had a credit grant."},
         "preview": {"type": "object", "required": ["customer", "currency", "period_start", "period_end", "lines",
                                                     "subtotal", "total"], "properties": {
             "customer": {"type": "string"}, "currency": {"type": "string"},

@@ -1,5 +1,6 @@
 """What the customer portal shows, for exactly one customer: usage per feature against entitlement limits, the
-invoice preview, past invoices and credit notes (issued ones only: drafts are internal), and alerts that fired.
+credit balance (when they have or had grants), the invoice preview, past invoices and credit notes (issued ones
+only: drafts are internal), and alerts that fired.
 Every query here is filtered by that customer; nothing takes an id from the request without that filter."""
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from typing import Any
 from django.utils import timezone
 
 from catalog.money import format_major
+from common.formatting import format_amount, format_date
 from common.time import format_rfc3339
+from credits.selectors import CustomerCredits, customer_credits, customer_has_grants, grant_status
 from customers.models import Customer
 from customers.selectors import active_subscriptions, subscription_entitlements, subscription_period_at
 from invoicing.models import CreditNote, Invoice
 from invoicing.selectors.invoices import preview_json
 from invoicing.selectors.previews import invoice_preview
+from invoicing.selectors.settings import company_profile
 from metering.selectors.usage import usage_series
 
 from ..models import FiredAlert
@@ -97,20 +101,61 @@ def portal_credit_note(customer: Customer, credit_note_id: str) -> CreditNote | 
                                                                            pk=int(credit_note_id)).first()
 
 
-def customer_alerts(customer: Customer, limit: int = 50) -> list[FiredAlert]:
-    return list(FiredAlert.objects.filter(customer=customer).select_related("rate_card", "rate_card__feature")
+CUSTOMER_FACING_ALERTS = (FiredAlert.Kind.ENTITLEMENT, FiredAlert.Kind.SPEND)  # not: unpriced usage (internal)
+
+
+def customer_alerts(customer: Customer, limit: int = 50, *, kinds: tuple[str, ...] | None = None) -> list[FiredAlert]:
+    alerts = FiredAlert.objects.filter(customer=customer)
+    if kinds is not None:
+        alerts = alerts.filter(kind__in=kinds)
+    return list(alerts.select_related("rate_card", "rate_card__feature")
                 [:limit])
+
+
+def portal_credits(customer: Customer, *, now: dt.datetime) -> CustomerCredits | None:
+    """The customer's credits as ``GET /api/v1/customers/{id}/credits`` reads them (balance, pending usage,
+    available, every grant with what is left of it); None for a customer who never had a grant. A fixed number
+    of queries whatever the number of grants."""
+    if not customer_has_grants(customer.pk):
+        return None
+    return customer_credits(customer, now)
+
+
+def portal_credits_shown(credits: CustomerCredits, *, now: dt.datetime, locale: str | None = None) -> dict[str, Any]:
+    """The portal page's credit section: the same figures written for people (:mod:`common.formatting`)."""
+    currency = credits.customer.currency
+    return {
+        "balance": format_amount(credits.balance, currency, locale),
+        "pending_usage": format_amount(credits.pending_usage, currency, locale),
+        "available": format_amount(credits.available, currency, locale),
+        "negative": credits.available < 0,
+        "grants": [{"description": state.grant.description or state.grant.get_source_display(),
+                    "amount": format_amount(state.grant.amount, state.grant.currency, locale),
+                    "remaining": format_amount(state.remaining, state.grant.currency, locale),
+                    "effective": format_date(state.grant.effective_at, locale),
+                    "expires": format_date(state.grant.expires_at, locale) if state.grant.expires_at else "never",
+                    "status": grant_status(state, now)} for state in credits.states],
+    }
+
+
+def portal_page_credits(customer: Customer, *, now: dt.datetime) -> dict[str, Any] | None:
+    """:func:`portal_credits` for the page, in the company's locale (Settings → Company, as on invoices)."""
+    credits = portal_credits(customer, now=now)
+    return None if credits is None else portal_credits_shown(credits, now=now, locale=company_profile().locale)
 
 
 def portal_data(customer: Customer, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """The portal's JSON (``GET /api/v1/portal/usage``)."""
     now = now or timezone.now()
     preview = invoice_preview(customer=customer, at=now)
+    credits = portal_credits(customer, now=now)
+    credits_json = credits.as_json() if credits is not None else None  # what the credits API answers
     return {
         "customer": {"key": customer.key, "name": customer.name, "currency": customer.currency},
         "generated_at": format_rfc3339(now),
         "features": portal_usage(customer, now=now),
-        "credit_balance": None,
+        "credit_balance": credits_json["balance"] if credits_json is not None else None,
+        "credits": credits_json,
         "preview": preview_json(preview),
         "invoices": [{"id": str(i.pk), "number": i.number, "status": i.status,
                       "total": format_major(i.total, i.currency), "currency": i.currency,

@@ -19,11 +19,13 @@ from invoicing.selectors.previews import invoice_preview
 from ..models import PortalLink
 from ..pdf import credit_note_pdf, invoice_pdf
 from ..selectors.portal import (
+    CUSTOMER_FACING_ALERTS,
     customer_alerts,
     portal_credit_note,
     portal_credit_notes,
     portal_invoice,
     portal_invoices,
+    portal_page_credits,
     portal_usage,
 )
 from ..services.portal import portal_link_resolve
@@ -74,7 +76,9 @@ def portal_page(request, token: str):
     notes = [{"note": n, "total": format_major(n.total, n.currency)} for n in portal_credit_notes(customer)]
     return _headers(TemplateResponse(request, "notifications/portal/page.html", {
         "customer": customer, "token": token, "features": features, "preview": preview, "invoices": invoices,
-        "credit_notes": notes, "alerts": customer_alerts(customer), "expires_at": link.expires_at,
+        "credit_notes": notes, "alerts": customer_alerts(customer, kinds=CUSTOMER_FACING_ALERTS),
+        "expires_at": link.expires_at,
+        "credits": portal_page_credits(customer, now=now),
     }))
 
 

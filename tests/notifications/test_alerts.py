@@ -116,13 +116,15 @@ def test_usage_from_a_subject_nobody_includes_is_announced_once_a_day():
 
 
 @pytest.mark.django_db
-def test_unpriced_usage_announced_by_a_lower_app_is_recorded_once_a_day():
+def test_unattributed_usage_announced_by_a_lower_app_is_recorded_once_a_day():
     from common.announcements import announce
 
     for _ in range(3):
-        announce("usage.unpriced", key="gpt-9", data={"meter": "llm_tokens", "model": "gpt-9"})
-    event = OutboxEvent.objects.get(type="usage.unpriced")
-    assert event.data["model"] == "gpt-9" and "date" in event.data
+        announce("usage.unattributed", key="gpt-9", data={"subject": "gpt-9"})
+    announce("usage.unpriced", key="gpt-9", data={"model": "gpt-9"})  # found by its own evaluator, not announced
+    event = OutboxEvent.objects.get(type="usage.unattributed")
+    assert event.data["subject"] == "gpt-9" and "date" in event.data
+    assert not OutboxEvent.objects.filter(type="usage.unpriced").exists()
 
 
 @pytest.mark.postgres
