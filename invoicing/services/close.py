@@ -155,9 +155,17 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
             return
         bill = cycle_bill(subscription, cycle, now=now, context=context, fingerprint=fingerprint)
         report.cycles += 1
+        checked: list[int] = []
+
+        def top_up_on(invoice: Invoice) -> None:
+            """The credits this close burnt may cross the customer's auto top-up threshold: its top-up is then a
+            line of this close's invoice (added before the invoice is announced and pushed)."""
+            checked.append(invoice.pk)
+            auto_top_up(customer_id=subscription.customer_id, now=now, label=label, invoice=invoice)
+
         invoice, credit_notes = bill_cycle(subscription=subscription, cycle=cycle, lines=bill.lines,
                                            billed=bill.billed, now=now, actor=actor, label=label,
-                                           has_grants=has_grants)
+                                           has_grants=has_grants, extend=top_up_on if tops_up else None)
         report.credit_notes += len(credit_notes)
         review_until = None
         if invoice is None:
@@ -174,7 +182,7 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
             report.issued += 1
         row.update(invoice=invoice, state=state, review_until=review_until, closed_at=now, error="", failed_at=None,
                    updated_at=timezone.now())
-        if tops_up:  # the credits this close burnt may cross the customer's auto top-up threshold
+        if tops_up and not checked:  # no invoice (nothing to bill): a top-up gets its own invoice
             auto_top_up(customer_id=subscription.customer_id, now=now, label=label)
     if context is not None and context.done is not None:
         context.done.add((subscription.pk, cycle.index))
