@@ -26,9 +26,10 @@ from django.db.models import Max
 from django.utils import timezone
 
 from catalog.money import format_major, to_major
-from credits.models import AutoTopUp, AutoTopUpRun, CreditGrant, LedgerEntry
+from credits.models import AutoTopUp, AutoTopUpRun, CreditGrant, LedgerEntry, LowBalanceAlert
 from credits.selectors import customer_credits
 from credits.services.grants import grant_create
+from credits.services.low_balance import credits_low_check
 from customers.models import Customer
 
 from ..models import Invoice, InvoiceEvent, InvoiceLine
@@ -136,13 +137,18 @@ def auto_top_up(*, customer_id: int, now: dt.datetime | None = None, label: str 
 
 
 def auto_top_ups(*, now: dt.datetime | None = None) -> int:
-    """The beat job: check every enabled auto top-up (credits used at the gateway between cycles)."""
+    """The beat job: check every enabled auto top-up and low-credit alert (credits used at the gateway between
+    cycles lower ``available``). Returns how many top-ups were bought."""
     now = now or timezone.now()
     bought = 0
-    for customer_id in list(AutoTopUp.objects.filter(enabled=True).order_by("customer_id")
-                            .values_list("customer_id", flat=True)):
-        if auto_top_up(customer_id=customer_id, now=now) is not None:
-            bought += 1
+    topping = set(AutoTopUp.objects.filter(enabled=True).values_list("customer_id", flat=True))
+    alerted = set(LowBalanceAlert.objects.filter(enabled=True).values_list("customer_id", flat=True))
+    for customer_id in sorted(topping | alerted):
+        with transaction.atomic():
+            if customer_id in topping and auto_top_up(customer_id=customer_id, now=now) is not None:
+                bought += 1
+            if customer_id in alerted:
+                credits_low_check(customer_id=customer_id, now=now)
     return bought
 
 
