@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # drf-spectacular's dependency
 import pytest
 from django.db import transaction
 

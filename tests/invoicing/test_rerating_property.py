@@ -208,7 +208,7 @@ class BillingHistory(RuleBasedStateMachine):
         assert not Invoice.objects.filter(total__lt=0).exists()
         assert not CreditNote.objects.filter(total__lte=0).exists()
         for invoice in Invoice.objects.exclude(status="void").filter(lines__kind="credits_applied").distinct():
-            amounts = defaultdict(int)
+            amounts: dict[str, int] = defaultdict(int)
             for kind, amount in invoice.lines.values_list("kind", "amount"):
                 amounts[kind] += amount
             charges = sum(amount for kind, amount in amounts.items()
