@@ -29,7 +29,7 @@ VIEW_MODELS = [
     ("notifications", "deliveryattempt"), ("notifications", "firedalert"),
     ("notifications", "customernotificationsettings"), ("notifications", "usagealertrule"),
     ("notifications", "emailtemplate"), ("notifications", "portallink"),
-    ("credits", "creditgrant"), ("credits", "ledgerentry"), ("credits", "autotopup"),
+    ("credits", "creditgrant"), ("credits", "ledgerentry"), ("credits", "autotopup"), ("credits", "lowbalancealert"),
 ]
 OPERATOR_MODELS = [
     ("metering", "meter"), ("catalog", "feature"), ("catalog", "plan"), ("catalog", "ratecard"),
@@ -54,8 +54,9 @@ def role_permissions() -> dict[str, list[tuple[str, str]]]:
     admin += [(app, f"view_{model}") for app, model in ADMIN_VIEW_ONLY] + [("invoicing", "issue_invoice")]
     admin += [(app, f"{action}_{model}") for app, model in ADMIN_SETTINGS for action in ("view", "change")]
     admin += [("notifications", "send_test_event")]
-    admin += [("credits", "manage_credits")] + [("credits", f"{action}_autotopup") for action in ("add", "change",
-                                                                                                "delete")]
+    admin += [("credits", "manage_credits")] + [("credits", f"{action}_{model}") for action in ("add", "change",
+                                                                                                 "delete")
+                                                for model in ("autotopup", "lowbalancealert")]
     return {"Finance viewer": viewer, "Billing operator": operator, "Billing admin": admin}
 
 

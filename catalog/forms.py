@@ -23,9 +23,12 @@ from .charges import price_row_price
 from .models import Feature, Plan, PriceRow, PriceTier, RateCard
 from .pricing import validate_price
 from .rules import (
+    CADENCES,
+    CREDIT_GRANT_FIELDS,
     ENTITLEMENT_FIELDS,
     PRICE_FIELDS,
     clean_currency,
+    credit_problems,
     currency_problem,
     engine_price,
     feature_filter_problems,
@@ -73,7 +76,29 @@ class FeatureForm(forms.ModelForm):
         return data
 
 
+# The recurring credit grant of a rate card (``credit_grant: {amount, every, expires_after, priority}``), one form
+# field per key; the stored JSON is built from them and checked by catalog.rules.credit_problems, as on publish and
+# in billing_apply.
+CREDIT_FORM_FIELDS = tuple(f"credit_grant_{name}" for name in CREDIT_GRANT_FIELDS)
+_CADENCE_LIST = ", ".join(CADENCES)
+
+
 class RateCardForm(forms.ModelForm):
+    credit_grant_amount = forms.CharField(
+        label="Recurring credits: amount", required=False, max_length=40,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "size": 12}),
+        help_text="Free credits granted at each period start, in major units of the plan's currency (e.g. 10.00); "
+                  "at most as many decimals as the currency has. Leave empty for no recurring grant.")
+    credit_grant_every = forms.CharField(
+        label="Granted every", required=False, max_length=8, initial="P1M",
+        help_text=f"An ISO 8601 period from the subscription's billing anchor: {_CADENCE_LIST}.")
+    credit_grant_expires_after = forms.CharField(
+        label="Expires after", required=False, max_length=8,
+        help_text=f"An ISO 8601 period after each grant ({_CADENCE_LIST}); empty: the credits never expire.")
+    credit_grant_priority = forms.IntegerField(
+        label="Priority", required=False, widget=forms.TextInput(attrs={"inputmode": "numeric", "size": 6}),
+        help_text="A whole number from 0; lower is used first (default 100).")
+
     class Meta:
         model = RateCard
         fields = (
@@ -94,7 +119,6 @@ class RateCardForm(forms.ModelForm):
             "entitlement_soft",
             "entitlement_usage_period",
             "entitlement_credits",
-            "credit_grant",
             "entitlement_config",
         )
         field_classes = {"entitlement_config": OptionalJSONField}
@@ -110,6 +134,58 @@ class RateCardForm(forms.ModelForm):
             fields["entitlement_type"].widget.attrs["data-fields"] = json.dumps(ENTITLEMENT_FIELDS)
         if "payment_term" in fields:
             fields["payment_term"].required = False  # only a flat fee has one; usage is billed in arrears
+        if "entitlement_credits" in fields:
+            fields["entitlement_credits"].label = "Credit access"
+            fields["entitlement_credits"].help_text = (
+                "Metered entitlements only: credit only — access while the customer's available prepaid credits are "
+                "above zero; credit then invoice — access always, credits pay first and the invoice the rest.")
+        grant = self.instance.credit_grant if isinstance(self.instance.credit_grant, dict) else {}
+        for name in CREDIT_GRANT_FIELDS:
+            field = fields.get(f"credit_grant_{name}")
+            if field is not None and name in grant and grant[name] is not None:
+                field.initial = grant[name]
+
+    def _plan_currency(self) -> str:
+        """The plan's currency: the saved plan's, or (a new plan's page) the one typed in the plan form."""
+        if self.instance.plan_id:
+            return self.instance.plan.currency
+        currency = clean_currency(self.data.get("currency") or "")
+        return currency if isinstance(currency, str) and not currency_problem(currency) else ""
+
+    def _clean_credits(self, data) -> None:
+        """The recurring grant from its fields (all empty: none) and the credit access mode, checked by the catalog's
+        own rule (``credit_problems``); each problem goes to its field."""
+        if not any(name in self.fields for name in CREDIT_FORM_FIELDS):
+            return  # a read-only page
+        typed = {name: data.get(f"credit_grant_{name}") for name in CREDIT_GRANT_FIELDS}
+        if any(f"credit_grant_{name}" in self.errors for name in CREDIT_GRANT_FIELDS):
+            return
+        amount = (typed["amount"] or "").strip()
+        spec: dict | None = None
+        if amount:
+            spec = {"amount": amount, "every": (typed["every"] or "").strip() or "P1M"}
+            if (typed["expires_after"] or "").strip():
+                spec["expires_after"] = typed["expires_after"].strip()
+            if typed["priority"] is not None:
+                spec["priority"] = typed["priority"]
+        elif (typed["expires_after"] or "").strip() or typed["priority"] is not None:
+            self.add_error("credit_grant_amount", "Give the amount of the recurring grant, or leave its fields empty.")
+            return
+        problems = credit_problems(key=data.get("key") or "?", entitlement_type=data.get("entitlement_type") or "",
+                                   entitlement_credits=data.get("entitlement_credits") or "", credit_grant=spec,
+                                   currency=self._plan_currency())
+        for problem in problems:
+            text = problem.split(": ", 1)[1] if problem.startswith("rate card ") else problem
+            target = "entitlement_credits"
+            if text.startswith("credit_grant: "):
+                text = text.removeprefix("credit_grant: ")
+                word = text.split(" ", 1)[0]
+                target = f"credit_grant_{word}" if word in CREDIT_GRANT_FIELDS else "credit_grant_amount"
+                if word in CREDIT_GRANT_FIELDS:  # the field's label names it
+                    text = text.removeprefix(word + " ")
+            self.add_error(target, text[:1].upper() + text[1:] + ".")
+        if not problems:
+            self.instance.credit_grant = spec
 
     def clean_payment_term(self):
         return self.cleaned_data.get("payment_term") or RateCard.PaymentTerm.IN_ARREARS
@@ -136,6 +212,7 @@ class RateCardForm(forms.ModelForm):
         super().clean()
         data = self.cleaned_data
         self._not_applicable(data)
+        self._clean_credits(data)
         feature = data.get("feature")
         price_type = data.get("price_type") or ""
         placeholder = Decimal(1)  # tiers are checked on publish, on the plan page

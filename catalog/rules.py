@@ -251,11 +251,11 @@ def credit_grant_problems(value: object, currency: str) -> list[str]:
         decimal_amount = None
     if decimal_amount is None or not decimal_amount.is_finite() or decimal_amount <= 0:
         problems.append("credit_grant: amount must be a decimal more than zero, e.g. \"10.00\"")
+    elif decimal_amount >= Decimal(10) ** 15:  # before the precision check: quantizing 1e400 raises
+        problems.append("credit_grant: amount is too large")
     elif is_known_currency(currency) and decimal_amount != decimal_amount.quantize(
             Decimal(1).scaleb(-minor_unit_exponent(currency))):
         problems.append(f"credit_grant: amount has more decimals than {currency} has")
-    elif decimal_amount >= Decimal(10) ** 15:
-        problems.append("credit_grant: amount is too large")
     if value.get("every", "P1M") not in CADENCES:
         problems.append(f"credit_grant: every must be one of {', '.join(CADENCES)}")
     expires_after = value.get("expires_after")

@@ -149,3 +149,24 @@ class AutoTopUpRun(models.Model):
 
     def __str__(self) -> str:
         return f"auto top-up {self.period} #{self.sequence} of customer {self.customer_id}"
+
+
+class LowBalanceAlert(models.Model):
+    """A customer's low-credit alert: ``credits.low`` is announced when its live credits (``available``: balance less
+    the current period's usage not yet invoiced) fall below ``threshold`` — once per crossing: ``low_since`` records
+    the announcement, and is cleared (the alert re-armed) when ``available`` is back at or above the threshold."""
+
+    customer = models.OneToOneField(Customer, on_delete=models.CASCADE, related_name="low_balance_alert")
+    enabled = models.BooleanField(default=True)
+    threshold = models.PositiveBigIntegerField(
+        help_text="Minor units of the customer's currency (e.g. 5000 = 50.00 USD): credits.low is announced when the "
+                  "available credits fall below it.")
+    low_since = models.DateTimeField(null=True, blank=True,
+                                     help_text="When credits.low was announced for the current crossing; empty: "
+                                               "armed (available is at or above the threshold).")
+
+    class Meta:
+        verbose_name = "low-credit alert"
+
+    def __str__(self) -> str:
+        return f"low-credit alert of {self.customer}"

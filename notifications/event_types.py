@@ -65,9 +65,13 @@ EVENT_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
                         _obj(["customer", "currency", "amount", "threshold", "period"],
                              {"customer": _STR, "currency": _STR, "amount": _AMOUNT, "threshold": _AMOUNT,
                               "period": PERIOD})),
-    "credits.low": ("A customer's credit balance fell below its threshold.",
+    "credits.low": ("A customer's available prepaid credits (balance less the current period's usage not yet "
+                    "invoiced) fell below its low-credit alert's threshold. Once per crossing; again only after "
+                    "they were back at or above it.",
                     _obj(["customer", "available", "threshold"],
-                         {"customer": _STR, "available": _AMOUNT, "threshold": _AMOUNT})),
+                         {"customer": {**_STR, "description": "The customer's key."},
+                          "available": {**_AMOUNT, "description": "Major units, may be negative, e.g. `-1.50`."},
+                          "threshold": _AMOUNT})),
     "usage.unpriced": (
         "A customer used, today (UTC), a model (dimension values of a dimensional rate card) that no price row and no "
         "default prices: it is not billed. Once per `key` per UTC day, whichever customer used it first that day; "

@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin, Outcome, confirm_bulk_action
 
 from ..display import plain_number, price_summary
-from ..forms import PlanForm, PlanRateCardForm
+from ..forms import CREDIT_FORM_FIELDS, PlanForm, PlanRateCardForm
 from ..models import Plan, RateCard
 from ..services.plans import plan_archive, plan_new_version, plan_problems, plan_publish
 from .drafts import PlanDraftOnly, rate_card_price_text
@@ -71,8 +71,9 @@ def entitlement_summary(rate_card: RateCard) -> str:
 
 # One field a line where the price type decides (catalog/static/catalog/rate_card_form.js shows only the chosen
 # type's fields, from catalog.rules.PRICE_FIELDS); free quantity and spend limits folded under "More".
-def _rate_card_fieldsets(tiers: str) -> _FieldsetSpec:
-    """``tiers``: the editable tier table (``tiers``, the plan page's drafts) or the sentence (``tiers_shown``)."""
+def _rate_card_fieldsets(tiers: str, credits: tuple[str, ...] = CREDIT_FORM_FIELDS) -> _FieldsetSpec:
+    """``tiers``: the editable tier table (``tiers``, the plan page's drafts) or the sentence (``tiers_shown``);
+    ``credits``: the recurring grant's form fields, or its sentence on a read-only page (``credit_grant_shown``)."""
     return (
         (None, {"fields": (("key", "name"), "feature", "price_type", "payment_term", "dimensions", "amount",
                            "unit_amount", "quantity_per_package", tiers, "price_preview")}),
@@ -81,11 +82,25 @@ def _rate_card_fieldsets(tiers: str) -> _FieldsetSpec:
             "classes": ("collapse", "rate-card-more")}),
         ("Entitlement", {"fields": ("entitlement_type", "entitlement_limit", "entitlement_soft",
                                     "entitlement_usage_period", "entitlement_credits", "entitlement_config")}),
-        ("Credits", {"fields": ("credit_grant",), "classes": ("collapse",)}),
+        ("Recurring credits", {
+            "fields": credits, "classes": ("collapse",),
+            "description": "Prepaid credits granted to every subscriber at each period start (“$10 of free usage "
+                           "each month”), once per period."}),
     )
 
 
 RATE_CARD_FIELDSETS = _rate_card_fieldsets("tiers_shown")
+READ_ONLY_RATE_CARD_FIELDSETS = _rate_card_fieldsets("tiers_shown", ("credit_grant_shown",))
+
+
+def credit_grant_text(rate_card: RateCard | None) -> str:
+    """A rate card's recurring grant as a sentence (read-only pages)."""
+    grant = rate_card.credit_grant if rate_card is not None else None
+    if not isinstance(grant, dict) or not grant.get("amount"):
+        return "No recurring credits."
+    text = f"{grant['amount']} {rate_card.plan.currency if rate_card else ''} every {grant.get('every') or 'P1M'}"
+    text += f", expiring after {grant['expires_after']}" if grant.get("expires_after") else ", never expiring"
+    return text + f", priority {grant.get('priority', 100)}"
 
 
 def tiers_text(rate_card: RateCard | None) -> str:
@@ -103,13 +118,18 @@ class RateCardInline(PlanDraftOnly, admin.StackedInline):
     extra = 0
     show_change_link = True
     fieldsets = _rate_card_fieldsets("tiers")
-    readonly_fields = ("price_preview", "tiers_shown")
+    readonly_fields = ("price_preview", "tiers_shown", "credit_grant_shown")
 
     def get_fieldsets(self, request, obj=None):
-        """Drafts edit their tiers in the table; published versions show them as a sentence."""
+        """Drafts edit their tiers in the table; published versions show them (and the recurring grant) as
+        sentences."""
         if obj is not None and not obj.is_editable:
-            return RATE_CARD_FIELDSETS
+            return READ_ONLY_RATE_CARD_FIELDSETS
         return super().get_fieldsets(request, obj)
+
+    @admin.display(description="recurring credits")
+    def credit_grant_shown(self, obj: RateCard | None) -> str:
+        return credit_grant_text(obj)
 
     class Media:
         js = ("catalog/rate_card_form.js",)

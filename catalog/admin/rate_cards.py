@@ -27,7 +27,7 @@ from ..models import PriceRow, PriceTier, RateCard
 from ..money import to_major
 from ..pricing import PricingError, price_rate_card
 from .drafts import PlanDraftOnly, rate_card_price_text
-from .plans import RATE_CARD_FIELDSETS
+from .plans import RATE_CARD_FIELDSETS, READ_ONLY_RATE_CARD_FIELDSETS, credit_grant_text
 
 
 class PriceRowInline(PlanDraftOnly, admin.TabularInline):
@@ -72,8 +72,18 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
     list_filter = ("price_type", "payment_term", "plan__status")
     search_fields = ("key", "plan__key")
     change_form_template = "admin/catalog/ratecard/change_form.html"
-    readonly_fields = ("price_preview", "tiers_shown")
+    readonly_fields = ("price_preview", "tiers_shown", "credit_grant_shown")
     fieldsets = RATE_CARD_FIELDSETS
+
+    def get_fieldsets(self, request, obj=None):
+        """A published version's rate card is read only: its recurring grant shown as a sentence."""
+        if obj is not None and not obj.plan.is_editable:
+            return READ_ONLY_RATE_CARD_FIELDSETS
+        return super().get_fieldsets(request, obj)
+
+    @admin.display(description="recurring credits")
+    def credit_grant_shown(self, obj: RateCard | None) -> str:
+        return credit_grant_text(obj)
 
     class Media:
         js = ("catalog/price_preview.js", "catalog/rate_card_form.js")

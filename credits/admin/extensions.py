@@ -16,7 +16,7 @@ from common.admin.extensions import ObjectTool, Panel, PanelField, register_admi
 from common.charts import bar_chart_svg
 from customers.models import Customer
 
-from ..models import LedgerEntry
+from ..models import LedgerEntry, LowBalanceAlert
 from ..selectors import customer_credits, grant_status
 
 VIEW_PERMISSION = "credits.view_creditgrant"
@@ -58,6 +58,23 @@ def credits_grants(customer: Customer) -> str:
                              "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows))
 
 
+@admin.display(description="low-credit alert")
+def credits_low_alert(customer: Customer) -> str:
+    """The customer's credits.low threshold and state, with a link to set or change it."""
+    if not customer.pk:
+        return "—"
+    alert = LowBalanceAlert.objects.filter(customer=customer).first()
+    if alert is None:
+        url = reverse("admin:credits_lowbalancealert_add") + f"?customer={customer.pk}"
+        return format_html('None: credits.low is not announced. <a href="{}" id="credits-low-alert">Set one</a>', url)
+    url = reverse("admin:credits_lowbalancealert_change", args=[alert.pk])
+    state = (f"announced {alert.low_since:%Y-%m-%d %H:%M} UTC (re-armed when available is back at or above it)"
+             if alert.low_since else "armed")
+    return format_html('credits.low below {} {} — {}{}. <a href="{}" id="credits-low-alert">Change</a>',
+                       format_major(alert.threshold, customer.currency), customer.currency, state,
+                       "" if alert.enabled else " (disabled)", url)
+
+
 @admin.display(description="burn-down")
 def credits_chart(customer: Customer) -> str:
     """The ledger balance after each day with entries (the last ``CHART_POINTS`` such days)."""
@@ -80,6 +97,7 @@ def register() -> None:
         Customer, "credits",
         panels=[Panel("Prepaid credits", [PanelField(credits_balance, permission=VIEW_PERMISSION),
                                           PanelField(credits_grants, permission=VIEW_PERMISSION),
+                                          PanelField(credits_low_alert, permission=VIEW_PERMISSION),
                                           PanelField(credits_chart, permission=VIEW_PERMISSION)])],
         object_tools=[
             ObjectTool("Grant credits", lambda customer: reverse("admin:credits_creditgrant_add")

@@ -14,7 +14,7 @@ from catalog.money import format_major
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin
 
 from ..forms import AdjustForm, GrantForm, GrantVoidForm
-from ..models import AutoTopUp, CreditGrant
+from ..models import AutoTopUp, CreditGrant, LowBalanceAlert
 from ..selectors import GrantState, grant_states, grant_status
 from ..services.grants import CreditError, grant_adjust, grant_bought_or_created, grant_void
 
@@ -172,6 +172,27 @@ class AutoTopUpAdmin(admin.ModelAdmin):
     list_filter = ("enabled",)
     search_fields = ("customer__key", "customer__name")
     list_select_related = ("customer",)
+
+
+@admin.register(LowBalanceAlert)
+class LowBalanceAlertAdmin(admin.ModelAdmin):
+    """Per customer: announce ``credits.low`` (webhook) when the available credits fall below the threshold, once
+    per crossing. ``low_since`` is the alert's state, kept by the credits services."""
+
+    list_display = ("customer", "enabled", "threshold", "low_since")
+    list_filter = ("enabled",)
+    search_fields = ("customer__key", "customer__name")
+    list_select_related = ("customer",)
+    autocomplete_fields = ("customer",)
+    readonly_fields = ("low_since",)
+    fields = ("customer", "enabled", "threshold", "low_since")
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        customer = request.GET.get("customer", "")
+        if customer.isdigit():
+            initial["customer"] = customer
+        return initial
 
 
 __all__ = ["CreditGrantAdmin", "grant_states"]

@@ -11,6 +11,7 @@ from django.db import transaction
 from ..models import CreditGrant, LedgerEntry
 from ..selectors import CreditUse
 from .grants import lock_customer
+from .low_balance import credits_low_check
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -55,4 +56,7 @@ def credits_return(*, customer_id: int, invoice_id: int, reason: str = "", actor
             written.append(LedgerEntry(customer_id=customer_id, grant=grant, kind=LedgerEntry.Kind.EXPIRY,
                                        amount=burn.amount, at=now, actor=actor, actor_label=who,
                                        reason="returned to an expired grant"))
-    return LedgerEntry.objects.bulk_create(written)
+    entries = LedgerEntry.objects.bulk_create(written)
+    if entries:
+        credits_low_check(customer_id=customer_id, now=now)
+    return entries

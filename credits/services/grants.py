@@ -16,6 +16,8 @@ from customers.models import Customer
 
 from ..hooks import purchase_handler
 from ..models import CreditGrant, LedgerEntry
+from .locking import lock_customer
+from .low_balance import credits_low_check
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -31,12 +33,6 @@ class CreditError(ValueError):
     def __init__(self, errors: dict[str, str]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{key}: {value}" for key, value in errors.items()))
-
-
-def lock_customer(customer_id: int) -> None:
-    """Inside a transaction: serialize every write of this customer's credits and billing (the same row lock the
-    invoicing services take)."""
-    list(Customer.objects.select_for_update().filter(pk=customer_id).values_list("pk"))
 
 
 def remaining_of(grant_id: int) -> int:
@@ -111,6 +107,7 @@ def grant_create(
         created_by_label=_label(actor, label))
     if available:
         _write_grant_entry(grant, actor=actor, label=label, at=effective_at)
+        credits_low_check(customer_id=customer.pk, now=now)  # more credits may re-arm the low-credit alert
     return grant
 
 
@@ -153,6 +150,7 @@ def grant_activate(*, grant: CreditGrant, actor: User | None = None, label: str 
     if grant.voided_at is not None or grant.entries.filter(kind=LedgerEntry.Kind.GRANT).exists():
         return False
     _write_grant_entry(grant, actor=actor, label=label, at=max(now, grant.effective_at))
+    credits_low_check(customer_id=grant.customer_id, now=now)
     return True
 
 
@@ -173,6 +171,7 @@ def grant_void(*, grant: CreditGrant, reason: str = "", actor: User | None = Non
                                    reason=(reason or "grant voided")[:MAX_REASON])
     grant.voided_at = now
     grant.save(update_fields=["voided_at"])
+    credits_low_check(customer_id=grant.customer_id, now=now)
     return grant
 
 
@@ -204,9 +203,11 @@ def grant_adjust(*, grant: CreditGrant, amount: int, reason: str, actor: User | 
         raise CreditError({"amount": f"only {remaining} minor units are left on grant #{grant.pk}"})
     if remaining + amount > MAX_AMOUNT:
         raise CreditError({"amount": "the amount is too large"})
-    return LedgerEntry.objects.create(customer_id=grant.customer_id, grant=grant,
-                                      kind=LedgerEntry.Kind.ADJUSTMENT, amount=amount, at=now, actor=actor,
-                                      actor_label=_label(actor, label), reason=reason.strip()[:MAX_REASON])
+    entry = LedgerEntry.objects.create(customer_id=grant.customer_id, grant=grant,
+                                       kind=LedgerEntry.Kind.ADJUSTMENT, amount=amount, at=now, actor=actor,
+                                       actor_label=_label(actor, label), reason=reason.strip()[:MAX_REASON])
+    credits_low_check(customer_id=grant.customer_id, now=now)
+    return entry
 
 
 def expiry_delay() -> dt.timedelta:
@@ -233,5 +234,6 @@ def grants_expire(*, now: dt.datetime | None = None) -> int:
             LedgerEntry.objects.create(customer_id=customer_id, grant_id=grant_id, kind=LedgerEntry.Kind.EXPIRY,
                                        amount=-remaining, at=expires_at or now, actor_label="expiry",
                                        reason="expired")
+            credits_low_check(customer_id=customer_id, now=now)
             written += 1
     return written

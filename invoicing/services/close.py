@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from common.jobs import job_run_progress
 from common.models import JobRun
+from credits.services.low_balance import credits_low_check
 from customers.models import Subscription
 
 from ..models import CycleClose, Invoice
@@ -110,17 +111,20 @@ _CLAIM_SQL = """
            (SELECT COALESCE(MAX(n.id), 0) FROM invoicing_creditnote n WHERE n.customer_id = c.id),
            (SELECT COUNT(*) FROM invoicing_creditnote n WHERE n.customer_id = c.id AND n.status = 'void'),
            EXISTS (SELECT 1 FROM credits_creditgrant g WHERE g.customer_id = c.id),
-           EXISTS (SELECT 1 FROM credits_autotopup a WHERE a.customer_id = c.id AND a.enabled)
+           EXISTS (SELECT 1 FROM credits_autotopup a WHERE a.customer_id = c.id AND a.enabled),
+           EXISTS (SELECT 1 FROM credits_lowbalancealert l WHERE l.customer_id = c.id AND l.enabled)
     FROM customers_customer c
     JOIN invoicing_cycleclose cc ON cc.subscription_id = %s AND cc.cycle = %s
     WHERE c.id = %s
 """
 
 
-def _claim(subscription: Subscription, cycle: Cycle) -> tuple[str, int | None, Fingerprint, bool, bool] | None:
+def _claim(subscription: Subscription, cycle: Cycle,
+           ) -> tuple[str, int | None, Fingerprint, bool, bool, bool] | None:
     """Inside a transaction: lock the customer's billing and the cycle's row in one statement (None when another
     close holds either: this run leaves the cycle to it); the row's state, the customer's billing fingerprint, and
-    whether it has prepaid credit grants and an auto top-up (so a customer without them costs no query for them)."""
+    whether it has prepaid credit grants, an auto top-up and a low-credit alert (so a customer without them costs no
+    query for them)."""
     sql = _CLAIM_SQL
     if connection.vendor == "postgresql":
         sql += " FOR UPDATE OF c, cc SKIP LOCKED"
@@ -129,9 +133,9 @@ def _claim(subscription: Subscription, cycle: Cycle) -> tuple[str, int | None, F
         row = cursor.fetchone()
     if row is None:
         return None
-    state, invoice_id, *fingerprint, has_grants, tops_up = row
+    state, invoice_id, *fingerprint, has_grants, tops_up, alerts = row
     return (state, invoice_id, (fingerprint[0], fingerprint[1], fingerprint[2], fingerprint[3]), bool(has_grants),
-            bool(tops_up))
+            bool(tops_up), bool(alerts))
 
 
 def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.datetime, report: CloseReport,
@@ -141,7 +145,7 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
         if claim is None:
             report.skipped += 1
             return
-        state, invoice_id, fingerprint, has_grants, tops_up = claim
+        state, invoice_id, fingerprint, has_grants, tops_up, alerts = claim
         if state in DONE_STATES:
             return
         row = CycleClose.objects.filter(subscription=subscription, cycle=cycle.index)
@@ -155,9 +159,17 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
             return
         bill = cycle_bill(subscription, cycle, now=now, context=context, fingerprint=fingerprint)
         report.cycles += 1
+        checked: list[int] = []
+
+        def top_up_on(invoice: Invoice) -> None:
+            """The credits this close burnt may cross the customer's auto top-up threshold: its top-up is then a
+            line of this close's invoice (added before the invoice is announced and pushed)."""
+            checked.append(invoice.pk)
+            auto_top_up(customer_id=subscription.customer_id, now=now, label=label, invoice=invoice)
+
         invoice, credit_notes = bill_cycle(subscription=subscription, cycle=cycle, lines=bill.lines,
                                            billed=bill.billed, now=now, actor=actor, label=label,
-                                           has_grants=has_grants)
+                                           has_grants=has_grants, extend=top_up_on if tops_up else None)
         report.credit_notes += len(credit_notes)
         review_until = None
         if invoice is None:
@@ -174,8 +186,10 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
             report.issued += 1
         row.update(invoice=invoice, state=state, review_until=review_until, closed_at=now, error="", failed_at=None,
                    updated_at=timezone.now())
-        if tops_up:  # the credits this close burnt may cross the customer's auto top-up threshold
+        if tops_up and not checked:  # no invoice (nothing to bill): a top-up gets its own invoice
             auto_top_up(customer_id=subscription.customer_id, now=now, label=label)
+        if alerts:  # the credits this close burnt (and any top-up) decide the low-credit alert, announced with them
+            credits_low_check(customer_id=subscription.customer_id, now=now)
     if context is not None and context.done is not None:
         context.done.add((subscription.pk, cycle.index))
 

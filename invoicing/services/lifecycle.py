@@ -10,7 +10,7 @@ gapless. Everything that changes what a customer is billed takes the customer's 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -104,10 +104,13 @@ def invoice_create(
     *, subscription: Subscription, cycle: Cycle, lines: Sequence[DraftLine], replaces: Invoice | None = None,
     issue_at: dt.datetime | None = None, actor: User | None = None, label: str = "",
     credits: Sequence[CreditsLine] = (), now: dt.datetime | None = None,
+    extend: Callable[[Invoice], object] | None = None,
 ) -> Invoice:
     """Inside the caller's transaction (customer locked): the invoice of a cycle with its lines and totals, logged
     — a draft, or with ``issue_at`` issued (numbered) as it is inserted, so a close writes each row once. Its
-    ``credits`` ("Credits applied" lines) are burnt from their grants in the same transaction."""
+    ``credits`` ("Credits applied" lines) are burnt from their grants in the same transaction. ``extend`` (the
+    close's auto top-up) is called with the stored invoice once its credits are burnt and before it is announced:
+    it may add lines after them (updating the invoice's totals), so the announcement and the push carry them."""
     check_fits(lines)
     period = cycle.invoice_period
     subtotal = sum(line.amount for line in lines)
@@ -160,6 +163,8 @@ def invoice_create(
         credits_burn(customer_id=invoice.customer_id, uses=[CreditUse(line.grant, -line.amount) for line in credits],
                      invoice_id=invoice.pk, line_ids=[row.pk for row in rows[len(lines):]],
                      at=now or issue_at or timezone.now(), label=label or "close")
+    if extend is not None:
+        extend(invoice)
     label = label or (actor.get_username() if actor else "system")
     drafted = f"cycle {cycle.index} of subscription {subscription.pk}" + (f"; reissue of {replaces}" if replaces
                                                                           else "")
@@ -261,12 +266,13 @@ def bill_cycle(
     *, subscription: Subscription, cycle: Cycle, lines: list[DraftLine], billed: dict[ItemKey, Billed],
     now: dt.datetime,
     replaces: Invoice | None = None, actor: User | None = None, label: str = "", has_grants: bool | None = None,
+    extend: Callable[[Invoice], object] | None = None,
 ) -> tuple[Invoice | None, list[CreditNote]]:
     """Inside the caller's transaction (customer locked): store what a cycle bills — the invoice (a draft held
     for review when ``INVOICE_DRAFT_REVIEW_HOURS`` > 0, else issued) unless it has no non-zero line, with the
     prepaid credits that pay it (burnt with it), and the credit notes for credits the invoice cannot carry
     without going negative. ``has_grants``: whether the customer has any credit grant, when the caller read it
-    (None: look)."""
+    (None: look). ``extend``: see :func:`invoice_create` (not called when no invoice is made)."""
     invoice_lines, credit_lines = split_credits(lines)
     check_fits(lines)
     credit_notes: list[CreditNote] = []
@@ -290,7 +296,7 @@ def bill_cycle(
     credits = invoice_credits(subscription, invoice_lines, now=now, period_start=period.start,
                               period_end=period.end) if has_grants else []
     invoice = invoice_create(subscription=subscription, cycle=cycle, lines=invoice_lines, replaces=replaces,
-                             issue_at=issue_at, actor=actor, label=label, credits=credits, now=now)
+                             issue_at=issue_at, actor=actor, label=label, credits=credits, now=now, extend=extend)
     return invoice, credit_notes
 
 

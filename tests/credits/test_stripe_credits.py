@@ -7,6 +7,8 @@ import datetime as dt
 
 import pytest
 
+from credits.models import AutoTopUp
+from invoicing.models import Invoice
 from invoicing.services.close import close_cycles
 from tests.builders import grant, subscribe_with_november_usage, the_invoice, utc
 from tests.fakes.stripe_fixtures import ITEMS
@@ -32,3 +34,20 @@ def test_credits_are_negative_items_on_the_stripe_invoice(fake):
     assert f"invoice-line-{credits_line.pk}" in "".join(
         str(r.idempotency_key) for r in fake.requests_to("POST", ITEMS))
     assert fake.invoice(invoice.stripe_invoice_id)["total"] == invoice.total == invoice.subtotal - 1500
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_auto_top_up_bought_at_the_close_is_an_item_of_that_invoice_in_stripe(fake):
+    customer = subscribe_with_november_usage()
+    grant(customer, 1500, priority=1, effective_at=DEC, description="$15 free")
+    AutoTopUp.objects.create(customer=customer, threshold=1000, amount=5000, available_immediately=True)
+    close_cycles(now=DEC + dt.timedelta(hours=2))
+    invoice = the_invoice(1)
+    invoice.refresh_from_db()
+    assert invoice.sync_status == "synced", invoice.sync_error
+    top_up = invoice.lines.get(kind="credit_top_up")
+    items = {item["metadata"]["invoice_line_id"]: item for item in fake.items_of(invoice.stripe_invoice_id)}
+    item = items[str(top_up.pk)]
+    assert (item["amount"], item["metadata"]["credit_grant"]) == (5000, str(top_up.grant_id))
+    assert fake.invoice(invoice.stripe_invoice_id)["total"] == invoice.total == invoice.subtotal - 1500
+    assert not Invoice.objects.filter(subscription__isnull=True).exists()

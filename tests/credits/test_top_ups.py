@@ -11,11 +11,15 @@ import pytest
 from credits.models import AutoTopUp, AutoTopUpRun, CreditGrant, LedgerEntry
 from credits.selectors import customer_balance
 from customers.services.subscriptions import subscription_create
-from invoicing.models import Invoice
+from invoicing.models import Invoice, InvoiceEvent, InvoiceLine
+from invoicing.selectors.documents import invoice_document
 from invoicing.selectors.invoices import invoice_json
+from invoicing.selectors.reconcile import reconcile
 from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import ReissueError, invoice_mark_paid, invoice_reissue, invoice_void
+from invoicing.services.lines import billed_items
 from invoicing.services.top_ups import auto_top_up, credits_top_up
+from notifications.models import OutboxEvent
 from tests.builders import cent_plan, customer, grant, ingest, kong_air, tokens, utc
 from tests.threads import run_in_threads
 
@@ -94,18 +98,112 @@ def test_auto_top_up_once_per_crossing_and_at_most_n_a_month():
         ("2026-11", 1), ("2026-11", 2), ("2026-12", 1)]
 
 
-def test_the_close_that_crosses_the_threshold_buys_the_top_up():
+def test_the_close_that_crosses_the_threshold_buys_the_top_up_on_its_own_invoice():
+    """An auto top-up fired within a close is a "Credit top-up" line of the invoice that close issues: after the
+    usage and the credits applied (which never pay the purchase), in its subtotal and total."""
     air = kong_air()
     subscription_create(customer=air, plan=cent_plan(), start=NOV)
     ingest([tokens(600, utc(2026, 11, 5))])
     grant(air, 1200, effective_at=NOV)
     auto(air, available_immediately=True)
     close_cycles(now=AFTER_NOV)
-    usage_invoice = Invoice.objects.get(cycle=1)
-    assert usage_invoice.total == 0
+    assert not Invoice.objects.filter(subscription__isnull=True).exists()  # no invoice of its own
+    invoice = Invoice.objects.get(cycle=1)
+    lines = list(invoice.lines.order_by("position").values_list("kind", "amount", "subscription_id"))
+    assert lines == [("usage", 600, invoice.subscription_id), ("credits_applied", -600, invoice.subscription_id),
+                     ("credit_top_up", 5000, None)]
+    assert (invoice.status, invoice.subtotal, invoice.total) == ("issued", 5600, 5000)
+    bought = CreditGrant.objects.get(source="purchased")
+    assert bought.purchase_invoice_id == invoice.pk
+    assert invoice.lines.get(kind="credit_top_up").grant_id == bought.pk
+    assert customer_balance(air.pk, AFTER_NOV) == 600 + 5000
+    as_json = invoice_json(invoice)
+    assert [(line["kind"], line["amount"], line.get("grant")) for line in as_json["lines"]][2] == (
+        "credit_top_up", "50.00", str(bought.pk))
+    assert (as_json["subtotal"], as_json["total"]) == ("56.00", "50.00")
+    document = invoice_document(invoice)
+    assert document.lines[-1].name.startswith("Auto top-up: 50.00 USD of prepaid credits")
+    assert [label for label, _ in document.totals] == ["Subtotal", "Prepaid credits applied", "Total due"]
+    assert ["56.00" in document.totals[0][1], "6.00" in document.totals[1][1], "50.00" in document.totals[2][1]] == [
+        True, True, True]
+    issued = OutboxEvent.objects.get(type="invoice.issued", data__invoice__id=str(invoice.pk))
+    assert issued.data["invoice"]["total"] == "50.00"  # announced with its top-up line
+    assert InvoiceEvent.objects.filter(invoice=invoice, action="top-up").count() == 1
+
+
+def test_a_top_up_on_a_cycle_invoice_is_available_when_that_invoice_is_paid():
+    air = kong_air()
+    subscription_create(customer=air, plan=cent_plan(), start=NOV)
+    ingest([tokens(600, utc(2026, 11, 5))])
+    grant(air, 1200, effective_at=NOV)
+    auto(air)
+    close_cycles(now=AFTER_NOV)
+    invoice = Invoice.objects.get(cycle=1)
+    assert invoice.total == 5000
+    assert customer_balance(air.pk, AFTER_NOV) == 600  # the top-up waits for the payment
+    assert auto_top_up(customer_id=air.pk, now=AFTER_NOV + dt.timedelta(minutes=5)) is None  # same crossing
+    invoice_mark_paid(invoice=invoice, paid_at=AFTER_NOV + dt.timedelta(days=1))
+    assert customer_balance(air.pk, AFTER_NOV + dt.timedelta(days=2)) == 5600
+
+
+def test_voiding_the_cycle_invoice_returns_its_burns_and_voids_the_top_up():
+    air = kong_air()
+    subscription_create(customer=air, plan=cent_plan(), start=NOV)
+    ingest([tokens(600, utc(2026, 11, 5))])
+    grant(air, 1200, effective_at=NOV)
+    auto(air, available_immediately=True)
+    close_cycles(now=AFTER_NOV)
+    invoice = Invoice.objects.get(cycle=1)
+    invoice_void(invoice=invoice, reason="wrong")
+    bought = CreditGrant.objects.get(source="purchased")
+    assert bought.voided_at is not None
+    assert customer_balance(air.pk, AFTER_NOV + dt.timedelta(days=1)) == 1200  # the burn back, the top-up gone
+    reissued = invoice_reissue(invoice=invoice, now=AFTER_NOV + dt.timedelta(days=1))
+    # the reissue bills the usage again (the re-rating rule never counted the top-up line as billed)
+    assert list(reissued.lines.order_by("position").values_list("kind", "amount")) == [
+        ("usage", 600), ("credits_applied", -600)]
+
+
+def test_the_top_up_line_is_not_billed_usage_for_the_re_rating_rule():
+    air = kong_air()
+    subscription = subscription_create(customer=air, plan=cent_plan(), start=NOV)
+    ingest([tokens(600, utc(2026, 11, 5))])
+    grant(air, 1200, effective_at=NOV)
+    auto(air, available_immediately=True, max_per_period=1)
+    close_cycles(now=AFTER_NOV)
+    billed, _ = billed_items([subscription], starting_after=None)
+    assert sum(entry.amount for entry in billed.values()) == 600
+    ingest([tokens(100, utc(2026, 11, 20))], now=AFTER_NOV + dt.timedelta(days=1))  # late usage
+    close_cycles(now=utc(2027, 1, 1, 2))
+    late = Invoice.objects.get(cycle=2)
+    assert [(line.kind, line.amount) for line in late.lines.filter(period_start__lt=DEC)] == [("late_usage", 100)]
+    assert all(row.difference == 0 for row in reconcile(now=utc(2027, 1, 1, 3)))
+
+
+def test_a_close_with_nothing_to_bill_buys_the_top_up_on_its_own_invoice():
+    air = kong_air()
+    subscription_create(customer=air, plan=cent_plan(), start=NOV)  # no usage: nothing to bill
+    grant(air, 500, effective_at=NOV)
+    auto(air)
+    close_cycles(now=AFTER_NOV)
+    assert not Invoice.objects.filter(cycle=1).exists()
     top_up = Invoice.objects.get(subscription__isnull=True)
     assert (top_up.total, top_up.lines.get().kind) == (5000, "credit_top_up")
-    assert customer_balance(air.pk, AFTER_NOV) == 600 + 5000
+    assert CreditGrant.objects.get(source="purchased").purchase_invoice_id == top_up.pk
+
+
+def test_an_invoice_in_another_currency_does_not_carry_the_top_up():
+    acme = customer("acme", currency="EUR")
+    credits = grant(acme, 1200, effective_at=NOV)
+    auto(acme, available_immediately=True)
+    invoice = Invoice.objects.create(customer=acme, currency="USD", period_start=NOV, period_end=NOV, subtotal=0,
+                                     total=0)
+    assert auto_top_up(customer_id=acme.pk, now=AFTER_NOV, invoice=invoice) is None  # above the threshold
+    LedgerEntry.objects.create(customer=acme, grant=credits, kind="burn", amount=-700, at=NOV, invoice_id=invoice.pk)
+    bought = auto_top_up(customer_id=acme.pk, now=AFTER_NOV, invoice=invoice)
+    assert bought is not None and bought[1].pk != invoice.pk and bought[1].currency == "EUR"
+    invoice.refresh_from_db()
+    assert (invoice.total, invoice.lines.count()) == (0, 0)
 
 
 @pytest.mark.postgres
@@ -129,5 +227,14 @@ def test_two_concurrent_closes_crossing_the_threshold_buy_once():
     close_cycles(now=AFTER_NOV)
     assert Invoice.objects.filter(cycle=1).count() == 2
     assert AutoTopUpRun.objects.count() == 1
-    assert Invoice.objects.filter(subscription__isnull=True).count() == 1
     assert LedgerEntry.objects.filter(kind="burn").count() == 2
+    # the top-up is a line of the invoice of the close that crossed the threshold, not an invoice of its own
+    assert not Invoice.objects.filter(subscription__isnull=True).exists()
+    top_up = InvoiceLine.objects.get(kind="credit_top_up")
+    carrier = top_up.invoice
+    assert carrier.cycle == 1 and carrier.subscription_id is not None
+    bought = AutoTopUpRun.objects.get().grant
+    assert (top_up.grant_id, bought.purchase_invoice_id) == (bought.pk, carrier.pk)
+    assert carrier.total == carrier.subtotal - 300 == 5000
+    other = Invoice.objects.filter(cycle=1).exclude(pk=carrier.pk).get()
+    assert (other.total, other.lines.filter(kind="credit_top_up").count()) == (0, 0)

@@ -29,6 +29,7 @@ from hypothesis.stateful import (
 from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
 from catalog.dimensional import UsageGroup, effective_segments
 from catalog.services.plans import PriceRowSpec, RateCardSpec, TierSpec, plan_create, plan_publish
+from credits.models import AutoTopUp
 from credits.selectors import grant_states, ledger_balance
 from credits.services.grants import grant_create
 from customers.models import Subscription
@@ -172,6 +173,15 @@ class BillingHistory(RuleBasedStateMachine):
                      expires_at=None if lasts is None else self.clock + dt.timedelta(days=lasts),
                      applies_to=["ai-token"] if for_tokens else [], now=self.clock)
 
+    @rule(threshold=st.integers(0, 3000), amount=st.integers(1, 5000), immediately=st.booleans(),
+          enabled=st.booleans())
+    def auto_top_up_set(self, threshold, amount, immediately, enabled):
+        """An auto top-up bought within a close is a line of that close's invoice: never billed usage, never paid
+        by credits."""
+        AutoTopUp.objects.update_or_create(customer=self.customer, defaults={
+            "threshold": threshold, "amount": amount, "available_immediately": immediately, "enabled": enabled,
+            "max_per_period": 2})
+
     @rule(data=st.data())
     def customer_pays(self, data):
         issued = list(Invoice.objects.filter(status="issued").order_by("pk"))
@@ -197,6 +207,13 @@ class BillingHistory(RuleBasedStateMachine):
     def never_negative(self):
         assert not Invoice.objects.filter(total__lt=0).exists()
         assert not CreditNote.objects.filter(total__lte=0).exists()
+        for invoice in Invoice.objects.exclude(status="void").filter(lines__kind="credits_applied").distinct():
+            amounts: dict[str, int] = defaultdict(int)
+            for kind, amount in invoice.lines.values_list("kind", "amount"):
+                amounts[kind] += amount
+            charges = sum(amount for kind, amount in amounts.items()
+                          if kind not in ("credits_applied", "credit_top_up"))
+            assert -amounts["credits_applied"] <= charges  # credits never pay the purchase of credits
         if hasattr(self, "customer"):
             assert ledger_balance(self.customer.pk) >= 0
             assert all(state.remaining >= 0 for state in grant_states(self.customer.pk))
@@ -235,6 +252,8 @@ class BillingHistory(RuleBasedStateMachine):
         event(f"row versions billed: {min(row_lines.values('price_part').distinct().count(), 5)}")
         event(f"row re-rated: {row_lines.filter(kind__in=('late_usage', 'credit')).exists()}")
         event(f"credits applied: {min(InvoiceLine.objects.filter(kind='credits_applied').count(), 3)}")
+        event(f"top-ups on cycle invoices: "
+              f"{min(InvoiceLine.objects.filter(kind='credit_top_up', invoice__cycle__isnull=False).count(), 2)}")
 
 
 def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[tuple, dt.datetime]]:
@@ -277,7 +296,8 @@ def rated_by_hand(customer, final: dt.datetime) -> tuple[dict[tuple, int], dict[
 def billed_by_hand(customer) -> dict[tuple, int]:
     billed: dict[tuple, int] = defaultdict(int)
     for line in (InvoiceLine.objects.filter(invoice__customer=customer).exclude(invoice__status="void")
-                 .exclude(kind="credits_applied")):  # credits pay what was billed; they do not unbill it
+                 .exclude(kind__in=("credits_applied", "credit_top_up"))):  # credits pay what was billed; they do
+        # not unbill it; a purchase of credits (a top-up line) bills no subscription's usage
         key = (line.subscription_id, line.rate_card_key, line.period_start)
         billed[key] += line.amount
         if line.rate_card is not None and line.rate_card.price_type == "dimensional":
