@@ -11,7 +11,7 @@ from catalog.money import minor_unit_exponent, to_major, to_minor
 from common.forms import DecimalTextField
 from customers.models import Customer
 
-from .models import CreditGrant
+from .models import AutoTopUp, CreditGrant, LowBalanceAlert
 from .services.grants import grant_problems
 
 MAX_MAJOR = Decimal(10) ** 15
@@ -112,3 +112,59 @@ class GrantVoidForm(forms.Form):
         if "\x00" in reason:
             raise forms.ValidationError("no NUL characters")
         return reason
+
+
+class CustomerMoneyForm(forms.ModelForm):
+    """A per-customer credit setting whose amounts staff type in major units of the customer's currency (``50.00``);
+    the model keeps minor units. ``MONEY`` maps each model field to its help text; ``POSITIVE`` names those that
+    must be more than zero (the others may be zero)."""
+
+    MONEY: dict[str, str] = {}
+    POSITIVE: frozenset[str] = frozenset()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        currency = self.instance.customer.currency if self.instance.customer_id else None
+        for name, help_text in self.MONEY.items():
+            self.fields[name] = DecimalTextField(label=name.replace("_", " "), max_digits=20, decimal_places=3,
+                                                 help_text=help_text)
+            if currency is not None and getattr(self.instance, name) is not None:
+                self.initial[name] = to_major(getattr(self.instance, name), currency)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        customer: Customer | None = data.get("customer") or (self.instance.customer
+                                                             if self.instance.customer_id else None)
+        for name in self.MONEY:
+            amount = data.get(name)
+            if amount is None or customer is None:
+                continue
+            if amount < 0 or (name in self.POSITIVE and amount == 0):
+                self.add_error(name, "must be more than zero" if name in self.POSITIVE else "must not be negative")
+            elif amount >= MAX_MAJOR:
+                self.add_error(name, "the amount is too large")
+            else:
+                try:
+                    data[name] = minor_of(amount, customer.currency)
+                except (forms.ValidationError, ValueError, ArithmeticError) as exc:
+                    self.add_error(name, str(exc.messages[0] if isinstance(exc, forms.ValidationError) else exc))
+        return data
+
+
+class AutoTopUpForm(CustomerMoneyForm):
+    MONEY = {"threshold": "In the customer's currency, e.g. 10.00: buy when the available credits fall below it.",
+             "amount": "In the customer's currency, e.g. 50.00: what each auto top-up buys."}
+    POSITIVE = frozenset({"amount"})
+
+    class Meta:
+        model = AutoTopUp
+        fields = ("customer", "enabled", "threshold", "amount", "max_per_period", "priority", "available_immediately")
+
+
+class LowBalanceAlertForm(CustomerMoneyForm):
+    MONEY = {"threshold": "In the customer's currency, e.g. 50.00: credits.low is announced when the available "
+                          "credits fall below it."}
+
+    class Meta:
+        model = LowBalanceAlert
+        fields = ("customer", "enabled", "threshold")

@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from catalog.money import format_major
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin
 
-from ..forms import AdjustForm, GrantForm, GrantVoidForm
+from ..forms import AdjustForm, AutoTopUpForm, GrantForm, GrantVoidForm, LowBalanceAlertForm
 from ..models import AutoTopUp, CreditGrant, LowBalanceAlert
 from ..selectors import GrantState, grant_states, grant_status
 from ..services.grants import CreditError, grant_adjust, grant_bought_or_created, grant_void
@@ -168,10 +168,25 @@ class CreditGrantAdmin(ConfirmActionMixin, admin.ModelAdmin):
 
 @admin.register(AutoTopUp)
 class AutoTopUpAdmin(admin.ModelAdmin):
-    list_display = ("customer", "enabled", "threshold", "amount", "max_per_period", "available_immediately")
+    form = AutoTopUpForm
+    list_display = ("customer", "enabled", "threshold_shown", "amount_shown", "max_per_period",
+                    "available_immediately")
     list_filter = ("enabled",)
     search_fields = ("customer__key", "customer__name")
     list_select_related = ("customer",)
+    autocomplete_fields = ("customer",)
+
+    @admin.display(description="threshold", ordering="threshold")
+    def threshold_shown(self, obj: AutoTopUp) -> str:
+        return _money(obj.threshold, obj.customer.currency)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_shown(self, obj: AutoTopUp) -> str:
+        return _money(obj.amount, obj.customer.currency)
+
+
+def _money(minor: int, currency: str) -> str:
+    return f"{format_major(minor, currency)} {currency}"
 
 
 @admin.register(LowBalanceAlert)
@@ -179,13 +194,18 @@ class LowBalanceAlertAdmin(admin.ModelAdmin):
     """Per customer: announce ``credits.low`` (webhook) when the available credits fall below the threshold, once
     per crossing. ``low_since`` is the alert's state, kept by the credits services."""
 
-    list_display = ("customer", "enabled", "threshold", "low_since")
+    form = LowBalanceAlertForm
+    list_display = ("customer", "enabled", "threshold_shown", "low_since")
     list_filter = ("enabled",)
     search_fields = ("customer__key", "customer__name")
     list_select_related = ("customer",)
     autocomplete_fields = ("customer",)
     readonly_fields = ("low_since",)
     fields = ("customer", "enabled", "threshold", "low_since")
+
+    @admin.display(description="threshold", ordering="threshold")
+    def threshold_shown(self, obj: LowBalanceAlert) -> str:
+        return _money(obj.threshold, obj.customer.currency)
 
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)

@@ -123,14 +123,27 @@ def test_the_customer_page_shows_the_alert_and_the_admin_edits_it(admin_client):
     page = admin_client.get(f"/admin/customers/customer/{acme.pk}/change/").content.decode()
     assert "credits.low is not announced" in page and f"/admin/credits/lowbalancealert/add/?customer={acme.pk}" in page
     response = admin_client.post("/admin/credits/lowbalancealert/add/",
-                                 {"customer": acme.pk, "enabled": "on", "threshold": "2500"})
+                                 {"customer": acme.pk, "enabled": "on", "threshold": "25.00"})
     assert response.status_code == 302
     assert LowBalanceAlert.objects.get(customer=acme).threshold == 2500
     page = admin_client.get(f"/admin/customers/customer/{acme.pk}/change/").content.decode()
     assert "credits.low below 25.00 USD" in page and "armed" in page
 
 
-@pytest.mark.parametrize("threshold", ["-1", "ten", "1.5", "99999999999999999999999", "1\x00"])
+def test_the_threshold_is_typed_and_shown_in_the_customers_currency(admin_client):
+    yen = customer("yen-co", currency="JPY")
+    response = admin_client.post("/admin/credits/lowbalancealert/add/",
+                                 {"customer": yen.pk, "enabled": "on", "threshold": "500"})
+    assert response.status_code == 302
+    alert_row = LowBalanceAlert.objects.get(customer=yen)
+    assert alert_row.threshold == 500  # JPY has no minor unit
+    listing = admin_client.get("/admin/credits/lowbalancealert/").content.decode()
+    assert "500 JPY" in listing
+    form = admin_client.get(f"/admin/credits/lowbalancealert/{alert_row.pk}/change/").context["adminform"].form
+    assert str(form.initial["threshold"]) == "500"
+
+
+@pytest.mark.parametrize("threshold", ["-1", "ten", "1.555", "99999999999999999999999", "1\x00", "NaN", "1e400"])
 def test_a_bad_threshold_is_a_form_error(admin_client, threshold):
     acme = customer("acme")
     response = admin_client.post("/admin/credits/lowbalancealert/add/",

@@ -238,3 +238,30 @@ def test_two_concurrent_closes_crossing_the_threshold_buy_once():
     assert carrier.total == carrier.subtotal - 300 == 5000
     other = Invoice.objects.filter(cycle=1).exclude(pk=carrier.pk).get()
     assert (other.total, other.lines.filter(kind="credit_top_up").count()) == (0, 0)
+
+
+def test_the_admin_takes_auto_top_up_amounts_in_the_customers_currency(admin_client):
+    acme = customer("acme")
+    response = admin_client.post("/admin/credits/autotopup/add/", {
+        "customer": acme.pk, "enabled": "on", "threshold": "10.00", "amount": "50.50", "max_per_period": "3",
+        "priority": "100"})
+    assert response.status_code == 302
+    config = AutoTopUp.objects.get(customer=acme)
+    assert (config.threshold, config.amount) == (1000, 5050)
+    listing = admin_client.get("/admin/credits/autotopup/").content.decode()
+    assert "10.00 USD" in listing and "50.50 USD" in listing
+    form = admin_client.get(f"/admin/credits/autotopup/{config.pk}/change/").context["adminform"].form
+    assert (str(form.initial["threshold"]), str(form.initial["amount"])) == ("10.00", "50.50")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("amount", "0"), ("amount", "-5"), ("threshold", "-1"), ("amount", "1.005"), ("amount", "ten"),
+    ("threshold", "1\x00"), ("amount", "1e400"), ("amount", "9" * 30), ("amount", "NaN")])
+def test_a_bad_auto_top_up_amount_is_a_form_error(admin_client, field, value):
+    acme = customer("acme")
+    data = {"customer": acme.pk, "enabled": "on", "threshold": "10.00", "amount": "50.00", "max_per_period": "3",
+            "priority": "100", field: value}
+    response = admin_client.post("/admin/credits/autotopup/add/", data)
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
+    assert not AutoTopUp.objects.exists()
