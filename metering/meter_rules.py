@@ -178,6 +178,15 @@ def meter_definition(meter) -> MeterDefinition:
                            absent_zero=meter.value_absent == Meter.ValueAbsent.ZERO)
 
 
+def adds_nothing(definition: MeterDefinition, data: Any) -> bool:
+    """Whether the event adds nothing to a SUM meter's usage: its value is 0 (e.g. a companion meter's field the
+    event does not carry), so there is nothing to price either."""
+    if definition.aggregation != Meter.Aggregation.SUM or definition.value_path is None:
+        return False
+    value, _ = jsonpath.numeric_value(definition.value_path, data, absent_zero=definition.absent_zero)
+    return value == 0
+
+
 def value_problem(definition: MeterDefinition, data: Any) -> str | None:
     """Why this event's data would not be counted by the meter, or None."""
     if definition.aggregation == Meter.Aggregation.COUNT or definition.value_path is None:

@@ -18,7 +18,7 @@ from catalog.dimensional import UnpricedUsage, resolve_row, rows_in_effect
 from catalog.models import RateCard
 from customers.models import SubjectAttribution, Subscription
 from metering.jsonpath import group_value
-from metering.meter_rules import meter_definition
+from metering.meter_rules import adds_nothing, meter_definition
 
 from ..models import Invoice, InvoiceLine
 
@@ -111,6 +111,8 @@ def _unpriced(rate_card: RateCard, event: Any) -> str | None:
     if feature is None or meter is None or meter.event_type != event.type:
         return None
     definition = meter_definition(meter)
+    if adds_nothing(definition, event.data):  # e.g. no cache_read_tokens: no usage, so no price is missing
+        return None
     values = {name: group_value(path, event.data) for name, path in definition.group_by.items()}
     if any(values.get(name) != str(value) for name, value in (feature.meter_group_by_filters or {}).items()):
         return None
