@@ -75,10 +75,11 @@ def value_expr(path: JsonPath, data: str = "e.data", *, bounded: bool = True, ab
     sql, params = _value_expr(path, data, bounded=bounded)
     if not absent_zero:
         return sql, params
+    absent_params: list = [path.postgres_path if is_postgres() else path.sqlite_path]
     if is_postgres():
-        absent, absent_params = f"COALESCE(jsonb_typeof({data} #> %s::text[]), 'null') = 'null'", [path.postgres_path]
+        absent = f"COALESCE(jsonb_typeof({data} #> %s::text[]), 'null') = 'null'"
     else:
-        absent, absent_params = f"COALESCE(json_type({data}, %s), 'null') = 'null'", [path.sqlite_path]
+        absent = f"COALESCE(json_type({data}, %s), 'null') = 'null'"
     return f"(CASE WHEN {absent} THEN 0 ELSE {sql} END)", [*absent_params, *params]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -54,7 +55,7 @@ def test_the_python_rule():
 
 
 def test_validation():
-    base = {"slug": "m", "name": "m", "event_type": "t", "group_by": {}}
+    base: dict[str, Any] = {"slug": "m", "name": "m", "event_type": "t", "group_by": {}}
     assert validate_meter(**base, aggregation="SUM", value_property=CACHE, value_absent="zero") == {}
     for aggregation in ("AVG", "MIN", "MAX", "LATEST"):
         assert validate_meter(**base, aggregation=aggregation, value_property=CACHE, value_absent="zero") == {}
