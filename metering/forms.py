@@ -49,7 +49,8 @@ class MeterForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         event_type = self.instance.event_type if self.instance.pk else None
-        self.fields["value_absent"].required = False  # not posted: the default (an event problem)
+        if "value_absent" in self.fields:  # (a read-only view has none)
+            self.fields["value_absent"].required = False  # not posted: the default (an event problem)
         self.fields["group_by"].widget.suggestions = lambda: self._suggestions(event_type)
 
     @staticmethod
