@@ -79,7 +79,8 @@ from .services.plans import (
     rate_card_spec,
 )
 
-METER_FIELDS = ("slug", "name", "description", "event_type", "aggregation", "value_property", "group_by")
+METER_FIELDS = ("slug", "name", "description", "event_type", "aggregation", "value_property", "value_absent",
+                "group_by")
 FEATURE_FIELDS = ("key", "name", "meter", "filters")
 PLAN_FIELDS = ("key", "name", "description", "currency", "billing_cadence", "status", "rate_cards")
 PLAN_STATUSES = ("published", "draft")
@@ -120,7 +121,7 @@ class CatalogReader(Reader):
 class MeterEntry:
     where: str
     slug: str
-    fields: dict[str, Any]  # name, event_type, aggregation, value_property, group_by[, description]
+    fields: dict[str, Any]  # name, event_type, aggregation, value_property, value_absent, group_by[, description]
 
 
 @dataclass
@@ -198,6 +199,8 @@ def _meter_parse(problems: Problems, where: str, data: Any) -> MeterEntry | None
         "event_type": r.text("event_type", required=True),
         "aggregation": r.text("aggregation", required=True),
         "value_property": r.text("value_property", default="", max_length=_max_length(Meter, "value_property")),
+        "value_absent": r.text("value_absent", default=Meter.ValueAbsent.INVALID.value,
+                               choices=Meter.ValueAbsent.values),
         "group_by": r.mapping("group_by"),
     }
     if fields["group_by"] in (None, MISSING):
@@ -208,7 +211,7 @@ def _meter_parse(problems: Problems, where: str, data: Any) -> MeterEntry | None
     if not r.ok:
         return None
     errors = validate_meter(slug=slug, **{k: fields[k] for k in ("name", "event_type", "aggregation",
-                                                                   "value_property", "group_by")})
+                                                                   "value_property", "value_absent", "group_by")})
     if "aggregation" in errors:
         errors["aggregation"] = f"must be one of {', '.join(AGGREGATIONS)}, not {fields['aggregation']!r}"
     for name, message in errors.items():
@@ -790,11 +793,15 @@ def catalog_apply(*, problems: Problems, spec: CatalogSpec, lines: list[str]) ->
 
 
 def meter_doc(meter: Meter) -> dict[str, Any]:
-    return without_empty({
+    doc = without_empty({
         "slug": meter.slug, "name": meter.name, "description": meter.description, "event_type": meter.event_type,
         "aggregation": meter.aggregation, "value_property": meter.value_property,
         "group_by": sorted_json(meter.group_by),
     }, optional=("description", "value_property", "group_by"))
+    if meter.value_absent != Meter.ValueAbsent.INVALID:  # the default is left out, like an empty field
+        doc = {**{k: v for k, v in doc.items() if k != "group_by"}, "value_absent": meter.value_absent,
+               **({"group_by": doc["group_by"]} if "group_by" in doc else {})}
+    return doc
 
 
 def feature_doc(feature: Feature) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from metering.enrichment import MeterUpdateRefusal
 from .models import Feature, Plan, RateCard
 
 # What a meter counts: frozen while a published (or archived) plan version bills a feature of the meter.
-FROZEN_FIELDS = {"event_type": "event type", "aggregation": "aggregation", "value_property": "value property"}
+FROZEN_FIELDS = {"event_type": "event type", "aggregation": "aggregation", "value_property": "value property",
+                 "value_absent": "what an absent value means"}
 WAY_FORWARD = "To change how a published plan meters, publish a new plan version on a new meter."
 NAMED_MAX = 5
 
@@ -37,8 +38,8 @@ def meter_change_refusals(meter, new: dict) -> list[MeterUpdateRefusal]:
 
     - No feature (of any plan) may lose a group-by it filters on.
     - A meter a published or archived plan version bills (through a feature on one of its rate cards) is
-      frozen: its event type, aggregation and value property stay, and so do the JSONPaths of the group-bys
-      its features filter on; group-bys may be added (and unfiltered ones removed).
+      frozen: its event type, aggregation, value property and value_absent stay, and so do the JSONPaths of the
+      group-bys its features filter on; group-bys may be added (and unfiltered ones removed).
     """
     refusals: list[MeterUpdateRefusal] = []
     new_group_by = new.get("group_by") or {}
@@ -61,7 +62,7 @@ def meter_change_refusals(meter, new: dict) -> list[MeterUpdateRefusal]:
     if not freezing:  # used by draft plans only, or by no plan: free to change
         return refusals
     frozen = (f"meter {meter.slug} is frozen ({_named(freezing)}): its event type, aggregation and value "
-              "property cannot change, and group-bys can only be added.")
+              "property (and what an absent value means) cannot change, and group-bys can only be added.")
     for name in changed:
         refusals.append(MeterUpdateRefusal(name, f"{frozen} {WAY_FORWARD}"))
     if repathed:

@@ -67,7 +67,7 @@ class MeterUpdateRefusal:
     """Why a higher layer refuses a meter change: the field it concerns and a message naming what holds it
     (e.g. catalog: the published plan versions whose features use the meter, a feature filtering on a key)."""
 
-    field: str  # event_type, aggregation, value_property or group_by
+    field: str  # event_type, aggregation, value_property, value_absent or group_by
     message: str
 
 
@@ -77,8 +77,8 @@ _meter_checks: list[MeterCheck] = []
 
 def register_meter_update_check(check: MeterCheck) -> None:
     """``check(meter, new) → refusals``: ``meter`` as stored, ``new`` the full new definition
-    (``event_type``, ``aggregation``, ``value_property``, ``group_by``). E.g. catalog refuses dropping a
-    group-by a feature filters on, and any change of what a published plan's meter counts ("frozen")."""
+    (``event_type``, ``aggregation``, ``value_property``, ``value_absent``, ``group_by``). E.g. catalog refuses
+    dropping a group-by a feature filters on, and any change of what a published plan's meter counts ("frozen")."""
     if check not in _meter_checks:
         _meter_checks.append(check)
 

@@ -33,22 +33,33 @@ class MeterForm(forms.ModelForm):
 
     class Meta:
         model = Meter
-        fields = ("slug", "name", "description", "event_type", "aggregation", "value_property", "group_by")
+        fields = ("slug", "name", "description", "event_type", "aggregation", "value_property", "value_absent",
+                  "group_by")
         help_texts = {
             "slug": "Lowercase words joined by underscores, e.g. llm_tokens. Cannot change later.",
             "event_type": "The CloudEvent type to count, e.g. kong.llm_request.",
             "value_property": "JSONPath of the number to aggregate (not for COUNT): $.a, $.a.b, $.a[0].",
+            "value_absent": "An event whose data lacks the value property (or has null there): an event problem "
+                            "(not counted, shown in the event explorer as \"value at $.x is missing\"), or zero, "
+                            "for a field the gateway sends only when it has something to count (e.g. "
+                            "$.cache_read_tokens). Zero is for SUM, AVG, MIN, MAX and LATEST; a value that is "
+                            "there but not a number is an event problem either way.",
         }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         event_type = self.instance.event_type if self.instance.pk else None
+        if "value_absent" in self.fields:  # (a read-only view has none)
+            self.fields["value_absent"].required = False  # not posted: the default (an event problem)
         self.fields["group_by"].widget.suggestions = lambda: self._suggestions(event_type)
 
     @staticmethod
     def _suggestions(event_type: str | None) -> tuple[list[str], list[str]]:
         keys = recent_data_keys(event_type=event_type)
         return keys, [f"$.{key}" for key in keys]
+
+    def clean_value_absent(self) -> str:
+        return self.cleaned_data.get("value_absent") or Meter.ValueAbsent.INVALID
 
     def clean(self):
         super().clean()
@@ -58,6 +69,7 @@ class MeterForm(forms.ModelForm):
             slug=slug or "", name=data.get("name") or "", event_type=data.get("event_type") or "",
             aggregation=data.get("aggregation") or "", value_property=data.get("value_property") or "",
             group_by=data.get("group_by") if data.get("group_by") is not None else {},
+            value_absent=data.get("value_absent") or Meter.ValueAbsent.INVALID,
         )
         if not errors and self.instance.pk and not self.errors:
             errors = self._refusals(data)
@@ -72,7 +84,8 @@ class MeterForm(forms.ModelForm):
         """What :func:`metering.services.meters.meter_update` would refuse (a meter frozen by published
         plans, a group-by a feature filters on), as form errors rather than a failed save."""
         stored = Meter.objects.get(pk=self.instance.pk)
-        changes = {name: data.get(name) for name in ("event_type", "aggregation", "value_property", "group_by")}
+        changes = {name: data.get(name) for name in ("event_type", "aggregation", "value_property", "value_absent",
+                                                     "group_by")}
         changes["group_by"] = changes["group_by"] if changes["group_by"] is not None else {}
         try:
             meter_update_check(meter=stored, **changes)

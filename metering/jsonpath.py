@@ -43,6 +43,10 @@ PATTERN = r'^\s*\$(?:\.' + _NAME_TEXT + r'|\[[0-9]{1,9}\]|\[\s*"' + _QUOTED_TEXT
 # (NaN, Infinity), or a numeric string longer than NUMERIC_TEXT_MAX_LENGTH characters or with an exponent of
 # more than 3 digits ("1e400000"), which the database could not even cast. Digits beyond 12 decimal places
 # are kept as today: the rollup columns round them to 12 places.
+#
+# An *absent* value (the path leads nowhere, or to JSON null) is "missing", not counted, unless the meter says
+# absent means zero (``Meter.value_absent = zero``, for fields a gateway sends only when it has something to
+# count, like ``$.cache_read_tokens``): then it is the number 0. Present but not a number stays a problem.
 VALUE_BOUND = Decimal(10) ** 18
 VALUE_BOUND_SQL = format(VALUE_BOUND, "f")  # as an SQL literal: 1000000000000000000
 NUMERIC_TEXT_MAX_LENGTH = 100
@@ -138,11 +142,13 @@ def extract(path: JsonPath, data: Any) -> Any:
     return current
 
 
-def numeric_value(path: JsonPath, data: Any) -> tuple[Decimal | None, str | None]:
+def numeric_value(path: JsonPath, data: Any, *, absent_zero: bool = False) -> tuple[Decimal | None, str | None]:
     """The meter value of an event, or (None, the reason it is not counted): the rule above, as the SQL
-    of :func:`metering.usage_sql.value_expr` applies it."""
+    of :func:`metering.usage_sql.value_expr` applies it. ``absent_zero``: a missing or null value is 0."""
     value = extract(path, data)
     if value is _MISSING or value is None:
+        if absent_zero:
+            return Decimal(0), None
         return None, f"value at {path.text} is missing"
     out_of_range = f"value at {path.text} is out of range"
     if isinstance(value, bool):

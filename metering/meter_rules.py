@@ -18,6 +18,11 @@ VALUE_PROPERTY_MAX = 255  # Meter.value_property's column
 GROUP_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_GROUP_NAMES = frozenset({"subject", "customer_id", "customerId"})
 AGGREGATIONS = tuple(Meter.Aggregation.values)
+VALUE_ABSENT = tuple(Meter.ValueAbsent.values)
+# The aggregations of a number, where "absent means zero" makes sense (COUNT has no value; UNIQUE_COUNT counts
+# distinct values, and an absent value is not one).
+ABSENT_ZERO_AGGREGATIONS = tuple(a for a in AGGREGATIONS
+                                 if a not in (Meter.Aggregation.COUNT, Meter.Aggregation.UNIQUE_COUNT))
 # The aggregator builds each series' group object with one jsonb_build_object / json_object call of two
 # arguments per key: PostgreSQL takes at most 100 arguments (SQLite 127), so 50 keys is the ceiling.
 MAX_GROUP_BY = 50
@@ -37,6 +42,32 @@ KONG_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Companion meters of a preset: the same events and group-bys, another value. Kong's kong.llm_request events are
+# flat (data.tokens, data.model, data.type …), so the token counts a gateway may add sit beside data.tokens. They
+# are sent only when there is something to count: an event without one counts nothing (value_absent: zero).
+LLM_TOKEN_COMPANIONS = (
+    ("llm_cache_read_tokens", "AI Gateway Cache Read Tokens", "$.cache_read_tokens",
+     "Prompt tokens read from the provider's prompt cache"),
+    ("llm_cache_write_tokens", "AI Gateway Cache Write Tokens", "$.cache_write_tokens",
+     "Prompt tokens written to the provider's prompt cache"),
+    ("llm_reasoning_tokens", "AI Gateway Reasoning Tokens", "$.reasoning_tokens",
+     "Reasoning (thinking) tokens of the completion"),
+)
+PRESET_COMPANIONS: dict[str, tuple[dict[str, Any], ...]] = {
+    "llm_tokens": tuple(
+        {**KONG_PRESETS["llm_tokens"], "slug": slug, "name": name, "value_property": path,
+         "value_absent": Meter.ValueAbsent.ZERO,
+         "description": f"{what} of LLM calls through Kong's AI Gateway ({path}; an event without it counts 0)."}
+        for slug, name, path, what in LLM_TOKEN_COMPANIONS),
+}
+
+
+def preset_meters(preset: str) -> list[dict[str, Any]]:
+    """The meters a preset adds: its own, then its companions (empty for an unknown preset)."""
+    if preset not in KONG_PRESETS:
+        return []
+    return [KONG_PRESETS[preset], *PRESET_COMPANIONS.get(preset, ())]
+
 
 @dataclass(frozen=True)
 class MeterDefinition:
@@ -44,6 +75,7 @@ class MeterDefinition:
     aggregation: str
     value_path: JsonPath | None
     group_by: dict[str, JsonPath]
+    absent_zero: bool = False  # Meter.value_absent == zero: a missing or null value is 0, not a problem
 
     @property
     def required_value_path(self) -> JsonPath:
@@ -54,7 +86,8 @@ class MeterDefinition:
 
 
 def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, value_property: str | None,
-                   group_by: Any, description: Any = "") -> dict[str, str]:
+                   group_by: Any, description: Any = "", value_absent: Any = Meter.ValueAbsent.INVALID
+                   ) -> dict[str, str]:
     """Field → message for every problem; empty when the meter is valid."""
     errors: dict[str, str] = {}
     if not isinstance(slug, str) or not SLUG_RE.match(slug):
@@ -86,6 +119,9 @@ def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, v
         problem = _value_property_problem(aggregation, value_property or "")
         if problem:
             errors["value_property"] = problem
+    problem = _value_absent_problem(aggregation, value_absent)
+    if problem:
+        errors["value_absent"] = problem
     if group_by is None:
         group_by = {}
     if not isinstance(group_by, dict):
@@ -124,11 +160,31 @@ def _value_property_problem(aggregation: str, value_property: str) -> str | None
     return None
 
 
+def _value_absent_problem(aggregation: str, value_absent: Any) -> str | None:
+    if value_absent not in VALUE_ABSENT:
+        return f"value absent must be one of {', '.join(VALUE_ABSENT)}"
+    if value_absent == Meter.ValueAbsent.ZERO and aggregation in AGGREGATIONS \
+            and aggregation not in ABSENT_ZERO_AGGREGATIONS:
+        return (f"an absent value can count as zero only for {', '.join(ABSENT_ZERO_AGGREGATIONS)}, "
+                f"not {aggregation}")
+    return None
+
+
 def meter_definition(meter) -> MeterDefinition:
     """The parsed definition of a stored (valid) meter."""
     value_path = jsonpath.parse(meter.value_property) if meter.value_property else None
     group_by = {name: jsonpath.parse(path) for name, path in (meter.group_by or {}).items()}
-    return MeterDefinition(meter.event_type, meter.aggregation, value_path, group_by)
+    return MeterDefinition(meter.event_type, meter.aggregation, value_path, group_by,
+                           absent_zero=meter.value_absent == Meter.ValueAbsent.ZERO)
+
+
+def adds_nothing(definition: MeterDefinition, data: Any) -> bool:
+    """Whether the event adds nothing to a SUM meter's usage: its value is 0 (e.g. a companion meter's field the
+    event does not carry), so there is nothing to price either."""
+    if definition.aggregation != Meter.Aggregation.SUM or definition.value_path is None:
+        return False
+    value, _ = jsonpath.numeric_value(definition.value_path, data, absent_zero=definition.absent_zero)
+    return value == 0
 
 
 def value_problem(definition: MeterDefinition, data: Any) -> str | None:
@@ -138,5 +194,5 @@ def value_problem(definition: MeterDefinition, data: Any) -> str | None:
     if definition.aggregation == Meter.Aggregation.UNIQUE_COUNT:
         value = jsonpath.group_value(definition.value_path, data)
         return None if value is not None else f"value at {definition.value_path.text} is missing"
-    _, problem = jsonpath.numeric_value(definition.value_path, data)
+    _, problem = jsonpath.numeric_value(definition.value_path, data, absent_zero=definition.absent_zero)
     return problem

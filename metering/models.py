@@ -123,12 +123,25 @@ class Meter(models.Model):
         MAX = "MAX", "Maximum"
         LATEST = "LATEST", "Latest"
 
+    class ValueAbsent(models.TextChoices):
+        """What an event without the value property (missing, or JSON null) means to the meter: an event
+        problem (not counted, shown on the event), or a value of 0 that counts nothing. A value that is present
+        but not a number (or out of range) is an event problem either way."""
+
+        INVALID = "invalid", "an event problem (not counted, shown on the event)"
+        ZERO = "zero", "zero: the event counts nothing"
+
     slug = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     event_type = models.CharField(max_length=CLOUDEVENT_STRING_MAX, db_index=True)
     aggregation = models.CharField(max_length=16, choices=Aggregation.choices)
     value_property = models.CharField(max_length=255, blank=True, help_text="JSONPath, e.g. $.tokens")
+    value_absent = models.CharField(
+        "when the value is absent", max_length=8, choices=ValueAbsent.choices, default=ValueAbsent.INVALID,
+        help_text="An event without the value property (missing or null): an event problem, or zero (for a field "
+                  "a gateway sends only when it has something to count, e.g. $.cache_read_tokens). Only for SUM, "
+                  "AVG, MIN, MAX and LATEST.")
     group_by = models.JSONField(default=dict, blank=True, help_text='Name → JSONPath, e.g. {"model": "$.model"}')
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

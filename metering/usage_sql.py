@@ -60,7 +60,7 @@ def from_db_number(value: Decimal | int | float | str | None) -> Decimal | None:
     return Decimal(str(value))
 
 
-def value_expr(path: JsonPath, data: str = "e.data", *, bounded: bool = True) -> Fragment:
+def value_expr(path: JsonPath, data: str = "e.data", *, bounded: bool = True, absent_zero: bool = False) -> Fragment:
     """The meter value at ``path`` as a number, or NULL when it is not counted (:mod:`metering.jsonpath`'s
     rule: a number or numeric string with |value| <= VALUE_BOUND). Never raises, whatever the event holds:
     a string is cast only after the shared pattern and length check.
@@ -68,7 +68,22 @@ def value_expr(path: JsonPath, data: str = "e.data", *, bounded: bool = True) ->
     ``bounded=False`` leaves out the range check on PostgreSQL, for a caller that extracts the value once in
     a subquery and applies :func:`in_range` to that column (the aggregator: extracting twice costs more than
     the rest of its work). SQLite's expression is always bounded.
+
+    ``absent_zero`` (the meter's ``value_absent = zero``): a value that is missing or JSON null is 0 (as
+    :func:`metering.jsonpath.numeric_value` says), anything present is read as above.
     """
+    sql, params = _value_expr(path, data, bounded=bounded)
+    if not absent_zero:
+        return sql, params
+    absent_params: list = [path.postgres_path if is_postgres() else path.sqlite_path]
+    if is_postgres():
+        absent = f"COALESCE(jsonb_typeof({data} #> %s::text[]), 'null') = 'null'"
+    else:
+        absent = f"COALESCE(json_type({data}, %s), 'null') = 'null'"
+    return f"(CASE WHEN {absent} THEN 0 ELSE {sql} END)", [*absent_params, *params]
+
+
+def _value_expr(path: JsonPath, data: str, *, bounded: bool) -> Fragment:
     if is_postgres():
         p = path.postgres_path
         sql = (

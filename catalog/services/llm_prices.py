@@ -13,6 +13,10 @@ change on a date the one in effect at ``at`` is taken; of tiered prices the base
   match is updated, hand-made rows are kept, new models are appended. A published plan is never rewritten: the
   rows go to its draft version (made when missing; publish it to take effect), or, with ``effective_from``, are
   scheduled on the published version.
+
+With ``token_type`` (e.g. ``cache_read``) the price table is that of a meter counting one token type (a companion
+of ``llm_tokens`` such as ``llm_cache_read_tokens``): only that type's prices become rows, matching ``{model}``
+(plus ``provider``), and the table needs only the ``model`` dimension.
 """
 
 from __future__ import annotations
@@ -130,16 +134,21 @@ class ImportPlan:
     rate_card: RateCard | None
 
 
-def _row_match(price: ProviderPrice, dimensions: list[str]) -> dict[str, str]:
-    match = {"model": price.model, "type": price.token_type}
+def _row_match(price: ProviderPrice, dimensions: list[str], *, by_type: bool = True) -> dict[str, str]:
+    match = {"model": price.model, "type": price.token_type} if by_type else {"model": price.model}
     if "provider" in dimensions:
         match["provider"] = price.provider
     return match
 
 
 def import_preview(*, prices: list[ProviderPrice], markup: Decimal = Decimal(0), plan_key: str | None = None,
-                   rate_card_key: str | None = None) -> ImportPlan:
-    """The diff of an import (nothing written)."""
+                   rate_card_key: str | None = None, token_type: str | None = None) -> ImportPlan:
+    """The diff of an import (nothing written). ``token_type``: the rate card prices one token type (its rows
+    match the model only)."""
+    if token_type is not None and token_type not in TOKEN_TYPES.values():
+        raise LlmPricesError([f"unknown token type {token_type!r} (known: {', '.join(TOKEN_TYPES.values())})"])
+    if token_type is not None and not (plan_key and rate_card_key):
+        raise LlmPricesError(["--token-type chooses the prices of a rate card: give --plan and --rate-card too"])
     lines: list[str] = []
     costs = {(c.provider, c.model, c.token_type): c.cost_per_token for c in ModelCost.objects.all()}
     for price in prices:
@@ -162,13 +171,16 @@ def import_preview(*, prices: list[ProviderPrice], markup: Decimal = Decimal(0),
                                   f"{plan_key!r}"])
         if rate_card.price_type != RateCard.PriceType.DIMENSIONAL:
             raise LlmPricesError([f"rate card {rate_card_key} does not have a dimensional price"])
-        missing = {"model", "type"} - set(rate_card.dimensions or [])
+        missing = ({"model", "type"} if token_type is None else {"model"}) - set(rate_card.dimensions or [])
         if missing:
             raise LlmPricesError([f"rate card {rate_card_key} is not keyed by {', '.join(sorted(missing))}"])
+        priced = prices if token_type is None else [p for p in prices if p.token_type == token_type]
+        if token_type is not None and not priced:
+            raise LlmPricesError([f"no {token_type} price for the chosen models in genai-prices"])
         current = {tuple(sorted(row.match.items())): row for row in rate_card.price_rows.all()
                    if not row.is_default and row.effective_from is None}
-        for price in prices:
-            match = _row_match(price, rate_card.dimensions)
+        for price in priced:
+            match = _row_match(price, rate_card.dimensions, by_type=token_type is None)
             amount = with_markup(price.per_token, markup)
             row = current.get(tuple(sorted(match.items())))
             label = ", ".join(f"{k}={v}" for k, v in sorted(match.items()))

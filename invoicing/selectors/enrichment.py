@@ -19,7 +19,7 @@ from catalog.models import RateCard
 from customers.models import Subscription
 from customers.selectors import customer_ids_of_events
 from metering.jsonpath import group_value
-from metering.meter_rules import meter_definition
+from metering.meter_rules import adds_nothing, meter_definition
 
 from ..models import Invoice, InvoiceLine
 
@@ -97,6 +97,8 @@ def _unpriced(rate_card: RateCard, event: Any) -> str | None:
     if feature is None or meter is None or meter.event_type != event.type:
         return None
     definition = meter_definition(meter)
+    if adds_nothing(definition, event.data):  # e.g. no cache_read_tokens: no usage, so no price is missing
+        return None
     values = {name: group_value(path, event.data) for name, path in definition.group_by.items()}
     if any(values.get(name) != str(value) for name, value in (feature.meter_group_by_filters or {}).items()):
         return None

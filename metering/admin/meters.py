@@ -13,9 +13,9 @@ from common.admin.refusals import ServiceErrorsMixin, refusals
 from common.jobs import job_run_queue
 
 from .. import forms
-from ..meter_rules import KONG_PRESETS
+from ..meter_rules import KONG_PRESETS, PRESET_COMPANIONS
 from ..models import Meter
-from ..services.meters import meter_create, meter_create_from_preset, meter_delete, meter_update
+from ..services.meters import meter_create, meter_create_from_preset, meter_delete, meter_update, preset_missing
 from ..services.rollups import ROLLUP_ERROR_MAX
 from ..tasks import rebuild_usage
 from .usage import usage_page
@@ -70,7 +70,7 @@ class MeterAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
     change_list_template = "admin/metering/meter/change_list.html"
     fieldsets = (
         (None, {"fields": ("slug", "name", "description")}),
-        ("What to count", {"fields": ("event_type", "aggregation", "value_property", "group_by")}),
+        ("What to count", {"fields": ("event_type", "aggregation", "value_property", "value_absent", "group_by")}),
     )
 
     def get_readonly_fields(self, request, obj=None):
@@ -118,9 +118,12 @@ class MeterAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "presets": [
-            {"key": key, "name": preset["name"], "exists": Meter.objects.filter(slug=preset["slug"]).exists(),
+            {"key": key, "name": preset["name"], "missing": [m["slug"] for m in preset_missing(key)],
+             "exists": Meter.objects.filter(slug=preset["slug"]).exists(),
              "summary": f"{preset['aggregation']} of {preset['event_type']}"
-                        + (f" {preset['value_property']}" if preset["value_property"] else "")}
+                        + (f" {preset['value_property']}" if preset["value_property"] else ""),
+             "companions": [f"{c['slug']} ({c['value_property']}, absent counts 0)"
+                            for c in PRESET_COMPANIONS.get(key, ())]}
             for key, preset in KONG_PRESETS.items()
         ]}
         return super().changelist_view(request, extra_context)
@@ -150,13 +153,19 @@ class MeterAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
         if request.method != "POST" or not self.has_add_permission(request):
             return HttpResponseRedirect(reverse("admin:metering_meter_changelist"))
         try:
-            meter = meter_create_from_preset(preset=preset)
+            created = meter_create_from_preset(preset=preset)
         except ValueError as exc:
             self.message_user(request, f"Preset not added: {exc}", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:metering_meter_changelist"))
-        self.message_user(request, f"Meter {meter.slug} added from the Kong preset; usage of existing "
-                                   f"{meter.event_type} events is being rolled up.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:metering_meter_change", args=[meter.pk]))
+        main, companions = created[0], [m.slug for m in created[1:]]
+        if main.slug == KONG_PRESETS[preset]["slug"]:
+            what = f"Meter {main.slug} added from the Kong preset" + (
+                f", with its companion meters {', '.join(companions)}" if companions else "")
+        else:  # the preset's own meter was there already: only companions were missing
+            what = f"Companion meters {', '.join(m.slug for m in created)} of {KONG_PRESETS[preset]['slug']} added"
+        self.message_user(request, f"{what}; usage of existing {main.event_type} events is being rolled up.",
+                          messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:metering_meter_change", args=[main.pk]))
 
     def usage_view(self, request):
         return usage_page(self, request)

@@ -13,8 +13,8 @@ from common.admin.refusals import ServiceErrorsMixin, refusals
 
 from .. import forms
 from ..meter_rules import KONG_PRESETS
-from ..models import ApiToken, Meter
-from ..services.meters import meter_create_from_preset
+from ..models import ApiToken
+from ..services.meters import meter_create_from_preset, preset_missing
 from ..services.tokens import api_token_create, api_token_revoke, api_token_set_rate_limit
 
 REVOKE = ConfirmAction(
@@ -80,8 +80,8 @@ class ApiTokenAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
             created_meters = []
             for preset, wanted in (("llm_tokens", data["meter_ai_token_usage"]),
                                    ("api_requests", data["meter_api_requests"])):
-                if wanted and not Meter.objects.filter(slug=KONG_PRESETS[preset]["slug"]).exists():
-                    created_meters.append(meter_create_from_preset(preset=preset).slug)
+                if wanted and preset_missing(preset):
+                    created_meters += [meter.slug for meter in meter_create_from_preset(preset=preset)]
             token, plain = api_token_create(name=data["name"], scopes=["ingest"], created_by=request.user)
             endpoint = data["public_url"].rstrip("/") + "/api/v3/openmeter/events"
             context.update({"token": token, "plain_token": plain, "endpoint": endpoint,

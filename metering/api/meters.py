@@ -26,6 +26,7 @@ from common.time import format_rfc3339
 from ..enrichment import customer_subjects
 from ..jsonpath import PATTERN as JSONPATH_PATTERN
 from ..meter_rules import (
+    ABSENT_ZERO_AGGREGATIONS,
     AGGREGATIONS,
     EVENT_TYPE_MAX,
     GROUP_NAME_RE,
@@ -34,6 +35,7 @@ from ..meter_rules import (
     RESERVED_GROUP_NAMES,
     SLUG_MAX,
     SLUG_RE,
+    VALUE_ABSENT,
 )
 from ..models import Meter
 from ..selectors.meters import meter_by_id_or_slug, meter_first_usage_time
@@ -62,7 +64,6 @@ from .schema import DATE_TIME_DESCRIPTION, JSON_CONTENT, NO_NUL, component, date
 # --- OpenAPI description (schema only: the handlers validate with metering.meter_rules) ----------------------
 
 _NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"  # some text, no NUL
-_VALUE_AGGREGATIONS = [a for a in AGGREGATIONS if a != Meter.Aggregation.COUNT]
 _JSONPATH = {"type": "string", "pattern": JSONPATH_PATTERN, "maxLength": 255,
              "description": 'JSONPath into the event\'s `data`: `$` then `.name`, `["any name"]` or `[index]` '
                             "steps, e.g. `$.tokens`, `$.usage.input_tokens`, `$.choices[0].tokens`."}
@@ -86,9 +87,21 @@ _FIELDS = {
     **{name: {"description": "Accepted and ignored (OpenMeter clients send it)."}
        for name in ("id", "createdAt", "updatedAt", "metadata", "eventFrom")},
 }
+_NUMBER_AGGREGATIONS = list(ABSENT_ZERO_AGGREGATIONS)
+_ABSENT_DESCRIPTION = ("Not OpenMeter's: what an event without `valueProperty` (missing or null) means. `invalid` "
+                       "(the default): an event problem, not counted. `zero`: it counts nothing, for a field the "
+                       "gateway sends only when it has one (e.g. `$.cache_read_tokens`); only for "
+                       f"{', '.join(ABSENT_ZERO_AGGREGATIONS)}.")
+_ABSENT_INVALID = {"type": ["string", "null"], "enum": [Meter.ValueAbsent.INVALID, None],
+                   "description": _ABSENT_DESCRIPTION}
+_ABSENT_ANY = {"type": ["string", "null"], "enum": [*VALUE_ABSENT, None], "description": _ABSENT_DESCRIPTION}
 _COUNT = {"aggregation": {"type": "string", "enum": [Meter.Aggregation.COUNT]},
-          "valueProperty": {"enum": ["", None], "description": "COUNT counts events: no value property."}}
-_VALUE = {"aggregation": {"type": "string", "enum": _VALUE_AGGREGATIONS}, "valueProperty": _JSONPATH}
+          "valueProperty": {"enum": ["", None], "description": "COUNT counts events: no value property."},
+          "valueAbsent": _ABSENT_INVALID}
+_UNIQUE = {"aggregation": {"type": "string", "enum": [Meter.Aggregation.UNIQUE_COUNT]}, "valueProperty": _JSONPATH,
+           "valueAbsent": _ABSENT_INVALID}
+_VALUE = {"aggregation": {"type": "string", "enum": _NUMBER_AGGREGATIONS}, "valueProperty": _JSONPATH,
+          "valueAbsent": _ABSENT_ANY}
 
 
 def _meter_body(name: str, description: str, properties: dict, required: list[str]) -> dict:
@@ -100,8 +113,10 @@ METER_CREATE = component("MeterCreate", {
     "description": "A new meter: COUNT counts events; the other aggregations read `valueProperty`.",
     "oneOf": [
         _meter_body("MeterCreateCount", "A COUNT meter.", {**_FIELDS, **_COUNT}, ["slug", "eventType", "aggregation"]),
-        _meter_body("MeterCreateValue", "A meter of a value (SUM, UNIQUE_COUNT, AVG, MIN, MAX, LATEST).",
+        _meter_body("MeterCreateValue", "A meter of a number (SUM, AVG, MIN, MAX, LATEST).",
                     {**_FIELDS, **_VALUE}, ["slug", "eventType", "aggregation", "valueProperty"]),
+        _meter_body("MeterCreateUniqueCount", "A meter of distinct values (UNIQUE_COUNT).",
+                    {**_FIELDS, **_UNIQUE}, ["slug", "eventType", "aggregation", "valueProperty"]),
     ],
     "example": {"slug": "llm_tokens", "name": "AI Gateway Tokens", "eventType": "kong.llm_request",
                 "aggregation": "SUM", "valueProperty": "$.tokens",
@@ -109,14 +124,17 @@ METER_CREATE = component("MeterCreate", {
 })
 _UPDATE_FIELDS = {k: v for k, v in _FIELDS.items() if k != "slug"}
 METER_UPDATE = component("MeterUpdate", {
-    "description": "The fields to change (others keep their values; the slug cannot change). `aggregation` and "
-                   "`valueProperty` go together: `valueProperty` only with `aggregation`, and an aggregation "
-                   "other than COUNT with its `valueProperty`. A changed definition rebuilds the meter's usage; "
-                   "a meter a published plan bills keeps its definition (409).",
+    "description": "The fields to change (others keep their values; the slug cannot change). `aggregation`, "
+                   "`valueProperty` and `valueAbsent` go together: `valueProperty` and `valueAbsent` only with "
+                   "`aggregation`, an aggregation other than COUNT with its `valueProperty`, and `valueAbsent` "
+                   "is `invalid` unless sent. A changed definition rebuilds the meter's usage; a meter a "
+                   "published plan bills keeps its definition (409).",
     "oneOf": [
         _meter_body("MeterUpdateNames", "Name, description, event type or group-bys.", _UPDATE_FIELDS, []),
         _meter_body("MeterUpdateCount", "Make it a COUNT meter.", {**_UPDATE_FIELDS, **_COUNT}, ["aggregation"]),
-        _meter_body("MeterUpdateValue", "Make it a meter of a value.", {**_UPDATE_FIELDS, **_VALUE},
+        _meter_body("MeterUpdateValue", "Make it a meter of a number.", {**_UPDATE_FIELDS, **_VALUE},
+                    ["aggregation", "valueProperty"]),
+        _meter_body("MeterUpdateUniqueCount", "Make it a meter of distinct values.", {**_UPDATE_FIELDS, **_UNIQUE},
                     ["aggregation", "valueProperty"]),
     ],
     "example": {"name": "Tokens", "groupBy": {"model": "$.model", "provider": "$.provider", "type": "$.type"}},
@@ -133,6 +151,8 @@ METER = component("Meter", {
         "aggregation": {"type": "string", "enum": list(AGGREGATIONS)},
         "eventType": {"type": "string"},
         "valueProperty": {"type": "string", "description": "Absent for COUNT."},
+        "valueAbsent": {"type": "string", "enum": list(VALUE_ABSENT),
+                        "description": "Absent for COUNT. " + _ABSENT_DESCRIPTION},
         "groupBy": {"type": "object", "additionalProperties": {"type": "string"}},
         "createdAt": date_time(""),
         "updatedAt": date_time(""),
@@ -233,7 +253,8 @@ QUERY_PARAMETERS = [
 
 
 CAMEL = {"slug": "slug", "name": "name", "description": "description", "eventType": "event_type",
-         "aggregation": "aggregation", "valueProperty": "value_property", "groupBy": "group_by"}
+         "aggregation": "aggregation", "valueProperty": "value_property", "valueAbsent": "value_absent",
+         "groupBy": "group_by"}
 SNAKE_TO_CAMEL = {snake: camel for camel, snake in CAMEL.items()}
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
@@ -252,6 +273,7 @@ def meter_json(meter: Meter) -> dict[str, Any]:
     }
     if meter.value_property:
         body["valueProperty"] = meter.value_property
+        body["valueAbsent"] = meter.value_absent
     return body
 
 
@@ -279,7 +301,7 @@ def meter_fields_from_body(data: Any, *, creating: bool) -> dict[str, Any]:
     if unknown:
         raise validation_problem(dict.fromkeys(unknown, "unknown field"))
     wrong = {key: "must be a string" for key in ("slug", "name", "description", "eventType", "aggregation",
-                                                  "valueProperty")
+                                                  "valueProperty", "valueAbsent")
              if data.get(key) is not None and not isinstance(data[key], str)}
     group_by = data.get("groupBy")
     if group_by is not None and not (isinstance(group_by, dict)
@@ -344,10 +366,12 @@ class MeterDetailView(APIView):
         if "slug" in request.data and request.data["slug"] != meter.slug:
             raise validation_problem({"slug": "the slug of a meter cannot be changed"})
         # aggregation and valueProperty go together, so a body means the same whatever the stored meter is
-        if "value_property" in fields and "aggregation" not in fields:
-            raise validation_problem({"value_property": "send valueProperty together with aggregation"})
+        for name in ("value_property", "value_absent"):
+            if name in fields and "aggregation" not in fields:
+                raise validation_problem({name: f"send {SNAKE_TO_CAMEL[name]} together with aggregation"})
         if "aggregation" in fields:
             fields.setdefault("value_property", "")
+            fields.setdefault("value_absent", Meter.ValueAbsent.INVALID)
         try:
             meter = meter_update(meter=meter, **fields)
         except MeterFrozen as exc:  # what uses the meter holds it: not the request's shape, the catalog's state

@@ -224,7 +224,7 @@ def _raw_value(query: _UsageQuery) -> tuple[str, list]:
         return "NULL", []
     if query.unique:
         return text_expr(query.definition.required_value_path)
-    return value_expr(query.definition.required_value_path)
+    return value_expr(query.definition.required_value_path, absent_zero=query.definition.absent_zero)
 
 
 def _raw_measures(query: _UsageQuery) -> Sequence[str]:

@@ -11,12 +11,13 @@ from django.db.models import ProtectedError
 from common.queue import enqueue_on_commit
 
 from ..enrichment import meter_update_refusals
-from ..meter_rules import KONG_PRESETS, validate_meter
+from ..meter_rules import KONG_PRESETS, preset_meters, validate_meter
 from ..models import Meter
 from .rollups import meter_rollups_reset
 
-DEFINITION_FIELDS = ("event_type", "aggregation", "value_property", "group_by")
+DEFINITION_FIELDS = ("event_type", "aggregation", "value_property", "value_absent", "group_by")
 EDITABLE_FIELDS = ("name", "description", *DEFINITION_FIELDS)
+VALIDATED_FIELDS = ("slug", *EDITABLE_FIELDS)
 
 
 class MeterValidationError(ValueError):
@@ -65,6 +66,8 @@ def _normalized(fields: dict[str, Any]) -> dict[str, Any]:
         fields["value_property"] = ""
     if fields.get("group_by") is None:
         fields["group_by"] = {}
+    if fields.get("value_absent") is None:
+        fields["value_absent"] = Meter.ValueAbsent.INVALID
     if fields.get("description") is None:
         fields["description"] = ""
     return fields
@@ -72,11 +75,12 @@ def _normalized(fields: dict[str, Any]) -> dict[str, Any]:
 
 @transaction.atomic
 def meter_create(*, slug: str, name: str, event_type: str, aggregation: str, value_property: str | None = "",
-                 group_by: dict[str, str] | None = None, description: str = "") -> Meter:
+                 group_by: dict[str, str] | None = None, description: str = "",
+                 value_absent: str | None = Meter.ValueAbsent.INVALID) -> Meter:
     fields = _normalized({"slug": slug, "name": name, "event_type": event_type, "aggregation": aggregation,
-                          "value_property": value_property, "group_by": group_by, "description": description})
-    errors = validate_meter(**{k: fields[k] for k in ("slug", "name", "event_type", "aggregation",
-                                                         "value_property", "group_by", "description")})
+                          "value_property": value_property, "group_by": group_by, "description": description,
+                          "value_absent": value_absent})
+    errors = validate_meter(**{k: fields[k] for k in VALIDATED_FIELDS})
     if errors:
         raise MeterValidationError(errors)
     if Meter.objects.filter(slug=fields["slug"]).exists():
@@ -94,8 +98,7 @@ def meter_update_check(*, meter: Meter, **changes: Any) -> dict[str, Any]:
     if unknown:
         raise MeterValidationError({field: f"{field} cannot be changed" for field in sorted(unknown)})
     merged = _normalized({**{f: getattr(meter, f) for f in ("slug", *EDITABLE_FIELDS)}, **changes})
-    errors = validate_meter(**{k: merged[k] for k in ("slug", "name", "event_type", "aggregation",
-                                                         "value_property", "group_by", "description")})
+    errors = validate_meter(**{k: merged[k] for k in VALIDATED_FIELDS})
     if errors:
         raise MeterValidationError(errors)
     if any(merged[f] != getattr(meter, f) for f in DEFINITION_FIELDS):
@@ -136,7 +139,22 @@ def meter_delete(*, meter: Meter) -> None:
         raise MeterInUse(f"meter {meter.slug} is used by: {users}; remove those first") from exc
 
 
-def meter_create_from_preset(*, preset: str) -> Meter:
+def preset_missing(preset: str) -> list[dict[str, Any]]:
+    """The meters of a preset (its own and its companions) that no meter's slug holds yet."""
+    meters = preset_meters(preset)
+    taken = set(Meter.objects.filter(slug__in=[m["slug"] for m in meters]).values_list("slug", flat=True))
+    return [m for m in meters if m["slug"] not in taken]
+
+
+@transaction.atomic
+def meter_create_from_preset(*, preset: str) -> list[Meter]:
+    """Create the meters of a Kong preset that are missing (the preset's meter, then its companions, e.g.
+    llm_tokens with llm_cache_read_tokens, llm_cache_write_tokens and llm_reasoning_tokens); returns those
+    created. A slug already taken is left as it is; when all are taken, :class:`MeterSlugTaken`."""
     if preset not in KONG_PRESETS:
         raise MeterValidationError({"preset": f"unknown preset {preset}; known: {', '.join(KONG_PRESETS)}"})
-    return meter_create(**KONG_PRESETS[preset])
+    missing = preset_missing(preset)
+    if not missing:
+        raise MeterSlugTaken({"slug": f"the meters of preset {preset} "
+                                      f"({', '.join(m['slug'] for m in preset_meters(preset))}) already exist"})
+    return [meter_create(**fields) for fields in missing]

@@ -138,7 +138,7 @@ def _event_value(shape: _ChunkShape) -> tuple[str, list]:
         return shape.null("NUMERIC"), []
     if shape.aggregation == Aggregation.UNIQUE_COUNT:
         return text_expr(shape.definition.required_value_path)
-    return value_expr(shape.definition.required_value_path, bounded=False)
+    return value_expr(shape.definition.required_value_path, bounded=False, absent_zero=shape.definition.absent_zero)
 
 
 def _chunk_events(shape: _ChunkShape, low: int, high: int) -> tuple[str, list]:

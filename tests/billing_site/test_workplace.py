@@ -191,7 +191,8 @@ def test_connect_a_gateway_creates_a_token_and_shows_the_plugin_configuration(ad
                      "meter_ai_token_usage: true", "meter_api_requests: true", "look_up_value_in: consumer",
                      "curl -i -X POST http://localhost:8001/plugins/", token.prefix):
         assert expected in page
-    assert set(Meter.objects.values_list("slug", flat=True)) == {"llm_tokens", "api_requests"}
+    assert set(Meter.objects.values_list("slug", flat=True)) == {  # llm_tokens comes with its companion meters
+        "llm_tokens", "llm_cache_read_tokens", "llm_cache_write_tokens", "llm_reasoning_tokens", "api_requests"}
     bad = admin_client.post("/admin/metering/apitoken/connect/", {"name": "", "public_url": "not a url"})
     assert {"name", "public_url"} <= set(bad.context["form"].errors)
 

@@ -180,6 +180,17 @@ def test_demo_data_is_idempotent():
     assert table[("gpt-4o", "request")] == Decimal("0.000003") and table[("gpt-4o", "response")] == Decimal(
         "0.000012")
     assert len(table) == 6
+    # the llm_tokens preset's companion meters, and the cache reads and writes priced per model beside `llm`
+    from metering.models import Meter
+
+    assert dict(Meter.objects.filter(slug__startswith="llm_").values_list("slug", "value_absent")) == {
+        "llm_tokens": "invalid", "llm_cache_read_tokens": "zero", "llm_cache_write_tokens": "zero",
+        "llm_reasoning_tokens": "zero"}
+    cards = {card.key: {r.match["model"]: r.unit_amount for r in card.price_rows.all()}
+             for card in Plan.objects.get(key="ai-gateway").rate_cards.exclude(key="llm")}
+    assert cards == {"llm-cache-read": {"gpt-4o": Decimal("0.0000015"), "gpt-4o-mini": Decimal("0.00000009"),
+                                        "claude-3-5-sonnet": Decimal("0.00000036")},
+                     "llm-cache-write": {"claude-3-5-sonnet": Decimal("0.0000045")}}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -187,7 +198,7 @@ def test_simulate_gateway_then_preview_shows_the_input_tokens(live_server):
     call_command("load_demo", stdout=io.StringIO())
     out = io.StringIO()
     call_command("simulate_gateway", "--consumer", "kong-air", "--requests", "6", "--url", live_server.url, stdout=out)
-    assert "Posted 18 events" in out.getvalue() and "144 input tokens" in out.getvalue()
+    assert "Posted 18 events" in out.getvalue() and "144 input tokens, 48 cache read tokens" in out.getvalue()
     from django.utils import timezone
 
     body = preview(at=(timezone.now() + dt.timedelta(seconds=1)).isoformat())

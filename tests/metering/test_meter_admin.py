@@ -27,7 +27,8 @@ def test_kong_presets_are_one_click(admin_client, kong_fixtures):
         assert meter.value_property == expected.get("value_property", "")
     assert b"already added" in admin_client.get("/admin/metering/meter/").content
     admin_client.post("/admin/metering/meter/presets/llm_tokens/")
-    assert Meter.objects.count() == 2
+    assert sorted(Meter.objects.values_list("slug", flat=True)) == [  # the preset's meters, each once
+        "api_requests", "llm_cache_read_tokens", "llm_cache_write_tokens", "llm_reasoning_tokens", "llm_tokens"]
 
 
 @pytest.mark.django_db

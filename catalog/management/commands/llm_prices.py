@@ -1,10 +1,12 @@
 """``python manage.py llm_prices import [--provider openai --provider anthropic …] [--model gpt-4o …]
-[--markup PERCENT] [--plan KEY --rate-card KEY] [--effective-from ISO8601] [--dry-run]``.
+[--markup PERCENT] [--plan KEY --rate-card KEY [--token-type TYPE]] [--effective-from ISO8601] [--dry-run]``.
 
 Reads the genai-prices package's bundled price data (USD per million tokens → per token, exactly), shows the diff,
 then fills the cost table and, with ``--plan``/``--rate-card``, the dimensional price table (price = cost ×
-(1 + markup %)): into the plan's draft version (made when missing), or scheduled on the published version from
-``--effective-from``. ``--dry-run`` shows the diff and writes nothing. See :mod:`catalog.services.llm_prices`.
+(1 + markup %); with ``--token-type cache_read`` only that token type's prices, as rows by model, for a rate card
+on a companion meter such as ``llm_cache_read_tokens``): into the plan's draft version (made when missing), or
+scheduled on the published version from ``--effective-from``. ``--dry-run`` shows the diff and writes nothing.
+See :mod:`catalog.services.llm_prices`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from decimal import Decimal, InvalidOperation
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from catalog.services.llm_prices import LlmPricesError, import_preview, llm_prices_import, provider_prices
+from catalog.services.llm_prices import (
+    TOKEN_TYPES,
+    LlmPricesError,
+    import_preview,
+    llm_prices_import,
+    provider_prices,
+)
 from catalog.services.plans import PlanError
 from common.problems import Problem
 from metering.api.params import parse_rfc3339
@@ -45,6 +53,9 @@ class Command(BaseCommand):
         parser.add_argument("--markup", help="Price = cost × (1 + PERCENT / 100); default 0.")
         parser.add_argument("--plan", help="The plan whose dimensional rate card gets the rows.")
         parser.add_argument("--rate-card", dest="rate_card", help="That rate card's key.")
+        parser.add_argument("--token-type", dest="token_type", choices=sorted(TOKEN_TYPES.values()),
+                            help="The rate card prices this token type only (a companion meter of llm_tokens, "
+                                 "e.g. llm_cache_read_tokens → cache_read): its rows match the model only.")
         parser.add_argument("--effective-from", dest="effective_from",
                             help="Schedule the changed rows on the published version from this RFC 3339 time.")
         parser.add_argument("--dry-run", dest="dry_run", action="store_true", help="Show the diff, write nothing.")
@@ -67,7 +78,7 @@ class Command(BaseCommand):
         try:
             prices = provider_prices(providers=options.get("provider"), models=options.get("model"), at=now)
             plan = import_preview(prices=prices, markup=markup, plan_key=options.get("plan"),
-                                  rate_card_key=options.get("rate_card"))
+                                  rate_card_key=options.get("rate_card"), token_type=options.get("token_type"))
         except LlmPricesError as exc:
             raise CommandError("; ".join(exc.problems)) from exc
         for line in plan.lines:

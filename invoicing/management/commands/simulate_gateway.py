@@ -2,7 +2,9 @@
 
 A stand-in for Kong's metering-and-billing plugin: posts the events of that many AI calls (one
 ``kong.api_request`` and two ``kong.llm_request`` each, shaped like ../shared/fixtures/kong_events.json) to
-the ingest endpoint, as the plugin does.
+the ingest endpoint, as the plugin does. Every second call's input event also carries ``cache_read_tokens``
+(prompt tokens served from the provider's cache, beside the uncached ``tokens``), which the
+``llm_cache_read_tokens`` companion meter counts.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from common.time import format_rfc3339
 from invoicing.services.demo import demo_token_file
 
 FIXTURES = Path(__file__).resolve().parents[3] / "metering" / "data" / "kong_events.json"
+CACHE_READ_TOKENS = 16  # on the input event of every second call
 
 
 def gateway_events(consumer: str, requests: int) -> list[dict]:
     templates = json.loads(FIXTURES.read_text())["events"]
     events = []
     now = format_rfc3339(timezone.now())
-    for _ in range(requests):
+    for call in range(requests):
         request_id = str(uuid.uuid4())
         for template in templates:
             event = copy.deepcopy(template)
@@ -38,6 +41,8 @@ def gateway_events(consumer: str, requests: int) -> list[dict]:
             event["data"]["subject_type"] = "consumer_id" if consumer.startswith("consumer:") else "consumer_username"
             if event["type"] == "kong.llm_request":
                 event["data"]["api_request_id"] = request_id
+                if call % 2 == 1 and event["data"].get("type") == "request":
+                    event["data"]["cache_read_tokens"] = CACHE_READ_TOKENS
             events.append(event)
     return events
 
@@ -73,5 +78,7 @@ class Command(BaseCommand):
                            if e["type"] == "kong.llm_request" and e["data"]["type"] == "request")
         output_tokens = sum(e["data"]["tokens"] for e in events
                             if e["type"] == "kong.llm_request" and e["data"]["type"] == "response")
+        cache_read = sum(e["data"].get("cache_read_tokens", 0) for e in events if e["type"] == "kong.llm_request")
         self.stdout.write(f"Posted {len(events)} events ({requests} AI calls by {consumer}) to {url}: HTTP {status}; "
-                          f"{input_tokens} input tokens, {output_tokens} output tokens.")
+                          f"{input_tokens} input tokens, {cache_read} cache read tokens, {output_tokens} output "
+                          "tokens.")
