@@ -206,6 +206,20 @@ def test_simulate_gateway_then_preview_shows_the_input_tokens(live_server):
     assert (usage["quantity"], usage["amount"]) == ("144", "144.00")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_simulate_gateway_at_its_maximum_posts_batches_the_server_takes(live_server):
+    """3,000 calls are 9,000 events (~6.5 MB as one body, over the ingest limit): sent as batches of 1,000."""
+    from metering.models import Event
+
+    call_command("load_demo", stdout=io.StringIO())
+    before = Event.objects.count()
+    out = io.StringIO()
+    call_command("simulate_gateway", "--consumer", "kong-air", "--requests", "3000", "--url", live_server.url,
+                 stdout=out)
+    assert "Posted 9000 events" in out.getvalue() and "HTTP 202" in out.getvalue()
+    assert Event.objects.count() - before == 9000
+
+
 def test_simulate_gateway_errors():
     with pytest.raises(CommandError, match="load_demo"):
         call_command("simulate_gateway", "--consumer", "kong-air", stdout=io.StringIO())
