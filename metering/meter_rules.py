@@ -53,6 +53,11 @@ LLM_TOKEN_COMPANIONS = (
     ("llm_reasoning_tokens", "AI Gateway Reasoning Tokens", "$.reasoning_tokens",
      "Reasoning (thinking) tokens of the completion"),
 )
+# What a token of each companion costs, as a token type of the cost table (catalog.ModelCost): providers bill
+# reasoning tokens at their output (response) rate. Keyed by the value property, so a meter made by hand that
+# counts the same field is costed the same way.
+COMPANION_COST_TOKEN_TYPES = {"$.cache_read_tokens": "cache_read", "$.cache_write_tokens": "cache_write",
+                              "$.reasoning_tokens": "response"}
 PRESET_COMPANIONS: dict[str, tuple[dict[str, Any], ...]] = {
     "llm_tokens": tuple(
         {**KONG_PRESETS["llm_tokens"], "slug": slug, "name": name, "value_property": path,
@@ -60,6 +65,12 @@ PRESET_COMPANIONS: dict[str, tuple[dict[str, Any], ...]] = {
          "description": f"{what} of LLM calls through Kong's AI Gateway ({path}; an event without it counts 0)."}
         for slug, name, path, what in LLM_TOKEN_COMPANIONS),
 }
+
+
+def cost_token_type(value_property: str | None) -> str | None:
+    """The cost-table token type every token of a meter counting ``value_property`` is (a companion meter's), or
+    None when the events' own ``type`` says it (``request`` / ``response`` of ``llm_tokens``)."""
+    return COMPANION_COST_TOKEN_TYPES.get(value_property or "")
 
 
 def preset_meters(preset: str) -> list[dict[str, Any]]:

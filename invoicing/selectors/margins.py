@@ -6,7 +6,9 @@ usage cost us (the cost table filled by ``llm_prices import``), per customer × 
   name one, e.g. the default, and for the minimum/maximum spend of the whole table).
 - **Previewed revenue**: what the preview of each customer's running period (at ``now``) would add.
 - **Cost**: the usage of those periods by model, token type (and provider when the meter has it) × the cost table's
-  per-token cost (USD). A usage group without a cost (a model nobody imported) leaves the cost of its row
+  per-token cost (USD). The token type is the events' ``type`` (``request`` / ``response``), except on a companion
+  meter of ``llm_tokens``, whose tokens are all of one type (``cache_read``, ``cache_write``; reasoning tokens cost
+  the ``response`` rate). A usage group without a cost (a model nobody imported) leaves the cost of its row
   incomplete: ``cost_missing`` names the models.
 - **Margin** = revenue − cost (minor units, the cost rounded once); **margin %** = margin / revenue.
 
@@ -26,6 +28,7 @@ from catalog.models import ModelCost, RateCard
 from catalog.money import to_minor
 from customers.models import Customer, Subscription
 from customers.selectors import UsageRequest, active_subscriptions, features_usage
+from metering.meter_rules import cost_token_type
 
 from ..models import CreditNote, CreditNoteLine, InvoiceLine
 from ..services.credits import CreditsLine
@@ -178,11 +181,14 @@ def _add_costs(rows: dict[tuple, MarginRow], items: dict[tuple, _Item]) -> None:
     exact, by_model = _cost_table()
     for item, request in requests:
         customer, currency = item.subscription.customer.key, item.subscription.plan.currency
+        meter = item.rate_card.feature.meter if item.rate_card.feature is not None else None
+        meter_token_type = cost_token_type(meter.value_property) if meter is not None else None
         table = dimensional_price(item.rate_card)
         in_effect = rows_in_effect(table, item.period_start)
         for values, quantity in usage[request.key].items():
             group = dict(zip(request.dimensions, values, strict=True))
-            model, token_type, provider = group.get("model"), group.get("type"), group.get("provider")
+            model, provider = group.get("model"), group.get("provider")
+            token_type = meter_token_type or group.get("type")  # a cache-read meter's tokens are all cache reads
             matched = resolve_row(in_effect, {name: group.get(name) for name in table.dimensions})
             shown = (_model(dict(matched.match)) if matched is not None
                      else f"{model or '?'} (unpriced)")

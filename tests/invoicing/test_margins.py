@@ -81,3 +81,29 @@ def test_margins_admin_page_shows_the_table_and_a_chart(admin_client, february):
     assert "gpt-4o-mini/response" in html and "0.90 USD" in html and "55.56" in html
     bad = admin_client.get("/admin/invoicing/invoice/margins/", {"from": "nope"}).content.decode()
     assert "is not a date" in bad
+
+
+def test_a_cache_read_companion_is_costed_at_the_cache_read_rate():
+    """The companion meter's events are ``type: request``, but every token it counts is a cache read: the cost
+    table's ``cache_read`` row costs it, not the input rate."""
+    from catalog.services.features import feature_create
+    from catalog.services.plans import PriceRowSpec, RateCardSpec, plan_create, plan_publish
+    from metering.models import Meter
+    from metering.services.meters import meter_create_from_preset
+    from tests.builders import llm_event
+
+    meter_create_from_preset(preset="llm_tokens")
+    feature_create(key="cache-reads", name="Cache reads", meter=Meter.objects.get(slug="llm_cache_read_tokens"))
+    card = RateCardSpec(key="cache", name="Cache reads", feature="cache-reads", price_type="dimensional",
+                        dimensions=["model"],
+                        rows=[PriceRowSpec(match={"model": "gpt-4o"}, price_type="unit", unit_amount=D("0.0000015"))])
+    plan = plan_publish(plan=plan_create(key="cache", name="Cache", currency="USD", rate_cards=[card]))
+    subscription_create(customer=kong_air(), plan=plan, start=FEB, billing_anchor="calendar")
+    ingest([llm_event(tokens=10, model="gpt-4o", time="2026-02-03T10:00:00Z", cache_read_tokens=1_000_000)],
+           now=utc(2026, 2, 10))
+    for token_type, cost in (("request", "0.0000025"), ("cache_read", "0.00000125")):
+        ModelCost.objects.create(provider="openai", model="gpt-4o", token_type=token_type, cost_per_token=D(cost))
+    close_cycles(now=utc(2026, 3, 1, 2))
+    (row,) = margin_report(start=FEB, end=MAR, now=utc(2026, 4, 1))
+    assert (row.model, row.revenue_billed, row.cost, row.margin, row.cost_missing) == (
+        "gpt-4o", 150, D("1.25"), 25, set())  # 1,000,000 × 0.0000015 billed, × 0.00000125 cost
