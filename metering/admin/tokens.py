@@ -12,7 +12,7 @@ from common.admin.confirm import ConfirmAction, ConfirmActionMixin, confirm_bulk
 from common.admin.refusals import ServiceErrorsMixin, refusals
 
 from .. import forms
-from ..meter_rules import KONG_PRESETS
+from ..meter_rules import KONG_PRESETS, PRESET_COMPANIONS
 from ..models import ApiToken
 from ..services.meters import meter_create_from_preset, preset_missing
 from ..services.tokens import api_token_create, api_token_revoke, api_token_set_rate_limit
@@ -74,7 +74,8 @@ class ApiTokenAdmin(ConfirmActionMixin, ServiceErrorsMixin, admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:index"))
         form = forms.ConnectGatewayForm(request.POST or None)
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
-                   "title": "Connect a gateway", "presets": KONG_PRESETS}
+                   "title": "Connect a gateway", "presets": KONG_PRESETS,
+                   "companions": PRESET_COMPANIONS}
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             created_meters = []

@@ -187,6 +187,8 @@ def test_connect_a_gateway_creates_a_token_and_shows_the_plugin_configuration(ad
         "meter_api_requests": "on"}).content.decode()
     token = ApiToken.objects.get(name="kong-prod")
     assert token.scopes == ["ingest"]
+    assert ("<code>llm_tokens</code> comes with <code>llm_cache_read_tokens</code>, "
+            "<code>llm_cache_write_tokens</code>, <code>llm_reasoning_tokens</code>") in page
     for expected in ("name: metering-and-billing", "ingest_endpoint: https://billing.example.com/api/v3/openmeter/events",
                      "meter_ai_token_usage: true", "meter_api_requests: true", "look_up_value_in: consumer",
                      "curl -i -X POST http://localhost:8001/plugins/", token.prefix):
