@@ -335,3 +335,10 @@ def test_with_djangos_connection_handling(ingest_token, keep_connection):
         assert call(routed, body=event(), token=ingest_token)[0] == "204 No Content"
     connection.ensure_connection()
     assert Event.objects.count() == 3
+
+
+def test_the_wsgi_entry_point_serves_through_the_route():
+    from billing_site import wsgi
+
+    assert isinstance(wsgi.application, IngestRoute)
+    assert wsgi.application.app is wsgi.django_application
