@@ -28,6 +28,7 @@ from metering.api.ingest_route import IngestRoute
 from metering.models import Event
 from metering.services.tokens import api_token_create, api_token_revoke
 from tests.builders import llm_event
+from tests.security.conftest import clear_throttles
 
 pytestmark = pytest.mark.django_db
 
@@ -108,16 +109,6 @@ def event(**extra) -> bytes:
 
 def batch(n: int) -> bytes:
     return json.dumps([llm_event(event_id=str(uuid.uuid4())) for _ in range(n)]).encode()
-
-
-def fresh_throttles() -> None:
-    throttles._slices.clear()
-    from django.core.cache import caches
-    from django.core.cache.backends.locmem import LocMemCache
-
-    cache = caches["default"]
-    if isinstance(cache, LocMemCache):
-        cache.clear()
 
 
 @pytest.fixture
@@ -248,7 +239,12 @@ def test_a_bad_body_is_parsed_once(routed, ingest_token, monkeypatch):
 
     calls = []
     real = events_api.parse_batch
-    monkeypatch.setattr(events_api, "parse_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(events_api, "parse_batch", counted)
     status, headers, body = call(routed, body=b"[1, 2]", content_type=CE_BATCH, token=ingest_token)
     assert status == "400 Bad Request" and ("Content-Type", "application/problem+json") in headers
     assert json.loads(body)["errors"] and len(calls) == 1
@@ -259,7 +255,7 @@ def test_auth_failures_are_counted_once_per_request(settings, django_app, routed
     settings.API_AUTH_FAILURES_PER_MINUTE = 20
     answers = {}
     for name, app in (("django", django_app), ("route", routed)):
-        fresh_throttles()
+        clear_throttles()
         answers[name] = [call(app, body=event(), token="bbo_" + secrets.token_urlsafe(32)) for _ in range(21)]
     assert [a[0] for a in answers["route"]] == ["401 Unauthorized"] * 20 + ["429 Too Many Requests"]
     assert answers["route"][-1] == answers["django"][-1]
@@ -272,7 +268,7 @@ def test_the_ingest_rate_limit_answers_alike_and_charges_once(django_app, routed
     _, plain = api_token_create(name="slow", scopes=["ingest"], ingest_rate_limit=1)
     answers = {}
     for name, app in (("django", django_app), ("route", routed)):
-        fresh_throttles()
+        clear_throttles()
         answers[name] = [call(app, body=batch(n), content_type=CE_BATCH, token=plain) for n in (8, 5, 11, 2, 1)]
     statuses = [a[0][:3] for a in answers["route"]]
     assert statuses == ["204", "429", "413", "204", "429"]
@@ -300,8 +296,9 @@ def test_a_database_outage_answers_503_once_through_the_route(django_app, routed
 
 
 def test_a_chunked_body_is_handed_on_and_stored(django_app, routed, ingest_token):
+    terminated: dict[str, Any] = {"wsgi.input_terminated": True}
     answer = call(routed, body=event(), token=ingest_token, CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked",
-                  **{"wsgi.input_terminated": True})
+                  **terminated)
     assert answer[0] == "204 No Content" and django_app.calls == 1
     assert Event.objects.count() == 1
 
