@@ -79,11 +79,10 @@ def ingest_answer(environ: dict[str, Any]) -> Answer | None:
         return None
     if token is None or not token_may(token, view, "POST"):
         return None  # Django answers 401/403/429 (and counts the failure against the client's IP)
-    try:
-        status, headers = success_headers(view, request)
-    except Exception:
-        logger.exception("ingest fast route: no success answer like Django's; Django answers instead")
+    found = success_headers(view, request)
+    if found is None:
         return None
+    status, headers = found
     body = request.read()
     try:
         events_post(token=token, meta=environ, read=io.BytesIO(body).read)
@@ -118,18 +117,22 @@ def _served_as_is(request: HttpRequest) -> bool:
 
 # --- the success answer's headers, as Django's stack sets them --------------------------------------------------
 
-_success: dict[tuple[type, bool], tuple[str, Headers]] = {}
+_success: dict[tuple[type, bool], tuple[str, Headers] | None] = {}
 
 
-def success_headers(view: type[EventsView], request: HttpRequest) -> tuple[str, Headers]:
+def success_headers(view: type[EventsView], request: HttpRequest) -> tuple[str, Headers] | None:
     """The status line and headers Django gives the success of ``view`` (204 or 202, no body): found once per
     view and scheme by running the configured middleware stack around the real DRF view class, whose write is
-    left out (it answers at once); forgotten when a setting changes."""
+    left out (it answers at once); forgotten when a setting changes. None (logged once): the route cannot answer
+    like Django here (e.g. a middleware sets a cookie), so Django answers every such request."""
     key = (view, request.is_secure())
-    found = _success.get(key)
-    if found is None:
-        found = _success[key] = _render_success(view, request)
-    return found
+    if key not in _success:
+        try:
+            _success[key] = _render_success(view, request)
+        except Exception:
+            logger.exception("ingest fast route: no success answer like Django's; Django answers these requests")
+            _success[key] = None
+    return _success[key]
 
 
 def _forget_success_headers(**kwargs: Any) -> None:

@@ -309,9 +309,13 @@ def test_a_failure_to_find_the_success_headers_hands_on(django_app, routed, inge
 
     monkeypatch.setattr(ingest_route, "_render_success", broken)
     ingest_route._success.clear()
-    assert call(routed, body=event(), token=ingest_token)[0] == "204 No Content"
-    assert django_app.calls == 1 and Event.objects.count() == 1
-    assert "no success answer like Django's" in caplog.text
+    try:
+        assert call(routed, body=event(), token=ingest_token)[0] == "204 No Content"
+        assert call(routed, body=event(), token=ingest_token)[0] == "204 No Content"
+    finally:
+        ingest_route._success.clear()  # the other tests find the real headers again
+    assert django_app.calls == 2 and Event.objects.count() == 2
+    assert caplog.text.count("no success answer like Django's") == 1  # found out once, not on every request
 
 
 def test_other_paths_never_meet_the_route(routed, django_app, ingest_token, monkeypatch):
