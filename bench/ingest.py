@@ -835,22 +835,29 @@ def main(argv: list[str] | None = None) -> int:
 
         def http_phase(name: str, batch: int | None, seconds: float) -> Phase:
             log(f"{name}: {args.clients} clients, {seconds:.0f} s …")
-            profiler = None
-            if args.profile and master_pid:
-                raw = args.profile_format == "raw"
-                out = f"{args.profile}-{'batch' if batch else 'single'}.{'txt' if raw else 'svg'}"
-                profiler = subprocess.Popen(  # noqa: S603 - our own arguments
-                    [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--subprocesses",
-                     "--rate", "200", "--duration", str(int(seconds)), "--pid", str(master_pid), "-o", out,
-                     "--format", args.profile_format],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-            phase = measured(lambda: run_http_phase(name, url=url, token=token, pool=pool, clients=args.clients,
-                                                    seconds=seconds, batch=batch, cpu=cpu),
-                             "events" if batch else "POSTs")
-            if profiler:
-                profiler.wait(timeout=60)
-                log(f"  flame graph: {out}")
-            return phase
+            raw = args.profile_format == "raw"
+            out = f"{args.profile}-{'batch' if batch else 'single'}.{'txt' if raw else 'svg'}"
+
+            def run() -> Phase:
+                # The profiler starts with the load (after the wait for a quiet machine) and records as long as it.
+                profiler = None
+                if args.profile and master_pid:
+                    if os.path.exists(out):
+                        os.remove(out)  # a repeated step records afresh
+                    profiler = subprocess.Popen(  # noqa: S603 - our own arguments
+                        [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--subprocesses",
+                         "--rate", "200", "--duration", str(int(seconds)), "--pid", str(master_pid), "-o", out,
+                         "--format", args.profile_format],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                try:
+                    return run_http_phase(name, url=url, token=token, pool=pool, clients=args.clients,
+                                          seconds=seconds, batch=batch, cpu=cpu)
+                finally:
+                    if profiler:
+                        profiler.wait(timeout=60)
+                        log(f"  flame graph: {out}")
+
+            return measured(run, "events" if batch else "POSTs")
 
         if "batch" not in args.skip:
             phases["batch"] = http_phase(f"1. batches of {args.batch}", args.batch, args.seconds)

@@ -61,27 +61,62 @@ def looks_like_token(value: str) -> bool:
     return 0 < len(value) <= TOKEN_MAX_LENGTH and value.isascii() and value.isprintable() and " " not in value
 
 
+def bearer_token(header: str | bytes | None) -> tuple[ApiToken | None, str | None]:
+    """The rule for an ``Authorization`` header: ``(token, None)`` for a valid Bearer token (its use recorded),
+    ``(None, None)`` when the header is absent or of another scheme (e.g. Basic: other authenticators decide),
+    ``(None, why)`` for a failed Bearer authentication (401, counted against the client's IP by the caller).
+    Used by :class:`BearerTokenAuthentication` and by the ingest fast route (:mod:`metering.api.ingest_route`)."""
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    if not header:
+        return None, None
+    scheme, _, value = str(header).partition(" ")
+    if scheme.lower() != "bearer":
+        return None, None
+    value = value.strip()
+    if not value:
+        return None, "The Authorization header has no token after 'Bearer'."
+    if not looks_like_token(value):
+        return None, "Malformed API token."
+    token = api_token_by_plain(value)
+    if token is None:
+        return None, "Unknown or revoked API token."
+    api_token_touch(token=token)
+    return token, None
+
+
+VERDICT_KEY = "metering.bearer_verdict"  # WSGI environ key: no client header can name it (those are HTTP_*)
+
+
+def request_bearer_token(meta: dict) -> tuple[ApiToken | None, str | None]:
+    """:func:`bearer_token` for a request's ``Authorization`` header, decided once per request: the verdict is kept
+    in the request's environ, so the DRF authenticator does not look an unknown token up again after the ingest
+    fast route handed the request on."""
+    header = meta.get("HTTP_AUTHORIZATION", "")
+    kept = meta.get(VERDICT_KEY)
+    if kept is not None and kept[0] == header:
+        return kept[1]
+    verdict = bearer_token(header)
+    meta[VERDICT_KEY] = (header, verdict)
+    return verdict
+
+
+def token_may(token: ApiToken, view, method: str) -> bool:
+    """Whether an API token may call ``method`` on ``view`` (a view class or instance): the token side of
+    :class:`HasScope` (a method the view does not implement is not this rule's to refuse: it answers 405)."""
+    scope = required_scope(view, method)
+    return scope is not None and token.has_scope(scope)
+
+
 class BearerTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        if isinstance(header, bytes):
-            header = header.decode("latin-1")
-        if not header:
-            return None
-        scheme, _, value = str(header).partition(" ")
-        if scheme.lower() != "bearer":
-            return None  # e.g. Basic: leave it to other authenticators
-        value = value.strip()
-        if not value:
-            self.fail(request, "The Authorization header has no token after 'Bearer'.")
-        if not looks_like_token(value):
-            self.fail(request, "Malformed API token.")
-        token = api_token_by_plain(value)
+        token, failure = request_bearer_token(request.META)
+        if failure is not None:
+            self.fail(request, failure)
         if token is None:
-            self.fail(request, "Unknown or revoked API token.")
-        api_token_touch(token=token)
+            return None  # no Bearer header: leave it to other authenticators
         return TokenPrincipal(token), token
 
     @staticmethod
@@ -136,7 +171,7 @@ class HasScope(permissions.BasePermission):
             return True  # the view answers 405
         scope = required_scope(view, method)
         if token is not None:
-            if scope is not None and token.has_scope(scope):
+            if token_may(token, view, method):
                 return True
             self.message = (f"This token does not have the '{scope}' scope." if scope
                             else f"{method} is not open to API tokens here.")

@@ -14,6 +14,7 @@ from metering.selectors.tokens import forget_cached_tokens
 from metering.services.tokens import api_token_create
 from tests import builders
 from tests.fakes.stripe_fixtures import fake, fake_stripe, stripe_gateway  # noqa: F401 (fixtures, registered here)
+from tests.ingest_route_client import route_test_clients
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +57,10 @@ def read_token(make_token) -> str:
 @pytest.fixture
 def api(db) -> APIClient:
     return APIClient()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ingest_fast_route():
+    """Every test client's request meets the ingest fast route first, as in production (billing_site.wsgi)."""
+    with route_test_clients():
+        yield

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -29,6 +32,7 @@ from ..cloudevents import (
     unstorable_data,
 )
 from ..enrichment import enrich_events
+from ..models import ApiToken
 from ..selectors.events import MAX_LIST_LIMIT, events_list
 from ..services.ingest import EventsNotStorable, events_ingest
 from ..throttles import ingest_rate_charge
@@ -83,16 +87,57 @@ def _date_time_parameter(name: str, description: str) -> OpenApiParameter:
     return OpenApiParameter(name, OpenApiTypes.DATETIME, description=f"{description} {DATE_TIME_DESCRIPTION}")
 
 
-def read_body_limited(request) -> bytes:
+# WSGI environ key (no client header can name it): the exception :func:`events_post` raised for this request in the
+# ingest fast route (metering.api.ingest_route), which hands the request on for Django to answer it.
+REFUSAL_KEY = "metering.ingest_refusal"
+
+
+def read_body_limited(meta: Mapping[str, Any], read: Callable[[int], bytes]) -> bytes:
     """The request body, refusing (413) anything over the limit before reading it all into memory."""
-    length = request.META.get("CONTENT_LENGTH")
+    length = meta.get("CONTENT_LENGTH")
     if length and length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise Problem(413, "Request body too large",
                       f"The body is {int(length):,} bytes; the limit is {MAX_BODY_BYTES:,} bytes.")
-    body = request._request.read(MAX_BODY_BYTES + 1)
+    body = read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
         raise Problem(413, "Request body too large", f"The limit is {MAX_BODY_BYTES:,} bytes.")
     return body
+
+
+def unsupported_media(meta: Mapping[str, Any]) -> Problem | None:
+    """415 for a Content-Type other than the three JSON ones, or a compressed body; None when both are fine."""
+    if media_type_of(meta.get("CONTENT_TYPE")) is None:
+        return Problem(415, "Unsupported Media Type",
+                       f"Content-Type must be one of: {', '.join(SUPPORTED_MEDIA_TYPES)}.")
+    if meta.get("HTTP_CONTENT_ENCODING", "identity").lower() not in ("", "identity"):
+        return Problem(415, "Unsupported Media Type", "Content-Encoding is not supported; send plain JSON.")
+    return None
+
+
+def events_post(*, token: ApiToken | None, meta: Mapping[str, Any], read: Callable[[int], bytes]) -> None:
+    """The event door's rule for an authenticated, authorized POST, shared by :class:`EventsView` and the WSGI
+    fast route (:mod:`metering.api.ingest_route`): media type (415), size (413), CloudEvents validation (400),
+    the token's ingest rate (429/413), then the all-or-nothing write; returns once the events are committed.
+    Errors are raised (``Problem``, the throttles' exceptions, the database's for an outage)."""
+    problem = unsupported_media(meta)
+    if problem is not None:
+        raise problem
+    media_type = media_type_of(meta.get("CONTENT_TYPE"))
+    assert media_type is not None
+    body = read_body_limited(meta, read)
+    now = timezone.now()
+    try:
+        batch = parse_batch(body, media_type, now=now)
+    except CloudEventsError as exc:
+        raise Problem(exc.status, exc.title, str(exc), errors=[e.as_dict() for e in exc.errors]) from None
+    ingest_rate_charge(token, batch.received)  # 429 beyond the token's ingest rate limit, if it has one
+    try:
+        events_ingest(rows=batch, received_at=now)
+    except EventsNotStorable:
+        # Rare: the per-event path's rows, one per event of the body, so that the errors' indexes are the body's.
+        refusal = unstorable_data(parse_events(body, media_type, now=now))
+        raise Problem(refusal.status, refusal.title, str(refusal),
+                      errors=[e.as_dict() for e in refusal.errors]) from None
 
 
 class EventsView(APIView):
@@ -117,26 +162,10 @@ class EventsView(APIView):
                    **problems(400, 413, 415)},
     )
     def post(self, request):
-        media_type = media_type_of(request.META.get("CONTENT_TYPE"))
-        if media_type is None:
-            raise Problem(415, "Unsupported Media Type",
-                          f"Content-Type must be one of: {', '.join(SUPPORTED_MEDIA_TYPES)}.")
-        if request.META.get("HTTP_CONTENT_ENCODING", "identity").lower() not in ("", "identity"):
-            raise Problem(415, "Unsupported Media Type", "Content-Encoding is not supported; send plain JSON.")
-        body = read_body_limited(request)
-        now = timezone.now()
-        try:
-            batch = parse_batch(body, media_type, now=now)
-        except CloudEventsError as exc:
-            raise Problem(exc.status, exc.title, str(exc), errors=[e.as_dict() for e in exc.errors]) from None
-        ingest_rate_charge(request.auth, batch.received)  # 429 beyond the token's ingest rate limit, if it has one
-        try:
-            events_ingest(rows=batch, received_at=now)
-        except EventsNotStorable:
-            # Rare: the per-event path's rows, one per event of the body, so that the errors' indexes are the body's.
-            refusal = unstorable_data(parse_events(body, media_type, now=now))
-            raise Problem(refusal.status, refusal.title, str(refusal),
-                          errors=[e.as_dict() for e in refusal.errors]) from None
+        refusal = request.META.pop(REFUSAL_KEY, None)
+        if refusal is not None:
+            raise refusal  # what events_post raised in the ingest fast route, for this request: answered here
+        events_post(token=request.auth, meta=request.META, read=request._request.read)
         return Response(status=self.success_status)
 
     @extend_schema(

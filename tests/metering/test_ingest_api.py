@@ -42,6 +42,7 @@ def test_single_cloudevent(api, ingest_token):
     response = post(api, ingest_token, event, content_type=CE)
     assert response.status_code == 204
     assert response.content == b""
+    assert response.fast_route  # the suite's clients meet the ingest fast route first (tests/ingest_route_client.py)
     stored = Event.objects.get()
     assert (stored.source, stored.event_id, stored.type, stored.subject) == (
         "kong-gateway", event["id"], "kong.llm_request", "kong-air")

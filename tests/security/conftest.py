@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
@@ -22,6 +23,12 @@ def world(django_db_setup, django_db_blocker):
 def fresh_throttles(settings):
     """The throttles count in the default cache; counts must not carry over between tests (the tests stop the
     throttles' clock, so their windows have the same keys). On Redis only the throttles' keys go."""
+    clear_throttles()
+    yield
+
+
+def clear_throttles() -> None:
+    """Every throttle count, in this process and in the cache, back to nothing."""
     throttles._slices.clear()
     cache = caches[settings.API_THROTTLE_CACHE]
     if isinstance(cache, LocMemCache):
@@ -31,4 +38,3 @@ def fresh_throttles(settings):
         for pattern in ("*api-auth-fail:*", "*api-ingest-rate:*"):
             for key in client.scan_iter(match=pattern):
                 client.delete(key)
-    yield

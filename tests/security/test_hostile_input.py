@@ -700,6 +700,55 @@ def test_gunicorn_reads_chunked_bodies(migrated, worker):
         server.stop()
 
 
+def raw_post(path: str, token: str, data: bytes, content_type: str = CE) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+            ).encode() + data
+
+
+def raw_answer(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """The status line and header lines (Date and Connection left out) exactly as sent, and the body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith((b"date:", b"connection:"))]
+    return b"\r\n".join(lines), body
+
+
+@pytest.mark.slow
+def test_gunicorn_serves_ingest_through_the_fast_route_with_djangos_bytes(migrated):
+    """``billing_site.wsgi`` under gunicorn (gthread): a POST the fast route answers and the same POST handed to
+    Django (a query string sends it there) give the same bytes; hostile POSTs are Django's answers."""
+    db_file, env, token = migrated
+    server = Gunicorn(env, db_file.parent / "gunicorn-route.log", "--worker-class", "gthread", "--threads", "2")
+    try:
+        before = stored_events(db_file)
+        for path in ("/api/v1/events", "/api/v3/openmeter/events", "/v3/openmeter/events"):
+            routed = raw_answer(server.port, raw_post(path, token, json.dumps(llm_event()).encode()))
+            via_django = raw_answer(server.port, raw_post(f"{path}?via=django", token,
+                                                          json.dumps(llm_event()).encode()))
+            assert routed == via_django, (routed, via_django)
+            assert routed[0].split(b"\r\n")[0] in (b"HTTP/1.1 204 No Content", b"HTTP/1.1 202 Accepted")
+        assert stored_events(db_file) == before + 6
+        hostile = [
+            (raw_post("/api/v1/events", "bbo_" + "z" * 43, json.dumps(llm_event()).encode()), b"401"),
+            (raw_post("/api/v1/events", token, b'{"id": "\x00"}'), b"400"),
+            (raw_post("/api/v1/events", token, b"[" * 1000 + b"]" * 1000, CE_BATCH), b"400"),
+            (raw_post("/api/v1/events", token, json.dumps([llm_event()]).encode(), "text/plain"), b"415"),
+            (raw_post("/api/v1/events", token, json.dumps({**llm_event(), "id": 5}).encode()), b"400"),
+        ]
+        for request, status in hostile:
+            head, body = raw_answer(server.port, request)
+            assert head.split(b" ")[1] == status, (head, body)
+            assert b"Content-Type: application/problem+json" in head
+        assert stored_events(db_file) == before + 6
+    finally:
+        server.stop()
+
+
 @pytest.mark.slow
 def test_gunicorn_answers_503_with_retry_after_while_the_database_is_down(tmp_path):
     token = "bbo_" + "x" * 43  # looks like a token; it cannot be checked while the database is down
