@@ -538,10 +538,11 @@ def customer_ids(database_url: str) -> dict[str, int]:
         return dict(conn.execute("SELECT key, id FROM customers_customer").fetchall())
 
 
-def make_targets(count: int, customers: int, ids: dict[str, int], seed: int) -> list[Target]:
+def make_targets(count: int, customers: int, ids: dict[str, int], seed: int,
+                 kinds: list[str] | None = None) -> list[Target]:
     rng = random.Random(seed)
     targets = []
-    kinds = list(FEATURES)
+    kinds = kinds or list(FEATURES)
     for _ in range(count):
         n = skewed_customer(rng, customers)
         key = f"cust-{n:05d}"
@@ -776,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30, help="measured seconds per worker class")
     parser.add_argument("--warmup", type=float, default=5, help="seconds at the same rate before measuring")
     parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--kind", dest="kinds", action="append", choices=tuple(FEATURES),
+                        help="feature kinds the HTTP load asks about (repeat; default: all, in equal shares)")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--tail-events", type=int, default=2000, help="recent events not rolled up yet")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
@@ -849,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
             inprocess_cpu(token, args.customers, ids, args.inprocess, args.cprofile)
         connections.close_all()
 
-        targets = make_targets(200_000, args.customers, ids, seed=7)
+        targets = make_targets(200_000, args.customers, ids, seed=7, kinds=args.kinds)
         for worker_class in worker_classes:
             name = f"{args.workers} {worker_class} workers" + (
                 f" × {args.threads} threads" if worker_class == "gthread" else "")
