@@ -18,8 +18,14 @@ MAX_MAJOR = Decimal(10) ** 15
 
 
 def minor_of(amount: Decimal, currency: str) -> int:
-    """``amount`` (major units) in minor units, refused when it has more decimals than the currency."""
-    minor = to_minor(amount, currency)
+    """``amount`` (major units) in minor units; a :class:`forms.ValidationError` when it is too large or has more
+    decimals than the currency (the sign is each form's rule)."""
+    if abs(amount) >= MAX_MAJOR:
+        raise forms.ValidationError("the amount is too large")
+    try:
+        minor = to_minor(amount, currency)
+    except (ValueError, ArithmeticError) as exc:
+        raise forms.ValidationError(str(exc)) from exc
     if to_major(minor, currency) != amount:
         raise forms.ValidationError(f"{currency} has {minor_unit_exponent(currency)} decimal places")
     return minor
@@ -52,13 +58,10 @@ class GrantForm(forms.ModelForm):
         if amount <= 0:
             self.add_error("amount_major", "the amount must be more than zero")
             return data
-        if amount >= MAX_MAJOR:
-            self.add_error("amount_major", "the amount is too large")
-            return data
         try:
             data["amount"] = minor_of(amount, customer.currency)
-        except (forms.ValidationError, ValueError, ArithmeticError) as exc:
-            self.add_error("amount_major", str(exc.messages[0] if isinstance(exc, forms.ValidationError) else exc))
+        except forms.ValidationError as exc:
+            self.add_error("amount_major", exc.messages[0])
             return data
         if data.get("source") == CreditGrant.Source.RECURRING:
             self.add_error("source", "recurring grants come from rate cards")
@@ -89,12 +92,7 @@ class AdjustForm(forms.Form):
         amount = self.cleaned_data["amount"]
         if amount == 0:
             raise forms.ValidationError("the adjustment is a non-zero amount")
-        if abs(amount) >= MAX_MAJOR:
-            raise forms.ValidationError("the amount is too large")
-        try:
-            return minor_of(amount, self.grant.currency)
-        except (ValueError, ArithmeticError) as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        return minor_of(amount, self.grant.currency)
 
     def clean_reason(self) -> str:
         reason = self.cleaned_data["reason"]
@@ -141,13 +139,11 @@ class CustomerMoneyForm(forms.ModelForm):
                 continue
             if amount < 0 or (name in self.POSITIVE and amount == 0):
                 self.add_error(name, "must be more than zero" if name in self.POSITIVE else "must not be negative")
-            elif amount >= MAX_MAJOR:
-                self.add_error(name, "the amount is too large")
             else:
                 try:
                     data[name] = minor_of(amount, customer.currency)
-                except (forms.ValidationError, ValueError, ArithmeticError) as exc:
-                    self.add_error(name, str(exc.messages[0] if isinstance(exc, forms.ValidationError) else exc))
+                except forms.ValidationError as exc:
+                    self.add_error(name, exc.messages[0])
         return data
 
 
