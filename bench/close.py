@@ -32,9 +32,10 @@ With ``--keep`` the database is kept, and an existing one seeded with the same `
 rows, log and numbers) are deleted with SQL so the close can run again.
 
 The measurement: ``invoicing.services.close.close_cycles(now=<1st of this month + 2 h>)`` — one invoice per
-subscription (cycle 1: last month's usage, the minimum-spend top-up, this month's platform fee) — in a separate
-child process (a fresh interpreter: its peak RSS is Django's ~87 MiB plus the close's), with every SQL statement
-counted (``connection.execute_wrapper``: statements sent through Django cursors; BEGIN and COMMIT are not among
+subscription (cycle 1: last month's usage, the minimum-spend top-up, this month's platform fee) — in ``--shards``
+child processes started together (default: one per CPU, as ``INVOICE_CLOSE_SHARDS`` workers share a close; each a
+fresh interpreter: its peak RSS is Django's ~87 MiB plus the close's; ``--shards 1`` is one process), with every
+SQL statement counted (``connection.execute_wrapper``: statements sent through Django cursors; BEGIN and COMMIT are not among
 them). Printed: invoices created, total seconds, invoices/s, peak RSS of the child (``VmHWM``), queries per
 invoice (total and per kind of statement, with its share of the time spent in SQL), the CPU split, and a digest
 of the stored month-end invoices and lines (numbers, quantities, amounts, descriptions, tiers) — equal digests
@@ -346,15 +347,19 @@ def child_main(args) -> int:
     from invoicing.services import close
 
     now = dt.datetime.fromisoformat(args.now)
+    index, count = (int(part) for part in args.shard.split("/"))
     counter = StatementCounter()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    started_at = time.time()
     started = time.perf_counter()
     with connection.execute_wrapper(counter):
-        report = close.close_cycles(now=now, chunk_size=args.chunk_size)
+        report = close.close_cycles(now=now, chunk_size=args.chunk_size, shard=close.Shard(index, count))
     elapsed = time.perf_counter() - started
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "seconds": elapsed,
+        "started_at": started_at,
+        "ended_at": started_at + elapsed,
         "invoices": report.invoices,
         "cycles": report.cycles,
         "subscriptions": report.subscriptions,
@@ -398,22 +403,43 @@ def wait_until_quiet(max_wait: float, threshold: float = 25) -> None:
 # Main
 # --------------------------------------------------------------------------------------------------
 
-def run_child(args, now: dt.datetime) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--now", now.isoformat(),
-               "--database-url", args.database_url]
-    if args.chunk_size:
-        command += ["--chunk-size", str(args.chunk_size)]
-    if args.py_spy:
-        py_spy = Path(sys.executable).with_name("py-spy")
-        command = [str(py_spy), "record", "--format", "speedscope", "--rate", "100", "-o", args.py_spy, "--",
-                   *command]
-    output = subprocess.run(command, env=os.environ.copy(), cwd=ROOT, capture_output=True, text=True, check=False)
-    for line in output.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
-            result["children_maxrss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            return result
-    raise RuntimeError(f"the close child failed (exit {output.returncode}): {output.stderr[-3000:]}")
+def run_children(args, now: dt.datetime) -> dict:
+    """``--shards`` children, started together, each closing its shard; their figures summed (peak RSS: the
+    largest child's; seconds: from the first child's start of ``close_cycles`` to the last one's end)."""
+    processes = []
+    for index in range(args.shards):
+        command = [sys.executable, str(Path(__file__).resolve()), "--child", "--now", now.isoformat(),
+                   "--database-url", args.database_url, "--shard", f"{index}/{args.shards}"]
+        if args.chunk_size:
+            command += ["--chunk-size", str(args.chunk_size)]
+        if args.py_spy and index == 0:
+            py_spy = Path(sys.executable).with_name("py-spy")
+            command = [str(py_spy), "record", "--format", "speedscope", "--rate", "100", "-o", args.py_spy, "--",
+                       *command]
+        processes.append(subprocess.Popen(command, env=os.environ.copy(), cwd=ROOT, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate()
+        result = next((json.loads(line[len("RESULT "):]) for line in stdout.splitlines()
+                       if line.startswith("RESULT ")), None)
+        if result is None:
+            raise RuntimeError(f"a close child failed (exit {process.returncode}): {stderr[-3000:]}")
+        results.append(result)
+    merged = dict(results[0])
+    merged["seconds"] = max(r["ended_at"] for r in results) - min(r["started_at"] for r in results)
+    for key in ("invoices", "cycles", "subscriptions", "empty", "skipped", "error_count", "cpu_s"):
+        merged[key] = sum(r[key] for r in results)
+    merged["errors"] = [error for r in results for error in r["errors"]][:5]
+    merged["rss_mib"] = max(r["rss_mib"] for r in results)
+    merged["summary"] = " | ".join(r["summary"] for r in results)
+    for key in ("calls", "statement_seconds"):
+        merged[key] = {}
+        for r in results:
+            for kind, value in r[key].items():
+                merged[key][kind] = merged[key].get(kind, 0) + value
+    merged["children_maxrss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,7 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=14, help="kinds of statements listed")
     parser.add_argument("--quiet-wait", type=float, default=60, metavar="SECONDS",
                         help="before the close wait up to this long for other load to drop below 25%% of a core")
+    parser.add_argument("--shards", type=int, default=os.cpu_count() or 1,
+                        help="close processes sharing the close, as INVOICE_CLOSE_SHARDS workers do (default: CPUs)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
     parser.add_argument("--now", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     harness.check_database_name(args.database_url, example="bench_close",
@@ -450,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args)
     if not 2 <= args.rate_cards <= MAX_RATE_CARDS or args.customers < 1 or args.events_per_customer < 1:
         parser.error(f"need 2 <= --rate-cards <= {MAX_RATE_CARDS}, --customers >= 1, --events-per-customer >= 1")
+    if not 1 <= args.shards <= 64:
+        parser.error("need 1 <= --shards <= 64")
     if args.dimensional_rows and not 2 * len(MODELS) <= args.dimensional_rows <= 200:
         parser.error(f"need {2 * len(MODELS)} <= --dimensional-rows <= 200")
 
@@ -501,9 +532,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{vacuum_analyze(args.database_url):.0f} s")
             wait_until_quiet(args.quiet_wait)
             log(f"closing{f' (run {run + 1} of {args.runs})' if args.runs > 1 else ''}: "
-                f"close_cycles(now={close_at.isoformat()}) in a child process …")
+                f"close_cycles(now={close_at.isoformat()}) in {args.shards} child process(es), a shard each …")
             busy0, total0 = harness.machine_cpu_times()
-            result = run_child(args, close_at)
+            result = run_children(args, close_at)
             result["busy"] = busy_percent(busy0, total0)
             log(f"  {result['summary']}")
             log(f"  {result['seconds']:.1f} s, {result['invoices'] / result['seconds']:,.1f} invoices/s, peak RSS "
@@ -531,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log("")
     log(f"summary: {args.customers:,} customers, {args.events_per_customer} events each, {args.rate_cards} usage "
-        f"rate cards (+ platform fee, metered entitlement), {os.cpu_count()} cores")
+        f"rate cards (+ platform fee, metered entitlement), {os.cpu_count()} cores, closed by {args.shards} "
+        f"shard process(es)")
     if results:
         result = sorted(results, key=lambda r: r["seconds"])[(len(results) - 1) // 2]
         if len(results) > 1:
@@ -552,8 +584,8 @@ def main(argv: list[str] | None = None) -> int:
             "forked before exec)")
         log(f"  queries per invoice   {per_invoice:.2f}   ({queries:,} statements)")
         db_seconds = sum(result["statement_seconds"].values())
-        log(f"  time split            Python CPU {result['cpu_s']:.1f} s, waiting on SQL {db_seconds:.1f} s "
-            f"(machine busy {result['busy']:.0f}% of {(os.cpu_count() or 1) * 100}% during the close)")
+        log(f"  time split            Python CPU {result['cpu_s']:.1f} s, waiting on SQL {db_seconds:.1f} s, summed "
+            f"over the shards (machine busy {result['busy']:.0f}% of {(os.cpu_count() or 1) * 100}% during the close)")
         if args.top:
             log("  statements (per invoice, count, share of SQL time, kind):")
         for kind, calls in sorted(result["calls"].items(), key=lambda kv: -kv[1])[: args.top]:

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from common.jobs import tracked_job
@@ -16,7 +17,7 @@ from common.models import JobRun
 from common.retries import BACKOFF, RetryOptions, give_up_on_last_attempt
 
 from .models import CreditNote, Invoice
-from .services.close import close_cycles
+from .services.close import Shard, close_cycles
 from .services.snapshots import record_unbilled_snapshot
 from .services.stripe_push import (
     credit_note_push_gave_up,
@@ -56,17 +57,26 @@ def buy_auto_top_ups() -> str:
 
 
 @shared_task(name="invoicing.close_cycles", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60, ignore_result=True)
-def close_billing_cycles(job_run_id: int | None = None) -> str:
-    """Beat: close every due billing cycle (also issues drafts whose review time has passed)."""
+def close_billing_cycles(job_run_id: int | None = None, shard_index: int = 0, shard_count: int | None = None) -> str:
+    """Beat: close every due billing cycle (also issues drafts whose review time has passed).
+
+    With ``INVOICE_CLOSE_SHARDS`` above 1 the run started by beat (or the admin) queues the other shards as tasks
+    of their own, for the other workers, and closes the first shard itself; each shard records its own job run."""
     trigger = JobRun.Trigger.ADMIN if job_run_id else JobRun.Trigger.BEAT
-    with tracked_job(kind="close_cycles", trigger=trigger, job_run_id=job_run_id) as run:
+    if shard_count is None:
+        shard_count = settings.INVOICE_CLOSE_SHARDS
+        for index in range(1, shard_count):
+            close_billing_cycles.delay(shard_index=index, shard_count=shard_count)
+    shard = Shard(shard_index, shard_count)
+    params = {"shard": str(shard)} if shard.count > 1 else None
+    with tracked_job(kind="close_cycles", trigger=trigger, job_run_id=job_run_id, params=params) as run:
         actor = run.requested_by
-        report = close_cycles(now=timezone.now(), job_run=run, actor=actor,
+        report = close_cycles(now=timezone.now(), job_run=run, actor=actor, shard=shard,
                               label=actor.get_username() if actor else "scheduled close")
-        run.message = report.summary()
+        run.message = report.summary() if shard.count == 1 else f"shard {shard}: {report.summary()}"
         run.result = {"invoices": report.invoices, "issued": report.issued, "credit_notes": report.credit_notes,
                       "errors": report.errors}
-    return report.summary()
+    return run.message
 
 
 @stripe_task("invoicing.push_invoice", time_limit=600)

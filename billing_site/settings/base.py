@@ -12,6 +12,7 @@ from pathlib import Path
 
 import environ
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -315,6 +316,11 @@ INVOICE_ISSUE_ZERO_TOTAL = env.bool("INVOICE_ISSUE_ZERO_TOTAL", default=False)
 # How far back late-arriving usage is looked for (periods already invoiced).
 INVOICE_LATE_USAGE_LOOKBACK_DAYS = env.int("INVOICE_LATE_USAGE_LOOKBACK_DAYS", default=90)
 INVOICE_CLOSE_CHUNK_SIZE = env.int("INVOICE_CLOSE_CHUNK_SIZE", default=500)
+# How many tasks one month-end close is split into (by subscription id), for as many worker processes to share:
+# one close process keeps a single core busy, half on Python and half waiting on PostgreSQL.
+INVOICE_CLOSE_SHARDS = env.int("INVOICE_CLOSE_SHARDS", default=1)
+if not 1 <= INVOICE_CLOSE_SHARDS <= 256:
+    raise ImproperlyConfigured(f"INVOICE_CLOSE_SHARDS must be 1 to 256, not {INVOICE_CLOSE_SHARDS}")
 
 # --- Prepaid credits -------------------------------------------------------------------------------
 # A grant's remainder is written off this long after its expiry (the close of the period it covered, at the

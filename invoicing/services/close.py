@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from common.jobs import job_run_progress
 from common.models import JobRun
+from common.queue import enqueues_coalesced
 from credits.services.low_balance import credits_low_check
 from customers.models import Subscription
 
@@ -194,13 +196,35 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
         context.done.add((subscription.pk, cycle.index))
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One of ``count`` disjoint parts of the subscriptions (those whose id modulo ``count`` is ``index``), so
+    that several workers close one month-end together; ``Shard(0, 1)`` is all of them."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not (self.count >= 1 and 0 <= self.index < self.count):
+            raise ValueError(f"no shard {self.index} of {self.count}")
+
+    def __str__(self) -> str:
+        return f"{self.index + 1}/{self.count}"
+
+
 def close_cycles(*, now: dt.datetime | None = None, job_run: JobRun | None = None, chunk_size: int | None = None,
-                 label: str = BEAT, actor: User | None = None) -> CloseReport:
-    """Close every due cycle of every subscription; returns what happened."""
+                 label: str = BEAT, actor: User | None = None, shard: Shard = Shard()) -> CloseReport:
+    """Close every due cycle of every subscription (of ``shard``); returns what happened.
+
+    The tasks a chunk's invoices queue when they commit are sent when the chunk ends, each distinct one once (one
+    outbox dispatch per chunk rather than per invoice). A worker that dies mid-chunk loses none of them for good:
+    the beat's outbox sweep and ``requeue_stuck_syncs`` pick up what was committed."""
     now = now or timezone.now()
     chunk_size = chunk_size or settings.INVOICE_CLOSE_CHUNK_SIZE
     report = CloseReport()
     subscriptions = Subscription.objects.filter(start__lte=now).order_by("pk")
+    if shard.count > 1:
+        subscriptions = subscriptions.alias(shard_slot=F("pk") % shard.count).filter(shard_slot=shard.index)
     total = subscriptions.count()
     if job_run is not None:
         job_run_progress(job_run=job_run, done=0, total=total)
@@ -227,14 +251,16 @@ def close_cycles(*, now: dt.datetime | None = None, job_run: JobRun | None = Non
         context = BillingContext()
         read_at = timezone.now()
         context.prepare([(s, c) for s, cycles in due for c in cycles], now=now, read_at=read_at)
-        for subscription, cycles in due:
-            report.subscriptions += 1
-            for cycle in cycles:
-                close_cycle(subscription=subscription, cycle=cycle, now=now, report=report, context=context,
-                            claimed=True, label=label, actor=actor)
+        with enqueues_coalesced():
+            for subscription, cycles in due:
+                report.subscriptions += 1
+                for cycle in cycles:
+                    close_cycle(subscription=subscription, cycle=cycle, now=now, report=report, context=context,
+                                claimed=True, label=label, actor=actor)
         if job_run is not None:
             job_run_progress(job_run=job_run, done=report.subscriptions, total=total, message=report.summary())
-    report.issued += issue_reviewed_drafts(now=now)
+    if shard.index == 0:
+        report.issued += issue_reviewed_drafts(now=now)
     return report
 
 
