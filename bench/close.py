@@ -36,9 +36,9 @@ subscription (cycle 1: last month's usage, the minimum-spend top-up, this month'
 child processes started together (default: one per CPU, as ``INVOICE_CLOSE_SHARDS`` workers share a close; each a
 fresh interpreter: its peak RSS is Django's ~87 MiB plus the close's; ``--shards 1`` is one process), with every
 SQL statement counted (``connection.execute_wrapper``: statements sent through Django cursors; BEGIN and COMMIT
-are not among them). Printed: invoices created, total seconds, invoices/s, peak RSS of the child (``VmHWM``), queries per
-invoice (total and per kind of statement, with its share of the time spent in SQL), the CPU split, and a digest
-of the stored month-end invoices and lines (numbers, quantities, amounts, descriptions, tiers) — equal digests
+are not among them). Printed: invoices created, total seconds, invoices/s, peak RSS of the child (``VmHWM``),
+queries per invoice (total and per kind of statement, with its share of the time spent in SQL), the CPU split, and
+a digest of the stored month-end invoices and lines (numbers, quantities, amounts, descriptions, tiers) — equal digests
 mean equal invoices, so a change to the close can be checked against an earlier run. ``--runs N`` closes N times (the
 month-end close is reset in between) and details the median run.
 
