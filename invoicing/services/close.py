@@ -163,31 +163,36 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
         report.cycles += 1
         checked: list[int] = []
 
-        def top_up_on(invoice: Invoice) -> None:
-            """The credits this close burnt may cross the customer's auto top-up threshold: its top-up is then a
-            line of this close's invoice (added before the invoice is announced and pushed)."""
-            checked.append(invoice.pk)
-            auto_top_up(customer_id=subscription.customer_id, now=now, label=label, invoice=invoice)
+        def record(invoice: Invoice | None) -> None:
+            state = (CycleClose.State.EMPTY if invoice is None else
+                     CycleClose.State.HELD if invoice.status == Invoice.Status.DRAFT else CycleClose.State.ISSUED)
+            review_until = (now + dt.timedelta(hours=settings.INVOICE_DRAFT_REVIEW_HOURS)
+                            if state == CycleClose.State.HELD else None)
+            row.update(invoice=invoice, state=state, review_until=review_until, closed_at=now, error="",
+                       failed_at=None, updated_at=timezone.now())
+
+        def before_numbering(invoice: Invoice) -> None:
+            """With the stored invoice, before it takes its number (whose lock queues concurrent closes until the
+            commit): the credits this close burnt may cross the customer's auto top-up threshold, whose top-up is
+            then a line of this invoice; and the cycle's row records the invoice."""
+            if tops_up:
+                checked.append(invoice.pk)
+                auto_top_up(customer_id=subscription.customer_id, now=now, label=label, invoice=invoice)
+            record(invoice)
 
         invoice, credit_notes = bill_cycle(subscription=subscription, cycle=cycle, lines=bill.lines,
                                            billed=bill.billed, now=now, actor=actor, label=label,
-                                           has_grants=has_grants, extend=top_up_on if tops_up else None)
+                                           has_grants=has_grants, extend=before_numbering)
         report.credit_notes += len(credit_notes)
-        review_until = None
         if invoice is None:
-            state = CycleClose.State.EMPTY
+            record(None)
             report.empty += 1
-        elif invoice.status == Invoice.Status.DRAFT:
-            state = CycleClose.State.HELD
-            review_until = now + dt.timedelta(hours=settings.INVOICE_DRAFT_REVIEW_HOURS)
-            report.invoices += 1
-            report.held += 1
         else:
-            state = CycleClose.State.ISSUED
             report.invoices += 1
-            report.issued += 1
-        row.update(invoice=invoice, state=state, review_until=review_until, closed_at=now, error="", failed_at=None,
-                   updated_at=timezone.now())
+            if invoice.status == Invoice.Status.DRAFT:
+                report.held += 1
+            else:
+                report.issued += 1
         if tops_up and not checked:  # no invoice (nothing to bill): a top-up gets its own invoice
             auto_top_up(customer_id=subscription.customer_id, now=now, label=label)
         if alerts:  # the credits this close burnt (and any top-up) decide the low-credit alert, announced with them

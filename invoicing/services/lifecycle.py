@@ -71,14 +71,25 @@ def lock_customer_billing(customer_id: int, *, skip_locked: bool = False) -> boo
     return bool(list(rows))
 
 
-def stamp_issued(invoice: Invoice, now: dt.datetime) -> None:
-    """Number, status, dates and sync state of an invoice being issued (inside the issuing transaction)."""
-    invoice.number = next_invoice_number(now)
+def stamp_issued(invoice: Invoice, now: dt.datetime, *, numbered: bool = True) -> None:
+    """Number, status, dates and sync state of an invoice being issued (inside the issuing transaction).
+    ``numbered=False`` leaves the number to :func:`number_stored` (the caller takes it later)."""
+    if numbered:
+        invoice.number = next_invoice_number(now)
     invoice.status, invoice.issued_at = S.ISSUED, now
     days = invoice.customer.days_until_due if invoice.customer.collection_method == "send_invoice" else 0
     invoice.due_at = now + dt.timedelta(days=days or 0)
     invoice.sync_status = Invoice.SyncStatus.SANDBOX if is_sandbox() else Invoice.SyncStatus.SYNCING
     invoice.sync_error = ""
+
+
+def number_stored(invoice: Invoice) -> None:
+    """Inside the issuing transaction, as late as it can be: give a stored issued invoice its number. The number's
+    sequence row stays locked until the commit, so concurrent closes queue only for what follows this."""
+    if invoice.issued_at is None:
+        raise InvoiceTransitionError(f"invoice {invoice} is not issued: it takes no number")
+    invoice.number = next_invoice_number(invoice.issued_at)
+    Invoice.objects.filter(pk=invoice.pk).update(number=invoice.number)
 
 
 def schedule_push(invoice: Invoice) -> None:
@@ -107,10 +118,11 @@ def invoice_create(
     extend: Callable[[Invoice], object] | None = None,
 ) -> Invoice:
     """Inside the caller's transaction (customer locked): the invoice of a cycle with its lines and totals, logged
-    — a draft, or with ``issue_at`` issued (numbered) as it is inserted, so a close writes each row once. Its
-    ``credits`` ("Credits applied" lines) are burnt from their grants in the same transaction. ``extend`` (the
-    close's auto top-up) is called with the stored invoice once its credits are burnt and before it is announced:
-    it may add lines after them (updating the invoice's totals), so the announcement and the push carry them."""
+    — a draft, or with ``issue_at`` issued, numbered after its lines, credits and ``extend`` so that the number's
+    lock is held for the least of the transaction. Its ``credits`` ("Credits applied" lines) are burnt from their
+    grants in the same transaction. ``extend`` (the close's auto top-up and cycle row) is called with the stored
+    invoice, not yet numbered, once its credits are burnt and before it is announced: it may add lines after them
+    (updating the invoice's totals), so the announcement and the push carry them."""
     check_fits(lines)
     period = cycle.invoice_period
     subtotal = sum(line.amount for line in lines)
@@ -128,8 +140,8 @@ def invoice_create(
         subtotal=subtotal,
         total=total,
     )
-    if issue_at is not None:
-        stamp_issued(invoice, issue_at)
+    if issue_at is not None:  # numbered once everything but the log and the announcement is written (below)
+        stamp_issued(invoice, issue_at, numbered=False)
     invoice.save(force_insert=True)
     rows = InvoiceLine.objects.bulk_create([
         InvoiceLine(
@@ -165,6 +177,8 @@ def invoice_create(
                      at=now or issue_at or timezone.now(), label=label or "close")
     if extend is not None:
         extend(invoice)
+    if issue_at is not None:
+        number_stored(invoice)
     label = label or (actor.get_username() if actor else "system")
     drafted = f"cycle {cycle.index} of subscription {subscription.pk}" + (f"; reissue of {replaces}" if replaces
                                                                           else "")
