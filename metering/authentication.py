@@ -24,7 +24,7 @@ Authorization (:class:`HasScope`), the same for every API view:
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rest_framework import authentication, exceptions, permissions
 
@@ -71,6 +71,13 @@ class BearerAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+def api_actor(request) -> tuple[Any, str]:
+    """Who a write through the API is recorded as: ``(user, "")`` for a staff session, ``(None, "api")`` for an
+    API token."""
+    user = request.user if getattr(request.user, "is_authenticated", False) and request.auth is None else None
+    return user, "" if user else "api"
 
 
 def looks_like_token(value: str) -> bool:

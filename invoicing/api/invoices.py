@@ -20,8 +20,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.problems import Problem
-from metering.api.params import int_param
+from metering.api.params import int_param, json_object_body
 from metering.api.schema import NO_NUL, component, date_time, optional_body, problems
+from metering.authentication import api_actor
 
 from ..models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from ..selectors.documents import (
@@ -219,16 +220,13 @@ class InvoiceVoidView(APIView):
                    responses={200: INVOICE, **problems(400, 404, 409)})
     def post(self, request, invoice_id: str):
         invoice = _invoice_or_404(invoice_id)
-        body = request.data if isinstance(request.data, dict) else None
-        if body is None:
-            raise Problem(400, "Invalid body", 'send a JSON object such as {"reason": "wrong price"}')
-        reason = body.get("reason", "")
+        reason = json_object_body(request, example='{"reason": "wrong price"}').get("reason", "")
         if not isinstance(reason, str) or "\x00" in reason or len(reason) > MAX_REASON:
             raise Problem(400, "Invalid body", f"reason must be text of at most {MAX_REASON} characters",
                           errors=[{"field": "reason", "message": "invalid"}])
-        user = request.user if getattr(request.user, "is_authenticated", False) and request.auth is None else None
+        actor, label = api_actor(request)
         try:
-            invoice = invoice_void(invoice=invoice, actor=user, label="" if user else "api", reason=reason.strip())
+            invoice = invoice_void(invoice=invoice, actor=actor, label=label, reason=reason.strip())
         except InvoiceTransitionError as exc:
             raise Problem(409, "Conflict", str(exc)) from exc
         return Response(invoice_json(_invoice_or_404(str(invoice.pk))))
@@ -247,9 +245,9 @@ class InvoiceReissueView(APIView):
                               **problems(400, 404, 409)})
     def post(self, request, invoice_id: str):
         invoice = _invoice_or_404(invoice_id)
-        user = request.user if getattr(request.user, "is_authenticated", False) and request.auth is None else None
+        actor, label = api_actor(request)
         try:
-            new = invoice_reissue(invoice=invoice, actor=user, label="" if user else "api")
+            new = invoice_reissue(invoice=invoice, actor=actor, label=label)
         except (ReissueError, InvoiceTransitionError, CreditNoteError) as exc:
             raise Problem(409, "Conflict", str(exc)) from exc
         return Response(invoice_json(_invoice_or_404(str(new.pk))), status=201)
