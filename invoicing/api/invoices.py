@@ -164,6 +164,13 @@ def _invoice_or_404(invoice_id: str) -> Invoice:
     return invoice
 
 
+def _credit_note_or_404(credit_note_id: str) -> CreditNote:
+    note = credit_note_by_id_or_number(_no_nul("credit note", credit_note_id) or "")
+    if note is None:
+        raise Problem(404, "Not Found", f"No credit note {credit_note_id!r}.")
+    return note
+
+
 class InvoiceListView(APIView):
     required_scopes = {"GET": "read"}
     permission_model = "invoicing.invoice"
@@ -273,10 +280,7 @@ class CreditNoteDetailView(APIView):
     @extend_schema(operation_id="getCreditNote", summary="Get a credit note", tags=["Invoices"],
                    parameters=[CREDIT_NOTE_ID], responses={200: CREDIT_NOTE, **problems(400, 404)})
     def get(self, request, credit_note_id: str):
-        note = credit_note_by_id_or_number(_no_nul("credit note", credit_note_id) or "")
-        if note is None:
-            raise Problem(404, "Not Found", f"No credit note {credit_note_id!r}.")
-        return Response(credit_note_json(note))
+        return Response(credit_note_json(_credit_note_or_404(credit_note_id)))
 
 
 # --- The documents as PDF ------------------------------------------------------------------------------------
@@ -326,8 +330,7 @@ class InvoicePdfView(PdfView):
                    parameters=[INVOICE_ID],
                    responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
     def get(self, request, invoice_id: str):
-        invoice = _invoice_or_404(invoice_id)
-        return _pdf(invoice_document(invoice))
+        return _pdf(invoice_document(_invoice_or_404(invoice_id)))
 
 
 class CreditNotePdfView(PdfView):
@@ -339,7 +342,4 @@ class CreditNotePdfView(PdfView):
                    parameters=[CREDIT_NOTE_ID],
                    responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
     def get(self, request, credit_note_id: str):
-        note = credit_note_by_id_or_number(_no_nul("credit note", credit_note_id) or "")
-        if note is None:
-            raise Problem(404, "Not Found", f"No credit note {credit_note_id!r}.")
-        return _pdf(credit_note_document(note))
+        return _pdf(credit_note_document(_credit_note_or_404(credit_note_id)))
