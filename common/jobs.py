@@ -7,10 +7,12 @@ while the job runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from celery import shared_task
 from django.utils import timezone
 
 from .models import JOB_MESSAGE_MAX, JobRun
@@ -98,6 +100,23 @@ def tracked_job(*, kind: str, trigger: str = JobRun.Trigger.SYSTEM, params: dict
         raise
     if job_run.status == JobRun.Status.RUNNING:
         job_run_finish(job_run=job_run, succeeded=True, message=job_run.message, result=job_run.result)
+
+
+def beat_job(name: str, *, kind: str, time_limit: int = 1800) -> Callable[[Callable[[], str]], Any]:
+    """A beat task whose body runs as a recorded job of ``kind`` (:func:`tracked_job`): the body calls one service
+    and returns a one-line summary, kept as the run's message and returned by the task. Stopped after
+    ``time_limit`` seconds (the soft limit a minute earlier)."""
+
+    def decorate(body: Callable[[], str]) -> Any:
+        @functools.wraps(body)
+        def run() -> str:
+            with tracked_job(kind=kind, trigger=JobRun.Trigger.BEAT) as job_run:
+                job_run.message = body()
+            return job_run.message
+
+        return shared_task(name=name, time_limit=time_limit, soft_time_limit=time_limit - 60, ignore_result=True)(run)
+
+    return decorate
 
 
 def heartbeat_record() -> JobRun:

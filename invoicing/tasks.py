@@ -12,7 +12,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from common.jobs import tracked_job
+from common.jobs import beat_job, tracked_job
 from common.models import JobRun
 from common.retries import BACKOFF, RetryOptions, give_up_on_last_attempt
 
@@ -47,13 +47,10 @@ def last_attempt_gives_up(task: Task[Any, Any], give_up: Callable[[str], None]) 
     return give_up_on_last_attempt(task, (StripeRetryableError,), lambda exc: give_up(str(exc)))
 
 
-@shared_task(name="invoicing.auto_top_ups", time_limit=1800, soft_time_limit=1740, ignore_result=True)
+@beat_job("invoicing.auto_top_ups", kind="auto_top_ups")
 def buy_auto_top_ups() -> str:
     """Beat: buy the auto top-up of every customer whose live credits fell below its threshold between cycles."""
-    with tracked_job(kind="auto_top_ups", trigger=JobRun.Trigger.BEAT) as run:
-        bought = auto_top_ups(now=timezone.now())
-        run.message = f"{bought} auto top-ups bought"
-    return run.message
+    return f"{auto_top_ups(now=timezone.now())} auto top-ups bought"
 
 
 @shared_task(name="invoicing.close_cycles", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60, ignore_result=True)

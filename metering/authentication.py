@@ -24,7 +24,7 @@ Authorization (:class:`HasScope`), the same for every API view:
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rest_framework import authentication, exceptions, permissions
 
@@ -38,22 +38,46 @@ TOKEN_ONLY_SCOPES = frozenset({ApiToken.Scope.INGEST})
 SESSION_WRITE_ACTIONS = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
 
 
-class TokenPrincipal:
-    """``request.user`` for a token-authenticated request (tokens are not Django users)."""
+class Principal:
+    """``request.user`` for a request authenticated by something that is not a Django user (an API token, a
+    customer portal link): authenticated and active, never staff or superuser, without a primary key."""
 
     is_authenticated = True
     is_active = True
     is_staff = False
     is_superuser = False
     is_anonymous = False
+    pk = None
 
-    def __init__(self, token: ApiToken) -> None:
-        self.token = token
-        self.pk = None
-        self.username = f"token:{token.prefix}"
+    def __init__(self, username: str) -> None:
+        self.username = username
 
     def __str__(self) -> str:
         return self.username
+
+
+class TokenPrincipal(Principal):
+    """``request.user`` for a token-authenticated request (tokens are not Django users)."""
+
+    def __init__(self, token: ApiToken) -> None:
+        super().__init__(f"token:{token.prefix}")
+        self.token = token
+
+
+class BearerAuthentication(authentication.BaseAuthentication):
+    """An ``Authorization: Bearer <secret>`` scheme: a 401 names it in ``WWW-Authenticate``."""
+
+    keyword = "Bearer"
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+def api_actor(request) -> tuple[Any, str]:
+    """Who a write through the API is recorded as: ``(user, "")`` for a staff session, ``(None, "api")`` for an
+    API token."""
+    user = request.user if getattr(request.user, "is_authenticated", False) and request.auth is None else None
+    return user, "" if user else "api"
 
 
 def looks_like_token(value: str) -> bool:
@@ -108,9 +132,7 @@ def token_may(token: ApiToken, view, method: str) -> bool:
     return scope is not None and token.has_scope(scope)
 
 
-class BearerTokenAuthentication(authentication.BaseAuthentication):
-    keyword = "Bearer"
-
+class BearerTokenAuthentication(BearerAuthentication):
     def authenticate(self, request):
         token, failure = request_bearer_token(request.META)
         if failure is not None:
@@ -123,9 +145,6 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
     def fail(request, message: str) -> NoReturn:
         auth_failure_record(request)  # 429 instead, once this address failed too often
         raise exceptions.AuthenticationFailed(message)
-
-    def authenticate_header(self, request) -> str:
-        return self.keyword
 
 
 def required_scope(view, method: str) -> str | None:

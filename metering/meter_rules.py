@@ -96,6 +96,17 @@ class MeterDefinition:
         return self.value_path
 
 
+def _required_text_problem(value: Any, label: str, maximum: int, *, example: str = "") -> str | None:
+    """What is wrong with a required line of text (missing or blank, too long, with a NUL), or None."""
+    if not isinstance(value, str) or not value.strip():
+        return f"{label} is required{example}"
+    if len(value) > maximum:
+        return f"{label} must be at most {maximum} characters"
+    if "\x00" in value:
+        return f"{label} must not contain NUL characters"
+    return None
+
+
 def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, value_property: str | None,
                    group_by: Any, description: Any = "", value_absent: Any = Meter.ValueAbsent.INVALID
                    ) -> dict[str, str]:
@@ -106,22 +117,17 @@ def validate_meter(*, slug: str, name: str, event_type: str, aggregation: str, v
                          "(e.g. llm_tokens)"
     elif len(slug) > SLUG_MAX:
         errors["slug"] = f"slug must be at most {SLUG_MAX} characters"
-    if not isinstance(name, str) or not name.strip():
-        errors["name"] = "name is required"
-    elif len(name) > NAME_MAX:
-        errors["name"] = f"name must be at most {NAME_MAX} characters"
-    elif "\x00" in name:
-        errors["name"] = "name must not contain NUL characters"
+    problem = _required_text_problem(name, "name", NAME_MAX)
+    if problem:
+        errors["name"] = problem
     if description is not None and not isinstance(description, str):
         errors["description"] = "description must be text"
     elif description and "\x00" in description:
         errors["description"] = "description must not contain NUL characters"
-    if not isinstance(event_type, str) or not event_type.strip():
-        errors["event_type"] = "event type is required (the CloudEvent type, e.g. kong.llm_request)"
-    elif len(event_type) > EVENT_TYPE_MAX:
-        errors["event_type"] = f"event type must be at most {EVENT_TYPE_MAX} characters"
-    elif "\x00" in event_type:
-        errors["event_type"] = "event type must not contain NUL characters"
+    problem = _required_text_problem(event_type, "event type", EVENT_TYPE_MAX,
+                                     example=" (the CloudEvent type, e.g. kong.llm_request)")
+    if problem:
+        errors["event_type"] = problem
     if aggregation not in AGGREGATIONS:
         errors["aggregation"] = f"aggregation must be one of {', '.join(AGGREGATIONS)}"
     if value_property is not None and not isinstance(value_property, str):

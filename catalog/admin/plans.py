@@ -112,24 +112,34 @@ def tiers_text(rate_card: RateCard | None) -> str:
     return format_html('{} tier(s). <a href="{}#tiers-group" class="edit-tiers">Edit the tier table</a>', count, url)
 
 
-class RateCardInline(PlanDraftOnly, admin.StackedInline):
-    model = RateCard
-    form = PlanRateCardForm
-    extra = 0
-    show_change_link = True
-    fieldsets = _rate_card_fieldsets("tiers")
+class RateCardPageMixin(PlanDraftOnly):
+    """What a rate card shows on its plan's page and on its own: the price and the recurring grant as sentences, and
+    a published version's rate card read only (its tiers and grant as sentences)."""
+
     readonly_fields = ("price_preview", "tiers_shown", "credit_grant_shown")
 
     def get_fieldsets(self, request, obj=None):
-        """Drafts edit their tiers in the table; published versions show them (and the recurring grant) as
-        sentences."""
-        if obj is not None and not obj.is_editable:
+        if obj is not None and not self._plan_of(obj).is_editable:
             return READ_ONLY_RATE_CARD_FIELDSETS
         return super().get_fieldsets(request, obj)
 
     @admin.display(description="recurring credits")
     def credit_grant_shown(self, obj: RateCard | None) -> str:
         return credit_grant_text(obj)
+
+    @admin.display(description="price")
+    def price_preview(self, obj: RateCard | None) -> str:
+        return rate_card_price_text(obj)
+
+
+class RateCardInline(RateCardPageMixin, admin.StackedInline):
+    """On the plan page: drafts edit their tiers in the rate card's own table (a link here)."""
+
+    model = RateCard
+    form = PlanRateCardForm
+    extra = 0
+    show_change_link = True
+    fieldsets = _rate_card_fieldsets("tiers")
 
     class Media:
         js = ("catalog/rate_card_form.js",)
@@ -141,10 +151,6 @@ class RateCardInline(PlanDraftOnly, admin.StackedInline):
     @admin.display(description="tiers")
     def tiers_shown(self, obj: RateCard | None) -> str:
         return tiers_text(obj)
-
-    @admin.display(description="price")
-    def price_preview(self, obj: RateCard | None) -> str:
-        return rate_card_price_text(obj)
 
 
 @admin.register(Plan)

@@ -26,8 +26,8 @@ from ..forms import (
 from ..models import PriceRow, PriceTier, RateCard
 from ..money import to_major
 from ..pricing import PricingError, price_rate_card
-from .drafts import PlanDraftOnly, rate_card_price_text
-from .plans import RATE_CARD_FIELDSETS, READ_ONLY_RATE_CARD_FIELDSETS, credit_grant_text
+from .drafts import PlanDraftOnly
+from .plans import RATE_CARD_FIELDSETS, RateCardPageMixin
 
 
 class PriceRowInline(PlanDraftOnly, admin.TabularInline):
@@ -64,7 +64,7 @@ class PriceTierInline(PlanDraftOnly, admin.TabularInline):
 
 
 @admin.register(RateCard)
-class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
+class RateCardAdmin(RateCardPageMixin, admin.ModelAdmin):
     form = RateCardForm
     inlines = [PriceTierInline, PriceRowInline]
     list_display = ("key", "plan", "feature", "price_type", "payment_term", "entitlement_type")
@@ -72,18 +72,7 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
     list_filter = ("price_type", "payment_term", "plan__status")
     search_fields = ("key", "plan__key")
     change_form_template = "admin/catalog/ratecard/change_form.html"
-    readonly_fields = ("price_preview", "tiers_shown", "credit_grant_shown")
     fieldsets = RATE_CARD_FIELDSETS
-
-    def get_fieldsets(self, request, obj=None):
-        """A published version's rate card is read only: its recurring grant shown as a sentence."""
-        if obj is not None and not obj.plan.is_editable:
-            return READ_ONLY_RATE_CARD_FIELDSETS
-        return super().get_fieldsets(request, obj)
-
-    @admin.display(description="recurring credits")
-    def credit_grant_shown(self, obj: RateCard | None) -> str:
-        return credit_grant_text(obj)
 
     class Media:
         js = ("catalog/price_preview.js", "catalog/rate_card_form.js")
@@ -105,10 +94,6 @@ class RateCardAdmin(PlanDraftOnly, admin.ModelAdmin):
         if obj is not None and obj.price_type == RateCard.PriceType.DIMENSIONAL:
             return [PriceRowInline]
         return [PriceTierInline]
-
-    @admin.display(description="price")
-    def price_preview(self, obj: RateCard | None) -> str:
-        return rate_card_price_text(obj)
 
     def get_urls(self):
         return [

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     _AdminBase = ModelAdmin[Any]
 else:
     _AdminBase = object
+
+M = TypeVar("M", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,16 @@ def register_admin_extension(model: type[Model], name: str, *, columns: Sequence
     extension = AdminExtension(name, tuple(columns), tuple(panels), tuple(object_tools))
     registered = [item for item in _extensions.get(model, []) if item.name != name]
     _extensions[model] = [*registered, extension]
+
+
+def row_and_admin_url(model: type[M], owner: str, obj: Model) -> tuple[M | None, str]:
+    """For a panel field showing the row of ``model`` that belongs to ``obj`` (its ``owner`` field, e.g. a
+    customer's settings): that row or None, and the admin URL that changes it, or adds it with ``owner`` filled in."""
+    row = model._default_manager.filter(**{owner: obj}).first()
+    admin_name = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+    if row is None:
+        return None, f"{reverse(f'{admin_name}_add')}?{urlencode({owner: obj.pk})}"
+    return row, reverse(f"{admin_name}_change", args=[row.pk])
 
 
 def admin_extensions(model: type[Model]) -> list[AdminExtension]:

@@ -1,13 +1,15 @@
 """Small admin building blocks shared by every app: a capped paginator, JSON display, view-only admins, decimal
-text boxes for third-party models."""
+text boxes for third-party models, list filters from a table of conditions."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, cast
 
+from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import models
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -66,3 +68,16 @@ class DecimalTextInputsMixin:
     become text boxes read by ``DecimalTextField``, as ``PreciseDecimalField`` does by itself for our models."""
 
     formfield_overrides = {models.DecimalField: {"form_class": DecimalTextField, "widget": DecimalTextInput}}
+
+
+class ConditionFilter(admin.SimpleListFilter):
+    """A list filter given as a table: each choice's value → (its label, the condition the rows it keeps meet)."""
+
+    conditions: dict[str, tuple[str, Q]] = {}
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, label) for value, (label, _) in self.conditions.items()]
+
+    def queryset(self, request: HttpRequest, queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
+        chosen = self.conditions.get(self.value() or "")
+        return queryset.filter(chosen[1]) if chosen else queryset

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from catalog.money import format_major, to_major
-from common.admin.extensions import ObjectTool, Panel, PanelField, register_admin_extension
+from common.admin.extensions import ObjectTool, Panel, PanelField, register_admin_extension, row_and_admin_url
 from common.charts import bar_chart_svg
 from customers.models import Customer
 
@@ -63,11 +63,9 @@ def credits_low_alert(customer: Customer) -> str:
     """The customer's credits.low threshold and state, with a link to set or change it."""
     if not customer.pk:
         return "—"
-    alert = LowBalanceAlert.objects.filter(customer=customer).first()
+    alert, url = row_and_admin_url(LowBalanceAlert, "customer", customer)
     if alert is None:
-        url = reverse("admin:credits_lowbalancealert_add") + f"?customer={customer.pk}"
         return format_html('None: credits.low is not announced. <a href="{}" id="credits-low-alert">Set one</a>', url)
-    url = reverse("admin:credits_lowbalancealert_change", args=[alert.pk])
     state = (f"announced {alert.low_since:%Y-%m-%d %H:%M} UTC (re-armed when available is back at or above it)"
              if alert.low_since else "armed")
     return format_html('credits.low below {} {} — {}{}. <a href="{}" id="credits-low-alert">Change</a>',

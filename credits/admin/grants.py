@@ -4,7 +4,7 @@ confirmed actions *Adjust* (a required reason) and *Void grant*."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from catalog.money import format_major
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin
+from common.admin.utils import ConditionFilter
 
 from ..forms import AdjustForm, AutoTopUpForm, GrantForm, GrantVoidForm, LowBalanceAlertForm
 from ..models import AutoTopUp, CreditGrant, LowBalanceAlert
@@ -50,21 +51,14 @@ ADJUST = ConfirmAction(
 )
 
 
-class GrantStatusFilter(admin.SimpleListFilter):
+class GrantStatusFilter(ConditionFilter):
     title = "status"
     parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return [("void", "Void"), ("expiring", "With an expiry"), ("open", "Not void")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "void":
-            return queryset.filter(voided_at__isnull=False)
-        if self.value() == "expiring":
-            return queryset.filter(expires_at__isnull=False)
-        if self.value() == "open":
-            return queryset.filter(voided_at__isnull=True)
-        return queryset
+    conditions = {
+        "void": ("Void", Q(voided_at__isnull=False)),
+        "expiring": ("With an expiry", Q(expires_at__isnull=False)),
+        "open": ("Not void", Q(voided_at__isnull=True)),
+    }
 
 
 @admin.register(CreditGrant)

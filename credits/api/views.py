@@ -21,8 +21,9 @@ from catalog.money import minor_unit_exponent, to_minor
 from common.problems import Problem
 from customers.models import Customer
 from customers.selectors import as_row_id, customer_by_id_or_key
-from metering.api.params import parse_rfc3339
+from metering.api.params import json_object_body, parse_rfc3339
 from metering.api.schema import NO_NUL, component, date_time, optional_body, problems
+from metering.authentication import api_actor
 
 from ..models import CreditGrant
 from ..selectors import customer_credits, grant_json, grant_states
@@ -125,17 +126,6 @@ def _invalid(field: str, message: str) -> Problem:
     return Problem(400, "Invalid body", f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
-def _actor(request):
-    return request.user if getattr(request.user, "is_authenticated", False) and request.auth is None else None
-
-
-def _body(request) -> dict[str, Any]:
-    body = request.data if isinstance(request.data, dict) else None
-    if body is None:
-        raise Problem(400, "Invalid body", "send a JSON object")
-    return body
-
-
 def _text(body: dict, name: str, *, maximum: int) -> str | None:
     value = body.get(name)
     if value is None:
@@ -225,11 +215,11 @@ class CustomerGrantsView(APIView):
                    responses={201: OpenApiResponse(GRANT, description="The grant."), **problems(400, 404)})
     def post(self, request, id_or_key: str):
         customer = _customer(id_or_key)
-        fields = parse_grant_body(_body(request), customer)
-        user = _actor(request)
+        fields = parse_grant_body(json_object_body(request), customer)
+        actor, label = api_actor(request)
         available = fields.pop("available")
         try:
-            grant = grant_bought_or_created(customer=customer, actor=user, label="" if user else "api",
+            grant = grant_bought_or_created(customer=customer, actor=actor, label=label,
                                             available_immediately=available, **fields)
         except CreditError as exc:
             raise Problem(400, "Invalid body", str(exc),
@@ -253,16 +243,14 @@ class GrantVoidView(APIView):
         grant = CreditGrant.objects.filter(pk=number, customer=customer).first() if number is not None else None
         if grant is None:
             raise Problem(404, "Not Found", f"No grant {grant_id!r} of this customer.")
-        body = request.data if isinstance(request.data, dict) else None
-        if body is None:
-            raise Problem(400, "Invalid body", 'send a JSON object such as {"reason": "duplicate"}')
+        body = json_object_body(request, example='{"reason": "duplicate"}')
         unknown = sorted(str(name) for name in body if name != "reason")
         if unknown:
             raise _invalid(unknown[0], "unknown field")
         reason = _text(body, "reason", maximum=MAX_DESCRIPTION) or ""
-        user = _actor(request)
+        actor, label = api_actor(request)
         try:
-            grant = grant_void(grant=grant, reason=reason.strip(), actor=user, label="" if user else "api")
+            grant = grant_void(grant=grant, reason=reason.strip(), actor=actor, label=label)
         except CreditError as exc:
             raise Problem(409, "Conflict", str(exc)) from exc
         return Response(_created(grant))

@@ -20,8 +20,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.problems import Problem
-from metering.api.params import int_param
+from metering.api.params import int_param, json_object_body
 from metering.api.schema import NO_NUL, component, date_time, optional_body, problems
+from metering.authentication import api_actor
 
 from ..models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from ..selectors.documents import (
@@ -163,6 +164,13 @@ def _invoice_or_404(invoice_id: str) -> Invoice:
     return invoice
 
 
+def _credit_note_or_404(credit_note_id: str) -> CreditNote:
+    note = credit_note_by_id_or_number(_no_nul("credit note", credit_note_id) or "")
+    if note is None:
+        raise Problem(404, "Not Found", f"No credit note {credit_note_id!r}.")
+    return note
+
+
 class InvoiceListView(APIView):
     required_scopes = {"GET": "read"}
     permission_model = "invoicing.invoice"
@@ -219,16 +227,13 @@ class InvoiceVoidView(APIView):
                    responses={200: INVOICE, **problems(400, 404, 409)})
     def post(self, request, invoice_id: str):
         invoice = _invoice_or_404(invoice_id)
-        body = request.data if isinstance(request.data, dict) else None
-        if body is None:
-            raise Problem(400, "Invalid body", 'send a JSON object such as {"reason": "wrong price"}')
-        reason = body.get("reason", "")
+        reason = json_object_body(request, example='{"reason": "wrong price"}').get("reason", "")
         if not isinstance(reason, str) or "\x00" in reason or len(reason) > MAX_REASON:
             raise Problem(400, "Invalid body", f"reason must be text of at most {MAX_REASON} characters",
                           errors=[{"field": "reason", "message": "invalid"}])
-        user = request.user if getattr(request.user, "is_authenticated", False) and request.auth is None else None
+        actor, label = api_actor(request)
         try:
-            invoice = invoice_void(invoice=invoice, actor=user, label="" if user else "api", reason=reason.strip())
+            invoice = invoice_void(invoice=invoice, actor=actor, label=label, reason=reason.strip())
         except InvoiceTransitionError as exc:
             raise Problem(409, "Conflict", str(exc)) from exc
         return Response(invoice_json(_invoice_or_404(str(invoice.pk))))
@@ -247,9 +252,9 @@ class InvoiceReissueView(APIView):
                               **problems(400, 404, 409)})
     def post(self, request, invoice_id: str):
         invoice = _invoice_or_404(invoice_id)
-        user = request.user if getattr(request.user, "is_authenticated", False) and request.auth is None else None
+        actor, label = api_actor(request)
         try:
-            new = invoice_reissue(invoice=invoice, actor=user, label="" if user else "api")
+            new = invoice_reissue(invoice=invoice, actor=actor, label=label)
         except (ReissueError, InvoiceTransitionError, CreditNoteError) as exc:
             raise Problem(409, "Conflict", str(exc)) from exc
         return Response(invoice_json(_invoice_or_404(str(new.pk))), status=201)
@@ -275,10 +280,7 @@ class CreditNoteDetailView(APIView):
     @extend_schema(operation_id="getCreditNote", summary="Get a credit note", tags=["Invoices"],
                    parameters=[CREDIT_NOTE_ID], responses={200: CREDIT_NOTE, **problems(400, 404)})
     def get(self, request, credit_note_id: str):
-        note = credit_note_by_id_or_number(_no_nul("credit note", credit_note_id) or "")
-        if note is None:
-            raise Problem(404, "Not Found", f"No credit note {credit_note_id!r}.")
-        return Response(credit_note_json(note))
+        return Response(credit_note_json(_credit_note_or_404(credit_note_id)))
 
 
 # --- The documents as PDF ------------------------------------------------------------------------------------
@@ -328,8 +330,7 @@ class InvoicePdfView(PdfView):
                    parameters=[INVOICE_ID],
                    responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
     def get(self, request, invoice_id: str):
-        invoice = _invoice_or_404(invoice_id)
-        return _pdf(invoice_document(invoice))
+        return _pdf(invoice_document(_invoice_or_404(invoice_id)))
 
 
 class CreditNotePdfView(PdfView):
@@ -341,7 +342,4 @@ class CreditNotePdfView(PdfView):
                    parameters=[CREDIT_NOTE_ID],
                    responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
     def get(self, request, credit_note_id: str):
-        note = credit_note_by_id_or_number(_no_nul("credit note", credit_note_id) or "")
-        if note is None:
-            raise Problem(404, "Not Found", f"No credit note {credit_note_id!r}.")
-        return _pdf(credit_note_document(note))
+        return _pdf(credit_note_document(_credit_note_or_404(credit_note_id)))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
+from django.db.models import Q
 
-from common.admin.utils import CappedCountPaginator, ViewOnlyAdminMixin
+from common.admin.utils import CappedCountPaginator, ConditionFilter, ViewOnlyAdminMixin
 
 from ..models import EventTypeActivity, Meter, SubjectActivity
 
@@ -35,22 +36,15 @@ class MetersOfTypesChangeList(ChangeList):
             item.meter_slugs = slugs.get(item.type, [])
 
 
-class MeteredFilter(admin.SimpleListFilter):
+class MeteredFilter(ConditionFilter):
     """Event types with or without a meter (the dashboard's "Events no meter counts" links to ``metered=no``)."""
 
     title = "counted by a meter"
     parameter_name = "metered"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "Yes"), ("no", "No: not billed")]
-
-    def queryset(self, request, queryset):
-        metered = Meter.objects.values("event_type")
-        if self.value() == "yes":
-            return queryset.filter(type__in=metered)
-        if self.value() == "no":
-            return queryset.exclude(type__in=metered)
-        return queryset
+    conditions = {
+        "yes": ("Yes", Q(type__in=Meter.objects.values("event_type"))),
+        "no": ("No: not billed", ~Q(type__in=Meter.objects.values("event_type"))),
+    }
 
 
 @admin.register(EventTypeActivity)

@@ -4,12 +4,14 @@ from raw events" (confirmed, then a tracked job) and the usage explorer."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin, confirm_bulk_action
 from common.admin.refusals import ServiceErrorsMixin, refusals
+from common.admin.utils import ConditionFilter
 from common.jobs import job_run_queue
 
 from .. import forms
@@ -42,19 +44,10 @@ REBUILD = ConfirmAction(
 )
 
 
-class RollupErrorFilter(admin.SimpleListFilter):
+class RollupErrorFilter(ConditionFilter):
     title = "rollups"
     parameter_name = "rollup"
-
-    def lookups(self, request, model_admin):
-        return [("failing", "Failing"), ("ok", "OK")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "failing":
-            return queryset.exclude(rollup_error="")
-        if self.value() == "ok":
-            return queryset.filter(rollup_error="")
-        return queryset
+    conditions = {"failing": ("Failing", ~Q(rollup_error="")), "ok": ("OK", Q(rollup_error=""))}
 
 
 @admin.register(Meter)

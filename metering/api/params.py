@@ -1,4 +1,4 @@
-"""Query-parameter parsing shared by every API: bad values become 400 problem+json naming the parameter."""
+"""Query-parameter and body parsing shared by every API: bad values become 400 problem+json naming the parameter."""
 
 from __future__ import annotations
 
@@ -67,3 +67,10 @@ def int_param(params, name: str, *, default: int, minimum: int, maximum: int) ->
     if not minimum <= number <= maximum:
         raise bad_parameter(name, f"must be between {minimum} and {maximum}")
     return number
+
+
+def json_object_body(request, example: str = "") -> dict[str, Any]:
+    """The request's JSON body, which must be an object (400 otherwise); ``example`` shows one in the message."""
+    if not isinstance(request.data, dict):
+        raise Problem(400, "Invalid body", f"send a JSON object{' such as ' + example if example else ''}")
+    return request.data

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from common.admin.extensions import ObjectTool, Panel, PanelField, register_admin_extension
+from common.admin.extensions import ObjectTool, Panel, PanelField, register_admin_extension, row_and_admin_url
 from customers.models import Customer
 
 from ..models import CustomerNotificationSettings, Delivery, WebhookEndpoint
@@ -45,12 +45,10 @@ def fired_alerts(customer: Customer) -> str:
 def notification_preferences(customer: Customer) -> str:
     if not customer.pk:
         return "—"
-    prefs = CustomerNotificationSettings.objects.filter(customer=customer).first()
+    prefs, url = row_and_admin_url(CustomerNotificationSettings, "customer", customer)
     if prefs is None:
-        url = reverse("admin:notifications_customernotificationsettings_add") + f"?customer={customer.pk}"
         return format_html('Invoice emails to {} (default); no spend alert. <a href="{}">Change</a>',
                            customer.email or "— (no email: none sent)", url)
-    url = reverse("admin:notifications_customernotificationsettings_change", args=[prefs.pk])
     return format_html("Invoice emails: {}; threshold emails: {}; to {}; spend alert: {}. <a href=\"{}\">Change</a>",
                        "on" if prefs.invoice_emails else "off (Stripe's)", "on" if prefs.threshold_emails else "off",
                        prefs.billing_email or customer.email or "—",

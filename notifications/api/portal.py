@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import exceptions, permissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from credits.api.views import CUSTOMER_CREDITS
 from metering.api.schema import component, date_time, problems
+from metering.authentication import BearerAuthentication, Principal
 from metering.throttles import Throttled
 
 from ..models import PortalLink
@@ -70,22 +71,13 @@ PORTAL_USAGE = component("PortalUsage", {
 })
 
 
-class PortalPrincipal:
-    is_authenticated = True
-    is_active = True
-    is_staff = False
-    is_superuser = False
-    is_anonymous = False
-    pk = None
-
+class PortalPrincipal(Principal):
     def __init__(self, link: PortalLink) -> None:
+        super().__init__(f"portal:{link.pk}")
         self.link = link
-        self.username = f"portal:{link.pk}"
 
 
-class PortalTokenAuthentication(authentication.BaseAuthentication):
-    keyword = "Bearer"
-
+class PortalTokenAuthentication(BearerAuthentication):
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         scheme, _, value = str(header).partition(" ")
@@ -99,9 +91,6 @@ class PortalTokenAuthentication(authentication.BaseAuthentication):
         if link is None:
             raise exceptions.AuthenticationFailed("Unknown, expired or revoked portal token.")
         return PortalPrincipal(link), link
-
-    def authenticate_header(self, request) -> str:
-        return self.keyword
 
 
 class PortalTokenScheme(OpenApiAuthenticationExtension):

@@ -4,7 +4,10 @@ the credential, and it opens one customer's data only (every read is filtered by
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from django.http import Http404, HttpResponse
 from django.template.response import TemplateResponse
@@ -34,21 +37,24 @@ from ..throttle import portal_wait
 NOT_FOUND = "This portal link is not valid: it may have expired or been revoked. Ask for a new one."
 
 
-def _link(request, token: str) -> PortalLink:
-    wait = portal_wait(request, token)
-    if wait:
-        response = HttpResponse("Too many requests: try again in a minute.", status=429, content_type="text/plain")
-        response["Retry-After"] = str(wait)
-        raise _Answer(response)
-    link = portal_link_resolve(token)
-    if link is None:
-        raise Http404(NOT_FOUND)
-    return link
+def portal_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A GET view of the portal, called with the link its token opens: 429 while the client is throttled, 404 for
+    an unknown, expired or revoked token."""
 
+    @require_GET
+    @functools.wraps(view)
+    def resolved(request, token: str, **kwargs: Any) -> HttpResponse:
+        wait = portal_wait(request, token)
+        if wait:
+            response = HttpResponse("Too many requests: try again in a minute.", status=429, content_type="text/plain")
+            response["Retry-After"] = str(wait)
+            return response
+        link = portal_link_resolve(token)
+        if link is None:
+            raise Http404(NOT_FOUND)
+        return view(request, token, link, **kwargs)
 
-class _Answer(Exception):  # noqa: N818 - carries a ready response
-    def __init__(self, response: HttpResponse) -> None:
-        self.response = response
+    return resolved
 
 
 def _headers(response: HttpResponse) -> HttpResponse:
@@ -58,12 +64,8 @@ def _headers(response: HttpResponse) -> HttpResponse:
     return response
 
 
-@require_GET
-def portal_page(request, token: str):
-    try:
-        link = _link(request, token)
-    except _Answer as answer:
-        return answer.response
+@portal_view
+def portal_page(request, token: str, link: PortalLink):
     customer = link.customer
     now = timezone.now()
     preview = preview_json(invoice_preview(customer=customer, at=now))
@@ -93,24 +95,16 @@ def _pdf(content: bytes | None, name: str) -> HttpResponse:
     return _headers(response)
 
 
-@require_GET
-def portal_invoice_pdf(request, token: str, invoice_id: str):
-    try:
-        link = _link(request, token)
-    except _Answer as answer:
-        return answer.response
+@portal_view
+def portal_invoice_pdf(request, token: str, link: PortalLink, invoice_id: str):
     invoice = portal_invoice(link.customer, invoice_id)
     if invoice is None:
         raise Http404("No such invoice.")
     return _pdf(invoice_pdf(invoice), invoice.number or f"invoice-{invoice.pk}")
 
 
-@require_GET
-def portal_credit_note_pdf(request, token: str, credit_note_id: str):
-    try:
-        link = _link(request, token)
-    except _Answer as answer:
-        return answer.response
+@portal_view
+def portal_credit_note_pdf(request, token: str, link: PortalLink, credit_note_id: str):
     note = portal_credit_note(link.customer, credit_note_id)
     if note is None:
         raise Http404("No such credit note.")
