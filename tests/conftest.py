@@ -3,6 +3,9 @@ server's fixtures are registered here from ``tests/fakes/stripe_fixtures.py``.""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -64,3 +67,13 @@ def ingest_fast_route():
     """Every test client's request meets the ingest fast route first, as in production (billing_site.wsgi)."""
     with route_test_clients():
         yield
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite file migrated by ``manage.py migrate``, made once per run (pytest-xdist workers share the run's
+    temporary root); tests start their processes on a copy (``builders.copy_sqlite``)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    return builders.migrated_sqlite_template(root)

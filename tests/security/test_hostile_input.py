@@ -40,10 +40,12 @@ from metering.selectors.usage import meter_query
 from tests.builders import (
     AFTER_NOV,
     bearer,
+    copy_sqlite,
     ingest,
     iso,
     llm_event,
     make_meter,
+    process_env,
     roll_up,
     subscribe_with_november_usage,
     utc,
@@ -615,11 +617,7 @@ def free_port() -> int:
 
 
 def server_env(tmp: Path, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL")}
-    env.update({"DJANGO_SETTINGS_MODULE": "billing_site.settings.local", "DATABASE_URL": database_url,
-                "VAR_DIR": str(tmp / "var"), "DEBUG": "false", "CELERY_BROKER_URL": "memory://",
-                "CELERY_RESULT_BACKEND": "cache+memory://"})
-    return env
+    return process_env(tmp / "var", database_url)
 
 
 class Gunicorn:
@@ -654,12 +652,11 @@ class Gunicorn:
 
 
 @pytest.fixture(scope="module")
-def migrated(tmp_path_factory) -> tuple[Path, dict[str, str], str]:
-    """A migrated SQLite file and an ingest token, for gunicorn processes of the project."""
+def migrated(tmp_path_factory, migrated_sqlite) -> tuple[Path, dict[str, str], str]:
+    """A migrated SQLite file (a copy of the run's) and an ingest token, for gunicorn processes of the project."""
     tmp = tmp_path_factory.mktemp("gunicorn")
-    db_file = tmp / "db.sqlite3"
+    db_file = copy_sqlite(migrated_sqlite, tmp / "db.sqlite3")
     env = server_env(tmp, f"sqlite:///{db_file}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
     out = subprocess.run([sys.executable, "manage.py", "create_api_token", "gw", "--scope", "ingest", "--scope", "read",
                           "--scope", "manage"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True,
                          text=True).stdout
