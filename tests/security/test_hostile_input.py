@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import socket
 import sqlite3
 import subprocess
@@ -616,10 +615,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(tmp: Path, database_url: str) -> dict[str, str]:
-    return process_env(tmp / "var", database_url)
-
-
 class Gunicorn:
     """``gunicorn billing_site.wsgi`` on a free loopback port (one worker), its output in ``log``."""
 
@@ -656,7 +651,7 @@ def migrated(tmp_path_factory, migrated_sqlite) -> tuple[Path, dict[str, str], s
     """A migrated SQLite file (a copy of the run's) and an ingest token, for gunicorn processes of the project."""
     tmp = tmp_path_factory.mktemp("gunicorn")
     db_file = copy_sqlite(migrated_sqlite, tmp / "db.sqlite3")
-    env = server_env(tmp, f"sqlite:///{db_file}")
+    env = process_env(tmp / "var", f"sqlite:///{db_file}")
     out = subprocess.run([sys.executable, "manage.py", "create_api_token", "gw", "--scope", "ingest", "--scope", "read",
                           "--scope", "manage"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True,
                          text=True).stdout
@@ -750,7 +745,7 @@ def test_gunicorn_serves_ingest_through_the_fast_route_with_djangos_bytes(migrat
 def test_gunicorn_answers_503_with_retry_after_while_the_database_is_down(tmp_path):
     token = "bbo_" + "x" * 43  # looks like a token; it cannot be checked while the database is down
     closed = free_port()  # nothing listens there: connections are refused
-    env = server_env(tmp_path, f"postgres://postgres@127.0.0.1:{closed}/billing")
+    env = process_env(tmp_path / "var", f"postgres://postgres@127.0.0.1:{closed}/billing")
     server = Gunicorn(env, tmp_path / "gunicorn.log")
     try:
         requests = [
