@@ -40,6 +40,14 @@ def kong_fixtures() -> dict:
 
 
 @pytest.fixture
+def in_tmp_path(tmp_path, monkeypatch) -> Path:
+    """The test runs in its temporary directory: files it writes (``catalog.yaml``...) go there, and messages name
+    them by their bare name."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
 def make_token(db):
     def _make(*scopes: str, name: str = "test token") -> str:
         return api_token_create(name=name, scopes=list(scopes))[1]

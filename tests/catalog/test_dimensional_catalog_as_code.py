@@ -10,45 +10,39 @@ import pytest
 import yaml
 
 from catalog.models import Plan, PriceRow, RateCard
-from tests.builders import apply, apply_error, dump, write
+from tests.builders import (
+    AI_PLAN_LLM_CARD_YAML,
+    LLM_TOKENS_FEATURE_YAML,
+    LLM_TOKENS_METER_YAML,
+    apply,
+    apply_error,
+    dump,
+    write,
+)
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_tmp_path")]
 
-CATALOG = """
+CATALOG = f"""
 meters:
-  - {slug: llm_tokens, name: AI Gateway Tokens, event_type: kong.llm_request, aggregation: SUM,
-     value_property: $.tokens, group_by: {model: $.model, provider: $.provider, type: $.type}}
+{LLM_TOKENS_METER_YAML}\
 features:
-  - {key: llm-tokens, name: LLM tokens, meter: llm_tokens}
-plans:
-  - key: ai
-    name: AI gateway
-    currency: USD
-    billing_cadence: P1M
-    rate_cards:
-      - key: llm
-        name: LLM tokens
-        feature: llm-tokens
+{LLM_TOKENS_FEATURE_YAML}\
+{AI_PLAN_LLM_CARD_YAML}\
         free_quantity: "1000"
         price:
           type: dimensional
           dimensions: [model, type]
           rows:
-            - {match: {model: gpt-4o, type: request},  price: {type: unit, unit_amount: "0.0000025"}}
-            - {match: {model: gpt-4o, type: response}, price: {type: unit, unit_amount: "0.00001"}}
-            - {match: {model: gpt-4o-mini},            price: {type: unit, unit_amount: "0.00000015"}}
-            - match: {model: o3}
-              price: {type: graduated, tiers: [{up_to: "1000000", unit_amount: "0.00001"},
-                                               {up_to: null, unit_amount: "0.000008", flat_amount: "2"}]}
-            - {match: {model: gpt-4o, type: request}, price: {type: unit, unit_amount: "0.000002"},
-               effective_from: "2027-01-01T00:00:00Z"}
-          default: {type: package, amount: "1", quantity_per_package: "100000"}
+            - {{match: {{model: gpt-4o, type: request}},  price: {{type: unit, unit_amount: "0.0000025"}}}}
+            - {{match: {{model: gpt-4o, type: response}}, price: {{type: unit, unit_amount: "0.00001"}}}}
+            - {{match: {{model: gpt-4o-mini}},            price: {{type: unit, unit_amount: "0.00000015"}}}}
+            - match: {{model: o3}}
+              price: {{type: graduated, tiers: [{{up_to: "1000000", unit_amount: "0.00001"}},
+                                               {{up_to: null, unit_amount: "0.000008", flat_amount: "2"}}]}}
+            - {{match: {{model: gpt-4o, type: request}}, price: {{type: unit, unit_amount: "0.000002"}},
+               effective_from: "2027-01-01T00:00:00Z"}}
+          default: {{type: package, amount: "1", quantity_per_package: "100000"}}
 """
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
 
 
 def test_apply_reads_the_table_as_rows():
