@@ -375,6 +375,13 @@ def test_event_list_times_out_of_range_are_400_naming_the_field(api, token, name
     assert problem["errors"][0]["field"] == name
 
 
+def query_llm_tokens(api, token: str, params: dict, method: str):
+    """The meter query of llm_tokens, its parameters in the query string (GET) or a JSON body (POST)."""
+    if method == "GET":
+        return api.get("/api/v1/meters/llm_tokens/query", params, **bearer(token))
+    return api.post("/api/v1/meters/llm_tokens/query", params, format="json", **bearer(token))
+
+
 @pytest.mark.parametrize("params", [
     {"from": "0001-01-01T00:00:00Z", "to": "0001-01-03T00:00:00Z", "windowSize": "DAY",
      "windowTimeZone": "America/New_York"},
@@ -386,10 +393,7 @@ def test_event_list_times_out_of_range_are_400_naming_the_field(api, token, name
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_meter_queries_at_the_calendars_edges_are_400_never_500(api, token, params, method):
     make_meter()
-    if method == "GET":
-        response = api.get("/api/v1/meters/llm_tokens/query", params, **bearer(token))
-    else:
-        response = api.post("/api/v1/meters/llm_tokens/query", params, format="json", **bearer(token))
+    response = query_llm_tokens(api, token, params, method)
     problem = assert_problem(response, 400)
     assert problem["errors"][0]["field"] in ("from", "to")
 
@@ -403,10 +407,7 @@ def test_meter_queries_at_the_calendars_edges_are_400_never_500(api, token, para
 def test_meter_queries_ending_in_the_last_day_of_year_9999_are_answered(api, token, params, method):
     """The query range reaches 9999-12-31T23:59:59.999Z; windows that would pass it are clipped, not a 500."""
     make_meter()
-    if method == "GET":
-        response = api.get("/api/v1/meters/llm_tokens/query", params, **bearer(token))
-    else:
-        response = api.post("/api/v1/meters/llm_tokens/query", params, format="json", **bearer(token))
+    response = query_llm_tokens(api, token, params, method)
     assert response.status_code == 200, response.content
     body = response.json()
     assert (body["from"], body["to"], body["data"]) == (params["from"], params["to"], [])
