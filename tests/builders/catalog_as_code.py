@@ -17,24 +17,24 @@ from customers.models import Customer, SubjectAttribution, Subscription, Subscri
 from metering.models import Meter
 
 __all__ = ["CATALOG_EXAMPLE", "catalog_example", "write", "apply", "apply_error", "dump", "DELETE", "change_at",
-           "snapshot", "EMPTY", "LLM_TOKENS_METER_YAML", "LLM_TOKENS_FEATURE_YAML", "AI_PLAN_LLM_CARD_YAML"]
+           "snapshot", "EMPTY", "ai_gateway_catalog"]
 
 # The example catalog: meters, features, plans, customers and subscriptions.
 CATALOG_EXAMPLE = Path(__file__).resolve().parents[1] / "customers" / "fixtures" / "catalog.yaml"
 
 
-# Pieces of catalog files as people write them (flow style), for tests that spell a file out: the Kong AI
-# Gateway's token meter (an item of ``meters:``), its feature (an item of ``features:``), and the head of plan "ai"
-# down to its rate card "llm" (``plans:`` included; the card's price follows, indented by eight spaces).
-LLM_TOKENS_METER_YAML = """\
-  - {slug: llm_tokens, name: AI Gateway Tokens, event_type: kong.llm_request, aggregation: SUM,
-     value_property: $.tokens, group_by: {model: $.model, provider: $.provider, type: $.type}}
-"""
-LLM_TOKENS_FEATURE_YAML = """\
-  - {key: llm-tokens, name: LLM tokens, meter: llm_tokens}
-"""
-AI_PLAN_LLM_CARD_YAML = """\
-plans:
+def ai_gateway_catalog(*, meters: str = "", features: str = "", llm_card: str) -> str:
+    """A catalog file as people write it (flow style): the Kong AI Gateway's token meter ``llm_tokens`` and feature
+    ``llm-tokens``, each followed by ``meters`` and ``features`` (more list items), and plan "ai" (USD, monthly)
+    whose rate card "llm" for llm-tokens goes on with ``llm_card`` (its price, indented by eight spaces, and any
+    further rate cards)."""
+    return f"""
+meters:
+  - {{slug: llm_tokens, name: AI Gateway Tokens, event_type: kong.llm_request, aggregation: SUM,
+     value_property: $.tokens, group_by: {{model: $.model, provider: $.provider, type: $.type}}}}
+{meters}features:
+  - {{key: llm-tokens, name: LLM tokens, meter: llm_tokens}}
+{features}plans:
   - key: ai
     name: AI gateway
     currency: USD
@@ -43,7 +43,7 @@ plans:
       - key: llm
         name: LLM tokens
         feature: llm-tokens
-"""
+{llm_card}"""
 
 
 def catalog_example() -> dict:

@@ -11,35 +11,26 @@ from django.core.management import CommandError, call_command
 
 from catalog.models import Plan, RateCard
 from metering.models import Meter
-from tests.builders import (
-    AI_PLAN_LLM_CARD_YAML,
-    LLM_TOKENS_FEATURE_YAML,
-    LLM_TOKENS_METER_YAML,
-    D,
-    apply,
-    apply_error,
-    dump,
-    write,
-)
+from tests.builders import D, ai_gateway_catalog, apply, apply_error, dump, write
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_tmp_path")]
 
-CATALOG = f"""
-meters:
-{LLM_TOKENS_METER_YAML}\
-  - {{slug: llm_cache_read_tokens, name: AI Gateway Cache Read Tokens, event_type: kong.llm_request,
+CATALOG = ai_gateway_catalog(
+    meters="""\
+  - {slug: llm_cache_read_tokens, name: AI Gateway Cache Read Tokens, event_type: kong.llm_request,
      aggregation: SUM, value_property: $.cache_read_tokens, value_absent: zero,
-     group_by: {{model: $.model, provider: $.provider, type: $.type}}}}
-features:
-{LLM_TOKENS_FEATURE_YAML}\
-  - {{key: llm-cache-read-tokens, name: LLM cache reads, meter: llm_cache_read_tokens}}
-{AI_PLAN_LLM_CARD_YAML}\
+     group_by: {model: $.model, provider: $.provider, type: $.type}}
+""",
+    features="""\
+  - {key: llm-cache-read-tokens, name: LLM cache reads, meter: llm_cache_read_tokens}
+""",
+    llm_card="""\
         price:
           type: dimensional
           dimensions: [model, type]
           rows:
-            - {{match: {{model: gpt-4o, type: request}},  price: {{type: unit, unit_amount: "0.000003"}}}}
-            - {{match: {{model: gpt-4o, type: response}}, price: {{type: unit, unit_amount: "0.000012"}}}}
+            - {match: {model: gpt-4o, type: request},  price: {type: unit, unit_amount: "0.000003"}}
+            - {match: {model: gpt-4o, type: response}, price: {type: unit, unit_amount: "0.000012"}}
       - key: llm-cache-read
         name: LLM cache reads
         feature: llm-cache-read-tokens
@@ -47,8 +38,8 @@ features:
           type: dimensional
           dimensions: [model]
           rows:
-            - {{match: {{model: gpt-4o}}, price: {{type: unit, unit_amount: "0.0000015"}}}}
-"""
+            - {match: {model: gpt-4o}, price: {type: unit, unit_amount: "0.0000015"}}
+""")
 
 
 def meters() -> dict[str, str]:

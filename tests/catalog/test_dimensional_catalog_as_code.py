@@ -10,39 +10,26 @@ import pytest
 import yaml
 
 from catalog.models import Plan, PriceRow, RateCard
-from tests.builders import (
-    AI_PLAN_LLM_CARD_YAML,
-    LLM_TOKENS_FEATURE_YAML,
-    LLM_TOKENS_METER_YAML,
-    apply,
-    apply_error,
-    dump,
-    write,
-)
+from tests.builders import ai_gateway_catalog, apply, apply_error, dump, write
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_tmp_path")]
 
-CATALOG = f"""
-meters:
-{LLM_TOKENS_METER_YAML}\
-features:
-{LLM_TOKENS_FEATURE_YAML}\
-{AI_PLAN_LLM_CARD_YAML}\
+CATALOG = ai_gateway_catalog(llm_card="""\
         free_quantity: "1000"
         price:
           type: dimensional
           dimensions: [model, type]
           rows:
-            - {{match: {{model: gpt-4o, type: request}},  price: {{type: unit, unit_amount: "0.0000025"}}}}
-            - {{match: {{model: gpt-4o, type: response}}, price: {{type: unit, unit_amount: "0.00001"}}}}
-            - {{match: {{model: gpt-4o-mini}},            price: {{type: unit, unit_amount: "0.00000015"}}}}
-            - match: {{model: o3}}
-              price: {{type: graduated, tiers: [{{up_to: "1000000", unit_amount: "0.00001"}},
-                                               {{up_to: null, unit_amount: "0.000008", flat_amount: "2"}}]}}
-            - {{match: {{model: gpt-4o, type: request}}, price: {{type: unit, unit_amount: "0.000002"}},
-               effective_from: "2027-01-01T00:00:00Z"}}
-          default: {{type: package, amount: "1", quantity_per_package: "100000"}}
-"""
+            - {match: {model: gpt-4o, type: request},  price: {type: unit, unit_amount: "0.0000025"}}
+            - {match: {model: gpt-4o, type: response}, price: {type: unit, unit_amount: "0.00001"}}
+            - {match: {model: gpt-4o-mini},            price: {type: unit, unit_amount: "0.00000015"}}
+            - match: {model: o3}
+              price: {type: graduated, tiers: [{up_to: "1000000", unit_amount: "0.00001"},
+                                               {up_to: null, unit_amount: "0.000008", flat_amount: "2"}]}
+            - {match: {model: gpt-4o, type: request}, price: {type: unit, unit_amount: "0.000002"},
+               effective_from: "2027-01-01T00:00:00Z"}
+          default: {type: package, amount: "1", quantity_per_package: "100000"}
+""")
 
 
 def test_apply_reads_the_table_as_rows():
