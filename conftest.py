@@ -2,8 +2,12 @@
 need: one Redis database per worker (each worker also gets its own test database from pytest-django:
 test_<name>_gw0, ...), and the slow tests first."""
 
+import fcntl
 import os
 import re
+import sqlite3
+from contextlib import ExitStack, closing, contextmanager
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -94,3 +98,62 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs Redis: runs in the CI PostgreSQL + Redis pass"))
     if xdist_worker_number() is not None:  # every worker sorts alike: xdist checks they collected the same list
         items.sort(key=lambda item: RUN_ORDER[database_use(item), item.get_closest_marker("slow") is not None])
+
+
+# Under xdist every worker creates its own test database, and on SQLite (in memory) migrating it is seconds of CPU
+# spent alike by each worker (rendering the migrations' model states). The first worker to get there migrates and
+# keeps a copy in the run's temporary root; the others copy it (SQLite's backup API) instead of migrating. The
+# copy holds all the migrations wrote, post_migrate's rows (content types, permissions, the role groups) included.
+@contextmanager
+def migrations_shared_between_workers(root: Path):
+    from django.core import management
+    from django.db import connections
+
+    real_call_command = management.call_command
+
+    def call_command(name, *args, **options):
+        database = options.get("database", "default")
+        if name != "migrate" or args or connections[database].vendor != "sqlite":
+            return real_call_command(name, *args, **options)
+        connection = connections[database]
+        template = root / f"migrated-test-db-{database}.sqlite3"
+        with open(root / f"migrated-test-db-{database}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            connection.ensure_connection()
+            if template.exists():
+                with closing(sqlite3.connect(template)) as source:
+                    source.backup(connection.connection)
+                return None
+            result = real_call_command(name, *args, **options)
+            building = template.with_suffix(".building")
+            with closing(sqlite3.connect(building)) as copy:
+                connection.connection.backup(copy)
+            building.rename(template)
+            return result
+
+    management.call_command = call_command
+    try:
+        yield
+    finally:
+        management.call_command = real_call_command
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings, request, tmp_path_factory):
+    """pytest-django's (per-worker database names), then, in an xdist worker, migrations shared as above until
+    ``django_db_setup`` below has created the test databases."""
+    with ExitStack() as sharing:
+        if xdist_worker_number() is not None:
+            sharing.enter_context(migrations_shared_between_workers(tmp_path_factory.getbasetemp().parent))
+        request.config.stash[SHARING_MIGRATIONS] = sharing
+        yield
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, request):
+    """pytest-django's; the test databases exist: migrate is Django's own again."""
+    request.config.stash[SHARING_MIGRATIONS].close()
+    yield
+
+
+SHARING_MIGRATIONS = pytest.StashKey[ExitStack]()

@@ -3,6 +3,9 @@ server's fixtures are registered here from ``tests/fakes/stripe_fixtures.py``.""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -37,6 +40,14 @@ def kong_fixtures() -> dict:
 
 
 @pytest.fixture
+def in_tmp_path(tmp_path, monkeypatch) -> Path:
+    """The test runs in its temporary directory: files it writes (``catalog.yaml``...) go there, and messages name
+    them by their bare name."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
 def make_token(db):
     def _make(*scopes: str, name: str = "test token") -> str:
         return api_token_create(name=name, scopes=list(scopes))[1]
@@ -64,3 +75,13 @@ def ingest_fast_route():
     """Every test client's request meets the ingest fast route first, as in production (billing_site.wsgi)."""
     with route_test_clients():
         yield
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite file migrated by ``manage.py migrate``, made once per run (pytest-xdist workers share the run's
+    temporary root); tests start their processes on a copy (``builders.copy_sqlite``)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    return builders.migrated_sqlite_template(root)

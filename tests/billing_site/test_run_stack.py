@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from billing_site.settings.base import BASE_DIR
+from tests.builders import copy_sqlite
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +36,9 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_run_stack_serves_admin_and_beat_drives_the_worker(tmp_path):
+def test_run_stack_serves_admin_and_beat_drives_the_worker(tmp_path, migrated_sqlite):
     port = free_port()
-    db_file = tmp_path / "stack.sqlite3"
+    db_file = copy_sqlite(migrated_sqlite, tmp_path / "stack.sqlite3")
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL", "DATABASE_URL")}
     env.update({
         "DJANGO_SETTINGS_MODULE": "billing_site.settings.local",
@@ -47,7 +48,6 @@ def test_run_stack_serves_admin_and_beat_drives_the_worker(tmp_path):
         "ADMIN_USER": "boss",
         "ADMIN_PASSWORD": "pw-for-the-test",
     })
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True, timeout=300)
     with sqlite3.connect(db_file) as db:  # a fast heartbeat so the test need not wait a minute
         db.execute(
             "UPDATE django_celery_beat_intervalschedule SET every = 2 WHERE id = "

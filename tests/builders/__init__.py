@@ -16,6 +16,7 @@ Kong's Admin API) in ``tests/fakes/``.
 - ``invoicing``: ``monthly_close``, ``the_invoice``, November's invoice as the Stripe tests push it
 - ``api``: ``bearer``; ``forms``: reading admin forms as a browser does
 - ``shared``: ``built_once``, for data built once per class or module where tests only read it
+- ``processes``: a migrated SQLite file (made once per run) and the environment for the project's own processes
 """
 
 # Every builder under one name; each module's __all__ says what it offers.
@@ -28,6 +29,7 @@ from tests.builders.events import *  # noqa: F403
 from tests.builders.forms import *  # noqa: F403
 from tests.builders.invoicing import *  # noqa: F403
 from tests.builders.moments import *  # noqa: F403
+from tests.builders.processes import *  # noqa: F403
 from tests.builders.settings import *  # noqa: F403
 from tests.builders.shared import *  # noqa: F403
 from tests.builders.usage import *  # noqa: F403

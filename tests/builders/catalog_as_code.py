@@ -17,10 +17,33 @@ from customers.models import Customer, SubjectAttribution, Subscription, Subscri
 from metering.models import Meter
 
 __all__ = ["CATALOG_EXAMPLE", "catalog_example", "write", "apply", "apply_error", "dump", "DELETE", "change_at",
-           "snapshot", "EMPTY"]
+           "snapshot", "EMPTY", "ai_gateway_catalog"]
 
 # The example catalog: meters, features, plans, customers and subscriptions.
 CATALOG_EXAMPLE = Path(__file__).resolve().parents[1] / "customers" / "fixtures" / "catalog.yaml"
+
+
+def ai_gateway_catalog(*, meters: str = "", features: str = "", llm_card: str) -> str:
+    """A catalog file as people write it (flow style): the Kong AI Gateway's token meter ``llm_tokens`` and feature
+    ``llm-tokens``, each followed by ``meters`` and ``features`` (more list items), and plan "ai" (USD, monthly)
+    whose rate card "llm" for llm-tokens goes on with ``llm_card`` (its price, indented by eight spaces, and any
+    further rate cards)."""
+    return f"""
+meters:
+  - {{slug: llm_tokens, name: AI Gateway Tokens, event_type: kong.llm_request, aggregation: SUM,
+     value_property: $.tokens, group_by: {{model: $.model, provider: $.provider, type: $.type}}}}
+{meters}features:
+  - {{key: llm-tokens, name: LLM tokens, meter: llm_tokens}}
+{features}plans:
+  - key: ai
+    name: AI gateway
+    currency: USD
+    billing_cadence: P1M
+    rate_cards:
+      - key: llm
+        name: LLM tokens
+        feature: llm-tokens
+{llm_card}"""
 
 
 def catalog_example() -> dict:

@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db import transaction
+from hypothesis.stateful import RuleBasedStateMachine
 
-__all__ = ["built_once"]
+__all__ = ["built_once", "RolledBackMachine"]
 
 
 @contextmanager
@@ -29,3 +30,18 @@ def built_once(django_db_blocker) -> Iterator[None]:
     with django_db_blocker.unblock(), transaction.atomic():
         yield
         transaction.set_rollback(True)
+
+
+class RolledBackMachine(RuleBasedStateMachine):
+    """A hypothesis state machine whose every example runs inside a savepoint of the test's transaction, rolled back
+    at the example's end: what the test built before running the machine is there for every example, and nothing
+    an example writes reaches the next. A subclass that checks more at the end calls ``super().teardown()`` last."""
+
+    def __init__(self):
+        super().__init__()
+        self._atomic = transaction.atomic()
+        self._atomic.__enter__()
+
+    def teardown(self):
+        transaction.set_rollback(True)
+        self._atomic.__exit__(None, None, None)

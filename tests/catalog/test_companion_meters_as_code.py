@@ -11,29 +11,20 @@ from django.core.management import CommandError, call_command
 
 from catalog.models import Plan, RateCard
 from metering.models import Meter
-from tests.builders import D, apply, apply_error, dump, write
+from tests.builders import D, ai_gateway_catalog, apply, apply_error, dump, write
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_tmp_path")]
 
-CATALOG = """
-meters:
-  - {slug: llm_tokens, name: AI Gateway Tokens, event_type: kong.llm_request, aggregation: SUM,
-     value_property: $.tokens, group_by: {model: $.model, provider: $.provider, type: $.type}}
+CATALOG = ai_gateway_catalog(
+    meters="""\
   - {slug: llm_cache_read_tokens, name: AI Gateway Cache Read Tokens, event_type: kong.llm_request,
      aggregation: SUM, value_property: $.cache_read_tokens, value_absent: zero,
      group_by: {model: $.model, provider: $.provider, type: $.type}}
-features:
-  - {key: llm-tokens, name: LLM tokens, meter: llm_tokens}
+""",
+    features="""\
   - {key: llm-cache-read-tokens, name: LLM cache reads, meter: llm_cache_read_tokens}
-plans:
-  - key: ai
-    name: AI gateway
-    currency: USD
-    billing_cadence: P1M
-    rate_cards:
-      - key: llm
-        name: LLM tokens
-        feature: llm-tokens
+""",
+    llm_card="""\
         price:
           type: dimensional
           dimensions: [model, type]
@@ -48,12 +39,7 @@ plans:
           dimensions: [model]
           rows:
             - {match: {model: gpt-4o}, price: {type: unit, unit_amount: "0.0000015"}}
-"""
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+""")
 
 
 def meters() -> dict[str, str]:

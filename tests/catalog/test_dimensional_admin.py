@@ -17,6 +17,12 @@ def _draft_card() -> RateCard:
     return RateCard.objects.get(key="llm")
 
 
+def _post_the_form_changed(admin_client, rate_card, changes: dict[str, str]):
+    """The rate card's change form as the page fills it, with ``changes``, posted."""
+    url = f"/admin/catalog/ratecard/{rate_card.pk}/change/"
+    return admin_client.post(url, {**admin_form_data(admin_client, url, "ratecard_form"), **changes})
+
+
 def test_rows_are_edited_inline_with_their_price_type(admin_client):
     rate_card = _draft_card()
     url = f"/admin/catalog/ratecard/{rate_card.pk}/change/"
@@ -39,11 +45,8 @@ def test_rows_are_edited_inline_with_their_price_type(admin_client):
 
 def test_a_bad_row_is_a_form_error_and_nothing_changes(admin_client):
     rate_card = _draft_card()
-    url = f"/admin/catalog/ratecard/{rate_card.pk}/change/"
-    data = admin_form_data(admin_client, url, "ratecard_form")
-    data["price_rows-0-unit_amount"] = ""
-    data["price_rows-1-match"] = '{"model": ""}'
-    response = admin_client.post(url, data)
+    response = _post_the_form_changed(admin_client, rate_card, {"price_rows-0-unit_amount": "",
+                                                                "price_rows-1-match": '{"model": ""}'})
     assert response.status_code == 200
     html = response.content.decode()
     assert "non-empty value" in html and "unit_amount must be a Decimal" in html
@@ -62,10 +65,7 @@ def test_what_would_this_cost_prices_the_quantity_per_row(admin_client):
 
 def test_nul_in_a_row_is_a_form_error(admin_client):
     rate_card = _draft_card()
-    url = f"/admin/catalog/ratecard/{rate_card.pk}/change/"
-    data = admin_form_data(admin_client, url, "ratecard_form")
-    data["price_rows-0-match"] = '{"model": "gpt\\u0000-4o"}'
-    data["price_rows-1-tiers"] = '[{"up_to\\u0000": null}]'
-    response = admin_client.post(url, data)
+    response = _post_the_form_changed(admin_client, rate_card, {"price_rows-0-match": '{"model": "gpt\\u0000-4o"}',
+                                                                "price_rows-1-tiers": '[{"up_to\\u0000": null}]'})
     assert response.status_code == 200 and "NUL" in response.content.decode()
     assert PriceRow.objects.get(rate_card=rate_card, position=0).match == {"model": "gpt-4o", "type": "request"}

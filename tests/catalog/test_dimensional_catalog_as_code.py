@@ -10,25 +10,11 @@ import pytest
 import yaml
 
 from catalog.models import Plan, PriceRow, RateCard
-from tests.builders import apply, apply_error, dump, write
+from tests.builders import ai_gateway_catalog, apply, apply_error, dump, write
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_tmp_path")]
 
-CATALOG = """
-meters:
-  - {slug: llm_tokens, name: AI Gateway Tokens, event_type: kong.llm_request, aggregation: SUM,
-     value_property: $.tokens, group_by: {model: $.model, provider: $.provider, type: $.type}}
-features:
-  - {key: llm-tokens, name: LLM tokens, meter: llm_tokens}
-plans:
-  - key: ai
-    name: AI gateway
-    currency: USD
-    billing_cadence: P1M
-    rate_cards:
-      - key: llm
-        name: LLM tokens
-        feature: llm-tokens
+CATALOG = ai_gateway_catalog(llm_card="""\
         free_quantity: "1000"
         price:
           type: dimensional
@@ -43,12 +29,7 @@ plans:
             - {match: {model: gpt-4o, type: request}, price: {type: unit, unit_amount: "0.000002"},
                effective_from: "2027-01-01T00:00:00Z"}
           default: {type: package, amount: "1", quantity_per_package: "100000"}
-"""
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+""")
 
 
 def test_apply_reads_the_table_as_rows():

@@ -167,9 +167,15 @@ def test_a_removed_row_is_deleted(admin_client, tiered):
     assert _tiers(tiered) == before
 
 
-@pytest.mark.parametrize("rows, expected", [
+# Tier tables refused the same way by the rate card's page and the plan page's inline.
+HOSTILE_TIERS = [
     ([("1000", "0.1", "0"), ("100", "0.05", "0"), ("", "0.01", "0")], "ascending"),
     ([("1000", "-0.1", "0"), ("", "0.01", "0")], "negative"),
+]
+
+
+@pytest.mark.parametrize("rows, expected", [
+    *HOSTILE_TIERS,
     ([("1000", "0.1", "-1"), ("", "0.01", "0")], "negative"),
     ([("-5", "0.1", "0"), ("", "0.01", "0")], "greater than 0"),
     ([("", "0.1", "0"), ("", "0.01", "0")], "up to"),
@@ -282,8 +288,7 @@ def test_the_plan_page_renders_the_tiers_and_leaves_them_when_nothing_is_posted(
 
 
 @pytest.mark.parametrize("rows, expected", [
-    ([("1000", "0.1", "0"), ("100", "0.05", "0"), ("", "0.01", "0")], "ascending"),
-    ([("1000", "-0.1", "0"), ("", "0.01", "0")], "negative"),
+    *HOSTILE_TIERS,
     ([("1\x00000", "0.1", "0"), ("", "0.01", "0")], "NUL"),
     ([("1,000", "0.1", "0"), ("", "0.01", "0")], "thousand separators"),
     ([(str(n + 1), "0.1", "0") for n in range(150)], "At most 100 tiers"),

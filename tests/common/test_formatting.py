@@ -8,18 +8,9 @@ from decimal import Decimal
 import pytest
 
 from catalog.money import minor_unit_exponent as catalog_exponent
+from common import formatting as fmt
 from common.currency import UnknownCurrency, minor_unit_exponent
-from common.formatting import (
-    UnknownLocale,
-    country_codes,
-    format_address,
-    format_amount,
-    format_date,
-    format_period,
-    format_quantity,
-    format_unit_price,
-    normalize_locale,
-)
+from common.formatting import UnknownLocale, country_codes, normalize_locale
 
 NBSP = "\u00a0"
 
@@ -44,41 +35,41 @@ def test_one_exponent_rule_shared_with_the_catalog():
     (1700, "CHF", "de_CH", f"CHF{NBSP}17.00"),
 ])
 def test_amounts_have_their_currency_and_its_decimals(minor, currency, locale, text):
-    assert format_amount(minor, currency, locale) == text
+    assert fmt.format_amount(minor, currency, locale) == text
 
 
 def test_unit_prices_keep_every_significant_decimal():
-    assert format_unit_price(Decimal("0.000010000000000"), "USD") == "$0.00001"
-    assert format_unit_price(Decimal("2.5"), "USD") == "$2.50"
-    assert format_unit_price(Decimal("5"), "JPY") == "¥5"
-    assert format_unit_price(Decimal("1E+3"), "USD") == "$1,000.00"
-    assert format_unit_price(Decimal("0.0000000000005"), "USD") == "$0.000000000001"  # half up past 12 decimals
+    assert fmt.format_unit_price(Decimal("0.000010000000000"), "USD") == "$0.00001"
+    assert fmt.format_unit_price(Decimal("2.5"), "USD") == "$2.50"
+    assert fmt.format_unit_price(Decimal("5"), "JPY") == "¥5"
+    assert fmt.format_unit_price(Decimal("1E+3"), "USD") == "$1,000.00"
+    assert fmt.format_unit_price(Decimal("0.0000000000005"), "USD") == "$0.000000000001"  # half up past 12 decimals
 
 
 def test_unknown_currency_is_refused():
     with pytest.raises(UnknownCurrency):
-        format_amount(1, "XYZ")
+        fmt.format_amount(1, "XYZ")
     with pytest.raises(UnknownCurrency):
-        format_unit_price(Decimal(1), "usd")
+        fmt.format_unit_price(Decimal(1), "usd")
 
 
 def test_quantities_are_grouped_without_exponents():
-    assert format_quantity(Decimal("1700000.000000000000")) == "1,700,000"
-    assert format_quantity(Decimal("0.50")) == "0.5"
-    assert format_quantity(Decimal("1E+3"), "de_DE") == "1.000"
-    assert f"{format_quantity(Decimal(1_700_000))} tokens × {format_unit_price(Decimal('0.00001'), 'USD')}" == \
+    assert fmt.format_quantity(Decimal("1700000.000000000000")) == "1,700,000"
+    assert fmt.format_quantity(Decimal("0.50")) == "0.5"
+    assert fmt.format_quantity(Decimal("1E+3"), "de_DE") == "1.000"
+    assert f"{fmt.format_quantity(Decimal(1_700_000))} tokens × {fmt.format_unit_price(Decimal('0.00001'), 'USD')}" == \
         "1,700,000 tokens × $0.00001"
 
 
 def test_periods_are_inclusive_and_dates_have_no_time():
-    assert format_period(utc(2026, 11, 1), utc(2026, 12, 1)) == "Nov 1 – Nov 30, 2026"
-    assert format_period(utc(2026, 12, 15), utc(2027, 1, 15)) == "Dec 15, 2026 – Jan 14, 2027"
-    assert format_period(utc(2026, 11, 1), utc(2026, 11, 2)) == "Nov 1, 2026"
-    assert format_period(utc(2026, 11, 1), utc(2026, 12, 1, 12)) == "Nov 1 – Dec 1, 2026"  # ends at noon
-    assert format_period(utc(2026, 11, 1), utc(2026, 12, 1), "de_DE") == "1. Nov. – 30. Nov. 2026"
-    assert format_date(utc(2026, 12, 31, 23, 59)) == "Dec 31, 2026"
-    assert format_date(dt.datetime(2027, 1, 1, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))) == "Dec 31, 2026"
-    assert format_date(None) == ""
+    assert fmt.format_period(utc(2026, 11, 1), utc(2026, 12, 1)) == "Nov 1 – Nov 30, 2026"
+    assert fmt.format_period(utc(2026, 12, 15), utc(2027, 1, 15)) == "Dec 15, 2026 – Jan 14, 2027"
+    assert fmt.format_period(utc(2026, 11, 1), utc(2026, 11, 2)) == "Nov 1, 2026"
+    assert fmt.format_period(utc(2026, 11, 1), utc(2026, 12, 1, 12)) == "Nov 1 – Dec 1, 2026"  # ends at noon
+    assert fmt.format_period(utc(2026, 11, 1), utc(2026, 12, 1), "de_DE") == "1. Nov. – 30. Nov. 2026"
+    assert fmt.format_date(utc(2026, 12, 31, 23, 59)) == "Dec 31, 2026"
+    assert fmt.format_date(dt.datetime(2027, 1, 1, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))) == "Dec 31, 2026"
+    assert fmt.format_date(None) == ""
 
 
 @pytest.mark.parametrize(("country", "fields", "lines"), [
@@ -97,11 +88,11 @@ def test_periods_are_inclusive_and_dates_have_no_time():
     ("../", {"city": "X"}, ["1 Market St", "X", "../"]),
 ])
 def test_addresses_follow_the_country(country, fields, lines):
-    assert format_address(street=["1 Market St", ""], country=country, **fields) == lines
+    assert fmt.format_address(street=["1 Market St", ""], country=country, **fields) == lines
 
 
 def test_country_names_are_in_the_locale():
-    assert format_address(street=["Invalidenstr. 1"], city="Berlin", postal_code="10115", country="DE",
+    assert fmt.format_address(street=["Invalidenstr. 1"], city="Berlin", postal_code="10115", country="DE",
                           locale="de_DE") == ["Invalidenstr. 1", "10115 Berlin", "Deutschland"]
     assert {"US", "DE", "JP", "GB"} <= country_codes() and "ZZ" not in country_codes()
 

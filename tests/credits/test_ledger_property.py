@@ -16,25 +16,23 @@ from django.db import transaction
 from django.db.models import Sum
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import initialize, invariant, rule, run_state_machine_as_test
 
 from credits.models import CreditGrant, LedgerEntry
 from credits.selectors import Payable, balance_at, credits_plan, grant_states, ledger_balance, usable_grants
 from credits.services.burns import credits_burn, credits_return
 from credits.services.grants import CreditError, grant_adjust, grant_create, grant_void, grants_expire, lock_customer
 from customers.models import Customer
-from tests.builders import ai_token_feature, customer, utc
+from tests.builders import RolledBackMachine, ai_token_feature, customer, utc
 
 START = utc(2026, 3, 1)
 _invoice_ids = itertools.count(1_000_000)
 K = LedgerEntry.Kind
 
 
-class LedgerHistory(RuleBasedStateMachine):
+class LedgerHistory(RolledBackMachine):
     def __init__(self):
         super().__init__()
-        self._atomic = transaction.atomic()
-        self._atomic.__enter__()
         self.clock = START
         self.invoices: list[tuple[int, int]] = []  # (customer id, invoice id) that burnt credits
         self.customers: list[int] = []
@@ -138,10 +136,6 @@ class LedgerHistory(RuleBasedStateMachine):
             for entry in LedgerEntry.objects.filter(customer_id=customer_id, kind=K.RETURN).select_related("returns"):
                 assert entry.returns is not None and entry.returns.kind == K.BURN
                 assert entry.amount == -entry.returns.amount
-
-    def teardown(self):
-        transaction.set_rollback(True)
-        self._atomic.__exit__(None, None, None)
 
     def _customer(self, who):
         return Customer.objects.get(pk=self.customers[who])

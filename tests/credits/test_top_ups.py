@@ -69,6 +69,18 @@ def auto(customer_, **fields):
     return AutoTopUp.objects.create(customer=customer_, **{**defaults, **fields})
 
 
+def november_closed_with_a_top_up(**auto_fields):
+    """Kong Air on the cent plan from November: 600 tokens used, 1,200 credits, an auto top-up (``auto_fields``
+    over ``auto``'s), then the close after November. Returns the customer and its subscription."""
+    air = kong_air()
+    subscription = subscription_create(customer=air, plan=cent_plan(), start=NOV)
+    ingest([tokens(600, utc(2026, 11, 5))])
+    grant(air, 1200, effective_at=NOV)
+    auto(air, **auto_fields)
+    close_cycles(now=AFTER_NOV)
+    return air, subscription
+
+
 def test_auto_top_up_once_per_crossing_and_at_most_n_a_month():
     acme = customer("acme")
     auto(acme)
@@ -101,12 +113,7 @@ def test_auto_top_up_once_per_crossing_and_at_most_n_a_month():
 def test_the_close_that_crosses_the_threshold_buys_the_top_up_on_its_own_invoice():
     """An auto top-up fired within a close is a "Credit top-up" line of the invoice that close issues: after the
     usage and the credits applied (which never pay the purchase), in its subtotal and total."""
-    air = kong_air()
-    subscription_create(customer=air, plan=cent_plan(), start=NOV)
-    ingest([tokens(600, utc(2026, 11, 5))])
-    grant(air, 1200, effective_at=NOV)
-    auto(air, available_immediately=True)
-    close_cycles(now=AFTER_NOV)
+    air, _ = november_closed_with_a_top_up(available_immediately=True)
     assert not Invoice.objects.filter(subscription__isnull=True).exists()  # no invoice of its own
     invoice = Invoice.objects.get(cycle=1)
     lines = list(invoice.lines.order_by("position").values_list("kind", "amount", "subscription_id"))
@@ -132,12 +139,7 @@ def test_the_close_that_crosses_the_threshold_buys_the_top_up_on_its_own_invoice
 
 
 def test_a_top_up_on_a_cycle_invoice_is_available_when_that_invoice_is_paid():
-    air = kong_air()
-    subscription_create(customer=air, plan=cent_plan(), start=NOV)
-    ingest([tokens(600, utc(2026, 11, 5))])
-    grant(air, 1200, effective_at=NOV)
-    auto(air)
-    close_cycles(now=AFTER_NOV)
+    air, _ = november_closed_with_a_top_up()
     invoice = Invoice.objects.get(cycle=1)
     assert invoice.total == 5000
     assert customer_balance(air.pk, AFTER_NOV) == 600  # the top-up waits for the payment
@@ -147,12 +149,7 @@ def test_a_top_up_on_a_cycle_invoice_is_available_when_that_invoice_is_paid():
 
 
 def test_voiding_the_cycle_invoice_returns_its_burns_and_voids_the_top_up():
-    air = kong_air()
-    subscription_create(customer=air, plan=cent_plan(), start=NOV)
-    ingest([tokens(600, utc(2026, 11, 5))])
-    grant(air, 1200, effective_at=NOV)
-    auto(air, available_immediately=True)
-    close_cycles(now=AFTER_NOV)
+    air, _ = november_closed_with_a_top_up(available_immediately=True)
     invoice = Invoice.objects.get(cycle=1)
     invoice_void(invoice=invoice, reason="wrong")
     bought = CreditGrant.objects.get(source="purchased")
@@ -165,12 +162,7 @@ def test_voiding_the_cycle_invoice_returns_its_burns_and_voids_the_top_up():
 
 
 def test_the_top_up_line_is_not_billed_usage_for_the_re_rating_rule():
-    air = kong_air()
-    subscription = subscription_create(customer=air, plan=cent_plan(), start=NOV)
-    ingest([tokens(600, utc(2026, 11, 5))])
-    grant(air, 1200, effective_at=NOV)
-    auto(air, available_immediately=True, max_per_period=1)
-    close_cycles(now=AFTER_NOV)
+    air, subscription = november_closed_with_a_top_up(available_immediately=True, max_per_period=1)
     billed, _ = billed_items([subscription], starting_after=None)
     assert sum(entry.amount for entry in billed.values()) == 600
     ingest([tokens(100, utc(2026, 11, 20))], now=AFTER_NOV + dt.timedelta(days=1))  # late usage

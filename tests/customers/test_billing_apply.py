@@ -23,16 +23,10 @@ from tests.builders import DELETE, EMPTY, apply, apply_error, dump, snapshot, wr
 from tests.builders import catalog_example as example
 from tests.builders import change_at as _set
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_tmp_path")]
 
 
 UTC = dt.UTC
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    """Files are written as ``catalog.yaml`` in a temporary directory, so messages start with that name."""
-    monkeypatch.chdir(tmp_path)
 
 
 EXAMPLE_LINES = [

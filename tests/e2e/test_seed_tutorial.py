@@ -4,8 +4,8 @@ Meter from the Kong preset → feature ai-token → plan Token (published) → c
 consumer kong-air → subscription (review, confirm) → an ingest token from "Connect a gateway" → Kong-shaped
 events posted to the ingest API → Preview invoice → cancel now → close due cycles → issue the draft.
 
-Screenshots of the key pages go to docs/screenshots/ (shown in the README). Chromium is Debian's
-/usr/bin/chromium (CI installs it); the test is skipped without it.
+Screenshots of the key pages go to docs/screenshots/ (shown in the README) with UPDATE_SCREENSHOTS=1. Chromium is
+Debian's /usr/bin/chromium (CI installs it); the test is skipped without it.
 
 Playwright's sync API keeps an event loop in this thread, where Django refuses ORM calls, so the database is
 touched only before the browser starts and after it stops; everything in between goes through the browser
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from playwright.sync_api import ViewportSize
 
 CHROMIUM = Path("/usr/bin/chromium")
-# Committed screenshots are refreshed with UPDATE_SCREENSHOTS=1; otherwise they go to a temporary folder, so a
-# test run never dirties the working tree (tokens, dates and ports differ on every run).
+# Committed screenshots are refreshed with UPDATE_SCREENSHOTS=1; otherwise none is taken, so a test run never dirties
+# the working tree (tokens, dates and ports differ on every run) nor spends the browser's time on them.
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 LAUNCH_ARGS = [
@@ -97,20 +97,29 @@ LIST_PAGES = [
 ]
 
 
-def build_a_graduated_plan(page, expect, visit, saved_ok, shot) -> None:
-    """Plan "Tokens, tiered": one graduated rate card for ai-token (first 1,000 tokens at 0.01, then 0.005), its
-    tier table filled on the plan page (rows added and one removed), checked again on the rate card's own page
-    (a row added and removed there too), then published."""
+def start_a_plan_with_an_ai_token_card(page, expect, visit, plan: tuple[str, str], rate_card: tuple[str, str]) -> str:
+    """The plan add page: the plan's key and name, USD, monthly; one rate card added inline with its key and name,
+    for feature ai-token. Returns the prefix of the rate card's field ids."""
     visit("/admin/catalog/plan/add/")
-    page.fill("#id_key", "token-tiers")
-    page.fill("#id_name", "Tokens, tiered")
+    page.fill("#id_key", plan[0])
+    page.fill("#id_name", plan[1])
     page.fill("#id_currency", "USD")
     page.select_option("#id_billing_cadence", "P1M")
     page.locator("#rate_cards-group .add-row a").click()
     card = "#id_rate_cards-0-"
-    page.fill(f"{card}key", "ai-token-tiers")
-    page.fill(f"{card}name", "AI tokens, tiered")
+    expect(page.locator(f"{card}key")).to_be_visible()
+    page.fill(f"{card}key", rate_card[0])
+    page.fill(f"{card}name", rate_card[1])
     page.select_option(f"{card}feature", label="ai-token")
+    return card
+
+
+def build_a_graduated_plan(page, expect, visit, saved_ok, shot) -> None:
+    """Plan "Tokens, tiered": one graduated rate card for ai-token (first 1,000 tokens at 0.01, then 0.005), its
+    tier table filled on the plan page (rows added and one removed), checked again on the rate card's own page
+    (a row added and removed there too), then published."""
+    card = start_a_plan_with_an_ai_token_card(page, expect, visit, ("token-tiers", "Tokens, tiered"),
+                                              ("ai-token-tiers", "AI tokens, tiered"))
     page.select_option(f"{card}price_type", "graduated")
     inline = page.locator("#rate_cards-0")
     # Graduated: a tier table, no amount, no unit amount, no package size, no payment term.
@@ -183,8 +192,7 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
     settings.STRIPE_API_KEY = ""  # sandbox: nothing leaves the machine
     user = billing_admin()
     assert not user.is_superuser
-    SCREENSHOTS = DOCS_SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path / "screenshots"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    update_screenshots = bool(os.environ.get("UPDATE_SCREENSHOTS"))
     month_start = timezone.now().astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     base = live_server.url
     facts: dict[str, str] = {}
@@ -230,7 +238,10 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
                 assert not server_errors, f"the server failed: {server_errors}"
 
             def shot(name: str, *, full_page: bool = True) -> None:
-                page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
+                """A screenshot for the docs, taken when they are refreshed (UPDATE_SCREENSHOTS=1): it checks
+                nothing, and a full-page PNG of each key page costs the browser more than the rest of a step."""
+                if update_screenshots:
+                    page.screenshot(path=str(DOCS_SCREENSHOTS / name), full_page=full_page)
 
             def readonly(field: str):
                 """The read-only value of a field, alone on its line or beside others (.fieldBox)."""
@@ -283,17 +294,7 @@ def test_a_billing_admin_runs_the_seed_tutorial_in_the_admin(live_server, settin
 
             # 3. Plan Token (USD, monthly): a usage-based rate card for ai-token at 1 per token with a boolean
             #    entitlement, then Publish with its confirmation page.
-            visit("/admin/catalog/plan/add/")
-            page.fill("#id_key", "token")
-            page.fill("#id_name", "Token")
-            page.fill("#id_currency", "USD")
-            page.select_option("#id_billing_cadence", "P1M")
-            page.locator("#rate_cards-group .add-row a").click()
-            card = "#id_rate_cards-0-"
-            expect(page.locator(f"{card}key")).to_be_visible()
-            page.fill(f"{card}key", "ai-token")
-            page.fill(f"{card}name", "ai-token")
-            page.select_option(f"{card}feature", label="ai-token")
+            card = start_a_plan_with_an_ai_token_card(page, expect, visit, ("token", "Token"), ("ai-token", "ai-token"))
             page.select_option(f"{card}price_type", "unit")
             # The form fits the price: a unit price shows its unit amount, not a flat amount or a tier table.
             expect(page.locator("#rate_cards-0 .form-row.field-unit_amount")).to_be_visible()

@@ -58,7 +58,7 @@ import typing
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -87,22 +87,19 @@ DEFAULT_DAYS_UNTIL_DUE = 30
 # Errors in Stripe's shape
 
 
+@dataclass(eq=False)  # eq=False: an exception stays hashable
 class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",  # noqa: A002 - Stripe's field name
-        code: str | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
+    """An error answer: the HTTP status and Stripe's error object (``body()``)."""
+
+    status: int
+    message: str
+    _: KW_ONLY
+    type: str = "invalid_request_error"  # Stripe's field name
+    code: str | None = None
+    param: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "message": self.message}

@@ -14,11 +14,9 @@ from collections import defaultdict
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import transaction
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -28,6 +26,7 @@ from hypothesis.stateful import (
 
 from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
 from catalog.dimensional import UsageGroup, effective_segments
+from catalog.models import Plan
 from catalog.services.plans import PriceRowSpec, RateCardSpec, TierSpec, plan_create, plan_publish
 from credits.models import AutoTopUp
 from credits.selectors import grant_states, ledger_balance
@@ -41,7 +40,17 @@ from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from invoicing.selectors.reconcile import reconcile
 from invoicing.services.close import close_cycles
 from invoicing.services.lifecycle import ReissueError, invoice_mark_paid, invoice_reissue, invoice_void
-from tests.builders import D, ai_token_feature, ingest, iso, llm_event, llm_tokens_feature, unit_row, utc
+from tests.builders import (
+    D,
+    RolledBackMachine,
+    ai_token_feature,
+    ingest,
+    iso,
+    llm_event,
+    llm_tokens_feature,
+    unit_row,
+    utc,
+)
 
 START = utc(2026, 11, 1)
 HORIZON = dt.timedelta(days=70)  # the history stays within the 90-day lookback of its first period
@@ -94,18 +103,19 @@ def _plans():
     return basic, pro
 
 
-class BillingHistory(RuleBasedStateMachine):
-    """One customer's billing history, inside a savepoint rolled back at the end of each example."""
+class BillingHistory(RolledBackMachine):
+    """One customer's billing history, inside a savepoint rolled back at the end of each example. The plans are
+    built once by the test, before the examples (``plan_keys``); each example reads them."""
+
+    plan_keys = ("basic", "pro")
 
     def __init__(self):
         super().__init__()
-        self._atomic = transaction.atomic()
-        self._atomic.__enter__()
         self.clock = START
 
     @initialize(start_offset_days=st.integers(0, 20), calendar=st.booleans())
     def subscribe(self, start_offset_days, calendar):
-        self.basic, self.pro = _plans()
+        self.basic, self.pro = (Plan.objects.get(key=key) for key in self.plan_keys)
         self.customer = customer_create(key="kong-air", name="Kong Air", currency="USD")
         attribution_add(customer=self.customer, subject="kong-air")
         start = START + dt.timedelta(days=start_offset_days)
@@ -223,8 +233,7 @@ class BillingHistory(RuleBasedStateMachine):
             if hasattr(self, "customer"):
                 self.final_close_bills_exactly_what_rates()
         finally:
-            transaction.set_rollback(True)
-            self._atomic.__exit__(None, None, None)
+            super().teardown()
 
     def final_close_bills_exactly_what_rates(self):
         """A close at the next boundary after everything (plus the grace period) settles the whole history: checked
@@ -314,6 +323,7 @@ def billed_by_hand(customer) -> dict[tuple, int]:
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_billed_equals_rated_after_any_history():
+    assert tuple(plan.key for plan in _plans()) == BillingHistory.plan_keys
     run_state_machine_as_test(BillingHistory, settings=settings(
         max_examples=int(os.environ.get("RERATING_EXAMPLES", "40")), stateful_step_count=30, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))

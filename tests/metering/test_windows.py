@@ -20,59 +20,44 @@ def spans(start: str, end: str, size: str | None, tz: str) -> list[tuple[str, st
     return [(a.strftime(fmt), b.strftime(fmt)) for a, b in windows(z(start), z(end), size, time_zone(tz))]
 
 
-def test_unaligned_day_in_berlin_is_clipped_and_dst_day_has_23_hours():
+@pytest.mark.parametrize("start, end, size, tz, expected", [
     # 2026-03-27T00:00Z is 01:00 in Berlin: the first window is the rest of that Berlin day.
-    assert spans("2026-03-27T00:00Z", "2026-03-30T12:00Z", "DAY", "Europe/Berlin") == [
+    pytest.param("2026-03-27T00:00Z", "2026-03-30T12:00Z", "DAY", "Europe/Berlin", [
         ("2026-03-27T00:00Z", "2026-03-27T23:00Z"),
         ("2026-03-27T23:00Z", "2026-03-28T23:00Z"),
         ("2026-03-28T23:00Z", "2026-03-29T22:00Z"),  # 29 March: clocks go forward, a 23-hour day
         ("2026-03-29T22:00Z", "2026-03-30T12:00Z"),  # clipped to `to`
-    ]
-
-
-def test_fall_back_day_has_25_hours():
-    assert spans("2026-10-24T22:00Z", "2026-10-26T23:00Z", "DAY", "Europe/Berlin") == [
+    ], id="unaligned day in Berlin is clipped and the DST day has 23 hours"),
+    pytest.param("2026-10-24T22:00Z", "2026-10-26T23:00Z", "DAY", "Europe/Berlin", [
         ("2026-10-24T22:00Z", "2026-10-25T23:00Z"),  # 25 October: 25 hours
         ("2026-10-25T23:00Z", "2026-10-26T23:00Z"),
-    ]
-
-
-def test_unaligned_month_windows_in_utc():
-    assert spans("2026-01-15T12:00Z", "2026-03-10T00:00Z", "MONTH", "UTC") == [
+    ], id="fall-back day has 25 hours"),
+    pytest.param("2026-01-15T12:00Z", "2026-03-10T00:00Z", "MONTH", "UTC", [
         ("2026-01-15T12:00Z", "2026-02-01T00:00Z"),
         ("2026-02-01T00:00Z", "2026-03-01T00:00Z"),
         ("2026-03-01T00:00Z", "2026-03-10T00:00Z"),
-    ]
-
-
-def test_unaligned_month_windows_in_berlin_across_dst():
-    assert spans("2026-02-15T00:00Z", "2026-04-02T00:00Z", "MONTH", "Europe/Berlin") == [
+    ], id="unaligned month windows in UTC"),
+    pytest.param("2026-02-15T00:00Z", "2026-04-02T00:00Z", "MONTH", "Europe/Berlin", [
         ("2026-02-15T00:00Z", "2026-02-28T23:00Z"),  # 1 March 00:00 CET
         ("2026-02-28T23:00Z", "2026-03-31T22:00Z"),  # 1 April 00:00 CEST
         ("2026-03-31T22:00Z", "2026-04-02T00:00Z"),
-    ]
-
-
-def test_month_inside_one_month_is_one_window():
-    assert spans("2026-02-03T04:05Z", "2026-02-20T00:00Z", "MONTH", "America/New_York") == [
+    ], id="unaligned month windows in Berlin across DST"),
+    pytest.param("2026-02-03T04:05Z", "2026-02-20T00:00Z", "MONTH", "America/New_York", [
         ("2026-02-03T04:05Z", "2026-02-20T00:00Z"),
-    ]
-
-
-def test_hours_in_a_half_hour_zone():
+    ], id="month inside one month is one window"),
     # Kolkata is UTC+05:30: its hours start at :30 UTC.
-    assert spans("2026-03-27T10:00Z", "2026-03-27T12:10Z", "HOUR", "Asia/Kolkata") == [
+    pytest.param("2026-03-27T10:00Z", "2026-03-27T12:10Z", "HOUR", "Asia/Kolkata", [
         ("2026-03-27T10:00Z", "2026-03-27T10:30Z"),
         ("2026-03-27T10:30Z", "2026-03-27T11:30Z"),
         ("2026-03-27T11:30Z", "2026-03-27T12:10Z"),
-    ]
-
-
-def test_repeated_hour_of_fall_back_is_two_windows():
-    assert spans("2026-10-25T00:15Z", "2026-10-25T02:00Z", "HOUR", "Europe/Berlin") == [
+    ], id="hours in a half-hour zone"),
+    pytest.param("2026-10-25T00:15Z", "2026-10-25T02:00Z", "HOUR", "Europe/Berlin", [
         ("2026-10-25T00:15Z", "2026-10-25T01:00Z"),  # 02:15–03:00 CEST
         ("2026-10-25T01:00Z", "2026-10-25T02:00Z"),  # 02:00–03:00 CET
-    ]
+    ], id="repeated hour of fall-back is two windows"),
+])
+def test_windows_against_hand_computed_spans(start, end, size, tz, expected):
+    assert spans(start, end, size, tz) == expected
 
 
 def test_minutes_and_no_window_size():

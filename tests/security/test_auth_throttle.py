@@ -16,7 +16,7 @@ from metering import throttles
 from metering.models import ApiToken
 from metering.services.tokens import api_token_revoke
 from metering.throttles import client_ip
-from tests.builders import bearer
+from tests.builders import bearer, stopped_throttle_clock
 
 pytestmark = pytest.mark.django_db
 
@@ -27,12 +27,7 @@ MINUTE_START = 1_800_000_000 - 1_800_000_000 % 60  # a whole minute, so Retry-Af
 @pytest.fixture
 def clock(monkeypatch):
     """The throttles' clock, stopped at 15 s into a minute; ``clock.now`` moves it."""
-
-    class Clock:
-        now = MINUTE_START + 15.0
-
-    monkeypatch.setattr(throttles, "_now", lambda: Clock.now)
-    return Clock
+    return stopped_throttle_clock(monkeypatch, MINUTE_START + 15.0)
 
 
 def guess(client: Client, **extra):

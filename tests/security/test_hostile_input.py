@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import socket
 import sqlite3
 import subprocess
@@ -40,10 +39,12 @@ from metering.selectors.usage import meter_query
 from tests.builders import (
     AFTER_NOV,
     bearer,
+    copy_sqlite,
     ingest,
     iso,
     llm_event,
     make_meter,
+    process_env,
     roll_up,
     subscribe_with_november_usage,
     utc,
@@ -374,6 +375,13 @@ def test_event_list_times_out_of_range_are_400_naming_the_field(api, token, name
     assert problem["errors"][0]["field"] == name
 
 
+def query_llm_tokens(api, token: str, params: dict, method: str):
+    """The meter query of llm_tokens, its parameters in the query string (GET) or a JSON body (POST)."""
+    if method == "GET":
+        return api.get("/api/v1/meters/llm_tokens/query", params, **bearer(token))
+    return api.post("/api/v1/meters/llm_tokens/query", params, format="json", **bearer(token))
+
+
 @pytest.mark.parametrize("params", [
     {"from": "0001-01-01T00:00:00Z", "to": "0001-01-03T00:00:00Z", "windowSize": "DAY",
      "windowTimeZone": "America/New_York"},
@@ -385,10 +393,7 @@ def test_event_list_times_out_of_range_are_400_naming_the_field(api, token, name
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_meter_queries_at_the_calendars_edges_are_400_never_500(api, token, params, method):
     make_meter()
-    if method == "GET":
-        response = api.get("/api/v1/meters/llm_tokens/query", params, **bearer(token))
-    else:
-        response = api.post("/api/v1/meters/llm_tokens/query", params, format="json", **bearer(token))
+    response = query_llm_tokens(api, token, params, method)
     problem = assert_problem(response, 400)
     assert problem["errors"][0]["field"] in ("from", "to")
 
@@ -402,10 +407,7 @@ def test_meter_queries_at_the_calendars_edges_are_400_never_500(api, token, para
 def test_meter_queries_ending_in_the_last_day_of_year_9999_are_answered(api, token, params, method):
     """The query range reaches 9999-12-31T23:59:59.999Z; windows that would pass it are clipped, not a 500."""
     make_meter()
-    if method == "GET":
-        response = api.get("/api/v1/meters/llm_tokens/query", params, **bearer(token))
-    else:
-        response = api.post("/api/v1/meters/llm_tokens/query", params, format="json", **bearer(token))
+    response = query_llm_tokens(api, token, params, method)
     assert response.status_code == 200, response.content
     body = response.json()
     assert (body["from"], body["to"], body["data"]) == (params["from"], params["to"], [])
@@ -614,14 +616,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(tmp: Path, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL")}
-    env.update({"DJANGO_SETTINGS_MODULE": "billing_site.settings.local", "DATABASE_URL": database_url,
-                "VAR_DIR": str(tmp / "var"), "DEBUG": "false", "CELERY_BROKER_URL": "memory://",
-                "CELERY_RESULT_BACKEND": "cache+memory://"})
-    return env
-
-
 class Gunicorn:
     """``gunicorn billing_site.wsgi`` on a free loopback port (one worker), its output in ``log``."""
 
@@ -654,12 +648,11 @@ class Gunicorn:
 
 
 @pytest.fixture(scope="module")
-def migrated(tmp_path_factory) -> tuple[Path, dict[str, str], str]:
-    """A migrated SQLite file and an ingest token, for gunicorn processes of the project."""
+def migrated(tmp_path_factory, migrated_sqlite) -> tuple[Path, dict[str, str], str]:
+    """A migrated SQLite file (a copy of the run's) and an ingest token, for gunicorn processes of the project."""
     tmp = tmp_path_factory.mktemp("gunicorn")
-    db_file = tmp / "db.sqlite3"
-    env = server_env(tmp, f"sqlite:///{db_file}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
+    db_file = copy_sqlite(migrated_sqlite, tmp / "db.sqlite3")
+    env = process_env(tmp / "var", f"sqlite:///{db_file}")
     out = subprocess.run([sys.executable, "manage.py", "create_api_token", "gw", "--scope", "ingest", "--scope", "read",
                           "--scope", "manage"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True,
                          text=True).stdout
@@ -753,7 +746,7 @@ def test_gunicorn_serves_ingest_through_the_fast_route_with_djangos_bytes(migrat
 def test_gunicorn_answers_503_with_retry_after_while_the_database_is_down(tmp_path):
     token = "bbo_" + "x" * 43  # looks like a token; it cannot be checked while the database is down
     closed = free_port()  # nothing listens there: connections are refused
-    env = server_env(tmp_path, f"postgres://postgres@127.0.0.1:{closed}/billing")
+    env = process_env(tmp_path / "var", f"postgres://postgres@127.0.0.1:{closed}/billing")
     server = Gunicorn(env, tmp_path / "gunicorn.log")
     try:
         requests = [

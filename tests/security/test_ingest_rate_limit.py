@@ -22,7 +22,7 @@ from metering.services.tokens import (
     api_token_set_rate_limit,
     hash_token,
 )
-from tests.builders import bearer, body, llm_event
+from tests.builders import bearer, body, llm_event, stopped_throttle_clock
 
 pytestmark = pytest.mark.django_db
 
@@ -34,12 +34,7 @@ WINDOW_START = 1_800_000_000 - 1_800_000_000 % 10
 @pytest.fixture
 def clock(monkeypatch):
     """The throttles' clock, stopped 3 s into a 10-second window."""
-
-    class Clock:
-        now = WINDOW_START + 3.0
-
-    monkeypatch.setattr(throttles, "_now", lambda: Clock.now)
-    return Clock
+    return stopped_throttle_clock(monkeypatch, WINDOW_START + 3.0)
 
 
 def limited(limit: int | None, name: str = "gateway") -> str:
