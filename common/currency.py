@@ -19,7 +19,13 @@ class UnknownCurrency(ValueError):
 
 def is_known_currency(code: object) -> bool:
     """Whether ``code`` is an upper-case ISO 4217 currency code known to Babel (``"USD"``, ``"JPY"``, ``"KWD"``)."""
-    return isinstance(code, str) and len(code) == 3 and code.isupper() and is_currency(code)
+    return isinstance(code, str) and len(code) == 3 and code.isupper() and _babel_knows(code)
+
+
+@lru_cache(maxsize=512)
+def _babel_knows(code: str) -> bool:
+    """Babel lists its currencies on every call: asked once per code (every line of every invoice asks)."""
+    return is_currency(code)
 
 
 @lru_cache(maxsize=512)

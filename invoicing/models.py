@@ -35,7 +35,8 @@ class Invoice(models.Model):
         SYNCED = "synced", "Synced"
         FAILED = "failed", "Failed"
 
-    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
+    # Indexed by invoicing_customer_period (its first column).
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices", db_index=False)
     # None on a credit top-up's own invoice (credits bought between cycles).
     subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.PROTECT,
                                      related_name="invoices")
@@ -44,8 +45,8 @@ class Invoice(models.Model):
     currency = models.CharField(max_length=3)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
-    number = models.CharField(max_length=40, null=True, blank=True, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    number = models.CharField(max_length=40, null=True, blank=True)
     subtotal = models.BigIntegerField(default=0, help_text="Minor units of the currency.")
     total = models.BigIntegerField(default=0, help_text="Minor units of the currency.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -62,9 +63,7 @@ class Invoice(models.Model):
         help_text="The voided invoice this one corrects.",
     )
     # Stripe (see invoicing.services.stripe_push): state of the push, recorded before each step.
-    sync_status = models.CharField(
-        max_length=16, choices=SyncStatus.choices, default=SyncStatus.NOT_SYNCED, db_index=True
-    )
+    sync_status = models.CharField(max_length=16, choices=SyncStatus.choices, default=SyncStatus.NOT_SYNCED)
     sync_error = models.TextField(blank=True)
     sync_attempts = models.PositiveIntegerField(default=0)
     stripe_invoice_id = models.CharField(max_length=64, blank=True)
@@ -78,8 +77,16 @@ class Invoice(models.Model):
             models.UniqueConstraint(
                 fields=["subscription", "cycle"], condition=~Q(status="void"), name="invoicing_one_invoice_per_cycle"
             ),
+            models.UniqueConstraint(fields=["number"], name="invoicing_invoice_number_unique"),
         ]
-        indexes = [models.Index(fields=["customer", "-period_start"], name="invoicing_customer_period")]
+        # Each index is paid by every invoice a close writes (and its number's update): one per lookup, no more.
+        # As a constraint and Meta indexes, not unique/db_index on the fields, which on PostgreSQL add a second
+        # ``varchar_pattern_ops`` index per text column for LIKE searches nothing makes.
+        indexes = [
+            models.Index(fields=["customer", "-period_start"], name="invoicing_customer_period"),
+            models.Index(fields=["status"], name="invoicing_invoice_status"),
+            models.Index(fields=["sync_status"], name="invoicing_invoice_sync_status"),
+        ]
         permissions = [
             ("issue_invoice", "Can issue, void, mark paid or uncollectible, reissue, close cycles and sync invoices"),
             ("preview_invoice", "Can preview invoices"),
@@ -104,8 +111,10 @@ class InvoiceLine(models.Model):
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
     # The subscription whose rate card and period this line bills: usually the invoice's, or the subscription a
     # plan change replaced (its last usage and unused fees are billed on the new subscription's invoice).
-    # None on a credit top-up line (a purchase of prepaid credits, billed to no subscription).
-    subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # None on a credit top-up line (a purchase of prepaid credits, billed to no subscription). Indexed by
+    # invoicing_line_sub_period (its first column).
+    subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                     db_index=False)
     position = models.PositiveIntegerField(default=0)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # None on a "Credits applied" line: prepaid credits of ``grant`` paying lines of the invoice (negative amount;
