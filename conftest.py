@@ -131,7 +131,7 @@ def migrations_shared_between_workers(root: Path):
             building.rename(template)
             return result
 
-    management.call_command = call_command
+    management.call_command = call_command  # type: ignore[assignment]  # same call, typed loosely
     try:
         yield
     finally:

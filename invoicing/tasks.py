@@ -17,7 +17,7 @@ from common.models import JobRun
 from common.retries import BACKOFF, RetryOptions, give_up_on_last_attempt
 
 from .models import CreditNote, Invoice
-from .services.close import Shard, close_cycles
+from .services.close import Shard, close_cycles, close_shards_queue
 from .services.snapshots import record_unbilled_snapshot
 from .services.stripe_push import (
     credit_note_push_gave_up,
@@ -58,15 +58,13 @@ def close_billing_cycles(job_run_id: int | None = None, shard_index: int = 0, sh
     """Beat: close every due billing cycle (also issues drafts whose review time has passed).
 
     With ``INVOICE_CLOSE_SHARDS`` above 1 the run started by beat (or the admin) queues the other shards as tasks
-    of their own, for the other workers, and closes the first shard itself; each shard records its own job run."""
+    of their own, for the other workers, and closes the first shard itself; each shard is a job run."""
     trigger = JobRun.Trigger.ADMIN if job_run_id else JobRun.Trigger.BEAT
-    if shard_count is None:
-        shard_count = settings.INVOICE_CLOSE_SHARDS
-        for index in range(1, shard_count):
-            close_billing_cycles.delay(shard_index=index, shard_count=shard_count)
-    shard = Shard(shard_index, shard_count)
-    params = {"shard": str(shard)} if shard.count > 1 else None
-    with tracked_job(kind="close_cycles", trigger=trigger, job_run_id=job_run_id, params=params) as run:
+    first = shard_count is None
+    shard = Shard(shard_index, settings.INVOICE_CLOSE_SHARDS if shard_count is None else shard_count)
+    with tracked_job(kind="close_cycles", trigger=trigger, job_run_id=job_run_id) as run:
+        if first:
+            close_shards_queue(job_run=run, count=shard.count)
         actor = run.requested_by
         report = close_cycles(now=timezone.now(), job_run=run, actor=actor, shard=shard,
                               label=actor.get_username() if actor else "scheduled close")

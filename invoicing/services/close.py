@@ -30,7 +30,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from common.jobs import job_run_progress
+from common.jobs import job_run_progress, job_run_queue
 from common.models import JobRun
 from common.queue import enqueues_coalesced
 from credits.services.low_balance import credits_low_check
@@ -267,6 +267,20 @@ def close_cycles(*, now: dt.datetime | None = None, job_run: JobRun | None = Non
     if shard.index == 0:
         report.issued += issue_reviewed_drafts(now=now)
     return report
+
+
+def close_shards_queue(*, job_run: JobRun, count: int) -> list[JobRun]:
+    """The first shard's job run (started by beat or the admin) queues the other ``count - 1`` shards of the
+    close: a job run each, with its trigger and requester, started as ``invoicing.close_cycles`` tasks after the
+    commit. With ``count`` 1 nothing is queued."""
+    if count <= 1:
+        return []
+    job_run.params = {**job_run.params, "shard": str(Shard(0, count))}
+    JobRun.objects.filter(pk=job_run.pk).update(params=job_run.params)
+    return [job_run_queue(kind="close_cycles", task_name="invoicing.close_cycles", params={"shard": str(shard)},
+                          requested_by=job_run.requested_by, trigger=job_run.trigger,
+                          shard_index=shard.index, shard_count=shard.count)
+            for shard in (Shard(index, count) for index in range(1, count))]
 
 
 def issue_reviewed_drafts(*, now: dt.datetime | None = None) -> int:

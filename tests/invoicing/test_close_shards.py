@@ -13,10 +13,11 @@ from types import SimpleNamespace
 import pytest
 
 from common import queue
+from common.jobs import job_run_create
 from common.models import JobRun
 from customers.services.customers import customer_create
 from customers.services.subscriptions import subscription_create
-from invoicing.models import CycleClose, Invoice
+from invoicing.models import CycleClose, Invoice, InvoiceEvent
 from invoicing.services.close import Shard, close_cycles
 from invoicing.tasks import close_billing_cycles
 from tests.builders import ingest, platform_fee, token_plan, tokens, utc
@@ -79,17 +80,37 @@ def beat_after_november(monkeypatch):
     monkeypatch.setattr("invoicing.tasks.timezone", SimpleNamespace(now=lambda: AFTER_NOV))
 
 
-def test_the_beat_task_queues_the_other_shards_and_every_shard_is_a_job_run(settings, beat_after_november):
+def test_the_beat_task_queues_the_other_shards_and_every_shard_is_a_job_run(settings, beat_after_november,
+                                                                             django_capture_on_commit_callbacks):
     settings.INVOICE_CLOSE_SHARDS = 3
     ids = subscribed(5)
     close_cycles(now=OPENING)
-    close_billing_cycles()  # eager in tests: the queued shards run at once
+    with django_capture_on_commit_callbacks(execute=True):  # the shards are queued after the commit (eager here)
+        close_billing_cycles()
     assert invoiced_subscriptions(1) == sorted(ids)
     runs = JobRun.objects.filter(kind="close_cycles").order_by("pk")
     assert sorted(run.params["shard"] for run in runs) == ["1/3", "2/3", "3/3"]
     assert {run.status for run in runs} == {"succeeded"}
     assert sum(run.result["invoices"] for run in runs) == 5
     assert all(run.message.startswith(f"shard {run.params['shard']}: ") for run in runs)
+
+
+def test_a_close_started_from_the_admin_runs_every_shard_as_its_requester(settings, beat_after_november,
+                                                                           django_user_model,
+                                                                           django_capture_on_commit_callbacks):
+    settings.INVOICE_CLOSE_SHARDS = 2
+    ids = subscribed(4)
+    close_cycles(now=OPENING)
+    clerk = django_user_model.objects.create_user("clerk", password="x-very-long-password-1")
+    started = job_run_create(kind="close_cycles", trigger=JobRun.Trigger.ADMIN, requested_by=clerk)
+    with django_capture_on_commit_callbacks(execute=True):
+        close_billing_cycles(job_run_id=started.pk)
+    assert invoiced_subscriptions(1) == sorted(ids)
+    runs = list(JobRun.objects.filter(kind="close_cycles").order_by("pk"))
+    assert [run.params.get("shard") for run in runs] == ["1/2", "2/2"] and runs[0].pk == started.pk
+    assert {(run.trigger, run.requested_by_id, run.status) for run in runs} == {("admin", clerk.pk, "succeeded")}
+    labels = set(InvoiceEvent.objects.filter(invoice__cycle=1, action="issued").values_list("actor_label", flat=True))
+    assert labels == {"clerk"}
 
 
 def test_one_shard_is_one_job_run_without_shard_params(settings, beat_after_november):
