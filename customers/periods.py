@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 
 from dateutil.relativedelta import relativedelta
 
@@ -50,6 +51,14 @@ class Period:
 
 
 def boundary(anchor: dt.datetime, cadence: str, index: int) -> dt.datetime:
+    """The index-th period boundary after ``anchor``."""
+    return _boundary(anchor, anchor.tzinfo, cadence, index)
+
+
+@lru_cache(maxsize=65536)
+def _boundary(anchor: dt.datetime, zone: dt.tzinfo | None, cadence: str, index: int) -> dt.datetime:
+    """Cached: a close asks for the same few boundaries of the same anchors many times, and calendar arithmetic
+    is slow. ``zone`` is in the key because equal instants in other zones have other month ends."""
     return anchor + cadence_delta(cadence) * index
 
 
