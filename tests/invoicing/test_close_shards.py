@@ -3,6 +3,7 @@ and to rerun; and the tasks a chunk's commits queue sent once per chunk."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from common import queue
 from common.jobs import job_run_create
@@ -204,3 +206,28 @@ def test_a_shard_count_out_of_range_stops_the_settings(value):
     result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=root, env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0 and "INVOICE_CLOSE_SHARDS must be 1 to 256" in result.stderr
+
+
+# --- the command --------------------------------------------------------------------------------------------
+
+
+def test_the_command_closes_one_shard_and_records_it():
+    ids = subscribed(4)
+    call_command("close_cycles", "--now", OPENING.isoformat())
+    out = io.StringIO()
+    call_command("close_cycles", "--now", AFTER_NOV.isoformat(), "--shard", "2/2", stdout=out)
+    assert invoiced_subscriptions(1) == sorted(pk for pk in ids if pk % 2 == 1)
+    assert "2 subscriptions" in out.getvalue()
+    run = JobRun.objects.filter(kind="close_cycles").latest("pk")
+    assert run.params["shard"] == "2/2" and run.trigger == "cli"
+    call_command("close_cycles", "--now", AFTER_NOV.isoformat(), "--shard", "1/2", stdout=io.StringIO())
+    assert invoiced_subscriptions(1) == sorted(ids)
+
+
+@pytest.mark.parametrize("value", ["0/2", "3/2", "1/0", "1/257", "a/b", "1", "1/2/3", "-1/2", "１/２", "1/2\x00",
+                                   "", "99999999999999999999/2", " 1/2"])
+def test_the_command_refuses_a_shard_it_cannot_read_and_closes_nothing(value):
+    subscribed(2)
+    with pytest.raises(CommandError, match="--shard must be I/N"):
+        call_command("close_cycles", "--now", AFTER_NOV.isoformat(), f"--shard={value}")
+    assert not Invoice.objects.exists() and not JobRun.objects.filter(kind="close_cycles").exists()
