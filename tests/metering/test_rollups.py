@@ -221,7 +221,11 @@ def test_beat_job_rolls_up_every_meter_and_records_a_run():
     tokens, count = make_meter(), make_meter(slug="llm_calls", aggregation="COUNT", value_property="")
     ingest([llm_event(tokens=3), llm_event(tokens=4)])
     wait_until_foldable()
-    assert process_usage.apply().get() == 4  # 2 events into each of the 2 meters (in this process, as beat's task body)
+    # In this process, as beat's task body. Not ``.get()``: Celery refuses it once any test of this worker process
+    # has booted a worker in it (a process-wide flag), which made this test fail now and then.
+    outcome = process_usage.apply()
+    assert outcome.successful(), outcome.traceback
+    assert outcome.result == 4  # 2 events into each of the 2 meters
     run = JobRun.objects.get(kind="process_usage")
     assert run.result["by_meter"] == {"llm_calls": 2, "llm_tokens": 2}
     assert total(tokens) == 7 and total(count) == 2
