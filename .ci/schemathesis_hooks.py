@@ -12,9 +12,25 @@ Every other failure of every check is kept.
 
 from __future__ import annotations
 
+import ast
 import json
+import threading
 
 import schemathesis
+
+# Python 3.11 keeps the AST constructor's recursion depth in interpreter-wide state, so two threads parsing at once
+# fail with "AST constructor recursion depth mismatch" (hypothesis parses source to describe a strategy's lambda,
+# and schemathesis runs 2 worker threads). Parsing is rare and quick here: serialise it.
+_PARSE_LOCK = threading.Lock()
+_unlocked_parse = ast.parse
+
+
+def _parse_one_at_a_time(*args, **kwargs):
+    with _PARSE_LOCK:
+        return _unlocked_parse(*args, **kwargs)
+
+
+ast.parse = _parse_one_at_a_time
 
 QUERY_OPERATIONS = {"GET /api/v1/meters/{id_or_slug}/query", "POST /api/v1/meters/{id_or_slug}/query"}
 # A webhook URL must resolve, and only to public addresses (SSRF): no schema can say which hosts do.
