@@ -107,7 +107,7 @@ def close_cycle(
 
 
 _CLAIM_SQL = """
-    SELECT cc.state, cc.invoice_id,
+    SELECT cc.id, cc.state, cc.invoice_id,
            (SELECT COALESCE(MAX(i.id), 0) FROM invoicing_invoice i WHERE i.customer_id = c.id),
            (SELECT COUNT(*) FROM invoicing_invoice i WHERE i.customer_id = c.id AND i.status = 'void'),
            (SELECT COALESCE(MAX(n.id), 0) FROM invoicing_creditnote n WHERE n.customer_id = c.id),
@@ -122,11 +122,11 @@ _CLAIM_SQL = """
 
 
 def _claim(subscription: Subscription, cycle: Cycle,
-           ) -> tuple[str, int | None, Fingerprint, bool, bool, bool] | None:
+           ) -> tuple[int, str, int | None, Fingerprint, bool, bool, bool] | None:
     """Inside a transaction: lock the customer's billing and the cycle's row in one statement (None when another
-    close holds either: this run leaves the cycle to it); the row's state, the customer's billing fingerprint, and
-    whether it has prepaid credit grants, an auto top-up and a low-credit alert (so a customer without them costs no
-    query for them)."""
+    close holds either: this run leaves the cycle to it); the row's id and state, the customer's billing
+    fingerprint, and whether it has prepaid credit grants, an auto top-up and a low-credit alert (so a customer
+    without them costs no query for them)."""
     sql = _CLAIM_SQL
     if connection.vendor == "postgresql":
         sql += " FOR UPDATE OF c, cc SKIP LOCKED"
@@ -135,9 +135,9 @@ def _claim(subscription: Subscription, cycle: Cycle,
         row = cursor.fetchone()
     if row is None:
         return None
-    state, invoice_id, *fingerprint, has_grants, tops_up, alerts = row
-    return (state, invoice_id, (fingerprint[0], fingerprint[1], fingerprint[2], fingerprint[3]), bool(has_grants),
-            bool(tops_up), bool(alerts))
+    close_id, state, invoice_id, *fingerprint, has_grants, tops_up, alerts = row
+    return (close_id, state, invoice_id, (fingerprint[0], fingerprint[1], fingerprint[2], fingerprint[3]),
+            bool(has_grants), bool(tops_up), bool(alerts))
 
 
 def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.datetime, report: CloseReport,
@@ -147,10 +147,10 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
         if claim is None:
             report.skipped += 1
             return
-        state, invoice_id, fingerprint, has_grants, tops_up, alerts = claim
+        close_id, state, invoice_id, fingerprint, has_grants, tops_up, alerts = claim
         if state in DONE_STATES:
             return
-        row = CycleClose.objects.filter(subscription=subscription, cycle=cycle.index)
+        row = CycleClose.objects.filter(pk=close_id)
         if state == CycleClose.State.DRAFTED:  # left by an earlier version: issue its draft
             draft = None if invoice_id is None else Invoice.objects.select_for_update().select_related(
                 "customer").filter(pk=invoice_id, status=Invoice.Status.DRAFT).first()

@@ -19,6 +19,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from common.announcements import announce
+from common.bulk import rows_insert
 from common.queue import enqueue_on_commit
 from credits.models import CreditGrant
 from credits.selectors import CreditUse
@@ -33,7 +34,7 @@ from .credits import CreditsLine, invoice_credits
 from .cycles import Cycle, subscription_cycles
 from .lines import Billed, DraftLine, ItemKey, cycle_bill, split_credits
 from .log import invoice_log
-from .numbering import next_invoice_number
+from .numbering import invoice_number_into, next_invoice_number
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -88,8 +89,7 @@ def number_stored(invoice: Invoice) -> None:
     sequence row stays locked until the commit, so concurrent closes queue only for what follows this."""
     if invoice.issued_at is None:
         raise InvoiceTransitionError(f"invoice {invoice} is not issued: it takes no number")
-    invoice.number = next_invoice_number(invoice.issued_at)
-    Invoice.objects.filter(pk=invoice.pk).update(number=invoice.number)
+    invoice.number = invoice_number_into(invoice.pk, invoice.issued_at)
 
 
 def schedule_push(invoice: Invoice) -> None:
@@ -143,7 +143,7 @@ def invoice_create(
     if issue_at is not None:  # numbered once everything but the log and the announcement is written (below)
         stamp_issued(invoice, issue_at, numbered=False)
     invoice.save(force_insert=True)
-    rows = InvoiceLine.objects.bulk_create([
+    rows_insert(InvoiceLine, [
         InvoiceLine(
             invoice=invoice,
             subscription=line.subscription,
@@ -164,16 +164,17 @@ def invoice_create(
             dimensions=line.dimensions,
         )
         for position, line in enumerate(lines)
-    ] + [
+    ])
+    credit_rows = InvoiceLine.objects.bulk_create([  # with their ids, which the burns name
         InvoiceLine(invoice=invoice, subscription=line.subscription, position=len(lines) + position,
                     kind=InvoiceLine.Kind.CREDITS_APPLIED, rate_card=None, rate_card_key="", grant=line.grant,
                     description=line.description[:500], period_start=line.period_start, period_end=line.period_end,
                     quantity=line.quantity, amount=line.amount)
         for position, line in enumerate(credits)
     ])
-    if credits:  # the burns name the "Credits applied" lines (bulk_create returned their ids)
+    if credits:
         credits_burn(customer_id=invoice.customer_id, uses=[CreditUse(line.grant, -line.amount) for line in credits],
-                     invoice_id=invoice.pk, line_ids=[row.pk for row in rows[len(lines):]],
+                     invoice_id=invoice.pk, line_ids=[row.pk for row in credit_rows],
                      at=now or issue_at or timezone.now(), label=label or "close")
     if extend is not None:
         extend(invoice)
@@ -188,7 +189,7 @@ def invoice_create(
                                    detail=f"number {invoice.number}"))
         schedule_push(invoice)
         announce("invoice.issued", invoice=invoice)
-    InvoiceEvent.objects.bulk_create(events)
+    rows_insert(InvoiceEvent, events)
     return invoice
 
 

@@ -1,0 +1,41 @@
+"""Inserting many new rows of one model when their primary keys are not needed back.
+
+``bulk_create`` builds one ``INSERT … VALUES`` whose every parameter the driver quotes into the statement's text
+(psycopg's client-side binding, which Django uses): for the dozen lines of each invoice a close writes, that
+building and quoting was a fifth of the close's Python time. On PostgreSQL :func:`rows_insert` sends the same
+values with one ``COPY … FROM STDIN`` instead (psycopg formats the rows in C), each value prepared exactly as
+``bulk_create`` prepares it (``pre_save``, ``get_db_prep_save``), so both store the same row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection
+from django.db.models import Model
+
+
+def rows_insert(model: type[Model], objs: Sequence[Model]) -> None:
+    """Insert ``objs`` (unsaved instances of ``model`` with a database-generated primary key) inside the caller's
+    transaction. Their ``pk`` stays unset: use ``bulk_create`` when the caller needs the ids."""
+    if not objs:
+        return
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(objs)
+        return
+    meta = model._meta
+    fields = [field for field in meta.concrete_fields if field is not meta.auto_field]
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
+    statement = f"COPY {connection.ops.quote_name(meta.db_table)} ({columns}) FROM STDIN"
+    rows = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objs]
+
+    def copy(sql: str, params: object, many: bool, context: dict[str, Any]) -> None:
+        connection.validate_no_broken_transaction()
+        with connection.wrap_database_errors, context["cursor"].cursor.copy(sql) as stream:
+            for row in rows:
+                stream.write_row(row)
+
+    with connection.cursor() as cursor:
+        # through the connection's execute wrappers, like every other statement (query logging, counters)
+        cursor._execute_with_wrappers(statement, None, False, executor=copy)
