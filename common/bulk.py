@@ -10,9 +10,11 @@ values with one ``COPY … FROM STDIN`` instead (psycopg formats the rows in C),
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from django.db import connection
+from django.db.backends.utils import CursorDebugWrapper
 from django.db.models import Model
 
 
@@ -37,5 +39,8 @@ def rows_insert(model: type[Model], objs: Sequence[Model]) -> None:
                 stream.write_row(row)
 
     with connection.cursor() as cursor:
-        # through the connection's execute wrappers, like every other statement (query logging, counters)
-        cursor._execute_with_wrappers(statement, None, False, executor=copy)
+        # through the connection's execute wrappers and, when queries are logged (DEBUG, tests counting queries),
+        # into the log, like every other statement
+        logged = cursor.debug_sql(statement) if isinstance(cursor, CursorDebugWrapper) else nullcontext()
+        with logged:
+            cursor._execute_with_wrappers(statement, None, False, executor=copy)

@@ -74,6 +74,15 @@ def test_rows_insert_of_nothing_writes_nothing(django_assert_num_queries):
         rows_insert(InvoiceLine, [])
 
 
+def test_rows_insert_is_one_logged_statement(django_assert_num_queries):
+    invoice = _closed_invoice()
+    lines = list(invoice.lines.order_by("position"))
+    with django_assert_num_queries(1) as captured:
+        rows_insert(InvoiceLine, _copies(lines, 100))
+    assert InvoiceLine._meta.db_table in captured.captured_queries[0]["sql"]
+    assert len(_stored(100, len(lines))) == len(lines)
+
+
 def test_a_refused_row_writes_none_of_them():
     invoice = _closed_invoice()
     lines = list(invoice.lines.order_by("position"))
