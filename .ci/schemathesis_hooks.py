@@ -21,7 +21,7 @@ import schemathesis
 # Python 3.11 keeps the AST constructor's recursion depth in interpreter-wide state, so two threads parsing at once
 # fail with "AST constructor recursion depth mismatch" (hypothesis parses source to describe a strategy's lambda,
 # and schemathesis runs 2 worker threads). Parsing is rare and quick here: serialise it.
-_PARSE_LOCK = threading.Lock()
+_PARSE_LOCK = threading.RLock()
 _unlocked_parse = ast.parse
 
 

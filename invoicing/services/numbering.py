@@ -40,7 +40,8 @@ def number_into(model: type[Model], pk: int, prefix: str, at: dt.datetime) -> st
     :func:`_formatted` does; a test holds the two equal); elsewhere two."""
     if connection.vendor != "postgresql":
         number = next_number(prefix, at)
-        model._default_manager.filter(pk=pk).update(number=number)
+        if not model._default_manager.filter(pk=pk).update(number=number):
+            raise LookupError(f"no {model._meta.label} with id {pk} to number")
         return number
     table = connection.ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
@@ -50,7 +51,10 @@ def number_into(model: type[Model], pk: int, prefix: str, at: dt.datetime) -> st
             f"ELSE taken.last_number::text END FROM taken WHERE {table}.id = %s RETURNING {table}.number",
             [prefix, at.year, f"{prefix}-{at.year}-", pk],
         )
-        return cursor.fetchone()[0]
+        row = cursor.fetchone()
+    if row is None:  # the number taken is given back by the caller's rollback
+        raise LookupError(f"no {model._meta.label} with id {pk} to number")
+    return row[0]
 
 
 def next_invoice_number(at: dt.datetime) -> str:
