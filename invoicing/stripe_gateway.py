@@ -484,24 +484,14 @@ class StripeGateway:
         """draft -> open: Stripe assigns the number and the hosted URL. Still not auto-advanced, so
         Stripe neither emails nor charges on its own."""
         params: InvoiceFinalizeInvoiceParams = {"auto_advance": False}
-        invoice = self._call(
-            "finalize_invoice",
-            lambda: self._client.v1.invoices.finalize_invoice(
-                stripe_invoice_id, params=params, options={"idempotency_key": idempotency_key}
-            ),
-        )
-        return _invoice(invoice)
+        return _invoice(self._transition("finalize_invoice", self._client.v1.invoices.finalize_invoice,
+                                         stripe_invoice_id, params, idempotency_key))
 
     def void_invoice(self, *, stripe_invoice_id: str, idempotency_key: str) -> StripeInvoice:
         """open -> void (Stripe refuses other states)."""
         params: InvoiceVoidInvoiceParams = {}
-        invoice = self._call(
-            "void_invoice",
-            lambda: self._client.v1.invoices.void_invoice(
-                stripe_invoice_id, params=params, options={"idempotency_key": idempotency_key}
-            ),
-        )
-        return _invoice(invoice)
+        return _invoice(self._transition("void_invoice", self._client.v1.invoices.void_invoice,
+                                         stripe_invoice_id, params, idempotency_key))
 
     def retrieve_invoice(self, stripe_invoice_id: str) -> StripeInvoice:
         invoice = self._call("retrieve_invoice", lambda: self._client.v1.invoices.retrieve(stripe_invoice_id))
@@ -584,13 +574,8 @@ class StripeGateway:
     def void_credit_note(self, *, stripe_credit_note_id: str, idempotency_key: str) -> StripeCreditNote:
         """issued -> void, reversing its effect (Stripe allows it only while the invoice is open)."""
         params: CreditNoteVoidCreditNoteParams = {}
-        credit_note = self._call(
-            "void_credit_note",
-            lambda: self._client.v1.credit_notes.void_credit_note(
-                stripe_credit_note_id, params=params, options={"idempotency_key": idempotency_key}
-            ),
-        )
-        return _credit_note(credit_note)
+        return _credit_note(self._transition("void_credit_note", self._client.v1.credit_notes.void_credit_note,
+                                             stripe_credit_note_id, params, idempotency_key))
 
     def retrieve_credit_note(self, stripe_credit_note_id: str) -> StripeCreditNote:
         credit_note = self._call(
@@ -599,6 +584,12 @@ class StripeGateway:
         return _credit_note(credit_note)
 
     # -- retries -----------------------------------------------------------------------------------
+
+    def _transition(self, operation: str, request: Callable[..., T], stripe_id: str, params: Any,
+                    idempotency_key: str) -> T:
+        """A state change of one Stripe object (finalize, void), every attempt under the same idempotency key."""
+        return self._call(operation,
+                          lambda: request(stripe_id, params=params, options={"idempotency_key": idempotency_key}))
 
     def _call(self, operation: str, request: Callable[[], T]) -> T:
         """Run ``request`` with bounded retries. The request closes over its idempotency key, so every
