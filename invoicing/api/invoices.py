@@ -48,6 +48,15 @@ MAX_REASON = 2000
 WRITE = {"POST": "manage"}
 WRITE_PERMISSION = {"POST": "invoicing.issue_invoice"}
 
+
+class InvoiceWriteView(APIView):
+    """A change to one invoice: the `manage` scope, or a staff session allowed to issue invoices."""
+
+    required_scopes = WRITE
+    permission_model = "invoicing.invoice"
+    required_permissions = WRITE_PERMISSION
+
+
 # --- OpenAPI description (schema only) ---------------------------------------------------------------------
 
 _AMOUNT = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
@@ -215,11 +224,7 @@ class InvoiceDetailView(APIView):
         return Response(invoice_json(_invoice_or_404(invoice_id)))
 
 
-class InvoiceVoidView(APIView):
-    required_scopes = WRITE
-    permission_model = "invoicing.invoice"
-    required_permissions = WRITE_PERMISSION
-
+class InvoiceVoidView(InvoiceWriteView):
     @extend_schema(operation_id="voidInvoice", summary="Void an invoice", tags=["Invoices"],
                    description="Needs the `manage` scope, or a staff session allowed to issue invoices. 409 when "
                                "the invoice cannot be voided (a draft, already void).",
@@ -239,11 +244,7 @@ class InvoiceVoidView(APIView):
         return Response(invoice_json(_invoice_or_404(str(invoice.pk))))
 
 
-class InvoiceReissueView(APIView):
-    required_scopes = WRITE
-    permission_model = "invoicing.invoice"
-    required_permissions = WRITE_PERMISSION
-
+class InvoiceReissueView(InvoiceWriteView):
     @extend_schema(operation_id="reissueInvoice", summary="Reissue a voided invoice", tags=["Invoices"],
                    description="A new invoice replacing a voided one. Needs the `manage` scope, or a staff session "
                                "allowed to issue invoices. 409 unless the invoice is void and not yet replaced.",
@@ -302,6 +303,9 @@ PDF_RESPONSE = OpenApiResponse({"type": "string", "format": "binary"},
 
 
 class PdfView(APIView):
+    """A document downloaded as PDF: a read."""
+
+    required_scopes = {"GET": "read"}
     renderer_classes = [PdfRenderer]
 
     def options(self, request, *args, **kwargs):
@@ -322,7 +326,6 @@ def _pdf(document: Document) -> HttpResponse:
 
 
 class InvoicePdfView(PdfView):
-    required_scopes = {"GET": "read"}
     permission_model = "invoicing.invoice"
 
     @extend_schema(operation_id="getInvoicePdf", summary="Download an invoice as PDF", tags=["Invoices"],
@@ -334,7 +337,6 @@ class InvoicePdfView(PdfView):
 
 
 class CreditNotePdfView(PdfView):
-    required_scopes = {"GET": "read"}
     permission_model = "invoicing.creditnote"
 
     @extend_schema(operation_id="getCreditNotePdf", summary="Download a credit note as PDF", tags=["Invoices"],
