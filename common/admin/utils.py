@@ -47,17 +47,22 @@ def short_json(value: object, length: int = 80) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
-class ViewOnlyAdminMixin:
-    """For records nobody edits by hand (events, issued invoices, credit notes, cycle closes, webhook deliveries,
-    derived lists): the change form is shown read-only to whoever may view (``has_change_permission`` false,
-    ``has_view_permission`` as Django decides it), even to superusers. What changes them are the services behind
-    the admin's confirmed actions (:mod:`common.admin.confirm`) and the jobs."""
+class NoAddOrChangeAdminMixin:
+    """For records nobody adds or edits by hand but staff may delete (delivery logs, portal links): the change form
+    is shown read-only, even to superusers; delete as Django decides it."""
 
     def has_add_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
+
+
+class ViewOnlyAdminMixin(NoAddOrChangeAdminMixin):
+    """For records nobody edits by hand (events, issued invoices, credit notes, cycle closes, webhook deliveries,
+    derived lists): the change form is shown read-only to whoever may view (``has_change_permission`` false,
+    ``has_view_permission`` as Django decides it), even to superusers. What changes them are the services behind
+    the admin's confirmed actions (:mod:`common.admin.confirm`) and the jobs."""
 
     def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
