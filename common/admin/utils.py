@@ -58,11 +58,17 @@ class NoAddOrChangeAdminMixin:
         return False
 
 
-class ViewOnlyAdminMixin(NoAddOrChangeAdminMixin):
+class ViewOnlyAdminMixin:
     """For records nobody edits by hand (events, issued invoices, credit notes, cycle closes, webhook deliveries,
     derived lists): the change form is shown read-only to whoever may view (``has_change_permission`` false,
     ``has_view_permission`` as Django decides it), even to superusers. What changes them are the services behind
     the admin's confirmed actions (:mod:`common.admin.confirm`) and the jobs."""
+
+    def has_add_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
