@@ -76,6 +76,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+ListedObject = TypeVar("ListedObject", stripe.InvoiceItem, stripe.CreditNote)
+ListParams = TypeVar("ListParams", InvoiceItemListParams, CreditNoteListParams)
 
 CollectionMethod = Literal["charge_automatically", "send_invoice"]
 CreditNoteReason = Literal["duplicate", "fraudulent", "order_change", "product_unsatisfactory"]
@@ -242,6 +244,20 @@ class StripeInvoiceItem:
     id: str
     amount: int  # minor units
     metadata: Mapping[str, str]
+
+
+def _every_page(fetch: Callable[[ListParams], stripe.ListObject[ListedObject]],
+                params: ListParams) -> list[ListedObject]:
+    """Every object of a Stripe list, page after page (``params`` of the first; each next one starts after the
+    last object of the page before)."""
+    found: list[ListedObject] = []
+    while True:
+        page = fetch(params)
+        found.extend(page.data)
+        if not page.has_more or not page.data:
+            return found
+        params = params.copy()
+        params["starting_after"] = page.data[-1].id
 
 
 # --------------------------------------------------------------------------------------------------
@@ -464,18 +480,9 @@ class StripeGateway:
     def list_invoice_items(self, *, stripe_invoice_id: str) -> list[StripeInvoiceItem]:
         """Every invoice item attached to the invoice (all pages). Used after a crash to skip the lines
         already pushed: their metadata carries our line id."""
-        items: list[StripeInvoiceItem] = []
-        starting_after: str | None = None
-        while True:
-            params: InvoiceItemListParams = {"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}
-            if starting_after is not None:
-                params["starting_after"] = starting_after
-            page = self._invoice_items_page(params)
-            for item in page.data:
-                items.append(StripeInvoiceItem(id=item.id, amount=item.amount, metadata=_metadata(item.metadata)))
-            if not page.has_more or not page.data:
-                return items
-            starting_after = page.data[-1].id
+        params: InvoiceItemListParams = {"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}
+        return [StripeInvoiceItem(id=item.id, amount=item.amount, metadata=_metadata(item.metadata))
+                for item in _every_page(self._invoice_items_page, params)]
 
     def _invoice_items_page(self, params: InvoiceItemListParams) -> stripe.ListObject[stripe.InvoiceItem]:
         return self._call("list_invoice_items", lambda: self._client.v1.invoice_items.list(params=params))
@@ -556,17 +563,8 @@ class StripeGateway:
     def list_credit_notes(self, *, stripe_invoice_id: str) -> list[StripeCreditNote]:
         """Every credit note of the invoice (all pages, newest first). Used after a lost answer to find the one
         carrying our credit note id in its metadata instead of creating it again."""
-        notes: list[StripeCreditNote] = []
-        starting_after: str | None = None
-        while True:
-            params: CreditNoteListParams = {"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}
-            if starting_after is not None:
-                params["starting_after"] = starting_after
-            page = self._credit_notes_page(params)
-            notes.extend(_credit_note(note) for note in page.data)
-            if not page.has_more or not page.data:
-                return notes
-            starting_after = page.data[-1].id
+        params: CreditNoteListParams = {"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}
+        return [_credit_note(note) for note in _every_page(self._credit_notes_page, params)]
 
     def _credit_notes_page(self, params: CreditNoteListParams) -> stripe.ListObject[stripe.CreditNote]:
         return self._call("list_credit_notes", lambda: self._client.v1.credit_notes.list(params=params))
