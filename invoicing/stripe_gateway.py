@@ -78,6 +78,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 ListedObject = TypeVar("ListedObject", stripe.InvoiceItem, stripe.CreditNote)
 ListParams = TypeVar("ListParams", InvoiceItemListParams, CreditNoteListParams)
+AddressParams = TypeVar("AddressParams", CustomerCreateParamsAddress, CustomerUpdateParamsAddress)
 
 CollectionMethod = Literal["charge_automatically", "send_invoice"]
 CreditNoteReason = Literal["duplicate", "fraudulent", "order_change", "product_unsatisfactory"]
@@ -94,7 +95,9 @@ def collection_method(value: str) -> CollectionMethod:
 # Stripe's documented limits (https://docs.stripe.com/api/idempotent_requests, /api/metadata).
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_CREDIT_NOTE_MEMO_LENGTH = 5000  # Stripe's limit on free-text request parameters
-ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code", "country")
+AddressField = Literal["line1", "line2", "city", "state", "postal_code", "country"]
+# Typed as the SDK's keys, so mypy checks each against its address TypedDicts.
+ADDRESS_FIELDS: tuple[AddressField, ...] = ("line1", "line2", "city", "state", "postal_code", "country")
 LIST_PAGE_SIZE = 100  # the largest page Stripe serves
 
 
@@ -371,7 +374,7 @@ class StripeGateway:
         params: CustomerCreateParams = {"name": name, "metadata": {"customer_key": customer_key}}
         if email:
             params["email"] = email
-        create_address = _create_address(address)
+        create_address = _address_params(address, CustomerCreateParamsAddress)
         if create_address:
             params["address"] = create_address
         customer = self._call(
@@ -390,7 +393,7 @@ class StripeGateway:
     ) -> None:
         """Overwrite name, email and address (a ``None`` email or address clears it in Stripe)."""
         params: CustomerUpdateParams = {"name": name, "email": email or ""}
-        update_address = _update_address(address)
+        update_address = _address_params(address, CustomerUpdateParamsAddress)
         params["address"] = update_address if update_address else ""
         # Setting the same values twice is harmless, but one key per logical call makes our retries
         # replays rather than second writes.
@@ -738,44 +741,15 @@ def _metadata(metadata: stripe.StripeObject | None) -> dict[str, str]:
     return {str(key): str(value) for key, value in (metadata.to_dict() if metadata else {}).items()}
 
 
-def _address_values(address: Mapping[str, Any] | None) -> dict[str, str]:
+def _address_params(address: Mapping[str, Any] | None, kind: type[AddressParams]) -> AddressParams | None:
+    """The address as the SDK's create or update params (``kind``); None for no address."""
     if not address:
-        return {}
+        return None
     unknown = set(address) - set(ADDRESS_FIELDS)
     if unknown:
         raise ValueError(f"unknown address fields {sorted(unknown)}; expected some of {ADDRESS_FIELDS}")
-    return {name: str(address[name]) for name in ADDRESS_FIELDS if address.get(name)}
-
-
-def _create_address(address: Mapping[str, Any] | None) -> CustomerCreateParamsAddress | None:
-    values = _address_values(address)
-    if not values:
-        return None
-    result: CustomerCreateParamsAddress = {}
-    _fill_address(result, values)
-    return result
-
-
-def _update_address(address: Mapping[str, Any] | None) -> CustomerUpdateParamsAddress | None:
-    values = _address_values(address)
-    if not values:
-        return None
-    result: CustomerUpdateParamsAddress = {}
-    _fill_address(result, values)
-    return result
-
-
-def _fill_address(result: CustomerCreateParamsAddress | CustomerUpdateParamsAddress, values: dict[str, str]) -> None:
-    # Spelled out so mypy checks each key against the SDK's TypedDicts.
-    if "line1" in values:
-        result["line1"] = values["line1"]
-    if "line2" in values:
-        result["line2"] = values["line2"]
-    if "city" in values:
-        result["city"] = values["city"]
-    if "state" in values:
-        result["state"] = values["state"]
-    if "postal_code" in values:
-        result["postal_code"] = values["postal_code"]
-    if "country" in values:
-        result["country"] = values["country"]
+    result = kind()
+    for name in ADDRESS_FIELDS:
+        if address.get(name):
+            result[name] = str(address[name])
+    return result or None
