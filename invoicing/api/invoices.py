@@ -325,13 +325,19 @@ def _pdf(document: Document) -> HttpResponse:
     return response
 
 
+def _pdf_schema(*, operation_id: str, summary: str, document: str, parameter: OpenApiParameter):
+    """The OpenAPI description of a PDF download of ``document`` (an invoice, a credit note)."""
+    return extend_schema(operation_id=operation_id, summary=summary, tags=["Invoices"],
+                         description=f"The {document} the customer receives (seller from Settings → Company), as PDF.",
+                         parameters=[parameter],
+                         responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
+
+
 class InvoicePdfView(PdfView):
     permission_model = "invoicing.invoice"
 
-    @extend_schema(operation_id="getInvoicePdf", summary="Download an invoice as PDF", tags=["Invoices"],
-                   description="The invoice the customer receives (seller from Settings → Company), as PDF.",
-                   parameters=[INVOICE_ID],
-                   responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
+    @_pdf_schema(operation_id="getInvoicePdf", summary="Download an invoice as PDF", document="invoice",
+                 parameter=INVOICE_ID)
     def get(self, request, invoice_id: str):
         return _pdf(invoice_document(_invoice_or_404(invoice_id)))
 
@@ -339,9 +345,7 @@ class InvoicePdfView(PdfView):
 class CreditNotePdfView(PdfView):
     permission_model = "invoicing.creditnote"
 
-    @extend_schema(operation_id="getCreditNotePdf", summary="Download a credit note as PDF", tags=["Invoices"],
-                   description="The credit note the customer receives (seller from Settings → Company), as PDF.",
-                   parameters=[CREDIT_NOTE_ID],
-                   responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
+    @_pdf_schema(operation_id="getCreditNotePdf", summary="Download a credit note as PDF", document="credit note",
+                 parameter=CREDIT_NOTE_ID)
     def get(self, request, credit_note_id: str):
         return _pdf(credit_note_document(_credit_note_or_404(credit_note_id)))
