@@ -51,6 +51,14 @@ def exit_status(errors: list[str]) -> int:
     return 1 if errors else 0
 
 
+def report_footer(errors: list[str]) -> int:
+    """The end of a report table: the errors under a rule, then the closing rule; 1 when there were any."""
+    print("-" * 100)
+    print(f"errors: {len(errors)}" + "".join(f"\n  {e}" for e in errors))
+    print("=" * 100)
+    return 1 if errors else 0
+
+
 # --- the benchmark's database -----------------------------------------------------------------------------
 
 def database_name(url: str) -> str:

@@ -993,10 +993,7 @@ def main(argv: list[str] | None = None) -> int:
         print("      NOTE: other processes on this machine used CPU during the run (% of one core): "
               + ", ".join(f"{name.split(':')[0]} {value:.0f}%" for name, value in others.items())
               + "; figures are lower than on a quiet machine")
-    print("-" * 100)
-    print(f"errors: {len(errors)}" + "".join(f"\n  {e}" for e in errors))
-    print("=" * 100)
-    return 1 if errors else 0
+    return harness.report_footer(errors)
 
 
 if __name__ == "__main__":

@@ -1041,10 +1041,7 @@ def report(args: argparse.Namespace, schedule: list[str], pg_desc: str, run: Run
              + (f"; {aggregator.meter_failures} meter failures recorded" if aggregator.meter_failures else ""))
     line("duration", f"{duration:.0f} s (posting {timings.get('posting', 0):.0f} s, final catch-up "
          f"{timings.get('catch_up', 0):.1f} s, reconciliation {timings.get('reconcile', 0):.1f} s)")
-    print("-" * 100)
-    print(f"errors: {len(failures)}" + "".join(f"\n  {e}" for e in failures))
-    print("=" * 100)
-    return 1 if failures else 0
+    return harness.report_footer(failures)
 
 
 if __name__ == "__main__":

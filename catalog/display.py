@@ -97,14 +97,8 @@ def _tiers_text(kind: str, tiers: list, money, unit: str) -> str:
     return f"volume (every {one} at the rate of the total): " + ", ".join(parts)
 
 
-def price_summary(
-    rate_card,
-    currency: str,
-    *,
-    cadence: str | None = _UNSET,
-    tiers: Iterable | None = None,
-    unit: str | None = None,
-) -> str:
+def price_summary(rate_card, currency: str, *, cadence: str | None = _UNSET, tiers: Iterable | None = None,
+                  unit: str | None = None) -> str:
     """The rate card's price as a person reads it, e.g. ``USD 0.00002 per token``, ``USD 49.00 per month (in
     advance)``, ``USD 5.00 per 1,000 requests (a started package counts in full)``, ``graduated: first 1,000
     tokens at USD 0.01, then USD 0.005 per token above 1,000``, with free quantity and minimum/maximum spend.

@@ -15,8 +15,7 @@ def decimal_text(value: Decimal | None) -> str | None:
     """Exact decimal as a string without exponent or trailing zeros: ``0.000003``, ``49``."""
     if value is None:
         return None
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
 
 
 def feature_json(feature: Feature) -> dict[str, Any]:

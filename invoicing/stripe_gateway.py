@@ -76,6 +76,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+ListedObject = TypeVar("ListedObject", stripe.InvoiceItem, stripe.CreditNote)
+ListParams = TypeVar("ListParams", InvoiceItemListParams, CreditNoteListParams)
+AddressParams = TypeVar("AddressParams", CustomerCreateParamsAddress, CustomerUpdateParamsAddress)
 
 CollectionMethod = Literal["charge_automatically", "send_invoice"]
 CreditNoteReason = Literal["duplicate", "fraudulent", "order_change", "product_unsatisfactory"]
@@ -92,7 +95,9 @@ def collection_method(value: str) -> CollectionMethod:
 # Stripe's documented limits (https://docs.stripe.com/api/idempotent_requests, /api/metadata).
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_CREDIT_NOTE_MEMO_LENGTH = 5000  # Stripe's limit on free-text request parameters
-ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code", "country")
+AddressField = Literal["line1", "line2", "city", "state", "postal_code", "country"]
+# Typed as the SDK's keys, so mypy checks each against its address TypedDicts.
+ADDRESS_FIELDS: tuple[AddressField, ...] = ("line1", "line2", "city", "state", "postal_code", "country")
 LIST_PAGE_SIZE = 100  # the largest page Stripe serves
 
 
@@ -244,6 +249,20 @@ class StripeInvoiceItem:
     metadata: Mapping[str, str]
 
 
+def _every_page(fetch: Callable[[ListParams], stripe.ListObject[ListedObject]],
+                params: ListParams) -> list[ListedObject]:
+    """Every object of a Stripe list, page after page (``params`` of the first; each next one starts after the
+    last object of the page before)."""
+    found: list[ListedObject] = []
+    while True:
+        page = fetch(params)
+        found.extend(page.data)
+        if not page.has_more or not page.data:
+            return found
+        params = params.copy()
+        params["starting_after"] = page.data[-1].id
+
+
 # --------------------------------------------------------------------------------------------------
 # Errors
 
@@ -355,7 +374,7 @@ class StripeGateway:
         params: CustomerCreateParams = {"name": name, "metadata": {"customer_key": customer_key}}
         if email:
             params["email"] = email
-        create_address = _create_address(address)
+        create_address = _address_params(address, CustomerCreateParamsAddress)
         if create_address:
             params["address"] = create_address
         customer = self._call(
@@ -374,7 +393,7 @@ class StripeGateway:
     ) -> None:
         """Overwrite name, email and address (a ``None`` email or address clears it in Stripe)."""
         params: CustomerUpdateParams = {"name": name, "email": email or ""}
-        update_address = _update_address(address)
+        update_address = _address_params(address, CustomerUpdateParamsAddress)
         params["address"] = update_address if update_address else ""
         # Setting the same values twice is harmless, but one key per logical call makes our retries
         # replays rather than second writes.
@@ -464,18 +483,9 @@ class StripeGateway:
     def list_invoice_items(self, *, stripe_invoice_id: str) -> list[StripeInvoiceItem]:
         """Every invoice item attached to the invoice (all pages). Used after a crash to skip the lines
         already pushed: their metadata carries our line id."""
-        items: list[StripeInvoiceItem] = []
-        starting_after: str | None = None
-        while True:
-            params: InvoiceItemListParams = {"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}
-            if starting_after is not None:
-                params["starting_after"] = starting_after
-            page = self._invoice_items_page(params)
-            for item in page.data:
-                items.append(StripeInvoiceItem(id=item.id, amount=item.amount, metadata=_metadata(item.metadata)))
-            if not page.has_more or not page.data:
-                return items
-            starting_after = page.data[-1].id
+        params: InvoiceItemListParams = {"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}
+        return [StripeInvoiceItem(id=item.id, amount=item.amount, metadata=_metadata(item.metadata))
+                for item in _every_page(self._invoice_items_page, params)]
 
     def _invoice_items_page(self, params: InvoiceItemListParams) -> stripe.ListObject[stripe.InvoiceItem]:
         return self._call("list_invoice_items", lambda: self._client.v1.invoice_items.list(params=params))
@@ -484,24 +494,14 @@ class StripeGateway:
         """draft -> open: Stripe assigns the number and the hosted URL. Still not auto-advanced, so
         Stripe neither emails nor charges on its own."""
         params: InvoiceFinalizeInvoiceParams = {"auto_advance": False}
-        invoice = self._call(
-            "finalize_invoice",
-            lambda: self._client.v1.invoices.finalize_invoice(
-                stripe_invoice_id, params=params, options={"idempotency_key": idempotency_key}
-            ),
-        )
-        return _invoice(invoice)
+        return _invoice(self._transition("finalize_invoice", self._client.v1.invoices.finalize_invoice,
+                                         stripe_invoice_id, params, idempotency_key))
 
     def void_invoice(self, *, stripe_invoice_id: str, idempotency_key: str) -> StripeInvoice:
         """open -> void (Stripe refuses other states)."""
         params: InvoiceVoidInvoiceParams = {}
-        invoice = self._call(
-            "void_invoice",
-            lambda: self._client.v1.invoices.void_invoice(
-                stripe_invoice_id, params=params, options={"idempotency_key": idempotency_key}
-            ),
-        )
-        return _invoice(invoice)
+        return _invoice(self._transition("void_invoice", self._client.v1.invoices.void_invoice,
+                                         stripe_invoice_id, params, idempotency_key))
 
     def retrieve_invoice(self, stripe_invoice_id: str) -> StripeInvoice:
         invoice = self._call("retrieve_invoice", lambda: self._client.v1.invoices.retrieve(stripe_invoice_id))
@@ -566,17 +566,8 @@ class StripeGateway:
     def list_credit_notes(self, *, stripe_invoice_id: str) -> list[StripeCreditNote]:
         """Every credit note of the invoice (all pages, newest first). Used after a lost answer to find the one
         carrying our credit note id in its metadata instead of creating it again."""
-        notes: list[StripeCreditNote] = []
-        starting_after: str | None = None
-        while True:
-            params: CreditNoteListParams = {"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}
-            if starting_after is not None:
-                params["starting_after"] = starting_after
-            page = self._credit_notes_page(params)
-            notes.extend(_credit_note(note) for note in page.data)
-            if not page.has_more or not page.data:
-                return notes
-            starting_after = page.data[-1].id
+        params: CreditNoteListParams = {"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}
+        return [_credit_note(note) for note in _every_page(self._credit_notes_page, params)]
 
     def _credit_notes_page(self, params: CreditNoteListParams) -> stripe.ListObject[stripe.CreditNote]:
         return self._call("list_credit_notes", lambda: self._client.v1.credit_notes.list(params=params))
@@ -584,13 +575,8 @@ class StripeGateway:
     def void_credit_note(self, *, stripe_credit_note_id: str, idempotency_key: str) -> StripeCreditNote:
         """issued -> void, reversing its effect (Stripe allows it only while the invoice is open)."""
         params: CreditNoteVoidCreditNoteParams = {}
-        credit_note = self._call(
-            "void_credit_note",
-            lambda: self._client.v1.credit_notes.void_credit_note(
-                stripe_credit_note_id, params=params, options={"idempotency_key": idempotency_key}
-            ),
-        )
-        return _credit_note(credit_note)
+        return _credit_note(self._transition("void_credit_note", self._client.v1.credit_notes.void_credit_note,
+                                             stripe_credit_note_id, params, idempotency_key))
 
     def retrieve_credit_note(self, stripe_credit_note_id: str) -> StripeCreditNote:
         credit_note = self._call(
@@ -599,6 +585,12 @@ class StripeGateway:
         return _credit_note(credit_note)
 
     # -- retries -----------------------------------------------------------------------------------
+
+    def _transition(self, operation: str, request: Callable[..., T], stripe_id: str, params: Any,
+                    idempotency_key: str) -> T:
+        """A state change of one Stripe object (finalize, void), every attempt under the same idempotency key."""
+        return self._call(operation,
+                          lambda: request(stripe_id, params=params, options={"idempotency_key": idempotency_key}))
 
     def _call(self, operation: str, request: Callable[[], T]) -> T:
         """Run ``request`` with bounded retries. The request closes over its idempotency key, so every
@@ -749,44 +741,15 @@ def _metadata(metadata: stripe.StripeObject | None) -> dict[str, str]:
     return {str(key): str(value) for key, value in (metadata.to_dict() if metadata else {}).items()}
 
 
-def _address_values(address: Mapping[str, Any] | None) -> dict[str, str]:
+def _address_params(address: Mapping[str, Any] | None, kind: type[AddressParams]) -> AddressParams | None:
+    """The address as the SDK's create or update params (``kind``); None for no address."""
     if not address:
-        return {}
+        return None
     unknown = set(address) - set(ADDRESS_FIELDS)
     if unknown:
         raise ValueError(f"unknown address fields {sorted(unknown)}; expected some of {ADDRESS_FIELDS}")
-    return {name: str(address[name]) for name in ADDRESS_FIELDS if address.get(name)}
-
-
-def _create_address(address: Mapping[str, Any] | None) -> CustomerCreateParamsAddress | None:
-    values = _address_values(address)
-    if not values:
-        return None
-    result: CustomerCreateParamsAddress = {}
-    _fill_address(result, values)
-    return result
-
-
-def _update_address(address: Mapping[str, Any] | None) -> CustomerUpdateParamsAddress | None:
-    values = _address_values(address)
-    if not values:
-        return None
-    result: CustomerUpdateParamsAddress = {}
-    _fill_address(result, values)
-    return result
-
-
-def _fill_address(result: CustomerCreateParamsAddress | CustomerUpdateParamsAddress, values: dict[str, str]) -> None:
-    # Spelled out so mypy checks each key against the SDK's TypedDicts.
-    if "line1" in values:
-        result["line1"] = values["line1"]
-    if "line2" in values:
-        result["line2"] = values["line2"]
-    if "city" in values:
-        result["city"] = values["city"]
-    if "state" in values:
-        result["state"] = values["state"]
-    if "postal_code" in values:
-        result["postal_code"] = values["postal_code"]
-    if "country" in values:
-        result["country"] = values["country"]
+    result = kind()
+    for name in ADDRESS_FIELDS:
+        if address.get(name):
+            result[name] = str(address[name])
+    return result or None

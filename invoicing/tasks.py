@@ -74,33 +74,37 @@ def close_billing_cycles(job_run_id: int | None = None, shard_index: int = 0, sh
     return run.message
 
 
+def _sync_or_give_up(task: Task[Any, Any], object_id: int, sync: Callable[[int], object],
+                     gave_up: Callable[[int, str], None], what: str = "") -> None:
+    """One Stripe sync of an invoice or credit note; on the task's last attempt a temporary Stripe error is
+    recorded on it by ``gave_up`` (the message prefixed by ``what``)."""
+    with last_attempt_gives_up(task, lambda error: gave_up(object_id, what + error)):
+        sync(object_id)
+
+
 @stripe_task("invoicing.push_invoice", time_limit=600)
 def push_invoice(self, invoice_id: int) -> None:
     """Push one issued invoice to Stripe (idempotent: continues from the saved state)."""
-    with last_attempt_gives_up(self, lambda error: push_gave_up(invoice_id, error)):
-        push_invoice_to_stripe(invoice_id)
+    _sync_or_give_up(self, invoice_id, push_invoice_to_stripe, push_gave_up)
 
 
 @stripe_task("invoicing.void_invoice_in_stripe", time_limit=300)
 def void_invoice_in_stripe(self, invoice_id: int) -> None:
     """Void in Stripe an invoice voided here after it was pushed."""
-    with last_attempt_gives_up(self, lambda error: push_gave_up(invoice_id, f"voiding in Stripe: {error}")):
-        void_in_stripe(invoice_id)
+    _sync_or_give_up(self, invoice_id, void_in_stripe, push_gave_up, "voiding in Stripe: ")
 
 
 @stripe_task("invoicing.push_credit_note", time_limit=300)
 def push_credit_note(self, credit_note_id: int) -> None:
     """Push one credit note to Stripe as a credit note on its Stripe invoice."""
-    with last_attempt_gives_up(self, lambda error: credit_note_push_gave_up(credit_note_id, error)):
-        push_credit_note_to_stripe(credit_note_id)
+    _sync_or_give_up(self, credit_note_id, push_credit_note_to_stripe, credit_note_push_gave_up)
 
 
 @stripe_task("invoicing.void_credit_note_in_stripe", time_limit=300)
 def void_credit_note_in_stripe_task(self, credit_note_id: int) -> None:
     """Void in Stripe a credit note voided here after it was pushed."""
-    with last_attempt_gives_up(self, lambda error: credit_note_push_gave_up(credit_note_id,
-                                                                          f"voiding in Stripe: {error}")):
-        void_credit_note_in_stripe(credit_note_id)
+    _sync_or_give_up(self, credit_note_id, void_credit_note_in_stripe, credit_note_push_gave_up,
+                     "voiding in Stripe: ")
 
 
 @shared_task(name="invoicing.unbilled_snapshot", time_limit=1800, soft_time_limit=1750, ignore_result=True)

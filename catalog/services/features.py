@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import ProtectedError
 
+from common.deletion import delete_unless_protected
 from metering.models import Meter
 
 from ..models import Feature
@@ -60,7 +60,5 @@ def feature_update(*, feature: Feature, name: str, meter: Meter | None, filters:
 
 @transaction.atomic
 def feature_delete(*, feature: Feature) -> None:
-    try:
-        feature.delete()
-    except ProtectedError as exc:
-        raise FeatureError({"key": f"feature {feature.key} is used by rate cards; remove them first"}) from exc
+    delete_unless_protected(
+        feature, lambda exc: FeatureError({"key": f"feature {feature.key} is used by rate cards; remove them first"}))

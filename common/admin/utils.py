@@ -1,10 +1,12 @@
-"""Small admin building blocks shared by every app: a capped paginator, JSON display, view-only admins, decimal
-text boxes for third-party models, list filters from a table of conditions."""
+"""Small admin building blocks shared by every app: a capped paginator, JSON display, view-only admins, fields of
+unsaved objects, decimal text boxes for third-party models, list filters from a table of conditions."""
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from django.contrib import admin
 from django.core.paginator import Paginator
@@ -15,6 +17,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from ..forms import DecimalTextField, DecimalTextInput
+
+M = TypeVar("M", bound=models.Model)
 
 
 class CappedCountPaginator(Paginator):
@@ -40,11 +44,32 @@ def pretty_json(value: object) -> str:
                        json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
 
 
+def saved_only(render: Callable[[M], str]) -> Callable[[M], str]:
+    """For a read-only field: on an object not saved yet (the add page) it shows "—" instead of running ``render``."""
+
+    @functools.wraps(render)
+    def field(obj: M) -> str:
+        return render(obj) if obj.pk else "—"
+
+    return field
+
+
 def short_json(value: object, length: int = 80) -> str:
     if value is None:
         return ""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return text if len(text) <= length else text[: length - 1] + "…"
+
+
+class NoAddOrChangeAdminMixin:
+    """For records nobody adds or edits by hand but staff may delete (delivery logs, portal links): the change form
+    is shown read-only, even to superusers; delete as Django decides it."""
+
+    def has_add_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
 
 
 class ViewOnlyAdminMixin:

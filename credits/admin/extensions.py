@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from catalog.money import format_major, to_major
 from common.admin.extensions import ObjectTool, Panel, PanelField, register_admin_extension, row_and_admin_url
+from common.admin.utils import saved_only
 from common.charts import bar_chart_svg
 from customers.models import Customer
 
@@ -25,9 +26,8 @@ CHART_POINTS = 60
 
 
 @admin.display(description="balance")
+@saved_only
 def credits_balance(customer: Customer) -> str:
-    if not customer.pk:
-        return "—"
     credits = customer_credits(customer, timezone.now())
     currency = customer.currency
     return format_html(
@@ -38,9 +38,8 @@ def credits_balance(customer: Customer) -> str:
 
 
 @admin.display(description="grants")
+@saved_only
 def credits_grants(customer: Customer) -> str:
-    if not customer.pk:
-        return "—"
     credits = customer_credits(customer, timezone.now())
     if not credits.states:
         return "No prepaid credits."
@@ -59,10 +58,9 @@ def credits_grants(customer: Customer) -> str:
 
 
 @admin.display(description="low-credit alert")
+@saved_only
 def credits_low_alert(customer: Customer) -> str:
     """The customer's credits.low threshold and state, with a link to set or change it."""
-    if not customer.pk:
-        return "—"
     alert, url = row_and_admin_url(LowBalanceAlert, "customer", customer)
     if alert is None:
         return format_html('None: credits.low is not announced. <a href="{}" id="credits-low-alert">Set one</a>', url)
@@ -74,10 +72,9 @@ def credits_low_alert(customer: Customer) -> str:
 
 
 @admin.display(description="burn-down")
+@saved_only
 def credits_chart(customer: Customer) -> str:
     """The ledger balance after each day with entries (the last ``CHART_POINTS`` such days)."""
-    if not customer.pk:
-        return "—"
     entries = list(LedgerEntry.objects.filter(customer=customer).order_by("at", "id").values_list("at", "amount"))
     if not entries:
         return "—"

@@ -32,6 +32,16 @@ from ..services.grants import CreditError, grant_bought_or_created, grant_void
 READ = {"GET": "read"}
 WRITE = {"POST": "manage"}
 WRITE_PERMISSION = {"POST": "credits.manage_credits"}
+
+
+class GrantWriteView(APIView):
+    """A change to a customer's grants: the `manage` scope, or a staff session allowed to manage credits."""
+
+    required_scopes = WRITE
+    permission_model = "credits.creditgrant"
+    required_permissions = WRITE_PERMISSION
+
+
 AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,3})?$")
 GRANT_FIELDS = ("amount", "currency", "priority", "effective_at", "expires_at", "applies_to", "source", "description",
                 "available")
@@ -202,11 +212,7 @@ def _created(grant: CreditGrant) -> dict[str, Any]:
     return grant_json(state)
 
 
-class CustomerGrantsView(APIView):
-    required_scopes = WRITE
-    permission_model = "credits.creditgrant"
-    required_permissions = WRITE_PERMISSION
-
+class CustomerGrantsView(GrantWriteView):
     @extend_schema(operation_id="createCreditGrant", summary="Grant prepaid credits", tags=["Credits"],
                    description="Needs the `manage` scope, or a staff session allowed to manage credits. The credits "
                                "are available from `effective_at`; a `purchased` grant is a top-up billed on its "
@@ -227,11 +233,7 @@ class CustomerGrantsView(APIView):
         return Response(_created(grant), status=201)
 
 
-class GrantVoidView(APIView):
-    required_scopes = WRITE
-    permission_model = "credits.creditgrant"
-    required_permissions = WRITE_PERMISSION
-
+class GrantVoidView(GrantWriteView):
     @extend_schema(operation_id="voidCreditGrant", summary="Void what is left of a grant", tags=["Credits"],
                    description="Needs the `manage` scope, or a staff session allowed to manage credits. 409 when "
                                "the grant is already void.",

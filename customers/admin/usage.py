@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 
 from catalog.display import plain_number
 from catalog.models import Feature
+from common.admin.utils import saved_only
 from common.charts import bar_chart_svg
 from metering.selectors.usage import usage_series
 
@@ -25,9 +26,8 @@ def _entitlement_text(value: EntitlementValue) -> str:
     return f"{plain_number(usage)} of {plain_number(limit)} ({'soft' if value.soft else 'hard'} limit)"
 
 
+@saved_only
 def current_usage(customer: Customer) -> str:
-    if not customer.pk:
-        return "—"
     now = timezone.now()
     rows, charts = [], []
     for subscription in active_subscriptions(customer, now):

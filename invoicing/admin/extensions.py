@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from catalog.money import format_major
 from common.admin.extensions import ListColumn, ObjectTool, Panel, PanelField, register_admin_extension
+from common.admin.utils import saved_only
 from customers.models import Customer, Subscription
 from metering.admin.events import event_extra
 from metering.models import Event
@@ -28,9 +29,8 @@ PAST_INVOICES_SHOWN = 24
 
 
 @admin.display(description="preview of this period's invoice")
+@saved_only
 def invoice_preview_panel(customer: Customer) -> str:
-    if not customer.pk:
-        return "—"
     body = preview_json(invoice_preview(customer=customer, at=timezone.now()))
     if not body["lines"]:
         return "Nothing to bill: no active subscription."
@@ -47,9 +47,8 @@ def invoice_preview_panel(customer: Customer) -> str:
 
 
 @admin.display(description="past invoices")
+@saved_only
 def past_invoices(customer: Customer) -> str:
-    if not customer.pk:
-        return "—"
     invoices = list(Invoice.objects.filter(customer=customer).order_by("-period_start", "-id")[:PAST_INVOICES_SHOWN])
     if not invoices:
         return "No invoices yet."

@@ -48,6 +48,15 @@ MAX_REASON = 2000
 WRITE = {"POST": "manage"}
 WRITE_PERMISSION = {"POST": "invoicing.issue_invoice"}
 
+
+class InvoiceWriteView(APIView):
+    """A change to one invoice: the `manage` scope, or a staff session allowed to issue invoices."""
+
+    required_scopes = WRITE
+    permission_model = "invoicing.invoice"
+    required_permissions = WRITE_PERMISSION
+
+
 # --- OpenAPI description (schema only) ---------------------------------------------------------------------
 
 _AMOUNT = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
@@ -215,11 +224,7 @@ class InvoiceDetailView(APIView):
         return Response(invoice_json(_invoice_or_404(invoice_id)))
 
 
-class InvoiceVoidView(APIView):
-    required_scopes = WRITE
-    permission_model = "invoicing.invoice"
-    required_permissions = WRITE_PERMISSION
-
+class InvoiceVoidView(InvoiceWriteView):
     @extend_schema(operation_id="voidInvoice", summary="Void an invoice", tags=["Invoices"],
                    description="Needs the `manage` scope, or a staff session allowed to issue invoices. 409 when "
                                "the invoice cannot be voided (a draft, already void).",
@@ -239,11 +244,7 @@ class InvoiceVoidView(APIView):
         return Response(invoice_json(_invoice_or_404(str(invoice.pk))))
 
 
-class InvoiceReissueView(APIView):
-    required_scopes = WRITE
-    permission_model = "invoicing.invoice"
-    required_permissions = WRITE_PERMISSION
-
+class InvoiceReissueView(InvoiceWriteView):
     @extend_schema(operation_id="reissueInvoice", summary="Reissue a voided invoice", tags=["Invoices"],
                    description="A new invoice replacing a voided one. Needs the `manage` scope, or a staff session "
                                "allowed to issue invoices. 409 unless the invoice is void and not yet replaced.",
@@ -302,6 +303,9 @@ PDF_RESPONSE = OpenApiResponse({"type": "string", "format": "binary"},
 
 
 class PdfView(APIView):
+    """A document downloaded as PDF: a read."""
+
+    required_scopes = {"GET": "read"}
     renderer_classes = [PdfRenderer]
 
     def options(self, request, *args, **kwargs):
@@ -321,25 +325,27 @@ def _pdf(document: Document) -> HttpResponse:
     return response
 
 
+def _pdf_schema(*, operation_id: str, summary: str, document: str, parameter: OpenApiParameter):
+    """The OpenAPI description of a PDF download of ``document`` (an invoice, a credit note)."""
+    return extend_schema(operation_id=operation_id, summary=summary, tags=["Invoices"],
+                         description=f"The {document} the customer receives (seller from Settings → Company), as PDF.",
+                         parameters=[parameter],
+                         responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
+
+
 class InvoicePdfView(PdfView):
-    required_scopes = {"GET": "read"}
     permission_model = "invoicing.invoice"
 
-    @extend_schema(operation_id="getInvoicePdf", summary="Download an invoice as PDF", tags=["Invoices"],
-                   description="The invoice the customer receives (seller from Settings → Company), as PDF.",
-                   parameters=[INVOICE_ID],
-                   responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
+    @_pdf_schema(operation_id="getInvoicePdf", summary="Download an invoice as PDF", document="invoice",
+                 parameter=INVOICE_ID)
     def get(self, request, invoice_id: str):
         return _pdf(invoice_document(_invoice_or_404(invoice_id)))
 
 
 class CreditNotePdfView(PdfView):
-    required_scopes = {"GET": "read"}
     permission_model = "invoicing.creditnote"
 
-    @extend_schema(operation_id="getCreditNotePdf", summary="Download a credit note as PDF", tags=["Invoices"],
-                   description="The credit note the customer receives (seller from Settings → Company), as PDF.",
-                   parameters=[CREDIT_NOTE_ID],
-                   responses={(200, PDF_CONTENT_TYPE): PDF_RESPONSE, **problems(400, 404, 406)})
+    @_pdf_schema(operation_id="getCreditNotePdf", summary="Download a credit note as PDF", document="credit note",
+                 parameter=CREDIT_NOTE_ID)
     def get(self, request, credit_note_id: str):
         return _pdf(credit_note_document(_credit_note_or_404(credit_note_id)))

@@ -80,14 +80,17 @@ def preview_json(preview: Preview) -> dict[str, Any]:
     return body
 
 
+def _document_json(document: Invoice | CreditNote, **after_status: Any) -> dict[str, Any]:
+    """The members an invoice and a credit note open with, in this order (``after_status`` between status and
+    customer)."""
+    return {"id": str(document.pk), "number": document.number, "status": document.status, **after_status,
+            "customer": document.customer.key, "currency": document.currency}
+
+
 def invoice_json(invoice: Invoice) -> dict[str, Any]:
     currency = invoice.currency
     return {
-        "id": str(invoice.pk),
-        "number": invoice.number,
-        "status": invoice.status,
-        "customer": invoice.customer.key,
-        "currency": currency,
+        **_document_json(invoice),
         "period_start": format_rfc3339(invoice.period_start),
         "period_end": format_rfc3339(invoice.period_end),
         "subtotal": format_major(invoice.subtotal, currency),
@@ -110,12 +113,7 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
 def credit_note_json(credit_note: CreditNote) -> dict[str, Any]:
     currency = credit_note.currency
     return {
-        "id": str(credit_note.pk),
-        "number": credit_note.number,
-        "status": credit_note.status,
-        "invoice": credit_note.invoice.number,
-        "customer": credit_note.customer.key,
-        "currency": currency,
+        **_document_json(credit_note, invoice=credit_note.invoice.number),
         "total": format_major(credit_note.total, currency),
         "reason": credit_note.reason,
         "issued_at": _stamp(credit_note.issued_at),

@@ -8,6 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import ProtectedError
 
+from common.deletion import delete_unless_protected
 from common.queue import enqueue_on_commit
 
 from ..enrichment import meter_update_refusals
@@ -132,11 +133,11 @@ def meter_update(*, meter: Meter, **changes: Any) -> Meter:
 
 @transaction.atomic
 def meter_delete(*, meter: Meter) -> None:
-    try:
-        meter.delete()
-    except ProtectedError as exc:
+    def in_use(exc: ProtectedError) -> MeterInUse:
         users = ", ".join(sorted({str(obj) for obj in exc.protected_objects})[:5])
-        raise MeterInUse(f"meter {meter.slug} is used by: {users}; remove those first") from exc
+        return MeterInUse(f"meter {meter.slug} is used by: {users}; remove those first")
+
+    delete_unless_protected(meter, in_use)
 
 
 def preset_missing(preset: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from catalog.models import RateCard
 from common.admin.confirm import ConfirmAction, ConfirmActionMixin, confirm_bulk_action
 from common.admin.refusals import ServiceErrorsMixin, refusals
-from common.admin.utils import ViewOnlyAdminMixin
+from common.admin.utils import NoAddOrChangeAdminMixin, ViewOnlyAdminMixin
 from customers.models import Customer
 
 from ..event_types import SUBSCRIBABLE
@@ -185,7 +185,7 @@ RESEND = ConfirmAction(
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ConfirmActionMixin, admin.ModelAdmin):
+class DeliveryAdmin(NoAddOrChangeAdminMixin, ConfirmActionMixin, admin.ModelAdmin):
     """The delivery log: read-only; each attempt's request, response code and body excerpt."""
 
     list_display = ("event", "target", "customer_key", "status", "attempts", "last_response_code",
@@ -202,12 +202,6 @@ class DeliveryAdmin(ConfirmActionMixin, admin.ModelAdmin):
     confirm_route = ("<int:pk>/do/<str:action>/", "notifications_delivery_do")
     resend_deliveries = confirm_bulk_action("resend", "Resend selected deliveries")
     actions = ["resend_deliveries"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="to")
     def target(self, obj: Delivery) -> str:
@@ -343,7 +337,7 @@ REVOKE = ConfirmAction(
 
 
 @admin.register(PortalLink)
-class PortalLinkAdmin(ConfirmActionMixin, PortalShareMixin):
+class PortalLinkAdmin(NoAddOrChangeAdminMixin, ConfirmActionMixin, PortalShareMixin):
     list_display = ("customer", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at")
     list_filter = ("revoked_at",)
     search_fields = ("customer__key", "customer__name")
@@ -354,10 +348,3 @@ class PortalLinkAdmin(ConfirmActionMixin, PortalShareMixin):
     confirm_route = ("<int:pk>/do/<str:action>/", "notifications_portallink_do")
     revoke_links = confirm_bulk_action("revoke", "Revoke selected links")
     actions = ["revoke_links"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-

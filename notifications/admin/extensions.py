@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from common.admin.extensions import ObjectTool, Panel, PanelField, register_admin_extension, row_and_admin_url
+from common.admin.utils import saved_only
 from customers.models import Customer
 
 from ..models import CustomerNotificationSettings, Delivery, WebhookEndpoint
@@ -22,9 +23,8 @@ SHARE_PERMISSION = "notifications.share_portal_link"
 
 
 @admin.display(description="alerts that fired")
+@saved_only
 def fired_alerts(customer: Customer) -> str:
-    if not customer.pk:
-        return "—"
     alerts = customer_alerts(customer, limit=20)
     if not alerts:
         return "No usage or spend alert has fired."
@@ -42,9 +42,8 @@ def fired_alerts(customer: Customer) -> str:
 
 
 @admin.display(description="emails and spend alert")
+@saved_only
 def notification_preferences(customer: Customer) -> str:
-    if not customer.pk:
-        return "—"
     prefs, url = row_and_admin_url(CustomerNotificationSettings, "customer", customer)
     if prefs is None:
         return format_html('Invoice emails to {} (default); no spend alert. <a href="{}">Change</a>',

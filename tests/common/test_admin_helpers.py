@@ -3,6 +3,8 @@ of this customer" link of the customer page's panels (``row_and_admin_url``)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -61,3 +63,30 @@ def test_row_and_admin_url_adds_or_changes_the_customers_row():
     row, url = row_and_admin_url(LowBalanceAlert, "customer", acme)
     assert row == alert
     assert url == reverse("admin:credits_lowbalancealert_change", args=[alert.pk])
+
+
+def test_saved_only_shows_a_dash_for_an_unsaved_object_and_renders_a_saved_one():
+    from common.admin.utils import saved_only
+    from customers.models import Customer
+
+    calls = []
+
+    @saved_only
+    def panel(obj: Customer) -> str:
+        calls.append(obj.pk)
+        return f"customer {obj.pk}"
+
+    assert panel(Customer(key="new")) == "—"
+    assert calls == []  # never run on an unsaved object
+    saved = customer("acme")
+    assert panel(saved) == f"customer {saved.pk}"
+    assert panel.__name__ == "panel"  # the column's CSS class
+
+
+def test_customer_add_page_shows_the_panels_of_other_apps_as_dashes(admin_client):
+    response = admin_client.get(reverse("admin:customers_customer_add"))
+    assert response.status_code == 200
+    page = re.sub(r"\s+", " ", response.content.decode())
+    for label in ("Burn-down", "Past invoices", "Alerts that fired", "Emails and spend alert",
+                  "Preview of this period&#x27;s invoice", "Low-credit alert", "Grants"):
+        assert re.search(rf'>{label}:</label> <div class="readonly">—</div>', page), label

@@ -109,6 +109,32 @@ def test_update_customer_overwrites_and_clears(fake_stripe, stripe_gateway):
     assert (stored["name"], stored["email"], stored["address"]) == ("Kong Air", None, None)
 
 
+def test_addresses_send_only_filled_fields_and_refuse_unknown_ones(fake_stripe, stripe_gateway):
+    customer_id = stripe_gateway.create_customer(
+        customer_key="acme", name="Acme", email=None, idempotency_key=idempotency_key("customer", "acme"),
+        address={"line1": "1 Main St", "line2": "", "city": None, "state": "CA", "postal_code": 94105,
+                 "country": "US"})
+    stored = fake_stripe.customers[customer_id]["address"]
+    assert (stored["line1"], stored["state"], stored["postal_code"], stored["country"]) == (
+        "1 Main St", "CA", "94105", "US")  # numbers sent as text
+    assert (stored["line2"], stored["city"]) == (None, None)  # empty values are not sent
+
+    # Only empty values: no address at all (update clears it).
+    stripe_gateway.update_customer(stripe_customer_id=customer_id, name="Acme", email=None,
+                                   address={"line1": "", "city": None})
+    assert fake_stripe.customers[customer_id]["address"] is None
+
+    for call in (
+        lambda address: stripe_gateway.create_customer(customer_key="x", name="X", email=None, address=address,
+                                                       idempotency_key=idempotency_key("customer", "x")),
+        lambda address: stripe_gateway.update_customer(stripe_customer_id=customer_id, name="X", email=None,
+                                                       address=address),
+    ):
+        with pytest.raises(ValueError, match=r"unknown address fields \['street'\]"):
+            call({"street": "1 Main St", "country": "US"})
+    assert fake_stripe.customers[customer_id]["name"] == "Acme"  # the refused update sent nothing
+
+
 def test_update_unknown_customer_is_permanent(stripe_gateway):
     with pytest.raises(StripePermanentError) as raised:
         stripe_gateway.update_customer(stripe_customer_id="cus_missing", name="x", email=None, address=None)
