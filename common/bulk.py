@@ -34,10 +34,13 @@ def rows_insert(model: type[Model], objs: Sequence[Model]) -> None:
     for obj in objs:
         # Django's own check before bulk_create and save (not in django-stubs): an unsaved related object refused
         obj._prepare_related_fields_for_save(operation_name="rows_insert")  # type: ignore[attr-defined]
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(objs)
+        return
     fields = [field for field in meta.concrete_fields
               if field is not meta.auto_field and not getattr(field, "generated", False)]
     rows = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objs]
-    if connection.vendor != "postgresql" or any(hasattr(value, "resolve_expression") for row in rows for value in row):
+    if any(hasattr(value, "resolve_expression") for row in rows for value in row):
         model._default_manager.bulk_create(objs)
         return
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
