@@ -10,8 +10,8 @@ class CreditsConfig(AppConfig):
 
         from .admin import extensions as admin_extensions
         from .apply import SECTION, credit_grants_apply, credit_grants_dump
-        from .selectors import gateway_credits
+        from .selectors import gateway_balance
 
-        register_credit_provider(gateway_credits)
+        register_credit_provider(gateway_balance)
         admin_extensions.register()  # the customer page's balance, grants and buttons
         register_apply_section(ApplySection(SECTION, credit_grants_apply, credit_grants_dump))

@@ -6,21 +6,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
-from django.conf import settings
 from django.db import connection
-from django.db.models import Q, QuerySet, Sum, prefetch_related_objects
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
-from catalog.charges import charge_rate_card
-from catalog.models import Plan, RateCard
 from catalog.money import to_major
-from catalog.rules import USAGE_PRICES
-from common.caches import ProcessCache
 from common.time import format_rfc3339
-from customers.models import Customer, Subscription
-from customers.selectors import UsageRequest, active_subscriptions, features_usage, subscription_period_at
+from customers.models import Customer
+from customers.selectors import customer_terms
+from customers.selectors import pending_usage as customers_pending_usage
 from metering.usage_sql import db_datetime
 
 from .models import CreditGrant, LedgerEntry
@@ -159,44 +154,9 @@ def customer_has_grants(customer_id: int) -> bool:
 # --- live balance ------------------------------------------------------------------------------------------
 
 def pending_usage(customer: Customer, at: dt.datetime) -> int:
-    """The current period's rated usage, not yet invoiced (minor units): for each active subscription, every
-    usage-priced rate card priced on its usage so far (from the usage selectors). The gateway asks this on its hot
-    path, so the usage of all of them is read at once (one statement per meter, one for the attributions)."""
-    subscriptions = list(active_subscriptions(customer, at))
-    if not subscriptions:
-        return 0
-    prefetch_related_objects([customer], "attributions")
-    items: list[tuple[Subscription, RateCard, UsageRequest]] = []
-    for subscription in subscriptions:
-        subscription.customer = customer  # one customer object, with its attributions prefetched
-        period = subscription_period_at(subscription, at)
-        if period is None:
-            continue
-        for rate_card in usage_rate_cards(subscription.plan):
-            items.append((subscription, rate_card, UsageRequest(subscription, rate_card.usage_feature, period.start,
-                                                                min(period.end, at))))
-    usage = features_usage([request for _, _, request in items])
-    total = 0
-    for subscription, rate_card, request in items:
-        charge = charge_rate_card(rate_card, quantity=usage[request.key], currency=subscription.plan.currency,
-                                  proration=Decimal(1))
-        total += sum(line.amount for line in charge.lines if line.kind in ("usage", "discount"))
-    return total
-
-
-# A published plan's rate cards are frozen: each process keeps them (with features, meters and tiers) a while.
-_PLAN_USAGE_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=1_000, ttl=300)
-
-
-def usage_rate_cards(plan: Plan) -> list[RateCard]:
-    """The plan's usage-priced rate cards on a feature, with what pricing them reads."""
-    cards = _PLAN_USAGE_CARDS.get(plan.pk) if plan.status == Plan.Status.PUBLISHED else None
-    if cards is None:
-        cards = list(RateCard.objects.filter(plan_id=plan.pk, price_type__in=USAGE_PRICES, feature__isnull=False)
-                     .select_related("feature", "feature__meter").prefetch_related("tiers", "price_rows"))
-        if plan.status == Plan.Status.PUBLISHED:
-            _PLAN_USAGE_CARDS.set(plan.pk, cards)
-    return cards
+    """The current period's rated usage, not yet invoiced (minor units): the rule of
+    :func:`customers.selectors.pending_usage`, the same the gateway's check subtracts."""
+    return customers_pending_usage(customer_terms(customer, at), at)[0]
 
 
 @dataclass(frozen=True)
@@ -267,26 +227,9 @@ _BALANCE_SQL = """
 """
 
 
-# The gateway asks constantly: each process re-rates a customer's pending usage at most every few seconds (the
-# balance itself is read on every check).
-_PENDING: ProcessCache[tuple[int, str]] = ProcessCache(maxsize=50_000, ttl=settings.CREDITS_PENDING_USAGE_CACHE_SECONDS)
-
-
-def forget_cached_pending_usage() -> None:
-    _PENDING.clear()
-    _PLAN_USAGE_CARDS.clear()
-
-
-def gateway_credits(customer_id: int, at: dt.datetime) -> tuple[int, int, str] | None:
-    """(balance, available, currency) in minor units for the entitlement check, registered into customers."""
+def gateway_balance(customer_id: int, at: dt.datetime) -> int:
+    """The live balance (minor units) for the entitlement check, in one statement; registered into customers."""
     stamp = db_datetime(at)
     with connection.cursor() as cursor:
         cursor.execute(_BALANCE_SQL, [customer_id, stamp, stamp])
-        balance = int(cursor.fetchone()[0] or 0)
-    cached = _PENDING.get(customer_id)
-    if cached is None:
-        customer = Customer.objects.get(pk=customer_id)
-        cached = (pending_usage(customer, at), customer.currency)
-        _PENDING.set(customer_id, cached)
-    pending, currency = cached
-    return balance, balance - pending, currency
+        return int(cursor.fetchone()[0] or 0)

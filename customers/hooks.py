@@ -36,10 +36,11 @@ def attribution_change_refusals(
 
 
 # --- prepaid credits, for the entitlement check ------------------------------------------------------------
-# ``credits`` sits above ``customers``: it registers ``provider(customer_id, at) -> (balance, available,
-# currency)`` (minor units) here, so a ``credit_only`` or ``credit_then_invoice`` entitlement can read them.
+# ``credits`` sits above ``customers``: it registers ``provider(customer_id, at) -> balance`` (minor units of the
+# customer's currency) here, so a ``credit_only`` or ``credit_then_invoice`` entitlement can read it; the pending
+# usage the check subtracts is customers' own (:func:`customers.selectors.pending_usage`).
 
-CreditProvider = Callable[[int, dt.datetime], "tuple[int, int, str] | None"]
+CreditProvider = Callable[[int, dt.datetime], int]
 _credit_providers: list[CreditProvider] = []
 
 
@@ -47,12 +48,11 @@ def register_credit_provider(provider: CreditProvider) -> None:
     _credit_providers[:] = [provider]
 
 
-def credit_state(customer_id: int, at: dt.datetime) -> tuple[int, int, str] | None:
-    """(balance, available, currency) of the customer's prepaid credits; None when no credits app is installed."""
+def credit_balance_of(customer_id: int, at: dt.datetime) -> int | None:
+    """The customer's live prepaid credit balance; None when no credits app is installed."""
     if not _credit_providers:
         return None
     return _credit_providers[0](customer_id, at)
-
 
 
 # --- more sections of catalog as code --------------------------------------------------------------------------

@@ -11,18 +11,19 @@ from typing import Any
 from django.db import connection
 from django.db.models import Max, Q, QuerySet
 
-from catalog.charges import charge_rate_card
+from catalog.charges import charge_rate_card, is_dimensional
 from catalog.display import plain_number
 from catalog.models import Feature, Plan, RateCard
 from catalog.money import to_major
-from catalog.rules import cadence_delta
+from catalog.rules import USAGE_PRICES, cadence_delta
 from common.caches import ProcessCache
-from metering.models import SubjectActivity
+from metering.models import Meter, SubjectActivity
+from metering.selectors.live_usage import LiveUsage, forget_settled_usage, usage_totals_live
 from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
 from metering.windows import decompose
 
-from .hooks import credit_state
+from .hooks import credit_balance_of
 from .models import Customer, KongConsumer, SubjectAttribution, Subscription, format_instant, window_clip
 from .periods import Period, anchor_for, period_at, periods_between
 
@@ -330,14 +331,49 @@ class Grant:
     anchor: dt.datetime
     cancel_at: dt.datetime | None
     cadence: str
+    currency: str  # the plan's
+
+    def period_at(self, cadence: str, at: dt.datetime) -> tuple[Period, dt.datetime, dt.datetime]:
+        """The period of ``cadence`` containing ``at`` (the subscription is active then), and the part of it the
+        subscription covers."""
+        period = period_at(self.anchor, cadence, self.start, self.cancel_at, at)
+        assert period is not None  # the subscription is active at ``at``
+        return (period, max(period.start, self.start),
+                period.end if self.cancel_at is None else min(period.end, self.cancel_at))
+
+
+@dataclass
+class CustomerTerms:
+    """What an entitlement check reads of a customer: its currency, its active subscriptions and its subjects'
+    attribution windows ``(subject, start, end)`` (None: unbounded; the list None: read on first use, since
+    boolean and static entitlements never need it)."""
+
+    customer_id: int
+    currency: str
+    grants: list[Grant]
+    attributions: list[tuple[str, dt.datetime | None, dt.datetime | None]] | None = None
+
+    def subject_periods(self, start: dt.datetime, end: dt.datetime) -> list[tuple[str, dt.datetime, dt.datetime]]:
+        """Each subject with the part of ``[start, end)`` it was the customer's (:func:`window_clip`)."""
+        if self.attributions is None:
+            self.attributions = _attributions(self.customer_id)
+        clipped = []
+        for subject, attributed_from, attributed_to in self.attributions:
+            window = window_clip(attributed_from, attributed_to, start, end)
+            if window is not None:
+                clipped.append((subject, *window))
+        return sorted(clipped)
 
 
 ENTITLEMENT_CACHE_SIZE = 50_000
 _ENTITLEMENT_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=None)
+_USAGE_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=None)
 
 
 def forget_cached_entitlements() -> None:
     _ENTITLEMENT_CARDS.clear()
+    _USAGE_CARDS.clear()
+    forget_settled_usage()
 
 
 def entitlement_rate_cards(grant: Grant, feature: Feature) -> list[RateCard]:
@@ -355,83 +391,140 @@ def entitlement_rate_cards(grant: Grant, feature: Feature) -> list[RateCard]:
     return cards
 
 
-# The customer's mappings that may meet the range (a narrowing read; ``window_clip`` decides).
-_ATTRIBUTIONS_SQL = (
-    'SELECT subject, start, "end" FROM customers_subjectattribution '
-    'WHERE customer_id = %s AND (start IS NULL OR start < %s) AND ("end" IS NULL OR "end" > %s)'
-)
+def usage_rate_cards(grant: Grant) -> list[RateCard]:
+    """The plan version's usage-priced rate cards on a feature, with what pricing them reads (remembered like
+    :func:`entitlement_rate_cards`)."""
+    key = (grant.plan_id, grant.plan_published_at)
+    cached = _USAGE_CARDS.get(key)
+    if cached is not None:
+        return cached
+    cards = list(RateCard.objects.filter(plan_id=grant.plan_id, price_type__in=USAGE_PRICES, feature__isnull=False)
+                 .select_related("feature", "feature__meter").prefetch_related("tiers", "price_rows")
+                 .order_by("position", "id"))
+    if not grant.plan_is_draft:
+        _USAGE_CARDS.set(key, cards)
+    return cards
 
 
-def _customer_usage(customer_id: int, feature: Feature, start: dt.datetime, end: dt.datetime) -> Decimal:
-    """A feature's usage by the customer's subjects in ``[start, end)``, clipped to attribution windows."""
-    if feature.meter_id is None or start >= end:
-        return Decimal(0)
-    with connection.cursor() as cursor:
-        cursor.execute(_ATTRIBUTIONS_SQL, [customer_id, db_datetime(end), db_datetime(start)])
-        rows = cursor.fetchall()
-    clipped = []
-    for subject, attributed_from, attributed_to in rows:
-        window = window_clip(from_db_datetime(attributed_from), from_db_datetime(attributed_to), start, end)
-        if window is not None:
-            clipped.append((subject, *window))
-    if not clipped or feature.meter is None:
-        return Decimal(0)
-    return usage_total_for_periods(meter=feature.meter, subject_periods=sorted(clipped),
-                                   filters=feature.meter_group_by_filters or None)
+def _live_request(terms: CustomerTerms, feature: Feature, start: dt.datetime, end: dt.datetime) -> LiveUsage:
+    return LiveUsage.of(terms.subject_periods(start, end) if start < end else [], feature.meter_group_by_filters)
 
 
-def _value_of(grants: list[Grant], feature: Feature, at: dt.datetime) -> EntitlementValue:
+def _live_totals(requests: list[tuple[Meter, LiveUsage]]) -> list[Decimal]:
+    """:func:`usage_totals_live` of requests on several meters (one call per meter)."""
+    by_meter: dict[int, list[int]] = {}
+    for position, (meter, _) in enumerate(requests):
+        by_meter.setdefault(meter.pk, []).append(position)
+    totals = [Decimal(0)] * len(requests)
+    for positions in by_meter.values():
+        meter = requests[positions[0]][0]
+        found = usage_totals_live(meter=meter, requests=[requests[p][1] for p in positions])
+        for position, total in zip(positions, found, strict=True):
+            totals[position] = total
+    return totals
+
+
+def pending_usage(terms: CustomerTerms, at: dt.datetime, *,
+                  also: list[tuple[Meter, LiveUsage]] | None = None) -> tuple[int, list[Decimal]]:
+    """The current period's rated usage not invoiced yet (minor units): for each active subscription, every
+    usage-priced rate card priced on its usage recorded for the billing period containing ``at`` (the whole
+    period, as its invoice will bill it), live from the usage selectors. ``also``: more usage totals read in the
+    same statements (the entitlement's own), returned second.
+
+    Dimensional rate cards (price tables) are not counted: their usage is split by dimension and effective
+    segment by the invoicing app, above this one."""
+    items: list[tuple[Grant, RateCard]] = []
+    requests = list(also or [])
+    for grant in terms.grants:
+        _, start, end = grant.period_at(grant.cadence, at)
+        for rate_card in usage_rate_cards(grant):
+            feature = rate_card.usage_feature
+            if feature.meter is None or is_dimensional(rate_card):
+                continue
+            items.append((grant, rate_card))
+            requests.append((feature.meter, _live_request(terms, feature, start, end)))
+    totals = _live_totals(requests)
+    extra = len(also or [])
+    amount = 0
+    for (grant, rate_card), quantity in zip(items, totals[extra:], strict=True):
+        charge = charge_rate_card(rate_card, quantity=quantity, currency=grant.currency, proration=Decimal(1))
+        amount += sum(line.amount for line in charge.lines if line.kind in ("usage", "discount"))
+    return amount, totals[:extra]
+
+
+def _value_of(terms: CustomerTerms, feature: Feature, at: dt.datetime) -> EntitlementValue:
     """The rule: several rate cards may grant the same feature (the seed plan has a boolean one and a metered
     quota); a metered entitlement decides access and gives the numbers; otherwise static (with its config) or
     boolean grant access. Without an active subscription granting the feature there is no access."""
     by_kind: dict[str, tuple[Grant, RateCard]] = {}
-    for grant in grants:
+    for grant in terms.grants:
         for rate_card in entitlement_rate_cards(grant, feature):
             by_kind.setdefault(rate_card.entitlement_type, (grant, rate_card))
     if not by_kind:
         return EntitlementValue(False, "none")
     if EntitlementType.METERED in by_kind:
-        grant, rate_card = by_kind[EntitlementType.METERED]
-        period = period_at(grant.anchor, rate_card.entitlement_usage_period or grant.cadence, grant.start,
-                           grant.cancel_at, at)
-        assert period is not None  # the subscription is active at ``at``
-        start = max(period.start, grant.start)
-        end = period.end if grant.cancel_at is None else min(period.end, grant.cancel_at)
-        usage = _customer_usage(grant.customer_id, feature, start, end)
-        limit = rate_card.entitlement_limit or Decimal(0)
-        access = rate_card.entitlement_soft or usage < limit
-        mode, credit_balance, credit_available = rate_card.entitlement_credits, None, None
-        if mode:
-            state = credit_state(grant.customer_id, at)
-            if state is not None:
-                balance, available, currency = state
-                credit_balance, credit_available = to_major(balance, currency), to_major(available, currency)
-            if mode == RateCard.CreditMode.CREDIT_ONLY:
-                access = access and credit_available is not None and credit_available > 0
-            else:  # credit_then_invoice: credits pay first, the invoice the rest; access always
-                access = True
-        return EntitlementValue(access, EntitlementType.METERED,
-                                balance=max(limit - usage, Decimal(0)), usage=usage,
-                                overage=max(usage - limit, Decimal(0)), limit=limit, period_start=period.start,
-                                period_end=period.end, soft=rate_card.entitlement_soft, credits=mode,
-                                credit_balance=credit_balance, credit_available=credit_available)
+        return _metered_value(terms, feature, at, *by_kind[EntitlementType.METERED])
     if EntitlementType.STATIC in by_kind:
         static_card = by_kind[EntitlementType.STATIC][1]
         return EntitlementValue(True, EntitlementType.STATIC, config=static_card.entitlement_config)
     return EntitlementValue(True, EntitlementType.BOOLEAN)
 
 
+def _metered_value(terms: CustomerTerms, feature: Feature, at: dt.datetime, grant: Grant,
+                   rate_card: RateCard) -> EntitlementValue:
+    """A metered entitlement: usage in its usage period against the limit, and with a credit mode the live
+    credits (balance less pending usage, read in the same statements as the usage)."""
+    period, start, end = grant.period_at(rate_card.entitlement_usage_period or grant.cadence, at)
+    own = [(feature.meter, _live_request(terms, feature, start, end))] if feature.meter is not None else []
+    mode, credit_balance, credit_available = rate_card.entitlement_credits, None, None
+    if mode:
+        balance = credit_balance_of(terms.customer_id, at)
+        pending, found = pending_usage(terms, at, also=own)
+        if balance is not None:
+            credit_balance = to_major(balance, terms.currency)
+            credit_available = to_major(balance - pending, terms.currency)
+    else:
+        found = _live_totals(own) if own else []
+    usage = found[0] if found else Decimal(0)
+    limit = rate_card.entitlement_limit or Decimal(0)
+    access = rate_card.entitlement_soft or usage < limit
+    if mode == RateCard.CreditMode.CREDIT_ONLY:
+        access = access and credit_available is not None and credit_available > 0
+    elif mode:  # credit_then_invoice: credits pay first, the invoice the rest; access always
+        access = True
+    return EntitlementValue(access, EntitlementType.METERED,
+                            balance=max(limit - usage, Decimal(0)), usage=usage,
+                            overage=max(usage - limit, Decimal(0)), limit=limit, period_start=period.start,
+                            period_end=period.end, soft=rate_card.entitlement_soft, credits=mode,
+                            credit_balance=credit_balance, credit_available=credit_available)
+
+
+_ATTRIBUTIONS_SQL = 'SELECT subject, start, "end" FROM customers_subjectattribution WHERE customer_id = %s'
+
+
+def _attributions(customer_id: int) -> list[tuple[str, dt.datetime | None, dt.datetime | None]]:
+    with connection.cursor() as cursor:
+        cursor.execute(_ATTRIBUTIONS_SQL, [customer_id])
+        return [(subject, from_db_datetime(start), from_db_datetime(end)) for subject, start, end in cursor.fetchall()]
+
+
+def customer_terms(customer: Customer, at: dt.datetime) -> CustomerTerms:
+    """:class:`CustomerTerms` through the ORM (the customer page, the credits API)."""
+    grants = [Grant(customer.pk, s.plan_id, s.plan.published_at, s.plan.status == Plan.Status.DRAFT, s.start,
+                    s.billing_anchor, s.cancel_at, s.plan.billing_cadence, s.plan.currency)
+              for s in active_subscriptions(customer, at)]
+    return CustomerTerms(customer.pk, customer.currency, grants)
+
+
 def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) -> EntitlementValue:
     """What a customer is entitled to on a feature now (see :func:`_value_of` for the rule)."""
-    grants = [Grant(customer.pk, s.plan_id, s.plan.published_at, s.plan.status == Plan.Status.DRAFT, s.start,
-                    s.billing_anchor, s.cancel_at, s.plan.billing_cadence)
-              for s in active_subscriptions(customer, at)]
-    return _value_of(grants, feature, at)
+    return _value_of(customer_terms(customer, at), feature, at)
 
 
 # The gateway's check in one statement: the customer (by key, else by id) with its active subscriptions.
 _GRANTS_SQL = """
-    SELECT c.id, s.plan_id, p.published_at, p.status, s.start, s.billing_anchor, s.cancel_at, p.billing_cadence
+    SELECT c.id, c.currency, s.plan_id, p.published_at, p.status, s.start, s.billing_anchor, s.cancel_at,
+           p.billing_cadence, p.currency
     FROM customers_customer c
     LEFT JOIN customers_subscription s
            ON s.customer_id = c.id AND s.start <= %(at)s AND (s.cancel_at IS NULL OR s.cancel_at > %(at)s)
@@ -445,19 +538,21 @@ _GRANTS_SQL = """
 
 
 def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> EntitlementValue | None:
-    """:func:`entitlement_value` for the gateway's hot path: raw statements instead of building ORM queries.
-    None when no customer has this key (or id)."""
+    """:func:`entitlement_value` for the gateway's hot path: raw statements instead of building ORM queries
+    (the attributions only when a metered entitlement needs them). None when no customer has this key (or id)."""
     number = as_row_id(id_or_key)
     with connection.cursor() as cursor:
         cursor.execute(_GRANTS_SQL, {"at": db_datetime(at), "key": id_or_key, "id": number})
         rows = cursor.fetchall()
     if not rows:
         return None
+    customer_id, currency = rows[0][0], rows[0][1]
     grants = [Grant(customer_id, plan_id, from_db_datetime(published_at), status == Plan.Status.DRAFT,
-                    from_db_datetime(start), from_db_datetime(anchor), from_db_datetime(cancel_at), cadence)
-              for customer_id, plan_id, published_at, status, start, anchor, cancel_at, cadence in rows
+                    from_db_datetime(start), from_db_datetime(anchor), from_db_datetime(cancel_at), cadence,
+                    plan_currency)
+              for _, _, plan_id, published_at, status, start, anchor, cancel_at, cadence, plan_currency in rows
               if plan_id is not None]
-    return _value_of(grants, feature, at)
+    return _value_of(CustomerTerms(customer_id, currency, grants), feature, at)
 
 
 def subscription_entitlements(subscription: Subscription, at: dt.datetime) -> list[tuple[RateCard, EntitlementValue]]:

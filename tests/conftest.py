@@ -10,7 +10,6 @@ import pytest
 from rest_framework.test import APIClient
 
 from catalog.selectors import forget_cached_features
-from credits.selectors import forget_cached_pending_usage
 from customers.selectors import forget_cached_entitlements
 from invoicing.selectors.settings import remember_no_stored_stripe_keys
 from metering.selectors.tokens import forget_cached_tokens
@@ -24,8 +23,7 @@ from tests.ingest_route_client import route_test_clients
 def fresh_process_caches():
     """Per-process caches (tokens, features, entitlement rate cards) must not carry rows between tests, whose
     rolled-back ids the next test may reuse."""
-    for forget in (forget_cached_tokens, forget_cached_features, forget_cached_entitlements,
-                   forget_cached_pending_usage):
+    for forget in (forget_cached_tokens, forget_cached_features, forget_cached_entitlements):
         forget()
     # No Stripe keys stored in Settings → Stripe, known without a query (query counts stay as they were); the tests
     # that store keys go through the service, which forgets this.

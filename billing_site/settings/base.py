@@ -303,6 +303,14 @@ LOGGING = {
 # Large ingest batches: the ingest view reads the body itself and enforces its own limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 6 * 1024 * 1024
 
+# --- Usage on the gateway's hot path (metering.selectors.live_usage) --------------------------------
+# Each process remembers the settled part of a period's usage (what the aggregator has rolled up) and reads only
+# newer events live: a remembered part is read again once the aggregator has moved on and it is this old...
+USAGE_SETTLED_REFRESH_SECONDS = env.float("USAGE_SETTLED_REFRESH_SECONDS", default=10.0)
+# ... and after this many seconds in any case; at most this many parts per process.
+USAGE_SETTLED_MAX_SECONDS = env.float("USAGE_SETTLED_MAX_SECONDS", default=300.0)
+USAGE_SETTLED_CACHE_SIZE = env.int("USAGE_SETTLED_CACHE_SIZE", default=50_000)
+
 # --- Invoicing -------------------------------------------------------------------------------------
 # A period closes this long after its end, so events that arrive a little late still land on its invoice.
 INVOICE_GRACE_PERIOD_SECONDS = env.int("INVOICE_GRACE_PERIOD_SECONDS", default=3600)
@@ -326,8 +334,6 @@ if not 1 <= INVOICE_CLOSE_SHARDS <= 256:
 # A grant's remainder is written off this long after its expiry (the close of the period it covered, at the
 # period's end plus the grace period, may still burn it for that period's usage).
 CREDITS_EXPIRY_DELAY_SECONDS = env.int("CREDITS_EXPIRY_DELAY_SECONDS", default=INVOICE_GRACE_PERIOD_SECONDS + 3600)
-# The entitlement check re-rates a customer's pending usage (for creditAvailable) at most this often per process.
-CREDITS_PENDING_USAGE_CACHE_SECONDS = env.float("CREDITS_PENDING_USAGE_CACHE_SECONDS", default=2.0)
 
 # --- Stripe ----------------------------------------------------------------------------------------
 # Without STRIPE_API_KEY the system runs in sandbox mode: invoices stay local.

@@ -133,6 +133,8 @@ class _UsageQuery:
     subjects: Sequence[str] | None
     filters: Sequence[GroupFilter]
     low_hint: int
+    part: str = "all"  # "all"; "settled": what the rollups hold (below rollup_low); "since": raw events only
+    since_tx: int = 0  # part "since": the raw events with ingest_tx at or above this, by time (R pieces)
     keys: list[str] = field(init=False)  # the group-by names grouped or filtered on, each once
     key_columns: list[str] = field(init=False)  # their columns in every branch: g0, g1, …
     unique: bool = field(init=False)
@@ -250,6 +252,12 @@ def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> t
     low, high = _bounds(pieces)
     where = ["e.type = %s", "e.time >= %s", "e.time < %s"]
     params += [query.definition.event_type, low, high]
+    if query.part == "settled":  # R pieces: only the events the rollups' snapshot also counts
+        where.append("e.ingest_tx < (SELECT rollup_low FROM metering_meter WHERE id = %s)")
+        params.append(query.meter.pk)
+    elif query.part == "since":
+        where.append("e.ingest_tx >= %s")
+        params.append(query.since_tx)
     if tail:
         where.append("e.ingest_tx >= (SELECT rollup_low FROM metering_meter WHERE id = %s)")
         params.append(query.meter.pk)
@@ -259,16 +267,22 @@ def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> t
     subject_conditions, subject_params = _subjects_condition(query, "e")
     where += subject_conditions
     params += subject_params
-    # OFFSET 0 keeps the tail a separate subquery, read through the ingest_tx index (the tail is small)
+    # OFFSET 0 keeps the tail (and the "since" part) a separate subquery, read through the ingest_tx index (it is small)
     # instead of walking the subject's whole period in the (subject, time) index.
-    offset = " OFFSET 0" if tail and is_postgres() else ""
+    offset = " OFFSET 0" if (tail or query.part == "since") and is_postgres() else ""
     return f"SELECT {', '.join(columns)} FROM metering_event e WHERE {' AND '.join(where)}{offset}", params
 
 
 def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _Sql:
     """Raw events as rows shaped like the rollup branches', joined to their pieces (R, or D and H for the
-    tail) and filtered on the extracted group-by values."""
-    events_sql, events_params = _raw_events(query, pieces, tail=tail)
+    tail) and filtered on the extracted group-by values. The "since" part reads its events once, from the
+    statement's ``newest`` (PostgreSQL), not once per piece."""
+    events_params: list[Any] = []
+    if _newest_cte(query):
+        source = "newest"
+    else:
+        events_sql, events_params = _raw_events(query, pieces, tail=tail)
+        source = f"({events_sql})"
     join = ["w.kind " + ("<> 'R'" if tail else "= 'R'"), "e.time >= w.a", "e.time < w.b"]
     if query.per_subject_pieces:
         join.append("e.subject = w.subj")
@@ -282,11 +296,15 @@ def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _
     branch = _Sql()
     branch.add(
         f"SELECT w.idx AS idx, e.subject AS subject, {', '.join(selected)} "
-        f"FROM ({events_sql}) e JOIN w ON {' AND '.join(join)}"
+        f"FROM {source} e JOIN w ON {' AND '.join(join)}"
         + (f" WHERE {' AND '.join(conditions)}" if conditions else ""),
         [*events_params, *params],
     )
     return branch
+
+
+def _newest_cte(query: _UsageQuery) -> bool:
+    return query.part == "since" and is_postgres()
 
 
 def _branches(query: _UsageQuery) -> list[_Sql]:
@@ -297,7 +315,7 @@ def _branches(query: _UsageQuery) -> list[_Sql]:
         if kind_pieces:
             branches.append(_rollup_branch(query, table, kinds, kind_pieces))
     raw_pieces = [p for p in query.pieces if p.kind == "R"]
-    rolled_pieces = [p for p in query.pieces if p.kind != "R"]
+    rolled_pieces = [p for p in query.pieces if p.kind != "R" and query.part == "all"]
     for kind_pieces, tail in ((raw_pieces, False), (rolled_pieces, True)):
         if kind_pieces:
             branches.append(_raw_branch(query, kind_pieces, tail=tail))
@@ -343,6 +361,8 @@ def _usage_sql(
     subjects: Sequence[str] | None,
     filters: Sequence[GroupFilter],
     low_hint: int,
+    part: str = "all",
+    since_tx: int = 0,
 ) -> tuple[str, list, list[str]]:
     """The one statement of :func:`usage_rows`: its SQL, parameters and the group-by keys of its rows.
 
@@ -350,13 +370,17 @@ def _usage_sql(
     (subject) and group-by values; every row carries the ``rollup_low`` the statement saw (one row of NULLs
     but that when nothing matched)."""
     query = _UsageQuery(meter=meter, definition=definition, pieces=pieces, group_by=group_by,
-                        group_by_subject=group_by_subject, subjects=subjects, filters=filters, low_hint=low_hint)
+                        group_by_subject=group_by_subject, subjects=subjects, filters=filters, low_hint=low_hint,
+                        part=part, since_tx=since_tx)
     values_sql, values_params = _pieces_values(pieces)
     union = _union_all(_branches(query))
     group_columns = _group_columns(query)
     source, aggregate = _aggregated(query, "".join(union.parts), group_columns)
     sql = _Sql()
     sql.add("WITH " + values_sql, values_params)
+    if _newest_cte(query):  # the newest events of every piece, read once through the ingest_tx index
+        events_sql, events_params = _raw_events(query, pieces, tail=False)
+        sql.add(f", newest AS MATERIALIZED ({events_sql})", events_params)
     sql.add(" SELECT (SELECT rollup_low FROM metering_meter WHERE id = %s) AS low, g.* FROM (SELECT 1 AS one) AS one "
             f"LEFT JOIN (SELECT {', '.join(group_columns)}, {aggregate} FROM {source} "
             f"GROUP BY {', '.join(group_columns)}) AS g ON 1 = 1",
@@ -390,19 +414,49 @@ def usage_rows(
     ``rollup_low`` has not gone down in between (a rebuild resets it to 0): the statement returns the value
     it saw, and when it is lower than the hint the query runs again without one.
     """
+    return usage_part_rows(meter=meter, pieces=pieces, window_bounds=window_bounds, group_by=group_by,
+                           group_by_subject=group_by_subject, subjects=subjects, filters=filters)[0]
+
+
+def usage_part_rows(
+    *,
+    meter: Meter,
+    pieces: Sequence[Piece],
+    window_bounds: Sequence[tuple[dt.datetime, dt.datetime]],
+    group_by: Sequence[str] = (),
+    group_by_subject: bool = False,
+    subjects: Sequence[str] | None = None,
+    filters: Sequence[GroupFilter] = (),
+    part: str = "all",
+    since_tx: int = 0,
+) -> tuple[list[UsageRow], int]:
+    """:func:`usage_rows` of one part of the events, with the meter's ``rollup_low`` the statement saw:
+
+    - ``all``: every event (rollups, raw R pieces, and the tail not rolled up yet);
+    - ``settled``: the events below that ``rollup_low`` only (rollups, and R pieces' raw events below it): what
+      no later ingest can change, since every event stored from then on has a higher ``ingest_tx``;
+    - ``since``: the raw events with ``ingest_tx >= since_tx``, by time (every piece must be an R piece).
+
+    So for additive aggregations ``settled`` (seeing ``low``) plus ``since`` from that ``low`` is ``all``, at
+    any later time (:mod:`metering.selectors.live_usage`)."""
+    if part not in ("all", "settled", "since"):
+        raise ValueError(f"unknown usage part {part!r}")
+    if part == "since" and any(p.kind != "R" for p in pieces):
+        raise ValueError("the 'since' part reads raw events only: R pieces")
     definition = meter_definition(meter)
     for key in [*group_by, *(f.key for f in filters)]:
         if key not in definition.group_by:
             raise UsageQueryError("groupBy", f'"{key}" is not a group-by of meter {meter.slug}; '
                                              f"known: {', '.join(sorted(definition.group_by)) or 'none'}")
     if not pieces:
-        return []
+        return [], _rollup_low(meter)
     if len(pieces) > MAX_PIECES:
         raise UsageQueryError("windowSize", "the query needs too many windows: use a larger windowSize "
                                             "or a shorter range")
     arguments: dict[str, Any] = {"meter": meter, "definition": definition, "pieces": pieces, "group_by": group_by,
-                 "group_by_subject": group_by_subject, "subjects": subjects, "filters": filters}
-    low_hint = _rollup_low(meter) if any(p.kind != "R" for p in pieces) else 0
+                 "group_by_subject": group_by_subject, "subjects": subjects, "filters": filters, "part": part,
+                 "since_tx": since_tx}
+    low_hint = _rollup_low(meter) if part == "all" and any(p.kind != "R" for p in pieces) else 0
     with connection.cursor() as cursor:
         statement, params, grouped_keys = _usage_sql(**arguments, low_hint=low_hint)
         cursor.execute(statement, params)
@@ -412,6 +466,7 @@ def usage_rows(
             statement, params, grouped_keys = _usage_sql(**arguments, low_hint=0)
             cursor.execute(statement, params)
             fetched = cursor.fetchall()
+            seen = fetched[0][0] if fetched else None
 
     rows: list[UsageRow] = []
     offset = 2 if group_by_subject else 1
@@ -428,7 +483,7 @@ def usage_rows(
         start, end = window_bounds[index]
         rows.append(UsageRow(start, end, subject, groups, value, index))
     rows.sort(key=lambda r: (r.window_start, r.subject or "", sorted((k, v or "") for k, v in r.group_by.items())))
-    return rows
+    return rows, int(seen or 0)
 
 
 def _final_value(aggregation: str, measures: Sequence[Any]) -> Decimal | None:

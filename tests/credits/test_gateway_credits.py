@@ -78,3 +78,28 @@ def test_a_credit_mode_needs_a_metered_entitlement():
                                                "entitlement"]
     assert credit_problems(key="x", entitlement_type="metered", entitlement_credits="credit_only", credit_grant=None,
                            currency="USD") == []
+
+
+def test_credit_only_stops_at_the_event_that_crosses_zero_while_usage_is_remembered(api, read_token):
+    """The settled usage is remembered per process; events after it count on the very next check, before and after
+    the aggregator folds them in."""
+    setup("credit_only", 990)
+    builders.roll_up()
+    assert (value(api, read_token)["hasAccess"], value(api, read_token)["creditAvailable"]) == (True, 0.1)
+    ingest([llm_event(tokens=10, time=iso(timezone.now() - dt.timedelta(minutes=5)))])
+    body = value(api, read_token)
+    assert (body["hasAccess"], body["usage"], body["creditAvailable"]) == (False, 1000, 0)
+    builders.roll_up()
+    body = value(api, read_token)
+    assert (body["hasAccess"], body["usage"], body["creditAvailable"]) == (False, 1000, 0)
+
+
+def test_pending_usage_is_the_whole_current_period_as_its_invoice_bills_it(api, read_token):
+    """An event stamped later in the current period (a gateway's clock ahead) is billed with this period, so it is
+    pending usage now."""
+    air, _ = setup("credit_only", 100)
+    ingest([llm_event(tokens=50, time=iso(timezone.now() + dt.timedelta(minutes=10)))])
+    body = value(api, read_token)
+    assert (body["usage"], body["creditAvailable"]) == (150, 8.5)
+    credits = api.get("/api/v1/customers/kong-air/credits", **bearer(read_token)).json()
+    assert (credits["pending_usage"], credits["available"]) == ("1.50", "8.50")

@@ -1,0 +1,141 @@
+"""Usage for the gateway's hot path: the settled part remembered per process, only the newest events read live.
+
+An entitlement check (and a credit check's pending usage) wants a customer's usage over a whole period, many times
+a second. Most of that usage is settled: the aggregator has folded it into rollups, and an event's ``ingest_tx`` is
+below the meter's ``rollup_low`` for good once rolled up. So a total is split in two (additive aggregations, SUM
+and COUNT):
+
+- the **settled** part, the events below the ``rollup_low`` one statement saw (rollups plus raw partial hours,
+  :func:`~metering.selectors.usage.usage_part_rows` ``part="settled"``). No later ingest changes it, because
+  every event stored later has a higher ``ingest_tx``, and events are never edited or deleted; it is remembered
+  per process with that ``low``;
+- the **newest** events, ``ingest_tx >= low``, read live by time on every call (``part="since"``): an event
+  counts the moment it is committed, as in :func:`~metering.selectors.usage.usage_total_for_periods`.
+
+The sum is exact whenever it is taken. A remembered part is read again once the aggregator has moved on and it is
+older than ``USAGE_SETTLED_REFRESH_SECONDS`` (so the newest events read live stay few), when the meter's
+rollups were reset (``rollup_low`` went down), and after ``USAGE_SETTLED_MAX_SECONDS`` in any case. Its key holds the
+meter's definition, the subjects' periods and the filters, so a changed definition or attribution is a new entry.
+Other aggregations (MIN, MAX, AVG, LATEST, UNIQUE_COUNT) are read whole each time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+
+from common.caches import ProcessCache
+
+from ..models import Meter
+from ..windows import Piece, decompose
+from .usage import equality_filters, usage_part_rows, usage_total_for_periods
+
+ADDITIVE = frozenset({Meter.Aggregation.SUM, Meter.Aggregation.COUNT})
+
+SubjectPeriods = tuple[tuple[str, dt.datetime, dt.datetime], ...]
+
+
+@dataclass(frozen=True)
+class LiveUsage:
+    """One total asked of :func:`usage_totals_live`: the subjects, each counted in its own ``[start, end)``, and
+    equality filters on the meter's group-by values."""
+
+    subject_periods: SubjectPeriods
+    filters: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, subject_periods: Sequence[tuple[str, dt.datetime, dt.datetime]],
+           filters: dict[str, str] | None = None) -> LiveUsage:
+        return cls(tuple(sorted((s, a, b) for s, a, b in subject_periods if a < b)),
+                   tuple(sorted((str(k), str(v)) for k, v in (filters or {}).items())))
+
+
+@dataclass(frozen=True)
+class _Settled:
+    low: int  # the meter's rollup_low the settled statement saw
+    value: Decimal
+    stored: float  # time.monotonic()
+
+
+# By (meter definition, request). Each process has its own: one that has not read a total yet reads it whole.
+_SETTLED: ProcessCache[_Settled] = ProcessCache(maxsize=settings.USAGE_SETTLED_CACHE_SIZE,
+                                                ttl=settings.USAGE_SETTLED_MAX_SECONDS)
+
+
+def forget_settled_usage() -> None:
+    _SETTLED.clear()
+
+
+def _definition_key(meter: Meter) -> tuple:
+    return (meter.pk, meter.event_type, meter.aggregation, meter.value_property or "", meter.value_absent,
+            json.dumps(meter.group_by or {}, sort_keys=True))
+
+
+def usage_totals_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Decimal]:
+    """The totals of ``requests`` on ``meter``, equal to :func:`usage_total_for_periods` of each at this moment,
+    reading only the events the aggregator has not settled yet when the rest is remembered (see the module)."""
+    if meter.aggregation not in ADDITIVE:
+        return [usage_total_for_periods(meter=meter, subject_periods=r.subject_periods, filters=dict(r.filters))
+                for r in requests]
+    cache = _SETTLED
+    definition = _definition_key(meter)
+    settled: list[_Settled | None] = []
+    for request in requests:
+        if not request.subject_periods:
+            settled.append(None)
+            continue
+        key = (definition, request)
+        entry = cache.get(key)
+        if entry is None:
+            entry = _settled_part(meter, request)
+            cache.set(key, entry)
+        settled.append(entry)
+    totals = [entry.value if entry is not None else Decimal(0) for entry in settled]
+    by_low: dict[int, list[int]] = {}
+    for position, entry in enumerate(settled):
+        if entry is not None:
+            by_low.setdefault(entry.low, []).append(position)
+    now = time.monotonic()
+    for low, positions in by_low.items():
+        newest, current_low = _newest_part(meter, [requests[p] for p in positions], low)
+        for position, value in zip(positions, newest, strict=True):
+            totals[position] += value
+            entry = settled[position]
+            assert entry is not None
+            stale = current_low > low and now - entry.stored >= settings.USAGE_SETTLED_REFRESH_SECONDS
+            if stale or current_low < low:  # moved on (read the settled part again next time), or reset
+                cache.forget((definition, requests[position]))
+    return totals
+
+
+def _settled_part(meter: Meter, request: LiveUsage) -> _Settled:
+    pieces = [piece for subject, a, b in request.subject_periods for piece in decompose(0, a, b, subject)]
+    rows, low = usage_part_rows(
+        meter=meter, pieces=pieces, window_bounds=[(min(p.start for p in pieces), max(p.end for p in pieces))],
+        subjects=sorted({s for s, _, _ in request.subject_periods}), filters=equality_filters(dict(request.filters)),
+        part="settled")
+    return _Settled(low, rows[0].value if rows else Decimal(0), time.monotonic())
+
+
+def _newest_part(meter: Meter, requests: list[LiveUsage], since_tx: int) -> tuple[list[Decimal], int]:
+    """Each request's total of the raw events with ``ingest_tx >= since_tx`` in its periods (one statement, grouped
+    by request and by the filters' keys), and the meter's ``rollup_low`` now."""
+    pieces = [Piece(position, a, b, "R", subject)
+              for position, request in enumerate(requests) for subject, a, b in request.subject_periods]
+    keys = sorted({key for request in requests for key, _ in request.filters})
+    bounds = [(min(a for _, a, _ in r.subject_periods), max(b for _, _, b in r.subject_periods)) for r in requests]
+    rows, current_low = usage_part_rows(
+        meter=meter, pieces=pieces, window_bounds=bounds, group_by=keys,
+        subjects=sorted({s for request in requests for s, _, _ in request.subject_periods}),
+        part="since", since_tx=since_tx)
+    totals = [Decimal(0)] * len(requests)
+    for row in rows:
+        if all(row.group_by.get(key) == value for key, value in requests[row.index].filters):
+            totals[row.index] += row.value
+    return totals, current_low

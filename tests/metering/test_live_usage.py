@@ -1,0 +1,163 @@
+"""The gateway's usage totals (settled part remembered, newest events read live) against the whole query.
+
+Over random histories of ingest batches, partial aggregator runs, rollup resets and remembered parts growing old,
+every live total must equal :func:`usage_total_for_periods` read at the same moment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext, override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metering.selectors.live_usage import LiveUsage, forget_settled_usage, usage_totals_live
+from metering.selectors.usage import usage_part_rows, usage_total_for_periods
+from metering.services.rollups import meter_rollups_reset
+from metering.windows import Piece
+from tests.builders import ingest, iso, make_meter, roll_up, utc
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+BASE = utc(2026, 3, 27, 20, 0)
+SUBJECTS = ["kong-air", "acme", "consumer:8f3c"]
+_ids = itertools.count()
+
+event_spec = st.fixed_dictionaries({
+    "subject": st.sampled_from(SUBJECTS),
+    "minutes": st.integers(-120, 3 * 24 * 60),
+    "tokens": st.integers(0, 1000),
+    "type": st.sampled_from(["request", "response"]),
+})
+step = st.one_of(
+    st.tuples(st.just("ingest"), st.lists(event_spec, min_size=1, max_size=12)),
+    st.tuples(st.just("roll"), st.sampled_from([3, 10, 500_000])),
+    st.tuples(st.just("query"), st.just(None)),
+    st.tuples(st.just("age"), st.just(None)),  # every remembered part is past its refresh age
+    st.tuples(st.just("reset"), st.just(None)),
+    st.tuples(st.just("forget"), st.just(None)),  # a new process
+)
+period = st.tuples(st.sampled_from(SUBJECTS), st.integers(-3, 60), st.integers(1, 80), st.sampled_from([0, 17, 59]))
+request_spec = st.tuples(st.lists(period, min_size=1, max_size=3, unique_by=lambda p: p[0]),
+                         st.sampled_from([{}, {"type": "request"}, {"type": "response"}]))
+
+
+def build_events(specs, event_type):
+    return [{"specversion": "1.0", "id": f"live{next(_ids)}", "source": "test", "type": event_type,
+             "subject": spec["subject"], "time": iso(BASE + dt.timedelta(minutes=spec["minutes"], seconds=7)),
+             "data": {"tokens": spec["tokens"], "type": spec["type"]}} for spec in specs]
+
+
+def as_request(spec) -> LiveUsage:
+    periods, filters = spec
+    return LiveUsage.of([(subject, BASE + dt.timedelta(hours=a, minutes=m), BASE + dt.timedelta(hours=a + b, minutes=m))
+                         for subject, a, b, m in periods], filters)
+
+
+def whole(meter, request: LiveUsage) -> Decimal:
+    if not request.subject_periods:
+        return Decimal(0)
+    return usage_total_for_periods(meter=meter, subject_periods=request.subject_periods, filters=dict(request.filters))
+
+
+@settings(max_examples=30, deadline=None)
+@given(aggregation=st.sampled_from(["SUM", "COUNT"]), steps=st.lists(step, min_size=2, max_size=10),
+       requests=st.lists(request_spec, min_size=1, max_size=3))
+def test_live_totals_equal_the_whole_query_after_any_history(aggregation, steps, requests):
+    forget_settled_usage()
+    event_type = f"t.{uuid.uuid4().hex[:10]}"
+    meter = make_meter(slug=f"m_{uuid.uuid4().hex[:10]}", event_type=event_type, aggregation=aggregation,
+                       value_property="" if aggregation == "COUNT" else "$.tokens", group_by={"type": "$.type"})
+    asked = [as_request(spec) for spec in requests]
+    refresh = 3600.0
+    for action, argument in [*steps, ("query", None)]:
+        if action == "ingest":
+            ingest(build_events(argument, event_type))
+        elif action == "roll":
+            roll_up(meter, max_events=argument)
+        elif action == "reset":
+            meter_rollups_reset(meter=meter)
+        elif action == "forget":
+            forget_settled_usage()
+        elif action == "age":
+            refresh = 0.0
+        with override_settings(USAGE_SETTLED_REFRESH_SECONDS=refresh):
+            meter.refresh_from_db()
+            live = usage_totals_live(meter=meter, requests=asked)
+        assert live == [whole(meter, request) for request in asked], (action, argument)
+
+
+def test_a_remembered_total_reads_one_statement_and_counts_new_events_at_once():
+    forget_settled_usage()
+    meter = make_meter(slug="live_tokens", event_type="t.live", group_by={"type": "$.type"})
+    ingest(build_events([{"subject": "acme", "minutes": 30, "tokens": 5, "type": "request"}], "t.live"))
+    roll_up(meter)
+    requests = [as_request(([("acme", 0, 48, 17)], {})), as_request(([("acme", 0, 48, 17)], {"type": "request"}))]
+    with CaptureQueriesContext(connection) as first:
+        assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5), Decimal(5)]
+    with CaptureQueriesContext(connection) as again:
+        assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5), Decimal(5)]
+    assert len(first) == 3  # each settled part, then the newest events of both in one statement
+    assert len(again) == 1
+    ingest(build_events([{"subject": "acme", "minutes": 31, "tokens": 7, "type": "response"}], "t.live"))
+    assert usage_totals_live(meter=meter, requests=requests) == [Decimal(12), Decimal(5)]
+
+
+def test_a_remembered_part_is_read_again_once_the_aggregator_moved_on_and_it_is_old():
+    forget_settled_usage()
+    meter = make_meter(slug="live_refresh", event_type="t.refresh")
+    ingest(build_events([{"subject": "acme", "minutes": 30, "tokens": 5, "type": "request"}], "t.refresh"))
+    requests = [as_request(([("acme", 0, 48, 0)], {}))]
+    assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5)]
+    roll_up(meter)
+    with CaptureQueriesContext(connection) as young:  # moved on, but the part is younger than the refresh age
+        assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5)]
+    with override_settings(USAGE_SETTLED_REFRESH_SECONDS=0):
+        assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5)]  # exact; forgets the part
+    with CaptureQueriesContext(connection) as refreshed:
+        assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5)]
+    assert (len(young), len(refreshed)) == (1, 2)
+
+
+def test_other_aggregations_are_read_whole():
+    forget_settled_usage()
+    meter = make_meter(slug="live_max", event_type="t.max", aggregation="MAX")
+    ingest(build_events([{"subject": "acme", "minutes": m, "tokens": t, "type": "request"}
+                         for m, t in ((30, 5), (90, 9))], "t.max"))
+    roll_up(meter)
+    ingest(build_events([{"subject": "acme", "minutes": 95, "tokens": 7, "type": "request"}], "t.max"))
+    assert usage_totals_live(meter=meter, requests=[as_request(([("acme", 0, 48, 0)], {}))]) == [Decimal(9)]
+
+
+def test_a_changed_definition_is_not_answered_from_the_old_one():
+    forget_settled_usage()
+    meter = make_meter(slug="live_definition", event_type="t.definition", group_by={"type": "$.type"})
+    ingest(build_events([{"subject": "acme", "minutes": 30, "tokens": 5, "type": "request"}], "t.definition"))
+    roll_up(meter)
+    request = as_request(([("acme", 0, 48, 0)], {}))
+    assert usage_totals_live(meter=meter, requests=[request]) == [Decimal(5)]
+    meter.aggregation, meter.value_property = "COUNT", ""  # as a definition change reads once rebuilt
+    assert usage_totals_live(meter=meter, requests=[request]) == [Decimal(1)]
+
+
+def test_the_since_part_takes_raw_pieces_only_and_parts_are_named():
+    meter = make_meter(slug="live_parts", event_type="t.parts")
+    hour = Piece(0, BASE, BASE + dt.timedelta(hours=1), "H")
+    with pytest.raises(ValueError, match="R pieces"):
+        usage_part_rows(meter=meter, pieces=[hour], window_bounds=[(hour.start, hour.end)], part="since")
+    with pytest.raises(ValueError, match="unknown usage part"):
+        usage_part_rows(meter=meter, pieces=[hour], window_bounds=[(hour.start, hour.end)], part="tail")
+
+
+def test_no_subject_periods_means_zero_and_no_statement():
+    meter = make_meter(slug="live_empty", event_type="t.empty")
+    with CaptureQueriesContext(connection) as queries:
+        assert usage_totals_live(meter=meter, requests=[LiveUsage.of([]), LiveUsage.of(
+            [("acme", BASE, BASE)])]) == [Decimal(0), Decimal(0)]
+    assert len(queries) == 0
