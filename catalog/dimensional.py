@@ -24,7 +24,7 @@ amounts per part.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import lru_cache
@@ -202,6 +202,24 @@ def effective_segments(price: DimensionalPrice, start: dt.datetime, end: dt.date
                    if row.effective_from is not None and start < row.effective_from < end})
     bounds = [start, *cuts, end]
     return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if a < b] or [(start, end)]
+
+
+def segment_usage_groups(
+    price: DimensionalPrice, start: dt.datetime, end: dt.datetime,
+    read: Callable[[dt.datetime, dt.datetime], dict[tuple[str | None, ...], Decimal]],
+) -> list[UsageGroup]:
+    """A dimensional price's usage in ``[start, end)`` as :func:`price_dimensional` takes it: one ``read(a, b)`` per
+    effective segment, each returning the usage by the table's dimension values (in the order of
+    ``price.dimensions``), sorted by those values."""
+    if end <= start:
+        return []
+    groups = []
+    for segment_start, segment_end in effective_segments(price, start, end):
+        usage = read(segment_start, segment_end)
+        for values, quantity in sorted(usage.items(), key=lambda kv: [v or "" for v in kv[0]]):
+            groups.append(UsageGroup(segment_start, segment_end, tuple(zip(price.dimensions, values, strict=True)),
+                                     quantity))
+    return groups
 
 
 @dataclass

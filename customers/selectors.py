@@ -11,14 +11,15 @@ from typing import Any
 from django.db import connection
 from django.db.models import Max, Q, QuerySet
 
-from catalog.charges import charge_rate_card, is_dimensional
+from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
+from catalog.dimensional import effective_segments, segment_usage_groups
 from catalog.display import plain_number
 from catalog.models import Feature, Plan, RateCard
 from catalog.money import to_major
 from catalog.rules import USAGE_PRICES, cadence_delta
 from common.caches import ProcessCache
 from metering.models import Meter, SubjectActivity
-from metering.selectors.live_usage import LiveUsage, forget_settled_usage, usage_totals_live
+from metering.selectors.live_usage import Groups, LiveUsage, forget_settled_usage, usage_groups_live
 from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
 from metering.windows import decompose
@@ -406,50 +407,66 @@ def usage_rate_cards(grant: Grant) -> list[RateCard]:
     return cards
 
 
-def _live_request(terms: CustomerTerms, feature: Feature, start: dt.datetime, end: dt.datetime) -> LiveUsage:
-    return LiveUsage.of(terms.subject_periods(start, end) if start < end else [], feature.meter_group_by_filters)
+def _live_request(terms: CustomerTerms, feature: Feature, start: dt.datetime, end: dt.datetime,
+                  dimensions: tuple[str, ...] = ()) -> LiveUsage:
+    return LiveUsage.of(terms.subject_periods(start, end) if start < end else [], feature.meter_group_by_filters,
+                        dimensions)
 
 
-def _live_totals(requests: list[tuple[Meter, LiveUsage]]) -> list[Decimal]:
-    """:func:`usage_totals_live` of requests on several meters (one call per meter)."""
+def _live_groups(requests: list[tuple[Meter, LiveUsage]]) -> list[Groups]:
+    """:func:`usage_groups_live` of requests on several meters (one call per meter)."""
     by_meter: dict[int, list[int]] = {}
     for position, (meter, _) in enumerate(requests):
         by_meter.setdefault(meter.pk, []).append(position)
-    totals = [Decimal(0)] * len(requests)
+    found: list[Groups] = [{} for _ in requests]
     for positions in by_meter.values():
         meter = requests[positions[0]][0]
-        found = usage_totals_live(meter=meter, requests=[requests[p][1] for p in positions])
-        for position, total in zip(positions, found, strict=True):
-            totals[position] = total
-    return totals
+        groups = usage_groups_live(meter=meter, requests=[requests[p][1] for p in positions])
+        for position, usage in zip(positions, groups, strict=True):
+            found[position] = usage
+    return found
 
 
 def pending_usage(terms: CustomerTerms, at: dt.datetime, *,
-                  also: list[tuple[Meter, LiveUsage]] | None = None) -> tuple[int, list[Decimal]]:
+                  also: list[tuple[Meter, LiveUsage]] | None = None) -> tuple[int, list[Groups]]:
     """The current period's rated usage not invoiced yet (minor units): for each active subscription, every
     usage-priced rate card priced on its usage recorded for the billing period containing ``at`` (the whole
-    period, as its invoice will bill it), live from the usage selectors. ``also``: more usage totals read in the
-    same statements (the entitlement's own), returned second.
-
-    Dimensional rate cards (price tables) are not counted: their usage is split by dimension and effective
-    segment by the invoicing app, above this one."""
-    items: list[tuple[Grant, RateCard]] = []
+    period, as its invoice will bill it; a dimensional one on its usage by dimension values and effective segment),
+    live from the usage selectors. ``also``: more usage read in the same statements (the entitlement's own),
+    returned second."""
     requests = list(also or [])
+    priced: list[tuple[Grant, RateCard, dt.datetime, dt.datetime, dict[tuple[dt.datetime, dt.datetime], int]]] = []
     for grant in terms.grants:
         _, start, end = grant.period_at(grant.cadence, at)
         for rate_card in usage_rate_cards(grant):
             feature = rate_card.usage_feature
-            if feature.meter is None or is_dimensional(rate_card):
+            if feature.meter is None:
                 continue
-            items.append((grant, rate_card))
-            requests.append((feature.meter, _live_request(terms, feature, start, end)))
-    totals = _live_totals(requests)
-    extra = len(also or [])
+            segments: list[tuple[dt.datetime, dt.datetime]] = [(start, end)]
+            dimensions: tuple[str, ...] = ()
+            if is_dimensional(rate_card):
+                table = dimensional_price(rate_card)
+                segments = effective_segments(table, start, end) if start < end else []
+                dimensions = tuple(table.dimensions)
+            positions = {}
+            for a, b in segments:
+                positions[(a, b)] = len(requests)
+                requests.append((feature.meter, _live_request(terms, feature, a, b, dimensions)))
+            priced.append((grant, rate_card, start, end, positions))
+    found = _live_groups(requests)
     amount = 0
-    for (grant, rate_card), quantity in zip(items, totals[extra:], strict=True):
-        charge = charge_rate_card(rate_card, quantity=quantity, currency=grant.currency, proration=Decimal(1))
+    for grant, rate_card, start, end, positions in priced:
+        if is_dimensional(rate_card):
+            def read(a: dt.datetime, b: dt.datetime, positions: dict = positions) -> Groups:
+                return found[positions[(a, b)]]
+
+            groups = segment_usage_groups(dimensional_price(rate_card), start, end, read)
+            charge = charge_rate_card(rate_card, quantity=Decimal(0), currency=grant.currency, usage_groups=groups)
+        else:
+            quantity = found[positions[(start, end)]].get((), Decimal(0))
+            charge = charge_rate_card(rate_card, quantity=quantity, currency=grant.currency, proration=Decimal(1))
         amount += sum(line.amount for line in charge.lines if line.kind in ("usage", "discount"))
-    return amount, totals[:extra]
+    return amount, found[:len(also or [])]
 
 
 def _value_of(terms: CustomerTerms, feature: Feature, at: dt.datetime) -> EntitlementValue:
@@ -484,8 +501,8 @@ def _metered_value(terms: CustomerTerms, feature: Feature, at: dt.datetime, gran
             credit_balance = to_major(balance, terms.currency)
             credit_available = to_major(balance - pending, terms.currency)
     else:
-        found = _live_totals(own) if own else []
-    usage = found[0] if found else Decimal(0)
+        found = _live_groups(own)
+    usage = found[0].get((), Decimal(0)) if found else Decimal(0)
     limit = rate_card.entitlement_limit or Decimal(0)
     access = rate_card.entitlement_soft or usage < limit
     if mode == RateCard.CreditMode.CREDIT_ONLY:

@@ -30,7 +30,7 @@ from django.db.models import Case, Count, F, Max, Q, Value, When
 from django.db.models.functions import Cast
 
 from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
-from catalog.dimensional import DEFAULT_PART, UnpricedUsage, UsageGroup, effective_segments
+from catalog.dimensional import DEFAULT_PART, UnpricedUsage, UsageGroup, segment_usage_groups
 from catalog.models import Feature, Plan, RateCard
 from catalog.pricing import PriceLine
 from catalog.rules import USAGE_PRICES, cadence_delta
@@ -223,14 +223,8 @@ def dimensional_usage_between(context: BillingContext, subscription: Subscriptio
     if end <= start:
         return []
     table = dimensional_price(rate_card)
-    groups = []
-    for segment_start, segment_end in effective_segments(table, start, end):
-        usage = context.usage_groups(subscription, rate_card.usage_feature, table.dimensions, segment_start,
-                                     segment_end)
-        for values, quantity in sorted(usage.items(), key=lambda kv: [v or "" for v in kv[0]]):
-            groups.append(UsageGroup(segment_start, segment_end, tuple(zip(table.dimensions, values, strict=True)),
-                                     quantity))
-    return groups
+    return segment_usage_groups(table, start, end, lambda a, b: context.usage_groups(
+        subscription, rate_card.usage_feature, table.dimensions, a, b))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ The sum is exact whenever it is taken. A remembered part is read again once the 
 older than ``USAGE_SETTLED_REFRESH_SECONDS`` (so the newest events read live stay few), when the meter's
 rollups were reset (``rollup_low`` went down), and after ``USAGE_SETTLED_MAX_SECONDS`` in any case. Its key holds the
 meter's definition, the subjects' periods and the filters, so a changed definition or attribution is a new entry.
+Totals may be split by some group-by values (a dimensional price's table keys), each group summed the same way.
 Other aggregations (MIN, MAX, AVG, LATEST, UNIQUE_COUNT) are read whole each time.
 """
 
@@ -34,7 +35,7 @@ from common.caches import ProcessCache
 
 from ..models import Meter
 from ..windows import Piece, decompose
-from .usage import equality_filters, usage_part_rows, usage_total_for_periods
+from .usage import equality_filters, usage_part_rows
 
 ADDITIVE = frozenset({Meter.Aggregation.SUM, Meter.Aggregation.COUNT})
 
@@ -44,22 +45,27 @@ SubjectPeriods = tuple[tuple[str, dt.datetime, dt.datetime], ...]
 @dataclass(frozen=True)
 class LiveUsage:
     """One total asked of :func:`usage_totals_live`: the subjects, each counted in its own ``[start, end)``, and
-    equality filters on the meter's group-by values."""
+    equality filters on the meter's group-by values; with ``dimensions``, split by those group-by values
+    (:func:`usage_groups_live`)."""
 
     subject_periods: SubjectPeriods
     filters: tuple[tuple[str, str], ...] = ()
+    dimensions: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, subject_periods: Sequence[tuple[str, dt.datetime, dt.datetime]],
-           filters: dict[str, str] | None = None) -> LiveUsage:
+           filters: dict[str, str] | None = None, dimensions: Sequence[str] = ()) -> LiveUsage:
         return cls(tuple(sorted((s, a, b) for s, a, b in subject_periods if a < b)),
-                   tuple(sorted((str(k), str(v)) for k, v in (filters or {}).items())))
+                   tuple(sorted((str(k), str(v)) for k, v in (filters or {}).items())), tuple(dimensions))
+
+
+Groups = dict[tuple[str | None, ...], Decimal]  # the dimensions' values (None: missing) → usage
 
 
 @dataclass(frozen=True)
 class _Settled:
     low: int  # the meter's rollup_low the settled statement saw
-    value: Decimal
+    groups: Groups
     stored: float  # time.monotonic()
 
 
@@ -78,12 +84,17 @@ def _definition_key(meter: Meter) -> tuple:
 
 
 def usage_totals_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Decimal]:
-    """The totals of ``requests`` on ``meter``, equal to :func:`usage_total_for_periods` of each at this moment,
-    reading only the events the aggregator has not settled yet when the rest is remembered (see the module)."""
+    """The totals of ``requests`` (without dimensions) on ``meter``, equal to :func:`usage_total_for_periods` of
+    each at this moment, reading only the events the aggregator has not settled yet when the rest is remembered
+    (see the module)."""
+    return [groups.get((), Decimal(0)) for groups in usage_groups_live(meter=meter, requests=requests)]
+
+
+def usage_groups_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Groups]:
+    """Each request's usage by its dimensions' values (``{(): total}`` without dimensions; groups without usage
+    left out), equal to the whole query's at this moment (see the module)."""
     if meter.aggregation not in ADDITIVE:
-        return [usage_total_for_periods(meter=meter, subject_periods=r.subject_periods, filters=dict(r.filters))
-                for r in requests]
-    cache = _SETTLED
+        return [_whole(meter, request) for request in requests]
     definition = _definition_key(meter)
     settled: list[_Settled | None] = []
     for request in requests:
@@ -91,12 +102,12 @@ def usage_totals_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[De
             settled.append(None)
             continue
         key = (definition, request)
-        entry = cache.get(key)
+        entry = _SETTLED.get(key)
         if entry is None:
             entry = _settled_part(meter, request)
-            cache.set(key, entry)
+            _SETTLED.set(key, entry)
         settled.append(entry)
-    totals = [entry.value if entry is not None else Decimal(0) for entry in settled]
+    results: list[Groups] = [dict(entry.groups) if entry is not None else {} for entry in settled]
     by_low: dict[int, list[int]] = {}
     for position, entry in enumerate(settled):
         if entry is not None:
@@ -104,38 +115,63 @@ def usage_totals_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[De
     now = time.monotonic()
     for low, positions in by_low.items():
         newest, current_low = _newest_part(meter, [requests[p] for p in positions], low)
-        for position, value in zip(positions, newest, strict=True):
-            totals[position] += value
+        for position, groups in zip(positions, newest, strict=True):
+            for values, value in groups.items():
+                results[position][values] = results[position].get(values, Decimal(0)) + value
             entry = settled[position]
             assert entry is not None
             stale = current_low > low and now - entry.stored >= settings.USAGE_SETTLED_REFRESH_SECONDS
             if stale or current_low < low:  # moved on (read the settled part again next time), or reset
-                cache.forget((definition, requests[position]))
-    return totals
+                _SETTLED.forget((definition, requests[position]))
+    return results
+
+
+def _pieces(request: LiveUsage) -> list[Piece]:
+    return [piece for subject, a, b in request.subject_periods for piece in decompose(0, a, b, subject)]
+
+
+def _bounds(request: LiveUsage) -> tuple[dt.datetime, dt.datetime]:
+    return min(a for _, a, _ in request.subject_periods), max(b for _, _, b in request.subject_periods)
+
+
+def _subjects(requests: Sequence[LiveUsage]) -> list[str]:
+    return sorted({s for request in requests for s, _, _ in request.subject_periods})
+
+
+def _grouped(meter: Meter, request: LiveUsage, part: str) -> tuple[Groups, int]:
+    """One statement: the request's part of the usage by its dimensions, its filters applied in SQL."""
+    rows, low = usage_part_rows(meter=meter, pieces=_pieces(request), window_bounds=[_bounds(request)],
+                                group_by=list(request.dimensions), subjects=_subjects([request]),
+                                filters=equality_filters(dict(request.filters)), part=part)
+    groups: Groups = {}
+    for row in rows:
+        values = tuple(row.group_by.get(name) for name in request.dimensions)
+        groups[values] = groups.get(values, Decimal(0)) + row.value
+    return groups, low
+
+
+def _whole(meter: Meter, request: LiveUsage) -> Groups:
+    return _grouped(meter, request, "all")[0] if request.subject_periods else {}
 
 
 def _settled_part(meter: Meter, request: LiveUsage) -> _Settled:
-    pieces = [piece for subject, a, b in request.subject_periods for piece in decompose(0, a, b, subject)]
-    rows, low = usage_part_rows(
-        meter=meter, pieces=pieces, window_bounds=[(min(p.start for p in pieces), max(p.end for p in pieces))],
-        subjects=sorted({s for s, _, _ in request.subject_periods}), filters=equality_filters(dict(request.filters)),
-        part="settled")
-    return _Settled(low, rows[0].value if rows else Decimal(0), time.monotonic())
+    groups, low = _grouped(meter, request, "settled")
+    return _Settled(low, groups, time.monotonic())
 
 
-def _newest_part(meter: Meter, requests: list[LiveUsage], since_tx: int) -> tuple[list[Decimal], int]:
-    """Each request's total of the raw events with ``ingest_tx >= since_tx`` in its periods (one statement, grouped
-    by request and by the filters' keys), and the meter's ``rollup_low`` now."""
+def _newest_part(meter: Meter, requests: list[LiveUsage], since_tx: int) -> tuple[list[Groups], int]:
+    """Each request's usage of the raw events with ``ingest_tx >= since_tx`` in its periods, by its dimensions (one
+    statement for all, grouped by request and by every dimension and filter key), and the meter's ``rollup_low``
+    now."""
     pieces = [Piece(position, a, b, "R", subject)
               for position, request in enumerate(requests) for subject, a, b in request.subject_periods]
-    keys = sorted({key for request in requests for key, _ in request.filters})
-    bounds = [(min(a for _, a, _ in r.subject_periods), max(b for _, _, b in r.subject_periods)) for r in requests]
-    rows, current_low = usage_part_rows(
-        meter=meter, pieces=pieces, window_bounds=bounds, group_by=keys,
-        subjects=sorted({s for request in requests for s, _, _ in request.subject_periods}),
-        part="since", since_tx=since_tx)
-    totals = [Decimal(0)] * len(requests)
+    keys = sorted({key for request in requests for key in (*request.dimensions, *(k for k, _ in request.filters))})
+    rows, current_low = usage_part_rows(meter=meter, pieces=pieces, window_bounds=[_bounds(r) for r in requests],
+                                        group_by=keys, subjects=_subjects(requests), part="since", since_tx=since_tx)
+    results: list[Groups] = [{} for _ in requests]
     for row in rows:
-        if all(row.group_by.get(key) == value for key, value in requests[row.index].filters):
-            totals[row.index] += row.value
-    return totals, current_low
+        request = requests[row.index]
+        if all(row.group_by.get(key) == value for key, value in request.filters):
+            values = tuple(row.group_by.get(name) for name in request.dimensions)
+            results[row.index][values] = results[row.index].get(values, Decimal(0)) + row.value
+    return results, current_low

@@ -80,6 +80,7 @@ def test_a_credit_mode_needs_a_metered_entitlement():
                            currency="USD") == []
 
 
+@pytest.mark.django_db(transaction=True)  # the aggregator folds only committed transactions (PostgreSQL)
 def test_credit_only_stops_at_the_event_that_crosses_zero_while_usage_is_remembered(api, read_token):
     """The settled usage is remembered per process; events after it count on the very next check, before and after
     the aggregator folds them in."""
@@ -103,3 +104,33 @@ def test_pending_usage_is_the_whole_current_period_as_its_invoice_bills_it(api, 
     assert (body["usage"], body["creditAvailable"]) == (150, 8.5)
     credits = api.get("/api/v1/customers/kong-air/credits", **bearer(read_token)).json()
     assert (credits["pending_usage"], credits["available"]) == ("1.50", "8.50")
+
+
+def test_pending_usage_prices_a_dimensional_table_per_row_and_effective_segment(api, read_token, monkeypatch):
+    """A price table (LLM tokens by model and type) counts in pending usage as its invoice will bill it: each row
+    on its own usage, a price change mid-period per segment. Before, such a card added nothing, so a ``credit_only``
+    customer could spend past zero until the invoice."""
+    from catalog.models import RateCard
+    from catalog.services.plans import plan_create, plan_publish, price_rows_schedule
+    from customers.services.subscriptions import subscription_create
+    from tests.builders import llm_table, tokens, unit_row, utc
+
+    nov, now = utc(2026, 11, 1), utc(2026, 11, 25)
+    gate = RateCardSpec(key="llm-gate", feature="llm-tokens", entitlement_type="metered", entitlement_limit=D("1e12"),
+                        entitlement_soft=True, entitlement_credits="credit_only")
+    plan = plan_publish(plan=plan_create(key="llm", name="LLM", currency="USD", rate_cards=[llm_table(), gate]))
+    air = builders.kong_air(since=nov - dt.timedelta(days=30))
+    subscription_create(customer=air, plan=plan, start=nov, billing_anchor="calendar")
+    price_rows_schedule(rate_card=RateCard.objects.get(key="llm"),
+                        rows=[unit_row("0.000005", effective_from=utc(2026, 11, 16), model="gpt-4o", type="request")],
+                        now=utc(2026, 11, 2))
+    grant(air, 1000, effective_at=nov)
+    ingest([tokens(1_000_000, utc(2026, 11, 10), "request", model="gpt-4o"),   # 2.50
+            tokens(1_000_000, utc(2026, 11, 20), "request", model="gpt-4o"),   # 5.00 at the new price
+            tokens(200_000, utc(2026, 11, 20), "response", model="gpt-4o"),    # 2.00
+            tokens(2_000_000, utc(2026, 11, 21), "request", model="gpt-4o-mini")])  # 0.30
+    monkeypatch.setattr(timezone, "now", lambda: now)
+    credits = api.get("/api/v1/customers/kong-air/credits", **bearer(read_token)).json()
+    body = api.get("/api/v1/customers/kong-air/entitlements/llm-tokens/value", **bearer(read_token)).json()
+    assert (credits["pending_usage"], credits["available"]) == ("9.80", "0.20")
+    assert (body["hasAccess"], body["creditBalance"], body["creditAvailable"]) == (True, 10, 0.2)

@@ -17,10 +17,11 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.selectors.live_usage import LiveUsage, forget_settled_usage, usage_totals_live
-from metering.selectors.usage import usage_part_rows, usage_total_for_periods
+from metering.models import Event
+from metering.selectors.live_usage import LiveUsage, forget_settled_usage, usage_groups_live, usage_totals_live
+from metering.selectors.usage import equality_filters, usage_part_rows, usage_rows, usage_total_for_periods
 from metering.services.rollups import meter_rollups_reset
-from metering.windows import Piece
+from metering.windows import Piece, decompose
 from tests.builders import ingest, iso, make_meter, roll_up, utc
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -34,6 +35,7 @@ event_spec = st.fixed_dictionaries({
     "minutes": st.integers(-120, 3 * 24 * 60),
     "tokens": st.integers(0, 1000),
     "type": st.sampled_from(["request", "response"]),
+    "model": st.sampled_from(["gpt-4o", "llama", None]),
 })
 step = st.one_of(
     st.tuples(st.just("ingest"), st.lists(event_spec, min_size=1, max_size=12)),
@@ -45,35 +47,54 @@ step = st.one_of(
 )
 period = st.tuples(st.sampled_from(SUBJECTS), st.integers(-3, 60), st.integers(1, 80), st.sampled_from([0, 17, 59]))
 request_spec = st.tuples(st.lists(period, min_size=1, max_size=3, unique_by=lambda p: p[0]),
-                         st.sampled_from([{}, {"type": "request"}, {"type": "response"}]))
+                         st.sampled_from([{}, {"type": "request"}, {"type": "response"}]),
+                         st.sampled_from([(), ("model",), ("type", "model")]))
 
 
 def build_events(specs, event_type):
     return [{"specversion": "1.0", "id": f"live{next(_ids)}", "source": "test", "type": event_type,
              "subject": spec["subject"], "time": iso(BASE + dt.timedelta(minutes=spec["minutes"], seconds=7)),
-             "data": {"tokens": spec["tokens"], "type": spec["type"]}} for spec in specs]
+             "data": {"tokens": spec["tokens"], "type": spec["type"],
+                      **({"model": spec["model"]} if spec.get("model") else {})}} for spec in specs]
 
 
 def as_request(spec) -> LiveUsage:
-    periods, filters = spec
+    periods, filters, *dimensions = spec
     return LiveUsage.of([(subject, BASE + dt.timedelta(hours=a, minutes=m), BASE + dt.timedelta(hours=a + b, minutes=m))
-                         for subject, a, b, m in periods], filters)
+                         for subject, a, b, m in periods], filters, *dimensions)
 
 
-def whole(meter, request: LiveUsage) -> Decimal:
+def whole(meter, request: LiveUsage) -> dict:
+    """The whole query's answer (every event, one statement), by the request's dimensions."""
     if not request.subject_periods:
-        return Decimal(0)
-    return usage_total_for_periods(meter=meter, subject_periods=request.subject_periods, filters=dict(request.filters))
+        return {}
+    if not request.dimensions:
+        total = usage_total_for_periods(meter=meter, subject_periods=request.subject_periods,
+                                        filters=dict(request.filters))
+        return {(): total} if total or _any_event(meter, request) else {}
+    pieces = [p for s, a, b in request.subject_periods for p in decompose(0, a, b, s)]
+    rows = usage_rows(meter=meter, pieces=pieces, window_bounds=[(min(p.start for p in pieces),
+                                                                 max(p.end for p in pieces))],
+                      group_by=list(request.dimensions), subjects=sorted({s for s, _, _ in request.subject_periods}),
+                      filters=equality_filters(dict(request.filters)))
+    return {tuple(row.group_by.get(d) for d in request.dimensions): row.value for row in rows}
+
+
+def _any_event(meter, request) -> bool:
+    """Whether a zero total comes from events (a group with value 0) or from none."""
+    return any(e.subject == s and a <= e.time < b and all((e.data or {}).get(k) == v for k, v in request.filters)
+               for e in Event.objects.filter(type=meter.event_type) for s, a, b in request.subject_periods)
 
 
 @settings(max_examples=30, deadline=None)
 @given(aggregation=st.sampled_from(["SUM", "COUNT"]), steps=st.lists(step, min_size=2, max_size=10),
-       requests=st.lists(request_spec, min_size=1, max_size=3))
+       requests=st.lists(request_spec, min_size=1, max_size=4))
 def test_live_totals_equal_the_whole_query_after_any_history(aggregation, steps, requests):
     forget_settled_usage()
     event_type = f"t.{uuid.uuid4().hex[:10]}"
     meter = make_meter(slug=f"m_{uuid.uuid4().hex[:10]}", event_type=event_type, aggregation=aggregation,
-                       value_property="" if aggregation == "COUNT" else "$.tokens", group_by={"type": "$.type"})
+                       value_property="" if aggregation == "COUNT" else "$.tokens",
+                       group_by={"type": "$.type", "model": "$.model"})
     asked = [as_request(spec) for spec in requests]
     refresh = 3600.0
     for action, argument in [*steps, ("query", None)]:
@@ -89,8 +110,11 @@ def test_live_totals_equal_the_whole_query_after_any_history(aggregation, steps,
             refresh = 0.0
         with override_settings(USAGE_SETTLED_REFRESH_SECONDS=refresh):
             meter.refresh_from_db()
-            live = usage_totals_live(meter=meter, requests=asked)
+            live = usage_groups_live(meter=meter, requests=asked)
+            totals = usage_totals_live(meter=meter, requests=asked)
         assert live == [whole(meter, request) for request in asked], (action, argument)
+        assert totals == [sum(whole(meter, r).values(), Decimal(0)) if not r.dimensions else live_total
+                          for r, live_total in zip(asked, totals, strict=True)]
 
 
 def test_a_remembered_total_reads_one_statement_and_counts_new_events_at_once():
