@@ -14,15 +14,40 @@ from django.db import close_old_connections
 
 Answer = tuple[str, list[tuple[str, str]], bytes]
 
+# Requests every fast route hands to Django, whatever its door: what DRF's authentication refuses (401), an Accept
+# header its negotiation refuses (406) or takes otherwise than without one, a query string, a method no route takes,
+# what Django's middleware answers itself (a host not allowed) and a script prefix.
+HANDED_ON_BY_EVERY_ROUTE: dict[str, dict[str, Any]] = {
+    "no token": {"token": None},
+    "unknown token": {"token": "bbo_" + "x" * 43},
+    "malformed token": {"HTTP_AUTHORIZATION": "Bearer bbo_abc\x00def"},
+    "Bearer without a token": {"HTTP_AUTHORIZATION": "Bearer "},
+    "Basic scheme": {"HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz"},
+    "Accept: text/html (406)": {"HTTP_ACCEPT": "text/html"},
+    "Accept: JSON with parameters": {"HTTP_ACCEPT": "application/json; indent=4"},
+    "a query string": {"QUERY_STRING": "a=b"},
+    "a query with NUL": {"QUERY_STRING": "x=%00"},
+    "PUT": {"method": "PUT"},
+    "a host not allowed": {"HTTP_HOST": "evil.example"},
+    "a script prefix": {"SCRIPT_NAME": "/billing"},
+}
 
-@pytest.fixture(autouse=True)
+
+@pytest.fixture
 def keep_connection() -> Iterator[None]:
-    """As Django's test client does: the test's transaction keeps its connection across the WSGI calls."""
+    """As Django's test client does: the test's transaction keeps its connection across the WSGI calls (the fast
+    route tests use it: ``pytest.mark.usefixtures("keep_connection")``; registered in this folder's conftest)."""
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     yield
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def django_app() -> Spy:
+    """Django's own WSGI application, counting the requests it is handed."""
+    return Spy()
 
 
 class Spy:
