@@ -33,7 +33,8 @@ Steps:
 4. ``manage.py create_api_token bench --scope read``;
 5. in this process: the SQL statements of one entitlement check (heavy and median customer, each feature),
    ``EXPLAIN (ANALYZE, BUFFERS)`` of the usage statement of the heavy customer, and the CPU per request of
-   ``--inprocess`` requests per feature through the WSGI handler (no HTTP; ``--cprofile`` for a profile);
+   ``--inprocess`` requests per feature through ``billing_site.wsgi.application`` — what gunicorn serves, the
+   entitlement check's fast route in front of Django (no HTTP; ``--cprofile`` for a profile);
 6. for each ``--worker-class`` (default: sync, then gthread): ``gunicorn billing_site.wsgi`` with
    ``--workers`` workers, then an open-loop load: requests scheduled at exactly ``--rate`` per second for
    ``--warmup`` + ``--seconds`` seconds, random customers (skewed like their traffic: the busy ones ask
@@ -333,14 +334,13 @@ def explain_checks(customers: int) -> None:
 
 
 def inprocess_cpu(token: str, customers: int, ids: dict[str, int], requests: int, cprofile: bool) -> None:
-    """The whole Django stack (middleware, DRF, auth, view) called as WSGI in this process: CPU per request."""
+    """The WSGI application gunicorn serves (``billing_site.wsgi``: the entitlement check's fast route in front of
+    Django's stack) called in this process: CPU per request."""
     import cProfile
     import io
     import pstats
 
-    from django.core.wsgi import get_wsgi_application
-
-    application = get_wsgi_application()
+    from billing_site.wsgi import application
     targets = make_targets(requests * 3, customers, ids, seed=11)
 
     def call(target: Target) -> int:
@@ -372,7 +372,7 @@ def inprocess_cpu(token: str, customers: int, ids: dict[str, int], requests: int
             profiler.disable()
         per_kind[target.kind].append(((time.process_time() - cpu0) * 1000, (time.perf_counter() - wall0) * 1000))
     everything = [c for samples in per_kind.values() for c, _ in samples]
-    log(f"  {len(targets):,} requests through the WSGI handler in this process (no HTTP, no gunicorn): "
+    log(f"  {len(targets):,} requests through billing_site.wsgi in this process (no HTTP, no gunicorn): "
         f"CPU per request mean {sum(everything) / len(everything):.2f} ms, p50 {percentile(everything, 0.5):.2f} ms, "
         f"p99 {percentile(everything, 0.99):.2f} ms")
     for kind, samples in per_kind.items():

@@ -1,7 +1,9 @@
 """WSGI entry point for gunicorn: ``gunicorn billing_site.wsgi``.
 
-Event POSTs that need nothing of Django's request cycle are answered by the ingest fast route in front of it
-(:mod:`metering.api.ingest_route`, which holds the rule); everything else goes to Django.
+A few hot requests that need nothing of Django's request cycle are answered by fast routes in front of it
+(:mod:`billing_site.fast_routes`: the ingest POSTs, :mod:`metering.api.ingest_route`, and the gateway's
+entitlement check, :mod:`customers.api.entitlement_route`; the shared machinery is :mod:`metering.api.fast_route`);
+everything else goes to Django.
 
 Defaults to the production settings (which refuse to start without real secrets); development goes through
 ``manage.py`` (``runserver``, ``run_stack``), whose default is ``billing_site.settings.local``.
@@ -14,6 +16,6 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_site.settings.production")
 django_application = get_wsgi_application()
 
-from metering.api.ingest_route import IngestRoute  # noqa: E402 - needs the settings configured and apps loaded
+from billing_site.fast_routes import with_fast_routes  # noqa: E402 - needs the settings configured and apps loaded
 
-application = IngestRoute(django_application)
+application = with_fast_routes(django_application)

@@ -1,9 +1,10 @@
-"""Django's test clients go through the ingest fast route first, as ``billing_site.wsgi`` serves requests.
+"""Django's test clients go through the fast routes first (ingest, entitlement check), as ``billing_site.wsgi``
+serves requests.
 
-:func:`route_test_clients` (applied to the whole suite by ``tests/conftest.py``) puts
-:class:`metering.api.ingest_route.IngestRoute` — the WSGI callable itself — in front of Django's test handler, so
-every ``Client``/``APIClient`` request meets the route first and what it hands on reaches Django's stack, as in
-production. A response tells which answered: ``response.fast_route`` is True when the route answered itself.
+:func:`route_test_clients` (applied to the whole suite by ``tests/conftest.py``) puts the fast routes
+(:func:`billing_site.fast_routes.with_fast_routes` — the WSGI callable itself) in front of Django's test handler, so
+every ``Client``/``APIClient`` request meets them first and what they hand on reaches Django's stack, as in
+production. A response tells which answered: ``response.fast_route`` is True when a route answered itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from django.db import close_old_connections
 from django.http import HttpResponse
 from django.test.client import ClientHandler
 
-from metering.api.ingest_route import IngestRoute
+from billing_site.fast_routes import with_fast_routes
 
 
 def _through_route(django_call: Callable[[Any, dict[str, Any]], Any]):
@@ -39,7 +40,7 @@ def _through_route(django_call: Callable[[Any, dict[str, Any]], Any]):
         request_started.disconnect(close_old_connections)
         request_finished.disconnect(close_old_connections)
         try:
-            body = b"".join(IngestRoute(django)(environ, start_response))
+            body = b"".join(with_fast_routes(django)(environ, start_response))
         finally:
             request_started.connect(close_old_connections)
             request_finished.connect(close_old_connections)

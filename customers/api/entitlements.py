@@ -1,4 +1,7 @@
-"""The gateway's entitlement check: ``GET /api/v1/customers/{idOrKey}/entitlements/{featureKey}/value``."""
+"""The gateway's entitlement check: ``GET /api/v1/customers/{idOrKey}/entitlements/{featureKey}/value``.
+
+The answer is :func:`entitlement_value_body`, shared by :class:`EntitlementValueView` and the fast route in front of
+Django (:mod:`customers.api.entitlement_route`), which answers the successes of token requests itself."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from rest_framework.views import APIView
 
 from catalog.selectors import feature_by_key
 from common.problems import Problem
+from metering.api.fast_route import raise_handed_refusal
 from metering.api.schema import component, problems
 
 from ..selectors import customer_by_id_or_key, entitlement_check
@@ -57,10 +61,22 @@ class EntitlementValueView(APIView):
         responses={200: ENTITLEMENT_VALUE, **problems(404)},
     )
     def get(self, request, id_or_key: str, feature_key: str):
-        feature = feature_by_key(feature_key)
-        value = entitlement_check(id_or_key=id_or_key, feature=feature, at=timezone.now()) if feature else None
-        if value is None:
-            if feature is None and customer_by_id_or_key(id_or_key) is not None:
-                raise Problem(404, "Not Found", f"No feature with key {feature_key!r}.")
-            raise Problem(404, "Not Found", f"No customer with id or key {id_or_key!r}.")
-        return HttpResponse(_encoder.encode(value.as_json()), content_type="application/json")
+        raise_handed_refusal(request.META)  # what entitlement_value_body raised in the fast route, for this request
+        return self.success_response(entitlement_value_body(id_or_key=id_or_key, feature_key=feature_key))
+
+    @classmethod
+    def success_response(cls, body: bytes) -> HttpResponse:
+        """The 200 with the value's JSON, here and in the fast route (whose headers come from it)."""
+        return HttpResponse(body, content_type="application/json")
+
+
+def entitlement_value_body(*, id_or_key: str, feature_key: str) -> bytes:
+    """The entitlement check's JSON body (OpenMeter's entitlement value, now): ``Problem`` 404 for an unknown
+    customer or feature."""
+    feature = feature_by_key(feature_key)
+    value = entitlement_check(id_or_key=id_or_key, feature=feature, at=timezone.now()) if feature else None
+    if value is None:
+        if feature is None and customer_by_id_or_key(id_or_key) is not None:
+            raise Problem(404, "Not Found", f"No feature with key {feature_key!r}.")
+        raise Problem(404, "Not Found", f"No customer with id or key {id_or_key!r}.")
+    return _encoder.encode(value.as_json())

@@ -36,6 +36,7 @@ from ..models import ApiToken
 from ..selectors.events import MAX_LIST_LIMIT, events_list
 from ..services.ingest import EventsNotStorable, events_ingest
 from ..throttles import ingest_rate_charge
+from .fast_route import raise_handed_refusal
 from .params import datetime_param, int_param
 from .schema import DATE_TIME_DESCRIPTION, NO_NUL, component, date_time, problems
 
@@ -85,11 +86,6 @@ INGESTED_EVENT = component("IngestedEvent", {
 
 def _date_time_parameter(name: str, description: str) -> OpenApiParameter:
     return OpenApiParameter(name, OpenApiTypes.DATETIME, description=f"{description} {DATE_TIME_DESCRIPTION}")
-
-
-# WSGI environ key (no client header can name it): the exception :func:`events_post` raised for this request in the
-# ingest fast route (metering.api.ingest_route), which hands the request on for Django to answer it.
-REFUSAL_KEY = "metering.ingest_refusal"
 
 
 def read_body_limited(meta: Mapping[str, Any], read: Callable[[int], bytes]) -> bytes:
@@ -162,11 +158,14 @@ class EventsView(APIView):
                    **problems(400, 413, 415)},
     )
     def post(self, request):
-        refusal = request.META.pop(REFUSAL_KEY, None)
-        if refusal is not None:
-            raise refusal  # what events_post raised in the ingest fast route, for this request: answered here
+        raise_handed_refusal(request.META)  # what events_post raised in the ingest fast route, for this request
         events_post(token=request.auth, meta=request.META, read=request._request.read)
-        return Response(status=self.success_status)
+        return self.success_response()
+
+    @classmethod
+    def success_response(cls, body: bytes = b"") -> Response:
+        """The answer once the events are committed (no body), here and in the ingest fast route."""
+        return Response(status=cls.success_status)
 
     @extend_schema(
         operation_id="listEvents",

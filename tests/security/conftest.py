@@ -11,6 +11,7 @@ from django.core.cache.backends.redis import RedisCache
 from metering import throttles
 from tests.builders import built_once
 from tests.security.matrix import build_world
+from tests.security.wsgi_calls import django_app, keep_connection  # noqa: F401 (fixtures, registered here)
 
 
 @pytest.fixture(scope="module")

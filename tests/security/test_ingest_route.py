@@ -1,18 +1,16 @@
 """The ingest fast route (metering.api.ingest_route) answers exactly as Django's stack does.
 
-Each request goes, from the same state, once to Django's own WSGI application and once to ``IngestRoute`` in front of
-it (as ``billing_site.wsgi`` serves it); status line, headers (order included) and body must be the same bytes, and
-the route must answer successes itself and hand everything else on — with the token looked up, the auth failure
-counted, the body parsed, the rate charged and the batch written once.
+Each request goes, from the same state, once to Django's own WSGI application and once to the ingest route in front
+of it (``FastRoutes``, as ``billing_site.wsgi`` serves it); status line, headers (order included) and body must be
+the same bytes, and the route must answer successes itself and hand everything else on — with the token looked up,
+the auth failure counted, the body parsed, the rate charged and the batch written once.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
@@ -22,15 +20,18 @@ from django.core.signals import request_finished, request_started
 from django.db import OperationalError, close_old_connections, connection
 from django.db.backends.utils import CursorWrapper
 
+from billing_site.fast_routes import ROUTES
 from metering import throttles
-from metering.api import ingest_route
-from metering.api.ingest_route import IngestRoute
+from metering.api import fast_route, ingest_route
+from metering.api.fast_route import FastRoutes
+from metering.api.ingest_route import INGEST_ROUTE
 from metering.models import Event
 from metering.services.tokens import api_token_create, api_token_revoke
 from tests.builders import llm_event
 from tests.security.conftest import clear_throttles
+from tests.security.wsgi_calls import HANDED_ON_BY_EVERY_ROUTE, Answer, Spy, wsgi_call
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("keep_connection")]
 
 CE = "application/cloudevents+json"
 CE_BATCH = "application/cloudevents-batch+json"
@@ -39,68 +40,19 @@ WINDOW_START = 1_800_000_000 - 1_800_000_000 % 60
 
 
 @pytest.fixture(autouse=True)
-def keep_connection() -> Iterator[None]:
-    """As Django's test client does: the test's transaction keeps its connection across the WSGI calls."""
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
-
-
-@pytest.fixture(autouse=True)
 def clock(monkeypatch):
     """The throttles' clock, stopped 3 s into a minute (and a 10-second ingest window)."""
     monkeypatch.setattr(throttles, "_now", lambda: WINDOW_START + 3.0)
 
 
-class Spy:
-    """Django's WSGI application, noting the requests it is handed."""
-
-    def __init__(self) -> None:
-        self.app = WSGIHandler()
-        self.calls = 0
-
-    def __call__(self, environ, start_response):
-        self.calls += 1
-        return self.app(environ, start_response)
-
-
 @pytest.fixture
-def django_app() -> Spy:
-    return Spy()
-
-
-@pytest.fixture
-def routed(django_app) -> IngestRoute:
-    return IngestRoute(django_app)
-
-
-Answer = tuple[str, list[tuple[str, str]], bytes]
+def routed(django_app) -> FastRoutes:
+    return FastRoutes(django_app, [INGEST_ROUTE])
 
 
 def call(app, method: str = "POST", path: str = "/api/v1/events", body: bytes = b"", content_type: str = CE,
          token: str | None = None, **environ: Any) -> Answer:
-    env: dict[str, Any] = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SCRIPT_NAME": "",
-        "SERVER_NAME": "testserver", "SERVER_PORT": "80", "HTTP_HOST": "testserver", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "198.51.100.7", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": io.StringIO(), "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": content_type,
-    }
-    if token is not None:
-        env["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-    env.update(environ)
-    started: dict[str, Any] = {}
-
-    def start_response(status, headers, exc_info=None):
-        started.update(status=status, headers=list(headers))
-
-    result = app(env, start_response)
-    try:
-        content = b"".join(result)
-    finally:
-        getattr(result, "close", lambda: None)()
-    return started["status"], started["headers"], content
+    return wsgi_call(app, method, path, body, content_type, token, **environ)
 
 
 def event(**extra) -> bytes:
@@ -151,7 +103,7 @@ def test_https_with_hsts_and_the_redirect_of_plain_http(settings, ingest_token):
     settings.SECURE_HSTS_SECONDS = 365 * 24 * 3600
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     django_app = Spy()  # its middleware reads these settings when it is built, as a server's does at start
-    routed = IngestRoute(django_app)
+    routed = FastRoutes(django_app, [INGEST_ROUTE])
     https = {"HTTP_X_FORWARDED_PROTO": "https"}
     expected = call(django_app, body=event(), token=ingest_token, **https)
     answer = call(routed, body=event(), token=ingest_token, **https)
@@ -176,10 +128,7 @@ def test_the_headers_follow_the_settings(settings, django_app, routed, ingest_to
 
 
 HOSTILE: dict[str, dict[str, Any]] = {
-    "no token": {"token": None},
-    "unknown token": {"token": "bbo_" + "x" * 43},
-    "malformed token": {"HTTP_AUTHORIZATION": "Bearer bbo_abc\x00def"},
-    "Basic scheme": {"HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz"},
+    **HANDED_ON_BY_EVERY_ROUTE,
     "text/plain": {"content_type": "text/plain"},
     "gzip": {"HTTP_CONTENT_ENCODING": "gzip"},
     "declared over 5 MiB": {"CONTENT_LENGTH": str(5 * 1024 * 1024 + 1)},
@@ -194,13 +143,8 @@ HOSTILE: dict[str, dict[str, Any]] = {
     "data as a string": {"body": json.dumps({**llm_event(), "data": "tokens=5"}).encode()},
     "a batch as a single event": {"body": batch(2)},
     "an empty body": {"body": b""},
-    "a query with NUL": {"QUERY_STRING": "x=%00"},
-    "a harmless query": {"QUERY_STRING": "a=b"},
     "a trailing slash": {"path": "/api/v1/events/"},
     "GET with an ingest token": {"method": "GET"},
-    "PUT": {"method": "PUT"},
-    "a host not allowed": {"HTTP_HOST": "evil.example"},
-    "a script prefix": {"SCRIPT_NAME": "/billing"},
 }
 
 
@@ -217,6 +161,23 @@ def test_hostile_requests_are_handed_on_and_answered_as_django_does(django_app, 
     if not expected[0].startswith("2"):
         assert Event.objects.count() == stored  # nothing half-written
         assert not expected[0].startswith("5")
+
+
+@pytest.mark.parametrize("accept", ["*/*", "application/json", "application/*, text/html;q=0.5"])
+def test_an_accept_header_drf_takes_is_answered_by_the_route(django_app, routed, ingest_token, accept):
+    expected = call(django_app, body=event(), token=ingest_token, HTTP_ACCEPT=accept)
+    assert call(routed, body=event(), token=ingest_token, HTTP_ACCEPT=accept) == expected
+    assert django_app.calls == 1 and Event.objects.count() == 2
+
+
+def test_a_406_neither_writes_nor_spoils_the_routes_headers(django_app, routed, ingest_token):
+    """DRF refuses ``Accept: text/html`` (406) before authenticating: the route must not store the events, and a
+    first such request must not keep the route from answering the next ones."""
+    refused = call(routed, body=event(), token=ingest_token, HTTP_ACCEPT="text/html")
+    assert refused[0] == "406 Not Acceptable" and not Event.objects.exists()
+    assert call(routed, body=event(), token=ingest_token)[0] == "204 No Content"
+    assert call(routed, body=event(), token=ingest_token, HTTP_ACCEPT="text/html")[0] == "406 Not Acceptable"
+    assert django_app.calls == 2 and Event.objects.count() == 1
 
 
 def test_a_wrong_scope_and_a_revoked_token(django_app, routed, make_token):
@@ -304,34 +265,35 @@ def test_a_chunked_body_is_handed_on_and_stored(django_app, routed, ingest_token
 
 
 def test_a_failure_to_find_the_success_headers_hands_on(django_app, routed, ingest_token, monkeypatch, caplog):
-    def broken(view, request):
+    def broken(view, method, request, bodies):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(ingest_route, "_render_success", broken)
-    ingest_route._success.clear()
+    monkeypatch.setattr(fast_route, "_render_success", broken)
+    fast_route._success.clear()
     try:
         assert call(routed, body=event(), token=ingest_token)[0] == "204 No Content"
         assert call(routed, body=event(), token=ingest_token)[0] == "204 No Content"
     finally:
-        ingest_route._success.clear()  # the other tests find the real headers again
+        fast_route._success.clear()  # the other tests find the real headers again
     assert django_app.calls == 2 and Event.objects.count() == 2
     assert caplog.text.count("no success answer like Django's") == 1  # found out once, not on every request
 
 
-def test_other_paths_never_meet_the_route(routed, django_app, ingest_token, monkeypatch):
+def test_other_paths_never_meet_the_route(django_app, ingest_token, monkeypatch):
     monkeypatch.setattr(ingest_route, "ingest_answer", mock.Mock(side_effect=AssertionError("called")))
+    routed = FastRoutes(django_app, [fast_route.Route("ingest", INGEST_ROUTE.takes, ingest_route.ingest_answer)])
     call(routed, method="GET", path="/api/v1/meters", token=ingest_token)
     call(routed, method="GET", path="/healthz")
     assert django_app.calls == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_with_djangos_connection_handling(ingest_token, keep_connection):
+def test_with_djangos_connection_handling(ingest_token):
     """With request_started/finished closing old connections as in a server, the route still answers and the
     connection is usable afterwards."""
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
-    routed = IngestRoute(WSGIHandler())
+    routed = FastRoutes(WSGIHandler(), [INGEST_ROUTE])
     for _ in range(3):
         assert call(routed, body=event(), token=ingest_token)[0] == "204 No Content"
     connection.ensure_connection()
@@ -341,5 +303,6 @@ def test_with_djangos_connection_handling(ingest_token, keep_connection):
 def test_the_wsgi_entry_point_serves_through_the_route():
     from billing_site import wsgi
 
-    assert isinstance(wsgi.application, IngestRoute)
+    assert isinstance(wsgi.application, FastRoutes)
     assert wsgi.application.app is wsgi.django_application
+    assert wsgi.application.routes == ROUTES and INGEST_ROUTE in ROUTES
