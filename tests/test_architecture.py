@@ -119,3 +119,26 @@ def test_the_walker_sees_function_level_and_relative_imports(tmp_path):
     path.write_text(source)
     known = {"customers._probe_module", "customers.services", "invoicing.models"}
     assert _imports("customers._probe_module", path, known) == {"customers.services", "invoicing.models"}
+
+
+def test_no_merge_conflict_markers_are_left_in_the_repository():
+    """A merge once left ``<<<<<<<``/``>>>>>>>`` lines in the README's webhook table; catch any such leftover in the
+    project's own text files."""
+    suffixes = {".py", ".md", ".html", ".txt", ".yaml", ".yml", ".toml", ".cfg", ".css", ".js", ".sh", ""}
+    skipped = {".git", ".venv", "node_modules", "__pycache__", ".hypothesis", ".pytest_cache", "staticfiles"}
+    markers = ("<<<<<<< ", ">>>>>>> ", "=======\n")
+    found = []
+    for path in ROOT.rglob("*"):
+        if any(part in skipped for part in path.relative_to(ROOT).parts) or not path.is_file():
+            continue
+        if path.suffix not in suffixes or path.stat().st_size > 2_000_000:
+            continue
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except (UnicodeDecodeError, OSError):
+            continue
+        for number, line in enumerate(lines, 1):
+            if line.startswith(markers[:2]) or (line == markers[2] and any(
+                    other.startswith(markers[:2]) for other in lines[max(0, number - 40):number + 40])):
+                found.append(f"{path.relative_to(ROOT)}:{number}")
+    assert found == []
