@@ -6,7 +6,7 @@ below the meter's ``rollup_low`` for good once rolled up. So a total is split in
 and COUNT):
 
 - the **settled** part, the events below the ``rollup_low`` one statement saw (rollups plus raw partial hours,
-  :func:`~metering.selectors.usage.usage_part_rows` ``part="settled"``). No later ingest changes it, because
+  :func:`~metering.selectors.usage.usage_rows` ``part="settled"``). No later ingest changes it, because
   every event stored later has a higher ``ingest_tx``, and events are never edited or deleted; it is remembered
   per process with that ``low``;
 - the **newest** events, ``ingest_tx >= low``, read live by time on every call (``part="since"``): an event
@@ -35,7 +35,7 @@ from common.caches import ProcessCache
 
 from ..models import Meter
 from ..windows import Piece, decompose
-from .usage import equality_filters, usage_part_rows
+from .usage import equality_filters, usage_rows
 
 ADDITIVE = frozenset({Meter.Aggregation.SUM, Meter.Aggregation.COUNT})
 
@@ -140,14 +140,14 @@ def _subjects(requests: Sequence[LiveUsage]) -> list[str]:
 
 def _grouped(meter: Meter, request: LiveUsage, part: str) -> tuple[Groups, int]:
     """One statement: the request's part of the usage by its dimensions, its filters applied in SQL."""
-    rows, low = usage_part_rows(meter=meter, pieces=_pieces(request), window_bounds=[_bounds(request)],
-                                group_by=list(request.dimensions), subjects=_subjects([request]),
-                                filters=equality_filters(dict(request.filters)), part=part)
+    rows = usage_rows(meter=meter, pieces=_pieces(request), window_bounds=[_bounds(request)],
+                      group_by=list(request.dimensions), subjects=_subjects([request]),
+                      filters=equality_filters(dict(request.filters)), part=part)
     groups: Groups = {}
     for row in rows:
         values = tuple(row.group_by.get(name) for name in request.dimensions)
         groups[values] = groups.get(values, Decimal(0)) + row.value
-    return groups, low
+    return groups, rows.low
 
 
 def _whole(meter: Meter, request: LiveUsage) -> Groups:
@@ -166,12 +166,12 @@ def _newest_part(meter: Meter, requests: list[LiveUsage], since_tx: int) -> tupl
     pieces = [Piece(position, a, b, "R", subject)
               for position, request in enumerate(requests) for subject, a, b in request.subject_periods]
     keys = sorted({key for request in requests for key in (*request.dimensions, *(k for k, _ in request.filters))})
-    rows, current_low = usage_part_rows(meter=meter, pieces=pieces, window_bounds=[_bounds(r) for r in requests],
-                                        group_by=keys, subjects=_subjects(requests), part="since", since_tx=since_tx)
+    rows = usage_rows(meter=meter, pieces=pieces, window_bounds=[_bounds(r) for r in requests], group_by=keys,
+                      subjects=_subjects(requests), part="since", since_tx=since_tx)
     results: list[Groups] = [{} for _ in requests]
     for row in rows:
         request = requests[row.index]
         if all(row.group_by.get(key) == value for key, value in request.filters):
             values = tuple(row.group_by.get(name) for name in request.dimensions)
             results[row.index][values] = results[row.index].get(values, Decimal(0)) + row.value
-    return results, current_low
+    return results, rows.low

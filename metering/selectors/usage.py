@@ -395,30 +395,13 @@ def _rollup_low(meter: Meter) -> int:
     return int(row[0]) if row else 0
 
 
+class UsageRows(list[UsageRow]):
+    """The rows of :func:`usage_rows`, with the meter's ``rollup_low`` its statement saw."""
+
+    low: int = 0
+
+
 def usage_rows(
-    *,
-    meter: Meter,
-    pieces: Sequence[Piece],
-    window_bounds: Sequence[tuple[dt.datetime, dt.datetime]],
-    group_by: Sequence[str] = (),
-    group_by_subject: bool = False,
-    subjects: Sequence[str] | None = None,
-    filters: Sequence[GroupFilter] = (),
-) -> list[UsageRow]:
-    """Aggregate a meter over pieces of windows; one row per window × (subject) × group-by values.
-
-    The tail branch reads raw events at or above the statement's own ``rollup_low`` (a subquery, so the
-    answer comes from one snapshot). A subquery's value is unknown to the planner, which would then plan
-    for a third of all events; so ``rollup_low`` is read first and passed as well, as a literal lower bound
-    the planner can estimate with (the tail is usually tiny). That bound is only redundant while the meter's
-    ``rollup_low`` has not gone down in between (a rebuild resets it to 0): the statement returns the value
-    it saw, and when it is lower than the hint the query runs again without one.
-    """
-    return usage_part_rows(meter=meter, pieces=pieces, window_bounds=window_bounds, group_by=group_by,
-                           group_by_subject=group_by_subject, subjects=subjects, filters=filters)[0]
-
-
-def usage_part_rows(
     *,
     meter: Meter,
     pieces: Sequence[Piece],
@@ -429,16 +412,25 @@ def usage_part_rows(
     filters: Sequence[GroupFilter] = (),
     part: str = "all",
     since_tx: int = 0,
-) -> tuple[list[UsageRow], int]:
-    """:func:`usage_rows` of one part of the events, with the meter's ``rollup_low`` the statement saw:
+) -> UsageRows:
+    """Aggregate a meter over pieces of windows; one row per window × (subject) × group-by values, of one part of
+    the events (``rows.low``: the meter's ``rollup_low`` the statement saw):
 
     - ``all``: every event (rollups, raw R pieces, and the tail not rolled up yet);
     - ``settled``: the events below that ``rollup_low`` only (rollups, and R pieces' raw events below it): what
       no later ingest can change, since every event stored from then on has a higher ``ingest_tx``;
     - ``since``: the raw events with ``ingest_tx >= since_tx``, by time (every piece must be an R piece).
 
-    So for additive aggregations ``settled`` (seeing ``low``) plus ``since`` from that ``low`` is ``all``, at
-    any later time (:mod:`metering.selectors.live_usage`)."""
+    So for additive aggregations ``settled`` (seeing ``low``) plus ``since`` from that ``low`` is ``all``, at any
+    later time (:mod:`metering.selectors.live_usage`).
+
+    The tail branch of ``all`` reads raw events at or above the statement's own ``rollup_low`` (a subquery, so the
+    answer comes from one snapshot). A subquery's value is unknown to the planner, which would then plan
+    for a third of all events; so ``rollup_low`` is read first and passed as well, as a literal lower bound
+    the planner can estimate with (the tail is usually tiny). That bound is only redundant while the meter's
+    ``rollup_low`` has not gone down in between (a rebuild resets it to 0): the statement returns the value
+    it saw, and when it is lower than the hint the query runs again without one.
+    """
     if part not in ("all", "settled", "since"):
         raise ValueError(f"unknown usage part {part!r}")
     if part == "since" and any(p.kind != "R" for p in pieces):
@@ -449,7 +441,9 @@ def usage_part_rows(
             raise UsageQueryError("groupBy", f'"{key}" is not a group-by of meter {meter.slug}; '
                                              f"known: {', '.join(sorted(definition.group_by)) or 'none'}")
     if not pieces:
-        return [], _rollup_low(meter)
+        empty = UsageRows()
+        empty.low = _rollup_low(meter)
+        return empty
     if len(pieces) > MAX_PIECES:
         raise UsageQueryError("windowSize", "the query needs too many windows: use a larger windowSize "
                                             "or a shorter range")
@@ -468,7 +462,8 @@ def usage_part_rows(
             fetched = cursor.fetchall()
             seen = fetched[0][0] if fetched else None
 
-    rows: list[UsageRow] = []
+    rows = UsageRows()
+    rows.low = int(seen or 0)
     offset = 2 if group_by_subject else 1
     for record in (record[1:] for record in fetched):
         if record[0] is None:  # nothing matched
@@ -483,7 +478,7 @@ def usage_part_rows(
         start, end = window_bounds[index]
         rows.append(UsageRow(start, end, subject, groups, value, index))
     rows.sort(key=lambda r: (r.window_start, r.subject or "", sorted((k, v or "") for k, v in r.group_by.items())))
-    return rows, int(seen or 0)
+    return rows
 
 
 def _final_value(aggregation: str, measures: Sequence[Any]) -> Decimal | None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from metering.models import Event
 from metering.selectors.live_usage import LiveUsage, forget_settled_usage, usage_groups_live, usage_totals_live
-from metering.selectors.usage import equality_filters, usage_part_rows, usage_rows, usage_total_for_periods
+from metering.selectors.usage import equality_filters, usage_rows, usage_total_for_periods
 from metering.services.rollups import meter_rollups_reset
 from metering.windows import Piece, decompose
 from tests.builders import ingest, iso, make_meter, roll_up, utc
@@ -174,9 +174,9 @@ def test_the_since_part_takes_raw_pieces_only_and_parts_are_named():
     meter = make_meter(slug="live_parts", event_type="t.parts")
     hour = Piece(0, BASE, BASE + dt.timedelta(hours=1), "H")
     with pytest.raises(ValueError, match="R pieces"):
-        usage_part_rows(meter=meter, pieces=[hour], window_bounds=[(hour.start, hour.end)], part="since")
+        usage_rows(meter=meter, pieces=[hour], window_bounds=[(hour.start, hour.end)], part="since")
     with pytest.raises(ValueError, match="unknown usage part"):
-        usage_part_rows(meter=meter, pieces=[hour], window_bounds=[(hour.start, hour.end)], part="tail")
+        usage_rows(meter=meter, pieces=[hour], window_bounds=[(hour.start, hour.end)], part="tail")
 
 
 def test_no_subject_periods_means_zero_and_no_statement():
