@@ -9,7 +9,8 @@ another forgets only when its own entry expires.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from cachetools import Cache, LRUCache, TTLCache
@@ -20,9 +21,9 @@ V = TypeVar("V")
 class ProcessCache(Generic[V]):
     """A thread-safe ``cachetools.TTLCache`` (``ttl`` seconds) or ``LRUCache`` (``ttl=None``) of ``maxsize``."""
 
-    def __init__(self, *, maxsize: int, ttl: float | None) -> None:
+    def __init__(self, *, maxsize: int, ttl: float | None, timer: Callable[[], float] = time.monotonic) -> None:
         self._cache: Cache[Hashable, V] = (
-            LRUCache(maxsize=maxsize) if ttl is None else TTLCache(maxsize=maxsize, ttl=ttl)
+            LRUCache(maxsize=maxsize) if ttl is None else TTLCache(maxsize=maxsize, ttl=ttl, timer=timer)
         )
         self._lock = threading.Lock()
 

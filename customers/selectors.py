@@ -17,6 +17,7 @@ from catalog.display import plain_number
 from catalog.models import Feature, Plan, RateCard
 from catalog.money import to_major
 from catalog.rules import USAGE_PRICES, cadence_delta
+from catalog.selectors import FEATURE_CACHE_SECONDS
 from common.caches import ProcessCache
 from metering.models import Meter, SubjectActivity
 from metering.selectors.live_usage import Groups, LiveUsage, forget_settled_usage, usage_groups_live
@@ -368,7 +369,9 @@ class CustomerTerms:
 
 ENTITLEMENT_CACHE_SIZE = 50_000
 _ENTITLEMENT_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=None)
-_USAGE_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=None)
+# A published version's prices still change: price rows are scheduled on it, its features re-pointed. So its priced
+# rate cards (with their rows, features and meters) are kept a few seconds only, as features are.
+_USAGE_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=FEATURE_CACHE_SECONDS)
 
 
 def forget_cached_entitlements() -> None:
@@ -393,8 +396,8 @@ def entitlement_rate_cards(grant: Grant, feature: Feature) -> list[RateCard]:
 
 
 def usage_rate_cards(grant: Grant) -> list[RateCard]:
-    """The plan version's usage-priced rate cards on a feature, with what pricing them reads (remembered like
-    :func:`entitlement_rate_cards`)."""
+    """The plan version's usage-priced rate cards on a feature, with what pricing them reads (a published version's
+    remembered for ``FEATURE_CACHE_SECONDS``: a scheduled price row or a changed feature applies within them)."""
     key = (grant.plan_id, grant.plan_published_at)
     cached = _USAGE_CARDS.get(key)
     if cached is not None:
@@ -431,13 +434,17 @@ def pending_usage(terms: CustomerTerms, at: dt.datetime, *,
                   also: list[tuple[Meter, LiveUsage]] | None = None) -> tuple[int, list[Groups]]:
     """The current period's rated usage not invoiced yet (minor units): for each active subscription, every
     usage-priced rate card priced on its usage recorded for the billing period containing ``at`` (the whole
-    period, as its invoice will bill it; a dimensional one on its usage by dimension values and effective segment),
-    live from the usage selectors. ``also``: more usage read in the same statements (the entitlement's own),
-    returned second."""
+    period, prorated like its invoice when the subscription covers part of it; a dimensional one on its usage by
+    dimension values and effective segment), live from the usage selectors. ``also``: more usage read in the same
+    statements (the entitlement's own), returned second.
+
+    Not counted (yet): a period that has ended but whose cycle is not closed, and the part of the period a
+    subscription replaced by a plan change used — their invoices are the invoicing app's, above this one."""
     requests = list(also or [])
-    priced: list[tuple[Grant, RateCard, dt.datetime, dt.datetime, dict[tuple[dt.datetime, dt.datetime], int]]] = []
+    priced: list[tuple[Grant, RateCard, Decimal, dt.datetime, dt.datetime,
+                       dict[tuple[dt.datetime, dt.datetime], int]]] = []
     for grant in terms.grants:
-        _, start, end = grant.period_at(grant.cadence, at)
+        period, start, end = grant.period_at(grant.cadence, at)
         for rate_card in usage_rate_cards(grant):
             feature = rate_card.usage_feature
             if feature.meter is None:
@@ -452,19 +459,20 @@ def pending_usage(terms: CustomerTerms, at: dt.datetime, *,
             for a, b in segments:
                 positions[(a, b)] = len(requests)
                 requests.append((feature.meter, _live_request(terms, feature, a, b, dimensions)))
-            priced.append((grant, rate_card, start, end, positions))
+            priced.append((grant, rate_card, period.fraction, start, end, positions))
     found = _live_groups(requests)
     amount = 0
-    for grant, rate_card, start, end, positions in priced:
+    for grant, rate_card, proration, start, end, positions in priced:
         if is_dimensional(rate_card):
             def read(a: dt.datetime, b: dt.datetime, positions: dict = positions) -> Groups:
                 return found[positions[(a, b)]]
 
             groups = segment_usage_groups(dimensional_price(rate_card), start, end, read)
-            charge = charge_rate_card(rate_card, quantity=Decimal(0), currency=grant.currency, usage_groups=groups)
+            charge = charge_rate_card(rate_card, quantity=Decimal(0), currency=grant.currency, proration=proration,
+                                      usage_groups=groups)
         else:
             quantity = found[positions[(start, end)]].get((), Decimal(0))
-            charge = charge_rate_card(rate_card, quantity=quantity, currency=grant.currency, proration=Decimal(1))
+            charge = charge_rate_card(rate_card, quantity=quantity, currency=grant.currency, proration=proration)
         amount += sum(line.amount for line in charge.lines if line.kind in ("usage", "discount"))
     return amount, found[:len(also or [])]
 

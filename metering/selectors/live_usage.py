@@ -93,6 +93,10 @@ def usage_totals_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[De
 def usage_groups_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Groups]:
     """Each request's usage by its dimensions' values (``{(): total}`` without dimensions; groups without usage
     left out), equal to the whole query's at this moment (see the module)."""
+    unique = list(dict.fromkeys(requests))  # the entitlement's own usage is often one of the pending usage's
+    if len(unique) < len(requests):
+        found = dict(zip(unique, usage_groups_live(meter=meter, requests=unique), strict=True))
+        return [dict(found[request]) for request in requests]
     if meter.aggregation not in ADDITIVE:
         return [_whole(meter, request) for request in requests]
     definition = _definition_key(meter)

@@ -134,3 +134,69 @@ def test_pending_usage_prices_a_dimensional_table_per_row_and_effective_segment(
     body = api.get("/api/v1/customers/kong-air/entitlements/llm-tokens/value", **bearer(read_token)).json()
     assert (credits["pending_usage"], credits["available"]) == ("9.80", "0.20")
     assert (body["hasAccess"], body["creditBalance"], body["creditAvailable"]) == (True, 10, 0.2)
+
+
+def test_pending_usage_is_prorated_like_the_invoice_for_a_subscription_starting_mid_period(api, read_token,
+                                                                                        monkeypatch):
+    """A maximum spend caps a partial period's usage at its prorated share on the invoice; pending usage (and so
+    ``credit_only`` access) must use the same cap, not the full one."""
+    from catalog.services.plans import plan_create, plan_publish
+    from customers.services.subscriptions import subscription_create
+    from invoicing.selectors.previews import invoice_preview
+    from tests.builders import ai_token_feature, tokens, utc
+
+    ai_token_feature()
+    card = RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D("0.01"),
+                        maximum_spend=D("5.00"))
+    plan = plan_publish(plan=plan_create(key="capped", name="Capped", currency="USD", rate_cards=[card, gated(
+        "credit_only", limit="1e9")]))
+    air = builders.kong_air(since=utc(2026, 10, 1))
+    start = utc(2026, 11, 16)  # the second half of November: the cap is 2.50
+    subscription_create(customer=air, plan=plan, start=start, billing_anchor="calendar")
+    grant(air, 300, effective_at=start)
+    monkeypatch.setattr(timezone, "now", lambda: utc(2026, 11, 20))
+    ingest([tokens(400, utc(2026, 11, 18), "request")])  # 4.00 before the cap
+    credits = api.get("/api/v1/customers/kong-air/credits", **bearer(read_token)).json()
+    body = value(api, read_token)
+    billed = sum(line.amount for line in invoice_preview(customer=air, at=utc(2026, 11, 30, 23)).lines
+                 if getattr(line, "kind", "") in ("usage", "discount"))
+    assert billed == 250
+    assert (credits["pending_usage"], credits["available"]) == ("2.50", "0.50")
+    assert (body["hasAccess"], body["creditAvailable"]) == (True, 0.5)
+
+
+def test_a_price_row_scheduled_on_a_published_version_reaches_pending_usage_within_seconds(api, read_token,
+                                                                                          monkeypatch):
+    """A published version's prices still change (price rows are scheduled on it): a warm process must not price
+    pending usage on what it read before for longer than the feature cache's few seconds."""
+    from catalog.models import RateCard
+    from catalog.selectors import FEATURE_CACHE_SECONDS
+    from catalog.services.plans import plan_create, plan_publish, price_rows_schedule
+    from common.caches import ProcessCache
+    from customers import selectors
+    from customers.services.subscriptions import subscription_create
+    from tests.builders import llm_table, tokens, unit_row, utc
+
+    real = selectors._USAGE_CARDS._cache
+    assert getattr(real, "ttl", None) == FEATURE_CACHE_SECONDS  # the process's own cache forgets as fast
+    clock = [0.0]
+    monkeypatch.setattr(selectors, "_USAGE_CARDS", ProcessCache(maxsize=100, ttl=FEATURE_CACHE_SECONDS,
+                                                                timer=lambda: clock[0]))
+    nov = utc(2026, 11, 1)
+    gate = RateCardSpec(key="llm-gate", feature="llm-tokens", entitlement_type="metered", entitlement_limit=D("1e12"),
+                        entitlement_soft=True, entitlement_credits="credit_only")
+    plan = plan_publish(plan=plan_create(key="llm", name="LLM", currency="USD", rate_cards=[llm_table(), gate]))
+    air = builders.kong_air(since=nov - dt.timedelta(days=30))
+    subscription_create(customer=air, plan=plan, start=nov, billing_anchor="calendar")
+    grant(air, 1000, effective_at=nov)
+    monkeypatch.setattr(timezone, "now", lambda: utc(2026, 11, 5))
+    ingest([tokens(1_000_000, utc(2026, 11, 3), "request", model="gpt-4o")])  # 2.50
+    path = "/api/v1/customers/kong-air/entitlements/llm-tokens/value"
+    assert api.get(path, **bearer(read_token)).json()["creditAvailable"] == 7.5
+    price_rows_schedule(rate_card=RateCard.objects.get(key="llm"),
+                        rows=[unit_row("0.00002", effective_from=utc(2026, 11, 16), model="gpt-4o", type="request")],
+                        now=utc(2026, 11, 5))
+    monkeypatch.setattr(timezone, "now", lambda: utc(2026, 11, 25))
+    ingest([tokens(300_000, utc(2026, 11, 20), "request", model="gpt-4o")])  # 6.00 at the new price
+    clock[0] += FEATURE_CACHE_SECONDS + 0.1
+    assert api.get(path, **bearer(read_token)).json()["creditAvailable"] == 1.5  # 10 − 2.50 − 6.00
