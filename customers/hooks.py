@@ -55,6 +55,22 @@ def credit_balance_of(customer_id: int, at: dt.datetime) -> int | None:
     return _credit_providers[0](customer_id, at)
 
 
+# --- ended periods not billed yet, for pending usage ------------------------------------------------------------
+# ``invoicing`` knows which cycles are closed: it registers ``provider(customer_id, at) -> [(Grant, Period)]``, the
+# customer's periods that ended by ``at`` and whose usage no invoice has billed yet.
+
+_unbilled_providers: list[Callable[[int, dt.datetime], list[Any]]] = []
+
+
+def register_unbilled_periods(provider: Callable[[int, dt.datetime], list[Any]]) -> None:
+    _unbilled_providers[:] = [provider]
+
+
+def unbilled_periods_of(customer_id: int, at: dt.datetime) -> list[Any]:
+    """``[(Grant, Period)]``: ended periods whose usage is not billed yet; empty without an invoicing app."""
+    return _unbilled_providers[0](customer_id, at) if _unbilled_providers else []
+
+
 # --- more sections of catalog as code --------------------------------------------------------------------------
 # ``billing_apply`` / ``billing_dump`` belong to customers; a higher app (credits: ``credit_grants``) adds a top-level
 # section: ``apply(problems, entries, lines, now)`` checks and applies its entries inside the apply's transaction,

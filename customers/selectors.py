@@ -25,7 +25,7 @@ from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
 from metering.windows import decompose
 
-from .hooks import credit_balance_of
+from .hooks import credit_balance_of, unbilled_periods_of
 from .models import Customer, KongConsumer, SubjectAttribution, Subscription, format_instant, window_clip
 from .periods import Period, anchor_for, period_at, periods_between
 
@@ -335,6 +335,13 @@ class Grant:
     cadence: str
     currency: str  # the plan's
 
+    @classmethod
+    def of(cls, subscription: Subscription) -> Grant:
+        plan = subscription.plan
+        return cls(subscription.customer_id, plan.pk, plan.published_at, plan.status == Plan.Status.DRAFT,
+                   subscription.start, subscription.billing_anchor, subscription.cancel_at, plan.billing_cadence,
+                   plan.currency)
+
     def period_at(self, cadence: str, at: dt.datetime) -> tuple[Period, dt.datetime, dt.datetime]:
         """The period of ``cadence`` containing ``at`` (the subscription is active then), and the part of it the
         subscription covers."""
@@ -377,6 +384,7 @@ _USAGE_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CA
 def forget_cached_entitlements() -> None:
     _ENTITLEMENT_CARDS.clear()
     _USAGE_CARDS.clear()
+    _UNBILLED.clear()
     forget_settled_usage()
 
 
@@ -410,6 +418,23 @@ def usage_rate_cards(grant: Grant) -> list[RateCard]:
     return cards
 
 
+# Which ended periods are not billed yet changes when a period ends or a cycle closes: for the gateway's check each
+# process asks the invoicing app at most every few seconds per customer, so either reaches it within them (a close
+# meanwhile counts the period twice, the burn and the pending usage: access is refused, never granted, wrongly).
+UNBILLED_CACHE_SECONDS = 5
+_UNBILLED: ProcessCache[list[tuple[Grant, Period]]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE,
+                                                                   ttl=2 * UNBILLED_CACHE_SECONDS)
+
+
+def _unbilled(customer_id: int, at: dt.datetime) -> list[tuple[Grant, Period]]:
+    key = (customer_id, int(at.timestamp() // UNBILLED_CACHE_SECONDS))
+    found = _UNBILLED.get(key)
+    if found is None:
+        found = unbilled_periods_of(customer_id, at)
+        _UNBILLED.set(key, found)
+    return found
+
+
 def _live_request(terms: CustomerTerms, feature: Feature, start: dt.datetime, end: dt.datetime,
                   dimensions: tuple[str, ...] = ()) -> LiveUsage:
     return LiveUsage.of(terms.subject_periods(start, end) if start < end else [], feature.meter_group_by_filters,
@@ -430,21 +455,26 @@ def _live_groups(requests: list[tuple[Meter, LiveUsage]]) -> list[Groups]:
     return found
 
 
-def pending_usage(terms: CustomerTerms, at: dt.datetime, *,
-                  also: list[tuple[Meter, LiveUsage]] | None = None) -> tuple[int, list[Groups]]:
+def pending_usage(terms: CustomerTerms, at: dt.datetime, *, also: list[tuple[Meter, LiveUsage]] | None = None,
+                  gateway: bool = False) -> tuple[int, list[Groups]]:
     """The current period's rated usage not invoiced yet (minor units): for each active subscription, every
     usage-priced rate card priced on its usage recorded for the billing period containing ``at`` (the whole
     period, prorated like its invoice when the subscription covers part of it; a dimensional one on its usage by
     dimension values and effective segment), live from the usage selectors. ``also``: more usage read in the same
     statements (the entitlement's own), returned second.
 
-    Not counted (yet): a period that has ended but whose cycle is not closed, and the part of the period a
-    subscription replaced by a plan change used — their invoices are the invoicing app's, above this one."""
+    For the ``gateway``'s access decision, ended periods whose usage no invoice has billed yet count too (between a
+    period's end and its close, and a subscription a plan change replaced; the invoicing app names them,
+    :func:`hooks.unbilled_periods_of`): otherwise a ``credit_only`` customer could spend its balance again in that
+    window. The credits API, auto top-ups and low-credit alerts keep the current period only (their contract; the
+    close that bills the ended period burns its credits and checks them then)."""
     requests = list(also or [])
     priced: list[tuple[Grant, RateCard, Decimal, dt.datetime, dt.datetime,
                        dict[tuple[dt.datetime, dt.datetime], int]]] = []
-    for grant in terms.grants:
-        period, start, end = grant.period_at(grant.cadence, at)
+    periods = [(grant, grant.period_at(grant.cadence, at)[0]) for grant in terms.grants]
+    unbilled = _unbilled(terms.customer_id, at) if gateway else []
+    for grant, period in periods + unbilled:
+        start, end = period.start, period.end
         for rate_card in usage_rate_cards(grant):
             feature = rate_card.usage_feature
             if feature.meter is None:
@@ -504,7 +534,7 @@ def _metered_value(terms: CustomerTerms, feature: Feature, at: dt.datetime, gran
     mode, credit_balance, credit_available = rate_card.entitlement_credits, None, None
     if mode:
         balance = credit_balance_of(terms.customer_id, at)
-        pending, found = pending_usage(terms, at, also=own)
+        pending, found = pending_usage(terms, at, also=own, gateway=True)
         if balance is not None:
             credit_balance = to_major(balance, terms.currency)
             credit_available = to_major(balance - pending, terms.currency)
@@ -535,10 +565,7 @@ def _attributions(customer_id: int) -> list[tuple[str, dt.datetime | None, dt.da
 
 def customer_terms(customer: Customer, at: dt.datetime) -> CustomerTerms:
     """:class:`CustomerTerms` through the ORM (the customer page, the credits API)."""
-    grants = [Grant(customer.pk, s.plan_id, s.plan.published_at, s.plan.status == Plan.Status.DRAFT, s.start,
-                    s.billing_anchor, s.cancel_at, s.plan.billing_cadence, s.plan.currency)
-              for s in active_subscriptions(customer, at)]
-    return CustomerTerms(customer.pk, customer.currency, grants)
+    return CustomerTerms(customer.pk, customer.currency, [Grant.of(s) for s in active_subscriptions(customer, at)])
 
 
 def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) -> EntitlementValue:

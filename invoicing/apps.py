@@ -8,6 +8,7 @@ class InvoicingConfig(AppConfig):
     def ready(self) -> None:
         from common.dashboard import register_dashboard
         from credits.hooks import register_purchase
+        from customers.hooks import register_unbilled_periods
         from metering.enrichment import register_event_enricher
 
         from . import checks  # noqa: F401 - registers the system checks
@@ -16,6 +17,7 @@ class InvoicingConfig(AppConfig):
         from .selectors.enrichment import invoices_of_events, unpriced_events
         from .selectors.guards import register_guards
         from .selectors.settings import stored_stripe_keys
+        from .selectors.unbilled import unbilled_periods
         from .services.top_ups import credits_buy
         from .stripe_gateway import register_stored_keys
 
@@ -24,5 +26,6 @@ class InvoicingConfig(AppConfig):
         register_dashboard(dashboard)
         register_guards()
         register_stored_keys(stored_stripe_keys)  # Stripe keys entered in Settings → Stripe
+        register_unbilled_periods(unbilled_periods)  # ended periods not billed yet count in the live credits
         register_purchase(credits_buy)  # a "purchased" grant (API, admin) is a top-up billed on its own invoice
         admin_extensions.register()  # the customer, subscription and event pages' invoicing parts

@@ -175,6 +175,9 @@ class CycleClose(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["subscription", "cycle"], name="invoicing_one_close_per_cycle")]
 
+    # The states of a cycle whose lines are computed (its invoice, if any, exists and its credits are burned).
+    DONE_STATES = (State.ISSUED, State.EMPTY, State.HELD, State.CARRIED)
+
     def __str__(self) -> str:
         return f"{self.subscription_id}#{self.cycle} {self.state}"
 

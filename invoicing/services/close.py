@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
-DONE_STATES = (CycleClose.State.ISSUED, CycleClose.State.EMPTY, CycleClose.State.HELD, CycleClose.State.CARRIED)
+DONE_STATES = CycleClose.DONE_STATES
 BEAT = "scheduled close"
 
 
@@ -174,11 +174,12 @@ def _bill_claimed_cycle(subscription: Subscription, cycle: Cycle, *, now: dt.dat
         def before_numbering(invoice: Invoice) -> None:
             """With the stored invoice, before it takes its number (whose lock queues concurrent closes until the
             commit): the credits this close burnt may cross the customer's auto top-up threshold, whose top-up is
-            then a line of this invoice; and the cycle's row records the invoice."""
+            then a line of this invoice; and the cycle's row records the invoice — first, so that the live credits
+            the top-up reads no longer count the period this invoice bills as unbilled usage."""
+            record(invoice)
             if tops_up:
                 checked.append(invoice.pk)
                 auto_top_up(customer_id=subscription.customer_id, now=now, label=label, invoice=invoice)
-            record(invoice)
 
         invoice, credit_notes = bill_cycle(subscription=subscription, cycle=cycle, lines=bill.lines,
                                            billed=bill.billed, now=now, actor=actor, label=label,

@@ -310,8 +310,7 @@ def cycle_items(
 
 
 def done_cycles(subscriptions: list[Subscription]) -> frozenset[tuple[int, int]]:
-    states = (CycleClose.State.ISSUED, CycleClose.State.EMPTY, CycleClose.State.HELD, CycleClose.State.CARRIED)
-    return frozenset(CycleClose.objects.filter(subscription__in=subscriptions, state__in=states)
+    return frozenset(CycleClose.objects.filter(subscription__in=subscriptions, state__in=CycleClose.DONE_STATES)
                      .values_list("subscription_id", "cycle"))
 
 

@@ -200,3 +200,60 @@ def test_a_price_row_scheduled_on_a_published_version_reaches_pending_usage_with
     ingest([tokens(300_000, utc(2026, 11, 20), "request", model="gpt-4o")])  # 6.00 at the new price
     clock[0] += FEATURE_CACHE_SECONDS + 0.1
     assert api.get(path, **bearer(read_token)).json()["creditAvailable"] == 1.5  # 10 − 2.50 − 6.00
+
+
+def test_credit_only_counts_an_ended_period_until_its_close_bills_it(api, read_token, monkeypatch):
+    """Between a period's end and its close (the grace period) its usage is neither burnt nor the current period's:
+    the gateway still subtracts it, so a customer cannot spend its balance twice across the boundary; once the close
+    burns the credits, the period counts once, in the balance."""
+    from catalog.services.plans import plan_create, plan_publish
+    from customers.selectors import forget_cached_entitlements
+    from customers.services.subscriptions import subscription_create
+    from invoicing.services.close import close_cycles
+    from tests.builders import ai_token_feature, tokens, utc
+
+    ai_token_feature()
+    card = RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D("0.01"))
+    plan = plan_publish(plan=plan_create(key="cents", name="Cents", currency="USD", rate_cards=[card, gated(
+        "credit_only", limit="1e9")]))
+    air = builders.kong_air(since=utc(2026, 10, 1))
+    subscription_create(customer=air, plan=plan, start=utc(2026, 11, 1), billing_anchor="calendar")
+    grant(air, 1000, effective_at=utc(2026, 11, 1))
+    ingest([tokens(1000, utc(2026, 11, 30, 23), "request")])  # the whole $10 on the last evening
+
+    def check(at):
+        monkeypatch.setattr(timezone, "now", lambda: at)
+        forget_cached_entitlements()  # a fresh worker at each instant (the gateway's few-second cache aside)
+        body = value(api, read_token)
+        return body["hasAccess"], body["creditBalance"], body["creditAvailable"]
+
+    assert check(utc(2026, 11, 30, 23, 30)) == (False, 10, 0)
+    assert check(utc(2026, 12, 1, 0, 10)) == (False, 10, 0)  # within the grace period: November not billed yet
+    credits = api.get("/api/v1/customers/kong-air/credits", **bearer(read_token)).json()
+    assert credits["pending_usage"] == "0.00"  # the API's contract: the current period only
+    close_cycles(now=utc(2026, 12, 1, 1, 5))  # November's close burns the $10
+    assert check(utc(2026, 12, 1, 1, 10)) == (False, 0, 0)
+
+
+def test_the_part_of_a_period_a_plan_change_replaced_counts_until_the_successor_bills_it():
+    """A plan change mid-period: the replaced subscription's part of the period is billed by its successor's first
+    cycle, after the grace period; until then it is an unbilled period, then it is not."""
+    from catalog.services.plans import plan_create, plan_publish
+    from customers.services.subscriptions import subscription_change_plan, subscription_create
+    from invoicing.selectors.unbilled import unbilled_periods
+    from invoicing.services.close import close_cycles
+    from tests.builders import ai_token_feature, utc
+
+    ai_token_feature()
+    plans = [plan_publish(plan=plan_create(key=key, name=key, currency="USD", rate_cards=[RateCardSpec(
+        key="ai-token", feature="ai-token", price_type="unit", unit_amount=D(price))])) for key, price in (
+        ("basic", "0.01"), ("pro", "0.02"))]
+    air = builders.kong_air(since=utc(2026, 10, 1))
+    first = subscription_create(customer=air, plan=plans[0], start=utc(2026, 11, 1), billing_anchor="calendar")
+    close_cycles(now=utc(2026, 11, 1, 0, 1))  # cycle 0: nothing in advance
+    subscription_change_plan(subscription=first, plan=plans[1], when="now", now=utc(2026, 11, 15))
+    assert unbilled_periods(air.pk, utc(2026, 11, 14)) == []
+    [(terms, period)] = unbilled_periods(air.pk, utc(2026, 11, 15, 0, 30))
+    assert (terms.plan_id, period.start, period.end) == (plans[0].pk, utc(2026, 11, 1), utc(2026, 11, 15))
+    close_cycles(now=utc(2026, 11, 15, 1, 5))  # the successor's first cycle bills it
+    assert unbilled_periods(air.pk, utc(2026, 11, 15, 1, 10)) == []
