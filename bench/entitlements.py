@@ -30,7 +30,8 @@ Steps:
    ``kong.api_request``; customers skewed (floor(customers × random()²): customer 0 has ≈ 3 % of
    all events); 10 % of the events name the username instead of the consumer id; ``ingest_tx`` one per 1,000
    rows. Then ``rollups_catch_up`` and ``VACUUM ANALYZE``, then ``--tail-events`` events of the last 10
-   minutes above the meter's ``rollup_low`` (not rolled up yet, as between two aggregator runs);
+   minutes above the meter's ``rollup_low`` (not rolled up yet, as between two aggregator runs); then, for a new or
+   a kept database, the cycles due now are closed as beat would have (ended periods invoiced, credits burnt);
 4. ``manage.py create_api_token bench --scope read``;
 5. in this process: the SQL statements of one entitlement check (heavy and median customer, each feature),
    ``EXPLAIN (ANALYZE, BUFFERS)`` of the usage statement of the heavy customer, and the CPU per request of
@@ -268,6 +269,20 @@ def seed(args, now: dt.datetime) -> None:
         for key, value in (("customers", args.customers), ("events", args.events), ("tail", args.tail_events),
                            ("seeded_at", now.isoformat())):
             cursor.execute(f"INSERT INTO {SEED_TABLE} VALUES (%s, %s)", [key, str(value)])
+
+
+def close_due_cycles() -> None:
+    """Close the cycles due now, as beat would have: the periods that ended are invoiced (their credits burnt), so
+    the checks see what a running deployment sees — no ended period waiting for its close (idempotent: a kept
+    database closes only what came due since)."""
+    from django.utils import timezone
+
+    from invoicing.services.close import close_cycles
+
+    started = time.monotonic()
+    report = close_cycles(now=timezone.now())
+    log(f"  close_cycles: {report.invoices:,} invoices for {report.cycles:,} cycles due in "
+        f"{time.monotonic() - started:.0f} s" + (f", {len(report.errors)} errors" if report.errors else ""))
 
 
 def meter_create_preset(preset: dict):
@@ -843,6 +858,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not reuse:
             seed(args, dt.datetime.now(dt.UTC).replace(microsecond=0))
+        close_due_cycles()
         token = harness.manage(env, "create_api_token", "bench", "--scope", "read").strip().splitlines()[-1]
 
         ids = customer_ids(args.database_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -418,21 +419,35 @@ def usage_rate_cards(grant: Grant) -> list[RateCard]:
     return cards
 
 
-# Which ended periods are not billed yet changes when a period ends or a cycle closes: for the gateway's check each
-# process asks the invoicing app at most every few seconds per customer, so either reaches it within them (a close
-# meanwhile counts the period twice, the burn and the pending usage: access is refused, never granted, wrongly).
-UNBILLED_CACHE_SECONDS = 5
-_UNBILLED: ProcessCache[list[tuple[Grant, Period]]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE,
-                                                                   ttl=2 * UNBILLED_CACHE_SECONDS)
+# Which ended periods are not billed yet changes when a period ends, when a subscription ends or changes plan, and
+# when a cycle closes. So for the gateway's check each process keeps the answer per customer and active subscriptions
+# until the next period boundary of those subscriptions; while it names periods (a close is pending), it asks again
+# every few seconds, so a close reaches the check within them (meanwhile the period counts twice, in the burn and
+# here: access is refused, never granted, wrongly).
+UNBILLED_RECHECK_SECONDS = 5.0
+UNBILLED_CACHE_SECONDS = 300.0
 
 
-def _unbilled(customer_id: int, at: dt.datetime) -> list[tuple[Grant, Period]]:
-    key = (customer_id, int(at.timestamp() // UNBILLED_CACHE_SECONDS))
-    found = _UNBILLED.get(key)
-    if found is None:
-        found = unbilled_periods_of(customer_id, at)
-        _UNBILLED.set(key, found)
-    return found
+@dataclass(frozen=True)
+class _Unbilled:
+    periods: list[tuple[Grant, Period]]
+    asked_at: dt.datetime  # the check's instant it was asked for
+    valid_until: dt.datetime  # the next period boundary of the active subscriptions
+    stored: float  # time.monotonic() (a non-empty answer is asked again UNBILLED_RECHECK_SECONDS later)
+
+
+_UNBILLED: ProcessCache[_Unbilled] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=UNBILLED_CACHE_SECONDS)
+
+
+def _unbilled(terms: CustomerTerms, current: list[tuple[Grant, Period]], at: dt.datetime) -> list[tuple[Grant, Period]]:
+    key = (terms.customer_id, tuple(terms.grants))
+    entry = _UNBILLED.get(key)
+    if (entry is None or not entry.asked_at <= at < entry.valid_until
+            or (entry.periods and time.monotonic() - entry.stored >= UNBILLED_RECHECK_SECONDS)):
+        valid_until = min((period.end for _, period in current), default=at)
+        entry = _Unbilled(unbilled_periods_of(terms.customer_id, at), at, valid_until, time.monotonic())
+        _UNBILLED.set(key, entry)
+    return entry.periods
 
 
 def _live_request(terms: CustomerTerms, feature: Feature, start: dt.datetime, end: dt.datetime,
@@ -472,7 +487,7 @@ def pending_usage(terms: CustomerTerms, at: dt.datetime, *, also: list[tuple[Met
     priced: list[tuple[Grant, RateCard, Decimal, dt.datetime, dt.datetime,
                        dict[tuple[dt.datetime, dt.datetime], int]]] = []
     periods = [(grant, grant.period_at(grant.cadence, at)[0]) for grant in terms.grants]
-    unbilled = _unbilled(terms.customer_id, at) if gateway else []
+    unbilled = _unbilled(terms, periods, at) if gateway else []
     for grant, period in periods + unbilled:
         start, end = period.start, period.end
         for rate_card in usage_rate_cards(grant):

@@ -207,6 +207,7 @@ def test_credit_only_counts_an_ended_period_until_its_close_bills_it(api, read_t
     the gateway still subtracts it, so a customer cannot spend its balance twice across the boundary; once the close
     burns the credits, the period counts once, in the balance."""
     from catalog.services.plans import plan_create, plan_publish
+    from customers import selectors
     from customers.selectors import forget_cached_entitlements
     from customers.services.subscriptions import subscription_create
     from invoicing.services.close import close_cycles
@@ -223,16 +224,21 @@ def test_credit_only_counts_an_ended_period_until_its_close_bills_it(api, read_t
 
     def check(at):
         monkeypatch.setattr(timezone, "now", lambda: at)
-        forget_cached_entitlements()  # a fresh worker at each instant (the gateway's few-second cache aside)
         body = value(api, read_token)
         return body["hasAccess"], body["creditBalance"], body["creditAvailable"]
 
     assert check(utc(2026, 11, 30, 23, 30)) == (False, 10, 0)
-    assert check(utc(2026, 12, 1, 0, 10)) == (False, 10, 0)  # within the grace period: November not billed yet
+    # within the grace period: November is not billed yet (the worker's answer of 23:30 held until midnight only)
+    assert check(utc(2026, 12, 1, 0, 10)) == (False, 10, 0)
     credits = api.get("/api/v1/customers/kong-air/credits", **bearer(read_token)).json()
     assert credits["pending_usage"] == "0.00"  # the API's contract: the current period only
     close_cycles(now=utc(2026, 12, 1, 1, 5))  # November's close burns the $10
-    assert check(utc(2026, 12, 1, 1, 10)) == (False, 0, 0)
+    # for a few seconds the worker still counts November as unbilled: twice, so refused, never wrongly granted
+    assert check(utc(2026, 12, 1, 1, 10)) == (False, 0, -10)
+    monkeypatch.setattr(selectors, "UNBILLED_RECHECK_SECONDS", 0.0)
+    assert check(utc(2026, 12, 1, 1, 11)) == (False, 0, 0)  # asked again: the $10 burnt, November billed
+    forget_cached_entitlements()  # a fresh worker agrees
+    assert check(utc(2026, 12, 1, 1, 12)) == (False, 0, 0)
 
 
 def test_the_part_of_a_period_a_plan_change_replaced_counts_until_the_successor_bills_it():
