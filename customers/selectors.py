@@ -547,12 +547,11 @@ def _metered_value(terms: CustomerTerms, feature: Feature, at: dt.datetime, gran
     period, start, end = grant.period_at(rate_card.entitlement_usage_period or grant.cadence, at)
     own = [(feature.meter, _live_request(terms, feature, start, end))] if feature.meter is not None else []
     mode, credit_balance, credit_available = rate_card.entitlement_credits, None, None
-    if mode:
-        balance = credit_balance_of(terms.customer_id, at)
+    balance = credit_balance_of(terms.customer_id, at) if mode else None
+    if balance is not None:  # a credit mode, and a credits app to read the balance from
         pending, found = pending_usage(terms, at, also=own, gateway=True)
-        if balance is not None:
-            credit_balance = to_major(balance, terms.currency)
-            credit_available = to_major(balance - pending, terms.currency)
+        credit_balance = to_major(balance, terms.currency)
+        credit_available = to_major(balance - pending, terms.currency)
     else:
         found = _live_groups(own)
     usage = found[0].get((), Decimal(0)) if found else Decimal(0)
