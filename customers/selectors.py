@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import Max, Q, QuerySet
 
 from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
-from catalog.dimensional import effective_segments, segment_usage_groups
+from catalog.dimensional import DimensionalPrice, effective_segments, segment_usage_groups
 from catalog.display import plain_number
 from catalog.models import Feature, Plan, RateCard
 from catalog.money import to_major
@@ -343,13 +343,12 @@ class Grant:
                    subscription.start, subscription.billing_anchor, subscription.cancel_at, plan.billing_cadence,
                    plan.currency)
 
-    def period_at(self, cadence: str, at: dt.datetime) -> tuple[Period, dt.datetime, dt.datetime]:
-        """The period of ``cadence`` containing ``at`` (the subscription is active then), and the part of it the
+    def period_at(self, cadence: str, at: dt.datetime) -> Period:
+        """The period of ``cadence`` containing ``at`` (the subscription is active then), clipped to the part the
         subscription covers."""
         period = period_at(self.anchor, cadence, self.start, self.cancel_at, at)
         assert period is not None  # the subscription is active at ``at``
-        return (period, max(period.start, self.start),
-                period.end if self.cancel_at is None else min(period.end, self.cancel_at))
+        return period
 
 
 @dataclass
@@ -484,40 +483,38 @@ def pending_usage(terms: CustomerTerms, at: dt.datetime, *, also: list[tuple[Met
     window. The credits API, auto top-ups and low-credit alerts keep the current period only (their contract; the
     close that bills the ended period burns its credits and checks them then)."""
     requests = list(also or [])
-    priced: list[tuple[Grant, RateCard, Decimal, dt.datetime, dt.datetime,
-                       dict[tuple[dt.datetime, dt.datetime], int]]] = []
-    periods = [(grant, grant.period_at(grant.cadence, at)[0]) for grant in terms.grants]
+    priced: list[tuple[Grant, RateCard, Period, DimensionalPrice | None, dict[tuple[dt.datetime, dt.datetime], int]]]
+    priced = []
+    periods = [(grant, grant.period_at(grant.cadence, at)) for grant in terms.grants]
     unbilled = _unbilled(terms, periods, at) if gateway else []
     for grant, period in periods + unbilled:
-        start, end = period.start, period.end
         for rate_card in usage_rate_cards(grant):
             feature = rate_card.usage_feature
             if feature.meter is None:
                 continue
-            segments: list[tuple[dt.datetime, dt.datetime]] = [(start, end)]
-            dimensions: tuple[str, ...] = ()
-            if is_dimensional(rate_card):
-                table = dimensional_price(rate_card)
-                segments = effective_segments(table, start, end) if start < end else []
-                dimensions = tuple(table.dimensions)
+            table = dimensional_price(rate_card) if is_dimensional(rate_card) else None
+            segments = [(period.start, period.end)] if table is None else (
+                effective_segments(table, period.start, period.end) if period.start < period.end else [])
             positions = {}
             for a, b in segments:
                 positions[(a, b)] = len(requests)
-                requests.append((feature.meter, _live_request(terms, feature, a, b, dimensions)))
-            priced.append((grant, rate_card, period.fraction, start, end, positions))
+                requests.append((feature.meter, _live_request(terms, feature, a, b,
+                                                              tuple(table.dimensions) if table else ())))
+            priced.append((grant, rate_card, period, table, positions))
     found = _live_groups(requests)
     amount = 0
-    for grant, rate_card, proration, start, end, positions in priced:
-        if is_dimensional(rate_card):
+    for grant, rate_card, period, table, positions in priced:
+        if table is not None:
             def read(a: dt.datetime, b: dt.datetime, positions: dict = positions) -> Groups:
                 return found[positions[(a, b)]]
 
-            groups = segment_usage_groups(dimensional_price(rate_card), start, end, read)
-            charge = charge_rate_card(rate_card, quantity=Decimal(0), currency=grant.currency, proration=proration,
-                                      usage_groups=groups)
+            groups = segment_usage_groups(table, period.start, period.end, read)
+            charge = charge_rate_card(rate_card, quantity=Decimal(0), currency=grant.currency,
+                                      proration=period.fraction, usage_groups=groups)
         else:
-            quantity = found[positions[(start, end)]].get((), Decimal(0))
-            charge = charge_rate_card(rate_card, quantity=quantity, currency=grant.currency, proration=proration)
+            quantity = found[positions[(period.start, period.end)]].get((), Decimal(0))
+            charge = charge_rate_card(rate_card, quantity=quantity, currency=grant.currency,
+                                      proration=period.fraction)
         amount += sum(line.amount for line in charge.lines if line.kind in ("usage", "discount"))
     return amount, found[:len(also or [])]
 
@@ -544,8 +541,8 @@ def _metered_value(terms: CustomerTerms, feature: Feature, at: dt.datetime, gran
                    rate_card: RateCard) -> EntitlementValue:
     """A metered entitlement: usage in its usage period against the limit, and with a credit mode the live
     credits (balance less pending usage, read in the same statements as the usage)."""
-    period, start, end = grant.period_at(rate_card.entitlement_usage_period or grant.cadence, at)
-    own = [(feature.meter, _live_request(terms, feature, start, end))] if feature.meter is not None else []
+    period = grant.period_at(rate_card.entitlement_usage_period or grant.cadence, at)
+    own = [(feature.meter, _live_request(terms, feature, period.start, period.end))] if feature.meter else []
     mode, credit_balance, credit_available = rate_card.entitlement_credits, None, None
     balance = credit_balance_of(terms.customer_id, at) if mode else None
     if balance is not None:  # a credit mode, and a credits app to read the balance from

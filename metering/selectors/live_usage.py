@@ -44,9 +44,8 @@ SubjectPeriods = tuple[tuple[str, dt.datetime, dt.datetime], ...]
 
 @dataclass(frozen=True)
 class LiveUsage:
-    """One total asked of :func:`usage_totals_live`: the subjects, each counted in its own ``[start, end)``, and
-    equality filters on the meter's group-by values; with ``dimensions``, split by those group-by values
-    (:func:`usage_groups_live`)."""
+    """One usage asked of :func:`usage_groups_live`: the subjects, each counted in its own ``[start, end)``, and
+    equality filters on the meter's group-by values; with ``dimensions``, split by those group-by values."""
 
     subject_periods: SubjectPeriods
     filters: tuple[tuple[str, str], ...] = ()
@@ -81,13 +80,6 @@ def forget_settled_usage() -> None:
 def _definition_key(meter: Meter) -> tuple:
     return (meter.pk, meter.event_type, meter.aggregation, meter.value_property or "", meter.value_absent,
             json.dumps(meter.group_by or {}, sort_keys=True))
-
-
-def usage_totals_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Decimal]:
-    """The totals of ``requests`` (without dimensions) on ``meter``, equal to :func:`usage_total_for_periods` of
-    each at this moment, reading only the events the aggregator has not settled yet when the rest is remembered
-    (see the module)."""
-    return [groups.get((), Decimal(0)) for groups in usage_groups_live(meter=meter, requests=requests)]
 
 
 def usage_groups_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Groups]:
