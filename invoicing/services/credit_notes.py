@@ -56,28 +56,32 @@ def creditable_amounts(invoice_ids: list[int]) -> dict[int, int]:
 def allocate_credits(credit_lines: list[DraftLine], billed: dict[ItemKey, Billed], *,
                      fallback_invoice_ids: list[int]) -> dict[int, list[CreditDraftLine]]:
     """Invoice id → the credit note lines against it. Each credit goes first to the invoices that billed its
-    rate card and period (newest first), then to the customer's other issued invoices (``fallback_invoice_ids``,
-    newest first), each never beyond what it has left to credit. Raises :class:`CreditNoteError` when a credit
+    rate card and period (newest first), never beyond what each billed for it less what earlier lines of this
+    allocation credited it, then to the customer's other issued invoices (``fallback_invoice_ids``, newest
+    first); never beyond what an invoice has left to credit. Raises :class:`CreditNoteError` when a credit
     cannot be placed."""
     candidates = sorted({pk for line in credit_lines for pk in billed.get(line.item_key, Billed()).by_invoice}
                         | set(fallback_invoice_ids), reverse=True)
     left = creditable_amounts(candidates)
+    shares_left = {key: dict(entry.by_invoice) for key, entry in billed.items()}
     allocation: dict[int, list[CreditDraftLine]] = {}
     for line in credit_lines:
         needed = -line.amount
-        shares = billed.get(line.item_key, Billed()).by_invoice
+        shares = shares_left.setdefault(line.item_key, {})
         billed_it = sorted((pk for pk, share in shares.items() if share > 0), reverse=True)
-        order: list[tuple[int, int | None]] = [(pk, shares[pk]) for pk in billed_it]
-        order += [(pk, None) for pk in sorted(fallback_invoice_ids, reverse=True) if pk not in billed_it]
-        for invoice_id, share in order:
+        order: list[tuple[int, bool]] = [(pk, True) for pk in billed_it]
+        order += [(pk, False) for pk in sorted(fallback_invoice_ids, reverse=True) if pk not in billed_it]
+        for invoice_id, billed_item in order:
             if needed <= 0:
                 break
-            room = left.get(invoice_id, 0) if share is None else min(left.get(invoice_id, 0), share)
+            room = min(left.get(invoice_id, 0), shares[invoice_id]) if billed_item else left.get(invoice_id, 0)
             take = min(needed, room)
             if take <= 0:
                 continue
             allocation.setdefault(invoice_id, []).append(CreditDraftLine(line, take, line.description))
             left[invoice_id] -= take
+            if billed_item:
+                shares[invoice_id] -= take
             needed -= take
         if needed > 0:
             raise CreditNoteError(

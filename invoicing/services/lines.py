@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -610,9 +610,43 @@ def cycle_lines(subscription: Subscription, cycle: Cycle, *, now: dt.datetime,
 
 
 def split_credits(lines: list[DraftLine]) -> tuple[list[DraftLine], list[DraftLine]]:
-    """(invoice lines, lines for credit notes): credits stay on the invoice while it nets to ≥ 0; otherwise
-    every credit goes to a credit note against the invoice it corrects, so no invoice total is negative."""
+    """(invoice lines, lines for credit notes): credits stay on the invoice while it nets to ≥ 0. Otherwise each
+    item's credits first offset that item's own charges in this close (one row of a price table re-rated lower
+    while another row of it bills late usage), and only what the item nets below zero goes to credit notes
+    against the invoices that billed it, so no invoice total is negative and no credit note credits an item more
+    than was billed for it. A credit line split this way keeps its description on both sides."""
     if sum(line.amount for line in lines) >= 0:
         return lines, []
-    credits = [line for line in lines if line.kind == InvoiceLine.Kind.CREDIT]
-    return [line for line in lines if line.kind != InvoiceLine.Kind.CREDIT], credits
+    charged: dict[ItemKey, int] = defaultdict(int)
+    for line in lines:
+        if line.kind != InvoiceLine.Kind.CREDIT:
+            charged[line.item_key] += line.amount
+    offset = {key: max(amount, 0) for key, amount in charged.items()}
+    kept: list[DraftLine] = []
+    noted: list[DraftLine] = []
+    for line in lines:
+        if line.kind != InvoiceLine.Kind.CREDIT:
+            kept.append(line)
+            continue
+        room = offset.get(line.item_key, 0)
+        on_invoice = min(room, -line.amount)
+        offset[line.item_key] = room - on_invoice
+        if on_invoice == -line.amount:
+            kept.append(line)
+        elif on_invoice == 0:
+            noted.append(line)
+        else:
+            kept_part, noted_part = _split_line(line, -on_invoice)
+            kept.append(kept_part)
+            noted.append(noted_part)
+    return kept, noted
+
+
+QUANTITY_STEP = Decimal(1).scaleb(-PreciseDecimalField().decimal_places)  # the stored scale of a line's quantity
+
+
+def _split_line(line: DraftLine, amount: int) -> tuple[DraftLine, DraftLine]:
+    """``line`` as two lines, the first of ``amount`` (same sign), its quantity shared in proportion."""
+    quantity = (line.quantity * amount / line.amount).quantize(QUANTITY_STEP) if line.amount else Decimal(0)
+    return (replace(line, amount=amount, quantity=quantity),
+            replace(line, amount=line.amount - amount, quantity=line.quantity - quantity))
