@@ -12,6 +12,11 @@ and COUNT):
 - the **newest** events, ``ingest_tx >= low``, read live by time on every call (``part="since"``): an event
   counts the moment it is committed, as in :func:`~metering.selectors.usage.usage_total_for_periods`.
 
+On PostgreSQL the remembered part also grows: the newest statement tells which of its events lie below its
+snapshot's xmin (every transaction below it has ended, so no event below it can still appear), and those are added
+to the remembered part, whose mark (``high``) moves up to that xmin. The next call reads only the events from
+there: those committed since (or still running then), not every event the aggregator has yet to fold in.
+
 The sum is exact whenever it is taken. A remembered part is read again once the aggregator has moved on and it is
 older than ``USAGE_SETTLED_REFRESH_SECONDS`` (so the newest events read live stay few), when the meter's
 rollups were reset (``rollup_low`` went down), and after ``USAGE_SETTLED_MAX_SECONDS`` in any case. Its key holds the
@@ -64,8 +69,9 @@ Groups = dict[tuple[str | None, ...], Decimal]  # the dimensions' values (None: 
 @dataclass(frozen=True)
 class _Settled:
     low: int  # the meter's rollup_low the settled statement saw
-    groups: Groups
-    stored: float  # time.monotonic()
+    groups: Groups  # the usage of the events below ``high``
+    stored: float  # time.monotonic() of the settled statement
+    high: int  # ≥ low: the newest events below it were added to ``groups`` (PostgreSQL), else ``low``
 
 
 # By (meter definition, request). Each process has its own: one that has not read a total yet reads it whole.
@@ -93,33 +99,43 @@ def usage_groups_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Gr
         return [_whole(meter, request) for request in requests]
     definition = _definition_key(meter)
     settled: list[_Settled | None] = []
+    now = time.monotonic()
     for request in requests:
         if not request.subject_periods:
             settled.append(None)
             continue
         key = (definition, request)
         entry = _SETTLED.get(key)
-        if entry is None:
+        if entry is None or now - entry.stored >= settings.USAGE_SETTLED_MAX_SECONDS:  # a grown entry is set again
             entry = _settled_part(meter, request)
             _SETTLED.set(key, entry)
         settled.append(entry)
     results: list[Groups] = [dict(entry.groups) if entry is not None else {} for entry in settled]
-    by_low: dict[int, list[int]] = {}
+    by_high: dict[int, list[int]] = {}
     for position, entry in enumerate(settled):
         if entry is not None:
-            by_low.setdefault(entry.low, []).append(position)
-    now = time.monotonic()
-    for low, positions in by_low.items():
-        newest, current_low = _newest_part(meter, [requests[p] for p in positions], low)
-        for position, groups in zip(positions, newest, strict=True):
-            for values, value in groups.items():
-                results[position][values] = results[position].get(values, Decimal(0)) + value
+            by_high.setdefault(entry.high, []).append(position)
+    for high, positions in by_high.items():
+        newest = _newest_part(meter, [requests[p] for p in positions], high)
+        for position, live, final in zip(positions, newest.live, newest.final, strict=True):
+            _add(results[position], live)
+            _add(results[position], final)
             entry = settled[position]
             assert entry is not None
-            stale = current_low > low and now - entry.stored >= settings.USAGE_SETTLED_REFRESH_SECONDS
-            if stale or current_low < low:  # moved on (read the settled part again next time), or reset
-                _SETTLED.forget((definition, requests[position]))
+            key = (definition, requests[position])
+            stale = newest.low > entry.low and now - entry.stored >= settings.USAGE_SETTLED_REFRESH_SECONDS
+            if stale or newest.low < entry.low:  # moved on (read the settled part again next time), or reset
+                _SETTLED.forget(key)
+            elif newest.high > entry.high:  # the newest events below the snapshot's xmin are settled now
+                grown = dict(entry.groups)
+                _add(grown, final)
+                _SETTLED.set(key, _Settled(entry.low, grown, entry.stored, newest.high))
     return results
+
+
+def _add(groups: Groups, more: Groups) -> None:
+    for values, value in more.items():
+        groups[values] = groups.get(values, Decimal(0)) + value
 
 
 def _pieces(request: LiveUsage) -> list[Piece]:
@@ -152,22 +168,33 @@ def _whole(meter: Meter, request: LiveUsage) -> Groups:
 
 def _settled_part(meter: Meter, request: LiveUsage) -> _Settled:
     groups, low = _grouped(meter, request, "settled")
-    return _Settled(low, groups, time.monotonic())
+    return _Settled(low, groups, time.monotonic(), low)
 
 
-def _newest_part(meter: Meter, requests: list[LiveUsage], since_tx: int) -> tuple[list[Groups], int]:
+@dataclass
+class _Newest:
+    """The newest events' usage per request: ``final`` below ``high`` (the snapshot's xmin; 0 and nothing final
+    but on PostgreSQL), ``live`` the rest; ``low`` the meter's ``rollup_low`` the statement saw."""
+
+    live: list[Groups]
+    final: list[Groups]
+    low: int
+    high: int
+
+
+def _newest_part(meter: Meter, requests: list[LiveUsage], since_tx: int) -> _Newest:
     """Each request's usage of the raw events with ``ingest_tx >= since_tx`` in its periods, by its dimensions (one
-    statement for all, grouped by request and by every dimension and filter key), and the meter's ``rollup_low``
-    now."""
+    statement for all, grouped by request and by every dimension and filter key)."""
     pieces = [Piece(position, a, b, "R", subject)
               for position, request in enumerate(requests) for subject, a, b in request.subject_periods]
     keys = sorted({key for request in requests for key in (*request.dimensions, *(k for k, _ in request.filters))})
     rows = usage_rows(meter=meter, pieces=pieces, window_bounds=[_bounds(r) for r in requests], group_by=keys,
                       subjects=_subjects(requests), part="since", since_tx=since_tx)
-    results: list[Groups] = [{} for _ in requests]
+    newest = _Newest([{} for _ in requests], [{} for _ in requests], rows.low, rows.high)
     for row in rows:
         request = requests[row.index]
         if all(row.group_by.get(key) == value for key, value in request.filters):
             values = tuple(row.group_by.get(name) for name in request.dimensions)
-            results[row.index][values] = results[row.index].get(values, Decimal(0)) + row.value
-    return results, rows.low
+            groups = (newest.final if row.final else newest.live)[row.index]
+            groups[values] = groups.get(values, Decimal(0)) + row.value
+    return newest

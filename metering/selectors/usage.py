@@ -66,6 +66,7 @@ class UsageRow:
     group_by: dict[str, str | None]
     value: Decimal
     index: int = 0  # the window's position in ``window_bounds`` (windows may share bounds in batch queries)
+    final: bool = False  # part "since" on PostgreSQL: events below the statement's snapshot xmin (``UsageRows.high``)
 
 
 @dataclass
@@ -249,6 +250,8 @@ def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> t
         key_sql, key_params = text_expr(query.definition.group_by[key])
         columns.append(f"{key_sql} AS {column}")
         params.extend(key_params)
+    if _newest_cte(query):
+        columns.append(f"e.ingest_tx < {SNAPSHOT_XMIN} AS fin")
     low, high = _bounds(pieces)
     where = ["e.type = %s", "e.time >= %s", "e.time < %s"]
     params += [query.definition.event_type, low, high]
@@ -278,8 +281,10 @@ def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _
     tail) and filtered on the extracted group-by values. The "since" part reads its events once, from the
     statement's ``newest`` (PostgreSQL), not once per piece."""
     events_params: list[Any] = []
+    index = "w.idx"
     if _newest_cte(query):
         source = "newest"
+        index = "w.idx * 2 + CASE WHEN e.fin THEN 1 ELSE 0 END"  # decoded by usage_rows (UsageRow.final)
     else:
         events_sql, events_params = _raw_events(query, pieces, tail=tail)
         source = f"({events_sql})"
@@ -295,7 +300,7 @@ def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _
                 *(f"{m} AS {a}" for m, a in zip(_raw_measures(query), query.measure_aliases, strict=True))]
     branch = _Sql()
     branch.add(
-        f"SELECT w.idx AS idx, e.subject AS subject, {', '.join(selected)} "
+        f"SELECT {index} AS idx, e.subject AS subject, {', '.join(selected)} "
         f"FROM {source} e JOIN w ON {' AND '.join(join)}"
         + (f" WHERE {' AND '.join(conditions)}" if conditions else ""),
         [*events_params, *params],
@@ -304,7 +309,18 @@ def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _
 
 
 def _newest_cte(query: _UsageQuery) -> bool:
-    return query.part == "since" and is_postgres()
+    return _reads_newest(query.part)
+
+
+def _reads_newest(part: str) -> bool:
+    """Whether a statement of ``part`` reads its events once, as ``newest``, and splits its rows at the snapshot's
+    xmin (the "since" part on PostgreSQL)."""
+    return part == "since" and is_postgres()
+
+
+# The oldest transaction still running when the statement's snapshot was taken: every event with an ingest_tx below
+# it is committed (or rolled back) for good, so what the statement sees below it is all there will ever be.
+SNAPSHOT_XMIN = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 
 
 def _branches(query: _UsageQuery) -> list[_Sql]:
@@ -381,7 +397,9 @@ def _usage_sql(
     if _newest_cte(query):  # the newest events of every piece, read once through the ingest_tx index
         events_sql, events_params = _raw_events(query, pieces, tail=False)
         sql.add(f", newest AS MATERIALIZED ({events_sql})", events_params)
-    sql.add(" SELECT (SELECT rollup_low FROM metering_meter WHERE id = %s) AS low, g.* FROM (SELECT 1 AS one) AS one "
+    high = f"{SNAPSHOT_XMIN} AS high, " if _newest_cte(query) else ""
+    sql.add(f" SELECT (SELECT rollup_low FROM metering_meter WHERE id = %s) AS low, {high}g.* "
+            "FROM (SELECT 1 AS one) AS one "
             f"LEFT JOIN (SELECT {', '.join(group_columns)}, {aggregate} FROM {source} "
             f"GROUP BY {', '.join(group_columns)}) AS g ON 1 = 1",
             [meter.pk, *union.params])
@@ -396,9 +414,11 @@ def _rollup_low(meter: Meter) -> int:
 
 
 class UsageRows(list[UsageRow]):
-    """The rows of :func:`usage_rows`, with the meter's ``rollup_low`` its statement saw."""
+    """The rows of :func:`usage_rows`, with the meter's ``rollup_low`` its statement saw and, for the "since" part
+    on PostgreSQL, its snapshot's xmin (``high``; 0 otherwise): rows of events below it are ``final``."""
 
     low: int = 0
+    high: int = 0
 
 
 def usage_rows(
@@ -464,11 +484,14 @@ def usage_rows(
 
     rows = UsageRows()
     rows.low = int(seen or 0)
+    split = _reads_newest(part)  # the snapshot's xmin is the second column, each index carries its half
+    if split and fetched:
+        rows.high = int(fetched[0][1])
     offset = 2 if group_by_subject else 1
-    for record in (record[1:] for record in fetched):
+    for record in (record[2 if split else 1:] for record in fetched):
         if record[0] is None:  # nothing matched
             continue
-        index = record[0]
+        index, final = divmod(record[0], 2) if split else (record[0], 0)
         subject = record[1] if group_by_subject else None
         groups = {key: record[offset + i] for i, key in enumerate(grouped_keys)}
         measures_out = record[offset + len(grouped_keys):]
@@ -476,7 +499,7 @@ def usage_rows(
         if value is None:
             continue
         start, end = window_bounds[index]
-        rows.append(UsageRow(start, end, subject, groups, value, index))
+        rows.append(UsageRow(start, end, subject, groups, value, index, bool(final)))
     rows.sort(key=lambda r: (r.window_start, r.subject or "", sorted((k, v or "") for k, v in r.group_by.items())))
     return rows
 

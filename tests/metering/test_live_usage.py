@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metering.models import Event
+from metering.selectors import live_usage
 from metering.selectors.live_usage import LiveUsage, forget_settled_usage, usage_groups_live
 from metering.selectors.usage import equality_filters, usage_rows, usage_total_for_periods
 from metering.services.rollups import meter_rollups_reset
@@ -190,3 +191,41 @@ def test_no_subject_periods_means_zero_and_no_statement():
         assert usage_totals_live(meter=meter, requests=[LiveUsage.of([]), LiveUsage.of(
             [("acme", BASE, BASE)])]) == [Decimal(0), Decimal(0)]
     assert len(queries) == 0
+
+
+@pytest.mark.postgres
+def test_an_event_of_a_transaction_still_open_counts_when_it_commits_though_later_events_settled():
+    """The remembered part grows up to the newest statement's snapshot xmin only: an event written by a transaction
+    that began earlier and commits later (a slow ingest batch) has an ingest_tx below events already counted, so a
+    mark past it would miss it for good."""
+    import psycopg
+
+    forget_settled_usage()
+    meter = make_meter(slug="live_open", event_type="t.open")
+    request = as_request(([("acme", 0, 48, 0)], {}))
+    ingest(build_events([{"subject": "acme", "minutes": 30, "tokens": 5, "type": "request"}], "t.open"))
+    assert usage_totals_live(meter=meter, requests=[request]) == [Decimal(5)]
+    slow = psycopg.connect(**connection.get_connection_params())  # a transaction is open from its first statement
+    try:
+        slow.execute(
+            "INSERT INTO metering_event (source, event_id, type, subject, time, data, ingested_at, ingest_tx) "
+            "VALUES ('test', 'slow-batch', 't.open', 'acme', %s, '{\"tokens\": 100}', now(), "
+            "pg_current_xact_id()::text::bigint)", [BASE + dt.timedelta(minutes=40)])
+        for tokens in (7, 11):  # later events, committed while the slow batch is open; each call may grow the mark
+            ingest(build_events([{"subject": "acme", "minutes": 50, "tokens": tokens, "type": "request"}], "t.open"))
+            assert usage_totals_live(meter=meter, requests=[request]) == [Decimal(5 + 7 + (11 if tokens == 11 else 0))]
+        assert usage_totals_live(meter=meter, requests=[request]) == [Decimal(23)]
+        row = slow.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
+        assert row is not None
+        slow_tx = row[0]
+        assert [entry.high <= slow_tx for entry in live_usage._SETTLED._cache.values()] == [True]
+        slow.commit()
+        assert usage_totals_live(meter=meter, requests=[request]) == [Decimal(123)]
+        assert usage_totals_live(meter=meter, requests=[request]) == [Decimal(123)]  # folded in once, not twice
+        # the mark moved past every event: the next call reads only what is committed from now on
+        assert [entry.high > slow_tx for entry in live_usage._SETTLED._cache.values()] == [True]
+        roll_up(meter)
+        meter.refresh_from_db()
+        assert usage_totals_live(meter=meter, requests=[request]) == [Decimal(123)]
+    finally:
+        slow.close()
