@@ -19,6 +19,10 @@ Everything else goes to Django unchanged: ``HEAD`` and other methods, staff sess
 verdict travels with the request: the token is looked up and an auth failure counted once), and an unknown
 customer or feature or a database outage, handed on with the exception the body's rule raised, which the view
 raises again (so the check runs once per request) for DRF's exception handler and the middleware to answer.
+
+A reused database connection is not checked with a ``SELECT 1`` first (Django's ``CONN_HEALTH_CHECKS``): the check's
+own first statement tells, and a connection found broken is replaced and the check run again
+(:func:`metering.api.fast_route.read_checked_by_use`), one round trip fewer on every call.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from metering.api.fast_route import (
     Route,
     authorized_token,
     hand_on,
+    read_checked_by_use,
     resolves_to,
     served_as_is,
     success_headers,
@@ -65,7 +70,7 @@ def entitlement_answer(environ: dict[str, Any]) -> Answer | None:
     if success is None:
         return None
     try:
-        body = entitlement_value_body(**arguments)
+        body = read_checked_by_use(lambda: entitlement_value_body(**arguments))
     except Exception as exc:  # noqa: BLE001 - 404s and failures are answered by Django's stack
         hand_on(environ, exc)
         return None

@@ -28,7 +28,7 @@ import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core import signals
@@ -36,6 +36,7 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
+from django.db import Error, connection
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, get_resolver
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -256,6 +257,28 @@ def _render_success(view: Any, method: str, request: HttpRequest, bodies: Sequen
         if (other_status, other_headers) != (status, expected):
             raise RuntimeError("the fast route cannot answer like Django here: headers depend on the body")
     return Success(status, tuple(headers), length_at)
+
+
+# --- the database connection ----------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def read_checked_by_use(read: Callable[[], T]) -> T:
+    """``read()`` (statements that write nothing) without Django's health check of a reused connection (a ``SELECT 1``
+    round trip before the request's first statement, ``CONN_HEALTH_CHECKS``): the read itself tells, and when it
+    fails on a connection that then proves unusable (the server restarted, a proxy dropped it), the connection is
+    closed and the read runs once more on a new one, as Django would have done after its check."""
+    reused = connection.connection is not None
+    if reused:
+        connection.health_check_done = True  # type: ignore[attr-defined]  # django-stubs lacks it
+    try:
+        return read()
+    except Error:
+        if not reused or connection.is_usable():
+            raise
+        connection.close()
+        return read()
 
 
 # --- WSGI -----------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -110,7 +111,7 @@ def test_the_history_that_stopped_a_close_with_nothing_left_to_credit_now_bills_
     monkeypatch.setattr(test_rerating_property, "event", lambda *args: None)  # statistics: only inside @given
     _plans()
     state = BillingHistory()
-    steps = [
+    steps: list[tuple[str, dict[str, Any]]] = [
         ("subscribe", {"start_offset_days": 20, "calendar": True}),
         ("traffic", {"burst": [(105, 237, "request", "gpt-4o"), (408, 560, "request", "gpt-4o")]}),
         ("void_an_invoice", {"data": None}),

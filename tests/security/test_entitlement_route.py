@@ -17,7 +17,7 @@ from unittest import mock
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
-from django.db import OperationalError, close_old_connections, connection
+from django.db import OperationalError, close_old_connections, connection, connections
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
@@ -386,3 +386,54 @@ def test_the_wsgi_entry_point_serves_through_the_route():
     from billing_site import wsgi
 
     assert isinstance(wsgi.application, FastRoutes) and ENTITLEMENT_ROUTE in wsgi.application.routes
+
+
+@pytest.fixture
+def served(read_token):
+    """The route as a server runs it: request_started/finished closing old connections, persistent connections
+    checked (CONN_HEALTH_CHECKS, also on SQLite here)."""
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+    enabled = connection.settings_dict["CONN_HEALTH_CHECKS"]
+    connection.settings_dict["CONN_HEALTH_CHECKS"] = True
+    connection.close()
+    try:
+        yield fast_routes.with_fast_routes(WSGIHandler())
+    finally:
+        connection.settings_dict["CONN_HEALTH_CHECKS"] = enabled
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reused_connection_is_not_checked_with_a_statement_of_its_own(served, read_token, monkeypatch):
+    metered_world()
+    checks = []
+    wrapper = connections["default"]
+    real = type(wrapper).is_usable
+
+    def counted(self):
+        checks.append(1)
+        return real(self)
+
+    monkeypatch.setattr(type(wrapper), "is_usable", counted)
+    assert call(served, token=read_token)[0] == "200 OK"  # the token looked up (then remembered): checked first
+    checks.clear()
+    assert [call(served, token=read_token)[0] for _ in range(3)] == ["200 OK"] * 3
+    assert connection.connection is not None and checks == []
+    assert call(served, path=VALUE.format("nobody", "ai-token"), token=read_token)[0] == "404 Not Found"
+    assert checks == []  # handed on to Django, a 404 runs no statement there: the check ran once, in the route
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_the_server_dropped_is_replaced_and_the_check_answers(served, read_token):
+    import psycopg
+
+    metered_world()
+    first = call(served, token=read_token)
+    assert first[0] == "200 OK"
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    assert call(served, token=read_token) == first
+    assert call(served, token=read_token) == first
