@@ -584,38 +584,49 @@ def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) 
     return _value_of(customer_terms(customer, at), feature, at)
 
 
-# The gateway's check in one statement: the customer (by key, else by id) with its active subscriptions.
+# The gateway's check in one statement: the customer (by key, else by id) with its active subscriptions (rows of
+# kind 0; one with no plan when it has none), then its subjects' attribution windows (kind 1: subject, start, end in
+# the columns of the currency, the start and the end of a subscription).
 _GRANTS_SQL = """
-    SELECT c.id, c.currency, s.plan_id, p.published_at, p.status, s.start, s.billing_anchor, s.cancel_at,
-           p.billing_cadence, p.currency
+    WITH found (id) AS (SELECT x.id FROM (SELECT id, 0 AS pref FROM customers_customer WHERE key = %(key)s
+                                          UNION ALL
+                                          SELECT id, 1 AS pref FROM customers_customer WHERE id = %(id)s) AS x
+                        ORDER BY x.pref LIMIT 1)
+    SELECT 0 AS kind, c.id, c.currency, s.plan_id, p.published_at, p.status, s.start, s.billing_anchor,
+           s.cancel_at, p.billing_cadence, p.currency, s.id
     FROM customers_customer c
     LEFT JOIN customers_subscription s
            ON s.customer_id = c.id AND s.start <= %(at)s AND (s.cancel_at IS NULL OR s.cancel_at > %(at)s)
     LEFT JOIN catalog_plan p ON p.id = s.plan_id
-    WHERE c.id = (SELECT x.id FROM (SELECT id, 0 AS pref FROM customers_customer WHERE key = %(key)s
-                                    UNION ALL
-                                    SELECT id, 1 AS pref FROM customers_customer WHERE id = %(id)s) AS x
-                  ORDER BY x.pref LIMIT 1)
-    ORDER BY s.start, s.id
+    WHERE c.id = (SELECT id FROM found)
+    UNION ALL
+    SELECT 1, a.customer_id, a.subject, NULL, NULL, NULL, a.start, NULL, a."end", NULL, NULL, a.id
+    FROM customers_subjectattribution a
+    WHERE a.customer_id = (SELECT id FROM found)
+    ORDER BY 1, 7, 12
 """
 
 
 def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> EntitlementValue | None:
-    """:func:`entitlement_value` for the gateway's hot path: raw statements instead of building ORM queries
-    (the attributions only when a metered entitlement needs them). None when no customer has this key (or id)."""
+    """:func:`entitlement_value` for the gateway's hot path: raw statements instead of building ORM queries, the
+    customer, its subscriptions and its subjects in one. None when no customer has this key (or id)."""
     number = as_row_id(id_or_key)
     with connection.cursor() as cursor:
         cursor.execute(_GRANTS_SQL, {"at": db_datetime(at), "key": id_or_key, "id": number})
         rows = cursor.fetchall()
-    if not rows:
+    if not rows or rows[0][0] != 0:
         return None
-    customer_id, currency = rows[0][0], rows[0][1]
-    grants = [Grant(customer_id, plan_id, from_db_datetime(published_at), status == Plan.Status.DRAFT,
-                    from_db_datetime(start), from_db_datetime(anchor), from_db_datetime(cancel_at), cadence,
-                    plan_currency)
-              for _, _, plan_id, published_at, status, start, anchor, cancel_at, cadence, plan_currency in rows
-              if plan_id is not None]
-    return _value_of(CustomerTerms(customer_id, currency, grants), feature, at)
+    customer_id, currency = rows[0][1], rows[0][2]
+    grants = []
+    attributions = []
+    for kind, _, text, plan_id, published_at, status, start, anchor, end, cadence, plan_currency, _ in rows:
+        if kind == 1:
+            attributions.append((text, from_db_datetime(start), from_db_datetime(end)))
+        elif plan_id is not None:
+            grants.append(Grant(customer_id, plan_id, from_db_datetime(published_at), status == Plan.Status.DRAFT,
+                                from_db_datetime(start), from_db_datetime(anchor), from_db_datetime(end), cadence,
+                                plan_currency))
+    return _value_of(CustomerTerms(customer_id, currency, grants, attributions), feature, at)
 
 
 def subscription_entitlements(subscription: Subscription, at: dt.datetime) -> list[tuple[RateCard, EntitlementValue]]:

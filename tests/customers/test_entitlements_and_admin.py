@@ -200,3 +200,33 @@ def test_a_daily_usage_period_resets_the_metered_balance(api, read_token, kong_a
     assert status == 200
     today = 30 if now - dt.timedelta(minutes=1) >= now.replace(hour=0, minute=0, second=0, microsecond=0) else 120
     assert body["usage"] == today and body["hasAccess"] is (today < 100)
+
+
+def test_a_warm_check_reads_the_customer_its_subscriptions_and_subjects_in_one_statement(kong_air):
+    """The gateway's hot path: one statement for a boolean check; a metered one adds only its newest events (its
+    settled usage remembered). Attribution windows come with the customer, and stay exact: a subject added later
+    counts at once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from catalog.selectors import feature_by_key
+    from customers.selectors import entitlement_check
+    from customers.services.customers import attribution_add
+
+    sso_feature()
+    subscribe(kong_air, extra=[quota(limit="500"), RateCardSpec(key="sso", feature="sso", entitlement_type="boolean")])
+    ingest([llm_event(tokens=120, time=iso(timezone.now() - dt.timedelta(minutes=5)))])
+    ingest([llm_event(tokens=30, subject="kong-air-eu", time=iso(timezone.now() - dt.timedelta(minutes=5)))])
+    metered, boolean = feature_by_key("ai-token"), feature_by_key("sso")
+    for feature in (metered, boolean):
+        entitlement_check(id_or_key="kong-air", feature=feature, at=timezone.now())  # warm
+    with CaptureQueriesContext(connection) as statements:
+        assert entitlement_check(id_or_key="kong-air", feature=boolean, at=timezone.now()).has_access
+    assert len(statements) == 1
+    with CaptureQueriesContext(connection) as statements:
+        assert entitlement_check(id_or_key="kong-air", feature=metered, at=timezone.now()).usage == 120
+    assert len(statements) == 2
+    attribution_add(customer=kong_air, subject="kong-air-eu", start=timezone.now() - dt.timedelta(hours=1))
+    assert entitlement_check(id_or_key="kong-air", feature=metered, at=timezone.now()).usage == 150
+    assert entitlement_check(id_or_key=str(kong_air.pk), feature=metered, at=timezone.now()).usage == 150
+    assert entitlement_check(id_or_key="nobody", feature=metered, at=timezone.now()) is None
