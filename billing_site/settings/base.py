@@ -305,9 +305,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 6 * 1024 * 1024
 
 # --- Usage on the gateway's hot path (metering.selectors.live_usage) --------------------------------
 # Each process remembers the settled part of a period's usage (what the aggregator has rolled up) and reads only
-# newer events live: a remembered part is read again once the aggregator has moved on and it is this old...
+# newer events live. On SQLite (where it cannot grow with the newest events) a remembered part is read again once
+# the aggregator has moved on and it is this old...
 USAGE_SETTLED_REFRESH_SECONDS = env.float("USAGE_SETTLED_REFRESH_SECONDS", default=10.0)
-# ... and after this many seconds in any case; at most this many parts per process.
+# ... and, everywhere, after between half of this many seconds and all of them; at most this many parts per process.
 USAGE_SETTLED_MAX_SECONDS = env.float("USAGE_SETTLED_MAX_SECONDS", default=300.0)
 USAGE_SETTLED_CACHE_SIZE = env.int("USAGE_SETTLED_CACHE_SIZE", default=50_000)
 

@@ -17,9 +17,11 @@ snapshot's xmin (every transaction below it has ended, so no event below it can 
 to the remembered part, whose mark (``high``) moves up to that xmin. The next call reads only the events from
 there: those committed since (or still running then), not every event the aggregator has yet to fold in.
 
-The sum is exact whenever it is taken. A remembered part is read again once the aggregator has moved on and it is
-older than ``USAGE_SETTLED_REFRESH_SECONDS`` (so the newest events read live stay few), when the meter's
-rollups were reset (``rollup_low`` went down), and after ``USAGE_SETTLED_MAX_SECONDS`` in any case. Its key holds the
+The sum is exact whenever it is taken. A remembered part is read again when the meter's rollups were reset
+(``rollup_low`` went down), after ``USAGE_SETTLED_MAX_SECONDS`` in any case (each part at a time drawn between half
+of it and all of it, so parts remembered together, as a restarted worker's, are not all read again at once), and,
+where it cannot grow (SQLite), once the aggregator has moved on and it is older than
+``USAGE_SETTLED_REFRESH_SECONDS``, so the newest events read live stay few. Its key holds the
 meter's definition, the subjects' periods and the filters, so a changed definition or attribution is a new entry.
 Totals may be split by some group-by values (a dimensional price's table keys), each group summed the same way.
 Other aggregations (MIN, MAX, AVG, LATEST, UNIQUE_COUNT) are read whole each time.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +75,7 @@ class _Settled:
     groups: Groups  # the usage of the events below ``high``
     stored: float  # time.monotonic() of the settled statement
     high: int  # ≥ low: the newest events below it were added to ``groups`` (PostgreSQL), else ``low``
+    expires: float  # time.monotonic() after which it is read again
 
 
 # By (meter definition, request). Each process has its own: one that has not read a total yet reads it whole.
@@ -106,7 +110,7 @@ def usage_groups_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Gr
             continue
         key = (definition, request)
         entry = _SETTLED.get(key)
-        if entry is None or now - entry.stored >= settings.USAGE_SETTLED_MAX_SECONDS:  # a grown entry is set again
+        if entry is None or now >= entry.expires:  # (a grown entry was set again: the cache's own TTL restarted)
             entry = _settled_part(meter, request)
             _SETTLED.set(key, entry)
         settled.append(entry)
@@ -123,13 +127,14 @@ def usage_groups_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Gr
             entry = settled[position]
             assert entry is not None
             key = (definition, requests[position])
-            stale = newest.low > entry.low and now - entry.stored >= settings.USAGE_SETTLED_REFRESH_SECONDS
+            stale = (not newest.high and newest.low > entry.low
+                     and now - entry.stored >= settings.USAGE_SETTLED_REFRESH_SECONDS)
             if stale or newest.low < entry.low:  # moved on (read the settled part again next time), or reset
                 _SETTLED.forget(key)
             elif newest.high > entry.high:  # the newest events below the snapshot's xmin are settled now
                 grown = dict(entry.groups)
                 _add(grown, final)
-                _SETTLED.set(key, _Settled(entry.low, grown, entry.stored, newest.high))
+                _SETTLED.set(key, _Settled(entry.low, grown, entry.stored, newest.high, entry.expires))
     return results
 
 
@@ -168,7 +173,8 @@ def _whole(meter: Meter, request: LiveUsage) -> Groups:
 
 def _settled_part(meter: Meter, request: LiveUsage) -> _Settled:
     groups, low = _grouped(meter, request, "settled")
-    return _Settled(low, groups, time.monotonic(), low)
+    now = time.monotonic()
+    return _Settled(low, groups, now, low, now + settings.USAGE_SETTLED_MAX_SECONDS * random.uniform(0.5, 1.0))
 
 
 @dataclass
