@@ -218,15 +218,22 @@ def test_a_warm_check_reads_the_customer_its_subscriptions_and_subjects_in_one_s
     ingest([llm_event(tokens=120, time=iso(timezone.now() - dt.timedelta(minutes=5)))])
     ingest([llm_event(tokens=30, subject="kong-air-eu", time=iso(timezone.now() - dt.timedelta(minutes=5)))])
     metered, boolean = feature_by_key("ai-token"), feature_by_key("sso")
+    assert metered is not None and boolean is not None
+
+    def check(feature, id_or_key="kong-air"):
+        value = entitlement_check(id_or_key=id_or_key, feature=feature, at=timezone.now())
+        assert value is not None
+        return value
+
     for feature in (metered, boolean):
-        entitlement_check(id_or_key="kong-air", feature=feature, at=timezone.now())  # warm
+        check(feature)  # warm
     with CaptureQueriesContext(connection) as statements:
-        assert entitlement_check(id_or_key="kong-air", feature=boolean, at=timezone.now()).has_access
+        assert check(boolean).has_access
     assert len(statements) == 1
     with CaptureQueriesContext(connection) as statements:
-        assert entitlement_check(id_or_key="kong-air", feature=metered, at=timezone.now()).usage == 120
+        assert check(metered).usage == 120
     assert len(statements) == 2
     attribution_add(customer=kong_air, subject="kong-air-eu", start=timezone.now() - dt.timedelta(hours=1))
-    assert entitlement_check(id_or_key="kong-air", feature=metered, at=timezone.now()).usage == 150
-    assert entitlement_check(id_or_key=str(kong_air.pk), feature=metered, at=timezone.now()).usage == 150
+    assert check(metered).usage == 150
+    assert check(metered, str(kong_air.pk)).usage == 150
     assert entitlement_check(id_or_key="nobody", feature=metered, at=timezone.now()) is None

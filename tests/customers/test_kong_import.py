@@ -200,6 +200,30 @@ def test_usernames_swapped_between_two_consumers(kong_admin):
     assert KongConsumer.objects.get(kong_id=b["id"]).username == a["username"]
 
 
+def test_one_username_on_two_consumers_of_one_import_stays_with_the_last(kong_admin):
+    a, b, c = make_consumers(3)
+    kong_admin.consumers = [a, b]
+    run_import(kong_admin.url)
+    kong_admin.consumers = [dict(a, username="shared"), b, dict(c, username="shared")]
+
+    result = kong_consumers_import(admin_url=kong_admin.url)
+
+    assert (result.created, result.updated, result.unchanged) == (1, 1, 1)
+    assert KongConsumer.objects.get(kong_id=c["id"]).username == "shared"
+    assert KongConsumer.objects.get(kong_id=a["id"]).username is None
+
+
+def test_thousands_of_consumers_are_written_in_a_few_statements(kong_admin, django_assert_max_num_queries):
+    kong_admin.consumers = make_consumers(2500)
+    run_import(kong_admin.url)
+    kong_admin.consumers = [dict(c, username=f"renamed-{n}") if n % 2 else c
+                            for n, c in enumerate(make_consumers(2600))]
+    with django_assert_max_num_queries(20):  # (SQLite: smaller batches of the bulk update)
+        result = kong_consumers_import(admin_url=kong_admin.url)
+    assert (result.created, result.updated, result.unchanged) == (100, 1250, 1250)
+    assert KongConsumer.objects.get(kong_id=make_consumers(2, start=1)[0]["id"]).username == "renamed-1"
+
+
 def test_consumers_without_username(kong_admin):
     kong_admin.consumers = make_consumers(3, username=None, custom_id=None) + make_consumers(1, start=3)
 
