@@ -585,8 +585,9 @@ def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) 
 
 
 # The gateway's check in one statement: the customer (by key, else by id) with its active subscriptions (rows of
-# kind 0; one with no plan when it has none), then its subjects' attribution windows (kind 1: subject, start, end in
-# the columns of the currency, the start and the end of a subscription).
+# kind 0; one with no plan when it has none), then, when the feature is metered (%(subjects)s), its subjects'
+# attribution windows (kind 1: subject, start, end in the columns of the currency, the start and the end of a
+# subscription).
 _GRANTS_SQL = """
     WITH found (id) AS (SELECT x.id FROM (SELECT id, 0 AS pref FROM customers_customer WHERE key = %(key)s
                                           UNION ALL
@@ -602,7 +603,7 @@ _GRANTS_SQL = """
     UNION ALL
     SELECT 1, a.customer_id, a.subject, NULL, NULL, NULL, a.start, NULL, a."end", NULL, NULL, a.id
     FROM customers_subjectattribution a
-    WHERE a.customer_id = (SELECT id FROM found)
+    WHERE a.customer_id = (SELECT id FROM found) AND %(subjects)s
     ORDER BY 1, 7, 12
 """
 
@@ -611,8 +612,9 @@ def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> E
     """:func:`entitlement_value` for the gateway's hot path: raw statements instead of building ORM queries, the
     customer, its subscriptions and its subjects in one. None when no customer has this key (or id)."""
     number = as_row_id(id_or_key)
+    metered = feature.meter_id is not None  # only usage needs the subjects (a customer may have thousands)
     with connection.cursor() as cursor:
-        cursor.execute(_GRANTS_SQL, {"at": db_datetime(at), "key": id_or_key, "id": number})
+        cursor.execute(_GRANTS_SQL, {"at": db_datetime(at), "key": id_or_key, "id": number, "subjects": metered})
         rows = cursor.fetchall()
     if not rows or rows[0][0] != 0:
         return None
@@ -626,7 +628,7 @@ def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> E
             grants.append(Grant(customer_id, plan_id, from_db_datetime(published_at), status == Plan.Status.DRAFT,
                                 from_db_datetime(start), from_db_datetime(anchor), from_db_datetime(end), cadence,
                                 plan_currency))
-    return _value_of(CustomerTerms(customer_id, currency, grants, attributions), feature, at)
+    return _value_of(CustomerTerms(customer_id, currency, grants, attributions if metered else None), feature, at)
 
 
 def subscription_entitlements(subscription: Subscription, at: dt.datetime) -> list[tuple[RateCard, EntitlementValue]]:

@@ -40,20 +40,23 @@ def _store(consumers: list[KongConsumerData], admin_url: str) -> ImportResult:
     }
     created: list[KongConsumer] = []
     changed: list[KongConsumer] = []
+    written: list[KongConsumer] = []  # created and changed, in the import's order (the last one naming a username wins)
     unchanged = 0
     for data in consumers:
         fields = {"username": data.username, "custom_id": data.custom_id or "", "tags": data.tags,
                   "admin_url": admin_url}
         current = existing.get(data.id)
         if current is None:
-            created.append(KongConsumer(kong_id=data.id, **fields))
+            current = KongConsumer(kong_id=data.id, **fields)
+            created.append(current)
         elif any(getattr(current, k) != v for k, v in fields.items() if k != "admin_url"):
             for name, value in fields.items():
                 setattr(current, name, value)
             changed.append(current)
         else:
             unchanged += 1
-    written = [*changed, *created]
+            continue
+        written.append(current)
     owner = {row.username: row.kong_id for row in written if row.username}
     for row in written:
         if row.username and owner[row.username] != row.kong_id:

@@ -22,7 +22,7 @@ from common.queue import enqueue_on_commit
 
 from ..models import CreditNote, CreditNoteLine, Invoice
 from ..stripe_gateway import is_sandbox
-from .lines import Billed, DraftLine, ItemKey
+from .lines import Billed, DraftLine, ItemKey, split_line
 from .log import invoice_log
 from .numbering import next_credit_note_number
 
@@ -70,7 +70,8 @@ def allocate_credits(credit_lines: list[DraftLine], billed: dict[ItemKey, Billed
         shares = shares_left.setdefault(line.item_key, {})
         billed_it = sorted((pk for pk, share in shares.items() if share > 0), reverse=True)
         order: list[tuple[int, bool]] = [(pk, True) for pk in billed_it]
-        order += [(pk, False) for pk in sorted(fallback_invoice_ids, reverse=True) if pk not in billed_it]
+        # the customer's other invoices: not one that billed this item (it is never credited beyond its share)
+        order += [(pk, False) for pk in sorted(fallback_invoice_ids, reverse=True) if pk not in shares]
         for invoice_id, billed_item in order:
             if needed <= 0:
                 break
@@ -78,15 +79,16 @@ def allocate_credits(credit_lines: list[DraftLine], billed: dict[ItemKey, Billed
             take = min(needed, room)
             if take <= 0:
                 continue
-            allocation.setdefault(invoice_id, []).append(CreditDraftLine(line, take, line.description))
+            part = line if take == -line.amount else split_line(line, -take)[0]  # its share of the quantity
+            allocation.setdefault(invoice_id, []).append(CreditDraftLine(part, take, line.description))
             left[invoice_id] -= take
             if billed_item:
                 shares[invoice_id] -= take
             needed -= take
         if needed > 0:
             raise CreditNoteError(
-                f"cannot credit {needed} minor units of {line.description!r}: the invoices that billed it have "
-                "nothing left to credit; credit it by hand against another invoice"
+                f"cannot credit {needed} minor units of {line.description!r}: neither the invoices that billed it "
+                "nor the customer's other issued invoices have that much left to credit; credit it by hand"
             )
     return allocation
 

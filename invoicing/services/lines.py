@@ -636,7 +636,7 @@ def split_credits(lines: list[DraftLine]) -> tuple[list[DraftLine], list[DraftLi
         elif on_invoice == 0:
             noted.append(line)
         else:
-            kept_part, noted_part = _split_line(line, -on_invoice)
+            kept_part, noted_part = split_line(line, -on_invoice)
             kept.append(kept_part)
             noted.append(noted_part)
     return kept, noted
@@ -645,7 +645,7 @@ def split_credits(lines: list[DraftLine]) -> tuple[list[DraftLine], list[DraftLi
 QUANTITY_STEP = Decimal(1).scaleb(-PreciseDecimalField().decimal_places)  # the stored scale of a line's quantity
 
 
-def _split_line(line: DraftLine, amount: int) -> tuple[DraftLine, DraftLine]:
+def split_line(line: DraftLine, amount: int) -> tuple[DraftLine, DraftLine]:
     """``line`` as two lines, the first of ``amount`` (same sign), its quantity shared in proportion."""
     quantity = (line.quantity * amount / line.amount).quantize(QUANTITY_STEP) if line.amount else Decimal(0)
     return (replace(line, amount=amount, quantity=quantity),

@@ -268,7 +268,10 @@ def read_checked_by_use(read: Callable[[], T]) -> T:
     """``read()`` (statements that write nothing) without Django's health check of a reused connection (a ``SELECT 1``
     round trip before the request's first statement, ``CONN_HEALTH_CHECKS``): the read itself tells, and when it
     fails on a connection that then proves unusable (the server restarted, a proxy dropped it), the connection is
-    closed and the read runs once more on a new one, as Django would have done after its check."""
+    closed and the read runs once more on a new one, as Django would have done after its check. Inside a transaction
+    (where a broken connection cannot be replaced) the read just runs."""
+    if connection.in_atomic_block:
+        return read()
     reused = connection.connection is not None
     if reused:
         connection.health_check_done = True  # type: ignore[attr-defined]  # django-stubs lacks it

@@ -213,6 +213,18 @@ def test_one_username_on_two_consumers_of_one_import_stays_with_the_last(kong_ad
     assert KongConsumer.objects.get(kong_id=a["id"]).username is None
 
 
+def test_the_last_consumer_listed_keeps_a_username_also_when_a_new_one_named_it_first(kong_admin):
+    first, last = sorted(make_consumers(2), key=lambda c: c["id"])  # Kong lists consumers by id
+    kong_admin.consumers = [last]
+    run_import(kong_admin.url)
+    kong_admin.consumers = [dict(first, username="shared"), dict(last, username="shared")]
+
+    kong_consumers_import(admin_url=kong_admin.url)
+
+    assert KongConsumer.objects.get(kong_id=last["id"]).username == "shared"  # changed, listed last
+    assert KongConsumer.objects.get(kong_id=first["id"]).username is None  # new, listed first
+
+
 def test_thousands_of_consumers_are_written_in_a_few_statements(kong_admin, django_assert_max_num_queries):
     kong_admin.consumers = make_consumers(2500)
     run_import(kong_admin.url)

@@ -90,6 +90,27 @@ def test_credits_of_one_item_never_take_more_from_an_invoice_than_it_billed_for_
         credit_notes.allocate_credits([first, second, _line(CREDIT, -100)], billed, fallback_invoice_ids=[])
 
 
+def test_an_invoice_whose_share_of_an_item_is_used_up_is_not_its_fallback(monkeypatch):
+    """However a credit is split into lines, an invoice that billed the item gives at most its share; the rest goes
+    to the customer's other invoices (invoice 3 billed 300 of it but has nothing left, say after a manual note)."""
+    monkeypatch.setattr(credit_notes, "creditable_amounts", lambda ids: {5: 10_000, 3: 0, 2: 10_000})
+    billed = {_line(CREDIT, -1).item_key: Billed(amount=800, by_invoice={5: 500, 3: 300})}
+    two = credit_notes.allocate_credits([_line(CREDIT, -500, part="a"), _line(CREDIT, -300, part="b")], billed,
+                                        fallback_invoice_ids=[5, 3, 2])
+    one = credit_notes.allocate_credits([_line(CREDIT, -800, part="a")], billed, fallback_invoice_ids=[5, 3, 2])
+    assert {pk: sum(p.amount for p in parts) for pk, parts in two.items()} == {5: 500, 2: 300}
+    assert {pk: sum(p.amount for p in parts) for pk, parts in one.items()} == {5: 500, 2: 300}
+
+
+def test_a_credit_shared_between_invoices_shares_its_quantity(monkeypatch):
+    monkeypatch.setattr(credit_notes, "creditable_amounts", lambda ids: dict.fromkeys(ids, 10_000))
+    line = _line(CREDIT, -800, part="a", quantity="400")
+    billed = {line.item_key: Billed(amount=800, by_invoice={5: 500, 3: 300})}
+    allocation = credit_notes.allocate_credits([line], billed, fallback_invoice_ids=[])
+    assert {pk: [(p.amount, p.line.quantity) for p in parts] for pk, parts in allocation.items()} == {
+        5: [(500, Decimal(250))], 3: [(300, Decimal(150))]}
+
+
 class _Pick:
     """The ``data`` a rule of the state machine draws from, answering with a chosen invoice."""
 

@@ -17,7 +17,7 @@ from unittest import mock
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
-from django.db import OperationalError, close_old_connections, connection, connections
+from django.db import OperationalError, close_old_connections, connection, connections, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
@@ -423,6 +423,25 @@ def test_a_reused_connection_is_not_checked_with_a_statement_of_its_own(served, 
     assert connection.connection is not None and checks == []
     assert call(served, path=VALUE.format("nobody", "ai-token"), token=read_token)[0] == "404 Not Found"
     assert checks == []  # handed on to Django, a 404 runs no statement there: the check ran once, in the route
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_the_read_runs_as_is(monkeypatch):
+    """A broken connection cannot be replaced inside an atomic block: the error stands, no second read."""
+    calls = []
+
+    def read():
+        calls.append(1)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(type(connections["default"]), "is_usable", lambda self: False)
+    with transaction.atomic(), pytest.raises(OperationalError):
+        fast_route.read_checked_by_use(read)
+    assert calls == [1]
+    connection.ensure_connection()
+    with pytest.raises(OperationalError):
+        fast_route.read_checked_by_use(read)  # outside one: the connection proves unusable, so read once more
+    assert calls == [1, 1, 1]
 
 
 @pytest.mark.postgres
