@@ -115,12 +115,10 @@ def usage_groups_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Gr
             _SETTLED.set(key, entry)
         settled.append(entry)
     results: list[Groups] = [dict(entry.groups) if entry is not None else {} for entry in settled]
-    by_high: dict[int, list[int]] = {}
-    for position, entry in enumerate(settled):
-        if entry is not None:
-            by_high.setdefault(entry.high, []).append(position)
-    for high, positions in by_high.items():
-        newest = _newest_part(meter, [requests[p] for p in positions], high)
+    positions = [position for position, entry in enumerate(settled) if entry is not None]
+    if positions:  # one statement, each request from its own mark
+        newest = _newest_part(meter, [requests[p] for p in positions],
+                              [entry.high for entry in settled if entry is not None])
         for position, live, final in zip(positions, newest.live, newest.final, strict=True):
             _add(results[position], live)
             _add(results[position], final)
@@ -188,14 +186,14 @@ class _Newest:
     high: int
 
 
-def _newest_part(meter: Meter, requests: list[LiveUsage], since_tx: int) -> _Newest:
-    """Each request's usage of the raw events with ``ingest_tx >= since_tx`` in its periods, by its dimensions (one
-    statement for all, grouped by request and by every dimension and filter key)."""
+def _newest_part(meter: Meter, requests: list[LiveUsage], since: list[int]) -> _Newest:
+    """Each request's usage of the raw events with ``ingest_tx`` at or above its ``since`` in its periods, by its
+    dimensions (one statement for all, grouped by request and by every dimension and filter key)."""
     pieces = [Piece(position, a, b, "R", subject)
               for position, request in enumerate(requests) for subject, a, b in request.subject_periods]
     keys = sorted({key for request in requests for key in (*request.dimensions, *(k for k, _ in request.filters))})
     rows = usage_rows(meter=meter, pieces=pieces, window_bounds=[_bounds(r) for r in requests], group_by=keys,
-                      subjects=_subjects(requests), part="since", since_tx=since_tx)
+                      subjects=_subjects(requests), part="since", since_tx=since)
     newest = _Newest([{} for _ in requests], [{} for _ in requests], rows.low, rows.high)
     for row in rows:
         request = requests[row.index]

@@ -96,16 +96,21 @@ def _filter_sql(expression: str, expression_params: list, group_filter: GroupFil
             [*expression_params, *expression_params, *values])
 
 
-def _pieces_values(pieces: Sequence[Piece]) -> tuple[str, list]:
-    """``w(idx, a, b, kind, subj)`` as a VALUES list (typed on PostgreSQL)."""
+def _pieces_values(pieces: Sequence[Piece], since: Sequence[int] = ()) -> tuple[str, list]:
+    """``w(idx, a, b, kind, subj)`` as a VALUES list (typed on PostgreSQL); with ``since`` (per window index), also
+    each piece's lowest ``ingest_tx``, ``w.since``."""
     rows, params = [], []
     for n, piece in enumerate(pieces):
         if n == 0 and is_postgres():
-            rows.append("(%s::int, %s::timestamptz, %s::timestamptz, %s::text, %s::text)")
+            rows.append("(%s::int, %s::timestamptz, %s::timestamptz, %s::text, %s::text"
+                        + (", %s::bigint)" if since else ")"))
         else:
-            rows.append("(%s, %s, %s, %s, %s)")
+            rows.append("(%s, %s, %s, %s, %s" + (", %s)" if since else ")"))
         params.extend([piece.index, db_datetime(piece.start), db_datetime(piece.end), piece.kind, piece.subject])
-    return "w (idx, a, b, kind, subj) AS (VALUES " + ", ".join(rows) + ")", params
+        if since:
+            params.append(since[piece.index])
+    columns = "idx, a, b, kind, subj" + (", since" if since else "")
+    return f"w ({columns}) AS (VALUES " + ", ".join(rows) + ")", params
 
 
 def _bounds(pieces: Sequence[Piece]) -> tuple[Any, Any]:
@@ -135,7 +140,7 @@ class _UsageQuery:
     filters: Sequence[GroupFilter]
     low_hint: int
     part: str = "all"  # "all"; "settled": what the rollups hold (below rollup_low); "since": raw events only
-    since_tx: int = 0  # part "since": the raw events with ingest_tx at or above this, by time (R pieces)
+    since: tuple[int, ...] = ()  # part "since", per window index: its raw events with ingest_tx at or above this
     keys: list[str] = field(init=False)  # the group-by names grouped or filtered on, each once
     key_columns: list[str] = field(init=False)  # their columns in every branch: g0, g1, …
     unique: bool = field(init=False)
@@ -259,8 +264,8 @@ def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> t
         where.append("e.ingest_tx < (SELECT rollup_low FROM metering_meter WHERE id = %s)")
         params.append(query.meter.pk)
     elif query.part == "since":
-        where.append("e.ingest_tx >= %s")
-        params.append(query.since_tx)
+        where.append("e.ingest_tx >= %s")  # the lowest; each piece's own in the join (_raw_branch)
+        params.append(min(query.since))
     if tail:
         where.append("e.ingest_tx >= (SELECT rollup_low FROM metering_meter WHERE id = %s)")
         params.append(query.meter.pk)
@@ -289,6 +294,8 @@ def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _
         events_sql, events_params = _raw_events(query, pieces, tail=tail)
         source = f"({events_sql})"
     join = ["w.kind " + ("<> 'R'" if tail else "= 'R'"), "e.time >= w.a", "e.time < w.b"]
+    if query.part == "since":
+        join.append("e.ingest_tx >= w.since")
     if query.per_subject_pieces:
         join.append("e.subject = w.subj")
     extracted: dict[str, tuple[str, list]] = {
@@ -378,7 +385,7 @@ def _usage_sql(
     filters: Sequence[GroupFilter],
     low_hint: int,
     part: str = "all",
-    since_tx: int = 0,
+    since: tuple[int, ...] = (),
 ) -> tuple[str, list, list[str]]:
     """The one statement of :func:`usage_rows`: its SQL, parameters and the group-by keys of its rows.
 
@@ -387,8 +394,8 @@ def _usage_sql(
     but that when nothing matched)."""
     query = _UsageQuery(meter=meter, definition=definition, pieces=pieces, group_by=group_by,
                         group_by_subject=group_by_subject, subjects=subjects, filters=filters, low_hint=low_hint,
-                        part=part, since_tx=since_tx)
-    values_sql, values_params = _pieces_values(pieces)
+                        part=part, since=since)
+    values_sql, values_params = _pieces_values(pieces, since)
     union = _union_all(_branches(query))
     group_columns = _group_columns(query)
     source, aggregate = _aggregated(query, "".join(union.parts), group_columns)
@@ -404,6 +411,16 @@ def _usage_sql(
             f"GROUP BY {', '.join(group_columns)}) AS g ON 1 = 1",
             [meter.pk, *union.params])
     return "".join(sql.parts), sql.params, query.grouped_keys
+
+
+def _since_by_window(part: str, since_tx: int | Sequence[int], windows: int) -> tuple[int, ...]:
+    if part != "since":
+        return ()
+    if isinstance(since_tx, int):
+        return (since_tx,) * windows
+    if len(since_tx) != windows:
+        raise ValueError("since_tx: one per window")
+    return tuple(since_tx)
 
 
 def _rollup_low(meter: Meter) -> int:
@@ -431,7 +448,7 @@ def usage_rows(
     subjects: Sequence[str] | None = None,
     filters: Sequence[GroupFilter] = (),
     part: str = "all",
-    since_tx: int = 0,
+    since_tx: int | Sequence[int] = 0,
 ) -> UsageRows:
     """Aggregate a meter over pieces of windows; one row per window × (subject) × group-by values, of one part of
     the events (``rows.low``: the meter's ``rollup_low`` the statement saw):
@@ -439,7 +456,8 @@ def usage_rows(
     - ``all``: every event (rollups, raw R pieces, and the tail not rolled up yet);
     - ``settled``: the events below that ``rollup_low`` only (rollups, and R pieces' raw events below it): what
       no later ingest can change, since every event stored from then on has a higher ``ingest_tx``;
-    - ``since``: the raw events with ``ingest_tx >= since_tx``, by time (every piece must be an R piece).
+    - ``since``: the raw events with ``ingest_tx >= since_tx``, by time (every piece must be an R piece);
+      ``since_tx`` may be one per window (of ``window_bounds``), so windows read from different marks at once.
 
     So for additive aggregations ``settled`` (seeing ``low``) plus ``since`` from that ``low`` is ``all``, at any
     later time (:mod:`metering.selectors.live_usage`).
@@ -469,7 +487,7 @@ def usage_rows(
                                             "or a shorter range")
     arguments: dict[str, Any] = {"meter": meter, "definition": definition, "pieces": pieces, "group_by": group_by,
                  "group_by_subject": group_by_subject, "subjects": subjects, "filters": filters, "part": part,
-                 "since_tx": since_tx}
+                 "since": _since_by_window(part, since_tx, len(window_bounds))}
     low_hint = _rollup_low(meter) if part == "all" and any(p.kind != "R" for p in pieces) else 0
     with connection.cursor() as cursor:
         statement, params, grouped_keys = _usage_sql(**arguments, low_hint=low_hint)

@@ -259,3 +259,25 @@ def test_an_event_of_a_transaction_still_open_counts_when_it_commits_though_late
         assert usage_totals_live(meter=meter, requests=[request]) == [Decimal(123)]
     finally:
         slow.close()
+
+
+def test_requests_remembered_from_different_marks_are_read_in_one_statement():
+    """Each customer's check moves its own part's mark; a later call asking for all of them still reads their
+    newest events in one statement, each from its own mark."""
+    forget_settled_usage()
+    meter = make_meter(slug="live_marks", event_type="t.marks")
+    subjects = ["s1", "s2", "s3", "s4"]
+    ingest(build_events([{"subject": s, "minutes": 30, "tokens": 5, "type": "request"} for s in subjects], "t.marks"))
+    roll_up(meter)
+    requests = {s: as_request(([(s, 0, 48, 0)], {})) for s in subjects}
+    assert usage_totals_live(meter=meter, requests=list(requests.values())) == [Decimal(5)] * 4
+    for n, subject in enumerate(subjects):  # a check per customer, with new events in between
+        ingest(build_events([{"subject": subject, "minutes": 31, "tokens": n + 1, "type": "request"}], "t.marks"))
+        assert usage_totals_live(meter=meter, requests=[requests[subject]]) == [Decimal(5 + n + 1)]
+    ingest(build_events([{"subject": "s2", "minutes": 32, "tokens": 100, "type": "request"}], "t.marks"))
+    with CaptureQueriesContext(connection) as statements:
+        assert usage_totals_live(meter=meter, requests=list(requests.values())) == [
+            Decimal(6), Decimal(107), Decimal(8), Decimal(9)]
+    assert len(statements) == 1
+    assert usage_totals_live(meter=meter, requests=list(requests.values())) == [
+        Decimal(6), Decimal(107), Decimal(8), Decimal(9)]
