@@ -565,13 +565,8 @@ def _metered_value(terms: CustomerTerms, feature: Feature, at: dt.datetime, gran
                             credit_balance=credit_balance, credit_available=credit_available)
 
 
-_ATTRIBUTIONS_SQL = 'SELECT subject, start, "end" FROM customers_subjectattribution WHERE customer_id = %s'
-
-
 def _attributions(customer_id: int) -> list[tuple[str, dt.datetime | None, dt.datetime | None]]:
-    with connection.cursor() as cursor:
-        cursor.execute(_ATTRIBUTIONS_SQL, [customer_id])
-        return [(subject, from_db_datetime(start), from_db_datetime(end)) for subject, start, end in cursor.fetchall()]
+    return list(SubjectAttribution.objects.filter(customer_id=customer_id).values_list("subject", "start", "end"))
 
 
 def customer_terms(customer: Customer, at: dt.datetime) -> CustomerTerms:

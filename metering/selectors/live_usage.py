@@ -138,7 +138,11 @@ def usage_groups_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Gr
 
 def _add(groups: Groups, more: Groups) -> None:
     for values, value in more.items():
-        groups[values] = groups.get(values, Decimal(0)) + value
+        _count(groups, values, value)
+
+
+def _count(groups: Groups, values: tuple[str | None, ...], value: Decimal) -> None:
+    groups[values] = groups.get(values, Decimal(0)) + value
 
 
 def _pieces(request: LiveUsage) -> list[Piece]:
@@ -160,8 +164,7 @@ def _grouped(meter: Meter, request: LiveUsage, part: str) -> tuple[Groups, int]:
                       filters=equality_filters(dict(request.filters)), part=part)
     groups: Groups = {}
     for row in rows:
-        values = tuple(row.group_by.get(name) for name in request.dimensions)
-        groups[values] = groups.get(values, Decimal(0)) + row.value
+        _count(groups, tuple(row.group_by.get(name) for name in request.dimensions), row.value)
     return groups, rows.low
 
 
@@ -198,7 +201,6 @@ def _newest_part(meter: Meter, requests: list[LiveUsage], since: list[int]) -> _
     for row in rows:
         request = requests[row.index]
         if all(row.group_by.get(key) == value for key, value in request.filters):
-            values = tuple(row.group_by.get(name) for name in request.dimensions)
-            groups = (newest.final if row.final else newest.live)[row.index]
-            groups[values] = groups.get(values, Decimal(0)) + row.value
+            _count((newest.final if row.final else newest.live)[row.index],
+                   tuple(row.group_by.get(name) for name in request.dimensions), row.value)
     return newest

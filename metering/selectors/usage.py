@@ -255,7 +255,7 @@ def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> t
         key_sql, key_params = text_expr(query.definition.group_by[key])
         columns.append(f"{key_sql} AS {column}")
         params.extend(key_params)
-    if _newest_cte(query):
+    if _reads_newest(query.part):
         columns.append(f"e.ingest_tx < {SNAPSHOT_XMIN} AS fin")
     low, high = _bounds(pieces)
     where = ["e.type = %s", "e.time >= %s", "e.time < %s"]
@@ -277,7 +277,7 @@ def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> t
     params += subject_params
     # OFFSET 0 keeps the tail (and the "since" part) a separate subquery, read through the ingest_tx index (it is small)
     # instead of walking the subject's whole period in the (subject, time) index.
-    offset = " OFFSET 0" if (tail or query.part == "since") and is_postgres() else ""
+    offset = " OFFSET 0" if (tail and is_postgres()) or _reads_newest(query.part) else ""
     return f"SELECT {', '.join(columns)} FROM metering_event e WHERE {' AND '.join(where)}{offset}", params
 
 
@@ -287,7 +287,7 @@ def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _
     statement's ``newest`` (PostgreSQL), not once per piece."""
     events_params: list[Any] = []
     index = "w.idx"
-    if _newest_cte(query):
+    if _reads_newest(query.part):
         source = "newest"
         index = "w.idx * 2 + CASE WHEN e.fin THEN 1 ELSE 0 END"  # decoded by usage_rows (UsageRow.final)
     else:
@@ -313,10 +313,6 @@ def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _
         [*events_params, *params],
     )
     return branch
-
-
-def _newest_cte(query: _UsageQuery) -> bool:
-    return _reads_newest(query.part)
 
 
 def _reads_newest(part: str) -> bool:
@@ -401,10 +397,10 @@ def _usage_sql(
     source, aggregate = _aggregated(query, "".join(union.parts), group_columns)
     sql = _Sql()
     sql.add("WITH " + values_sql, values_params)
-    if _newest_cte(query):  # the newest events of every piece, read once through the ingest_tx index
+    if _reads_newest(query.part):  # the newest events of every piece, read once through the ingest_tx index
         events_sql, events_params = _raw_events(query, pieces, tail=False)
         sql.add(f", newest AS MATERIALIZED ({events_sql})", events_params)
-    high = f"{SNAPSHOT_XMIN} AS high, " if _newest_cte(query) else ""
+    high = f"{SNAPSHOT_XMIN} AS high, " if _reads_newest(query.part) else ""
     sql.add(f" SELECT (SELECT rollup_low FROM metering_meter WHERE id = %s) AS low, {high}g.* "
             "FROM (SELECT 1 AS one) AS one "
             f"LEFT JOIN (SELECT {', '.join(group_columns)}, {aggregate} FROM {source} "
