@@ -58,13 +58,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gc
 import hashlib
-import http.client
 import math
 import os
 import queue
 import random
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -568,6 +569,62 @@ def make_targets(count: int, customers: int, ids: dict[str, int], seed: int,
     return targets
 
 
+CLIENT_SWITCH_INTERVAL = 0.0002  # seconds
+
+
+class Disconnected(ConnectionError):
+    """The server closed the connection before answering (an idle keep-alive connection it had closed)."""
+
+
+def get_request(host: str, port: int, path: str, token: str) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+            "Accept: application/json\r\nConnection: keep-alive\r\n\r\n").encode("latin-1")
+
+
+class LeanConnection:
+    """One HTTP/1.1 connection sending prepared GETs and reading their answers (status, Content-Length, Connection).
+
+    ``http.client`` parses every answer's headers with the ``email`` package: most of this client's CPU, taken
+    from the two cores the server under test shares with it."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.address = (host, port)
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def get(self, request: bytes) -> tuple[int, bytes, bool]:
+        """Send ``request``; the answer's status, body, and whether the server closes the connection after it."""
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address, timeout=self.timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise Disconnected("closed before an answer") if not data else ValueError("truncated headers")
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, status = lines[0].split(" ", 2)[:2]
+        fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+        will_close = fields.get("connection", "").lower() == "close" or version == "HTTP/1.0"
+        length = int(fields["content-length"]) if "content-length" in fields else None
+        while length is None or len(body) < length:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                if length is None:  # an answer delimited by the end of the connection
+                    return int(status), body, True
+                raise ValueError("truncated body")
+            body += chunk
+        return int(status), body, will_close
+
+
 def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup: float, seconds: float,
              concurrency: int, workers: list[int], max_lag: float, database_url: str) -> LoadReport:
     """Send targets[i] at t0 + i / rate from a pool of keep-alive connections; latency from the schedule."""
@@ -578,15 +635,15 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
     parts = urllib.parse.urlsplit(url)
     if parts.hostname is None:
         raise ValueError(f"no host in {url!r}")
-    host = parts.hostname
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "Connection": "keep-alive"}
+    host, port = parts.hostname, parts.port or 80
+    requests = [get_request(host, port, target.path, token) for target in targets]
     ready = threading.Barrier(concurrency + 1)
     retried = [0]
     oldest_waiting = [0]  # the highest index a worker took: everything before it has been sent
 
     def worker() -> None:
         # connected on first use: an idle connection accepted by a sync worker would block that worker
-        conn = http.client.HTTPConnection(host, parts.port, timeout=60)
+        conn = LeanConnection(host, port, timeout=60)
         ready.wait()
         local: list[Result] = []
         errors: Counter = Counter()
@@ -600,25 +657,21 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
             sent = time.perf_counter()
             try:
                 try:
-                    conn.request("GET", target.path, headers=headers)
-                    response = conn.getresponse()
-                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    status, body, will_close = conn.get(requests[index % len(targets)])
+                except (Disconnected, ConnectionResetError, BrokenPipeError):
                     # the server closed this idle keep-alive connection as we reused it: like any HTTP client
                     # pool, retry a GET once on a fresh connection (the time counts in the latency)
                     conn.close()
                     retried[0] += 1
-                    conn.request("GET", target.path, headers=headers)
-                    response = conn.getresponse()
-                body = response.read()
-                status = response.status
+                    status, body, will_close = conn.get(requests[index % len(targets)])
                 if status == 200 and not body.startswith(b'{"hasAccess"'):
                     status = -2
                     errors[f"unexpected body: {body[:80]!r}"] += 1
                 elif status != 200:
                     errors[f"HTTP {status}: {body[:120]!r}"] += 1
-                if response.will_close:
+                if will_close:
                     conn.close()
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, ValueError) as exc:
                 conn.close()
                 status = -1
                 errors[f"{type(exc).__name__}: {exc}"] += 1
@@ -628,6 +681,13 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
             report.results.extend(local)
             report.errors.update(errors)
 
+    # A thread whose answer has arrived waits for the GIL while another thread of this client holds it, by default
+    # up to 5 ms (the interpreter's switch interval): client time, not the server's, so hand the GIL over sooner.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(CLIENT_SWITCH_INTERVAL)
+    # Neither may this client pause for a full garbage collection (the results it keeps grow to ~60,000 objects: each
+    # collection walks them all, and every request in flight would be late by that pause).
+    gc.disable()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
@@ -659,6 +719,8 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
         work.put(None)
     for thread in threads:
         thread.join(timeout=120)
+    sys.setswitchinterval(switch_interval)
+    gc.enable()
     rss.stopped.set()
     rss.sample()
     report.cpu = CpuMeter.diff(before or cpu.snapshot(), cpu.snapshot())
@@ -666,6 +728,9 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
     report.rss = rss.peak
     report.retried = retried[0]
     return report
+
+
+SLOW_MS = 10  # the target p99: where the slow requests fall in the run
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -701,6 +766,11 @@ def summarize(name: str, report: LoadReport) -> dict[str, float]:
         per_kind = [(r.done - r.scheduled) * 1000 for r in ok if r.kind == kind]
         log(f"    {kind:8s}: p50 {percentile(per_kind, 0.5):.1f} ms, p99 {percentile(per_kind, 0.99):.1f} ms "
             f"({len(per_kind):,} requests)")
+    slow = Counter(int(r.scheduled - report.measured_from) for r in ok
+                   if (r.done - r.scheduled) * 1000 > SLOW_MS)
+    if slow:
+        log(f"    over {SLOW_MS:g} ms: {sum(slow.values()):,} requests; the seconds with most (second: count): "
+            + ", ".join(f"{second}: {count}" for second, count in slow.most_common(8)))
     rss = ", ".join(f"{mib:.0f}" for _, mib in sorted(report.rss.items()))
     log(f"    worker RSS (peak, MiB): {rss}")
     log(f"    CPU (% of one core, {os.cpu_count()} cores): gunicorn workers {cpu.get('workers', 0):.0f}%, "

@@ -7,11 +7,11 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from catalog.money import to_major
+from common.prepared import prepared_cursor
 from common.time import format_rfc3339
 from customers.models import Customer
 from customers.selectors import customer_terms
@@ -230,6 +230,6 @@ _BALANCE_SQL = """
 def gateway_balance(customer_id: int, at: dt.datetime) -> int:
     """The live balance (minor units) for the entitlement check, in one statement; registered into customers."""
     stamp = db_datetime(at)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_BALANCE_SQL, [customer_id, stamp, stamp])
         return int(cursor.fetchone()[0] or 0)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
 from django.db.models import Max, Q, QuerySet
 
 from catalog.charges import charge_rate_card, dimensional_price, is_dimensional
@@ -20,6 +19,7 @@ from catalog.money import to_major
 from catalog.rules import USAGE_PRICES, cadence_delta
 from catalog.selectors import FEATURE_CACHE_SECONDS
 from common.caches import ProcessCache
+from common.prepared import prepared_cursor
 from metering.models import Meter, SubjectActivity
 from metering.selectors.live_usage import Groups, LiveUsage, forget_settled_usage, usage_groups_live
 from metering.selectors.usage import usage_rows, usage_total_for_periods
@@ -608,7 +608,7 @@ def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> E
     customer, its subscriptions and its subjects in one. None when no customer has this key (or id)."""
     number = as_row_id(id_or_key)
     metered = feature.meter_id is not None  # only usage needs the subjects (a customer may have thousands)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_GRANTS_SQL, {"at": db_datetime(at), "key": id_or_key, "id": number, "subjects": metered})
         rows = cursor.fetchall()
     if not rows or rows[0][0] != 0:

@@ -34,8 +34,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
+
+from common.prepared import prepared_cursor
 
 from ..cloudevents import EventBatch, EventRow
 
@@ -196,15 +197,14 @@ _SMALL_INSERT_SQL = [_small_insert_sql(n) for n in range(SMALL_BATCH + 1)]
 
 def _insert_small(rows: list[EventRow], received_at: dt.datetime) -> int:
     """One ``INSERT … VALUES … ON CONFLICT DO NOTHING`` (rows in (source, id) order), as a prepared statement
-    with server-side parameters: a single-event POST does not make PostgreSQL parse and plan it again. (Django's
-    cursors bind parameters client-side, so they never prepare.)"""
+    with server-side parameters (:func:`common.prepared.prepared_cursor`): a single-event POST does not make
+    PostgreSQL parse and plan it again."""
     params: list = []
     for row in sorted(rows, key=lambda r: (r.source, r.event_id)):
         params.extend(row)
         params.append(received_at)
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(_SMALL_INSERT_SQL[len(rows)], params, prepare=True)
+    with prepared_cursor() as cursor:
+        cursor.execute(_SMALL_INSERT_SQL[len(rows)], params)
         return cursor.rowcount
 
 

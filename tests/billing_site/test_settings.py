@@ -41,6 +41,7 @@ def test_postgres_url_is_parsed():
     assert (config["HOST"], config["PORT"], config["NAME"]) == ("db.internal", 6543, "billing_prod")
     assert (config["USER"], config["PASSWORD"]) == ("billing", "s3cret")
     assert config["CONN_HEALTH_CHECKS"] is True
+    assert config["CONN_MAX_AGE"] == 600  # persistent connections, renewed every 10 minutes
 
 
 def test_settings_from_environment_switch_database_and_broker():

@@ -1,0 +1,114 @@
+"""Prepared statements for the gateway's hot reads (common.prepared): prepared on PostgreSQL, seen by Django's execute
+wrappers like any statement, never for Django's own queries, off with DATABASE_PREPARED_STATEMENTS=false."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from catalog.models import Feature
+from common.prepared import prepared_cursor
+from customers.models import Customer
+from customers.selectors import entitlement_check
+from tests.builders import ingest, llm_event
+from tests.security.test_entitlement_route import metered_world
+
+pytestmark = pytest.mark.django_db
+
+PROBE = "SELECT CAST(%s AS integer) + 1 AS probe_of_common_prepared"
+
+
+def prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_a_statement_runs_and_is_seen_by_djangos_wrappers():
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper), prepared_cursor() as cursor:
+        cursor.execute(PROBE, [41])
+        assert cursor.fetchone()[0] == 42
+    assert seen == [(PROBE, [41])]
+
+
+def test_logged_queries_show_their_values():
+    """While Django logs queries (DEBUG, a test capturing them) the statement is not prepared: its SQL is logged
+    with the values."""
+    with CaptureQueriesContext(connection) as captured, prepared_cursor() as cursor:
+        cursor.execute(PROBE, [41])
+    assert captured.captured_queries[0]["sql"] == PROBE.replace("%s", "41")
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_statement_is_prepared_and_djangos_queries_are_not():
+    Customer.objects.filter(key="none-such").exists()  # a query through Django's own cursor
+    assert not any("customers_customer" in text for text in prepared_statements())
+    with prepared_cursor() as cursor:
+        cursor.execute(PROBE, [1])
+        cursor.execute(PROBE, [2])
+        assert cursor.fetchone()[0] == 3
+    assert sum("probe_of_common_prepared" in text for text in prepared_statements()) == 1
+
+
+@pytest.mark.postgres
+def test_named_parameters_and_null_bind_on_the_server():
+    with prepared_cursor() as cursor:
+        cursor.execute("SELECT %(a)s::bigint IS NULL, %(b)s::text", {"a": None, "b": "x"})
+        assert cursor.fetchone() == (True, "x")
+
+
+@pytest.mark.postgres
+def test_turned_off_nothing_is_prepared(settings):
+    settings.DATABASE_PREPARED_STATEMENTS = False
+    with prepared_cursor() as cursor:
+        cursor.execute(PROBE, [5])
+        assert cursor.fetchone()[0] == 6
+    assert not any("probe_of_common_prepared" in text for text in prepared_statements())
+
+
+@pytest.mark.postgres
+def test_the_gateway_check_prepares_its_customer_statement_once():
+    metered_world()
+    feature = Feature.objects.get(key="ai-token")
+    now = timezone.now()
+    first = entitlement_check(id_or_key="kong-air", feature=feature, at=now)
+    again = [entitlement_check(id_or_key="kong-air", feature=feature, at=now) for _ in range(3)]
+    assert first is not None and all(value == first for value in again)
+    customer = Customer.objects.get(key="kong-air")
+    assert entitlement_check(id_or_key=str(customer.pk), feature=feature, at=now) == first  # an id binds too
+    assert entitlement_check(id_or_key="nobody", feature=feature, at=now) is None
+    assert sum("customers_subjectattribution" in text for text in prepared_statements()) >= 1
+
+
+def test_the_wsgi_entry_point_keeps_what_django_loaded_out_of_the_collector():
+    """billing_site.wsgi freezes what exists once Django is loaded (gc.freeze): a full collection in a worker then
+    does not walk it."""
+    script = "import gc, billing_site.wsgi; print(gc.get_freeze_count())"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={"DJANGO_SETTINGS_MODULE": "billing_site.settings.local", "PATH": "/usr/bin:/bin",
+                               "DATABASE_URL": "sqlite:///:memory:"})
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) > 50_000
+
+
+@pytest.mark.postgres
+def test_a_single_event_post_is_one_prepared_insert():
+    """The ingest's small batches go through the same cursor: prepared, as its docstring says (before, psycopg was
+    asked to prepare on a connection where Django had turned preparation off, so nothing was)."""
+    ingest([llm_event(subject="kong-air-consumer", tokens=5, event_id="prepared-1")])
+    ingest([llm_event(subject="kong-air-consumer", tokens=5, event_id="prepared-2")])
+    inserts = [text for text in prepared_statements() if text.startswith("INSERT INTO metering_event ")]
+    assert len(inserts) == 1
