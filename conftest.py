@@ -3,6 +3,7 @@ need: one Redis database per worker (each worker also gets its own test database
 test_<name>_gw0, ...), and the slow tests first."""
 
 import fcntl
+import gc
 import os
 import re
 import sqlite3
@@ -83,6 +84,14 @@ def database_use(item) -> str:
 # tests after running later ones).
 RUN_ORDER = {("none", True): 0, ("db", True): 1, ("db", False): 2, ("transactional", True): 3,
              ("transactional", False): 4, ("none", False): 5}
+
+
+def pytest_collection_finish(session):
+    """What collection loaded (Django, every test module, hypothesis) lives until the run ends: kept out of the
+    garbage collector's full passes, which otherwise walk it again and again (as billing_site.wsgi does for a
+    worker)."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(config, items):
