@@ -572,6 +572,22 @@ def make_targets(count: int, customers: int, ids: dict[str, int], seed: int,
 CLIENT_SWITCH_INTERVAL = 0.0002  # seconds
 
 
+@contextlib.contextmanager
+def client_without_pauses():
+    """While the load runs: a thread whose answer has arrived waits for the GIL while another thread of this client
+    holds it, by default up to 5 ms (the interpreter's switch interval), client time and not the server's, so the GIL
+    is handed over sooner; and the client never pauses for a full garbage collection (the results it keeps grow to
+    ~60,000 objects: each collection walked them all, and every request in flight was late by that pause)."""
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(CLIENT_SWITCH_INTERVAL)
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        sys.setswitchinterval(switch_interval)
+
+
 class Disconnected(ConnectionError):
     """The server closed the connection before answering (an idle keep-alive connection it had closed)."""
 
@@ -614,7 +630,16 @@ class LeanConnection:
         version, status = lines[0].split(" ", 2)[:2]
         fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
         will_close = fields.get("connection", "").lower() == "close" or version == "HTTP/1.0"
+        if int(status) in (204, 304) or 100 <= int(status) < 200:
+            return int(status), b"", will_close  # no body, whatever the headers say
         length = int(fields["content-length"]) if "content-length" in fields else None
+        if length is None and "chunked" in fields.get("transfer-encoding", "").lower():
+            while not body.endswith(b"0\r\n\r\n"):  # read to the last chunk; the framing stays (errors only)
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ValueError("truncated chunked body")
+                body += chunk
+            return int(status), body, will_close
         while length is None or len(body) < length:
             chunk = self.sock.recv(65536)
             if not chunk:
@@ -681,46 +706,38 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
             report.results.extend(local)
             report.errors.update(errors)
 
-    # A thread whose answer has arrived waits for the GIL while another thread of this client holds it, by default
-    # up to 5 ms (the interpreter's switch interval): client time, not the server's, so hand the GIL over sooner.
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(CLIENT_SWITCH_INTERVAL)
-    # Neither may this client pause for a full garbage collection (the results it keeps grow to ~60,000 objects: each
-    # collection walks them all, and every request in flight would be late by that pause).
-    gc.disable()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    t0 = time.perf_counter() + 0.2
-    report.measured_from = t0 + warmup
-    backends = PostgresBackends(database_url)
-    cpu = CpuMeter(workers, backends)
-    rss = RssSampler(workers)
-    rss.start()
-    before = None
-    for index in range(total):
-        at = t0 + index / rate
-        if before is None and at >= report.measured_from:
-            before = cpu.snapshot()
-        delay = at - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        waiting_since = t0 + oldest_waiting[0] / rate
-        if index - oldest_waiting[0] > concurrency and time.perf_counter() - waiting_since > max_lag:
-            # hopelessly overloaded: the rest would only measure the queue; count them as not sent
-            for late in range(index, total):
-                late_at = t0 + late / rate
-                report.results.append(Result(late_at, late_at, late_at, -3, targets[late % len(targets)].kind))
-            report.errors[f"not sent: requests were more than {max_lag:g} s late (overload)"] += total - index
-            break
-        work.put((index, at))
-    for _ in threads:
-        work.put(None)
-    for thread in threads:
-        thread.join(timeout=120)
-    sys.setswitchinterval(switch_interval)
-    gc.enable()
+    with client_without_pauses():
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+        for thread in threads:
+            thread.start()
+        ready.wait()
+        t0 = time.perf_counter() + 0.2
+        report.measured_from = t0 + warmup
+        backends = PostgresBackends(database_url)
+        cpu = CpuMeter(workers, backends)
+        rss = RssSampler(workers)
+        rss.start()
+        before = None
+        for index in range(total):
+            at = t0 + index / rate
+            if before is None and at >= report.measured_from:
+                before = cpu.snapshot()
+            delay = at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            waiting_since = t0 + oldest_waiting[0] / rate
+            if index - oldest_waiting[0] > concurrency and time.perf_counter() - waiting_since > max_lag:
+                # hopelessly overloaded: the rest would only measure the queue; count them as not sent
+                for late in range(index, total):
+                    late_at = t0 + late / rate
+                    report.results.append(Result(late_at, late_at, late_at, -3, targets[late % len(targets)].kind))
+                report.errors[f"not sent: requests were more than {max_lag:g} s late (overload)"] += total - index
+                break
+            work.put((index, at))
+        for _ in threads:
+            work.put(None)
+        for thread in threads:
+            thread.join(timeout=120)
     rss.stopped.set()
     rss.sample()
     report.cpu = CpuMeter.diff(before or cpu.snapshot(), cpu.snapshot())

@@ -8,7 +8,7 @@ plan as good as the custom ones, not planned again.
 
 Django's own cursors bind on the client (psycopg's ``ClientCursor``) and never prepare, so nothing else changes.
 ``DATABASE_PREPARED_STATEMENTS=false`` turns this off, e.g. behind a connection pooler in transaction mode that does
-not track prepared statements (PgBouncer before 1.21, or ``max_prepared_statements = 0``). On SQLite, and with
+not track prepared statements (PgBouncer before 1.22, or ``max_prepared_statements = 0``). On SQLite, and with
 psycopg 2, and while Django logs queries (``DEBUG``), :func:`prepared_cursor` is Django's cursor.
 """
 
@@ -20,14 +20,17 @@ from django.conf import settings
 from django.db import connection
 from django.db.backends.utils import CursorWrapper
 
-# psycopg prepares automatically after this many runs of a statement on a connection; Django turns that off
-# (prepare_threshold=None) for the sake of poolers. With this threshold only the statements run through
-# prepared_cursor (which asks for preparation) are prepared: Django's client-side cursors never are.
+# psycopg prepares a statement after this many runs on a connection; Django turns that off (prepare_threshold=None)
+# for the sake of poolers. A preparing cursor sets it for its own statements only and asks for preparation at once:
+# Django's cursors, which bind on the client, never prepare, and psycopg does not even count their queries.
 _ONLY_WHEN_ASKED = 2**31 - 1
+# SQLSTATE of "cached plan must not change result type": a prepared statement's result columns changed (a migration).
+_RESULT_TYPE_CHANGED = "0A000"
 
 
 def _preparing_cursor_class() -> type | None:
     try:
+        import psycopg
         from django.db.backends.postgresql.base import ServerBindingCursor
     except ImportError:  # psycopg 2: no server-side binding
         return None
@@ -38,7 +41,23 @@ def _preparing_cursor_class() -> type | None:
         """Django's server-binding cursor, asking psycopg to prepare every statement it runs."""
 
         def execute(self, query: Any, params: Any = None, *, prepare: bool | None = True, **kwargs: Any) -> Any:
-            return super().execute(query, params, prepare=prepare, **kwargs)
+            raw = self.connection
+            raw.prepare_threshold = _ONLY_WHEN_ASKED
+            try:
+                try:
+                    return super().execute(query, params, prepare=prepare, **kwargs)
+                except psycopg.Error as error:
+                    if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        raise  # in a transaction: its rollback makes psycopg deallocate what it prepared
+                    # Outside one, drop every prepared statement (psycopg empties its cache on seeing this): a statement
+                    # whose run failed stays prepared on the server though psycopg forgets it, and one whose result
+                    # columns changed since (a migration) would fail on every run.
+                    raw.execute("DEALLOCATE ALL")
+                    if error.sqlstate != _RESULT_TYPE_CHANGED:
+                        raise
+                    return super().execute(query, params, prepare=prepare, **kwargs)  # it did not run: once more
+            finally:
+                raw.prepare_threshold = None
 
     return PreparingCursor
 
@@ -58,8 +77,5 @@ def prepared_cursor() -> CursorWrapper:
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        raw = connection.connection
-        if raw.prepare_threshold is None:
-            raw.prepare_threshold = _ONLY_WHEN_ASKED
         # As BaseDatabaseWrapper.cursor() wraps the cursor it creates (logging and execute wrappers included).
-        return connection._prepare_cursor(_PREPARING_CURSOR(raw))  # type: ignore[attr-defined]
+        return connection._prepare_cursor(_PREPARING_CURSOR(connection.connection))  # type: ignore[attr-defined]

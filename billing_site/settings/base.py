@@ -124,7 +124,7 @@ def database_from_url(url: str) -> dict:
 DATABASE_URL = env.str("DATABASE_URL", default=DEFAULT_SQLITE_URL)
 DATABASES = {"default": database_from_url(DATABASE_URL)}
 # The gateway's hot reads are prepared on PostgreSQL (common.prepared); off behind a pooler in transaction mode that
-# does not keep prepared statements (PgBouncer before 1.21, or its max_prepared_statements = 0).
+# does not keep prepared statements (PgBouncer before 1.22, or its max_prepared_statements = 0).
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

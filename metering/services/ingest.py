@@ -36,8 +36,6 @@ from typing import Any
 
 from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
 
-from common.prepared import prepared_cursor
-
 from ..cloudevents import EventBatch, EventRow
 
 logger = logging.getLogger(__name__)
@@ -196,14 +194,14 @@ _SMALL_INSERT_SQL = [_small_insert_sql(n) for n in range(SMALL_BATCH + 1)]
 
 
 def _insert_small(rows: list[EventRow], received_at: dt.datetime) -> int:
-    """One ``INSERT … VALUES … ON CONFLICT DO NOTHING`` (rows in (source, id) order), as a prepared statement
-    with server-side parameters (:func:`common.prepared.prepared_cursor`): a single-event POST does not make
-    PostgreSQL parse and plan it again."""
+    """One ``INSERT … VALUES … ON CONFLICT DO NOTHING`` (rows in (source, id) order). Not prepared: a batch whose
+    values PostgreSQL refuses would leave each failed run's statement prepared on the server (and the earlier
+    ``prepare=True`` here never took effect: Django turns preparation off on its connections)."""
     params: list = []
     for row in sorted(rows, key=lambda r: (r.source, r.event_id)):
         params.extend(row)
         params.append(received_at)
-    with prepared_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(_SMALL_INSERT_SQL[len(rows)], params)
         return cursor.rowcount
 

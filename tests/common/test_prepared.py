@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import DataError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -16,7 +16,6 @@ from catalog.models import Feature
 from common.prepared import prepared_cursor
 from customers.models import Customer
 from customers.selectors import entitlement_check
-from tests.builders import ingest, llm_event
 from tests.security.test_entitlement_route import metered_world
 
 pytestmark = pytest.mark.django_db
@@ -105,10 +104,49 @@ def test_the_wsgi_entry_point_keeps_what_django_loaded_out_of_the_collector():
 
 
 @pytest.mark.postgres
-def test_a_single_event_post_is_one_prepared_insert():
-    """The ingest's small batches go through the same cursor: prepared, as its docstring says (before, psycopg was
-    asked to prepare on a connection where Django had turned preparation off, so nothing was)."""
-    ingest([llm_event(subject="kong-air-consumer", tokens=5, event_id="prepared-1")])
-    ingest([llm_event(subject="kong-air-consumer", tokens=5, event_id="prepared-2")])
-    inserts = [text for text in prepared_statements() if text.startswith("INSERT INTO metering_event ")]
-    assert len(inserts) == 1
+def test_djangos_own_queries_are_not_even_counted_by_psycopg():
+    with prepared_cursor() as cursor:
+        cursor.execute(PROBE, [1])
+    assert connection.connection.prepare_threshold is None  # as Django set it: its client-side queries untracked
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_run_that_fails_leaves_no_statement_behind():
+    """Outside a transaction a statement whose run failed (PostgreSQL parsed and prepared it, then refused the
+    values) is not left prepared on the server, where psycopg would have forgotten it."""
+    failing = "SELECT 1 / %s::int AS probe_of_common_prepared"
+    for _ in range(3):
+        with pytest.raises(DataError), prepared_cursor() as cursor:
+            cursor.execute(failing, [0])
+    assert not any("probe_of_common_prepared" in text for text in prepared_statements())
+    with prepared_cursor() as cursor:  # the connection goes on
+        cursor.execute(failing, [1])
+        assert cursor.fetchone()[0] == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_whose_columns_a_migration_changed_runs_again():
+    """A column's type changed by another connection (a migration while the workers serve): the prepared statement
+    fails once with "cached plan must not change result type"; outside a transaction it is dropped and run again,
+    instead of failing on every check until the connection is renewed."""
+    import psycopg
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE prepared_probe (v varchar(3))")
+        cursor.execute("INSERT INTO prepared_probe VALUES ('abc')")
+    try:
+        read = "SELECT v FROM prepared_probe WHERE v <> %s"
+        with prepared_cursor() as cursor:
+            cursor.execute(read, ["x"])
+            assert cursor.fetchall() == [("abc",)]
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+            other.execute("ALTER TABLE prepared_probe ALTER COLUMN v TYPE varchar(8)")
+        for _ in range(2):
+            with prepared_cursor() as cursor:
+                cursor.execute(read, ["x"])
+                assert cursor.fetchall() == [("abc",)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE prepared_probe")
