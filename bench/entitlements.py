@@ -717,11 +717,14 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
         cpu = CpuMeter(workers, backends)
         rss = RssSampler(workers)
         rss.start()
-        before = None
+        # The CPU counters are read at the start of the measured part by a thread of their own: reading /proc for
+        # every process takes tens of ms, which in the sending loop made the requests due meanwhile late.
+        before: list = []
+        snapshot_timer = threading.Timer(max(0.0, report.measured_from - time.perf_counter()),
+                                         lambda: before.append(cpu.snapshot()))
+        snapshot_timer.start()
         for index in range(total):
             at = t0 + index / rate
-            if before is None and at >= report.measured_from:
-                before = cpu.snapshot()
             delay = at - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
@@ -740,7 +743,9 @@ def run_load(*, url: str, token: str, targets: list[Target], rate: float, warmup
             thread.join(timeout=120)
     rss.stopped.set()
     rss.sample()
-    report.cpu = CpuMeter.diff(before or cpu.snapshot(), cpu.snapshot())
+    snapshot_timer.cancel()
+    snapshot_timer.join()
+    report.cpu = CpuMeter.diff(before[0] if before else cpu.snapshot(), cpu.snapshot())
     backends.close()
     report.rss = rss.peak
     report.retried = retried[0]
