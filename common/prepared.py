@@ -42,7 +42,9 @@ def _preparing_cursor_class() -> type | None:
 
         def execute(self, query: Any, params: Any = None, *, prepare: bool | None = True, **kwargs: Any) -> Any:
             raw = self.connection
-            raw.prepare_threshold = _ONLY_WHEN_ASKED
+            configured = raw.prepare_threshold  # None as Django sets it, unless OPTIONS set a threshold
+            if configured is None:
+                raw.prepare_threshold = _ONLY_WHEN_ASKED
             try:
                 try:
                     return super().execute(query, params, prepare=prepare, **kwargs)
@@ -57,7 +59,7 @@ def _preparing_cursor_class() -> type | None:
                         raise
                     return super().execute(query, params, prepare=prepare, **kwargs)  # it did not run: once more
             finally:
-                raw.prepare_threshold = None
+                raw.prepare_threshold = configured
 
     return PreparingCursor
 

@@ -3,6 +3,7 @@ wrappers like any statement, never for Django's own queries, off with DATABASE_P
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from catalog.models import Feature
 from common.prepared import prepared_cursor
 from customers.models import Customer
 from customers.selectors import entitlement_check
-from tests.security.test_entitlement_route import metered_world
+from customers.services.subscriptions import subscription_create
+from tests.builders import ingest, iso, kong_air, llm_event, quota, token_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -79,9 +81,11 @@ def test_turned_off_nothing_is_prepared(settings):
 
 @pytest.mark.postgres
 def test_the_gateway_check_prepares_its_customer_statement_once():
-    metered_world()
-    feature = Feature.objects.get(key="ai-token")
     now = timezone.now()
+    air = kong_air(since=now - dt.timedelta(days=400))
+    subscription_create(customer=air, plan=token_plan(extra=[quota(limit="500")]), start=now - dt.timedelta(days=1))
+    ingest([llm_event(tokens=400, time=iso(now - dt.timedelta(minutes=5)))])
+    feature = Feature.objects.get(key="ai-token")
     first = entitlement_check(id_or_key="kong-air", feature=feature, at=now)
     again = [entitlement_check(id_or_key="kong-air", feature=feature, at=now) for _ in range(3)]
     assert first is not None and all(value == first for value in again)
@@ -150,3 +154,15 @@ def test_a_statement_whose_columns_a_migration_changed_runs_again():
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE prepared_probe")
+
+
+@pytest.mark.postgres
+def test_a_threshold_the_settings_configured_is_kept():
+    connection.ensure_connection()
+    connection.connection.prepare_threshold = 5  # as OPTIONS {"prepare_threshold": 5} would set it
+    try:
+        with prepared_cursor() as cursor:
+            cursor.execute(PROBE, [1])
+        assert connection.connection.prepare_threshold == 5
+    finally:
+        connection.connection.prepare_threshold = None
