@@ -34,6 +34,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
 
 from ..cloudevents import EventBatch, EventRow
@@ -194,14 +195,16 @@ _SMALL_INSERT_SQL = [_small_insert_sql(n) for n in range(SMALL_BATCH + 1)]
 
 
 def _insert_small(rows: list[EventRow], received_at: dt.datetime) -> int:
-    """One ``INSERT … VALUES … ON CONFLICT DO NOTHING`` (rows in (source, id) order). Not prepared: a batch whose
-    values PostgreSQL refuses would leave each failed run's statement prepared on the server (and the earlier
-    ``prepare=True`` here never took effect: Django turns preparation off on its connections)."""
+    """One ``INSERT … VALUES … ON CONFLICT DO NOTHING`` (rows in (source, id) order), its values bound by the server
+    (sent apart from the statement, not quoted into it). Not prepared: a batch whose values PostgreSQL refuses would
+    leave each failed run's statement prepared on the server (and the earlier ``prepare=True`` here never took
+    effect: Django turns preparation off on its connections)."""
     params: list = []
     for row in sorted(rows, key=lambda r: (r.source, r.event_id)):
         params.extend(row)
         params.append(received_at)
-    with connection.cursor() as cursor:
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(_SMALL_INSERT_SQL[len(rows)], params)
         return cursor.rowcount
 
