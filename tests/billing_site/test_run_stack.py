@@ -53,9 +53,12 @@ def test_run_stack_serves_admin_and_beat_drives_the_worker(tmp_path, migrated_sq
             "UPDATE django_celery_beat_intervalschedule SET every = 2 WHERE id = "
             "(SELECT interval_id FROM django_celery_beat_periodictask WHERE name = 'Heartbeat')"
         )
+    # The stack's output goes to a file: an undrained pipe fills (64 KiB) and the stack blocks writing its logs.
+    log_path = tmp_path / "stack.log"
+    log = log_path.open("w")
     stack = subprocess.Popen(  # noqa: S603
         [sys.executable, "manage.py", "run_stack", "--no-demo"], cwd=BASE_DIR, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
         health = wait_for(
@@ -70,10 +73,15 @@ def test_run_stack_serves_admin_and_beat_drives_the_worker(tmp_path, migrated_sq
             with sqlite3.connect(db_file) as db:
                 return db.execute("SELECT count(*) FROM common_jobrun WHERE kind='heartbeat'").fetchone()[0]
 
-        assert wait_for(heartbeats, 120, "a beat-scheduled heartbeat executed by the worker")
+        try:
+            assert wait_for(heartbeats, 120, "a beat-scheduled heartbeat executed by the worker")
+        except AssertionError as timed_out:  # show what the stack said
+            raise AssertionError(f"{timed_out}; the stack's output ends:\n{log_path.read_text()[-6000:]}") from None
     finally:
         os.killpg(stack.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-        output = stack.communicate(timeout=60)[0]
+        stack.wait(timeout=60)
+        log.close()
+    output = log_path.read_text()
     assert f"http://localhost:{port}/admin/" in output
     assert "admin user: boss / password: pw-for-the-test" in output
     assert "Stopped web, worker and beat." in output
