@@ -6,6 +6,7 @@ The scripts run as ``python bench/<name>.py``, so this module is imported as ``h
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import os
@@ -398,6 +399,17 @@ def machine_cpu_times() -> tuple[float, float]:
 
 
 # --- the server under test ------------------------------------------------------------------------------
+
+
+def add_load_arguments(parser: argparse.ArgumentParser, *, clients_help: str,
+                       worker_class_help: str = "gunicorn worker class (production's: gthread)") -> None:
+    """The options of a run against the gunicorn under test: ``--clients`` concurrent clients (4), and the server
+    as production runs it unless told otherwise: ``--workers`` (2) of ``--worker-class`` (gthread), each with
+    ``--threads`` (4)."""
+    parser.add_argument("--clients", type=int, default=4, help=clients_help)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--worker-class", default="gthread", help=worker_class_help)
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (gthread)")
 
 
 class GunicornServer:

@@ -727,15 +727,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the server's database (re-created unless --url; COPY and --big use it)")
     parser.add_argument("--seconds", type=float, default=30, help="length of the batch and COPY phases")
     parser.add_argument("--single-seconds", type=float, default=10, help="length of the single-event phase")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent connections")
     parser.add_argument("--batch", type=int, default=1000, help="events per batch (and rows per COPY transaction)")
     parser.add_argument("--copy-connections", type=int, default=2,
                         help="connections of the raw COPY and the dedup floor")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--worker-class", default="gthread",
-                        help="gunicorn worker class: gthread (production's, the default), sync, "
-                             "uvicorn.workers.UvicornWorker (with --app billing_site.asgi)")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (gthread)")
+    harness.add_load_arguments(parser, clients_help="concurrent connections",
+                               worker_class_help="gunicorn worker class: gthread (production's, the default), sync, "
+                                                 "uvicorn.workers.UvicornWorker (with --app billing_site.asgi)")
     parser.add_argument("--app", default="billing_site.wsgi", help="WSGI app for gunicorn (experiments)")
     parser.add_argument("--gunicorn-arg", action="append", default=[], metavar="ARG",
                         help="extra gunicorn argument, e.g. --gunicorn-arg=--pythonpath=/tmp/exp (repeatable)")

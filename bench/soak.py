@@ -571,16 +571,11 @@ class Aggregator(threading.Thread):
 
 @dataclass
 class Tally:
-    acknowledged: int = 0
-    stored: int = 0
-    lost: int = 0
-    doubled: int = 0
-    doubled_sql: int = 0
-    differs: int = 0
-    unacknowledged_stored: int = 0
-    sent_unanswered: int = 0  # sent, never acknowledged, not stored (its batch was still failing): fine
-    never_sent: int = 0
-    foreign: int = 0
+    """What the reconciliation found. ``counts``: events acknowledged, stored, lost, doubled (``doubled_sql``: by
+    SQL's GROUP BY), differs, unacknowledged_stored, sent_unanswered (sent, never acknowledged, not stored: its
+    batch was still failing; fine), never_sent, and foreign rows (not from this run); a finding not met counts 0.
+    The samples: the first few lost and differing events."""
+    counts: Counter[str] = field(default_factory=Counter)
     lost_samples: list[str] = field(default_factory=list)
     differs_samples: list[str] = field(default_factory=list)
 
@@ -588,6 +583,7 @@ class Tally:
 def reconcile_events(url: str, ids: EventIds, ledger: Ledger) -> Tally:
     """Read every stored event back and set it against the ledger."""
     tally = Tally()
+    counts = tally.counts
     copies = bytearray(ledger.total)  # stored rows per event, saturating at 255
     with psycopg.connect(url) as conn:
         conn.execute("SET TimeZone = 'UTC'")
@@ -597,31 +593,31 @@ def reconcile_events(url: str, ids: EventIds, ledger: Ledger) -> Tally:
             for source, event_id, event_type, subject, when, data in cur:
                 n = ids.number(event_id) if source == "kong-gateway" else None
                 if n is None or n >= ledger.total:
-                    tally.foreign += 1
+                    counts["foreign"] += 1
                     continue
                 copies[n] = min(255, copies[n] + 1)
                 if content_digest(event_type, subject, when, data) != ledger.digests[n]:
-                    tally.differs += 1
+                    counts["differs"] += 1
                     if len(tally.differs_samples) < 3:
                         tally.differs_samples.append(f"{event_id}: {event_type} {subject} {when} {data}")
-        tally.doubled_sql = harness.one_row(conn, "SELECT count(*) FROM (SELECT 1 FROM metering_event "
-                                                  "GROUP BY source, event_id HAVING count(*) > 1) AS d")[0]
+        counts["doubled_sql"] = harness.one_row(conn, "SELECT count(*) FROM (SELECT 1 FROM metering_event "
+                                                      "GROUP BY source, event_id HAVING count(*) > 1) AS d")[0]
     state = ledger.state
     for n in range(ledger.total):
         acked, stored = state[n] & ACKED, copies[n]
-        tally.acknowledged += bool(acked)
-        tally.stored += bool(stored)
-        tally.doubled += stored > 1
+        counts["acknowledged"] += bool(acked)
+        counts["stored"] += bool(stored)
+        counts["doubled"] += stored > 1
         if acked and not stored:
-            tally.lost += 1
+            counts["lost"] += 1
             if len(tally.lost_samples) < 5:
                 tally.lost_samples.append(ids.of(n))
         elif stored and not acked:
-            tally.unacknowledged_stored += 1
+            counts["unacknowledged_stored"] += 1
         elif not stored and state[n] & SENT and not acked:
-            tally.sent_unanswered += 1
+            counts["sent_unanswered"] += 1
         if not state[n] & SENT:
-            tally.never_sent += 1
+            counts["never_sent"] += 1
     return tally
 
 
@@ -789,7 +785,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=300_000, help="unique events to post")
     parser.add_argument("--duration", type=float, default=120, help="seconds the posting is paced over")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent gateway clients (threads)")
     parser.add_argument("--batch", type=int, default=500, help="largest batch (events)")
     parser.add_argument("--duplicate-share", type=float, default=0.1,
                         help="share of batches that are deliberate duplicates (resend, lost answer, mixed)")
@@ -797,9 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default=DEFAULT_FAULTS,
                         help=f"comma-separated, injected at even intervals; kinds: {', '.join(FAULT_KINDS)}")
     parser.add_argument("--outage", type=float, default=5, help="seconds PostgreSQL stays down in a pg-outage")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (production's: gthread)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (gthread)")
+    harness.add_load_arguments(parser, clients_help="concurrent gateway clients (threads)")
     parser.add_argument("--aggregate-every", type=float, default=2, help="seconds between aggregator rounds")
     parser.add_argument("--timeout", type=float, default=60, help="client timeout per request, seconds")
     parser.add_argument("--database-url", help="with --pg-ctl/--pgdata: the database to (re-)create in that cluster")
@@ -1003,20 +996,23 @@ def report(args: argparse.Namespace, schedule: list[str], pg_desc: str, run: Run
              f"lost, {counts['mixed_batches']:,} new batches carrying acknowledged events, "
              f"{counts['retries']:,} retries ({counts['retried_events']:,} events)")
     if tally:
-        line("acknowledged", f"{tally.acknowledged:,}")
-        line("stored", f"{tally.stored:,}" + (f" (+{tally.foreign:,} rows not from this run)" if tally.foreign else ""))
-        line("lost", f"{tally.lost:,}" + (f" e.g. {', '.join(tally.lost_samples)}" if tally.lost else ""))
-        line("doubled", f"{tally.doubled:,} (by (source, id); SQL GROUP BY: {tally.doubled_sql:,})")
-        line("content differs", f"{tally.differs:,}" + (f" e.g. {tally.differs_samples[0]}" if tally.differs else ""))
-        line("unacknowledged but stored", f"{tally.unacknowledged_stored:,} (an answer lost: fine)")
-        if tally.sent_unanswered:
-            line("sent, not acknowledged, not stored", f"{tally.sent_unanswered:,}")
-        if tally.lost or tally.doubled or tally.doubled_sql:
-            failures.append(f"{tally.lost:,} lost, {tally.doubled:,} doubled")
-        if tally.differs:
-            failures.append(f"{tally.differs:,} stored events differ from what was sent")
-        if tally.never_sent:
-            failures.append(f"{tally.never_sent:,} events never sent (the clients stopped early)")
+        found = tally.counts
+        line("acknowledged", f"{found['acknowledged']:,}")
+        line("stored", f"{found['stored']:,}"
+             + (f" (+{found['foreign']:,} rows not from this run)" if found["foreign"] else ""))
+        line("lost", f"{found['lost']:,}" + (f" e.g. {', '.join(tally.lost_samples)}" if found["lost"] else ""))
+        line("doubled", f"{found['doubled']:,} (by (source, id); SQL GROUP BY: {found['doubled_sql']:,})")
+        line("content differs", f"{found['differs']:,}"
+             + (f" e.g. {tally.differs_samples[0]}" if found["differs"] else ""))
+        line("unacknowledged but stored", f"{found['unacknowledged_stored']:,} (an answer lost: fine)")
+        if found["sent_unanswered"]:
+            line("sent, not acknowledged, not stored", f"{found['sent_unanswered']:,}")
+        if found["lost"] or found["doubled"] or found["doubled_sql"]:
+            failures.append(f"{found['lost']:,} lost, {found['doubled']:,} doubled")
+        if found["differs"]:
+            failures.append(f"{found['differs']:,} stored events differ from what was sent")
+        if found["never_sent"]:
+            failures.append(f"{found['never_sent']:,} events never sent (the clients stopped early)")
     if counts["refused_events"]:
         failures.append(f"{counts['refused_events']:,} events refused with a 4xx: "
                         + "; ".join(ledger.refused if ledger else []))

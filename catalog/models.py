@@ -40,17 +40,17 @@ class Feature(models.Model):
 
 
 class Plan(models.Model):
-    class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        PUBLISHED = "published", "Published"
-        ARCHIVED = "archived", "Archived"
-
     class Cadence(models.TextChoices):
         DAILY = "P1D", "Daily (P1D)"
         WEEKLY = "P1W", "Weekly (P1W)"
         MONTHLY = "P1M", "Monthly (P1M)"
         QUARTERLY = "P3M", "Quarterly (P3M)"
         YEARLY = "P1Y", "Yearly (P1Y)"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        PUBLISHED = "published"
+        ARCHIVED = "archived"
 
     key = models.CharField(max_length=KEY_MAX)
     version = models.PositiveIntegerField(default=1)
@@ -79,39 +79,31 @@ class Plan(models.Model):
 
 
 class RateCard(models.Model):
-    class PriceType(models.TextChoices):
-        NONE = "", "No price (entitlement only)"
-        FLAT = "flat", "Flat fee"
-        UNIT = "unit", "Per unit (usage-based)"
-        GRADUATED = "graduated", "Graduated tiers"
-        VOLUME = "volume", "Volume tiers"
-        PACKAGE = "package", "Package"
-        DIMENSIONAL = "dimensional", "Dimensional (a price table by model, type…)"
-
-    class PaymentTerm(models.TextChoices):
-        IN_ADVANCE = "in_advance", "In advance"
-        IN_ARREARS = "in_arrears", "In arrears"
-
-    class EntitlementType(models.TextChoices):
-        NONE = "", "None"
-        BOOLEAN = "boolean", "Boolean (has access)"
-        STATIC = "static", "Static (JSON config)"
-        METERED = "metered", "Metered (limit per usage period)"
-
-    class CreditMode(models.TextChoices):
-        NONE = "", "No credits"
-        CREDIT_ONLY = "credit_only", "Credit only (access while credits are available)"
-        CREDIT_THEN_INVOICE = "credit_then_invoice", "Credit then invoice (access always; credits first)"
-
+    # Each set of choices stands just above the field that takes it.
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="rate_cards")
     position = models.PositiveIntegerField(default=0)
     key = models.CharField(max_length=KEY_MAX)
     name = models.CharField(max_length=200, blank=True)
     feature = models.ForeignKey(Feature, null=True, blank=True, on_delete=models.PROTECT, related_name="rate_cards")
+
+    class PriceType(models.TextChoices):
+        NONE = "", "No price (entitlement only)"
+        FLAT = "flat", "Flat fee"
+        UNIT = "unit", "Per unit (usage-based)"
+        PACKAGE = "package"
+        GRADUATED = "graduated", "Graduated tiers"
+        VOLUME = "volume", "Volume tiers"
+        DIMENSIONAL = "dimensional", "Dimensional (a price table by model, type…)"
+
     price_type = models.CharField(max_length=16, choices=PriceType.choices, blank=True, default="")
     amount = PreciseDecimalField(null=True, blank=True, help_text="Flat fee, or the price of one package.")
     unit_amount = PreciseDecimalField(null=True, blank=True, help_text="Price per unit, e.g. 0.000003 per token.")
     quantity_per_package = PreciseDecimalField(null=True, blank=True)
+
+    class PaymentTerm(models.TextChoices):
+        IN_ADVANCE = "in_advance", "In advance"
+        IN_ARREARS = "in_arrears", "In arrears"
+
     payment_term = models.CharField(max_length=16, choices=PaymentTerm.choices, default=PaymentTerm.IN_ARREARS)
     minimum_spend = PreciseDecimalField(null=True, blank=True, help_text="Per period; topped up with a line.")
     maximum_spend = PreciseDecimalField(null=True, blank=True, help_text="Per period; capped with a discount.")
@@ -120,6 +112,13 @@ class RateCard(models.Model):
         default=list, blank=True,
         help_text='Dimensional price: the meter group-by values the table is keyed by, e.g. ["model", "type"].',
     )
+
+    class EntitlementType(models.TextChoices):
+        NONE = ""
+        BOOLEAN = "boolean", "Boolean (has access)"
+        STATIC = "static", "Static (JSON config)"
+        METERED = "metered", "Metered (limit per usage period)"
+
     entitlement_type = models.CharField(max_length=16, choices=EntitlementType.choices, blank=True, default="")
     entitlement_config = models.JSONField(null=True, blank=True, help_text="Static entitlement: any JSON.")
     entitlement_limit = PreciseDecimalField(null=True, blank=True, help_text="Metered entitlement: limit per period.")
@@ -131,6 +130,12 @@ class RateCard(models.Model):
         default="",
         help_text="Metered entitlement reset period; empty: the billing period.",
     )
+
+    class CreditMode(models.TextChoices):
+        NONE = "", "No credits"
+        CREDIT_ONLY = "credit_only", "Credit only (access while credits are available)"
+        CREDIT_THEN_INVOICE = "credit_then_invoice", "Credit then invoice (access always; credits first)"
+
     entitlement_credits = models.CharField(
         max_length=24, choices=CreditMode.choices, blank=True, default="",
         help_text="Metered entitlement: how prepaid credits decide access.")
@@ -181,9 +186,9 @@ class PriceRow(models.Model):
 
     class RowPriceType(models.TextChoices):
         UNIT = "unit", "Per unit"
+        PACKAGE = "package"
         GRADUATED = "graduated", "Graduated tiers"
         VOLUME = "volume", "Volume tiers"
-        PACKAGE = "package", "Package"
 
     rate_card = models.ForeignKey(RateCard, on_delete=models.CASCADE, related_name="price_rows")
     position = models.PositiveIntegerField(default=0)

@@ -11,18 +11,18 @@ JOB_MESSAGE_MAX = 10_000  # characters of a job run's message kept (the rest of 
 class JobRun(models.Model):
     """One run of a background job (beat tick, cycle close, rebuild, import), visible in the admin."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
     class Trigger(models.TextChoices):
         BEAT = "beat", "Schedule (beat)"
-        ADMIN = "admin", "Admin"
+        ADMIN = "admin"
         CLI = "cli", "Command line"
         API = "api", "API"
-        SYSTEM = "system", "System"
+        SYSTEM = "system"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
 
     kind = models.CharField(max_length=64, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)

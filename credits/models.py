@@ -30,9 +30,9 @@ from customers.models import Customer
 
 class CreditGrant(models.Model):
     class Source(models.TextChoices):
-        PROMOTIONAL = "promotional", "Promotional"
+        PROMOTIONAL = "promotional"
         PURCHASED = "purchased", "Purchased (top-up)"
-        MANUAL = "manual", "Manual"
+        MANUAL = "manual"
         RECURRING = "recurring", "Recurring (plan)"
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="credit_grants")
@@ -72,12 +72,12 @@ class CreditGrant(models.Model):
 
 class LedgerEntry(models.Model):
     class Kind(models.TextChoices):
-        GRANT = "grant", "Grant"
+        GRANT = "grant"
         BURN = "burn", "Burn (applied on an invoice)"
-        EXPIRY = "expiry", "Expiry"
-        VOID = "void", "Void"
+        EXPIRY = "expiry"
+        VOID = "void"
         RETURN = "return", "Return (invoice voided)"
-        ADJUSTMENT = "adjustment", "Adjustment"
+        ADJUSTMENT = "adjustment"
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="credit_entries")
     grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="entries")
@@ -161,9 +161,10 @@ class LowBalanceAlert(models.Model):
     threshold = models.PositiveBigIntegerField(
         help_text="Minor units of the customer's currency (e.g. 5000 = 50.00 USD): credits.low is announced when the "
                   "available credits fall below it.")
-    low_since = models.DateTimeField(null=True, blank=True,
-                                     help_text="When credits.low was announced for the current crossing; empty: "
-                                               "armed (available is at or above the threshold).")
+    low_since = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When credits.low was announced for the current crossing; empty: armed (available is at or above "
+                  "the threshold).")
 
     class Meta:
         verbose_name = "low-credit alert"

@@ -2,6 +2,10 @@ from django.apps import AppConfig
 
 
 class CustomersConfig(AppConfig):
+    """Customers, the gateway subjects mapped to them, subscriptions and entitlements. Metering knows subjects, not
+    customers: this app tells metering's event views which customer each event is of, and which subjects a customer
+    has."""
+
     name = "customers"
     verbose_name = "Billing"
 

@@ -22,18 +22,18 @@ from customers.models import Customer, Subscription
 
 class Invoice(models.Model):
     class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        ISSUED = "issued", "Issued"
-        PAID = "paid", "Paid"
-        VOID = "void", "Void"
-        UNCOLLECTIBLE = "uncollectible", "Uncollectible"
+        DRAFT = "draft"
+        ISSUED = "issued"
+        PAID = "paid"
+        VOID = "void"
+        UNCOLLECTIBLE = "uncollectible"
 
     class SyncStatus(models.TextChoices):
         NOT_SYNCED = "not_synced", "Not synced"
         SANDBOX = "sandbox", "Sandbox (no Stripe key)"
-        SYNCING = "syncing", "Syncing"
-        SYNCED = "synced", "Synced"
-        FAILED = "failed", "Failed"
+        SYNCING = "syncing"
+        SYNCED = "synced"
+        FAILED = "failed"
 
     # Indexed by invoicing_customer_period (its first column).
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices", db_index=False)
@@ -99,7 +99,7 @@ class Invoice(models.Model):
 
 class InvoiceLine(models.Model):
     class Kind(models.TextChoices):
-        USAGE = "usage", "Usage"
+        USAGE = "usage"
         FLAT_FEE = "flat_fee", "Flat fee"
         MINIMUM_SPEND = "minimum_spend", "Minimum spend"
         DISCOUNT = "discount", "Discount (maximum spend)"
@@ -154,9 +154,9 @@ class CycleClose(models.Model):
     after a crash continues where it stopped and two closers never bill the same cycle."""
 
     class State(models.TextChoices):
-        CLAIMED = "claimed", "Claimed"
+        CLAIMED = "claimed"
         DRAFTED = "drafted", "Invoice drafted"
-        ISSUED = "issued", "Issued"
+        ISSUED = "issued"
         EMPTY = "empty", "Nothing to bill"
         HELD = "held", "Draft held for review"
         CARRIED = "carried", "Billed with the next subscription"
@@ -188,8 +188,8 @@ class CreditNote(models.Model):
     issued; its total is positive (minor units); it never changes once issued, only voids."""
 
     class Status(models.TextChoices):
-        ISSUED = "issued", "Issued"
-        VOID = "void", "Void"
+        ISSUED = "issued"
+        VOID = "void"
 
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="credit_notes")

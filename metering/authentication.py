@@ -9,7 +9,8 @@ Authorization (:class:`HasScope`), the same for every API view:
 - Each view declares, per HTTP method it implements, the token scope it needs (``required_scopes``, e.g.
   ``{"GET": "read", "POST": "manage"}``), and the model it acts on (``permission_model = "metering.meter"``).
   Actions that are not a plain add/change/delete name their Django permission instead
-  (``required_permissions = {"POST": "invoicing.issue_invoice"}``).
+  (``required_permissions = {"POST": "invoicing.issue_invoice"}``). A view that only reads, or only writes by POST,
+  subclasses :class:`metering.api.views.ReadView` or :class:`~metering.api.views.WriteView`, which declare the scope.
 - An **API token** may do what its scopes say (scopes are not nested: ``manage`` does not include ``read``).
 - A **staff session** (a user logged in to the admin) may do exactly what that user's Django permissions allow
   in the admin: ``view_<model>`` for a read (GET, HEAD, OPTIONS, and POSTs the view declares with the ``read``

@@ -115,13 +115,13 @@ class Meter(models.Model):
     """
 
     class Aggregation(models.TextChoices):
-        SUM = "SUM", "Sum"
-        COUNT = "COUNT", "Count"
+        SUM = "SUM"
+        COUNT = "COUNT"
         UNIQUE_COUNT = "UNIQUE_COUNT", "Unique count"
         AVG = "AVG", "Average"
         MIN = "MIN", "Minimum"
         MAX = "MAX", "Maximum"
-        LATEST = "LATEST", "Latest"
+        LATEST = "LATEST"
 
     class ValueAbsent(models.TextChoices):
         """What an event without the value property (missing, or JSON null) means to the meter: an event

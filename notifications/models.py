@@ -69,13 +69,13 @@ class OutboxEvent(models.Model):
 
 class Delivery(models.Model):
     class Channel(models.TextChoices):
-        WEBHOOK = "webhook", "Webhook"
-        EMAIL = "email", "Email"
+        WEBHOOK = "webhook"
+        EMAIL = "email"
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        DELIVERED = "delivered", "Delivered"
-        FAILED = "failed", "Failed"
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
 
     event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="deliveries")
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.WEBHOOK)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from metering.api.schema import component, date_time
+from metering.api.views import ReadView
 
 from ..selectors import feature_list
 from ..serializers import feature_json
@@ -27,17 +27,12 @@ FEATURE = component("Feature", {
 })
 
 
-class FeatureListView(APIView):
-    required_scopes = {"GET": "read"}
+class FeatureListView(ReadView):
     permission_model = "catalog.feature"
 
-    @extend_schema(
-        operation_id="listFeatures",
-        summary="List features",
-        tags=["Catalog"],
-        responses={200: {"type": "array", "items": FEATURE}},
-        parameters=[OpenApiParameter("meterSlug", str, description="Only the features of this meter.")],
-    )
+    @extend_schema(operation_id="listFeatures", summary="List features", tags=["Catalog"],
+                   responses={200: {"type": "array", "items": FEATURE}},
+                   parameters=[OpenApiParameter("meterSlug", str, description="Only the features of this meter.")])
     def get(self, request):
         features = feature_list(meter_slug=request.query_params.get("meterSlug"))
         return Response([feature_json(f) for f in features])

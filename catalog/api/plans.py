@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from common.problems import Problem
 from metering.api.schema import component, date_time, problems
+from metering.api.views import ReadView
 
 from ..models import Plan, RateCard
 from ..selectors import plan_list
@@ -112,18 +112,13 @@ PLAN = component("Plan", {
 })
 
 
-class PlanListView(APIView):
-    required_scopes = {"GET": "read"}
+class PlanListView(ReadView):
     permission_model = "catalog.plan"
 
-    @extend_schema(
-        operation_id="listPlans",
-        summary="List plans (every version)",
-        tags=["Catalog"],
-        responses={200: {"type": "array", "items": PLAN}, **problems(400)},
-        parameters=[OpenApiParameter("key", str, description="Only the versions of this plan."),
-                    OpenApiParameter("status", str, enum=list(Plan.Status.values))],
-    )
+    @extend_schema(operation_id="listPlans", summary="List plans (every version)", tags=["Catalog"],
+                   responses={200: {"type": "array", "items": PLAN}, **problems(400)},
+                   parameters=[OpenApiParameter("key", str, description="Only the versions of this plan."),
+                               OpenApiParameter("status", str, enum=list(Plan.Status.values))])
     def get(self, request):
         status = request.query_params.get("status")
         if status and status not in Plan.Status.values:

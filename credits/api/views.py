@@ -15,7 +15,6 @@ from typing import Any
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from catalog.money import minor_unit_exponent, to_minor
 from common.problems import Problem
@@ -23,23 +22,19 @@ from customers.models import Customer
 from customers.selectors import as_row_id, customer_by_id_or_key
 from metering.api.params import json_object_body, parse_rfc3339
 from metering.api.schema import NO_NUL, component, date_time, optional_body, problems
+from metering.api.views import ReadView, WriteView
 from metering.authentication import api_actor
 
 from ..models import CreditGrant
 from ..selectors import customer_credits, grant_json, grant_states
 from ..services.grants import CreditError, grant_bought_or_created, grant_void
 
-READ = {"GET": "read"}
-WRITE = {"POST": "manage"}
-WRITE_PERMISSION = {"POST": "credits.manage_credits"}
 
-
-class GrantWriteView(APIView):
+class GrantWriteView(WriteView):
     """A change to a customer's grants: the `manage` scope, or a staff session allowed to manage credits."""
 
-    required_scopes = WRITE
     permission_model = "credits.creditgrant"
-    required_permissions = WRITE_PERMISSION
+    required_permissions = {"POST": "credits.manage_credits"}
 
 
 AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,3})?$")
@@ -145,8 +140,7 @@ def _text(body: dict, name: str, *, maximum: int) -> str | None:
     return value
 
 
-class CustomerCreditsView(APIView):
-    required_scopes = READ
+class CustomerCreditsView(ReadView):
     permission_model = "credits.creditgrant"
 
     @extend_schema(operation_id="getCustomerCredits", summary="A customer's prepaid credits", tags=["Credits"],

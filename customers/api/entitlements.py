@@ -9,12 +9,12 @@ import msgspec
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
-from rest_framework.views import APIView
 
 from catalog.selectors import feature_by_key
 from common.problems import Problem
 from metering.api.fast_route import raise_handed_refusal
 from metering.api.schema import component, problems
+from metering.api.views import ReadView
 
 from ..selectors import customer_by_id_or_key, entitlement_check
 
@@ -44,8 +44,7 @@ ENTITLEMENT_VALUE = component("EntitlementValue", {
 })
 
 
-class EntitlementValueView(APIView):
-    required_scopes = {"GET": "read"}
+class EntitlementValueView(ReadView):
     permission_model = "customers.customer"
 
     @extend_schema(

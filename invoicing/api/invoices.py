@@ -17,11 +17,11 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from common.problems import Problem
 from metering.api.params import int_param, json_object_body
 from metering.api.schema import NO_NUL, component, date_time, optional_body, problems
+from metering.api.views import ReadView, WriteView
 from metering.authentication import api_actor
 
 from ..models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
@@ -45,16 +45,13 @@ from ..services.credit_notes import CreditNoteError
 from ..services.lifecycle import InvoiceTransitionError, ReissueError, invoice_reissue, invoice_void
 
 MAX_REASON = 2000
-WRITE = {"POST": "manage"}
-WRITE_PERMISSION = {"POST": "invoicing.issue_invoice"}
 
 
-class InvoiceWriteView(APIView):
+class InvoiceWriteView(WriteView):
     """A change to one invoice: the `manage` scope, or a staff session allowed to issue invoices."""
 
-    required_scopes = WRITE
     permission_model = "invoicing.invoice"
-    required_permissions = WRITE_PERMISSION
+    required_permissions = {"POST": "invoicing.issue_invoice"}
 
 
 # --- OpenAPI description (schema only) ---------------------------------------------------------------------
@@ -148,6 +145,10 @@ CREDIT_NOTE_ID = OpenApiParameter("credit_note_id", _ID, OpenApiParameter.PATH,
                                   description="The credit note's id or number.",
                                   examples=[OpenApiExample("number", value="CN-2026-000001")])
 CUSTOMER = OpenApiParameter("customer", _ID, description="Only this customer's (its key).")
+STATUS = OpenApiParameter(
+    "status", {"type": "array", "items": {"type": "string", "pattern": f"^{_STATUS_NAME}?(?:,{_STATUS_NAME}?)*$"}},
+    explode=True, description=f"Only these statuses ({', '.join(Invoice.Status.values)}): repeat the parameter or "
+                              "separate them with commas.")
 LIMIT = OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                          description="At most this many, newest first.")
 VOID_BODY = component("InvoiceVoid", {
@@ -180,24 +181,12 @@ def _credit_note_or_404(credit_note_id: str) -> CreditNote:
     return note
 
 
-class InvoiceListView(APIView):
-    required_scopes = {"GET": "read"}
+class InvoiceListView(ReadView):
     permission_model = "invoicing.invoice"
 
-    @extend_schema(
-        operation_id="listInvoices",
-        summary="List invoices",
-        tags=["Invoices"],
-        responses={200: {"type": "array", "items": INVOICE}, **problems(400)},
-        parameters=[
-            CUSTOMER,
-            OpenApiParameter("status", {"type": "array", "items": {
-                "type": "string", "pattern": f"^{_STATUS_NAME}?(?:,{_STATUS_NAME}?)*$"}}, explode=True,
-                description=f"Only these statuses ({', '.join(Invoice.Status.values)}): repeat the parameter or "
-                            "separate them with commas."),
-            LIMIT,
-        ],
-    )
+    @extend_schema(operation_id="listInvoices", summary="List invoices", tags=["Invoices"],
+                   responses={200: {"type": "array", "items": INVOICE}, **problems(400)},
+                   parameters=[CUSTOMER, STATUS, LIMIT])
     def get(self, request):
         statuses = [s for value in request.query_params.getlist("status") for s in value.split(",") if s]
         unknown = sorted(set(statuses) - set(Invoice.Status.values))
@@ -214,8 +203,7 @@ class InvoiceListView(APIView):
         return Response([invoice_json(invoice) for invoice in invoices])
 
 
-class InvoiceDetailView(APIView):
-    required_scopes = {"GET": "read"}
+class InvoiceDetailView(ReadView):
     permission_model = "invoicing.invoice"
 
     @extend_schema(operation_id="getInvoice", summary="Get an invoice", tags=["Invoices"], parameters=[INVOICE_ID],
@@ -261,8 +249,7 @@ class InvoiceReissueView(InvoiceWriteView):
         return Response(invoice_json(_invoice_or_404(str(new.pk))), status=201)
 
 
-class CreditNoteListView(APIView):
-    required_scopes = {"GET": "read"}
+class CreditNoteListView(ReadView):
     permission_model = "invoicing.creditnote"
 
     @extend_schema(operation_id="listCreditNotes", summary="List credit notes", tags=["Invoices"],
@@ -274,8 +261,7 @@ class CreditNoteListView(APIView):
         return Response([credit_note_json(note) for note in credit_note_list(customer_key=customer, limit=limit)])
 
 
-class CreditNoteDetailView(APIView):
-    required_scopes = {"GET": "read"}
+class CreditNoteDetailView(ReadView):
     permission_model = "invoicing.creditnote"
 
     @extend_schema(operation_id="getCreditNote", summary="Get a credit note", tags=["Invoices"],
@@ -302,10 +288,9 @@ PDF_RESPONSE = OpenApiResponse({"type": "string", "format": "binary"},
                                description="The document as PDF (`Content-Disposition: attachment`).")
 
 
-class PdfView(APIView):
+class PdfView(ReadView):
     """A document downloaded as PDF: a read."""
 
-    required_scopes = {"GET": "read"}
     renderer_classes = [PdfRenderer]
 
     def options(self, request, *args, **kwargs):
@@ -325,7 +310,7 @@ def _pdf(document: Document) -> HttpResponse:
     return response
 
 
-def _pdf_schema(*, operation_id: str, summary: str, document: str, parameter: OpenApiParameter):
+def _pdf_schema(operation_id: str, summary: str, *, document: str, parameter: OpenApiParameter):
     """The OpenAPI description of a PDF download of ``document`` (an invoice, a credit note)."""
     return extend_schema(operation_id=operation_id, summary=summary, tags=["Invoices"],
                          description=f"The {document} the customer receives (seller from Settings → Company), as PDF.",
@@ -336,8 +321,7 @@ def _pdf_schema(*, operation_id: str, summary: str, document: str, parameter: Op
 class InvoicePdfView(PdfView):
     permission_model = "invoicing.invoice"
 
-    @_pdf_schema(operation_id="getInvoicePdf", summary="Download an invoice as PDF", document="invoice",
-                 parameter=INVOICE_ID)
+    @_pdf_schema("getInvoicePdf", "Download an invoice as PDF", document="invoice", parameter=INVOICE_ID)
     def get(self, request, invoice_id: str):
         return _pdf(invoice_document(_invoice_or_404(invoice_id)))
 
@@ -345,7 +329,6 @@ class InvoicePdfView(PdfView):
 class CreditNotePdfView(PdfView):
     permission_model = "invoicing.creditnote"
 
-    @_pdf_schema(operation_id="getCreditNotePdf", summary="Download a credit note as PDF", document="credit note",
-                 parameter=CREDIT_NOTE_ID)
+    @_pdf_schema("getCreditNotePdf", "Download a credit note as PDF", document="credit note", parameter=CREDIT_NOTE_ID)
     def get(self, request, credit_note_id: str):
         return _pdf(credit_note_document(_credit_note_or_404(credit_note_id)))

@@ -7,13 +7,13 @@ from __future__ import annotations
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from catalog.money import format_major
 from common.problems import Problem
 from common.time import format_rfc3339
 from metering.api.params import bad_parameter, parse_rfc3339, query_bound
 from metering.api.schema import NO_NUL, component, date_time, problems
+from metering.api.views import ReadView
 
 from ..selectors.margins import GROUPS, MarginRow, margin_report
 
@@ -72,8 +72,7 @@ def margin_json(row: MarginRow) -> dict:
     }
 
 
-class MarginListView(APIView):
-    required_scopes = {"GET": "read"}
+class MarginListView(ReadView):
     permission_model = "invoicing.invoice"
 
     @extend_schema(

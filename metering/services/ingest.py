@@ -59,11 +59,7 @@ class EventsNotStorable(ValueError):
 @dataclass(frozen=True)
 class IngestResult:
     received: int
-    stored: int
-
-    @property
-    def duplicates(self) -> int:
-        return self.received - self.stored
+    stored: int  # the rest were duplicates (in the batch, or already stored)
 
 
 def events_ingest(*, rows: list[EventRow] | EventBatch, received_at: dt.datetime) -> IngestResult:

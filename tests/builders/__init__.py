@@ -10,7 +10,8 @@ Kong's Admin API) in ``tests/fakes/``.
 - ``usage``: ``ingest`` through the ingest service, ``roll_up``/``wait_until_foldable`` with the real aggregator,
   ``make_meter``
 - ``catalog``: meters, features, plans, rate cards (``token_plan``, ``cent_plan``, ``platform_fee``, ``quota``...)
-- ``catalog_as_code``: the example catalog file, ``write``, ``apply``/``apply_error`` (billing_apply), ``dump``
+- ``catalog_as_code``: the example catalog file, ``write``, ``apply``/``apply_error`` (billing_apply), ``dump``;
+  ``ai_gateway_catalog`` (a flow-style file) and ``llm_price_by_model_and_type`` (a dimensional price for it)
 - ``customers``: ``customer``, ``kong_air`` (a customer billed for its own subject)
 - ``credits``: ``grant`` (prepaid credits through ``grant_create``)
 - ``invoicing``: ``monthly_close``, ``the_invoice``, November's invoice as the Stripe tests push it

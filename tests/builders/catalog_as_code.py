@@ -17,7 +17,7 @@ from customers.models import Customer, SubjectAttribution, Subscription, Subscri
 from metering.models import Meter
 
 __all__ = ["CATALOG_EXAMPLE", "catalog_example", "write", "apply", "apply_error", "dump", "DELETE", "change_at",
-           "snapshot", "EMPTY", "ai_gateway_catalog"]
+           "snapshot", "EMPTY", "ai_gateway_catalog", "llm_price_by_model_and_type"]
 
 # The example catalog: meters, features, plans, customers and subscriptions.
 CATALOG_EXAMPLE = Path(__file__).resolve().parents[1] / "customers" / "fixtures" / "catalog.yaml"
@@ -44,6 +44,20 @@ meters:
         name: LLM tokens
         feature: llm-tokens
 {llm_card}"""
+
+
+def llm_price_by_model_and_type(request: str, response: str) -> str:
+    """The start of a dimensional price for ``ai_gateway_catalog``'s ``llm_card`` (indented as it wants), by
+    ``[model, type]``: its first rows price gpt-4o's request and response tokens at these unit amounts. More rows
+    (indented as these), ``default`` or further rate cards may follow."""
+    return f"""\
+        price:
+          type: dimensional
+          dimensions: [model, type]
+          rows:
+            - {{match: {{model: gpt-4o, type: request}},  price: {{type: unit, unit_amount: "{request}"}}}}
+            - {{match: {{model: gpt-4o, type: response}}, price: {{type: unit, unit_amount: "{response}"}}}}
+"""
 
 
 def catalog_example() -> dict:

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from catalog.models import Plan, RateCard
 from metering.models import Meter
-from tests.builders import D, ai_gateway_catalog, apply, apply_error, dump, write
+from tests.builders import D, ai_gateway_catalog, apply, apply_error, dump, llm_price_by_model_and_type, write
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_tmp_path")]
 
@@ -24,13 +24,7 @@ CATALOG = ai_gateway_catalog(
     features="""\
   - {key: llm-cache-read-tokens, name: LLM cache reads, meter: llm_cache_read_tokens}
 """,
-    llm_card="""\
-        price:
-          type: dimensional
-          dimensions: [model, type]
-          rows:
-            - {match: {model: gpt-4o, type: request},  price: {type: unit, unit_amount: "0.000003"}}
-            - {match: {model: gpt-4o, type: response}, price: {type: unit, unit_amount: "0.000012"}}
+    llm_card=llm_price_by_model_and_type("0.000003", "0.000012") + """\
       - key: llm-cache-read
         name: LLM cache reads
         feature: llm-cache-read-tokens

@@ -10,18 +10,13 @@ import pytest
 import yaml
 
 from catalog.models import Plan, PriceRow, RateCard
-from tests.builders import ai_gateway_catalog, apply, apply_error, dump, write
+from tests.builders import ai_gateway_catalog, apply, apply_error, dump, llm_price_by_model_and_type, write
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_tmp_path")]
 
 CATALOG = ai_gateway_catalog(llm_card="""\
         free_quantity: "1000"
-        price:
-          type: dimensional
-          dimensions: [model, type]
-          rows:
-            - {match: {model: gpt-4o, type: request},  price: {type: unit, unit_amount: "0.0000025"}}
-            - {match: {model: gpt-4o, type: response}, price: {type: unit, unit_amount: "0.00001"}}
+""" + llm_price_by_model_and_type("0.0000025", "0.00001") + """\
             - {match: {model: gpt-4o-mini},            price: {type: unit, unit_amount: "0.00000015"}}
             - match: {model: o3}
               price: {type: graduated, tiers: [{up_to: "1000000", unit_amount: "0.00001"},

@@ -49,9 +49,7 @@ EXAMPLE_LINES = [
 
 
 def test_example_into_an_empty_database():
-    out = apply(write(FIXTURE.read_text()))
-
-    assert out.splitlines() == [*EXAMPLE_LINES, "Applied 12 changes."]
+    assert apply(write(FIXTURE.read_text())).splitlines() == [*EXAMPLE_LINES, "Applied 12 changes."]
     meter = Meter.objects.get()
     assert (meter.slug, meter.name, meter.event_type, meter.aggregation, meter.value_property) == (
         "llm_tokens", "AI Gateway Tokens", "kong.llm_request", "SUM", "$.tokens")
@@ -116,8 +114,7 @@ def test_numbers_instead_of_strings_and_equal_decimals_are_no_change():
 
 def test_dry_run_prints_the_diff_and_changes_nothing():
     write(FIXTURE.read_text())
-    out = apply("catalog.yaml", "--dry-run")
-    assert out.splitlines() == [*EXAMPLE_LINES, "Dry run: nothing applied."]
+    assert apply("catalog.yaml", "--dry-run").splitlines() == [*EXAMPLE_LINES, "Dry run: nothing applied."]
     assert snapshot() == EMPTY
 
     apply()
@@ -126,9 +123,7 @@ def test_dry_run_prints_the_diff_and_changes_nothing():
     doc["plans"][0]["rate_cards"][0]["price"]["unit_amount"] = "0.00003"
     doc["features"][0]["filters"]["provider"] = "anthropic"
     doc["customers"][0]["email"] = "billing@kong-air.example"
-    out = apply(write(doc), "--dry-run")
-
-    assert out.splitlines() == [
+    assert apply(write(doc), "--dry-run").splitlines() == [
         "update feature ai-token: filters {provider: openai, type: request} -> {provider: anthropic, type: request}",
         "new version 2 of plan token (rate card ai-token: price.unit_amount 0.00002 -> 0.00003)",
         'update customer kong-air: email "" -> billing@kong-air.example',
@@ -147,9 +142,7 @@ def test_a_changed_price_publishes_version_2_and_subscriptions_stay_on_version_1
     doc["customers"].append({"key": "globex", "name": "Globex", "currency": "USD", "subjects": ["globex"]})
     doc["subscriptions"].append({"customer": "globex", "plan": "token", "start": "2026-11-01T00:00:00Z"})
 
-    out = apply(write(doc))
-
-    assert out.splitlines() == [
+    assert apply(write(doc)).splitlines() == [
         "new version 2 of plan token (rate card ai-token: price.unit_amount 0.00002 -> 0.00003)",
         "create customer globex",
         "add subject globex to customer globex",
@@ -177,9 +170,7 @@ def test_plan_diff_names_added_removed_and_plan_fields():
     plan["rate_cards"].append({"key": "support", "name": "Support", "price": {"type": "flat", "amount": "10"}})
     plan["rate_cards"][3]["price"]["tiers"][1]["flat_amount"] = "3"  # ai-token-out
 
-    out = apply(write(doc), "--dry-run")
-
-    assert out.splitlines()[0] == (
+    assert apply(write(doc), "--dry-run").splitlines()[0] == (
         'new version 2 of plan token (name Token -> "Token Pro"; description "" -> "For teams"; '
         "remove rate card sso; rate card ai-token-out: price.tiers[1].flat_amount 2 -> 3; add rate card support)"
     )
@@ -257,10 +248,8 @@ def test_meter_definition_change_goes_through_meter_update():
     meter_update(meter=Meter.objects.get(), description="Set in the admin")
     doc["meters"][0]["value_property"] = "$.usage.tokens"
 
-    out = apply(write(doc))
-
-    assert out.splitlines() == ["update meter llm_tokens: value_property $.tokens -> $.usage.tokens",
-                                "Applied 1 change."]
+    assert apply(write(doc)).splitlines() == [
+        "update meter llm_tokens: value_property $.tokens -> $.usage.tokens", "Applied 1 change."]
     meter = Meter.objects.get()
     assert meter.definition_version == 2
     assert meter.description == "Set in the admin"  # left out of the file: left as it is
@@ -276,9 +265,7 @@ def test_customer_update_changes_only_differing_fields_and_customers():
     doc["customers"][0].update(email="ap@kong-air.example", country="DE", collection_method="send_invoice",
                                days_until_due=30, metadata={"tier": "gold"})
 
-    out = apply(write(doc))
-
-    assert out.splitlines() == [
+    assert apply(write(doc)).splitlines() == [
         "update customer kong-air: email \"\" -> ap@kong-air.example, country \"\" -> DE, collection_method "
         "charge_automatically -> send_invoice, days_until_due null -> 30, metadata {} -> {tier: gold}",
         "Applied 1 change.",
@@ -296,9 +283,7 @@ def test_subjects_are_the_full_list():
     doc["customers"][1]["subjects"] = ["consumer:8f3c2a10-5b1e-4c7d-9e21-3a4b5c6d7e8f", "acme-mobile"]
     doc["customers"][0]["subjects"] = ["kong-air", "acme-corp"]  # moved from acme within the file
 
-    out = apply(write(doc))
-
-    assert out.splitlines() == [
+    assert apply(write(doc)).splitlines() == [
         "remove subject acme-corp from customer acme",
         "add subject acme-corp to customer kong-air",
         "add subject acme-mobile to customer acme",
@@ -400,9 +385,10 @@ def test_every_problem_is_reported_at_once():
 # ------------------------------------------------------------------------------------------------- error messages
 
 
+RATE_CARDS = "catalog.yaml: plans[0] (token) rate_cards"  # ai-token, platform, ai-quota, sso, ai-token-out
 BAD_ENTRIES = [
     (_set("plans.0.rate_cards.2.entitlement.limit", "lots"),
-     "catalog.yaml: plans[0] (token) rate_cards[2] (ai-quota).entitlement.limit: must be a decimal number"),
+     f"{RATE_CARDS}[2] (ai-quota).entitlement.limit: must be a decimal number"),
     (_set("plan", []), "catalog.yaml: plan: unknown top-level key (known: meters, features, plans, customers, "
                        "subscriptions, costs, credit_grants)"),
     (_set("meters.0.agregation", "SUM"), "catalog.yaml: meters[0] (llm_tokens).agregation: unknown field"),
@@ -411,7 +397,7 @@ BAD_ENTRIES = [
     (_set("features.0.meter", "tokens"),
      "catalog.yaml: features[0] (ai-token).meter: unknown meter 'tokens' (not in the file, not in the database)"),
     (_set("plans.0.rate_cards.0.feature", "ai-tokens"),
-     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).feature: unknown feature 'ai-tokens'"),
+     f"{RATE_CARDS}[0] (ai-token).feature: unknown feature 'ai-tokens'"),
     (_set("subscriptions.0.customer", "nobody"),
      "catalog.yaml: subscriptions[0] (nobody on token).customer: unknown customer 'nobody'"),
     (_set("meters.0.aggregation", "TOTAL"),
@@ -419,31 +405,27 @@ BAD_ENTRIES = [
      "LATEST, not 'TOTAL'"),
     (_set("meters.0.value_property", "$..tokens"), "catalog.yaml: meters[0] (llm_tokens).value_property: "),
     (_set("plans.0.rate_cards.2.entitlement.soft", "no"),
-     "catalog.yaml: plans[0] (token) rate_cards[2] (ai-quota).entitlement.soft: must be true or false, not a string"),
+     f"{RATE_CARDS}[2] (ai-quota).entitlement.soft: must be true or false, not a string"),
     (_set("plans.0.rate_cards.0.feature", "sso"),
-     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token): a usage-based price needs a feature with a meter"),
-    (_set("plans.0.rate_cards.4.price.tiers.0.up_to", "0"),
-     "catalog.yaml: plans[0] (token) rate_cards[4] (ai-token-out): "),
+     f"{RATE_CARDS}[0] (ai-token): a usage-based price needs a feature with a meter"),
+    (_set("plans.0.rate_cards.4.price.tiers.0.up_to", "0"), f"{RATE_CARDS}[4] (ai-token-out): "),
     (_set("plans.0.rate_cards.1.payment_term", "upfront"),
-     "catalog.yaml: plans[0] (token) rate_cards[1] (platform).payment_term: must be one of in_advance, in_arrears"),
+     f"{RATE_CARDS}[1] (platform).payment_term: must be one of in_advance, in_arrears"),
     (_set("plans.0.rate_cards.1.price", {"type": "unit", "unit_amount": "1"}),
-     "catalog.yaml: plans[0] (token) rate_cards[1] (platform): usage can only be billed in arrears"),
+     f"{RATE_CARDS}[1] (platform): usage can only be billed in arrears"),
     (_set("subscriptions.0.start", "2026-10-01T00:00:00"),
      "catalog.yaml: subscriptions[0] (kong-air on token).start: needs a time zone offset"),
     (_set("subscriptions.1.billing_anchor", "October"),
      "catalog.yaml: subscriptions[1] (acme on token).billing_anchor: must be an RFC 3339 date-time"),
     (_set("plans.0.rate_cards.0.price.unit_amount", True),
-     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.unit_amount: must be a decimal number, not a "
-     "boolean"),
+     f"{RATE_CARDS}[0] (ai-token).price.unit_amount: must be a decimal number, not a boolean"),
     (_set("plans.0.rate_cards.0.price.type", "tiered"),
-     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.type: must be one of dimensional, flat, "
-     "graduated, package, unit, volume, not 'tiered'"),
+     f"{RATE_CARDS}[0] (ai-token).price.type: must be one of dimensional, flat, graduated, package, unit, volume, "
+     "not 'tiered'"),
     (_set("plans.0.rate_cards.0.price.amount", "1"),
-     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.amount: unknown field (known: type, "
-     "unit_amount)"),
+     f"{RATE_CARDS}[0] (ai-token).price.amount: unknown field (known: type, unit_amount)"),
     (_set("plans.0.rate_cards.0.price.unit_amount", "0.0000000000000001"),
-     "catalog.yaml: plans[0] (token) rate_cards[0] (ai-token).price.unit_amount: must have at most 15 decimal "
-     "places"),
+     f"{RATE_CARDS}[0] (ai-token).price.unit_amount: must have at most 15 decimal places"),
     (_set("customers.0.currency", "EUR"),
      "catalog.yaml: subscriptions[0] (kong-air on token).plan: plan token bills in USD but customer kong-air is "
      "invoiced in EUR"),
@@ -454,8 +436,7 @@ BAD_ENTRIES = [
     (_set("plans.0.status", "archived"),
      "catalog.yaml: plans[0] (token).status: must be one of published, draft, not 'archived'"),
     (_set("plans.0.currency", DELETE), "catalog.yaml: plans[0] (token).currency: is required"),
-    (_set("plans.0.rate_cards.3.entitlement.config", DELETE),
-     "catalog.yaml: plans[0] (token) rate_cards[3] (sso).entitlement.config: is required"),
+    (_set("plans.0.rate_cards.3.entitlement.config", DELETE), f"{RATE_CARDS}[3] (sso).entitlement.config: is required"),
     (_set("features.2.key", "SSO!"), "catalog.yaml: features[2] (SSO!).key: feature key must be lowercase"),
     (_set("customers.1.subjects", ["acme-corp", "kong-air"]),
      "catalog.yaml: customers[1] (acme).subjects[1]: 'kong-air' is also listed by customers[0] (kong-air)"),

@@ -4,6 +4,7 @@ windows, 30-minute offsets, and the edges of the calendar."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 
@@ -20,44 +21,38 @@ def spans(start: str, end: str, size: str | None, tz: str) -> list[tuple[str, st
     return [(a.strftime(fmt), b.strftime(fmt)) for a, b in windows(z(start), z(end), size, time_zone(tz))]
 
 
-@pytest.mark.parametrize("start, end, size, tz, expected", [
-    # 2026-03-27T00:00Z is 01:00 in Berlin: the first window is the rest of that Berlin day.
-    pytest.param("2026-03-27T00:00Z", "2026-03-30T12:00Z", "DAY", "Europe/Berlin", [
-        ("2026-03-27T00:00Z", "2026-03-27T23:00Z"),
-        ("2026-03-27T23:00Z", "2026-03-28T23:00Z"),
-        ("2026-03-28T23:00Z", "2026-03-29T22:00Z"),  # 29 March: clocks go forward, a 23-hour day
-        ("2026-03-29T22:00Z", "2026-03-30T12:00Z"),  # clipped to `to`
+@pytest.mark.parametrize("size, tz, edges", [
+    # 2026-03-27T00:00Z is 01:00 in Berlin: the first window is the rest of that Berlin day. The third is 29 March:
+    # clocks go forward, a 23-hour day. The last is clipped to `to`.
+    pytest.param("DAY", "Europe/Berlin", [
+        "2026-03-27T00:00Z", "2026-03-27T23:00Z", "2026-03-28T23:00Z", "2026-03-29T22:00Z", "2026-03-30T12:00Z",
     ], id="unaligned day in Berlin is clipped and the DST day has 23 hours"),
-    pytest.param("2026-10-24T22:00Z", "2026-10-26T23:00Z", "DAY", "Europe/Berlin", [
-        ("2026-10-24T22:00Z", "2026-10-25T23:00Z"),  # 25 October: 25 hours
-        ("2026-10-25T23:00Z", "2026-10-26T23:00Z"),
+    # The first window is 25 October: 25 hours.
+    pytest.param("DAY", "Europe/Berlin", [
+        "2026-10-24T22:00Z", "2026-10-25T23:00Z", "2026-10-26T23:00Z",
     ], id="fall-back day has 25 hours"),
-    pytest.param("2026-01-15T12:00Z", "2026-03-10T00:00Z", "MONTH", "UTC", [
-        ("2026-01-15T12:00Z", "2026-02-01T00:00Z"),
-        ("2026-02-01T00:00Z", "2026-03-01T00:00Z"),
-        ("2026-03-01T00:00Z", "2026-03-10T00:00Z"),
+    pytest.param("MONTH", "UTC", [
+        "2026-01-15T12:00Z", "2026-02-01T00:00Z", "2026-03-01T00:00Z", "2026-03-10T00:00Z",
     ], id="unaligned month windows in UTC"),
-    pytest.param("2026-02-15T00:00Z", "2026-04-02T00:00Z", "MONTH", "Europe/Berlin", [
-        ("2026-02-15T00:00Z", "2026-02-28T23:00Z"),  # 1 March 00:00 CET
-        ("2026-02-28T23:00Z", "2026-03-31T22:00Z"),  # 1 April 00:00 CEST
-        ("2026-03-31T22:00Z", "2026-04-02T00:00Z"),
+    # The windows change at 1 March 00:00 CET and 1 April 00:00 CEST.
+    pytest.param("MONTH", "Europe/Berlin", [
+        "2026-02-15T00:00Z", "2026-02-28T23:00Z", "2026-03-31T22:00Z", "2026-04-02T00:00Z",
     ], id="unaligned month windows in Berlin across DST"),
-    pytest.param("2026-02-03T04:05Z", "2026-02-20T00:00Z", "MONTH", "America/New_York", [
-        ("2026-02-03T04:05Z", "2026-02-20T00:00Z"),
+    pytest.param("MONTH", "America/New_York", [
+        "2026-02-03T04:05Z", "2026-02-20T00:00Z",
     ], id="month inside one month is one window"),
     # Kolkata is UTC+05:30: its hours start at :30 UTC.
-    pytest.param("2026-03-27T10:00Z", "2026-03-27T12:10Z", "HOUR", "Asia/Kolkata", [
-        ("2026-03-27T10:00Z", "2026-03-27T10:30Z"),
-        ("2026-03-27T10:30Z", "2026-03-27T11:30Z"),
-        ("2026-03-27T11:30Z", "2026-03-27T12:10Z"),
+    pytest.param("HOUR", "Asia/Kolkata", [
+        "2026-03-27T10:00Z", "2026-03-27T10:30Z", "2026-03-27T11:30Z", "2026-03-27T12:10Z",
     ], id="hours in a half-hour zone"),
-    pytest.param("2026-10-25T00:15Z", "2026-10-25T02:00Z", "HOUR", "Europe/Berlin", [
-        ("2026-10-25T00:15Z", "2026-10-25T01:00Z"),  # 02:15–03:00 CEST
-        ("2026-10-25T01:00Z", "2026-10-25T02:00Z"),  # 02:00–03:00 CET
+    # 02:15–03:00 CEST, then 02:00–03:00 CET.
+    pytest.param("HOUR", "Europe/Berlin", [
+        "2026-10-25T00:15Z", "2026-10-25T01:00Z", "2026-10-25T02:00Z",
     ], id="repeated hour of fall-back is two windows"),
 ])
-def test_windows_against_hand_computed_spans(start, end, size, tz, expected):
-    assert spans(start, end, size, tz) == expected
+def test_windows_against_hand_computed_spans(size, tz, edges):
+    """``edges``: ``from``, where each window ends and the next begins, then ``to``."""
+    assert spans(edges[0], edges[-1], size, tz) == list(itertools.pairwise(edges))
 
 
 def test_minutes_and_no_window_size():
