@@ -74,11 +74,14 @@ def sync_roles(apps) -> None:
             app_config.models_module = original
     group_model = apps.get_model("auth", "Group")
     permission_model = apps.get_model("auth", "Permission")
+    # One read of every permission (this runs after each migrate, and after each flush in the tests).
+    by_name = {(p.content_type.app_label, p.codename): p
+               for p in permission_model.objects.select_related("content_type").order_by("id")}
     for name, wanted in role_permissions().items():
         group, _ = group_model.objects.get_or_create(name=name)
         permissions = []
         for app_label, codename in wanted:
-            permission = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            permission = by_name.get((app_label, codename))
             if permission is None:
                 raise LookupError(f"role {name}: permission {app_label}.{codename} does not exist")
             permissions.append(permission)
