@@ -23,6 +23,8 @@ from typing import Any
 
 from django.db import connection
 
+from common.prepared import prepared_cursor
+
 from ..meter_rules import MeterDefinition, meter_definition
 from ..models import Meter
 from ..usage_sql import (
@@ -275,6 +277,16 @@ def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> t
     subject_conditions, subject_params = _subjects_condition(query, "e")
     where += subject_conditions
     params += subject_params
+    if _reads_newest(query.part):
+        # This statement is prepared (usage_rows). Planned for its values it reads the few newest events through the
+        # ingest_tx index. A generic plan cannot see how recent since_tx is nor how long the period: it would walk a
+        # subject's whole period in the (subject, time) index (1,189 events for a busy customer: 0.8 ms against
+        # 0.1), or the period of every subject in the time index. So the conditions but the type stand behind
+        # "OR <false parameter>": planned for the values, "OR false" drops out and the plan is the unprepared
+        # statement's; a generic plan can use no index, and PostgreSQL takes its sequential scan only where the
+        # table is small enough for one to be cheap.
+        where = [where[0], f"(({' AND '.join(where[1:])}) OR %s::boolean)"]
+        params.append(False)
     # OFFSET 0 keeps the tail (and the "since" part) a separate subquery, read through the ingest_tx index (it is small)
     # instead of walking the subject's whole period in the (subject, time) index.
     offset = " OFFSET 0" if (tail and is_postgres()) or _reads_newest(query.part) else ""
@@ -485,7 +497,9 @@ def usage_rows(
                  "group_by_subject": group_by_subject, "subjects": subjects, "filters": filters, "part": part,
                  "since": _since_by_window(part, since_tx, len(window_bounds))}
     low_hint = _rollup_low(meter) if part == "all" and any(p.kind != "R" for p in pieces) else 0
-    with connection.cursor() as cursor:
+    # The newest events' statement runs on every metered entitlement check: prepared, it is parsed once per
+    # connection (0.9 ms of PostgreSQL's CPU unprepared, 0.45 ms prepared, for a busy customer).
+    with (prepared_cursor() if _reads_newest(part) else connection.cursor()) as cursor:
         statement, params, grouped_keys = _usage_sql(**arguments, low_hint=low_hint)
         cursor.execute(statement, params)
         fetched = cursor.fetchall()

@@ -166,3 +166,29 @@ def test_a_threshold_the_settings_configured_is_kept():
         assert connection.connection.prepare_threshold == 5
     finally:
         connection.connection.prepare_threshold = None
+
+
+@pytest.mark.postgres
+def test_the_newest_events_statement_is_prepared_and_planned_for_its_values():
+    """The metered check's newest-events statement is parsed once and planned for each run's values (a generic
+    plan would read a busy subject's whole period), and answers as when it is not prepared."""
+    now = timezone.now()
+    air = kong_air(since=now - dt.timedelta(days=400))
+    subscription_create(customer=air, plan=token_plan(extra=[quota(limit="500")]), start=now - dt.timedelta(days=1))
+    ingest([llm_event(tokens=400, time=iso(now - dt.timedelta(minutes=5)))])
+    with connection.cursor() as cursor:  # a busy table (other subjects' events) and its statistics
+        cursor.execute("INSERT INTO metering_event (source, event_id, type, subject, time, data, ingested_at, ingest_tx) "
+                       "SELECT 'bulk', n::text, 'kong.llm_request', 'busy-' || (n %% 50), %s - n * interval '1 minute', "
+                       "'{}', %s, 1 FROM generate_series(1, 30000) AS n", [now, now])
+        cursor.execute("ANALYZE metering_event")
+    feature = Feature.objects.get(key="ai-token")
+    values = [entitlement_check(id_or_key="kong-air", feature=feature, at=now) for _ in range(10)]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+                       ["%newest AS MATERIALIZED%"])
+        plans = cursor.fetchall()
+    assert plans and all(generic == 0 for generic, _ in plans) and sum(custom for _, custom in plans) == 10
+    with CaptureQueriesContext(connection):  # Django logs the queries: nothing is prepared
+        unprepared = entitlement_check(id_or_key="kong-air", feature=feature, at=now)
+    assert values[0] is not None and values[0].usage == 400
+    assert all(value == unprepared for value in values)
