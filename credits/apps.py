@@ -10,8 +10,8 @@ class CreditsConfig(AppConfig):
 
         from .admin import extensions as admin_extensions
         from .apply import SECTION, credit_grants_apply, credit_grants_dump
-        from .selectors import gateway_balance
+        from .selectors import balance_subquery, gateway_balance
 
-        register_credit_provider(gateway_balance)
+        register_credit_provider(gateway_balance, balance_subquery)
         admin_extensions.register()  # the customer page's balance, grants and buttons
         register_apply_section(ApplySection(SECTION, credit_grants_apply, credit_grants_dump))

@@ -219,17 +219,22 @@ def customer_credits(customer: Customer, at: dt.datetime) -> CustomerCredits:
 
 # --- the gateway's check ---------------------------------------------------------------------------------
 
-_BALANCE_SQL = """
-    SELECT COALESCE(SUM(e.amount), 0)
-    FROM credits_ledgerentry e JOIN credits_creditgrant g ON g.id = e.grant_id
-    WHERE g.customer_id = %s AND g.voided_at IS NULL AND g.effective_at <= %s
-      AND (g.expires_at IS NULL OR g.expires_at > %s)
-"""
+def balance_subquery(customer: str) -> str:
+    """The live balance (minor units) of the customer whose id is the SQL expression ``customer``, at ``%(at)s``: a
+    scalar subquery, which the gateway's customer statement embeds (:func:`customers.hooks.register_credit_provider`)
+    so that a credit mode's check needs no statement of its own."""
+    # ``customer`` is SQL the code names (a column or a placeholder), never a value.
+    return f"""(SELECT COALESCE(SUM(e.amount), 0)
+               FROM credits_ledgerentry e JOIN credits_creditgrant g ON g.id = e.grant_id
+               WHERE g.customer_id = {customer} AND g.voided_at IS NULL AND g.effective_at <= %(at)s
+                 AND (g.expires_at IS NULL OR g.expires_at > %(at)s))"""  # noqa: S608
+
+
+_BALANCE_SQL = "SELECT " + balance_subquery("%(customer)s")
 
 
 def gateway_balance(customer_id: int, at: dt.datetime) -> int:
-    """The live balance (minor units) for the entitlement check, in one statement; registered into customers."""
-    stamp = db_datetime(at)
+    """The live balance (minor units) for an entitlement check, in one statement; registered into customers."""
     with prepared_cursor() as cursor:
-        cursor.execute(_BALANCE_SQL, [customer_id, stamp, stamp])
+        cursor.execute(_BALANCE_SQL, {"customer": customer_id, "at": db_datetime(at)})
         return int(cursor.fetchone()[0] or 0)

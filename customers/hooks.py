@@ -38,21 +38,31 @@ def attribution_change_refusals(
 # --- prepaid credits, for the entitlement check ------------------------------------------------------------
 # ``credits`` sits above ``customers``: it registers ``provider(customer_id, at) -> balance`` (minor units of the
 # customer's currency) here, so a ``credit_only`` or ``credit_then_invoice`` entitlement can read it; the pending
-# usage the check subtracts is customers' own (:func:`customers.selectors.pending_usage`).
+# usage the check subtracts is customers' own (:func:`customers.selectors.pending_usage`). With it, the same rule as
+# ``subquery(customer_sql)``: a scalar subquery of that customer's balance at ``%(at)s``, which the gateway's check
+# reads in its customer statement instead of a statement of its own.
 
 CreditProvider = Callable[[int, dt.datetime], int]
-_credit_providers: list[CreditProvider] = []
+_credit_providers: list[tuple[CreditProvider, Callable[[str], str]]] = []
 
 
-def register_credit_provider(provider: CreditProvider) -> None:
-    _credit_providers[:] = [provider]
+def register_credit_provider(provider: CreditProvider, subquery: Callable[[str], str]) -> None:
+    _credit_providers[:] = [(provider, subquery)]
 
 
 def credit_balance_of(customer_id: int, at: dt.datetime) -> int | None:
     """The customer's live prepaid credit balance; None when no credits app is installed."""
     if not _credit_providers:
         return None
-    return _credit_providers[0](customer_id, at)
+    return _credit_providers[0][0](customer_id, at)
+
+
+def credit_balance_sql(customer_sql: str) -> str | None:
+    """SQL of the live balance of the customer whose id is ``customer_sql``, at ``%(at)s``; None without a credits
+    app."""
+    if not _credit_providers:
+        return None
+    return _credit_providers[0][1](customer_sql)
 
 
 # --- ended periods not billed yet, for pending usage ------------------------------------------------------------

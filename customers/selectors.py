@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
 from metering.windows import decompose
 
-from .hooks import credit_balance_of, unbilled_periods_of
+from .hooks import credit_balance_of, credit_balance_sql, unbilled_periods_of
 from .models import Customer, KongConsumer, SubjectAttribution, Subscription, format_instant, window_clip
 from .periods import Period, anchor_for, period_at, periods_between
 
@@ -361,6 +362,7 @@ class CustomerTerms:
     currency: str
     grants: list[Grant]
     attributions: list[tuple[str, dt.datetime | None, dt.datetime | None]] | None = None
+    credit_balance: int | None = None  # the live prepaid balance, when the statement that read the rest read it too
 
     def subject_periods(self, start: dt.datetime, end: dt.datetime) -> list[tuple[str, dt.datetime, dt.datetime]]:
         """Each subject with the part of ``[start, end)`` it was the customer's (:func:`window_clip`)."""
@@ -544,7 +546,9 @@ def _metered_value(terms: CustomerTerms, feature: Feature, at: dt.datetime, gran
     period = grant.period_at(rate_card.entitlement_usage_period or grant.cadence, at)
     own = [(feature.meter, _live_request(terms, feature, period.start, period.end))] if feature.meter else []
     mode, credit_balance, credit_available = rate_card.entitlement_credits, None, None
-    balance = credit_balance_of(terms.customer_id, at) if mode else None
+    balance = None
+    if mode:
+        balance = terms.credit_balance if terms.credit_balance is not None else credit_balance_of(terms.customer_id, at)
     if balance is not None:  # a credit mode, and a credits app to read the balance from
         pending, found = pending_usage(terms, at, also=own, gateway=True)
         credit_balance = to_major(balance, terms.currency)
@@ -580,7 +584,8 @@ def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) 
 
 
 # The gateway's check in one statement: the customer (by key, else by id) with its active subscriptions (rows of
-# kind 0; one with no plan when it has none), then, when the feature is metered (%(subjects)s), its subjects'
+# kind 0; one with no plan when it has none) and, for a metered feature, its live prepaid credit balance (the last
+# column; NULL otherwise, or without a credits app), then, when the feature is metered (%(subjects)s), its subjects'
 # attribution windows (kind 1: subject, start, end in the columns of the currency, the start and the end of a
 # subscription).
 _GRANTS_SQL = """
@@ -589,18 +594,25 @@ _GRANTS_SQL = """
                                           SELECT id, 1 AS pref FROM customers_customer WHERE id = %(id)s) AS x
                         ORDER BY x.pref LIMIT 1)
     SELECT 0 AS kind, c.id, c.currency, s.plan_id, p.published_at, p.status, s.start, s.billing_anchor,
-           s.cancel_at, p.billing_cadence, p.currency, s.id
+           s.cancel_at, p.billing_cadence, p.currency, s.id, CREDIT_BALANCE
     FROM customers_customer c
     LEFT JOIN customers_subscription s
            ON s.customer_id = c.id AND s.start <= %(at)s AND (s.cancel_at IS NULL OR s.cancel_at > %(at)s)
     LEFT JOIN catalog_plan p ON p.id = s.plan_id
     WHERE c.id = (SELECT id FROM found)
     UNION ALL
-    SELECT 1, a.customer_id, a.subject, NULL, NULL, NULL, a.start, NULL, a."end", NULL, NULL, a.id
+    SELECT 1, a.customer_id, a.subject, NULL, NULL, NULL, a.start, NULL, a."end", NULL, NULL, a.id, NULL
     FROM customers_subjectattribution a
     WHERE a.customer_id = (SELECT id FROM found) AND %(subjects)s
     ORDER BY 1, 7, 12
 """
+
+
+@functools.cache
+def _grants_sql(credits: bool) -> str:
+    """The gateway's customer statement, reading the credit balance or not (one text each, so each is prepared)."""
+    balance = credit_balance_sql("c.id") if credits else None
+    return _GRANTS_SQL.replace("CREDIT_BALANCE", balance or "NULL")
 
 
 def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> EntitlementValue | None:
@@ -609,21 +621,23 @@ def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> E
     number = as_row_id(id_or_key)
     metered = feature.meter_id is not None  # only usage needs the subjects (a customer may have thousands)
     with prepared_cursor() as cursor:
-        cursor.execute(_GRANTS_SQL, {"at": db_datetime(at), "key": id_or_key, "id": number, "subjects": metered})
+        cursor.execute(_grants_sql(credits=metered),
+                       {"at": db_datetime(at), "key": id_or_key, "id": number, "subjects": metered})
         rows = cursor.fetchall()
     if not rows or rows[0][0] != 0:
         return None
-    customer_id, currency = rows[0][1], rows[0][2]
+    customer_id, currency, balance = rows[0][1], rows[0][2], rows[0][12]
     grants = []
     attributions = []
-    for kind, _, text, plan_id, published_at, status, start, anchor, end, cadence, plan_currency, _ in rows:
+    for kind, _, text, plan_id, published_at, status, start, anchor, end, cadence, plan_currency, _, _ in rows:
         if kind == 1:
             attributions.append((text, from_db_datetime(start), from_db_datetime(end)))
         elif plan_id is not None:
             grants.append(Grant(customer_id, plan_id, from_db_datetime(published_at), status == Plan.Status.DRAFT,
                                 from_db_datetime(start), from_db_datetime(anchor), from_db_datetime(end), cadence,
                                 plan_currency))
-    return _value_of(CustomerTerms(customer_id, currency, grants, attributions if metered else None), feature, at)
+    return _value_of(CustomerTerms(customer_id, currency, grants, attributions if metered else None,
+                                   None if balance is None else int(balance)), feature, at)
 
 
 def subscription_entitlements(subscription: Subscription, at: dt.datetime) -> list[tuple[RateCard, EntitlementValue]]:

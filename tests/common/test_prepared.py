@@ -177,9 +177,10 @@ def test_the_newest_events_statement_is_prepared_and_planned_for_its_values():
     subscription_create(customer=air, plan=token_plan(extra=[quota(limit="500")]), start=now - dt.timedelta(days=1))
     ingest([llm_event(tokens=400, time=iso(now - dt.timedelta(minutes=5)))])
     with connection.cursor() as cursor:  # a busy table (other subjects' events) and its statistics
-        cursor.execute("INSERT INTO metering_event (source, event_id, type, subject, time, data, ingested_at, ingest_tx) "
-                       "SELECT 'bulk', n::text, 'kong.llm_request', 'busy-' || (n %% 50), %s - n * interval '1 minute', "
-                       "'{}', %s, 1 FROM generate_series(1, 30000) AS n", [now, now])
+        cursor.execute("INSERT INTO metering_event "
+                       "(source, event_id, type, subject, time, data, ingested_at, ingest_tx) "
+                       "SELECT 'bulk', n::text, 'kong.llm_request', 'busy-' || (n %% 50), "
+                       "%s - n * interval '1 minute', '{}', %s, 1 FROM generate_series(1, 30000) AS n", [now, now])
         cursor.execute("ANALYZE metering_event")
     feature = Feature.objects.get(key="ai-token")
     values = [entitlement_check(id_or_key="kong-air", feature=feature, at=now) for _ in range(10)]

@@ -6,11 +6,16 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from catalog.models import Feature
 from catalog.rules import credit_problems
 from catalog.services.plans import RateCardSpec
+from credits.selectors import gateway_balance
 from credits.services.grants import grant_void
+from customers.selectors import entitlement_check, entitlement_value
 from customers.services.subscriptions import subscription_create
 from tests import builders
 from tests.builders import D, bearer, grant, ingest, iso, llm_event, token_plan
@@ -263,3 +268,23 @@ def test_the_part_of_a_period_a_plan_change_replaced_counts_until_the_successor_
     assert (terms.plan_id, period.start, period.end) == (plans[0].pk, utc(2026, 11, 1), utc(2026, 11, 15))
     close_cycles(now=utc(2026, 11, 15, 1, 5))  # the successor's first cycle bills it
     assert unbilled_periods(air.pk, utc(2026, 11, 15, 1, 10)) == []
+
+
+def test_the_gateways_check_reads_the_balance_in_its_customer_statement_as_the_ledger_has_it():
+    """The gateway's check reads the credit balance in the statement that reads the customer (one statement less
+    for a credit mode): the same balance as the ledger's, with a scheduled, an expired and a voided grant."""
+    air, _ = setup("credit_only", 300)
+    now = timezone.now()
+    grant(air, 500, effective_at=now + dt.timedelta(days=1))  # not yet
+    grant(air, 700, effective_at=now - dt.timedelta(days=3), expires_at=now - dt.timedelta(days=2))  # expired
+    grant_void(grant=grant(air, 900, effective_at=now - dt.timedelta(days=3)), reason="refund")
+    grant(air, 250, effective_at=now - dt.timedelta(hours=1), expires_at=now + dt.timedelta(days=30))
+    feature = Feature.objects.get(key="ai-token")
+    entitlement_check(id_or_key="kong-air", feature=feature, at=now)  # rate cards and settled usage remembered
+    with CaptureQueriesContext(connection) as statements:
+        gateway = entitlement_check(id_or_key="kong-air", feature=feature, at=now)
+    assert [s["sql"] for s in statements if "credits_ledgerentry" in s["sql"]] == [statements[0]["sql"]]
+    assert len(statements) == 2  # the customer (with its balance), then the usage
+    assert gateway == entitlement_value(customer=air, feature=feature, at=now)  # the ledger's balance, through the ORM
+    assert (gateway.credit_balance, gateway.credit_available) == (D("12.50"), D("9.50"))
+    assert gateway_balance(air.pk, now) == 1250
