@@ -41,6 +41,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, get_resolver
 from rest_framework.negotiation import DefaultContentNegotiation
 
+from common.caches import ProcessCache
+
 from ..authentication import BearerTokenAuthentication, HasScope, request_bearer_token, token_may
 from ..models import ApiToken
 
@@ -97,11 +99,26 @@ def served_as_is(request: HttpRequest) -> bool:
     return not (settings.SECURE_SSL_REDIRECT and not request.is_secure())
 
 
+# What the URL resolver made of a path for a view, per resolver (another ROOT_URLCONF is another resolver): a gateway
+# asks about the same customers and features over and over, and resolving a path walks the URL patterns each time.
+_RESOLVED: ProcessCache[tuple[dict[str, Any] | None]] = ProcessCache(maxsize=10_000, ttl=None)
+
+
 def resolves_to(request: HttpRequest, view: type) -> dict[str, Any] | None:
     """The keyword arguments Django's URL resolver passes ``view`` for this request (its path as Django decodes
     it), or None when Django would route it elsewhere (or nowhere)."""
+    resolver = get_resolver()
+    key = (resolver, request.path_info, view)
+    resolved = _RESOLVED.get(key)
+    if resolved is None:
+        resolved = (_resolved_kwargs(resolver.resolve, request.path_info, view),)
+        _RESOLVED.set(key, resolved)
+    return None if resolved[0] is None else dict(resolved[0])
+
+
+def _resolved_kwargs(resolve: Callable[[str], Any], path: str, view: type) -> dict[str, Any] | None:
     try:
-        match = get_resolver().resolve(request.path_info)
+        match = resolve(path)
     except Resolver404:
         return None
     if getattr(match.func, "view_class", None) is not view or match.args or getattr(match.func, "initkwargs", None):
@@ -137,12 +154,25 @@ def _negotiation(view: Any, request: Any) -> tuple[type, str]:
 
 
 _default_negotiation: dict[type, tuple[type, str]] = {}
+# The verdict per view and Accept header (with no query string, all DRF's negotiation reads): gateways send one or two.
+_NEGOTIATED: ProcessCache[bool] = ProcessCache(maxsize=1_000, ttl=None)
 
 
 def negotiated_as_default(view: type, request: HttpRequest) -> bool:
     """DRF's content negotiation of ``view`` for this request's ``Accept`` header picks the renderer and media
     type it picks without one (so the success answer is the one :func:`success_headers` found); False for
     anything else, e.g. ``Accept: text/html`` (Django answers 406)."""
+    if request.GET:
+        return _negotiated_as_default(view, request)
+    key = (view, request.META.get("HTTP_ACCEPT"))
+    verdict = _NEGOTIATED.get(key)
+    if verdict is None:
+        verdict = _negotiated_as_default(view, request)
+        _NEGOTIATED.set(key, verdict)
+    return verdict
+
+
+def _negotiated_as_default(view: type, request: HttpRequest) -> bool:
     if view not in _default_negotiation:
         _default_negotiation[view] = _negotiation(view, _Negotiating(HttpRequest()))
     try:
@@ -206,9 +236,11 @@ def success_headers(view: type, method: str, request: HttpRequest,
 
 
 def forget_learned(**kwargs: Any) -> None:
-    """Forget the success headers and default negotiations found so far (when a setting changes)."""
+    """Forget the success headers, negotiations and resolved paths found so far (when a setting changes)."""
     _success.clear()
     _default_negotiation.clear()
+    _NEGOTIATED.clear()
+    _RESOLVED.clear()
 
 
 setting_changed.connect(forget_learned, dispatch_uid="metering-fast-route-success-headers")

@@ -209,6 +209,26 @@ def test_an_accept_header_drf_takes_is_answered_by_the_route(django_app, routed,
     assert answer == expected and expected[0] == "200 OK" and django_app.calls == 1
 
 
+def test_a_path_is_resolved_and_an_accept_header_negotiated_once_and_each_verdict_kept_apart(
+        django_app, routed, read_token, monkeypatch):
+    """The route remembers what the URL resolver made of a path and what DRF's negotiation made of an Accept header:
+    the same request again resolves and negotiates nothing, and another path or header gets its own verdict."""
+    subscribed()
+    resolved = mock.Mock(wraps=fast_route._resolved_kwargs)
+    negotiated = mock.Mock(wraps=fast_route._negotiated_as_default)
+    monkeypatch.setattr(fast_route, "_resolved_kwargs", resolved)
+    monkeypatch.setattr(fast_route, "_negotiated_as_default", negotiated)
+    for _ in range(3):
+        assert call(routed, token=read_token)[0] == "200 OK"
+    assert (resolved.call_count, negotiated.call_count, django_app.calls) == (1, 1, 0)
+    expected, answer = both(django_app, routed, token=read_token, HTTP_ACCEPT="text/html")
+    assert answer == expected and answer[0].startswith("406") and negotiated.call_count == 2
+    expected, answer = both(django_app, routed, path=VALUE.format("kong-air/more", "ai-token"), token=read_token)
+    assert answer == expected and answer[0].startswith("404") and resolved.call_count == 2
+    assert call(routed, token=read_token)[0] == "200 OK"  # the first verdicts still stand
+    assert (resolved.call_count, negotiated.call_count) == (2, 2)
+
+
 def test_https_with_hsts_and_the_redirect_of_plain_http(settings, read_token):
     subscribed()
     settings.SECURE_SSL_REDIRECT = True
