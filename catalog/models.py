@@ -39,13 +39,20 @@ class Feature(models.Model):
         return f"{self.name} ({self.key})" if self.name and self.name != self.key else self.key
 
 
+def _duration(duration: str, name: str) -> tuple[str, str]:
+    """A choice whose value is an ISO 8601 duration and whose label names it, the duration shown after."""
+    return duration, f"{name} ({duration})"
+
+
 class Plan(models.Model):
     class Cadence(models.TextChoices):
-        DAILY = "P1D", "Daily (P1D)"
-        WEEKLY = "P1W", "Weekly (P1W)"
-        MONTHLY = "P1M", "Monthly (P1M)"
-        QUARTERLY = "P3M", "Quarterly (P3M)"
-        YEARLY = "P1Y", "Yearly (P1Y)"
+        """ISO 8601 durations, as the API and catalog as code write a plan's billing cadence (and its label shows)."""
+
+        DAILY = _duration("P1D", "Daily")
+        WEEKLY = _duration("P1W", "Weekly")
+        MONTHLY = _duration("P1M", "Monthly")
+        QUARTERLY = _duration("P3M", "Quarterly")
+        YEARLY = _duration("P1Y", "Yearly")
 
     class Status(models.TextChoices):
         DRAFT = "draft"
@@ -90,9 +97,9 @@ class RateCard(models.Model):
         NONE = "", "No price (entitlement only)"
         FLAT = "flat", "Flat fee"
         UNIT = "unit", "Per unit (usage-based)"
-        PACKAGE = "package"
         GRADUATED = "graduated", "Graduated tiers"
         VOLUME = "volume", "Volume tiers"
+        PACKAGE = "package"
         DIMENSIONAL = "dimensional", "Dimensional (a price table by model, type…)"
 
     price_type = models.CharField(max_length=16, choices=PriceType.choices, blank=True, default="")
@@ -186,9 +193,9 @@ class PriceRow(models.Model):
 
     class RowPriceType(models.TextChoices):
         UNIT = "unit", "Per unit"
-        PACKAGE = "package"
         GRADUATED = "graduated", "Graduated tiers"
         VOLUME = "volume", "Volume tiers"
+        PACKAGE = "package"
 
     rate_card = models.ForeignKey(RateCard, on_delete=models.CASCADE, related_name="price_rows")
     position = models.PositiveIntegerField(default=0)

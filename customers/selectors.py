@@ -387,6 +387,7 @@ def forget_cached_entitlements() -> None:
     _ENTITLEMENT_CARDS.clear()
     _USAGE_CARDS.clear()
     _UNBILLED.clear()
+    _CREDIT_MODE_FEATURES.clear()
     forget_settled_usage()
 
 
@@ -610,9 +611,23 @@ _GRANTS_SQL = """
 
 @functools.cache
 def _grants_sql(credits: bool) -> str:
-    """The gateway's customer statement, reading the credit balance or not (one text each, so each is prepared)."""
-    balance = credit_balance_sql("c.id") if credits else None
+    """The gateway's customer statement, reading the credit balance or not (one text each, so each is prepared;
+    the balance of the one customer found, read once whatever the number of its subscriptions)."""
+    balance = credit_balance_sql("(SELECT id FROM found)") if credits else None
     return _GRANTS_SQL.replace("CREDIT_BALANCE", balance or "NULL")
+
+
+# Whether a rate card gives the feature a credit mode, per feature for a few seconds: only then does the customer
+# statement read the balance (a stale "no" only costs the check a statement of its own, _metered_value).
+_CREDIT_MODE_FEATURES: ProcessCache[bool] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=FEATURE_CACHE_SECONDS)
+
+
+def _has_credit_mode(feature: Feature) -> bool:
+    found = _CREDIT_MODE_FEATURES.get(feature.pk)
+    if found is None:
+        found = RateCard.objects.filter(feature_id=feature.pk).exclude(entitlement_credits="").exists()
+        _CREDIT_MODE_FEATURES.set(feature.pk, found)
+    return found
 
 
 def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> EntitlementValue | None:
@@ -621,7 +636,7 @@ def entitlement_check(*, id_or_key: str, feature: Feature, at: dt.datetime) -> E
     number = as_row_id(id_or_key)
     metered = feature.meter_id is not None  # only usage needs the subjects (a customer may have thousands)
     with prepared_cursor() as cursor:
-        cursor.execute(_grants_sql(credits=metered),
+        cursor.execute(_grants_sql(credits=metered and _has_credit_mode(feature)),
                        {"at": db_datetime(at), "key": id_or_key, "id": number, "subjects": metered})
         rows = cursor.fetchall()
     if not rows or rows[0][0] != 0:

@@ -101,17 +101,22 @@ def served_as_is(request: HttpRequest) -> bool:
 
 # What the URL resolver made of a path for a view, per resolver (another ROOT_URLCONF is another resolver): a gateway
 # asks about the same customers and features over and over, and resolving a path walks the URL patterns each time.
+# Only short paths and headers are kept: anyone may send the others (before any token is checked), and a few
+# thousand long ones would cost a worker megabytes.
 _RESOLVED: ProcessCache[tuple[dict[str, Any] | None]] = ProcessCache(maxsize=10_000, ttl=None)
+_KEPT_TEXT_MAX = 256
 
 
 def resolves_to(request: HttpRequest, view: type) -> dict[str, Any] | None:
     """The keyword arguments Django's URL resolver passes ``view`` for this request (its path as Django decodes
     it), or None when Django would route it elsewhere (or nowhere)."""
-    resolver = get_resolver()
-    key = (resolver, request.path_info, view)
+    resolver, path = get_resolver(), request.path_info
+    if len(path) > _KEPT_TEXT_MAX:
+        return _resolved_kwargs(resolver.resolve, path, view)
+    key = (resolver, path, view)
     resolved = _RESOLVED.get(key)
     if resolved is None:
-        resolved = (_resolved_kwargs(resolver.resolve, request.path_info, view),)
+        resolved = (_resolved_kwargs(resolver.resolve, path, view),)
         _RESOLVED.set(key, resolved)
     return None if resolved[0] is None else dict(resolved[0])
 
@@ -162,9 +167,10 @@ def negotiated_as_default(view: type, request: HttpRequest) -> bool:
     """DRF's content negotiation of ``view`` for this request's ``Accept`` header picks the renderer and media
     type it picks without one (so the success answer is the one :func:`success_headers` found); False for
     anything else, e.g. ``Accept: text/html`` (Django answers 406)."""
-    if request.GET:
+    accept = request.META.get("HTTP_ACCEPT")
+    if request.GET or len(accept or "") > _KEPT_TEXT_MAX:
         return _negotiated_as_default(view, request)
-    key = (view, request.META.get("HTTP_ACCEPT"))
+    key = (view, accept)
     verdict = _NEGOTIATED.get(key)
     if verdict is None:
         verdict = _negotiated_as_default(view, request)

@@ -288,3 +288,16 @@ def test_the_gateways_check_reads_the_balance_in_its_customer_statement_as_the_l
     assert gateway == entitlement_value(customer=air, feature=feature, at=now)  # the ledger's balance, through the ORM
     assert (gateway.credit_balance, gateway.credit_available) == (D("12.50"), D("9.50"))
     assert gateway_balance(air.pk, now) == 1250
+
+
+def test_a_metered_check_without_a_credit_mode_reads_no_balance():
+    air = builders.kong_air(since=timezone.now() - dt.timedelta(days=400))
+    subscription_create(customer=air, plan=token_plan(extra=[gated("", limit="500", soft=False)]),
+                        start=timezone.now() - dt.timedelta(days=1))
+    grant(air, 1000, effective_at=timezone.now() - dt.timedelta(days=2))
+    feature = Feature.objects.get(key="ai-token")
+    entitlement_check(id_or_key="kong-air", feature=feature, at=timezone.now())
+    with CaptureQueriesContext(connection) as statements:
+        value = entitlement_check(id_or_key="kong-air", feature=feature, at=timezone.now())
+    assert value is not None and value.has_access and value.credit_balance is None
+    assert len(statements) == 2 and not any("credits_ledgerentry" in s["sql"] for s in statements)

@@ -227,6 +227,12 @@ def test_a_path_is_resolved_and_an_accept_header_negotiated_once_and_each_verdic
     assert answer == expected and answer[0].startswith("404") and resolved.call_count == 2
     assert call(routed, token=read_token)[0] == "200 OK"  # the first verdicts still stand
     assert (resolved.call_count, negotiated.call_count) == (2, 2)
+    long_path, long_accept = VALUE.format("k" * 300, "ai-token"), "application/json, " + "x/y;q=0.1, " * 30
+    for _ in range(2):  # long paths and headers (anyone may send them) are not kept
+        expected, answer = both(django_app, routed, path=long_path, token=read_token, HTTP_ACCEPT=long_accept)
+        assert answer == expected and answer[0].startswith("404")
+    assert (resolved.call_count, negotiated.call_count) == (4, 4)
+    assert len(fast_route._RESOLVED) == 2 and len(fast_route._NEGOTIATED) == 2
 
 
 def test_https_with_hsts_and_the_redirect_of_plain_http(settings, read_token):
