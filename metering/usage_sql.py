@@ -15,6 +15,7 @@ Every fragment returns ``(sql, params)`` with ``%s`` placeholders.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from decimal import Decimal
 from typing import overload
 
@@ -26,7 +27,9 @@ Fragment = tuple[str, list]
 SQLITE_EXACT_INTEGER = 2**53
 
 
+@functools.cache
 def is_postgres() -> bool:
+    """Whether the default database is PostgreSQL (its backend's, fixed for the process; asked ~20 times a check)."""
     return connection.vendor == "postgresql"
 
 
