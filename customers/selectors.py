@@ -585,10 +585,10 @@ def entitlement_value(*, customer: Customer, feature: Feature, at: dt.datetime) 
 
 
 # The gateway's check in one statement: the customer (by key, else by id) with its active subscriptions (rows of
-# kind 0; one with no plan when it has none) and, for a metered feature, its live prepaid credit balance (the last
-# column; NULL otherwise, or without a credits app), then, when the feature is metered (%(subjects)s), its subjects'
-# attribution windows (kind 1: subject, start, end in the columns of the currency, the start and the end of a
-# subscription).
+# kind 0; one with no plan when it has none) and, for a metered feature that a rate card gives a credit mode, its live
+# prepaid credit balance (the last column; NULL otherwise, or without a credits app), then, when the feature is
+# metered (%(subjects)s), its subjects' attribution windows (kind 1: subject, start, end in the columns of the
+# currency, the start and the end of a subscription).
 _GRANTS_SQL = """
     WITH found (id) AS (SELECT x.id FROM (SELECT id, 0 AS pref FROM customers_customer WHERE key = %(key)s
                                           UNION ALL
