@@ -4,8 +4,8 @@ The entitlement check runs the same few raw statements hundreds of times a secon
 on them parsing and planning (0.3 ms of planning against 0.05 ms of execution for the newest-events statement), so
 :func:`prepared_cursor` gives those reads a psycopg cursor that binds parameters on the server and prepares each
 statement on its connection the first time it runs: later runs are parsed once and, once PostgreSQL finds a generic
-plan as good as the custom ones, not planned again (a statement that must be planned for its values each time makes
-its generic plan look costly: see ``metering.selectors.usage._raw_events``).
+plan as good as the custom ones, not planned again (a statement whose right plan depends on its values is written
+so that its plan cannot: see ``metering.selectors.usage._newest_events``).
 
 Django's own cursors bind on the client (psycopg's ``ClientCursor``) and never prepare, so nothing else changes.
 ``DATABASE_PREPARED_STATEMENTS=false`` turns this off, e.g. behind a connection pooler in transaction mode that does

@@ -260,12 +260,14 @@ def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> t
     if _reads_newest(query.part):
         columns.append(f"e.ingest_tx < {SNAPSHOT_XMIN} AS fin")
     low, high = _bounds(pieces)
+    if _reads_newest(query.part):
+        return _newest_events(query, columns, params, low, high)
     where = ["e.type = %s", "e.time >= %s", "e.time < %s"]
     params += [query.definition.event_type, low, high]
     if query.part == "settled":  # R pieces: only the events the rollups' snapshot also counts
         where.append("e.ingest_tx < (SELECT rollup_low FROM metering_meter WHERE id = %s)")
         params.append(query.meter.pk)
-    elif query.part == "since":
+    elif query.part == "since":  # SQLite (PostgreSQL's: _newest_events)
         where.append("e.ingest_tx >= %s")  # the lowest; each piece's own in the join (_raw_branch)
         params.append(min(query.since))
     if tail:
@@ -277,20 +279,37 @@ def _raw_events(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> t
     subject_conditions, subject_params = _subjects_condition(query, "e")
     where += subject_conditions
     params += subject_params
-    if _reads_newest(query.part):
-        # This statement is prepared (usage_rows). Planned for its values it reads the few newest events through the
-        # ingest_tx index. A generic plan cannot see how recent since_tx is nor how long the period: it would walk a
-        # subject's whole period in the (subject, time) index (1,189 events for a busy customer: 0.8 ms against
-        # 0.1), or the period of every subject in the time index. So the conditions but the type stand behind
-        # "OR <false parameter>": planned for the values, "OR false" drops out and the plan is the unprepared
-        # statement's; a generic plan can use no index, and PostgreSQL takes its sequential scan only where the
-        # table is small enough for one to be cheap.
-        where = [where[0], f"(({' AND '.join(where[1:])}) OR %s::boolean)"]
-        params.append(False)
-    # OFFSET 0 keeps the tail (and the "since" part) a separate subquery, read through the ingest_tx index (it is small)
-    # instead of walking the subject's whole period in the (subject, time) index.
-    offset = " OFFSET 0" if (tail and is_postgres()) or _reads_newest(query.part) else ""
+    # OFFSET 0 keeps the tail a separate subquery, read through the ingest_tx index (it is small) instead of walking
+    # the subject's whole period in the (subject, time) index.
+    offset = " OFFSET 0" if tail and is_postgres() else ""
     return f"SELECT {', '.join(columns)} FROM metering_event e WHERE {' AND '.join(where)}{offset}", params
+
+
+# The largest ingest_tx: the newest events' upper bound, there only for the planner (see _newest_events).
+_LAST_TX = 2**63 - 1
+
+
+def _newest_events(query: _UsageQuery, columns: list[str], params: list, low: Any, high: Any) -> tuple[str, list]:
+    """The "since" part's events (``ingest_tx`` at or above the lowest mark), for a statement that is prepared
+    (usage_rows) and runs on every metered entitlement check.
+
+    Its plan must not depend on the values: a plan for the values cost ~0.3 ms of PostgreSQL's planning per check,
+    and a generic plan, which cannot see how recent the mark is, would walk a busy subject's whole period in the
+    (subject, time) index. So the events are read in a fenced subquery (OFFSET 0) whose only usable index is
+    ``ingest_tx``, and every condition's value comes through an InitPlan (``(SELECT %s)``), which the planner
+    cannot look into: planned for the values or not, the estimates are the same, so after its first five runs
+    PostgreSQL keeps the generic plan, its custom plans costing as much plus their planning. The ``ingest_tx``
+    range has an upper bound that filters nothing: a bounded range of unknown values is estimated as narrow
+    (0.5 %), an open one as a third of the table, whose sequential scan would then look cheaper than the index."""
+    inner = ["type = (SELECT %s::text)", "ingest_tx >= (SELECT %s::bigint)", "ingest_tx <= (SELECT %s::bigint)"]
+    params += [query.definition.event_type, min(query.since), _LAST_TX]
+    where = ["e.time >= (SELECT %s::timestamptz)", "e.time < (SELECT %s::timestamptz)"]
+    params += [low, high]
+    if query.subjects is not None:
+        where.append("e.subject = ANY((SELECT %s::text[])::text[])")  # the cast: an array, not a subquery's rows
+        params.append(list(query.subjects))
+    return (f"SELECT {', '.join(columns)} FROM (SELECT * FROM metering_event WHERE {' AND '.join(inner)} OFFSET 0) "
+            f"AS e WHERE {' AND '.join(where)} OFFSET 0", params)
 
 
 def _raw_branch(query: _UsageQuery, pieces: Sequence[Piece], *, tail: bool) -> _Sql:
