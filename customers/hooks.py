@@ -66,19 +66,26 @@ def credit_balance_sql(customer_sql: str) -> str | None:
 
 
 # --- ended periods not billed yet, for pending usage ------------------------------------------------------------
-# ``invoicing`` knows which cycles are closed: it registers ``provider(customer_id, at) -> [(Grant, Period)]``, the
-# customer's periods that ended by ``at`` and whose usage no invoice has billed yet.
+# ``invoicing`` knows which cycles are closed: it registers ``provider(customer_id, at) -> [(Grant, Period, cycle)]``,
+# the customer's periods that ended by ``at`` and whose usage no invoice has billed yet, each with the cycle whose
+# close will bill it (a hashable key), and ``any_done([cycle]) -> bool``, whether any of those cycles is done now.
 
-_unbilled_providers: list[Callable[[int, dt.datetime], list[Any]]] = []
+_unbilled_providers: list[tuple[Callable[[int, dt.datetime], list[Any]], Callable[[list[Any]], bool]]] = []
 
 
-def register_unbilled_periods(provider: Callable[[int, dt.datetime], list[Any]]) -> None:
-    _unbilled_providers[:] = [provider]
+def register_unbilled_periods(provider: Callable[[int, dt.datetime], list[Any]],
+                              any_done: Callable[[list[Any]], bool]) -> None:
+    _unbilled_providers[:] = [(provider, any_done)]
 
 
 def unbilled_periods_of(customer_id: int, at: dt.datetime) -> list[Any]:
-    """``[(Grant, Period)]``: ended periods whose usage is not billed yet; empty without an invoicing app."""
-    return _unbilled_providers[0](customer_id, at) if _unbilled_providers else []
+    """``[(Grant, Period, cycle)]``: ended periods whose usage is not billed yet; empty without an invoicing app."""
+    return _unbilled_providers[0][0](customer_id, at) if _unbilled_providers else []
+
+
+def any_unbilled_cycle_done(cycles: list[Any]) -> bool:
+    """Whether any of these cycles (of :func:`unbilled_periods_of`) has been closed since."""
+    return _unbilled_providers[0][1](cycles) if _unbilled_providers and cycles else False
 
 
 # --- more sections of catalog as code --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import datetime as dt
 import functools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +27,7 @@ from metering.selectors.usage import usage_rows, usage_total_for_periods
 from metering.usage_sql import db_datetime, from_db_datetime
 from metering.windows import decompose
 
-from .hooks import credit_balance_of, credit_balance_sql, unbilled_periods_of
+from .hooks import any_unbilled_cycle_done, credit_balance_of, credit_balance_sql, unbilled_periods_of
 from .models import Customer, KongConsumer, SubjectAttribution, Subscription, format_instant, window_clip
 from .periods import Period, anchor_for, period_at, periods_between
 
@@ -423,19 +423,22 @@ def usage_rate_cards(grant: Grant) -> list[RateCard]:
 
 # Which ended periods are not billed yet changes when a period ends, when a subscription ends or changes plan, and
 # when a cycle closes. So for the gateway's check each process keeps the answer per customer and active subscriptions
-# until the next period boundary of those subscriptions; while it names periods (a close is pending), it asks again
-# every few seconds, so a close reaches the check within them (meanwhile the period counts twice, in the burn and
-# here: access is refused, never granted, wrongly).
+# until the next period boundary of those subscriptions; while it names periods (a close is pending), it asks every
+# few seconds whether one of their cycles closed (one small statement: between a period's end and its close, after
+# the grace period, every customer's check asks it), and reads the answer again when one did, so a close reaches the
+# check within those seconds (meanwhile the period counts twice, in the burn and here: access is refused, never
+# granted, wrongly).
 UNBILLED_RECHECK_SECONDS = 5.0
 UNBILLED_CACHE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
 class _Unbilled:
-    periods: list[tuple[Grant, Period]]
+    periods: list[tuple[Grant, Period, Any]]  # each with the cycle whose close bills it
     asked_at: dt.datetime  # the check's instant it was asked for
     valid_until: dt.datetime  # the next period boundary of the active subscriptions
-    stored: float  # time.monotonic() (a non-empty answer is asked again UNBILLED_RECHECK_SECONDS later)
+    read: float  # time.monotonic() when it was read (read again UNBILLED_CACHE_SECONDS later in any case)
+    checked: float  # time.monotonic() (a non-empty answer's cycles are checked UNBILLED_RECHECK_SECONDS later)
 
 
 _UNBILLED: ProcessCache[_Unbilled] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=UNBILLED_CACHE_SECONDS)
@@ -444,12 +447,21 @@ _UNBILLED: ProcessCache[_Unbilled] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE
 def _unbilled(terms: CustomerTerms, current: list[tuple[Grant, Period]], at: dt.datetime) -> list[tuple[Grant, Period]]:
     key = (terms.customer_id, tuple(terms.grants))
     entry = _UNBILLED.get(key)
-    if (entry is None or not entry.asked_at <= at < entry.valid_until
-            or (entry.periods and time.monotonic() - entry.stored >= UNBILLED_RECHECK_SECONDS)):
+    now = time.monotonic()
+    if entry is not None and (not entry.asked_at <= at < entry.valid_until
+                              or now - entry.read >= UNBILLED_CACHE_SECONDS):
+        entry = None
+    if entry is not None and entry.periods and now - entry.checked >= UNBILLED_RECHECK_SECONDS:
+        if any_unbilled_cycle_done([cycle for _, _, cycle in entry.periods]):
+            entry = None
+        else:  # none closed: the same answer, its cycles checked again in a few seconds
+            entry = replace(entry, checked=now)
+            _UNBILLED.set(key, entry)
+    if entry is None:
         valid_until = min((period.end for _, period in current), default=at)
-        entry = _Unbilled(unbilled_periods_of(terms.customer_id, at), at, valid_until, time.monotonic())
+        entry = _Unbilled(unbilled_periods_of(terms.customer_id, at), at, valid_until, now, now)
         _UNBILLED.set(key, entry)
-    return entry.periods
+    return [(grant, period) for grant, period, _ in entry.periods]
 
 
 def _live_request(terms: CustomerTerms, feature: Feature, start: dt.datetime, end: dt.datetime,

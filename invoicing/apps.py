@@ -17,7 +17,7 @@ class InvoicingConfig(AppConfig):
         from .selectors.enrichment import invoices_of_events, unpriced_events
         from .selectors.guards import register_guards
         from .selectors.settings import stored_stripe_keys
-        from .selectors.unbilled import unbilled_periods
+        from .selectors.unbilled import any_cycle_done, unbilled_cycles
         from .services.top_ups import credits_buy
         from .stripe_gateway import register_stored_keys
 
@@ -26,6 +26,6 @@ class InvoicingConfig(AppConfig):
         register_dashboard(dashboard)
         register_guards()
         register_stored_keys(stored_stripe_keys)  # Stripe keys entered in Settings → Stripe
-        register_unbilled_periods(unbilled_periods)  # ended periods not billed yet count in the live credits
+        register_unbilled_periods(unbilled_cycles, any_cycle_done)  # ended periods not billed yet: live credits
         register_purchase(credits_buy)  # a "purchased" grant (API, admin) is a top-up billed on its own invoice
         admin_extensions.register()  # the customer, subscription and event pages' invoicing parts

@@ -20,10 +20,17 @@ from customers.selectors import Grant
 from ..models import CycleClose
 from ..services.cycles import lookback_cutoff, replaced_at, subscription_cycles
 
+Cycle = tuple[int, int]  # (subscription id, cycle index): the cycle whose close bills a period
+
 
 def unbilled_periods(customer_id: int, at: dt.datetime) -> list[tuple[Grant, Period]]:
     """The customer's periods that ended by ``at`` (within the late-usage lookback) and whose billing cycle is not
     done, each with its subscription's terms."""
+    return [(grant, period) for grant, period, _ in unbilled_cycles(customer_id, at)]
+
+
+def unbilled_cycles(customer_id: int, at: dt.datetime) -> list[tuple[Grant, Period, Cycle]]:
+    """:func:`unbilled_periods`, each with the cycle that will bill it."""
     horizon = lookback_cutoff(at)
     subscriptions = list(Subscription.objects.filter(customer_id=customer_id, start__lt=at)
                          .filter(Q(cancel_at__isnull=True) | Q(cancel_at__gt=horizon))
@@ -31,19 +38,34 @@ def unbilled_periods(customer_id: int, at: dt.datetime) -> list[tuple[Grant, Per
     if not subscriptions:
         return []
     done = _done_cycles([subscription.pk for subscription in subscriptions])
-    found: list[tuple[Grant, Period]] = []
+    found: list[tuple[Grant, Period, Cycle]] = []
     for subscription in subscriptions:
         for cycle in subscription_cycles(subscription, until=at):
             period = cycle.previous
             if period is not None and period.end > horizon and (subscription.pk, cycle.index) not in done:
-                found.append((Grant.of(subscription), period))
+                found.append((Grant.of(subscription), period, (subscription.pk, cycle.index)))
         cutover = replaced_at(subscription)
         if cutover is not None and cutover <= at and (subscription.next.pk, 0) not in done:
             last = period_at(subscription.billing_anchor, subscription.plan.billing_cadence, subscription.start,
                              subscription.cancel_at, cutover - dt.timedelta(microseconds=1))
             if last is not None and last.end > horizon:  # billed by the successor's first cycle
-                found.append((Grant.of(subscription), last))
+                found.append((Grant.of(subscription), last, (subscription.next.pk, 0)))
     return found
+
+
+def any_cycle_done(cycles: list[Cycle]) -> bool:
+    """Whether any of these cycles is done now (its lines computed): the gateway's check asks this every few
+    seconds of each customer with periods waiting for their close, a statement of ~0.2 ms instead of
+    :func:`unbilled_cycles`' ~2 ms, which it asks again only when one is."""
+    if not cycles:
+        return False
+    pairs = " OR ".join(["(subscription_id = %s AND cycle = %s)"] * len(cycles))
+    states = ", ".join(["%s"] * len(CycleClose.DONE_STATES))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {CycleClose._meta.db_table} "  # noqa: S608 - placeholders
+                       f"WHERE ({pairs}) AND state IN ({states}) LIMIT 1",
+                       [*(value for cycle in cycles for value in cycle), *CycleClose.DONE_STATES])
+        return cursor.fetchone() is not None
 
 
 def _done_cycles(subscription_ids: list[int]) -> set[tuple[int, int]]:

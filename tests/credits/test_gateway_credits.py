@@ -246,6 +246,65 @@ def test_credit_only_counts_an_ended_period_until_its_close_bills_it(api, read_t
     assert check(utc(2026, 12, 1, 1, 12)) == (False, 0, 0)
 
 
+def test_while_a_close_is_pending_the_check_asks_only_whether_its_cycle_closed(api, read_token, monkeypatch):
+    """Between a period's end and its close every credit check of every customer would read the unbilled periods
+    again every few seconds (~2 ms each): it now asks one small statement whether their cycles closed, keeps the
+    answer while none did, reads it again once one did, and after UNBILLED_CACHE_SECONDS in any case."""
+    from catalog.services.plans import plan_create, plan_publish
+    from customers import selectors
+    from customers.services.subscriptions import subscription_create
+    from invoicing.services.close import close_cycles
+    from tests.builders import ai_token_feature, tokens, utc
+
+    ai_token_feature()
+    card = RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D("0.01"))
+    plan = plan_publish(plan=plan_create(key="cents", name="Cents", currency="USD", rate_cards=[card, gated(
+        "credit_only", limit="1e9")]))
+    air = builders.kong_air(since=utc(2026, 10, 1))
+    subscription_create(customer=air, plan=plan, start=utc(2026, 11, 1), billing_anchor="calendar")
+    grant(air, 1000, effective_at=utc(2026, 11, 1))
+    ingest([tokens(400, utc(2026, 11, 30, 23), "request")])  # $4 in November, billed by its close after the grace
+    clock = [1000.0]
+    monkeypatch.setattr(selectors.time, "monotonic", lambda: clock[0])
+
+    def check(at):
+        monkeypatch.setattr(timezone, "now", lambda: at)
+        with CaptureQueriesContext(connection) as statements:
+            body = value(api, read_token)
+        return body["creditAvailable"], [s["sql"] for s in statements.captured_queries]
+
+    def asked_if_closed(sqls):
+        return sum("FROM invoicing_cycleclose" in sql and "SELECT 1" in sql for sql in sqls)
+
+    def read_unbilled(sqls):
+        return sum('FROM "customers_subscription"' in sql and '"customers_subscription"."cancel_at"' in sql
+                   for sql in sqls)
+
+    available, sqls = check(utc(2026, 12, 1, 0, 10))  # November ended, not billed: it counts
+    assert available == 6 and read_unbilled(sqls) == 1
+    clock[0] += selectors.UNBILLED_RECHECK_SECONDS - 0.1
+    available, sqls = check(utc(2026, 12, 1, 0, 11))  # within the seconds: nothing asked
+    assert available == 6 and asked_if_closed(sqls) == 0 and read_unbilled(sqls) == 0
+    clock[0] += 0.2
+    available, sqls = check(utc(2026, 12, 1, 0, 12))  # asked whether November's cycle closed: no
+    assert available == 6 and asked_if_closed(sqls) == 1 and read_unbilled(sqls) == 0
+    clock[0] += 1
+    available, sqls = check(utc(2026, 12, 1, 0, 13))  # the answer is fresh again: nothing asked
+    assert available == 6 and asked_if_closed(sqls) == 0
+    clock[0] += selectors.UNBILLED_CACHE_SECONDS
+    available, sqls = check(utc(2026, 12, 1, 0, 18))  # old enough: read again whole
+    assert available == 6 and read_unbilled(sqls) == 1
+    close_cycles(now=utc(2026, 12, 1, 1, 5))  # November's close burns the $4
+    available, sqls = check(utc(2026, 12, 1, 1, 6))  # not asked yet: November counts twice (refused, never granted)
+    assert available == 2 and asked_if_closed(sqls) == 0
+    clock[0] += selectors.UNBILLED_RECHECK_SECONDS
+    available, sqls = check(utc(2026, 12, 1, 1, 7))  # asked: closed, so read again, and November counts once
+    assert available == 6 and asked_if_closed(sqls) == 1 and read_unbilled(sqls) == 1
+    clock[0] += selectors.UNBILLED_RECHECK_SECONDS
+    available, sqls = check(utc(2026, 12, 1, 1, 8))  # nothing pending: nothing asked until the next period's end
+    assert available == 6 and asked_if_closed(sqls) == 0 and read_unbilled(sqls) == 0
+
+
 def test_the_part_of_a_period_a_plan_change_replaced_counts_until_the_successor_bills_it():
     """A plan change mid-period: the replaced subscription's part of the period is billed by its successor's first
     cycle, after the grace period; until then it is an unbilled period, then it is not."""
