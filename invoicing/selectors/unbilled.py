@@ -9,13 +9,16 @@ spend its balance again between a period's end and its close. Registered into ``
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Model
 
+from catalog.models import Plan
 from customers.models import Subscription
 from customers.periods import Period, period_at
 from customers.selectors import Grant
+from metering.usage_sql import db_datetime
 
 from ..models import CycleClose
 from ..services.cycles import lookback_cutoff, replaced_at, subscription_cycles
@@ -32,9 +35,7 @@ def unbilled_periods(customer_id: int, at: dt.datetime) -> list[tuple[Grant, Per
 def unbilled_cycles(customer_id: int, at: dt.datetime) -> list[tuple[Grant, Period, Cycle]]:
     """:func:`unbilled_periods`, each with the cycle that will bill it."""
     horizon = lookback_cutoff(at)
-    subscriptions = list(Subscription.objects.filter(customer_id=customer_id, start__lt=at)
-                         .filter(Q(cancel_at__isnull=True) | Q(cancel_at__gt=horizon))
-                         .select_related("plan", "next"))
+    subscriptions = _subscriptions(customer_id, at, horizon)
     if not subscriptions:
         return []
     done = _done_cycles([subscription.pk for subscription in subscriptions])
@@ -66,6 +67,47 @@ def any_cycle_done(cycles: list[Cycle]) -> bool:
                        f"WHERE ({pairs}) AND state IN ({states}) LIMIT 1",
                        [*(value for cycle in cycles for value in cycle), *CycleClose.DONE_STATES])
         return cursor.fetchone() is not None
+
+
+def _subscriptions(customer_id: int, begun_before: dt.datetime, ended_after: dt.datetime) -> list[Subscription]:
+    """The customer's subscriptions begun before ``begun_before`` and not ended by ``ended_after``, each with its
+    plan and its successor (``next``, or none) loaded, newest first, as
+    ``Subscription.objects.filter(…).select_related("plan", "next")`` gives them. Written in SQL, the rows converted by
+    the fields' own database converters: the gateway's credit checks ask this of every customer every few minutes,
+    and the ORM took ~1.3 ms of CPU to build and read it."""
+    parts = [(Subscription, "s"), (Plan, "p"), (Subscription, "n")]
+    fields = [(model, alias, list(model._meta.concrete_fields)) for model, alias in parts]
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"{alias}.{quote(str(field.column))}" for _, alias, model_fields in fields
+                        for field in model_fields)  # (a concrete field's column is never None)
+    table, plans = quote(Subscription._meta.db_table), quote(Plan._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {table} s JOIN {plans} p ON p.id = s.plan_id "  # noqa: S608 - names
+                       f"LEFT JOIN {table} n ON n.previous_id = s.id WHERE s.customer_id = %s AND s.start < %s "
+                       "AND (s.cancel_at IS NULL OR s.cancel_at > %s) ORDER BY s.start DESC, s.id DESC",
+                       [customer_id, db_datetime(begun_before), db_datetime(ended_after)])
+        rows = cursor.fetchall()
+    loaded: list[Subscription] = []
+    for row in rows:
+        values = iter(row)
+        subscription, plan, successor = (_instance(model, alias, model_fields, [next(values) for _ in model_fields])
+                                         for model, alias, model_fields in fields)
+        subscription.plan = plan
+        # A reverse one-to-one: the successor, or none (cached, so that reading it asks nothing).
+        Subscription.next.related.set_cached_value(subscription, successor if successor.pk is not None else None)
+        loaded.append(subscription)
+    return loaded
+
+
+def _instance(model: type[Model], alias: str, fields: list[Any], values: list[Any]) -> Any:
+    """``model`` from its row, each value converted as the ORM converts it (e.g. SQLite's datetimes made aware)."""
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        column = field.get_col(alias)
+        for converter in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
+            value = converter(value, column, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [field.attname for field in fields], converted)
 
 
 def _done_cycles(subscription_ids: list[int]) -> set[tuple[int, int]]:

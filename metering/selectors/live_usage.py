@@ -43,7 +43,7 @@ from common.caches import ProcessCache
 
 from ..models import Meter
 from ..windows import Piece, decompose
-from .usage import equality_filters, usage_rows
+from .usage import UsageRows, equality_filters, usage_rows
 
 ADDITIVE = frozenset({Meter.Aggregation.SUM, Meter.Aggregation.COUNT})
 
@@ -104,16 +104,17 @@ def usage_groups_live(*, meter: Meter, requests: Sequence[LiveUsage]) -> list[Gr
     definition = _definition_key(meter)
     settled: list[_Settled | None] = []
     now = time.monotonic()
-    for request in requests:
-        if not request.subject_periods:
-            settled.append(None)
-            continue
-        key = (definition, request)
-        entry = _SETTLED.get(key)
-        if entry is None or now >= entry.expires:  # (a grown entry was set again: the cache's own TTL restarted)
-            entry = _settled_part(meter, request)
-            _SETTLED.set(key, entry)
+    unknown: list[int] = []  # the positions whose settled part is read now
+    for position, request in enumerate(requests):
+        entry = _SETTLED.get((definition, request)) if request.subject_periods else None
+        if request.subject_periods and (entry is None or now >= entry.expires):
+            # (a grown entry was set again: the cache's own TTL restarted)
+            unknown.append(position)
         settled.append(entry)
+    if unknown:  # one statement for all of them
+        for position, entry in zip(unknown, _settled_parts(meter, [requests[p] for p in unknown]), strict=True):
+            _SETTLED.set((definition, requests[position]), entry)
+            settled[position] = entry
     results: list[Groups] = [dict(entry.groups) if entry is not None else {} for entry in settled]
     positions = [position for position, entry in enumerate(settled) if entry is not None]
     if positions:  # one statement, each request from its own mark
@@ -145,10 +146,6 @@ def _count(groups: Groups, values: tuple[str | None, ...], value: Decimal) -> No
     groups[values] = groups.get(values, Decimal(0)) + value
 
 
-def _pieces(request: LiveUsage) -> list[Piece]:
-    return [piece for subject, a, b in request.subject_periods for piece in decompose(0, a, b, subject)]
-
-
 def _bounds(request: LiveUsage) -> tuple[dt.datetime, dt.datetime]:
     return min(a for _, a, _ in request.subject_periods), max(b for _, _, b in request.subject_periods)
 
@@ -157,25 +154,45 @@ def _subjects(requests: Sequence[LiveUsage]) -> list[str]:
     return sorted({s for request in requests for s, _, _ in request.subject_periods})
 
 
-def _grouped(meter: Meter, request: LiveUsage, part: str) -> tuple[Groups, int]:
-    """One statement: the request's part of the usage by its dimensions, its filters applied in SQL."""
-    rows = usage_rows(meter=meter, pieces=_pieces(request), window_bounds=[_bounds(request)],
+def _whole(meter: Meter, request: LiveUsage) -> Groups:
+    """One statement: the request's whole usage by its dimensions, its filters applied in SQL (an aggregation that
+    is not additive cannot be summed over more groups than asked)."""
+    if not request.subject_periods:
+        return {}
+    pieces = [piece for subject, a, b in request.subject_periods for piece in decompose(0, a, b, subject)]
+    rows = usage_rows(meter=meter, pieces=pieces, window_bounds=[_bounds(request)],
                       group_by=list(request.dimensions), subjects=_subjects([request]),
-                      filters=equality_filters(dict(request.filters)), part=part)
+                      filters=equality_filters(dict(request.filters)), part="all")
     groups: Groups = {}
     for row in rows:
         _count(groups, tuple(row.group_by.get(name) for name in request.dimensions), row.value)
-    return groups, rows.low
+    return groups
 
 
-def _whole(meter: Meter, request: LiveUsage) -> Groups:
-    return _grouped(meter, request, "all")[0] if request.subject_periods else {}
-
-
-def _settled_part(meter: Meter, request: LiveUsage) -> _Settled:
-    groups, low = _grouped(meter, request, "settled")
+def _settled_parts(meter: Meter, requests: list[LiveUsage]) -> list[_Settled]:
+    """Each request's settled part, read in one statement (a cold credit check asks two: its entitlement's usage
+    period and its billing period), grouped by request and by every dimension and filter key (SUM and COUNT add
+    up over those groups)."""
+    rows = _rows_by_request(meter, requests, "settled")
+    groups: list[Groups] = [{} for _ in requests]
+    for row in rows:
+        request = requests[row.index]
+        if all(row.group_by.get(key) == value for key, value in request.filters):
+            _count(groups[row.index], tuple(row.group_by.get(name) for name in request.dimensions), row.value)
     now = time.monotonic()
-    return _Settled(low, groups, now, low, now + settings.USAGE_SETTLED_MAX_SECONDS * random.uniform(0.5, 1.0))
+    return [_Settled(rows.low, found, now, rows.low,
+                     now + settings.USAGE_SETTLED_MAX_SECONDS * random.uniform(0.5, 1.0)) for found in groups]
+
+
+def _rows_by_request(meter: Meter, requests: list[LiveUsage], part: str, since: list[int] | None = None) -> UsageRows:
+    """One statement of ``part`` for several requests: each row's index is its request's position; grouped by every
+    dimension and filter key of them, the filters left to the caller."""
+    pieces = [piece for position, request in enumerate(requests) for subject, a, b in request.subject_periods
+              for piece in (decompose(position, a, b, subject) if part == "settled"
+                            else [Piece(position, a, b, "R", subject)])]
+    keys = sorted({key for request in requests for key in (*request.dimensions, *(k for k, _ in request.filters))})
+    return usage_rows(meter=meter, pieces=pieces, window_bounds=[_bounds(r) for r in requests], group_by=keys,
+                      subjects=_subjects(requests), part=part, since_tx=since or 0)
 
 
 @dataclass
@@ -192,11 +209,7 @@ class _Newest:
 def _newest_part(meter: Meter, requests: list[LiveUsage], since: list[int]) -> _Newest:
     """Each request's usage of the raw events with ``ingest_tx`` at or above its ``since`` in its periods, by its
     dimensions (one statement for all, grouped by request and by every dimension and filter key)."""
-    pieces = [Piece(position, a, b, "R", subject)
-              for position, request in enumerate(requests) for subject, a, b in request.subject_periods]
-    keys = sorted({key for request in requests for key in (*request.dimensions, *(k for k, _ in request.filters))})
-    rows = usage_rows(meter=meter, pieces=pieces, window_bounds=[_bounds(r) for r in requests], group_by=keys,
-                      subjects=_subjects(requests), part="since", since_tx=since)
+    rows = _rows_by_request(meter, requests, "since", since)
     newest = _Newest([{} for _ in requests], [{} for _ in requests], rows.low, rows.high)
     for row in rows:
         request = requests[row.index]

@@ -134,7 +134,7 @@ def test_a_remembered_total_reads_one_statement_and_counts_new_events_at_once():
         assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5), Decimal(5)]
     with CaptureQueriesContext(connection) as again:
         assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5), Decimal(5)]
-    assert len(first) == 3  # each settled part, then the newest events of both in one statement
+    assert len(first) == 2  # both settled parts in one statement, then the newest events of both in one
     assert len(again) == 1
     ingest(build_events([{"subject": "acme", "minutes": 31, "tokens": 7, "type": "response"}], "t.live"))
     assert usage_totals_live(meter=meter, requests=requests) == [Decimal(12), Decimal(5)]
@@ -171,12 +171,23 @@ def test_remembered_parts_are_read_again_at_spread_times_within_the_max_age(monk
     requests = [as_request(([("acme", 0, 24 + hours, 0)], {})) for hours in range(20)]
     random.seed(7)
     assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5)] * 20
+    read_parts = live_usage._settled_parts
+    parts_read: list[int] = []
+
+    def counted(meter, asked):
+        parts_read.append(len(asked))
+        return read_parts(meter, asked)
+
+    monkeypatch.setattr(live_usage, "_settled_parts", counted)
 
     def read_again_at(seconds: float) -> int:
         clock[0] = 1000.0 + seconds
+        parts_read.clear()
         with CaptureQueriesContext(connection) as statements:
             assert usage_totals_live(meter=meter, requests=requests) == [Decimal(5)] * 20
-        return len(statements) - 1  # one statement of newest events for all, one per part read again
+        # the newest events of all in one statement, and the parts read again (if any) in one more
+        assert len(statements) == 1 + len(parts_read) and len(parts_read) <= 1
+        return sum(parts_read)
 
     assert read_again_at(49) == 0  # none before half the max age
     assert 0 < read_again_at(75) < 20  # some, not all
