@@ -10,7 +10,8 @@ from .models import Feature, Plan, RateCard
 
 FEATURE_CACHE_SECONDS = 5.0
 FEATURE_CACHE_SIZE = 10_000
-_features: ProcessCache[Feature] = ProcessCache(maxsize=FEATURE_CACHE_SIZE, ttl=FEATURE_CACHE_SECONDS)
+_features: ProcessCache[Feature] = ProcessCache(maxsize=FEATURE_CACHE_SIZE, ttl=FEATURE_CACHE_SECONDS,
+                                                 spread=0.5)
 
 
 def forget_cached_features() -> None:

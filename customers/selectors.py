@@ -380,7 +380,8 @@ ENTITLEMENT_CACHE_SIZE = 50_000
 _ENTITLEMENT_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=None)
 # A published version's prices still change: price rows are scheduled on it, its features re-pointed. So its priced
 # rate cards (with their rows, features and meters) are kept a few seconds only, as features are.
-_USAGE_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=FEATURE_CACHE_SECONDS)
+_USAGE_CARDS: ProcessCache[list[RateCard]] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=FEATURE_CACHE_SECONDS,
+                                                           spread=0.5)
 
 
 def forget_cached_entitlements() -> None:
@@ -631,7 +632,8 @@ def _grants_sql(credits: bool) -> str:
 
 # Whether a rate card gives the feature a credit mode, per feature for a few seconds: only then does the customer
 # statement read the balance (a stale "no" only costs the check a statement of its own, _metered_value).
-_CREDIT_MODE_FEATURES: ProcessCache[bool] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=FEATURE_CACHE_SECONDS)
+_CREDIT_MODE_FEATURES: ProcessCache[bool] = ProcessCache(maxsize=ENTITLEMENT_CACHE_SIZE, ttl=FEATURE_CACHE_SECONDS,
+                                                         spread=0.5)
 
 
 def _has_credit_mode(feature: Feature) -> bool:

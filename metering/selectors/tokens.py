@@ -14,7 +14,8 @@ from ..models import ApiToken
 
 TOKEN_CACHE_SECONDS = 5.0
 TOKEN_CACHE_SIZE = 10_000
-_tokens: ProcessCache[ApiToken] = ProcessCache(maxsize=TOKEN_CACHE_SIZE, ttl=TOKEN_CACHE_SECONDS)
+_tokens: ProcessCache[ApiToken] = ProcessCache(maxsize=TOKEN_CACHE_SIZE, ttl=TOKEN_CACHE_SECONDS,
+                                               spread=0.5)
 
 
 def hash_token(token: str) -> str:

@@ -16,6 +16,21 @@ def test_an_entry_expires_after_its_ttl():
     assert cache.get("k") is None
 
 
+def test_with_a_spread_entries_stored_together_expire_apart_and_never_after_the_ttl():
+    clock = [0.0]
+    cache: ProcessCache[int] = ProcessCache(maxsize=100, ttl=10, timer=lambda: clock[0], spread=0.5)
+    for key in range(50):
+        cache.set(key, key)
+    clock[0] = 4.99  # none before half the ttl
+    assert all(cache.get(key) == key for key in range(50))
+    clock[0] = 7.5
+    kept = sum(cache.get(key) is not None for key in range(50))
+    assert 0 < kept < 50  # some, not all
+    clock[0] = 10.0
+    assert all(cache.get(key) is None for key in range(50))  # every one by the ttl
+    assert cache.ttl == 10
+
+
 def test_without_ttl_the_least_recently_used_entry_goes_first():
     cache: ProcessCache[int] = ProcessCache(maxsize=2, ttl=None)
     cache.set("a", 1)

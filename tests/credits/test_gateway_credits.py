@@ -182,8 +182,7 @@ def test_a_price_row_scheduled_on_a_published_version_reaches_pending_usage_with
     from customers.services.subscriptions import subscription_create
     from tests.builders import llm_table, tokens, unit_row, utc
 
-    real = selectors._USAGE_CARDS._cache
-    assert getattr(real, "ttl", None) == FEATURE_CACHE_SECONDS  # the process's own cache forgets as fast
+    assert selectors._USAGE_CARDS.ttl == FEATURE_CACHE_SECONDS  # the process's own cache forgets as fast
     clock = [0.0]
     monkeypatch.setattr(selectors, "_USAGE_CARDS", ProcessCache(maxsize=100, ttl=FEATURE_CACHE_SECONDS,
                                                                 timer=lambda: clock[0]))
