@@ -206,16 +206,12 @@ def test_a_price_row_scheduled_on_a_published_version_reaches_pending_usage_with
     assert api.get(path, **bearer(read_token)).json()["creditAvailable"] == 1.5  # 10 − 2.50 − 6.00
 
 
-def test_credit_only_counts_an_ended_period_until_its_close_bills_it(api, read_token, monkeypatch):
-    """Between a period's end and its close (the grace period) its usage is neither burnt nor the current period's:
-    the gateway still subtracts it, so a customer cannot spend its balance twice across the boundary; once the close
-    burns the credits, the period counts once, in the balance."""
+def prepaid_in_cents_since_november():
+    """Kong Air on a calendar-month plan since 1 November 2026: one cent a token, a ``credit_only`` gate, $10 of
+    credits."""
     from catalog.services.plans import plan_create, plan_publish
-    from customers import selectors
-    from customers.selectors import forget_cached_entitlements
     from customers.services.subscriptions import subscription_create
-    from invoicing.services.close import close_cycles
-    from tests.builders import ai_token_feature, tokens, utc
+    from tests.builders import ai_token_feature, utc
 
     ai_token_feature()
     card = RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D("0.01"))
@@ -224,6 +220,18 @@ def test_credit_only_counts_an_ended_period_until_its_close_bills_it(api, read_t
     air = builders.kong_air(since=utc(2026, 10, 1))
     subscription_create(customer=air, plan=plan, start=utc(2026, 11, 1), billing_anchor="calendar")
     grant(air, 1000, effective_at=utc(2026, 11, 1))
+
+
+def test_credit_only_counts_an_ended_period_until_its_close_bills_it(api, read_token, monkeypatch):
+    """Between a period's end and its close (the grace period) its usage is neither burnt nor the current period's:
+    the gateway still subtracts it, so a customer cannot spend its balance twice across the boundary; once the close
+    burns the credits, the period counts once, in the balance."""
+    from customers import selectors
+    from customers.selectors import forget_cached_entitlements
+    from invoicing.services.close import close_cycles
+    from tests.builders import tokens, utc
+
+    prepaid_in_cents_since_november()
     ingest([tokens(1000, utc(2026, 11, 30, 23), "request")])  # the whole $10 on the last evening
 
     def check(at):
@@ -249,19 +257,11 @@ def test_while_a_close_is_pending_the_check_asks_only_whether_its_cycle_closed(a
     """Between a period's end and its close every credit check of every customer would read the unbilled periods
     again every few seconds (~2 ms each): it now asks one small statement whether their cycles closed, keeps the
     answer while none did, reads it again once one did, and after UNBILLED_CACHE_SECONDS in any case."""
-    from catalog.services.plans import plan_create, plan_publish
     from customers import selectors
-    from customers.services.subscriptions import subscription_create
     from invoicing.services.close import close_cycles
-    from tests.builders import ai_token_feature, tokens, utc
+    from tests.builders import tokens, utc
 
-    ai_token_feature()
-    card = RateCardSpec(key="ai-token", feature="ai-token", price_type="unit", unit_amount=D("0.01"))
-    plan = plan_publish(plan=plan_create(key="cents", name="Cents", currency="USD", rate_cards=[card, gated(
-        "credit_only", limit="1e9")]))
-    air = builders.kong_air(since=utc(2026, 10, 1))
-    subscription_create(customer=air, plan=plan, start=utc(2026, 11, 1), billing_anchor="calendar")
-    grant(air, 1000, effective_at=utc(2026, 11, 1))
+    prepaid_in_cents_since_november()
     ingest([tokens(400, utc(2026, 11, 30, 23), "request")])  # $4 in November, billed by its close after the grace
     clock = [1000.0]
     monkeypatch.setattr(selectors.time, "monotonic", lambda: clock[0])
