@@ -196,10 +196,10 @@ def test_the_newest_events_statement_runs_on_a_generic_plan_through_the_ingest_t
     with connection.cursor() as cursor:
         cursor.execute("SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
                        ["%newest AS MATERIALIZED%"])
-        # the first run's mark is 0 (no rollup yet), which psycopg binds as a smallint, so its statement is prepared
-        # apart; the nine others share one
+        # a first run whose mark is 0 (no rollup yet) binds it as a smallint, so its statement is prepared apart:
+        # the others (nine or ten) share one
         name, generic, custom = max(cursor.fetchall(), key=lambda plan: plan[1] + plan[2])
-        assert (generic, custom) == (4, 5)  # five custom plans, then the generic one kept
+        assert custom == 5 and generic in (4, 5)  # five custom plans, then the generic one kept
         # The plan of the next run, with the last run's values (client-side binding writes them into the SQL).
         cursor.execute(f"EXPLAIN EXECUTE {name} ({', '.join(['%s'] * len(newest[-1][1]))})", newest[-1][1])
         plan = "\n".join(row[0] for row in cursor.fetchall())
