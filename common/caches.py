@@ -20,7 +20,8 @@ V = TypeVar("V")
 
 
 class ProcessCache(Generic[V]):
-    """A thread-safe ``cachetools.TTLCache`` (``ttl`` seconds) or ``LRUCache`` (``ttl=None``) of ``maxsize``."""
+    """A thread-safe ``cachetools.TTLCache`` (``ttl`` seconds; ``TLRUCache`` with a ``spread``) or ``LRUCache``
+    (``ttl=None``) of ``maxsize``."""
 
     def __init__(self, *, maxsize: int, ttl: float | None, timer: Callable[[], float] = time.monotonic,
                  spread: float = 0.0) -> None:

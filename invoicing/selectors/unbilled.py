@@ -9,6 +9,7 @@ spend its balance again between a period's end and its close. Registered into ``
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
@@ -87,11 +88,12 @@ def _subscriptions(customer_id: int, begun_before: dt.datetime, ended_after: dt.
                        "AND (s.cancel_at IS NULL OR s.cancel_at > %s) ORDER BY s.start DESC, s.id DESC",
                        [customer_id, db_datetime(begun_before), db_datetime(ended_after)])
         rows = cursor.fetchall()
+    readers = [_reader(model, alias, model_fields) for model, alias, model_fields in fields]
     loaded: list[Subscription] = []
     for row in rows:
         values = iter(row)
-        subscription, plan, successor = (_instance(model, alias, model_fields, [next(values) for _ in model_fields])
-                                         for model, alias, model_fields in fields)
+        subscription, plan, successor = (read([next(values) for _ in model_fields])
+                                         for read, (_, _, model_fields) in zip(readers, fields, strict=True))
         subscription.plan = plan
         # A reverse one-to-one: the successor, or none (cached, so that reading it asks nothing).
         Subscription.next.related.set_cached_value(subscription, successor if successor.pk is not None else None)
@@ -99,15 +101,23 @@ def _subscriptions(customer_id: int, begun_before: dt.datetime, ended_after: dt.
     return loaded
 
 
-def _instance(model: type[Model], alias: str, fields: list[Any], values: list[Any]) -> Any:
-    """``model`` from its row, each value converted as the ORM converts it (e.g. SQLite's datetimes made aware)."""
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        column = field.get_col(alias)
-        for converter in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
-            value = converter(value, column, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [field.attname for field in fields], converted)
+def _reader(model: type[Model], alias: str, fields: list[Any]) -> Callable[[list[Any]], Any]:
+    """A function making ``model`` from its columns' values (``fields``, selected as ``alias``), each converted as the
+    ORM converts it (e.g. SQLite's datetimes made aware)."""
+    names = [field.attname for field in fields]
+    columns = [field.get_col(alias) for field in fields]
+    converters = [connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+                  for column in columns]
+
+    def read(values: list[Any]) -> Any:
+        converted = []
+        for value, column, converting in zip(values, columns, converters, strict=True):
+            for converter in converting:
+                value = converter(value, column, connection)
+            converted.append(value)
+        return model.from_db(connection.alias, names, converted)
+
+    return read
 
 
 def _done_cycles(subscription_ids: list[int]) -> set[tuple[int, int]]:

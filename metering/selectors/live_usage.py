@@ -43,7 +43,7 @@ from common.caches import ProcessCache
 
 from ..models import Meter
 from ..windows import Piece, decompose
-from .usage import UsageRows, equality_filters, usage_rows
+from .usage import UsageRow, UsageRows, equality_filters, usage_rows
 
 ADDITIVE = frozenset({Meter.Aggregation.SUM, Meter.Aggregation.COUNT})
 
@@ -176,12 +176,19 @@ def _settled_parts(meter: Meter, requests: list[LiveUsage]) -> list[_Settled]:
     rows = _rows_by_request(meter, requests, "settled")
     groups: list[Groups] = [{} for _ in requests]
     for row in rows:
-        request = requests[row.index]
-        if all(row.group_by.get(key) == value for key, value in request.filters):
-            _count(groups[row.index], tuple(row.group_by.get(name) for name in request.dimensions), row.value)
+        values = _counted_as(requests[row.index], row)
+        if values is not None:
+            _count(groups[row.index], values, row.value)
     now = time.monotonic()
     return [_Settled(rows.low, found, now, rows.low,
                      now + settings.USAGE_SETTLED_MAX_SECONDS * random.uniform(0.5, 1.0)) for found in groups]
+
+
+def _counted_as(request: LiveUsage, row: UsageRow) -> tuple[str | None, ...] | None:
+    """The request's dimension values of a row of :func:`_rows_by_request`, or None when its filters leave it out."""
+    if all(row.group_by.get(key) == value for key, value in request.filters):
+        return tuple(row.group_by.get(name) for name in request.dimensions)
+    return None
 
 
 def _rows_by_request(meter: Meter, requests: list[LiveUsage], part: str, since: list[int] | None = None) -> UsageRows:
@@ -212,8 +219,7 @@ def _newest_part(meter: Meter, requests: list[LiveUsage], since: list[int]) -> _
     rows = _rows_by_request(meter, requests, "since", since)
     newest = _Newest([{} for _ in requests], [{} for _ in requests], rows.low, rows.high)
     for row in rows:
-        request = requests[row.index]
-        if all(row.group_by.get(key) == value for key, value in request.filters):
-            _count((newest.final if row.final else newest.live)[row.index],
-                   tuple(row.group_by.get(name) for name in request.dimensions), row.value)
+        values = _counted_as(requests[row.index], row)
+        if values is not None:
+            _count((newest.final if row.final else newest.live)[row.index], values, row.value)
     return newest

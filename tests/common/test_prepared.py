@@ -196,8 +196,9 @@ def test_the_newest_events_statement_runs_on_a_generic_plan_through_the_ingest_t
     with connection.cursor() as cursor:
         cursor.execute("SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
                        ["%newest AS MATERIALIZED%"])
-        # a first run whose mark is 0 (no rollup yet) binds it as a smallint, so its statement is prepared apart:
-        # the others (nine or ten) share one
+        # psycopg binds a mark as the smallest integer type that holds it: a first mark of 0 (no rollup yet) is
+        # prepared apart from later ones when those exceed a smallint (a busy cluster's transaction ids); the nine
+        # or ten others share one
         name, generic, custom = max(cursor.fetchall(), key=lambda plan: plan[1] + plan[2])
         assert custom == 5 and generic in (4, 5)  # five custom plans, then the generic one kept
         # The plan of the next run, with the last run's values (client-side binding writes them into the SQL).
