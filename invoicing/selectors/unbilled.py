@@ -27,14 +27,9 @@ from ..services.cycles import lookback_cutoff, replaced_at, subscription_cycles
 Cycle = tuple[int, int]  # (subscription id, cycle index): the cycle whose close bills a period
 
 
-def unbilled_periods(customer_id: int, at: dt.datetime) -> list[tuple[Grant, Period]]:
-    """The customer's periods that ended by ``at`` (within the late-usage lookback) and whose billing cycle is not
-    done, each with its subscription's terms."""
-    return [(grant, period) for grant, period, _ in unbilled_cycles(customer_id, at)]
-
-
 def unbilled_cycles(customer_id: int, at: dt.datetime) -> list[tuple[Grant, Period, Cycle]]:
-    """:func:`unbilled_periods`, each with the cycle that will bill it."""
+    """The customer's periods that ended by ``at`` (within the late-usage lookback) and whose billing cycle is not
+    done, each with its subscription's terms and the cycle that will bill it."""
     horizon = lookback_cutoff(at)
     subscriptions = _subscriptions(customer_id, at, horizon)
     if not subscriptions:

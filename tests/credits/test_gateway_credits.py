@@ -308,7 +308,7 @@ def test_the_part_of_a_period_a_plan_change_replaced_counts_until_the_successor_
     cycle, after the grace period; until then it is an unbilled period, then it is not."""
     from catalog.services.plans import plan_create, plan_publish
     from customers.services.subscriptions import subscription_change_plan, subscription_create
-    from invoicing.selectors.unbilled import unbilled_periods
+    from invoicing.selectors.unbilled import unbilled_cycles
     from invoicing.services.close import close_cycles
     from tests.builders import ai_token_feature, utc
 
@@ -320,11 +320,11 @@ def test_the_part_of_a_period_a_plan_change_replaced_counts_until_the_successor_
     first = subscription_create(customer=air, plan=plans[0], start=utc(2026, 11, 1), billing_anchor="calendar")
     close_cycles(now=utc(2026, 11, 1, 0, 1))  # cycle 0: nothing in advance
     subscription_change_plan(subscription=first, plan=plans[1], when="now", now=utc(2026, 11, 15))
-    assert unbilled_periods(air.pk, utc(2026, 11, 14)) == []
-    [(terms, period)] = unbilled_periods(air.pk, utc(2026, 11, 15, 0, 30))
+    assert unbilled_cycles(air.pk, utc(2026, 11, 14)) == []
+    [(terms, period, _)] = unbilled_cycles(air.pk, utc(2026, 11, 15, 0, 30))
     assert (terms.plan_id, period.start, period.end) == (plans[0].pk, utc(2026, 11, 1), utc(2026, 11, 15))
     close_cycles(now=utc(2026, 11, 15, 1, 5))  # the successor's first cycle bills it
-    assert unbilled_periods(air.pk, utc(2026, 11, 15, 1, 10)) == []
+    assert unbilled_cycles(air.pk, utc(2026, 11, 15, 1, 10)) == []
 
 
 def test_the_gateways_check_reads_the_balance_in_its_customer_statement_as_the_ledger_has_it():
